@@ -1,0 +1,34 @@
+# preread — the two set-up commands of the README:
+#   make run    create .venv, install, build demo models if the registry is empty, serve
+#   make test   create .venv, install (and the test peers: dcmtk, Orthanc, Chromium, PostgreSQL), run pytest
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast peers bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/preread serve
+
+peers:
+	bash scripts/install-peers.sh
+
+test: $(STAMP) peers
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Without the slow marker: the quick loop while developing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/preread bench ecg --json bench/results/ecg.json
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
