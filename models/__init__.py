@@ -1,0 +1,4 @@
+"""Network definitions, model cards, export and inference backends.
+
+Nothing here imports serving/ or training/.
+"""

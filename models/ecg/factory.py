@@ -1,0 +1,27 @@
+"""Build an ECG network by architecture name (what model cards and training configs store)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from models.ecg.inception1d import Inception1d
+from models.ecg.xresnet1d import XRESNET1D_LAYERS, xresnet1d
+
+ECG_ARCHITECTURES: tuple[str, ...] = (*XRESNET1D_LAYERS, "inception1d")
+
+
+def build_ecg_model(architecture: str, num_labels: int, **kwargs) -> nn.Module:
+    """A fresh (randomly initialised) network producing ``num_labels`` logits for [B, 12, T] input.
+
+    ``architecture`` is one of ``ECG_ARCHITECTURES``. Keyword arguments go to the network's
+    constructor: for XResNet1d e.g. ``width``, ``layers``, ``kernel_size``, ``input_pool``,
+    ``head_hidden``, ``head_dropout``; for Inception1d ``filters`` (``width`` is accepted as an
+    alias), ``depth``, ``kernel_size``, ``bottleneck``, ``input_pool`` ...
+    """
+    if architecture in XRESNET1D_LAYERS:
+        return xresnet1d(architecture, num_labels, **kwargs)
+    if architecture == "inception1d":
+        if "width" in kwargs:
+            kwargs["filters"] = kwargs.pop("width")
+        return Inception1d(num_labels, **kwargs)
+    raise ValueError(f"unknown ECG architecture {architecture!r}; known: {', '.join(ECG_ARCHITECTURES)}")

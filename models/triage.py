@@ -1,0 +1,114 @@
+"""Triage: model probabilities + measurements → a score in [0, 1] and a level.
+
+The rules are configuration (configs/triage/*.yaml), not code, so a clinical lead can change
+"a heart rate over 150 is critical" without a release. Hard rules can only *raise* a level:
+whatever the network says, a measured heart rate of 30 bpm is read now.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Level = Literal["critical", "urgent", "routine"]
+LEVELS: tuple[Level, ...] = ("critical", "urgent", "routine")
+LEVEL_RANK: dict[str, int] = {"critical": 0, "urgent": 1, "routine": 2}
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+class MeasurementRule(BaseModel):
+    """E.g. ``{measurement: heart_rate_bpm, op: ">", value: 150, level: critical}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    measurement: str
+    op: Literal[">", ">=", "<", "<="]
+    value: float
+    level: Level
+    reason: str | None = None
+
+    def check(self, measurements: dict) -> str | None:
+        value = measurements.get(self.measurement)
+        if value is None or not _OPS[self.op](float(value), self.value):
+            return None
+        return self.reason or f"{self.measurement} {float(value):.0f} {self.op} {self.value:g}"
+
+
+class FindingRule(BaseModel):
+    """E.g. ``{finding: STE, min_probability: 0.5, level: critical}``; optional measurement condition."""
+
+    model_config = ConfigDict(extra="forbid")
+    finding: str
+    min_probability: float = Field(ge=0, le=1)
+    level: Level
+    reason: str | None = None
+    and_measurement: MeasurementRule | None = None
+
+    def check(self, probabilities: dict[str, float], measurements: dict) -> str | None:
+        p = probabilities.get(self.finding)
+        if p is None or p < self.min_probability:
+            return None
+        if self.and_measurement is not None and self.and_measurement.check(measurements) is None:
+            return None
+        return self.reason or f"{self.finding} probability {p:.2f} ≥ {self.min_probability:g}"
+
+
+class TriageRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    modality: str
+    # Score = max over findings of weight × probability: one severe finding is enough.
+    finding_weights: dict[str, float]
+    # Score cut-offs for levels when no hard rule fires.
+    level_thresholds: dict[Literal["critical", "urgent"], float] = {"critical": 0.8, "urgent": 0.5}
+    measurement_rules: list[MeasurementRule] = []
+    finding_rules: list[FindingRule] = []
+    # Score floor given to a study a hard rule raised, so it sorts with its level.
+    level_score_floor: dict[Level, float] = {"critical": 0.8, "urgent": 0.5, "routine": 0.0}
+
+    @model_validator(mode="after")
+    def _check(self) -> "TriageRules":
+        if not all(0.0 <= w <= 1.0 for w in self.finding_weights.values()):
+            raise ValueError("finding_weights must lie in [0, 1]")
+        if self.level_thresholds["critical"] < self.level_thresholds["urgent"]:
+            raise ValueError("level_thresholds: critical must be ≥ urgent")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TriageRules":
+        with open(path, encoding="utf-8") as fh:
+            return cls.model_validate(yaml.safe_load(fh))
+
+
+class TriageResult(BaseModel):
+    level: Level
+    score: float
+    reasons: list[str]
+
+
+def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRules) -> TriageResult:
+    weighted = [
+        (rules.finding_weights.get(code, 0.0) * float(p), code) for code, p in probabilities.items()
+    ]
+    score, top = max(weighted, default=(0.0, None))
+    if score >= rules.level_thresholds["critical"]:
+        level: Level = "critical"
+    elif score >= rules.level_thresholds["urgent"]:
+        level = "urgent"
+    else:
+        level = "routine"
+    reasons = [f"score {score:.2f} from {top}"] if top is not None and level != "routine" else []
+
+    fired = [(r.level, r.check(measurements)) for r in rules.measurement_rules]
+    fired += [(r.level, r.check(probabilities, measurements)) for r in rules.finding_rules]
+    for rule_level, reason in fired:
+        if reason is None:
+            continue
+        reasons.append(reason)
+        if LEVEL_RANK[rule_level] < LEVEL_RANK[level]:
+            level = rule_level
+    score = max(score, rules.level_score_floor[level])
+    return TriageResult(level=level, score=round(min(1.0, score), 4), reasons=reasons)
