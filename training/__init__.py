@@ -1,0 +1,1 @@
+"""Training: configs, loops, checkpoints and registration (uses models/ and datasets/, never serving/)."""

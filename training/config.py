@@ -1,0 +1,135 @@
+"""Training configuration: YAML validated by pydantic (configs/train/*.yaml).
+
+Relative paths (checkpoint_dir, data.path, registry.root) are taken from the working directory,
+as everywhere in preread (the CLI runs from the repository root).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class TrainConfigError(ValueError):
+    """A training config file that cannot be read or does not validate; the message lists each problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSection(_Section):
+    architecture: str = Field("xresnet1d18", description="see models.ecg.factory.ECG_ARCHITECTURES")
+    width: int = Field(32, ge=1, le=1024, description="XResNet1d stem width / Inception1d filters per branch")
+    input_pool: int = Field(1, ge=1, le=20, description="average-pool the input by this factor first (5: 500 → 100 Hz)")
+    params: dict[str, Any] = Field(default_factory=dict, description="further constructor kwargs (layers, kernel_size, head_dropout ...)")
+
+    def build_kwargs(self) -> dict[str, Any]:
+        return {"width": self.width, "input_pool": self.input_pool, **self.params}
+
+
+class DataSection(_Section):
+    source: Literal["synthetic", "cinc"] = "synthetic"
+    n: int | None = Field(2000, ge=2, description="synthetic: records to generate; cinc: at most this many (None: all)")
+    seed: int = 0
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_n: int = Field(0, ge=0, description="synthetic only: size of an extra held-out test set (another seed)")
+    path: Path | None = Field(None, description="synthetic: cache folder (None: no dataset cache); cinc: the WFDB folder")
+
+    @model_validator(mode="after")
+    def _path_for_real_data(self) -> "DataSection":
+        if self.source == "cinc" and self.path is None:
+            raise ValueError("data.path is required for source 'cinc' (a folder of CinC 2021 .hea/.mat records)")
+        if self.source == "synthetic" and self.n is None:
+            raise ValueError("data.n is required for source 'synthetic'")
+        return self
+
+
+class OptimSection(_Section):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=2, le=65_536)
+    lr: float = Field(1e-2, gt=0.0, le=10.0, description="peak learning rate (one-cycle) / initial (cosine)")
+    weight_decay: float = Field(1e-2, ge=0.0)
+    scheduler: Literal["onecycle", "cosine"] = "onecycle"
+    grad_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; None: no clipping")
+
+
+class EarlyStoppingSection(_Section):
+    metric: Literal["val_macro_auroc", "val_loss"] = "val_macro_auroc"
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        return "min" if self.metric == "val_loss" else "max"
+
+
+class RegistrySection(_Section):
+    name: str = "ecg"
+    alias: str | None = Field("champion", description="alias to point at the new version; None: none")
+    root: Path | None = Field(None, description="None: $PREREAD_REGISTRY or var/registry (or the registry passed in)")
+
+
+class ExportSection(_Section):
+    onnx: bool = True
+    torchscript: bool = True
+    parity_tolerance: float = Field(1e-4, gt=0.0, le=1e-2)
+    parity_samples: int = Field(32, ge=1, description="real validation inputs compared between PyTorch and ONNX Runtime")
+
+
+class TrainConfig(_Section):
+    task: Literal["ecg", "cxr"]
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    optim: OptimSection = OptimSection()
+    seed: int = 0
+    early_stopping: EarlyStoppingSection = EarlyStoppingSection()
+    checkpoint_dir: Path = Path("var/checkpoints/ecg")
+    registry: RegistrySection = RegistrySection()
+    export: ExportSection = ExportSection()
+    threshold_method: Literal["youden", "f1", "fixed"] = Field(
+        "youden", description="per-label decision thresholds from validation data; 'fixed' keeps 0.5")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+    intended_use: str | None = Field(None, description="card text; demo (synthetic) models get the standard DEMO text")
+
+    @model_validator(mode="after")
+    def _known_architecture(self) -> "TrainConfig":
+        if self.task == "ecg":
+            from models.ecg.factory import ECG_ARCHITECTURES
+
+            if self.model.architecture not in ECG_ARCHITECTURES:
+                raise ValueError(f"model.architecture {self.model.architecture!r} is not an ECG architecture "
+                                 f"({', '.join(ECG_ARCHITECTURES)})")
+        if not self.export.onnx and not self.export.torchscript:
+            # The state dict is always saved, but serving's default backend needs ONNX or TorchScript.
+            raise ValueError("export: at least one of onnx / torchscript must be true")
+        return self
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training YAML; ``TrainConfigError`` lists every problem with its field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrainConfigError(f"cannot read training config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"training config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise TrainConfigError(f"training config {path} must be a mapping of settings, got {type(raw).__name__}")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TrainConfigError(f"invalid training config {path}:\n{_format_errors(exc)}") from None
