@@ -1,0 +1,1 @@
+"""Benchmarks: printed tables and JSON under bench/results/. Speed goals live here, not in tests."""

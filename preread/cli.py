@@ -1,0 +1,209 @@
+"""`preread` — serve, token, train, evaluate, models, bench (see shared INTERFACES.md).
+
+The CLI is the one place that ties the capabilities together: it may train a demo model before it
+starts serving, so serving/ itself never imports training/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-demo.yaml", "cxr": REPO / "configs" / "train" / "cxr-demo.yaml"}
+
+
+def ensure_demo_models(cfg, names: list[str] | None = None) -> list[str]:
+    """Train and register the demo model for every served model the registry lacks. Returns the
+    names trained. Uses the project's own training code and configs/train/*-demo.yaml."""
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(cfg.registry.root)
+    trained = []
+    for name in names or list(cfg.models):
+        if not registry.is_empty(name):
+            continue
+        config_path = DEMO_TRAINING.get(name)
+        if config_path is None or not config_path.exists():
+            raise SystemExit(f"model {name!r} is not registered and there is no demo training for it")
+        print(f"[preread] registry has no '{name}' model: training the demo model ({config_path.name}) ...", flush=True)
+        _train(name, config_path, registry)
+        trained.append(name)
+    return trained
+
+
+def _train(task: str, config_path: Path, registry=None):
+    from training.config import load_train_config
+
+    config = load_train_config(config_path)
+    if task == "ecg":
+        from training.ecg import train_ecg
+        return train_ecg(config, registry=registry)
+    if task == "cxr":
+        from training.cxr import train_cxr  # noqa: PLC0415 - optional until the imaging trainer lands
+        return train_cxr(config, registry=registry)
+    raise SystemExit(f"unknown task {task!r}")
+
+
+# --- commands ------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.config import load_config
+
+    cfg = load_config(args.config).resolved()
+    if args.port:
+        cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"port": args.port})})
+    ensure_demo_models(cfg)
+
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.store.db import Database
+
+    Database(cfg.database.url).migrate()  # once, here, so replicas never race on the schema
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+             configure_logging=True)
+    serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
+    serve.run(build_app(cfg), name="preread", route_prefix="/")
+    base = f"http://{cfg.http.host}:{cfg.http.port}"
+    print(f"[preread] serving on {base}  (health: {base}/readyz, API docs: {base}/docs)", flush=True)
+    print("[preread] a token for the demo site:  preread token --user demo-doctor --role grassroots --sites demo",
+          flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("[preread] stopping ...", flush=True)
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from serving.auth import TokenService, load_secret
+    from serving.config import load_config
+
+    cfg = load_config(args.config).resolved()
+    tokens = TokenService(load_secret(cfg.auth.secret_file), cfg.auth.token_ttl_hours)
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else []
+    unknown = [s for s in sites if s != "*" and s not in cfg.site_ids()]
+    if unknown:
+        print(f"error: unknown site(s) {', '.join(unknown)}; configured: {', '.join(sorted(cfg.site_ids()))}",
+              file=sys.stderr)
+        return 2
+    ttl = timedelta(hours=args.ttl_hours) if args.ttl_hours else None
+    try:
+        print(tokens.issue(args.user, args.role, sites, ttl=ttl))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.registry import ModelRegistry
+    from serving.config import load_config
+
+    registry = ModelRegistry(args.registry or load_config(args.serving_config).resolved().registry.root)
+    registered = _train(args.task, Path(args.config), registry)
+    print(f"[preread] registered {registered.name} version {registered.version} "
+          f"aliases {sorted(registered.aliases)} at {registered.path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.registry import ModelRegistry
+    from serving.config import load_config
+
+    registry = ModelRegistry(args.registry or load_config(args.serving_config).resolved().registry.root)
+    if args.models_command == "list":
+        rows = []
+        for name in registry.names():
+            for model in registry.versions(name):
+                rows.append({"name": name, "version": model.version, "aliases": sorted(model.aliases),
+                             "architecture": model.card.architecture, "demo": model.card.demo,
+                             "metrics": model.card.metrics})
+        print(json.dumps(rows, indent=2, default=str))
+    elif args.models_command == "promote":
+        name, _, version = args.model.partition("/")
+        if not version:
+            print("error: give NAME/VERSION, e.g. ecg/3", file=sys.stderr)
+            return 2
+        registry.set_alias(name, args.alias, int(version))
+        print(f"[preread] {name}@{args.alias} → version {version}")
+    elif args.models_command == "export":
+        from models.export import export_registered
+
+        out = export_registered(registry.resolve(args.model), Path(args.out), fmt=args.format)
+        print(f"[preread] exported {args.model} to {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.serving_bench import run_bench
+
+    return run_bench(args.task, json_path=args.json, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="preread", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve_p = sub.add_parser("serve", help="run the service (local Ray + Serve, SQLite, files under ./var/)")
+    serve_p.add_argument("--config", help="serving config YAML (default configs/serving.yaml)")
+    serve_p.add_argument("--port", type=int, help="override the HTTP port")
+    serve_p.set_defaults(func=cmd_serve)
+
+    token_p = sub.add_parser("token", help="issue an access token signed with the deployment's secret")
+    token_p.add_argument("--user", required=True)
+    token_p.add_argument("--role", required=True, choices=["grassroots", "reader", "datasci", "admin"])
+    token_p.add_argument("--sites", default="", help="comma-separated site ids, or *")
+    token_p.add_argument("--ttl-hours", type=float)
+    token_p.add_argument("--config")
+    token_p.set_defaults(func=cmd_token)
+
+    train_p = sub.add_parser("train", help="train a model and register it")
+    train_p.add_argument("task", choices=["ecg", "cxr"])
+    train_p.add_argument("--config", required=True, help="training config YAML (configs/train/...)")
+    train_p.add_argument("--registry", help="registry folder (default: the serving config's)")
+    train_p.add_argument("--serving-config")
+    train_p.set_defaults(func=cmd_train)
+
+    models_p = sub.add_parser("models", help="model registry: list, promote, export")
+    models_p.add_argument("--registry")
+    models_p.add_argument("--serving-config")
+    models_sub = models_p.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list")
+    promote_p = models_sub.add_parser("promote")
+    promote_p.add_argument("model", help="NAME/VERSION")
+    promote_p.add_argument("--alias", default="champion")
+    export_p = models_sub.add_parser("export")
+    export_p.add_argument("model", help="NAME, NAME@ALIAS or NAME/VERSION")
+    export_p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export_p.add_argument("--out", required=True)
+    models_p.set_defaults(func=cmd_models)
+
+    bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs HTTP on Ray Serve")
+    bench_p.add_argument("task", choices=["ecg", "cxr"])
+    bench_p.add_argument("--json", help="write results as JSON here")
+    bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    bench_p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

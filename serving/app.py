@@ -1,0 +1,119 @@
+"""The Ray Serve application: a FastAPI ingress and batched model deployments.
+
+Deployments are thin: the ECG model deployment wraps models.ecg.pipeline.EcgPreReader (which runs
+and is tested without Ray); the ingress wraps serving.api. Replica counts, CPUs/GPUs and batching
+come from configs/serving.yaml. For a cluster: `serve deploy configs/serve-cluster.yaml`, which
+imports ``serving.app:app_builder``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from models.ecg.pipeline import EcgInput, EcgPreReader
+from serving.api import build_api
+from serving.config import DeploymentConfig, ServingConfig, load_config
+from serving.services import Services, build_services
+
+log = logging.getLogger("preread.serve")
+
+_services: Services | None = None  # this ingress replica's services (one per replica process)
+
+
+def current_services() -> Services | None:
+    """The replica's services. Looked up through the imported module on purpose: Ray pickles the
+    ingress class and the app by value, and a by-value function would see a frozen copy of globals."""
+    import serving.app as this_module
+
+    return this_module._services
+
+
+api = build_api(current_services)
+
+
+@serve.deployment(name="ecg-model")
+class EcgModelDeployment:
+    """Batched ECG pre-reads on one replica (CPU here; a GPU or a fraction of one on GPU nodes)."""
+
+    def __init__(self, config: dict[str, Any]):
+        cfg = ServingConfig.model_validate(config)
+        model = cfg.models["ecg"]
+        self.reader = EcgPreReader.from_registry(
+            cfg.registry.root, model.ref, cfg.triage_path("ecg"), backend=model.backend,
+            intra_op_threads=model.intra_op_threads,
+        )
+        batching = cfg.deployments.ecg
+        self.read.set_max_batch_size(batching.max_batch_size)
+        self.read.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        log.info("ECG model %s loaded on %s", self.reader.model_identity, self.reader.backend.device)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def read(self, items: list[EcgInput]) -> list[dict[str, Any]]:
+        # The network runs in a worker thread so the next batch can gather while this one computes.
+        return await asyncio.to_thread(self.reader.read_batch, items)
+
+    def identity(self) -> dict[str, Any]:
+        return self.reader.model_identity
+
+
+@serve.deployment(name="ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, config: dict[str, Any], ecg_model: DeploymentHandle):
+        import serving.app as this_module
+
+        cfg = ServingConfig.model_validate(config)
+
+        async def read_ecg(item: EcgInput) -> dict[str, Any]:
+            return await ecg_model.read.remote(item)
+
+        services = build_services(cfg, read_ecg, migrate=False)  # the driver migrated already
+        services.models_ready["ecg"] = True  # the handle was bound after the model replica started
+        this_module._services = services
+        # Replay the durable queue: studies stored before a crash but never read.
+        self._recovery = asyncio.get_event_loop().create_task(self._recover(services))
+
+    @staticmethod
+    async def _recover(services: Services) -> None:
+        try:
+            done = await services.ecg.process_pending()
+            if done:
+                log.warning("recovered %d stored ECGs that had no AI read", done)
+        except Exception:  # never let recovery take the ingress down; rows stay 'received'
+            log.exception("recovery of pending ECGs failed")
+
+
+def _options(deployment, cfg: DeploymentConfig, batching: bool):
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+    }
+    if cfg.num_replicas == "auto":
+        options["autoscaling_config"] = {
+            "min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
+            # Keep enough queued work per replica to fill a batch.
+            "target_ongoing_requests": max(2, cfg.max_batch_size // 2) if batching else 2,
+        }
+    else:
+        options["num_replicas"] = cfg.num_replicas
+    return deployment.options(**options)
+
+
+def build_app(cfg: ServingConfig):
+    config = cfg.model_dump(mode="json")
+    ecg = _options(EcgModelDeployment, cfg.deployments.ecg, batching=True).bind(config)
+    return _options(Ingress, cfg.deployments.ingress, batching=False).bind(config, ecg)
+
+
+def app_builder(args: dict[str, Any]):
+    """Entry point for `serve run` / `serve deploy`: args may name a config file (``config``)."""
+    from serving.store.db import Database
+
+    cfg = load_config(args.get("config")).resolved()
+    Database(cfg.database.url).migrate()  # here, once, before any replica starts
+    return build_app(cfg)

@@ -1,0 +1,163 @@
+"""The serving configuration: configs/serving.yaml, validated by pydantic on load.
+
+Relative paths for state (database, objects, registry, secret) are taken from the working directory,
+so `preread serve` keeps everything under ./var/; relative paths to other config files (triage rules)
+are taken from the config file's own folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class DicomConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(11112, ge=1, le=65535)
+    ae_title: str = "PREREAD"
+
+
+class SiteConfig(_Strict):
+    id: str
+    name: str = ""
+    ae_titles: list[str] = []
+
+
+class StorageConfig(_Strict):
+    root: Path = Path("var/objects")
+
+
+class DatabaseConfig(_Strict):
+    url: str = "sqlite:///var/preread.db"
+
+
+class RegistryConfig(_Strict):
+    root: Path = Path("var/registry")
+
+
+class AuthConfig(_Strict):
+    # The secret that signs tokens: $PREREAD_SECRET if set, else this file (created 0600 on first use).
+    secret_file: Path = Path("var/secret.key")
+    token_ttl_hours: float = Field(12.0, gt=0)
+
+
+class PrivacyConfig(_Strict):
+    mask_patient_names: bool = True
+    mask_patient_ids: bool = True
+
+
+class ModelServingConfig(_Strict):
+    ref: str  # registry reference: NAME, NAME@ALIAS or NAME/VERSION
+    backend: Literal["onnxruntime", "pytorch"] = "onnxruntime"
+    intra_op_threads: int | None = None
+
+
+class DeploymentConfig(_Strict):
+    num_replicas: int | Literal["auto"] = 1
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    min_replicas: int = 1
+    max_replicas: int = 1
+
+    @field_validator("max_ongoing_requests")
+    @classmethod
+    def _enough_in_flight(cls, value: int, info) -> int:
+        # A replica that admits fewer requests than its batch size can never fill a batch.
+        batch = info.data.get("max_batch_size")
+        if batch is not None and value < batch:
+            raise ValueError(f"max_ongoing_requests ({value}) must be ≥ max_batch_size ({batch})")
+        return value
+
+
+class DeploymentsConfig(_Strict):
+    ingress: DeploymentConfig = DeploymentConfig(max_batch_size=1, max_ongoing_requests=128)
+    ecg: DeploymentConfig = DeploymentConfig()
+
+
+class WorklistConfig(_Strict):
+    # Minutes a study may wait at a level before it is escalated one level (critical: flagged overdue).
+    aging_minutes: dict[Literal["critical", "urgent", "routine"], float] = {
+        "critical": 15, "urgent": 60, "routine": 240,
+    }
+
+
+class LimitsConfig(_Strict):
+    max_ecg_bytes: int = 20 * 1024 * 1024
+
+
+class TriageConfig(_Strict):
+    ecg: Path = Path("triage/ecg.yaml")
+
+
+class ServingConfig(_Strict):
+    http: HttpConfig = HttpConfig()
+    dicom: DicomConfig = DicomConfig()
+    sites: list[SiteConfig] = [SiteConfig(id="demo", name="Demo township health centre", ae_titles=["DEMOSITE"])]
+    storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    registry: RegistryConfig = RegistryConfig()
+    auth: AuthConfig = AuthConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    models: dict[str, ModelServingConfig] = {"ecg": ModelServingConfig(ref="ecg@champion")}
+    deployments: DeploymentsConfig = DeploymentsConfig()
+    triage: TriageConfig = TriageConfig()
+    worklist: WorklistConfig = WorklistConfig()
+    limits: LimitsConfig = LimitsConfig()
+    ray_num_cpus: float | None = None  # local Ray only; None = the machine's cores
+
+    config_dir: Path = REPO_CONFIGS  # where relative config references resolve; set by load_config
+
+    def site_ids(self) -> set[str]:
+        return {site.id for site in self.sites}
+
+    def resolved(self, base: str | Path | None = None) -> "ServingConfig":
+        """A copy with state paths made absolute against ``base`` (default: the working directory).
+        Ray replicas need this: their working directory is not the driver's."""
+        base = Path(base or Path.cwd()).resolve()
+
+        def absolute(path: Path) -> Path:
+            return path if path.is_absolute() else base / path
+
+        url = self.database.url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            url = f"sqlite:///{absolute(Path(url.removeprefix('sqlite:///')))}"
+        return self.model_copy(update={
+            "storage": StorageConfig(root=absolute(self.storage.root)),
+            "database": DatabaseConfig(url=url),
+            "registry": RegistryConfig(root=absolute(self.registry.root)),
+            "auth": self.auth.model_copy(update={"secret_file": absolute(self.auth.secret_file)}),
+            "config_dir": self.config_dir.resolve(),
+        })
+
+    def triage_path(self, modality: str) -> Path:
+        path = getattr(self.triage, modality)
+        return path if path.is_absolute() else self.config_dir / path
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> ServingConfig:
+    """Load and validate a serving config. ``None`` → $PREREAD_CONFIG, else configs/serving.yaml."""
+    path = Path(path or os.environ.get("PREREAD_CONFIG") or REPO_CONFIGS / "serving.yaml")
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    data.update(overrides or {})
+    data.setdefault("config_dir", str(path.resolve().parent))
+    return ServingConfig.model_validate(data)

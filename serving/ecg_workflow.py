@@ -1,0 +1,131 @@
+"""One ECG from request body to worklist row: parse, validate, store durably, read, record.
+
+Order matters: nothing is acknowledged before the original is on disk (fsync) and its row is
+committed; a study stored but not yet read stays in status ``received`` — the durable queue that
+``process_pending`` replays after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from datasets.ecg.errors import EcgInputError
+from datasets.ecg.readers import read_ecg
+from datasets.ecg.record import EcgRecord
+from datasets.ecg.validate import validate_record
+from models.ecg.pipeline import EcgInput
+from serving.privacy import mask_id, mask_name
+from serving.storage import ObjectStore
+from serving.store.db import Database, NewInstance
+from serving.store.schema import RECEIVED, Study
+
+log = logging.getLogger("preread.ecg")
+
+EcgReadFn = Callable[[EcgInput], Awaitable[dict[str, Any]]]
+
+CONTENT_TYPES = {"dicom": "application/dicom", "wfdb": "application/zip", "json": "application/json"}
+SUFFIX = {"dicom": ".dcm", "wfdb": ".zip", "json": ".json"}
+
+
+def uid_from_digest(digest: str, namespace: str) -> str:
+    """A DICOM UID (2.25 + 128-bit integer) derived from content, so a re-sent record maps to the
+    same instance: idempotency for formats that carry no UID of their own."""
+    value = int(hashlib.sha256(f"{namespace}:{digest}".encode()).hexdigest()[:32], 16)
+    return f"2.25.{value}"
+
+
+@dataclass
+class AcceptedEcg:
+    study: Study
+    created: bool
+    record: EcgRecord
+
+
+class SiteError(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class EcgWorkflow:
+    def __init__(self, db: Database, store: ObjectStore, read_fn: EcgReadFn, known_sites: set[str],
+                 mask_names: bool = True, mask_ids: bool = True):
+        self.db, self.store, self.read_fn = db, store, read_fn
+        self.known_sites = known_sites
+        self.mask_names, self.mask_ids = mask_names, mask_ids
+
+    @staticmethod
+    def parse(body: bytes, content_type: str | None, filename: str | None) -> EcgRecord:
+        """Bytes → validated record in standard lead order; EcgInputError names the problem."""
+        return validate_record(read_ecg(body, content_type=content_type, filename=filename))
+
+    def accept(self, body: bytes, record: EcgRecord, site: str, sender: str) -> AcceptedEcg:
+        """Store durably, then record the row. Idempotent on the SOP Instance UID (or content)."""
+        if site not in self.known_sites:
+            raise SiteError(422, f"site {site!r} is not configured")
+        fmt = record.meta.get("format", "json")
+        digest = hashlib.sha256(body).hexdigest()
+        sop_uid = record.meta.get("sop_instance_uid") or uid_from_digest(digest, "ecg-instance")
+        study_uid = record.meta.get("study_instance_uid") or uid_from_digest(digest, "ecg-study")
+        existing = self.db.find_instance(sop_uid)
+        if existing is not None:
+            return AcceptedEcg(existing[0], False, record)
+        stored = self.store.put(body, SUFFIX.get(fmt, ".bin"))
+        patient = record.patient
+        study, _, created = self.db.accept_instance(NewInstance(
+            sop_instance_uid=sop_uid, study_uid=study_uid, site=site, modality="ECG",
+            content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"),
+            storage_key=stored.key, sha256=stored.sha256, size_bytes=stored.size_bytes,
+            source="http", sender=sender, series_uid=record.meta.get("series_instance_uid"),
+            sop_class_uid=record.meta.get("sop_class_uid"),
+            patient_id=self._mask(patient.get("id"), mask_id, self.mask_ids),
+            patient_name=self._mask(patient.get("name"), mask_name, self.mask_names),
+            patient_sex=_short(patient.get("sex"), 8), patient_age=_short(patient.get("age"), 16),
+            description=f"12-lead ECG ({fmt})",
+        ))
+        return AcceptedEcg(study, created, record)
+
+    async def read(self, study_uid: str, record: EcgRecord) -> dict[str, Any] | None:
+        """Run the AI read for a stored study and record it. A failure leaves the study listed
+        (status ai_failed) for a human: nothing is hidden."""
+        try:
+            read = await self.read_fn(EcgInput(np.asarray(record.signals, dtype=np.float32), float(record.sampling_rate)))
+        except Exception as exc:  # the model replica died or refused: keep the study, say why
+            log.exception("AI read failed for study %s", study_uid)
+            self.db.set_ai_failed(study_uid, f"{type(exc).__name__}: {exc}")
+            return None
+        self.db.set_ai_read(study_uid, read, read["triage"]["level"], read["triage"]["score"],
+                            read["model"]["name"], str(read["model"]["version"]))
+        return read
+
+    async def process_pending(self) -> int:
+        """Replay the durable queue: every stored ECG without a read gets one (after a restart)."""
+        done = 0
+        for study, instance in self.db.pending(modality="ECG"):
+            try:
+                record = self.parse(self.store.get(instance.storage_key), instance.content_type, None)
+            except (EcgInputError, OSError) as exc:
+                self.db.set_ai_failed(study.study_uid, f"stored original unreadable: {exc}")
+                continue
+            if await self.read(study.study_uid, record) is not None:
+                done += 1
+        return done
+
+    @staticmethod
+    def _mask(value: Any, fn: Callable[[str], str], enabled: bool) -> str | None:
+        if value in (None, ""):
+            return None
+        return fn(str(value)) if enabled else str(value)[:128]
+
+
+def _short(value: Any, n: int) -> str | None:
+    return None if value in (None, "") else str(value)[:n]
+
+
+def is_pending(study: Study) -> bool:
+    return study.status == RECEIVED

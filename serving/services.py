@@ -1,0 +1,37 @@
+"""The objects one ingress replica works with, built from the serving config.
+
+The API reaches everything through this container, so the same routes run under Ray Serve
+(model calls go to a deployment handle) and in-process (model calls go to a local reader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from serving.auth import TokenService, load_secret
+from serving.config import ServingConfig
+from serving.ecg_workflow import EcgReadFn, EcgWorkflow
+from serving.storage import ObjectStore
+from serving.store.db import Aging, Database
+
+
+@dataclass
+class Services:
+    config: ServingConfig
+    db: Database
+    store: ObjectStore
+    tokens: TokenService
+    ecg: EcgWorkflow
+    aging: Aging
+    models_ready: dict[str, bool] = field(default_factory=dict)
+
+
+def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = True) -> Services:
+    db = Database(config.database.url)
+    if migrate:
+        db.migrate()
+    store = ObjectStore(config.storage.root)
+    tokens = TokenService(load_secret(config.auth.secret_file), config.auth.token_ttl_hours)
+    workflow = EcgWorkflow(db, store, ecg_read, config.site_ids(),
+                           mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids)
+    return Services(config, db, store, tokens, workflow, Aging(**config.worklist.aging_minutes))

@@ -1,0 +1,241 @@
+"""Database access: engine set-up, migrations, and the worklist's reads and writes."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import case, create_engine, event, func, nulls_last, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from serving.store.schema import (
+    AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, SIGNED, Instance, Study, utcnow,
+)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+OPEN_STATUSES = (RECEIVED, AI_READ, NO_AI_READ, AI_FAILED, CLAIMED)
+LEVEL_ORDER = ("critical", "urgent", "routine")
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class NewInstance:
+    """What ingest knows about an object once its bytes are durably stored."""
+
+    sop_instance_uid: str
+    study_uid: str
+    site: str
+    modality: str
+    content_type: str
+    storage_key: str
+    sha256: str
+    size_bytes: int
+    source: str
+    sender: str | None = None
+    series_uid: str | None = None
+    sop_class_uid: str | None = None
+    patient_id: str | None = None
+    patient_name: str | None = None
+    patient_sex: str | None = None
+    patient_age: str | None = None
+    description: str | None = None
+    status: str = RECEIVED
+
+
+@dataclass
+class Aging:
+    """Minutes a study may wait at each level before it moves up one (critical: flagged overdue)."""
+
+    critical: float = 15
+    urgent: float = 60
+    routine: float = 240
+
+    def effective(self, level: str | None, arrived_at: datetime, now: datetime) -> tuple[str, str | None, bool]:
+        """(level shown, escalation reason or None, overdue?) for a study waiting since ``arrived_at``."""
+        waited = (now - as_utc(arrived_at)).total_seconds() / 60.0
+        base = level or "routine"
+        if base == "routine" and waited >= self.routine + self.urgent:
+            return "critical", f"waiting {waited:.0f} min (routine limit {self.routine:g} + urgent limit {self.urgent:g})", False
+        if base == "routine" and waited >= self.routine:
+            return "urgent", f"waiting {waited:.0f} min > routine limit {self.routine:g} min", False
+        if base == "urgent" and waited >= self.urgent:
+            return "critical", f"waiting {waited:.0f} min > urgent limit {self.urgent:g} min", False
+        overdue = base == "critical" and waited >= self.critical
+        return base, (f"critical waiting {waited:.0f} min > {self.critical:g} min" if overdue else None), overdue
+
+
+class Database:
+    def __init__(self, url: str, echo: bool = False):
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> bool:
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        return True
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            with session.begin():
+                yield session
+
+    # --- ingest ---------------------------------------------------------------------------------
+    def accept_instance(self, new: NewInstance) -> tuple[Study, Instance, bool]:
+        """Record a durably stored object. Returns (study, instance, created). Idempotent on the
+        SOP Instance UID: a repeat returns the row already there and creates nothing."""
+        existing = self.find_instance(new.sop_instance_uid)
+        if existing is not None:
+            return existing[0], existing[1], False
+        try:
+            with self.session() as session:
+                study = session.scalar(select(Study).where(Study.study_uid == new.study_uid))
+                if study is None:
+                    study = Study(
+                        study_uid=new.study_uid, site=new.site, modality=new.modality,
+                        patient_id=new.patient_id, patient_name=new.patient_name,
+                        patient_sex=new.patient_sex, patient_age=new.patient_age,
+                        description=new.description, status=new.status, arrived_at=utcnow(),
+                    )
+                    session.add(study)
+                    session.flush()
+                instance = Instance(
+                    sop_instance_uid=new.sop_instance_uid, study_id=study.id, series_uid=new.series_uid,
+                    sop_class_uid=new.sop_class_uid, content_type=new.content_type,
+                    storage_key=new.storage_key, sha256=new.sha256, size_bytes=new.size_bytes,
+                    source=new.source, sender=new.sender,
+                )
+                session.add(instance)
+            return study, instance, True
+        except IntegrityError:
+            # A concurrent request stored the same object first: that one is the record.
+            existing = self.find_instance(new.sop_instance_uid)
+            if existing is None:
+                raise
+            return existing[0], existing[1], False
+
+    def find_instance(self, sop_instance_uid: str) -> tuple[Study, Instance] | None:
+        with self.session() as session:
+            instance = session.scalar(
+                select(Instance).options(selectinload(Instance.study)).where(Instance.sop_instance_uid == sop_instance_uid)
+            )
+            return (instance.study, instance) if instance else None
+
+    def set_ai_read(self, study_uid: str, read: dict[str, Any], level: str, score: float,
+                    model_name: str, model_version: str) -> None:
+        with self.session() as session:
+            study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+            study.ai_read, study.level, study.score = read, level, score
+            study.model_name, study.model_version = model_name, str(model_version)
+            study.read_at, study.ai_error = utcnow(), None
+            if study.status in (RECEIVED, AI_FAILED):
+                study.status = AI_READ
+
+    def set_ai_failed(self, study_uid: str, error: str) -> None:
+        with self.session() as session:
+            study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+            study.ai_error = error[:2000]
+            if study.status == RECEIVED:
+                study.status = AI_FAILED
+
+    def pending(self, modality: str | None = None, limit: int = 1000) -> list[tuple[Study, Instance]]:
+        """Studies stored but not yet read: the durable queue replayed after a restart."""
+        with self.session() as session:
+            query = select(Study).options(selectinload(Study.instances)).where(Study.status == RECEIVED)
+            if modality:
+                query = query.where(Study.modality == modality)
+            studies = session.scalars(query.order_by(Study.arrived_at).limit(limit)).all()
+            return [(s, s.instances[0]) for s in studies if s.instances]
+
+    # --- reading --------------------------------------------------------------------------------
+    def get_study(self, study_uid: str) -> Study | None:
+        with self.session() as session:
+            return session.scalar(
+                select(Study).options(selectinload(Study.instances)).where(Study.study_uid == study_uid)
+            )
+
+    def count(self, **filters: Any) -> int:
+        with self.session() as session:
+            query = select(func.count(Study.id))
+            for key, value in filters.items():
+                query = query.where(getattr(Study, key) == value)
+            return int(session.scalar(query))
+
+    def worklist(self, sites: Sequence[str] | None, aging: Aging, now: datetime | None = None, *,
+                 modality: str | None = None, statuses: Sequence[str] | None = None,
+                 level: str | None = None, site: str | None = None,
+                 limit: int = 200, offset: int = 0) -> list[Study]:
+        """Open studies for ``sites`` (None = all), ordered by effective level (after aging), then
+        score (highest first), then waiting time (longest first). Nothing is filtered out unless the
+        caller asks for a filter."""
+        now = now or utcnow()
+        rank = self._effective_rank(aging, now, sqlite=self.engine.dialect.name == "sqlite")
+        query = select(Study)
+        if sites is not None:
+            query = query.where(Study.site.in_(list(sites)))
+        if site:
+            query = query.where(Study.site == site)
+        if modality:
+            query = query.where(Study.modality == modality)
+        query = query.where(Study.status.in_(list(statuses or OPEN_STATUSES)))
+        if level:
+            query = query.where(rank == LEVEL_ORDER.index(level))
+        query = query.order_by(rank, nulls_last(Study.score.desc()), Study.arrived_at, Study.id)
+        with self.session() as session:
+            return list(session.scalars(query.limit(limit).offset(offset)).all())
+
+    @staticmethod
+    def _effective_rank(aging: Aging, now: datetime, sqlite: bool):
+        """SQL twin of Aging.effective (0 critical, 1 urgent, 2 routine): cut-offs are bound
+        parameters, so the ordering runs in the database on SQLite and PostgreSQL alike."""
+        routine_to_urgent = now - timedelta(minutes=aging.routine)
+        routine_to_critical = now - timedelta(minutes=aging.routine + aging.urgent)
+        urgent_to_critical = now - timedelta(minutes=aging.urgent)
+        # SQLite stores our UTC datetimes as naive ISO strings; compare like with like there.
+        naive = (lambda v: v.astimezone(timezone.utc).replace(tzinfo=None)) if sqlite else (lambda v: v)
+        level = func.coalesce(Study.level, "routine")
+        return case(
+            (level == "critical", 0),
+            ((level == "urgent") & (Study.arrived_at <= naive(urgent_to_critical)), 0),
+            (level == "urgent", 1),
+            (Study.arrived_at <= naive(routine_to_critical), 0),
+            (Study.arrived_at <= naive(routine_to_urgent), 1),
+            else_=2,
+        )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")      # readers don't block the writer
+    cursor.execute("PRAGMA synchronous=FULL")      # an acknowledged row survives power loss
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,79 @@
+"""Tables. A study is the unit of reading (one worklist row); instances are the stored originals."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Study status, in the order a study moves through them.
+RECEIVED = "received"      # stored, waiting for the AI read (the durable queue of pending work)
+AI_READ = "ai_read"        # preliminary AI read attached, waiting for a reader
+NO_AI_READ = "no_ai_read"  # stored and listed, but no model reads this kind of object
+AI_FAILED = "ai_failed"    # the model could not read it; still listed for a human
+CLAIMED = "claimed"
+SIGNED = "signed"
+STATUSES = (RECEIVED, AI_READ, NO_AI_READ, AI_FAILED, CLAIMED, SIGNED)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    patient_id: Mapped[str | None] = mapped_column(String(64))      # masked per config
+    patient_name: Mapped[str | None] = mapped_column(String(128))   # masked per config
+    patient_sex: Mapped[str | None] = mapped_column(String(8))
+    patient_age: Mapped[str | None] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(String(256))
+    arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default=RECEIVED)
+    level: Mapped[str | None] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float)
+    ai_read: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ai_error: Mapped[str | None] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    signed_by: Mapped[str | None] = mapped_column(String(128))
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    final_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    instances: Mapped[list["Instance"]] = relationship(back_populates="study", order_by="Instance.id")
+
+    __table_args__ = (Index("ix_studies_worklist", "status", "level", "arrived_at"),)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(256))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))       # http | stow | scp | ai (our own results)
+    sender: Mapped[str | None] = mapped_column(String(128))  # user or calling AE title
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="instances")

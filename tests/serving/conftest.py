@@ -1,0 +1,127 @@
+"""Fixtures for the service: a registry with a tiny ECG model trained by our own training code,
+configs pointing at temporary state, the in-process app, and one shared Ray Serve instance."""
+
+from __future__ import annotations
+
+import io
+import socket
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.auth import TokenService, load_secret
+from serving.config import ServingConfig, load_config
+from tests.conftest import REPO_ROOT
+
+TINY_ECG_TRAINING = REPO_ROOT / "tests" / "data" / "ecg-tiny.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cinc_zip(cinc_dir: Path, record: str) -> bytes:
+    """A CinC 2021 record (.hea + .mat) zipped, as an ECG cart's uploader would send it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for suffix in (".hea", ".mat"):
+            zf.write(cinc_dir / f"{record}{suffix}", f"{record}{suffix}")
+    return buffer.getvalue()
+
+
+def cinc_records(cinc_dir: Path) -> list[str]:
+    return sorted(p.stem for p in cinc_dir.glob("*.hea"))
+
+
+@pytest.fixture(scope="session")
+def ecg_registry(tmp_path_factory) -> Path:
+    """A real registry holding a tiny ECG model trained by training.ecg on simulated ECGs."""
+    from models.registry import ModelRegistry
+    from training.config import load_train_config
+    from training.ecg import train_ecg
+
+    root = tmp_path_factory.mktemp("registry")
+    config = load_train_config(TINY_ECG_TRAINING)
+    config = config.model_copy(update={"checkpoint_dir": tmp_path_factory.mktemp("checkpoints")})
+    train_ecg(config, registry=ModelRegistry(root), progress=False)
+    return root
+
+
+def make_config(state: Path, registry: Path, port: int | None = None) -> ServingConfig:
+    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    return cfg.model_copy(update={
+        "http": cfg.http.model_copy(update={"port": port or free_port()}),
+        "dicom": cfg.dicom.model_copy(update={"enabled": False}),
+        "sites": cfg.sites + [type(cfg.sites[0])(id="other", name="Another township", ae_titles=["OTHERSITE"])],
+        "storage": cfg.storage.model_copy(update={"root": state / "objects"}),
+        "database": cfg.database.model_copy(update={"url": f"sqlite:///{state / 'preread.db'}"}),
+        "registry": cfg.registry.model_copy(update={"root": registry}),
+        "auth": cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
+    }).resolved()
+
+
+@dataclass
+class Client:
+    """An HTTP client bound to a running app, with token helpers."""
+
+    http: httpx.Client
+    cfg: ServingConfig
+
+    def token(self, role: str = "grassroots", sites: tuple[str, ...] = ("demo",), user: str = "test-user") -> str:
+        return TokenService(load_secret(self.cfg.auth.secret_file)).issue(user, role, list(sites))
+
+    def auth(self, role: str = "grassroots", sites: tuple[str, ...] = ("demo",), user: str = "test-user") -> dict:
+        return {"Authorization": f"Bearer {self.token(role, sites, user)}"}
+
+
+@pytest.fixture(scope="session")
+def ecg_reader(ecg_registry):
+    from models.ecg.pipeline import EcgPreReader
+
+    return EcgPreReader.from_registry(ecg_registry, "ecg@champion", REPO_ROOT / "configs" / "triage" / "ecg.yaml")
+
+
+@pytest.fixture
+def local_client(tmp_path, ecg_registry, ecg_reader):
+    """The real API and workflow in-process (no Ray), with fresh state for each test."""
+    from fastapi.testclient import TestClient
+
+    from serving.local import create_local_app
+
+    cfg = make_config(tmp_path, ecg_registry)
+    app, services = create_local_app(cfg, reader=ecg_reader)
+    with TestClient(app) as http:
+        client = Client(http, cfg)
+        client.services = services
+        yield client
+
+
+@pytest.fixture(scope="session")
+def serve_client(tmp_path_factory, ecg_registry):
+    """One local Ray + Serve instance for the session (Ray takes ~10 s to start here)."""
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.store.db import Database
+
+    state = tmp_path_factory.mktemp("serve-state")
+    cfg = make_config(state, ecg_registry)
+    Database(cfg.database.url).migrate()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
+    serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
+    serve.run(build_app(cfg), name="preread", route_prefix="/")
+    base = f"http://{cfg.http.host}:{cfg.http.port}"
+    with httpx.Client(base_url=base, timeout=120) as http:
+        client = Client(http, cfg)
+        client.restart = lambda: serve.run(build_app(cfg), name="preread", route_prefix="/")
+        client.stop = lambda: serve.delete("preread")
+        yield client
+    serve.shutdown()
+    ray.shutdown()
