@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -15,7 +15,8 @@ from prometheus_client import generate_latest
 
 from datasets.ecg.errors import EcgInputError
 from serving import metrics
-from serving.auth import AuthError, Principal
+from serving.auth import Principal
+from serving.deps import ApiDeps
 from serving.ecg_workflow import SiteError
 from serving.schemas import EcgAccepted, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
@@ -26,32 +27,13 @@ from serving.store.schema import RECEIVED, Study, utcnow
 log = logging.getLogger("preread.api")
 
 
-def build_api(get_services: Callable[[], Services]) -> FastAPI:
+def build_api(get_services: Callable[[], Services | None], extra_routers: Sequence[Callable] | None = None) -> FastAPI:
     app = FastAPI(title="preread", version="0.1.0",
                   description="AI pre-read service: ECGs and X-rays in, triaged preliminary reads out.")
 
-    def services() -> Services:
-        svc = get_services()
-        if svc is None:
-            raise HTTPException(503, "service starting")
-        return svc
-
-    def principal(request: Request, svc: Services = Depends(services)) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            return svc.tokens.verify(token.strip())
-        except AuthError as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
-
-    def require(*roles: str):
-        def check(who: Principal = Depends(principal)) -> Principal:
-            if who.role not in roles:
-                raise HTTPException(403, f"role {who.role!r} may not do this (needs {' or '.join(roles)})")
-            return who
-        return check
+    deps = ApiDeps(get_services)
+    services = deps.services()
+    require = deps.require
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -167,6 +149,10 @@ def build_api(get_services: Callable[[], Services]) -> FastAPI:
                        for i in study.instances],
         )
 
+    from serving.routers import router_builders
+
+    for build_router in (router_builders() if extra_routers is None else extra_routers):
+        app.include_router(build_router(deps))
     return app
 
 

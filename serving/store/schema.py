@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -53,6 +53,13 @@ class Study(Base):
     signed_by: Mapped[str | None] = mapped_column(String(128))
     signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     final_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    report_status: Mapped[str] = mapped_column(String(16), default="preliminary")  # preliminary|final|amended
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    # Lease of the dispatcher working on this study (several ingress replicas share the queue).
+    processing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_instance_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     instances: Mapped[list["Instance"]] = relationship(back_populates="study", order_by="Instance.id")
@@ -75,5 +82,66 @@ class Instance(Base):
     source: Mapped[str] = mapped_column(String(16))       # http | stow | scp | ai (our own results)
     sender: Mapped[str | None] = mapped_column(String(128))  # user or calling AE title
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    # "original" for what a site sent; "ai_sr" / "ai_sc" for our result objects in the same study.
+    role: Mapped[str] = mapped_column(String(16), default="original")
 
     study: Mapped[Study] = relationship(back_populates="instances")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))  # argon2
+    role: Mapped[str] = mapped_column(String(16))
+    sites: Mapped[list[str]] = mapped_column(JSON, default=list)
+    display_name: Mapped[str | None] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RevokedToken(Base):
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Correction(Base):
+    """A signed read kept as a training label: who, when, what the AI said, what the doctor said."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    signed_by: Mapped[str] = mapped_column(String(128))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    agree: Mapped[bool] = mapped_column(Boolean)
+    ai_findings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    final_findings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    impression: Mapped[str | None] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    amends: Mapped[int | None] = mapped_column(Integer)  # id of the correction an amendment replaces
+
+
+class AuditEntry(Base):
+    """Append-only audit trail; each row carries the hash of the previous one (tamper evidence)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    user: Mapped[str | None] = mapped_column(String(128))
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    study_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    client: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

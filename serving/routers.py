@@ -1,0 +1,13 @@
+"""The routers the API includes besides its own ECG/worklist routes.
+
+Each entry is ``build_router(deps: ApiDeps) -> APIRouter``. Add a capability's router here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def router_builders() -> list[Callable]:
+    builders: list[Callable] = []
+    return builders
