@@ -12,13 +12,17 @@ import asyncio
 import logging
 from typing import Any
 
+import numpy as np
+
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from models.ecg.pipeline import EcgInput, EcgPreReader
 from serving.api import build_api
 from serving.config import DeploymentConfig, ServingConfig, load_config
-from serving.services import Services, build_services
+from models.registry import ModelRegistry
+from serving.kserve import model_metadata
+from serving.services import RawModel, Services, build_services
 
 log = logging.getLogger("preread.serve")
 
@@ -57,6 +61,10 @@ class EcgModelDeployment:
         # The network runs in a worker thread so the next batch can gather while this one computes.
         return await asyncio.to_thread(self.reader.read_batch, items)
 
+    async def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Raw network call (KServe v2): preprocessed tensors in, probabilities out."""
+        return await asyncio.to_thread(self.reader.backend.predict, batch)
+
     def identity(self) -> dict[str, Any]:
         return self.reader.model_identity
 
@@ -74,6 +82,11 @@ class Ingress:
 
         services = build_services(cfg, read_ecg, migrate=False)  # the driver migrated already
         services.models_ready["ecg"] = True  # the handle was bound after the model replica started
+
+        async def infer_ecg(batch: np.ndarray) -> np.ndarray:
+            return await ecg_model.infer.remote(batch)
+
+        services.raw_models["ecg"] = raw_ecg_model(cfg, infer_ecg)
         this_module._services = services
         # Replay the durable queue: studies stored before a crash but never read.
         self._recovery = asyncio.get_event_loop().create_task(self._recover(services))
@@ -86,6 +99,14 @@ class Ingress:
                 log.warning("recovered %d stored ECGs that had no AI read", done)
         except Exception:  # never let recovery take the ingress down; rows stay 'received'
             log.exception("recovery of pending ECGs failed")
+
+
+def raw_ecg_model(cfg: ServingConfig, infer) -> RawModel:
+    """KServe v2 view of the served ECG network, described from its registry card."""
+    registered = ModelRegistry(cfg.registry.root).resolve(cfg.models["ecg"].ref)
+    identity = {"version": registered.version, "architecture": registered.card.architecture,
+                "backend": cfg.models["ecg"].backend, "demo": registered.card.demo}
+    return RawModel(model_metadata("ecg", identity, list(registered.card.labels), [12, 5000]), infer)
 
 
 def _options(deployment, cfg: DeploymentConfig, batching: bool):

@@ -9,5 +9,7 @@ from typing import Callable
 
 
 def router_builders() -> list[Callable]:
-    builders: list[Callable] = []
+    from serving import kserve
+
+    builders: list[Callable] = [kserve.build_router]
     return builders

@@ -7,6 +7,9 @@ The API reaches everything through this container, so the same routes run under 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import numpy as np
 
 from serving.auth import TokenService, load_secret
 from serving.config import ServingConfig
@@ -24,6 +27,16 @@ class Services:
     ecg: EcgWorkflow
     aging: Aging
     models_ready: dict[str, bool] = field(default_factory=dict)
+    # Raw model access for the KServe v2 protocol: name → (metadata, async infer(batch) → probabilities).
+    raw_models: dict[str, "RawModel"] = field(default_factory=dict)
+
+
+@dataclass
+class RawModel:
+    """A served network as tensors in, tensors out (what /v2/models/{name}/infer exposes)."""
+
+    metadata: dict
+    infer: Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
 def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = True) -> Services:
