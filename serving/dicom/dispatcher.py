@@ -1,0 +1,238 @@
+"""The dispatcher: stable studies → routing → model read → SR + heatmap SC → worklist.
+
+An asyncio loop in the ingress replica. Each tick it claims (leases, via ``processing_since``) the
+image studies in status ``received`` whose last instance arrived at least ``study_stable_seconds``
+ago; a lease older than ``lease_seconds`` is stale (its replica died) and is taken over. A claimed
+study is routed (configs/routing.yaml): no rule → ``no_ai_read`` (listed, never dropped); a rule →
+the chosen instance is read by that model (a DeploymentHandle on Ray, an in-process reader
+otherwise), then the SR (TID 1500) and the heatmap Secondary Capture are stored as instances of
+the same study (role ai_sr / ai_sc, source "ai": WADO-RS serves them), optionally C-STOREd to the
+configured PACS, and the read is recorded (status ai_read → worklist). Any failure → ai_failed with
+the reason; the study stays listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+import pydicom
+
+from datasets.imaging import read_dicom_image
+from datasets.imaging.record import ImageRecord
+from serving.dicom.ingest import DicomIngest, encode
+from serving.dicom.queries import claim_stable_studies, release, set_no_ai_read
+from serving.dicom.routing import Router
+from serving.store.schema import RECEIVED
+
+log = logging.getLogger("preread.dicom.dispatch")
+
+ImageReadFn = Callable[[ImageRecord], Awaitable[dict[str, Any]]]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a read (arrays dropped: they live in the SC, not in the row)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not isinstance(v, np.ndarray)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value if not isinstance(v, np.ndarray)]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class Dispatcher:
+    def __init__(self, services: Any, router: Router, readers: dict[str, ImageReadFn], ingest: DicomIngest | None = None):
+        self.svc = services
+        self.cfg = services.config
+        self.router = router
+        self.readers = readers
+        self.ingest = ingest or DicomIngest.from_services(services)
+        self._wake: asyncio.Event | None = None  # created on the running loop
+        self._stopped = False
+        self.processed = 0
+
+    # --- loop -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._wake = asyncio.Event()
+        log.info("dispatcher running (stable after %.1f s, models %s)", self.cfg.dicom.study_stable_seconds,
+                 sorted(self.readers))
+        while not self._stopped:
+            try:
+                await self.tick()
+            except Exception:  # a bad tick must not end the loop
+                log.exception("dispatcher tick failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.dicom.poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    async def tick(self) -> int:
+        dicom = self.cfg.dicom
+        claimed = await asyncio.to_thread(claim_stable_studies, self.svc.db, dicom.study_stable_seconds,
+                                          dicom.lease_seconds)
+        for study_uid in claimed:
+            await self.process(study_uid)
+        return len(claimed)
+
+    # --- one study ------------------------------------------------------------------------------
+    async def process(self, study_uid: str) -> str:
+        db = self.svc.db
+        try:
+            study = await asyncio.to_thread(db.get_study, study_uid)
+            if study is None or study.status != RECEIVED:
+                return "skipped"
+            route = self.router.route(study.instances)
+            if route.rule is None:
+                await asyncio.to_thread(set_no_ai_read, db, study_uid, route.reason)
+                return "no_ai_read"
+            read_fn = self.readers.get(route.model)
+            if read_fn is None:
+                await asyncio.to_thread(set_no_ai_read, db, study_uid,
+                                        f"{route.reason}, but model {route.model!r} is not served here")
+                return "no_ai_read"
+            instance = route.instance
+            data = await asyncio.to_thread(self.svc.store.get, instance.storage_key)
+            ds = pydicom.dcmread(io.BytesIO(data))
+            record = await asyncio.to_thread(read_dicom_image, ds)
+            read = await read_fn(record)
+            results = await asyncio.to_thread(self._store_results, study, ds, read)
+            summary = _plain({k: v for k, v in read.items() if k != "heatmaps"})
+            summary["heatmaps"] = [{k: v for k, v in h.items() if k in ("code", "name")} for h in read.get("heatmaps", [])]
+            summary["source"] = {"sop_instance_uid": instance.sop_instance_uid, "series_uid": instance.series_uid,
+                                 "rule": route.rule.name}
+            summary["results"] = results
+            triage, model = read["triage"], read["model"]
+            await asyncio.to_thread(db.set_ai_read, study_uid, summary, triage["level"], float(triage["score"]),
+                                    str(model["name"]), str(model["version"]))
+            await asyncio.to_thread(release, db, study_uid)
+            self.processed += 1
+            if self.cfg.dicom.results_destination is not None:
+                await asyncio.to_thread(self._forward, study_uid, results)
+            return "ai_read"
+        except Exception as exc:
+            log.exception("AI read of study %s failed", study_uid)
+            try:
+                await asyncio.to_thread(db.set_ai_failed, study_uid, f"{type(exc).__name__}: {exc}")
+                await asyncio.to_thread(release, db, study_uid)
+            except Exception:
+                log.exception("could not record the failure of %s", study_uid)
+            return "ai_failed"
+
+    def _store_results(self, study: Any, source: pydicom.Dataset, read: dict[str, Any]) -> dict[str, Any]:
+        from serving.results import build_ai_sr, build_heatmap_sc
+
+        model = read["model"]
+        source_header = pydicom.Dataset(source)  # shallow copy without pixels for the SR evidence
+        source_header.file_meta = source.file_meta
+        if "PixelData" in source_header:
+            del source_header.PixelData
+        sr = build_ai_sr([source_header], read["findings"], model, read.get("triage"))
+        objects = [("ai_sr", encode(sr))]
+        heatmaps = read.get("heatmaps") or []
+        if heatmaps and heatmaps[0].get("overlay_rgb") is not None:
+            top = heatmaps[0]
+            probability = next((f["probability"] for f in read["findings"] if f["code"] == top.get("code")), None)
+            label = f"{top.get('name') or top.get('code')}" + (f" {probability:.2f}" if probability is not None else "")
+            sc = build_heatmap_sc(source_header, np.asarray(top["overlay_rgb"], dtype=np.uint8), model, finding=label)
+            objects.append(("ai_sc", encode(sc)))
+        out: dict[str, Any] = {}
+        for role, data in objects:
+            accepted = self.ingest.accept(data, study.site, source="ai", sender="preread", role=role)
+            out[role] = {"sop_instance_uid": accepted.sop_instance_uid, "series_uid": accepted.series_uid,
+                         "wado": f"/dicomweb/studies/{accepted.study_uid}/series/{accepted.series_uid}"
+                                 f"/instances/{accepted.sop_instance_uid}"}
+        return out
+
+    def _forward(self, study_uid: str, results: dict[str, Any]) -> None:
+        from serving.dicom.scp import send_to_pacs
+
+        dest = self.cfg.dicom.results_destination
+        objects = []
+        for item in results.values():
+            found = self.svc.db.find_instance(item["sop_instance_uid"])
+            if found is not None:
+                objects.append(self.svc.store.get(found[1].storage_key))
+        try:
+            sent = send_to_pacs(objects, dest.ae_title, dest.host, dest.port, self.cfg.dicom.ae_title, dest.timeout_s)
+        except Exception as exc:
+            log.warning("could not send the results of %s to %s: %s", study_uid, dest.ae_title, exc)
+            return
+        for sop, status, note in sent:
+            if status != 0:
+                log.warning("PACS %s refused %s of study %s: status %s %s", dest.ae_title, sop, study_uid, status, note)
+
+
+class BackgroundLoop:
+    """An event loop in a daemon thread, for running the dispatcher (and ECG reads the SCP
+    schedules) where no server loop is at hand (in-process app, scripts)."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="preread-dicom-loop", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+class DicomRuntime:
+    """SCP + dispatcher for one replica. ``start(loop)`` on the replica's event loop (Ray ingress)
+    or on a BackgroundLoop (in-process)."""
+
+    def __init__(self, services: Any, readers: dict[str, ImageReadFn]):
+        from serving.dicom.scp import StorageScp
+
+        cfg = services.config
+        self.services = services
+        self.ingest = DicomIngest.from_services(services)
+        self.dispatcher = Dispatcher(services, Router.from_file(cfg.routing_path()), readers, self.ingest)
+        self.scp = StorageScp.from_config(cfg, self.ingest, on_ecg=self._on_ecg)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._task = None
+        self._own_loop: BackgroundLoop | None = None
+
+    def _on_ecg(self, study_uid: str, record: Any) -> None:
+        if self.loop is not None:
+            asyncio.run_coroutine_threadsafe(self.services.ecg.read(study_uid, record), self.loop)
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> "DicomRuntime":
+        if loop is None:
+            self._own_loop = BackgroundLoop()
+            loop = self._own_loop.loop
+        self.loop = loop
+        self._task = asyncio.run_coroutine_threadsafe(self.dispatcher.run(), loop) if self._own_loop else loop.create_task(self.dispatcher.run())
+        if self.services.config.dicom.enabled:
+            try:
+                self.scp.start()
+            except OSError as exc:  # another replica holds the port: HTTP still works here
+                log.warning("DICOM SCP not started on %s:%d: %s", self.scp.host, self.scp.port, exc)
+        return self
+
+    def stop(self) -> None:
+        self.dispatcher.stop()
+        self.scp.stop()
+        if self._own_loop is not None:
+            self._own_loop.stop()
+
+
+def start_local_dicom(services: Any, cxr_reader: Any | None = None) -> DicomRuntime:
+    """The DICOM side of the in-process app (serving/local.py style): SCP + dispatcher on a
+    background loop; ``cxr_reader`` is a CxrPreReader (or anything with ``read_batch``)."""
+    readers: dict[str, ImageReadFn] = {}
+    if cxr_reader is not None:
+        async def read_cxr(record: ImageRecord) -> dict[str, Any]:
+            return (await asyncio.to_thread(cxr_reader.read_batch, [record]))[0]
+
+        readers["cxr"] = read_cxr
+        services.models_ready["cxr"] = True
+    return DicomRuntime(services, readers).start()

@@ -1,0 +1,144 @@
+"""Database reads and writes of the DICOM path, kept beside it (on top of serving.store.db.Database)
+so the shared store module only grows by what several capabilities need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import selectinload
+
+from serving.store.db import Database, NewInstance, as_utc
+from serving.store.schema import AI_FAILED, NO_AI_READ, RECEIVED, Instance, Study, utcnow
+
+
+@dataclass
+class DicomAttributes:
+    modality: str | None = None
+    body_part: str | None = None
+    view_position: str | None = None
+    role: str = "original"          # original | ai_sr | ai_sc
+    study_date: str | None = None
+    accession_number: str | None = None
+
+
+def accept_dicom_instance(db: Database, new: NewInstance, attrs: DicomAttributes) -> tuple[Study, Instance, bool]:
+    """Like Database.accept_instance, in one transaction, plus the DICOM columns and the study's
+    ``last_instance_at`` (what the dispatcher waits on). Idempotent on the SOP Instance UID."""
+    existing = db.find_instance(new.sop_instance_uid)
+    if existing is not None:
+        return existing[0], existing[1], False
+    now = utcnow()
+    original = attrs.role == "original"
+    try:
+        with db.session() as session:
+            study = session.scalar(select(Study).where(Study.study_uid == new.study_uid))
+            if study is None:
+                study = Study(
+                    study_uid=new.study_uid, site=new.site, modality=new.modality,
+                    patient_id=new.patient_id, patient_name=new.patient_name,
+                    patient_sex=new.patient_sex, patient_age=new.patient_age,
+                    description=new.description, status=new.status, arrived_at=now,
+                    study_date=attrs.study_date, accession_number=attrs.accession_number,
+                    last_instance_at=now,
+                )
+                session.add(study)
+                session.flush()
+            elif original:
+                study.last_instance_at = now
+                if study.status == NO_AI_READ and new.status == RECEIVED:
+                    # A new series may be one a model reads: route the study again.
+                    study.status, study.ai_error = RECEIVED, None
+            instance = Instance(
+                sop_instance_uid=new.sop_instance_uid, study_id=study.id, series_uid=new.series_uid,
+                sop_class_uid=new.sop_class_uid, content_type=new.content_type,
+                storage_key=new.storage_key, sha256=new.sha256, size_bytes=new.size_bytes,
+                source=new.source, sender=new.sender, received_at=now,
+                modality=attrs.modality, body_part=attrs.body_part, view_position=attrs.view_position,
+                role=attrs.role,
+            )
+            session.add(instance)
+        return study, instance, True
+    except IntegrityError:
+        existing = db.find_instance(new.sop_instance_uid)
+        if existing is None:
+            raise
+        return existing[0], existing[1], False
+
+
+def study_site(db: Database, study_uid: str) -> str | None:
+    with db.session() as session:
+        return session.scalar(select(Study.site).where(Study.study_uid == study_uid))
+
+
+def claim_stable_studies(db: Database, stable_seconds: float, lease_seconds: float, limit: int = 16,
+                         now: datetime | None = None) -> list[str]:
+    """Claim (lease) up to ``limit`` image studies that are waiting for routing: status received,
+    not ECG (the ECG path reads at once), last instance at least ``stable_seconds`` old, and no
+    live lease (a lease older than ``lease_seconds`` is stale: its worker died, take it over)."""
+    now = now or utcnow()
+    stable_before = now - timedelta(seconds=stable_seconds)
+    stale_before = now - timedelta(seconds=lease_seconds)
+    claimed: list[str] = []
+    try:
+        with db.session() as session:
+            query = (select(Study).where(Study.status == RECEIVED, Study.modality != "ECG")
+                     .order_by(Study.arrived_at).limit(limit * 4))
+            if db.engine.dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            for study in session.scalars(query).all():
+                last = as_utc(study.last_instance_at) or as_utc(study.arrived_at)
+                lease = as_utc(study.processing_since)
+                if last > stable_before or (lease is not None and lease > stale_before):
+                    continue
+                study.processing_since = now
+                claimed.append(study.study_uid)
+                if len(claimed) >= limit:
+                    break
+    except OperationalError:
+        return []  # another worker holds the write lock (SQLite): try again next tick
+    return claimed
+
+
+def release(db: Database, study_uid: str) -> None:
+    with db.session() as session:
+        study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+        if study is not None:
+            study.processing_since = None
+
+
+def set_no_ai_read(db: Database, study_uid: str, reason: str) -> None:
+    with db.session() as session:
+        study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+        study.ai_error = reason[:2000]
+        study.processing_since = None
+        if study.status in (RECEIVED, AI_FAILED):
+            study.status = NO_AI_READ
+
+
+def search_studies(db: Database, sites: Sequence[str] | None, *, study_uid: str | None = None,
+                   patient_id: str | None = None, modality: str | None = None,
+                   date_from: str | None = None, date_to: str | None = None,
+                   limit: int = 100, offset: int = 0) -> list[Study]:
+    """Studies (with instances) for QIDO-RS. ``modality`` matches any instance's modality."""
+    query = select(Study).options(selectinload(Study.instances))
+    if sites is not None:
+        query = query.where(Study.site.in_(list(sites)))
+    if study_uid:
+        query = query.where(Study.study_uid.in_(study_uid.split(",")))
+    if patient_id:
+        query = query.where(Study.patient_id == patient_id)
+    if modality:
+        values = [m.strip().upper() for m in modality.split(",") if m.strip()]
+        query = query.where(Study.id.in_(select(Instance.study_id).where(Instance.modality.in_(values)))
+                            | Study.modality.in_(values))
+    if date_from:
+        query = query.where(Study.study_date >= date_from)
+    if date_to:
+        query = query.where(Study.study_date <= date_to)
+    query = query.order_by(Study.arrived_at.desc(), Study.id.desc()).limit(limit).offset(offset)
+    with db.session() as session:
+        return list(session.scalars(query).all())

@@ -1,0 +1,115 @@
+"""DICOM ingest without Ray or network: validation reasons, durable store + row, idempotency,
+the ECG path, routing rules."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from serving.config import load_config
+from serving.dicom.ingest import DicomIngest, DicomInputError, encode, validate_dicom
+from serving.dicom.routing import Router, RoutingRule
+from serving.storage import ObjectStore
+from serving.store.db import Database
+from tests.conftest import REPO_ROOT
+
+CT = Path(get_testdata_file("CT_small.dcm"))
+
+
+def wrapped_dx(nih_png: Path, **kwargs) -> bytes:
+    from datasets.imaging import wrap_png_as_dicom
+
+    return encode(wrap_png_as_dicom(nih_png, **kwargs))
+
+
+@pytest.fixture
+def ingest(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    return DicomIngest(db, ObjectStore(tmp_path / "objects"), None, {"demo", "other"})
+
+
+def test_valid_objects_parse():
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_dcmtk.dcm"):
+        ds = validate_dicom(Path(get_testdata_file(name)).read_bytes())
+        assert ds.SOPInstanceUID
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda d: b"", "empty"),
+    (lambda d: b"hello, not a DICOM file at all" * 10, "not DICOM"),
+    (lambda d: d[:2000], "missing"),
+    (lambda d: d[:len(d) // 2], "truncated"),
+])
+def test_bad_objects_name_the_problem(mutate, reason):
+    data = CT.read_bytes()
+    with pytest.raises(DicomInputError) as info:
+        validate_dicom(mutate(data))
+    assert reason.lower() in info.value.reason.lower(), info.value.reason
+
+
+def test_huge_declared_length_is_refused():
+    data = bytearray(CT.read_bytes())
+    at = data.find(b"\x10\x00\x10\x00PN")  # Patient's Name, explicit VR: 2-byte length
+    data[at + 6:at + 8] = struct.pack("<H", 60000)
+    with pytest.raises(DicomInputError) as info:
+        validate_dicom(bytes(data))
+    assert "declares 60000 bytes" in info.value.reason
+
+
+def test_missing_uid_is_refused():
+    ds = pydicom.dcmread(CT)
+    del ds.SeriesInstanceUID
+    with pytest.raises(DicomInputError, match="SeriesInstanceUID"):
+        validate_dicom(encode(ds))
+    ds = pydicom.dcmread(CT)
+    ds.StudyInstanceUID = "1.2.abc"
+    with pytest.raises(DicomInputError, match="not a valid UID"):
+        validate_dicom(encode(ds))
+
+
+def test_accept_is_durable_and_idempotent(ingest, nih_dir):
+    png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
+    data = wrapped_dx(png, patient_name="Zhang^San")
+    first = ingest.accept(data, "demo", source="scp", sender="DEMOSITE")
+    again = ingest.accept(data, "demo", source="stow", sender="someone")
+    assert first.created and not again.created
+    assert again.sop_instance_uid == first.sop_instance_uid
+    study = ingest.db.get_study(first.study_uid)
+    assert study.status == "received" and study.site == "demo" and study.modality == "DX"
+    assert study.patient_name == "Z**** S**"  # masked as on the ECG path
+    assert study.last_instance_at is not None
+    (instance,) = study.instances
+    assert (instance.modality, instance.body_part, instance.view_position, instance.role) == ("DX", "CHEST", "PA", "original")
+    assert ingest.store.get(instance.storage_key) == data
+
+
+def test_another_sites_study_is_refused(ingest):
+    data = CT.read_bytes()
+    ingest.accept(data, "demo", source="scp", sender="DEMOSITE")
+    ds = pydicom.dcmread(CT)
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    with pytest.raises(DicomInputError, match="another site"):
+        ingest.accept(encode(ds), "other", source="scp", sender="OTHERSITE")
+
+
+def test_routing_rules_from_config():
+    router = Router.from_file(load_config(REPO_ROOT / "configs" / "serving.yaml").routing_path())
+    inst = lambda **kw: SimpleNamespace(**{"modality": None, "body_part": None, "view_position": None,  # noqa: E731
+                                           "sop_class_uid": None, "role": "original", **kw})
+    dx = inst(modality="DX", body_part="CHEST", view_position="PA", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1")
+    lateral = inst(modality="DX", body_part="CHEST", view_position="LL", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1")
+    ct = inst(modality="CT", body_part="HEAD", sop_class_uid="1.2.840.10008.5.1.4.1.1.2")
+    assert router.route([lateral, dx]).instance is dx
+    assert router.route([dx]).model == "cxr"
+    route = router.route([ct, lateral])
+    assert route.rule is None and "CT / HEAD" in route.reason
+    assert router.route([inst(modality="DX", role="ai_sc")]).rule is None  # our own results are never routed
+    with pytest.raises(ValueError, match="unknown match keys"):
+        RoutingRule(name="x", model="cxr", match={"colour": ["red"]})
