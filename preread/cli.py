@@ -138,6 +138,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not version:
             print("error: give NAME/VERSION, e.g. ecg/3", file=sys.stderr)
             return 2
+        if getattr(args, "gate", False):
+            from evaluation.cli import promote_with_gate
+
+            if not promote_with_gate(registry, name, int(version), args.alias, args.data, args.gate_config):
+                return 1
+            return 0
         registry.set_alias(name, args.alias, int(version))
         print(f"[preread] {name}@{args.alias} → version {version}")
     elif args.models_command == "export":
@@ -146,6 +152,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         out = export_registered(registry.resolve(args.model), Path(args.out), fmt=args.format)
         print(f"[preread] exported {args.model} to {out}")
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from evaluation.cli import cmd_evaluate as run
+
+    return run(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -186,11 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     promote_p = models_sub.add_parser("promote")
     promote_p.add_argument("model", help="NAME/VERSION")
     promote_p.add_argument("--alias", default="champion")
+    promote_p.add_argument("--gate", action="store_true",
+                           help="promote only if the version passes the gate against the current alias holder")
+    promote_p.add_argument("--data", help="FORMAT:PATH the gate compares on (required with --gate)")
+    promote_p.add_argument("--gate-config", help="gate YAML (default configs/gate.yaml)")
     export_p = models_sub.add_parser("export")
     export_p.add_argument("model", help="NAME, NAME@ALIAS or NAME/VERSION")
     export_p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export_p.add_argument("--out", required=True)
     models_p.set_defaults(func=cmd_models)
+
+    evaluate_p = sub.add_parser("evaluate", help="metrics with bootstrap CIs + HTML report for a registered model")
+    from evaluation.cli import add_arguments as add_evaluate_arguments
+
+    add_evaluate_arguments(evaluate_p)
+    evaluate_p.set_defaults(func=cmd_evaluate)
 
     bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs HTTP on Ray Serve")
     bench_p.add_argument("task", choices=["ecg", "cxr"])
