@@ -22,29 +22,40 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    architecture: str = Field("xresnet1d18", description="see models.ecg.factory.ECG_ARCHITECTURES")
+    architecture: str = Field("xresnet1d18", description="see models.ecg.factory.ECG_ARCHITECTURES / models.cxr.network.CXR_ARCHITECTURES")
     width: int = Field(32, ge=1, le=1024, description="XResNet1d stem width / Inception1d filters per branch")
     input_pool: int = Field(1, ge=1, le=20, description="average-pool the input by this factor first (5: 500 → 100 Hz)")
-    params: dict[str, Any] = Field(default_factory=dict, description="further constructor kwargs (layers, kernel_size, head_dropout ...)")
+    params: dict[str, Any] = Field(default_factory=dict, description="further constructor kwargs (ECG: layers, kernel_size, head_dropout ...; CXR: all build_cxr_model kwargs, e.g. dropout_prob, growth_rate; width/input_pool are ignored)")
 
     def build_kwargs(self) -> dict[str, Any]:
         return {"width": self.width, "input_pool": self.input_pool, **self.params}
 
 
+ECG_SOURCES = ("synthetic", "cinc")
+CXR_SOURCES = ("nih", "phantom", "nih+phantom")
+
+
 class DataSection(_Section):
-    source: Literal["synthetic", "cinc"] = "synthetic"
-    n: int | None = Field(2000, ge=2, description="synthetic: records to generate; cinc: at most this many (None: all)")
+    source: Literal["synthetic", "cinc", "nih", "phantom", "nih+phantom"] = "synthetic"
+    n: int | None = Field(2000, ge=2, description="synthetic: records to generate; cinc: at most this many (None: all); "
+                          "phantom, nih+phantom: chest phantoms to generate; nih: at most this many images")
     seed: int = 0
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    test_n: int = Field(0, ge=0, description="synthetic only: size of an extra held-out test set (another seed)")
-    path: Path | None = Field(None, description="synthetic: cache folder (None: no dataset cache); cinc: the WFDB folder")
+    test_n: int = Field(0, ge=0, description="synthetic / phantom: size of an extra held-out test set (another seed)")
+    path: Path | None = Field(None, description="synthetic: cache folder (None: no dataset cache); cinc: the WFDB folder; "
+                              "nih: the folder of <Finding>/<image>.png (None: $PREREAD_SHARED_DATA/cxr/nih or "
+                              "../shared/data/cxr/nih beside the repository)")
+    image_size: int = Field(224, ge=32, le=1024, description="cxr: network input side in pixels (letterboxed square)")
+    channels: Literal[1, 3] = Field(1, description="cxr: input channels (1: grayscale; 3: repeated, ImageNet stats)")
+    phantom_size: int = Field(256, ge=64, le=2048, description="cxr: side of the drawn phantoms before preprocessing")
+    phantom_prevalence: float = Field(0.3, gt=0.0, lt=1.0, description="cxr: probability of each phantom finding")
 
     @model_validator(mode="after")
     def _path_for_real_data(self) -> "DataSection":
         if self.source == "cinc" and self.path is None:
             raise ValueError("data.path is required for source 'cinc' (a folder of CinC 2021 .hea/.mat records)")
-        if self.source == "synthetic" and self.n is None:
-            raise ValueError("data.n is required for source 'synthetic'")
+        if self.source in ("synthetic", "phantom", "nih+phantom") and self.n is None:
+            raise ValueError(f"data.n is required for source {self.source!r}")
         return self
 
 
@@ -104,6 +115,16 @@ class TrainConfig(_Section):
             if self.model.architecture not in ECG_ARCHITECTURES:
                 raise ValueError(f"model.architecture {self.model.architecture!r} is not an ECG architecture "
                                  f"({', '.join(ECG_ARCHITECTURES)})")
+            if self.data.source not in ECG_SOURCES:
+                raise ValueError(f"data.source {self.data.source!r} is not an ECG source ({', '.join(ECG_SOURCES)})")
+        if self.task == "cxr":
+            from models.cxr.network import CXR_ARCHITECTURES
+
+            if self.model.architecture not in CXR_ARCHITECTURES:
+                raise ValueError(f"model.architecture {self.model.architecture!r} is not a chest X-ray architecture "
+                                 f"({', '.join(CXR_ARCHITECTURES)})")
+            if self.data.source not in CXR_SOURCES:
+                raise ValueError(f"data.source {self.data.source!r} is not a chest X-ray source ({', '.join(CXR_SOURCES)})")
         if not self.export.onnx and not self.export.torchscript:
             # The state dict is always saved, but serving's default backend needs ONNX or TorchScript.
             raise ValueError("export: at least one of onnx / torchscript must be true")

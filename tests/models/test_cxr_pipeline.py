@@ -1,0 +1,171 @@
+"""The chest X-ray pre-read (models.cxr.pipeline.CxrPreReader) on a registered tiny model:
+real radiographs (a wrapped NIH PNG, a MONOCHROME1 CR) → findings, triage, heatmaps in the
+original geometry, and an SR built from the read."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+
+from datasets.imaging import preprocess_image, read_dicom_image, wrap_png_as_dicom
+from models.cxr.labels import CXR_LABEL_CODES
+from models.cxr.pipeline import CxrPreReader, load_cam_network
+from models.registry import ModelRegistry
+from models.triage import LEVELS
+from training.config import TrainConfig, load_train_config
+from training.cxr import train_cxr
+
+REPO = Path(__file__).resolve().parents[2]
+TRIAGE = REPO / "configs" / "triage" / "cxr.yaml"
+FINDING_KEYS = {"code", "name", "probability", "threshold", "positive"}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def registry_root(tmp_path_factory) -> Path:
+    """A real tiny model from our own training code (tests/data/cxr-tiny.yaml), registered."""
+    root = tmp_path_factory.mktemp("cxr-pipeline")
+    torch.set_num_threads(1)
+    fields = load_train_config(REPO / "tests" / "data" / "cxr-tiny.yaml").model_dump()
+    fields.update(checkpoint_dir=str(root / "checkpoints"), num_threads=1)
+    train_cxr(TrainConfig.model_validate(fields), registry=ModelRegistry(root / "registry"), progress=False)
+    return root / "registry"
+
+
+def dicom_bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def nih_source(nih_dir) -> pydicom.Dataset:
+    return wrap_png_as_dicom(sorted((nih_dir / "Pneumonia").glob("*.png"))[0])
+
+
+@pytest.fixture(scope="module")
+def cr_path() -> str:
+    path = get_testdata_file("RG1_UNCR.dcm", download=False)
+    if path is None:
+        pytest.skip("RG1_UNCR.dcm not available (install pydicom-data)")
+    return path
+
+
+def check_read(read: dict, shape: tuple[int, int]) -> None:
+    assert read["modality"] == "CXR" and read["preliminary"] is True and read["disclaimer"]
+    assert [f["code"] for f in read["findings"]] == list(CXR_LABEL_CODES)
+    for finding in read["findings"]:
+        assert set(finding) == FINDING_KEYS
+        assert 0.0 <= finding["probability"] <= 1.0 and isinstance(finding["positive"], bool)
+        assert finding["positive"] == (finding["probability"] >= finding["threshold"]) or \
+            abs(finding["probability"] - finding["threshold"]) < 1e-4  # rounding of the reported probability
+    assert read["triage"]["level"] in LEVELS and 0.0 <= read["triage"]["score"] <= 1.0
+    model = read["model"]
+    assert model["name"] == "cxr" and model["version"] == 1 and model["demo"] is True
+    assert model["backend"] == "onnxruntime" and model["architecture"] == "densenet_small"
+    assert "not for clinical use" in model["intended_use"].lower()
+    positives = [f for f in read["findings"] if f["positive"]]
+    assert len(read["heatmaps"]) == min(3, len(positives))
+    for heat in read["heatmaps"]:
+        assert heat["code"] in {f["code"] for f in positives}
+        assert heat["heatmap"].shape == shape and heat["heatmap"].dtype == np.float32
+        assert heat["heatmap"].min() >= 0.0 and heat["heatmap"].max() <= 1.0
+        rgb = heat["overlay_rgb"]
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3 and max(rgb.shape[:2]) <= 1024
+        assert rgb.shape[0] / rgb.shape[1] == pytest.approx(shape[0] / shape[1], rel=0.01)
+
+
+def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_path):
+    # Force positives: every threshold 0 for the four phantom findings and pneumonia.
+    forced = {code: 0.0 for code in ("PNEUMONIA", "EFFUSION", "CARDIOMEGALY", "CONSOLIDATION")}
+    reader = CxrPreReader.from_registry(registry_root, "cxr@champion", TRIAGE, threshold_overrides=forced)
+    assert reader.heatmaps_available and reader.size == 64 and reader.channels == 1
+    nih = read_dicom_image(dicom_bytes(nih_source))
+    cr = read_dicom_image(cr_path)
+    assert cr.photometric == "MONOCHROME1" and cr.shape == (1955, 1841)
+
+    reads = reader.read_batch([nih, cr])
+    assert len(reads) == 2
+    check_read(reads[0], (1024, 1024))
+    check_read(reads[1], (1955, 1841))
+    for read in reads:
+        # Top 3 positives by probability, specific findings before ANY; the forced ones are positive.
+        positives = [f for f in read["findings"] if f["positive"]]
+        assert {f["code"] for f in positives} >= set(forced)
+        ranked = sorted(positives, key=lambda f: (f["code"] == "ANY", -f["probability"]))
+        assert [h["code"] for h in read["heatmaps"]] == [f["code"] for f in ranked[:3]]
+        assert len(read["heatmaps"]) == 3
+        assert read["timing"]["batch_size"] == 2 and read["timing"]["gradcam_ms"] > 0
+    assert reads[1]["heatmaps"][0]["overlay_rgb"].shape == (1024, 964, 3)
+    assert reads[1]["source"]["photometric"] == "MONOCHROME1"
+    assert reader.read_batch([]) == []
+
+
+def test_no_positive_no_heatmap(registry_root, cr_path):
+    reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE,
+                                        threshold_overrides={code: 1.0 for code in CXR_LABEL_CODES})
+    (read,) = reader.read_batch([read_dicom_image(cr_path)])
+    assert not any(f["positive"] for f in read["findings"]) and read["heatmaps"] == []
+    with pytest.raises(KeyError):
+        CxrPreReader.from_registry(registry_root, "cxr", TRIAGE, threshold_overrides={"STE": 0.5})
+
+
+def test_backends_and_cam_network_agree(registry_root, nih_source, cr_path):
+    """Probabilities from ONNX Runtime, TorchScript and the Grad-CAM network (state dict) match."""
+    records = [read_dicom_image(dicom_bytes(nih_source)), read_dicom_image(cr_path)]
+    ort_reader = CxrPreReader.from_registry(registry_root, "cxr/1", TRIAGE, heatmaps=False)
+    torch_reader = CxrPreReader.from_registry(registry_root, "cxr/1", TRIAGE, backend="torch", heatmaps=False,
+                                              device="cpu")
+    assert not ort_reader.heatmaps_available and torch_reader.model_identity["backend"] == "torch"
+    p_ort = np.array([[f["probability"] for f in r["findings"]] for r in ort_reader.read_batch(records)])
+    p_torch = np.array([[f["probability"] for f in r["findings"]] for r in torch_reader.read_batch(records)])
+    np.testing.assert_allclose(p_ort, p_torch, atol=2e-4)  # reported probabilities are rounded to 1e-4
+
+    registered = ModelRegistry(registry_root).resolve("cxr")
+    network = load_cam_network(registered.path, device="cpu")
+    batch = torch.from_numpy(np.stack([preprocess_image(r, size=64) for r in records]))
+    with torch.no_grad():
+        p_cam = torch.sigmoid(network(batch)).numpy()
+    np.testing.assert_allclose(p_cam, ort_reader.backend.predict(batch.numpy()), atol=1e-4)
+
+
+def test_sr_and_sc_built_from_the_read_round_trip(registry_root, nih_source):
+    from serving.results import build_ai_sr, build_heatmap_sc, findings_from_sr, model_from_sr, triage_from_sr
+
+    only_pneumonia = {code: 1.0 for code in CXR_LABEL_CODES} | {"PNEUMONIA": 0.0}
+    reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE, threshold_overrides=only_pneumonia)
+    (read,) = reader.read_batch([read_dicom_image(dicom_bytes(nih_source))])
+    sr = build_ai_sr([nih_source], read["findings"], read["model"], read["triage"])
+    parsed = pydicom.dcmread(io.BytesIO(dicom_bytes(sr)))
+    assert parsed.VerificationFlag == "UNVERIFIED" and parsed.StudyInstanceUID == nih_source.StudyInstanceUID
+    assert "DEMO" in parsed.SeriesDescription
+    back = findings_from_sr(dicom_bytes(sr))
+    assert [f["code"] for f in back] == [f["code"] for f in read["findings"]]
+    for got, sent in zip(back, read["findings"]):
+        assert got["positive"] == sent["positive"] and got["name"] == sent["name"]
+        assert got["probability"] == pytest.approx(sent["probability"], abs=1e-6)
+        assert got["threshold"] == pytest.approx(sent["threshold"], abs=1e-6)
+    triage = triage_from_sr(dicom_bytes(sr))
+    assert triage["level"] == read["triage"]["level"]
+    assert triage["score"] == pytest.approx(read["triage"]["score"], abs=1e-6)
+    assert model_from_sr(dicom_bytes(sr))["version"] == "1"
+
+    assert [f["code"] for f in back if f["positive"]] == ["PNEUMONIA"]
+    (heat,) = read["heatmaps"]
+    assert heat["code"] == "PNEUMONIA"
+    sc = build_heatmap_sc(nih_source, heat["overlay_rgb"], read["model"], finding=f"{heat['name']} {heat['probability']:.2f}")
+    pixels = pydicom.dcmread(io.BytesIO(dicom_bytes(sc))).pixel_array
+    assert pixels.shape[1:] == (1024, 3) and pixels.shape[0] >= 1024  # the overlay + the burned-in banner
