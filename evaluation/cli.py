@@ -85,8 +85,8 @@ def evaluate_arrays(Y, P, labels: Sequence[str], thresholds: dict[str, float], m
     for code in labels:
         entry = point["per_label"][code]
         if entry["n"] < rule.min_n or entry["n_pos"] < rule.min_pos:
-            caught.append(f"{code}: only {entry['n']} cases / {entry['n_pos']} positives "
-                          f"(minimum {rule.min_n} / {rule.min_pos}): its numbers are unreliable")
+            caught.append(f"{code}: {entry['n']} cases, {entry['n_pos']} positives "
+                          f"(minimum {rule.min_n} cases, {rule.min_pos} positives): its numbers are unreliable")
     headline = bootstrap(headline_statistic(Y, P, labels, thresholds), len(Y), strata_from_labels(Y),
                          n_boot=n_boot, seed=seed)
     result: dict[str, Any] = {"labels": labels, "thresholds": {c: float(thresholds[c]) for c in labels},
