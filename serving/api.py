@@ -23,6 +23,8 @@ from serving.services import Services
 from serving.storage import StorageUnavailable
 from serving.store.db import as_utc
 from serving.store.schema import RECEIVED, Study, utcnow
+from serving.worklist import audit
+from serving.worklist.reading import claim_is_live
 
 log = logging.getLogger("preread.api")
 
@@ -122,7 +124,7 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
                  status: str | None = Query(None, description="comma-separated statuses"),
                  level: str | None = Query(None, pattern="^(critical|urgent|routine)$"),
                  limit: int = Query(200, ge=1, le=1000), offset: int = Query(0, ge=0),
-                 svc: Services = Depends(services),
+                 request: Request = None, svc: Services = Depends(services),
                  who: Principal = Depends(require("reader", "grassroots", "admin"))) -> Worklist:
         if site and not who.can_access_site(site):
             raise HTTPException(403, f"user {who.user!r} may not see site {site!r}")
@@ -130,14 +132,20 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
         studies = svc.db.worklist(who.site_scope(), svc.aging, now, modality=modality, level=level, site=site,
                                   statuses=status.split(",") if status else None, limit=limit, offset=offset)
         items = [_worklist_item(s, svc, now) for s in studies]
+        audit.record(svc.db, "view_worklist", user=who.user, role=who.role, client=_client(request),
+                     detail={"path": request.url.path, "count": len(items),
+                             "filters": {"site": site, "modality": modality, "status": status, "level": level}})
         return Worklist(items=items, count=len(items), generated_at=now)
 
     @app.get("/api/v1/studies/{study_uid}", response_model=StudyDetail)
-    def study_detail(study_uid: str, svc: Services = Depends(services),
+    def study_detail(study_uid: str, request: Request, svc: Services = Depends(services),
                      who: Principal = Depends(require("reader", "grassroots", "admin"))) -> StudyDetail:
         study = svc.db.get_study(study_uid)
         if study is None or not who.can_access_site(study.site):
             raise HTTPException(404, f"no study {study_uid} for this user")  # do not reveal other sites' studies
+        audit.record(svc.db, "view_study", user=who.user, role=who.role, study_uid=study_uid,
+                     client=_client(request), detail={"path": request.url.path})
+        live = claim_is_live(study)
         return StudyDetail(
             study_uid=study.study_uid, site=study.site, modality=study.modality, status=study.status,
             arrived_at=as_utc(study.arrived_at), read_at=as_utc(study.read_at),
@@ -147,6 +155,11 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
             instances=[{"sop_instance_uid": i.sop_instance_uid, "content_type": i.content_type,
                         "size_bytes": i.size_bytes, "source": i.source, "received_at": as_utc(i.received_at)}
                        for i in study.instances],
+            links=_study_links(study),
+            claimed_by=study.claimed_by if live else None,
+            claim_expires_at=as_utc(study.claim_expires_at) if live else None,
+            report_status=study.report_status or "preliminary", final_report=study.final_report,
+            signed_by=study.signed_by, signed_at=as_utc(study.signed_at),
         )
 
     from serving.routers import router_builders
@@ -154,6 +167,22 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
     for build_router in (router_builders() if extra_routers is None else extra_routers):
         app.include_router(build_router(deps))
     return app
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _study_links(study: Study) -> dict[str, str]:
+    base = f"/api/v1/studies/{study.study_uid}"
+    links = {"self": base, "fhir": f"/fhir/DiagnosticReport?study={study.study_uid}", "report": f"{base}/report",
+             "claim": f"{base}/claim", "release": f"{base}/release", "sign": f"{base}/sign"}
+    if study.modality == "ECG":
+        links["ecg"] = f"{base}/ecg"
+    else:
+        links["image"] = f"{base}/image.png"
+        links["heatmap"] = f"{base}/heatmap.png"
+    return links
 
 
 def _only_site(who: Principal) -> str | None:
@@ -204,4 +233,7 @@ def _worklist_item(study: Study, svc: Services, now: datetime) -> WorklistItem:
         waiting_minutes=round((now - arrived).total_seconds() / 60.0, 1), status=study.status,
         ai_level=study.level, level=shown, escalation=reason, overdue=overdue, score=study.score,
         top_findings=findings, model=model,
+        claimed_by=study.claimed_by if claim_is_live(study, now) else None,
+        claim_expires_at=as_utc(study.claim_expires_at) if claim_is_live(study, now) else None,
+        report_status=study.report_status or "preliminary",
     )

@@ -51,10 +51,31 @@ class RegistryConfig(_Strict):
     root: Path = Path("var/registry")
 
 
+class BootstrapUser(_Strict):
+    """A user created at start if missing. Password from $``password_env``; if unset, a random one is
+    generated and logged once (only its argon2 hash is stored)."""
+
+    username: str
+    role: Literal["grassroots", "reader", "datasci", "admin"]
+    sites: list[str] = []
+    display_name: str | None = None
+    password_env: str | None = None
+
+
 class AuthConfig(_Strict):
     # The secret that signs tokens: $PREREAD_SECRET if set, else this file (created 0600 on first use).
     secret_file: Path = Path("var/secret.key")
     token_ttl_hours: float = Field(12.0, gt=0)
+    # Web logins (POST /api/v1/login) get tokens with this lifetime.
+    login_ttl_hours: float = Field(8.0, gt=0)
+    users: list[BootstrapUser] = [
+        BootstrapUser(username="demo-reader", role="reader", sites=["demo"], display_name="Demo county reader",
+                      password_env="PREREAD_DEMO_READER_PASSWORD"),
+        BootstrapUser(username="demo-clinic", role="grassroots", sites=["demo"], display_name="Demo village clinic",
+                      password_env="PREREAD_DEMO_CLINIC_PASSWORD"),
+        BootstrapUser(username="demo-admin", role="admin", sites=["*"], display_name="Demo administrator",
+                      password_env="PREREAD_DEMO_ADMIN_PASSWORD"),
+    ]
 
 
 class PrivacyConfig(_Strict):
@@ -98,6 +119,10 @@ class WorklistConfig(_Strict):
     aging_minutes: dict[Literal["critical", "urgent", "routine"], float] = {
         "critical": 15, "urgent": 60, "routine": 240,
     }
+    # A reader's claim on a study expires after this many minutes unless renewed (claimed again).
+    claim_minutes: float = Field(20.0, gt=0)
+    # How often the web page refreshes the worklist.
+    poll_seconds: float = Field(5.0, gt=0)
 
 
 class LimitsConfig(_Strict):

@@ -38,6 +38,10 @@ class ApiDeps:
                 who = svc.tokens.verify(token.strip())
             except AuthError as exc:
                 raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+            from serving.worklist.users import token_revoked
+
+            if token_revoked(svc.db, who.token_id):
+                raise HTTPException(401, "token revoked (logged out)", headers={"WWW-Authenticate": "Bearer"})
             request.state.principal = who
             return who
         return dependency

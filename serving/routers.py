@@ -12,4 +12,7 @@ def router_builders() -> list[Callable]:
     from serving import kserve
 
     builders: list[Callable] = [kserve.build_router]
+    from serving.worklist import routes as worklist_routes
+
+    builders.append(worklist_routes.build_router)
     return builders

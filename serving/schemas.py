@@ -45,6 +45,9 @@ class WorklistItem(BaseModel):
     score: float | None
     top_findings: list[Finding] = []
     model: str | None = None
+    claimed_by: str | None = None         # who holds a live claim on it (None when free or expired)
+    claim_expires_at: datetime | None = None
+    report_status: str = "preliminary"    # preliminary | final | amended
 
 
 class Worklist(BaseModel):
@@ -70,6 +73,12 @@ class StudyDetail(BaseModel):
     ai_error: str | None
     instances: list[dict[str, Any]]
     links: dict[str, str] = {}
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+    report_status: str = "preliminary"
+    final_report: dict[str, Any] | None = None
+    signed_by: str | None = None
+    signed_at: datetime | None = None
 
 
 class EcgAccepted(BaseModel):

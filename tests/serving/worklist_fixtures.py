@@ -1,0 +1,149 @@
+"""Fixtures for the reading worklist tests: a throw-away PostgreSQL cluster (Debian's binaries on a
+loopback port), a database URL parametrized over SQLite and PostgreSQL, and an in-process client on it.
+
+Import into a test module with ``from tests.serving.worklist_fixtures import *  # noqa``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.serving.conftest import Client, free_port, make_config
+
+PG_BIN = Path(os.environ.get("PREREAD_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PASSWORD = "correct-horse-battery"
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return cmd
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("running as root and runuser is missing: initdb refuses root")
+    return [runuser, "-u", "postgres", "--", *cmd]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL 15 cluster in a temporary folder for the test session; yields a base URL."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL binaries not found under {PG_BIN}")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed")
+    if os.geteuid() == 0:
+        try:
+            pg_user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run initdb as")
+    folder = Path(tempfile.mkdtemp(prefix="preread-pg-"))
+    data = folder / "data"
+    if os.geteuid() == 0:
+        os.chown(folder, pg_user.pw_uid, pg_user.pw_gid)
+    port = free_port()
+    init = subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                                        "--no-sync", "-E", "UTF8"]), capture_output=True, text=True)
+    if init.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
+    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+    start = subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts,
+                                         "-l", str(folder / "log"), "-w", "start"]), capture_output=True, text=True)
+    if start.returncode != 0:
+        log = (folder / "log").read_text() if (folder / "log").exists() else ""
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-200:]} {log[-300:]}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_pg_database(base_url: str) -> str:
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    plain = base_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{base_url}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'preread.db'}"
+    return fresh_pg_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture
+def reading_client(tmp_path, db_url, ecg_registry, ecg_reader):
+    """The real API in-process on SQLite or PostgreSQL, with users for every role."""
+    from fastapi.testclient import TestClient
+
+    from serving.local import create_local_app
+    from serving.worklist.users import create_user
+
+    cfg = make_config(tmp_path, ecg_registry)
+    cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": db_url}),
+                                 "auth": cfg.auth.model_copy(update={"users": []})})
+    app, services = create_local_app(cfg, reader=ecg_reader)
+    for name, role, sites in USERS:
+        create_user(services.db, name, PASSWORD, role, sites)
+    with TestClient(app) as http:
+        client = Client(http, cfg)
+        client.services = services
+        client.dialect = services.db.engine.dialect.name
+        yield client
+    services.db.engine.dispose()
+
+
+USERS = [
+    ("clinic-demo", "grassroots", ["demo"]),
+    ("clinic-other", "grassroots", ["other"]),
+    ("reader-demo", "reader", ["demo"]),
+    ("reader-demo-2", "reader", ["demo"]),
+    ("reader-other", "reader", ["other"]),
+    ("datasci", "datasci", ["*"]),
+    ("admin", "admin", ["*"]),
+]
+
+
+def login(client, username: str, password: str = PASSWORD) -> dict:
+    r = client.http.post("/api/v1/login", json={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def ecg_json(bpm: float = 75.0, seconds: float = 10.0, rate: int = 500, site: str = "demo", seed: int = 0) -> dict:
+    """A synthetic 12-lead ECG as JSON: spike-train beats at ``bpm`` (180 bpm trips the heart-rate rule)."""
+    from datasets.ecg.record import STANDARD_LEADS
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    period = 60.0 / bpm
+    beat = 1.0 * np.exp(-((t % period) - 0.1) ** 2 / 0.00008) + 0.2 * np.exp(-((t % period) - 0.3) ** 2 / 0.002)
+    signals = {lead: (beat * (1 + i / 12) + rng.normal(0, 0.01, t.size)).round(4).tolist()
+               for i, lead in enumerate(STANDARD_LEADS)}
+    return {"sampling_rate": rate, "leads": signals, "site": site,
+            "patient": {"id": f"5301021990010{seed:05d}", "name": "Li^Si", "sex": "F", "age": "67"}}
+
+
+def post_ecg(client, body: dict, headers: dict) -> dict:
+    r = client.http.post("/api/v1/ecg", content=json.dumps(body),
+                         headers={"content-type": "application/json", **headers})
+    assert r.status_code in (200, 201), r.text
+    return r.json()
