@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation.datasets import load_eval_dataset, parse_data_spec, signed_reads_to_dataset
+from models.ecg.labels import ECG_LABEL_CODES, ECG_LABELS
+
+
+def _ecg_card():
+    from models.card import InputSpec, ModelCard, TrainingData
+
+    return ModelCard(name="ecg", task="ecg", architecture="xresnet1d18", labels=list(ECG_LABEL_CODES),
+                     label_names=[label.name for label in ECG_LABELS],
+                     input=InputSpec(shape=[None, 12, 5000], preprocessing="datasets.ecg.transforms.ecg_preprocess"),
+                     training_data=TrainingData(description="t", n_train=1, n_val=0, fingerprint_sha256="0" * 64),
+                     intended_use="test")
+
+
+def _cxr_card(size=32):
+    from models.card import InputSpec, ModelCard, TrainingData
+    from models.cxr.labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
+
+    return ModelCard(name="cxr", task="cxr", architecture="densenet121", labels=list(CXR_LABEL_CODES),
+                     label_names=list(CXR_LABEL_NAMES),
+                     input=InputSpec(shape=[None, 3, size, size], preprocessing="datasets.imaging.transforms.cxr_preprocess"),
+                     training_data=TrainingData(description="t", n_train=1, n_val=0, fingerprint_sha256="0" * 64),
+                     intended_use="test")
+
+
+def test_parse_data_spec():
+    assert parse_data_spec("cinc:/a/b?limit=3") == ("cinc", Path("/a/b"), {"limit": "3"})
+    with pytest.raises(ValueError, match="FORMAT"):
+        parse_data_spec("/a/b")
+
+
+def test_cinc_adapter_real_records(cinc_dir):
+    data = load_eval_dataset(f"cinc:{cinc_dir}?limit=6", _ecg_card())
+    assert data.inputs.shape == (6, 12, 5000) and data.Y.shape == (6, 7)
+    assert set(data.meta["site"]) <= {"Georgia", "PTB-XL"}
+    assert data.meta["sex"].notna().all() and data.meta["age"].notna().all()
+    assert not np.isnan(data.Y).any()
+
+
+def test_ptbxl_adapter_uses_fold_10(cinc_dir, tmp_path):
+    folder = tmp_path / "records500" / "00000"
+    folder.mkdir(parents=True)
+    headers = sorted(cinc_dir.glob("HR*.hea"))[:3]
+    rows = ["ecg_id,patient_id,age,sex,site,device,scp_codes,strat_fold,filename_lr,filename_hr"]
+    for i, header in enumerate(headers, start=1):
+        for suffix in (".hea", ".mat"):
+            shutil.copy(header.with_suffix(suffix), folder / header.with_suffix(suffix).name)
+        codes = ["{'NORM': 100.0, 'SR': 0.0}", "{'AFIB': 100.0, 'CLBBB': 50.0}", "{'STACH': 100.0}"][i - 1]
+        fold = 10 if i < 3 else 1
+        rows.append(f'{i},{i},{50 + i},{i % 2},{i},CS-12,"{codes}",{fold},x,records500/00000/{header.stem}')
+    (tmp_path / "ptbxl_database.csv").write_text("\n".join(rows) + "\n")
+    data = load_eval_dataset(f"ptbxl:{tmp_path}", _ecg_card())
+    assert len(data) == 2
+    labels = list(ECG_LABEL_CODES)
+    assert data.Y[0, labels.index("NORM")] == 1 and data.Y[0].sum() == 1
+    assert data.Y[1, labels.index("AF")] == 1 and data.Y[1, labels.index("WQRS")] == 1
+    assert list(data.meta["sex"]) == ["female", "male"] and set(data.meta["manufacturer"]) == {"CS-12"}
+
+
+def test_nih_class_folders(nih_dir):
+    data = load_eval_dataset(f"nih:{nih_dir}?limit=50", _cxr_card())
+    from models.cxr.labels import CXR_LABEL_CODES
+
+    pneumonia = list(CXR_LABEL_CODES).index("PNEUMONIA")
+    assert len(data) == 40 and data.inputs.shape == (40, 3, 32, 32)
+    assert data.Y[:, pneumonia].sum() == 20 and not np.isnan(data.Y[:, pneumonia]).any()
+    effusion = list(CXR_LABEL_CODES).index("EFFUSION")
+    assert np.isnan(data.Y[:, effusion]).sum() == 20  # unknown in the Pneumonia folder
+
+
+def test_nih_csv_and_chexpert_and_medmnist(nih_dir, tmp_path):
+    from models.cxr.labels import CXR_LABEL_CODES
+
+    images = sorted((nih_dir / "Pneumonia").glob("*.png"))[:2] + sorted((nih_dir / "No_findings").glob("*.png"))[:1]
+    (tmp_path / "img").mkdir()
+    for image in images:
+        shutil.copy(image, tmp_path / "img" / image.name)
+    (tmp_path / "Data_Entry_2017.csv").write_text(
+        "Image Index,Finding Labels,Patient Age,Patient Gender,View Position\n"
+        f"{images[0].name},Pneumonia|Effusion,40,M,PA\n{images[1].name},Pneumonia,61,F,AP\n{images[2].name},No Finding,30,F,PA\n")
+    card = _cxr_card()
+    data = load_eval_dataset(f"nih:{tmp_path}", card)
+    codes = list(CXR_LABEL_CODES)
+    assert data.Y[0, codes.index("EFFUSION")] == 1 and data.Y[2].sum() == 0 and not np.isnan(data.Y).any()
+    # CheXpert: uncertain policy
+    (tmp_path / "valid.csv").write_text(
+        "Path,Sex,Age,Pneumonia,Pleural Effusion,Edema\n"
+        f"img/{images[0].name},Male,40,1.0,-1.0,\nimg/{images[1].name},Female,61,0.0,1.0,-1.0\n")
+    for policy, expected in (("ones", 1.0), ("zeros", 0.0)):
+        chex = load_eval_dataset(f"chexpert:{tmp_path / 'valid.csv'}?uncertain={policy}", card)
+        assert chex.Y[0, codes.index("EFFUSION")] == expected
+    chex = load_eval_dataset(f"chexpert:{tmp_path / 'valid.csv'}", card)
+    assert np.isnan(chex.Y[0, codes.index("EFFUSION")]) and chex.Y[0, codes.index("EDEMA")] == 0
+    assert np.isnan(chex.Y[:, codes.index("HERNIA")]).all()
+    # MedMNIST npz
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "chest.npz", test_images=rng.integers(0, 255, (4, 28, 28), dtype=np.uint8),
+             test_labels=rng.integers(0, 2, (4, len(codes))))
+    med = load_eval_dataset(f"medmnist:{tmp_path / 'chest.npz'}", card)
+    assert med.inputs.shape == (4, 3, 32, 32) and med.Y.shape == (4, len(codes))
+
+
+def _read(probabilities: dict[str, float]) -> dict:
+    return {"findings": [{"code": c, "name": c, "probability": p, "threshold": 0.5, "positive": p >= 0.5}
+                         for c, p in probabilities.items()], "triage": {"level": "routine", "score": 0.2}}
+
+
+def test_worklist_export(tmp_path):
+    labels = list(ECG_LABEL_CODES)
+    reads = [{"study_uid": f"1.2.{i}", "site": "demo", "model_name": "ecg",
+              "ai_read": _read({c: (0.9 if (c == "AF") == (i % 2 == 0) else 0.1) for c in labels}),
+              "final_findings": {"findings": ["AF"] if i % 2 == 0 else ["NORM"]}} for i in range(10)]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(reads))
+    data = load_eval_dataset(f"worklist:{path}", _ecg_card())
+    assert data.scores.shape == (10, 7) and data.inputs is None
+    assert data.Y[0, labels.index("AF")] == 1 and data.Y[1, labels.index("NORM")] == 1
+    data2 = signed_reads_to_dataset([{**reads[0], "final_findings": {"AF": True, "NORM": False}}], labels)
+    assert data2.Y[0, labels.index("AF")] == 1
+
+
+@pytest.fixture
+def worklist_db(tmp_path):
+    from serving.store.db import Database
+    from serving.store.schema import Correction, Study
+
+    url = f"sqlite:///{tmp_path / 'worklist.db'}"
+    db = Database(url)
+    db.migrate()
+    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    rng = np.random.default_rng(0)
+    with db.session() as session:
+        for i in range(40):
+            week = i // 20
+            site = "a" if i % 2 else "b"
+            truth = bool(rng.random() < 0.4)
+            af_p = (0.8 if truth else 0.2) if week == 0 or site == "a" else 0.45  # site b degrades in week 2
+            at = start + timedelta(days=7 * week, hours=i)
+            session.add(Study(study_uid=f"1.9.{i}", site=site, modality="ECG", arrived_at=at, status="signed",
+                              patient_sex="F" if i % 3 else "M", patient_age=f"{40 + i:03d}Y",
+                              ai_read=_read({"AF": af_p, "NORM": 1 - af_p}), updated_at=at))
+            session.add(Correction(study_uid=f"1.9.{i}", signed_by="dr", signed_at=at + timedelta(hours=1),
+                                   agree=True, final_findings={"findings": ["AF"] if truth else ["NORM"]},
+                                   model_name="ecg", model_version="1"))
+    return url
+
+
+def test_monitoring_agreement_and_drift(worklist_db, tmp_path):
+    from evaluation.monitoring import agreement_table, drift_table, plot_agreement, psi
+
+    table = agreement_table(worklist_db, freq="W")
+    af = table[table["finding"] == "AF"]
+    assert set(af["site"]) == {"a", "b"} and af["n"].sum() == 40
+    a = af[af["site"] == "a"]["agreement"].to_numpy()
+    b = af[af["site"] == "b"]["agreement"].to_numpy()
+    assert np.all(a == 1.0) and b[0] == 1.0 and b[1] < 1.0
+    drift = drift_table(worklist_db, freq="W")
+    b_af = drift[(drift["site"] == "b") & (drift["finding"] == "AF")].sort_values("period")
+    assert b_af["psi"].iloc[0] == pytest.approx(0.0, abs=1e-9) and b_af["psi"].iloc[1] > 0.25
+    assert drift["mean_age"].notna().all()
+    png = plot_agreement(table, tmp_path / "agreement.png")
+    assert png.stat().st_size > 1000
+    assert psi(np.random.default_rng(0).normal(size=500), np.random.default_rng(1).normal(size=500)) < 0.1
+
+
+def test_monitoring_does_not_import_serving():
+    import ast
+
+    for path in (Path(__file__).resolve().parents[2] / "evaluation").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "serving" for a in node.names), path
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] != "serving", path
