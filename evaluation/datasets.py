@@ -291,6 +291,21 @@ def load_medmnist(path: Path, card_labels: Sequence[str], options: dict[str, str
                        notes=["MedMNIST label columns taken in card order"])
 
 
+def _dicom_meta(file: Path) -> dict[str, Any]:
+    """Subgroup attributes from the DICOM header (labels.csv columns override them)."""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - metadata is optional
+        return {}
+    age = str(getattr(ds, "PatientAge", "") or "")
+    sex = {"M": "male", "F": "female"}.get(str(getattr(ds, "PatientSex", "") or "").upper(), "unknown")
+    return {"site": str(getattr(ds, "InstitutionName", "") or "unknown"), "sex": sex,
+            "age": float(age[:3]) if age[:3].isdigit() and age.endswith("Y") else None,
+            "manufacturer": str(getattr(ds, "Manufacturer", "") or "unknown")}
+
+
 def load_dicom(path: Path, card_labels: Sequence[str], options: dict[str, str], card=None) -> EvalDataset:
     table = pd.read_csv(path / "labels.csv")
     table = table.iloc[_limit(list(range(len(table))), options)]
@@ -304,7 +319,8 @@ def load_dicom(path: Path, card_labels: Sequence[str], options: dict[str, str], 
             X.append(_ecg_input(read_dicom_waveform(file)))
         else:
             X.append(_image_input(file, card))
-        rows.append({"id": str(row["file"]), **{k: row[k] for k in ("site", "sex", "age", "manufacturer") if k in row}})
+        rows.append({"id": str(row["file"]), **_dicom_meta(file),
+                     **{k: row[k] for k in ("site", "sex", "age", "manufacturer") if k in row and pd.notna(row[k])}})
     found = {c: table[c].to_numpy(dtype=np.float64) for c in card_labels if c in table.columns}
     Y = _align(found, list(found), card_labels) if found else np.full((len(table), len(card_labels)), np.nan)
     return EvalDataset(f"dicom:{path}", list(card_labels), Y, pd.DataFrame(rows), inputs=np.stack(X).astype(np.float32),
@@ -347,6 +363,23 @@ def _ai_probabilities(value: Any) -> dict[str, float]:
     return {str(f["code"]): float(f["probability"]) for f in value}
 
 
+def _age(value: Any) -> float | None:
+    """40, "40", "040Y" (DICOM AS; months/weeks/days → fractions of a year) → years."""
+    if value is None or value == "":
+        return None
+    text_value = str(value).strip().upper()
+    factor = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}.get(text_value[-1:], None)
+    try:
+        return float(text_value[:-1]) * factor if factor else float(text_value)
+    except ValueError:
+        return None
+
+
+def _sex(value: Any) -> str:
+    text_value = str(value or "").strip().lower()
+    return {"m": "male", "male": "male", "f": "female", "female": "female"}.get(text_value, "unknown")
+
+
 def signed_reads_to_dataset(records: list[dict], card_labels: Sequence[str], name: str = "worklist") -> EvalDataset:
     """Rows with ``final_findings`` (reference) and ``ai_read`` / ``ai_findings`` (scores)."""
     Y = np.full((len(records), len(card_labels)), np.nan)
@@ -359,7 +392,7 @@ def signed_reads_to_dataset(records: list[dict], card_labels: Sequence[str], nam
             Y[i, j] = float(final.get(code, False)) if isinstance(final, dict) else float(code in final)
             S[i, j] = probabilities.get(code, np.nan)
         rows.append({"id": rec.get("study_uid", str(i)), "site": rec.get("site", "unknown"),
-                     "sex": rec.get("patient_sex") or rec.get("sex"), "age": rec.get("patient_age") or rec.get("age"),
+                     "sex": _sex(rec.get("patient_sex") or rec.get("sex")), "age": _age(rec.get("patient_age") or rec.get("age")),
                      "manufacturer": rec.get("manufacturer", "unknown"), "signed_at": rec.get("signed_at")})
     missing = np.isnan(S).any(axis=1)
     if missing.any():

@@ -183,3 +183,45 @@ def test_monitoring_does_not_import_serving():
                 assert not any(a.name.split(".")[0] == "serving" for a in node.names), path
             if isinstance(node, ast.ImportFrom):
                 assert (node.module or "").split(".")[0] != "serving", path
+
+
+def test_dicom_folder_with_labels_csv(nih_dir, tmp_path):
+    from datasets.imaging.wrap import wrap_png_as_dicom
+    from models.cxr.labels import CXR_LABEL_CODES
+
+    pngs = sorted((nih_dir / "Pneumonia").glob("*.png"))[:2]
+    lines = ["file,PNEUMONIA,site"]
+    for i, png in enumerate(pngs):
+        ds = wrap_png_as_dicom(png, patient_sex="F", patient_age="070Y")
+        ds.Manufacturer = "ACME"
+        ds.save_as(tmp_path / f"im{i}.dcm", write_like_original=False)
+        lines.append(f"im{i}.dcm,{i},township-{i}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    data = load_eval_dataset(f"dicom:{tmp_path}", _cxr_card())
+    codes = list(CXR_LABEL_CODES)
+    assert data.inputs.shape == (2, 3, 32, 32)
+    assert list(data.Y[:, codes.index("PNEUMONIA")]) == [0.0, 1.0] and np.isnan(data.Y[:, codes.index("MASS")]).all()
+    assert list(data.meta["site"]) == ["township-0", "township-1"]
+    assert set(data.meta["manufacturer"]) == {"ACME"} and set(data.meta["sex"]) == {"female"}
+    assert list(data.meta["age"]) == [70.0, 70.0]
+
+
+def test_evaluate_worklist_export_through_cli(tiny_registry, tmp_path):
+    from preread.cli import main
+
+    labels = list(ECG_LABEL_CODES)
+    rng = np.random.default_rng(1)
+    reads = []
+    for i in range(40):
+        truth = {c: bool(rng.random() < 0.3) for c in labels}
+        reads.append({"study_uid": f"1.3.{i}", "site": "demo" if i % 2 else "north", "model_name": "ecg",
+                      "patient_sex": "F", "patient_age": "050Y",
+                      "ai_read": _read({c: float(np.clip(0.5 * truth[c] + 0.5 * rng.random(), 0, 1)) for c in labels}),
+                      "final_findings": [c for c in labels if truth[c]]})
+    path = tmp_path / "signed.json"
+    path.write_text(json.dumps(reads))
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", "ecg", "--data", f"worklist:{path}", "--registry", str(tiny_registry),
+                 "--report", str(out), "--n-boot", "30"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["n_cases"] == 40 and result["headline"]["macro_auroc"]["value"] > 0.7
