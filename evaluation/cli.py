@@ -144,6 +144,9 @@ def run_evaluate(model_ref: str, data_spec: str, report_dir: str | Path | None =
     result = evaluate_arrays(dataset.Y, P, dataset.labels, thresholds, dataset.meta, n_boot=n_boot, seed=seed,
                              rule=SmallSampleRule(min_n, min_pos))
     result.update(model=model.ref, data=dataset.name, notes=dataset.notes)
+    if data_spec.lower().startswith("ptbxl:"):
+        # PTB-XL benchmark protocol: macro AUROC over the label set on the test fold
+        result["ptbxl_macro_auroc"] = result["headline"]["macro_auroc"]
     if site_target_sensitivity is not None and "site" in dataset.meta:
         from evaluation.thresholds import site_operating_points, write_site_thresholds as write_points
 

@@ -68,6 +68,13 @@ def _ai_findings(read: Any) -> dict[str, dict[str, float | bool]]:
     return out
 
 
+def _age(value: Any) -> float:
+    from evaluation.datasets import _age as parse
+
+    age = parse(value)
+    return float("nan") if age is None else age
+
+
 def _final_positive(final: Any) -> set[str]:
     from evaluation.datasets import _findings_to_set
 
@@ -149,7 +156,7 @@ def ai_reads(db: str | Engine) -> pd.DataFrame:
     records = []
     for row in rows:
         read = _json(row["ai_read"]) or {}
-        age = pd.to_numeric(str(row["patient_age"] or "").rstrip("YMWD") or None, errors="coerce")
+        age = _age(row["patient_age"])
         triage = read.get("triage", {}) if isinstance(read, dict) else {}
         for code, finding in _ai_findings(read).items():
             records.append({"study_uid": row["study_uid"], "site": row["site"], "modality": row["modality"],
