@@ -116,3 +116,21 @@ def test_report_opens_in_headless_chromium(report_dir):
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_evaluate_with_champion_records_gate_in_report(tiny_registry, cinc_dir, tmp_path):
+    from models.registry import ModelRegistry
+
+    registry_root = tmp_path / "registry"
+    shutil.copytree(tiny_registry, registry_root)
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("n_boot: 50\nrule: significant_drop\n")
+    out = tmp_path / "report"
+    code = main(["evaluate", "--model", "ecg@challenger", "--champion", "ecg@champion", "--record-gate",
+                 "--gate-config", str(gate), "--data", f"cinc:{cinc_dir}?limit=12", "--registry", str(registry_root),
+                 "--report", str(out), "--n-boot", "20"])
+    result = json.loads((out / "metrics.json").read_text())
+    assert code == (0 if result["gate"]["passed"] else 1)
+    assert "Promotion gate" in (out / "index.html").read_text()
+    stored = json.loads((ModelRegistry(registry_root).resolve("ecg/2").path / "gate.json").read_text())
+    assert stored["config"]["rule"] == "significant_drop" and stored["passed"] == result["gate"]["passed"]
