@@ -358,8 +358,8 @@ def _ai_probabilities(value: Any) -> dict[str, float]:
         value = json.loads(value)
     if isinstance(value, dict) and "findings" in value:
         value = value["findings"]
-    if isinstance(value, dict):
-        return {str(k): float(v) for k, v in value.items()}
+    if isinstance(value, dict):  # {code: p} or {code: {"probability": p, "positive": ...}} (worklist corrections)
+        return {str(k): float(v["probability"] if isinstance(v, dict) else v) for k, v in value.items()}
     return {str(f["code"]): float(f["probability"]) for f in value}
 
 
@@ -381,7 +381,12 @@ def _sex(value: Any) -> str:
 
 
 def signed_reads_to_dataset(records: list[dict], card_labels: Sequence[str], name: str = "worklist") -> EvalDataset:
-    """Rows with ``final_findings`` (reference) and ``ai_read`` / ``ai_findings`` (scores)."""
+    """Rows with ``final_findings`` (reference) and ``ai_read`` / ``ai_findings`` (scores). When a
+    study was signed more than once (amendments), the last row for it is the reference."""
+    last: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        last[str(rec.get("study_uid") or rec.get("study") or i)] = i
+    records = [records[i] for i in sorted(last.values())]
     Y = np.full((len(records), len(card_labels)), np.nan)
     S = np.full((len(records), len(card_labels)), np.nan)
     rows = []
@@ -391,9 +396,12 @@ def signed_reads_to_dataset(records: list[dict], card_labels: Sequence[str], nam
         for j, code in enumerate(card_labels):
             Y[i, j] = float(final.get(code, False)) if isinstance(final, dict) else float(code in final)
             S[i, j] = probabilities.get(code, np.nan)
-        rows.append({"id": rec.get("study_uid", str(i)), "site": rec.get("site", "unknown"),
+        band = rec.get("patient_age_band") or rec.get("age_band")
+        rows.append({"id": rec.get("study_uid") or rec.get("study") or str(i), "site": rec.get("site", "unknown"),
+                     **({"age_band": band} if band else {}),
                      "sex": _sex(rec.get("patient_sex") or rec.get("sex")), "age": _age(rec.get("patient_age") or rec.get("age")),
-                     "manufacturer": rec.get("manufacturer", "unknown"), "signed_at": rec.get("signed_at")})
+                     "manufacturer": rec.get("manufacturer", "unknown"),
+                     "signed_at": rec.get("signed_at") or rec.get("signed_month")})
     missing = np.isnan(S).any(axis=1)
     if missing.any():
         warnings.warn(f"{int(missing.sum())} signed reads without AI probabilities for every label were dropped")
@@ -405,7 +413,8 @@ def signed_reads_to_dataset(records: list[dict], card_labels: Sequence[str], nam
 def load_worklist(path: Path, card_labels: Sequence[str], options: dict[str, str], card=None) -> EvalDataset:
     if path.suffix.lower() == ".json":
         records = json.loads(path.read_text(encoding="utf-8"))
-        records = records.get("reads", records) if isinstance(records, dict) else records
+        if isinstance(records, dict):  # GET /api/v1/exports/signed-reads → {"rows": [...]}
+            records = records.get("rows", records.get("reads", []))
     else:
         with path.open(newline="", encoding="utf-8") as handle:
             records = list(csv.DictReader(handle))

@@ -37,8 +37,11 @@ def age_band(age) -> str:
 
 def with_age_band(meta: pd.DataFrame) -> pd.DataFrame:
     meta = meta.copy()
-    if "age_band" not in meta.columns:
-        meta["age_band"] = [age_band(a) for a in meta["age"]] if "age" in meta.columns else "unknown"
+    computed = [age_band(a) for a in meta["age"]] if "age" in meta.columns else ["unknown"] * len(meta)
+    if "age_band" in meta.columns:  # given bands (e.g. de-identified exports) win where present
+        meta["age_band"] = [b if isinstance(b, str) and b else c for b, c in zip(meta["age_band"], computed)]
+    else:
+        meta["age_band"] = computed
     return meta
 
 

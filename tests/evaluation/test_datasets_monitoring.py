@@ -150,7 +150,10 @@ def worklist_db(tmp_path):
                               patient_sex="F" if i % 3 else "M", patient_age=f"{40 + i:03d}Y",
                               ai_read=_read({"AF": af_p, "NORM": 1 - af_p}), updated_at=at))
             session.add(Correction(study_uid=f"1.9.{i}", signed_by="dr", signed_at=at + timedelta(hours=1),
-                                   agree=True, final_findings={"findings": ["AF"] if truth else ["NORM"]},
+                                   agree=True, final_findings={"AF": truth, "NORM": not truth},
+                                   ai_findings={"findings": {"AF": {"probability": af_p, "positive": af_p >= 0.5},
+                                                             "NORM": {"probability": 1 - af_p, "positive": af_p < 0.5}},
+                                                "level": "routine", "score": 0.2} if i % 2 else None,
                                    model_name="ecg", model_version="1"))
     return url
 
@@ -225,3 +228,26 @@ def test_evaluate_worklist_export_through_cli(tiny_registry, tmp_path):
                  "--report", str(out), "--n-boot", "30"]) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["n_cases"] == 40 and result["headline"]["macro_auroc"]["value"] > 0.7
+
+
+def test_worklist_signed_reads_export_shape(tmp_path):
+    """The shape GET /api/v1/exports/signed-reads returns: {"rows": [...]}, ai_findings keyed by code,
+    final_findings {code: bool}; an amendment replaces the earlier signature of the same study."""
+    labels = list(ECG_LABEL_CODES)
+
+    def row(study, af_final, amendment=False):
+        return {"study": study, "site": "demo", "modality": "ECG", "patient_sex": "F", "patient_age_band": "60-69",
+                "signed_month": "2026-01", "agree": True, "model_name": "ecg", "model_version": "1",
+                "amendment": amendment,
+                "ai_findings": {"findings": {c: {"probability": 0.7 if c == "AF" else 0.2, "positive": c == "AF"}
+                                             for c in labels}, "level": "critical", "score": 0.8},
+                "final_findings": {c: (c == "AF" and af_final) or (c == "NORM" and not af_final) for c in labels}}
+
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"rows": [row("aa", True), row("bb", True), row("bb", False, amendment=True)],
+                                "count": 3, "deidentified": True}))
+    data = load_eval_dataset(f"worklist:{path}", _ecg_card())
+    assert len(data) == 2 and list(data.meta["id"]) == ["aa", "bb"]
+    af = labels.index("AF")
+    assert list(data.Y[:, af]) == [1.0, 0.0] and list(data.scores[:, af]) == [0.7, 0.7]
+    assert list(data.meta["age_band"]) == ["60-69", "60-69"] and set(data.meta["sex"]) == {"female"}
