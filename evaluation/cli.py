@@ -277,8 +277,12 @@ def promote_with_gate(registry, name: str, version: int, alias: str, data_spec: 
     if not data_spec:
         print("error: --gate needs --data FORMAT:PATH to compare on", file=sys.stderr)
         return False
-    dataset = load_eval_dataset(data_spec, challenger.card)
-    decision = run_gate(registry, f"{name}/{current}", challenger, dataset, gate_config=gate_config, record=True)
+    try:
+        dataset = load_eval_dataset(data_spec, challenger.card)
+        decision = run_gate(registry, f"{name}/{current}", challenger, dataset, gate_config=gate_config, record=True)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
     for check in decision["checks"]:
         print(f"  {'ok ' if check['passed'] else 'FAIL'} {check['label']:10s} {check['check']:22s} {check['detail']}")
     if not decision["passed"]:
