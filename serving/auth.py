@@ -6,6 +6,8 @@ sites), datasci (de-identified exports), admin (everything). ``sites`` may be ["
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import uuid
@@ -72,6 +74,11 @@ class TokenService:
             "iat": now, "exp": now + (ttl or self.ttl), "jti": uuid.uuid4().hex,
         }
         return jwt.encode(claims, self._secret, algorithm="HS256")
+
+    def pseudonym(self, value: str, length: int = 24) -> str:
+        """A stable keyed pseudonym (HMAC-SHA256 with the deployment's secret) for de-identified exports:
+        the same value maps to the same pseudonym, and nobody without the secret can reverse or recompute it."""
+        return hmac.new(self._secret.encode(), value.encode(), hashlib.sha256).hexdigest()[:length]
 
     def verify(self, token: str) -> Principal:
         try:

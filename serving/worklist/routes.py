@@ -3,10 +3,9 @@ the grassroots submissions view, de-identified exports, the audit trail, FHIR, a
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import math
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,14 @@ def log_action(svc: Services, request: Request, who: Principal | None, action: s
 
 
 def build_router(deps: ApiDeps) -> APIRouter:
-    router = APIRouter()
+    @asynccontextmanager
+    async def lifespan(_app):
+        svc = deps.get_services()
+        if svc is not None:  # under Ray the replica's services may come later: login bootstraps then
+            users.ensure_bootstrap_users(svc.db, svc.config.auth.users)
+        yield
+
+    router = APIRouter(lifespan=lifespan)
     services = deps.services()
     anyone = deps.principal()
     readers = deps.require("reader", "admin")
@@ -69,12 +75,6 @@ def build_router(deps: ApiDeps) -> APIRouter:
 
     def bootstrap(svc: Services) -> None:
         users.ensure_bootstrap_users(svc.db, svc.config.auth.users)
-
-    @router.on_event("startup")
-    def _startup() -> None:
-        svc = deps.get_services()
-        if svc is not None:
-            bootstrap(svc)
 
     # --- login -----------------------------------------------------------------------------------
     @router.post("/api/v1/login", tags=["auth"])
@@ -241,12 +241,11 @@ def build_router(deps: ApiDeps) -> APIRouter:
     @router.get("/api/v1/exports/signed-reads", tags=["exports"])
     def export_signed(request: Request, svc: Services = Depends(services),
                       who: Principal = Depends(deps.require("datasci", "admin"))) -> dict:
-        salt = svc.tokens._secret.encode()
         rows = []
         for c, s in reading.signed_reads(svc.db, who.site_scope()):
             rows.append({
-                "study": hmac.new(salt, s.study_uid.encode(), hashlib.sha256).hexdigest()[:24],
-                "reader": hmac.new(salt, c.signed_by.encode(), hashlib.sha256).hexdigest()[:12],
+                "study": svc.tokens.pseudonym("study:" + s.study_uid, 24),
+                "reader": svc.tokens.pseudonym("reader:" + c.signed_by, 12),
                 "site": s.site, "modality": s.modality, "patient_sex": s.patient_sex,
                 "patient_age_band": _age_band(s.patient_age), "signed_month": as_utc(c.signed_at).strftime("%Y-%m"),
                 "agree": c.agree, "ai_findings": c.ai_findings, "final_findings": c.final_findings,
