@@ -246,6 +246,10 @@ def load_cxr_training_data(config: TrainConfig, progress: bool = False) -> CxrTr
         descriptions.append(f"{data.n} synthetic chest phantoms ({', '.join(PHANTOM_FINDINGS)}; "
                             f"prevalence {data.phantom_prevalence:g} each, {data.phantom_size} px, seed {data.seed})")
         counts.update(phantom_train=len(train_index), phantom_val=len(val_index))
+    n_train, n_val = sum(len(p[0]) for p in parts_train), sum(len(p[0]) for p in parts_val)
+    if n_train < 2 or n_val < 1:
+        raise ValueError(f"{data.source}: {n_train} training / {n_val} validation images; need at least 2 / 1 "
+                         "(more images, more patients, or another val_fraction)")
     return CxrTrainingData(
         X_train=np.concatenate([p[0] for p in parts_train]), Y_train=np.concatenate([p[1] for p in parts_train]),
         X_val=np.concatenate([p[0] for p in parts_val]), Y_val=np.concatenate([p[1] for p in parts_val]),
