@@ -128,7 +128,7 @@ async function openStudy(uid) {
   const read = study.ai_read || {};
   const model = read.model || {};
   $("#study-head").replaceChildren(el("h2", {}, `${study.modality} · ${study.site} · ${study.patient_name || study.patient_id || "unknown patient"}`),
-    el("p", { class: "muted" }, `Study ${study.study_uid} · arrived ${new Date(study.arrived_at).toLocaleString()} · AI level `, el("span", { class: "level " + (study.level || "routine") }, study.level || "—")));
+    el("p", { class: "muted" }, `Study ${study.study_uid} · arrived ${new Date(study.arrived_at).toLocaleString()} · AI level `, el("span", { class: "level " + (study.level || "none") }, study.level || "none yet")));
   $("#model-line").textContent = model.name ? `Model ${model.name} version ${model.version}${model.demo ? " (demo model)" : ""}` : (study.ai_error ? "AI read failed: " + study.ai_error : "No AI read");
   renderFindings(study);
   const dl = $("#measurements"); dl.replaceChildren();

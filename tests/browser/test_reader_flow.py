@@ -80,3 +80,57 @@ def test_reader_signs_critical_ecg_and_clinic_sees_report(chromium, live_server)
     page.screenshot(path=str(ARTIFACTS / "04-clinic-report.png"), full_page=True)
     assert errors == [], errors
     page.close()
+
+
+def test_image_study_viewer_heatmap_and_window(chromium, live_server):
+    """An image study as the imaging path stores it (original + ``ai_sc`` heatmap instance): the viewer
+    shows the image, toggles the heatmap overlay and re-windows. Stored directly here: the CXR ingest
+    path is tested on its own."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from sqlalchemy import update
+
+    from serving.store.db import NewInstance
+    from serving.store.schema import Instance
+
+    svc = live_server.services
+    create_user(svc.db, "dr-zhao", PASSWORD, "reader", ["demo"])
+
+    def png(arr, mode):
+        buffer = io.BytesIO()
+        Image.fromarray(arr, mode).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    yy, xx = np.mgrid[0:256, 0:256]
+    chest = (128 + 100 * np.sin(xx / 20.0) * np.cos(yy / 30.0)).astype(np.uint8)
+    heat = np.zeros((256, 256, 3), dtype=np.uint8)
+    heat[80:160, 60:140] = (255, 40, 0)
+    uid = "1.2.826.0.1.3680043.10.999.2"
+    for sop, data, source in (("1.2.3.200", png(chest, "L"), "http"), ("1.2.3.201", png(heat, "RGB"), "ai")):
+        obj = svc.store.put(data, ".png")
+        svc.db.accept_instance(NewInstance(sop, uid, "demo", "CR", "image/png", obj.key, obj.sha256, obj.size_bytes, source))
+    with svc.db.session() as s:
+        s.execute(update(Instance).where(Instance.sop_instance_uid == "1.2.3.201").values(role="ai_sc"))
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(live_server.base_url + "/")
+    page.fill("#username", "dr-zhao")
+    page.fill("#password", PASSWORD)
+    page.click("#login-btn")
+    page.click(f"#worklist tbody tr[data-uid='{uid}']")
+    page.wait_for_function("() => document.querySelector('#study-image').complete && document.querySelector('#study-image').naturalWidth > 0")
+    assert page.locator("#heatmap-image").is_hidden()
+    page.wait_for_function("() => !document.querySelector('#heatmap-toggle').disabled")
+    page.check("#heatmap-toggle")
+    assert page.locator("#heatmap-image").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "05-image-heatmap.png"), full_page=True)
+    page.fill("#ww", "60")
+    page.dispatch_event("#ww", "change")
+    page.wait_for_timeout(500)
+    assert "Preliminary AI read" in page.inner_text("#prelim-banner")
+    assert errors == [], errors
+    page.close()
