@@ -88,6 +88,21 @@ def _input_geometry(card: ModelCard) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
+def json_view(read: dict[str, Any]) -> dict[str, Any]:
+    """A read without its pixel arrays (heatmap, overlay_rgb), for JSON storage and API answers.
+
+    Each heatmap entry keeps ``code``, ``name``, ``probability`` and gains ``shape`` (rows, cols);
+    the pictures themselves travel as the Secondary Capture / PNG the caller makes of them.
+    """
+    out = {key: value for key, value in read.items() if key != "heatmaps"}
+    out["heatmaps"] = [
+        {**{k: v for k, v in heat.items() if k not in ("heatmap", "overlay_rgb")},
+         "shape": [int(n) for n in np.shape(heat.get("heatmap"))]}
+        for heat in read.get("heatmaps", [])
+    ]
+    return out
+
+
 class CxrPreReader:
     """Read chest radiographs with one registered model.
 

@@ -5,6 +5,7 @@ original geometry, and an SR built from the read."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from pydicom.data import get_testdata_file
 
 from datasets.imaging import preprocess_image, read_dicom_image, wrap_png_as_dicom
 from models.cxr.labels import CXR_LABEL_CODES
-from models.cxr.pipeline import CxrPreReader, load_cam_network
+from models.cxr.pipeline import CxrPreReader, json_view, load_cam_network
 from models.registry import ModelRegistry
 from models.triage import LEVELS
 from training.config import TrainConfig, load_train_config
@@ -111,6 +112,9 @@ def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_p
         assert read["timing"]["batch_size"] == 2 and read["timing"]["gradcam_ms"] > 0
     assert reads[1]["heatmaps"][0]["overlay_rgb"].shape == (1024, 964, 3)
     assert reads[1]["source"]["photometric"] == "MONOCHROME1"
+    stored = json.loads(json.dumps(json_view(reads[1])))  # what goes into the store / API answer
+    assert [h["shape"] for h in stored["heatmaps"]] == [[1955, 1841]] * 3
+    assert stored["findings"] == reads[1]["findings"] and "heatmap" not in stored["heatmaps"][0]
     assert reader.read_batch([]) == []
 
 
