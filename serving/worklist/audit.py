@@ -2,8 +2,9 @@
 
 Each row's hash is sha256(previous row's hash + canonical JSON of the row), so editing, deleting or
 reordering any row breaks the chain from that row on; ``verify_chain`` finds the first broken row.
-Appends are serialised (a process lock, and on PostgreSQL a transaction-scoped advisory lock) so the
-chain stays linear with several writers.
+Appends are serialised (a process lock; across processes a transaction-scoped advisory lock on
+PostgreSQL and SQLite's write lock taken before the tail is read) so the chain stays linear with
+several writers.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def record(db: Database, action: str, *, user: str | None = None, role: str | No
     with _lock, db.session() as session:
         if db.engine.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+        elif db.engine.dialect.name == "sqlite":
+            # A write first takes SQLite's write lock, so other processes wait before reading the tail.
+            session.execute(text("UPDATE audit_log SET id = id WHERE id = -1"))
         last = session.scalar(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
         prev = last.hash if last is not None else GENESIS
         at = utcnow()

@@ -229,3 +229,26 @@ def test_concurrent_audit_appends_keep_one_chain(reading_client):
     [t.join() for t in threads]
     check = audit.verify_chain(db)
     assert check.ok and check.checked >= 60
+
+
+def _append_from_another_process(url: str, n: int, tag: str) -> None:
+    from serving.store.db import Database
+
+    db = Database(url)
+    for i in range(n):
+        audit.record(db, "test", user=tag, detail={"i": i})
+    db.engine.dispose()
+
+
+def test_audit_appends_from_several_processes_keep_one_chain(reading_client):
+    import multiprocessing
+
+    db = reading_client.services.db
+    url = db.engine.url.render_as_string(hide_password=False)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_from_another_process, args=(url, 15, f"p{n}")) for n in range(3)]
+    [p.start() for p in procs]
+    [p.join(120) for p in procs]
+    assert all(p.exitcode == 0 for p in procs)
+    check = audit.verify_chain(db)
+    assert check.ok and check.checked >= 45, check
