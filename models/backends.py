@@ -162,6 +162,10 @@ def build_network(card: ModelCard):
         from models.ecg.factory import build_ecg_model
 
         return build_ecg_model(card.architecture, len(card.labels), **card.architecture_params)
+    if card.task == "cxr":
+        from models.cxr.network import build_cxr_model
+
+        return build_cxr_model(card.architecture, len(card.labels), **card.architecture_params)
     raise ValueError(f"no network builder for task {card.task!r}; register a TorchScript {TORCHSCRIPT_FILENAME}")
 
 
@@ -186,4 +190,7 @@ def load_backend(model_dir: str | Path, kind: str = "onnxruntime", **opts) -> In
         if "intra_op_threads" not in opts and os.environ.get("PREREAD_ORT_THREADS"):
             opts["intra_op_threads"] = int(os.environ["PREREAD_ORT_THREADS"])
         return OnnxRuntimeBackend(onnx_path, card=ModelCard.load(model_dir), **opts)
+    # Options meant for ONNX Runtime do not apply to PyTorch; a config that names them stays valid.
+    opts.pop("intra_op_threads", None)
+    opts.pop("providers", None)
     return TorchBackend(model_dir, **opts)

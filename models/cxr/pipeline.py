@@ -57,11 +57,11 @@ OVERLAY_MAX_SIDE = 1024
 
 def build_cxr_network(card: ModelCard):
     """A fresh PyTorch network for a chest X-ray card (weights not loaded)."""
-    from models.cxr.network import build_cxr_model
+    from models.backends import build_network
 
     if card.task != "cxr":
         raise ValueError(f"card is for task {card.task!r}, not 'cxr'")
-    return build_cxr_model(card.architecture, len(card.labels), **card.architecture_params)
+    return build_network(card)
 
 
 def load_cam_network(model_dir: str | Path, card: ModelCard | None = None, device: str | None = None):
