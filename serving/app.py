@@ -69,10 +69,33 @@ class EcgModelDeployment:
         return self.reader.model_identity
 
 
+@serve.deployment(name="cxr-model")
+class CxrModelDeployment:
+    """Batched chest X-ray pre-reads (findings, triage, Grad-CAM heatmaps) on one replica."""
+
+    def __init__(self, config: dict[str, Any]):
+        from models.cxr.pipeline import CxrPreReader  # noqa: PLC0415 - only where a CXR model is served
+
+        cfg = ServingConfig.model_validate(config)
+        model = cfg.models["cxr"]
+        self.reader = CxrPreReader.from_registry(
+            cfg.registry.root, model.ref, cfg.triage_path("cxr"), backend=model.backend,
+            intra_op_threads=model.intra_op_threads,
+        )
+        batching = cfg.deployments.cxr
+        self.read.set_max_batch_size(batching.max_batch_size)
+        self.read.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def read(self, items: list) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.reader.read_batch, items)
+
+
 @serve.deployment(name="ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, config: dict[str, Any], ecg_model: DeploymentHandle):
+    def __init__(self, config: dict[str, Any], ecg_model: DeploymentHandle,
+                 cxr_model: DeploymentHandle | None = None):
         import serving.app as this_module
 
         cfg = ServingConfig.model_validate(config)
@@ -88,8 +111,25 @@ class Ingress:
 
         services.raw_models["ecg"] = raw_ecg_model(cfg, infer_ecg)
         this_module._services = services
+        # DICOM in (C-STORE SCP thread) and the dispatcher (a task on this replica's event loop):
+        # see serving/dicom/scp.py for why they live in the ingress rather than a deployment.
+        from serving.dicom.dispatcher import DicomRuntime  # noqa: PLC0415
+
+        readers = {}
+        if cxr_model is not None:
+            async def read_cxr(record) -> dict[str, Any]:
+                return await cxr_model.read.remote(record)
+
+            readers["cxr"] = read_cxr
+            services.models_ready["cxr"] = True
+        self._dicom = DicomRuntime(services, readers).start(asyncio.get_event_loop())
         # Replay the durable queue: studies stored before a crash but never read.
         self._recovery = asyncio.get_event_loop().create_task(self._recover(services))
+
+    def __del__(self):
+        dicom = getattr(self, "_dicom", None)
+        if dicom is not None:
+            dicom.stop()  # free the DICOM port for the next replica
 
     @staticmethod
     async def _recover(services: Services) -> None:
@@ -128,7 +168,8 @@ def _options(deployment, cfg: DeploymentConfig, batching: bool):
 def build_app(cfg: ServingConfig):
     config = cfg.model_dump(mode="json")
     ecg = _options(EcgModelDeployment, cfg.deployments.ecg, batching=True).bind(config)
-    return _options(Ingress, cfg.deployments.ingress, batching=False).bind(config, ecg)
+    cxr = _options(CxrModelDeployment, cfg.deployments.cxr, batching=True).bind(config) if "cxr" in cfg.models else None
+    return _options(Ingress, cfg.deployments.ingress, batching=False).bind(config, ecg, cxr)
 
 
 def app_builder(args: dict[str, Any]):

@@ -26,11 +26,28 @@ class HttpConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535)
 
 
+class DicomDestination(_Strict):
+    """A PACS our result objects (SR, heatmap SC) are C-STOREd to after each read."""
+
+    ae_title: str
+    host: str
+    port: int = Field(104, ge=1, le=65535)
+    timeout_s: float = Field(30.0, gt=0)
+
+
 class DicomConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=1, le=65535)
     ae_title: str = "PREREAD"
+    # A study is routed once no instance has arrived for this long (series come one by one).
+    study_stable_seconds: float = Field(2.0, ge=0)
+    lease_seconds: float = Field(300.0, gt=0)        # a claim older than this is retried
+    poll_seconds: float = Field(0.5, gt=0)
+    routing: Path = Path("routing.yaml")             # relative to the config folder
+    results_destination: DicomDestination | None = None
+    max_instance_bytes: int = Field(512 * 1024 * 1024, ge=1024)   # one object (C-STORE or STOW part)
+    max_stow_bytes: int = Field(1024 * 1024 * 1024, ge=1024)      # one STOW-RS request body
 
 
 class SiteConfig(_Strict):
@@ -112,6 +129,7 @@ class DeploymentConfig(_Strict):
 class DeploymentsConfig(_Strict):
     ingress: DeploymentConfig = DeploymentConfig(max_batch_size=1, max_ongoing_requests=128)
     ecg: DeploymentConfig = DeploymentConfig()
+    cxr: DeploymentConfig = DeploymentConfig(max_batch_size=8, max_ongoing_requests=16)
 
 
 class WorklistConfig(_Strict):
@@ -131,6 +149,7 @@ class LimitsConfig(_Strict):
 
 class TriageConfig(_Strict):
     ecg: Path = Path("triage/ecg.yaml")
+    cxr: Path = Path("triage/cxr.yaml")
 
 
 class ServingConfig(_Strict):
@@ -172,6 +191,10 @@ class ServingConfig(_Strict):
             "auth": self.auth.model_copy(update={"secret_file": absolute(self.auth.secret_file)}),
             "config_dir": self.config_dir.resolve(),
         })
+
+    def routing_path(self) -> Path:
+        path = self.dicom.routing
+        return path if path.is_absolute() else self.config_dir / path
 
     def triage_path(self, modality: str) -> Path:
         path = getattr(self.triage, modality)

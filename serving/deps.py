@@ -3,8 +3,10 @@
 Each router module exposes ``build_router(deps: ApiDeps) -> APIRouter``; serving/api.py includes them.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI (0.16x) builds the dependants of included
+# routers lazily, and under Ray Serve these closures reach the replica pickled by value with only
+# the globals their code names, so a string annotation such as "Request" would not resolve there
+# (the parameter then turns into a required query parameter: 422 on every call).
 from dataclasses import dataclass
 from typing import Callable
 

@@ -15,4 +15,7 @@ def router_builders() -> list[Callable]:
     from serving.worklist import routes as worklist_routes
 
     builders.append(worklist_routes.build_router)
+    from serving.dicom import dicomweb
+
+    builders.append(dicomweb.build_router)
     return builders

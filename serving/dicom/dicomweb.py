@@ -6,8 +6,9 @@ FailedSOPSequence with FailureReason and an Error Comment); 400 a malformed mult
 is validated before its bytes are stored, so a bad part leaves nothing behind.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI resolves route annotations lazily, and
+# under Ray the route closures arrive pickled by value with only the globals their code names, so
+# string annotations (Request, Principal) would not resolve there. Real objects always do.
 import asyncio
 import logging
 import re

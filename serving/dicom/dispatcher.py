@@ -212,11 +212,25 @@ class DicomRuntime:
         self.loop = loop
         self._task = asyncio.run_coroutine_threadsafe(self.dispatcher.run(), loop) if self._own_loop else loop.create_task(self.dispatcher.run())
         if self.services.config.dicom.enabled:
+            threading.Thread(target=self._bind, name="preread-scp-bind", daemon=True).start()
+        return self
+
+    def _bind(self, attempts: int = 60, wait_s: float = 2.0) -> None:
+        """Start the SCP; while another process holds the port (a replica being replaced, or
+        another ingress replica) retry for a while, then give up loudly: HTTP still works here."""
+        import time
+
+        for attempt in range(attempts):
+            if self.dispatcher._stopped:
+                return
             try:
                 self.scp.start()
-            except OSError as exc:  # another replica holds the port: HTTP still works here
-                log.warning("DICOM SCP not started on %s:%d: %s", self.scp.host, self.scp.port, exc)
-        return self
+                return
+            except OSError as exc:
+                if attempt == 0:
+                    log.warning("DICOM port %s:%d busy (%s): retrying", self.scp.host, self.scp.port, exc)
+                time.sleep(wait_s)
+        log.error("DICOM SCP not started on %s:%d: port stays busy", self.scp.host, self.scp.port)
 
     def stop(self) -> None:
         self.dispatcher.stop()

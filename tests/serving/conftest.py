@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import socket
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,26 @@ def ecg_registry(tmp_path_factory) -> Path:
     return root
 
 
+TINY_CXR_TRAINING = REPO_ROOT / "tests" / "data" / "cxr-tiny.yaml"
+# Where the session's Ray app sends its DICOM results (test_orthanc starts Orthanc there).
+RESULTS_PACS_PORT = free_port()
+
+
+def _registered(registry: Path, name: str) -> bool:
+    from models.registry import ModelRegistry
+
+    try:
+        return not ModelRegistry(registry).is_empty(name)
+    except Exception:
+        return False
+
+
 def make_config(state: Path, registry: Path, port: int | None = None) -> ServingConfig:
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    # A model is served only once the test registry holds it (cxr: see the cxr_registry fixture).
+    models = {name: m for name, m in cfg.models.items() if name == "ecg" or _registered(registry, name)}
     return cfg.model_copy(update={
+        "models": models,
         "http": cfg.http.model_copy(update={"port": port or free_port()}),
         "dicom": cfg.dicom.model_copy(update={"enabled": False}),
         "sites": cfg.sites + [type(cfg.sites[0])(id="other", name="Another township", ae_titles=["OTHERSITE"])],
@@ -102,16 +120,46 @@ def local_client(tmp_path, ecg_registry, ecg_reader):
 
 
 @pytest.fixture(scope="session")
-def serve_client(tmp_path_factory, ecg_registry):
-    """One local Ray + Serve instance for the session (Ray takes ~10 s to start here)."""
+def cxr_registry(ecg_registry, tmp_path_factory) -> Path | None:
+    """The session registry with a tiny CXR model from training.cxr (seconds) added, or None if
+    the CXR trainer is unavailable (the DICOM path then lists radiographs as no_ai_read)."""
+    if _registered(ecg_registry, "cxr"):
+        return ecg_registry
+    try:
+        from models.registry import ModelRegistry
+        from training.config import load_train_config
+        from training.cxr import train_cxr
+    except ImportError as exc:
+        warnings.warn(f"no CXR trainer ({exc}): serving without a CXR model")
+        return None
+    config = load_train_config(TINY_CXR_TRAINING)
+    config = config.model_copy(update={"checkpoint_dir": tmp_path_factory.mktemp("cxr-checkpoints")})
+    try:
+        train_cxr(config, registry=ModelRegistry(ecg_registry), progress=False)
+    except Exception as exc:  # keep the other serving tests running; the CXR tests say why
+        warnings.warn(f"tiny CXR training failed ({type(exc).__name__}: {exc}): serving without a CXR model")
+        return None
+    return ecg_registry
+
+
+@pytest.fixture(scope="session")
+def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
+    """One local Ray + Serve instance for the session (Ray takes ~10 s to start here), with the
+    DICOM SCP on a free port and results sent to RESULTS_PACS_PORT (Orthanc in test_orthanc)."""
     import ray
     from ray import serve
 
     from serving.app import build_app
+    from serving.config import DicomDestination
     from serving.store.db import Database
 
     state = tmp_path_factory.mktemp("serve-state")
     cfg = make_config(state, ecg_registry)
+    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
+        "enabled": True, "port": free_port(), "study_stable_seconds": 0.5, "poll_seconds": 0.2,
+        "results_destination": DicomDestination(ae_title="ORTHANC", host="127.0.0.1", port=RESULTS_PACS_PORT,
+                                                 timeout_s=10),
+    })})
     Database(cfg.database.url).migrate()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
