@@ -1,7 +1,8 @@
 """HTTP routes of the reading worklist: login/logout, claim/release/sign, the ECG and image views,
-the grassroots submissions view, de-identified exports, the audit trail, FHIR, and the web page."""
+the grassroots submissions view, de-identified exports, the audit trail, FHIR, and the web page.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: under Ray Serve the route closures reach the replica
+pickled by value, and string annotations (``Request``, ``Principal``) would not resolve there."""
 
 import io
 import math
