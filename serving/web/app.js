@@ -23,7 +23,7 @@ function el(tag, attrs = {}, ...children) {
   for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(text(child)));
   return node;
 }
-function showMany(ids) { for (const s of ["login-view", "worklist-view", "study-view", "submissions-view", "export-view"]) $("#" + s).hidden = !ids.includes(s); }
+function showMany(ids) { for (const s of ["login-view", "worklist-view", "study-view", "submissions-view", "export-view", "audit-view"]) $("#" + s).hidden = !ids.includes(s); }
 
 function waiting(arrived) {
   const minutes = Math.max(0, (Date.now() - new Date(arrived).getTime()) / 60000);
@@ -64,7 +64,8 @@ async function start() {
   $("#who").hidden = false;
   $("#who-name").textContent = `${state.me.user} (${state.me.role}; sites ${state.me.sites.join(", ")})`;
   const role = state.me.role;
-  if (role === "reader" || role === "admin") { showMany(["worklist-view"]); await refreshWorklist(); poll(refreshWorklist); }
+  if (role === "admin") { showMany(["worklist-view", "audit-view", "export-view"]); await refreshWorklist(); await refreshAudit(); poll(refreshWorklist); }
+  else if (role === "reader") { showMany(["worklist-view"]); await refreshWorklist(); poll(refreshWorklist); }
   else if (role === "grassroots") { showMany(["submissions-view"]); await refreshSubmissions(); poll(refreshSubmissions); }
   else { showMany(["export-view"]); }
 }
@@ -116,6 +117,7 @@ async function refreshWorklist() {
 $("#back-btn").addEventListener("click", async () => {
   state.study = null;
   if (state.me.role === "grassroots") { showMany(["submissions-view"]); await refreshSubmissions(); }
+  else if (state.me.role === "admin") { showMany(["worklist-view", "audit-view", "export-view"]); await refreshWorklist(); await refreshAudit(); }
   else { showMany(["worklist-view"]); await refreshWorklist(); }
 });
 
@@ -299,6 +301,23 @@ async function refreshSubmissions() {
     tbody.append(row);
   }
 }
+
+// --- audit (admins) ---------------------------------------------------------------------------------
+async function refreshAudit() {
+  const r = await api("/api/v1/audit?limit=50");
+  if (!r.ok) return;
+  const body = await r.json();
+  const chain = body.chain;
+  $("#audit-chain").textContent = chain.ok ? `Hash chain intact (${chain.checked} entries checked).`
+    : `TAMPERING DETECTED at entry ${chain.first_bad_id}: ${chain.reason}`;
+  $("#audit-chain").className = chain.ok ? "muted" : "error";
+  const tbody = $("#audit tbody"); tbody.replaceChildren();
+  for (const e of body.entries) {
+    tbody.append(el("tr", {}, el("td", {}, new Date(e.at).toLocaleString()), el("td", {}, e.user || ""), el("td", {}, e.role || ""),
+      el("td", {}, e.action), el("td", {}, e.study_uid || ""), el("td", {}, e.client || "")));
+  }
+}
+$("#audit-refresh").addEventListener("click", () => refreshAudit());
 
 // --- data science ------------------------------------------------------------------------------------
 $("#export-btn").addEventListener("click", async () => {

@@ -78,6 +78,17 @@ def test_reader_signs_critical_ecg_and_clinic_sees_report(chromium, live_server)
     page.wait_for_selector(f"#submissions tbody tr[data-uid='{uid}'][data-report='final']")
     assert "Sinus tachycardia 180/min" in page.inner_text(f"#submissions tbody tr[data-uid='{uid}']")
     page.screenshot(path=str(ARTIFACTS / "04-clinic-report.png"), full_page=True)
+
+    # the administrator sees the audit trail, chain intact, with the reader's signature in it
+    create_user(db, "admin-zhou", PASSWORD, "admin", ["*"])
+    page.click("#logout-btn")
+    page.fill("#username", "admin-zhou")
+    page.fill("#password", PASSWORD)
+    page.click("#login-btn")
+    page.wait_for_selector("#audit tbody tr")
+    assert "intact" in page.inner_text("#audit-chain")
+    assert "sign" in page.inner_text("#audit") and "dr-wang" in page.inner_text("#audit")
+    page.screenshot(path=str(ARTIFACTS / "06-admin-audit.png"), full_page=True)
     assert errors == [], errors
     page.close()
 
