@@ -113,3 +113,46 @@ def test_routing_rules_from_config():
     assert router.route([inst(modality="DX", role="ai_sc")]).rule is None  # our own results are never routed
     with pytest.raises(ValueError, match="unknown match keys"):
         RoutingRule(name="x", model="cxr", match={"colour": ["red"]})
+
+
+def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_path, nih_dir):
+    import asyncio
+    from datetime import timedelta
+
+    from serving.dicom.dispatcher import Dispatcher
+    from serving.dicom.queries import claim_stable_studies
+    from serving.store.schema import utcnow
+
+    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"study_stable_seconds": 0})})
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=None)
+    ingest = DicomIngest.from_services(svc)
+    png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
+    dx = ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE")
+
+    assert claim_stable_studies(db, stable_seconds=3600, lease_seconds=60) == [], "claimed before it was stable"
+    assert claim_stable_studies(db, stable_seconds=0, lease_seconds=60) == [dx.study_uid]
+    assert claim_stable_studies(db, stable_seconds=0, lease_seconds=60) == [], "a live lease was taken over"
+    later = utcnow() + timedelta(seconds=120)  # the claiming worker died: its lease went stale
+    assert claim_stable_studies(db, stable_seconds=0, lease_seconds=60, now=later) == [dx.study_uid]
+
+    async def replica_died(record):
+        raise RuntimeError("model replica died")
+
+    dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": replica_died}, ingest)
+    assert asyncio.run(dispatcher.process(dx.study_uid)) == "ai_failed"
+    study = db.get_study(dx.study_uid)
+    assert study.status == "ai_failed" and "model replica died" in study.ai_error
+    assert study.processing_since is None
+    assert [i.role for i in study.instances] == ["original"], "a failed read left result objects behind"
+
+    # A radiograph with no CXR model served: listed as no_ai_read, with the reason.
+    ct = ingest.accept(CT.read_bytes(), "demo", source="scp", sender="DEMOSITE")
+    png2 = sorted((nih_dir / "No_findings").glob("*.png"))[0]
+    dx2 = ingest.accept(wrapped_dx(png2), "demo", source="scp", sender="DEMOSITE")
+    plain = Dispatcher(svc, Router.from_file(cfg.routing_path()), {}, ingest)
+    assert asyncio.run(plain.tick()) == 2
+    assert "not served" in db.get_study(dx2.study_uid).ai_error
+    assert db.get_study(ct.study_uid).status == "no_ai_read"

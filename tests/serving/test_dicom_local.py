@@ -83,14 +83,20 @@ def test_storescu_objects_reach_the_worklist(dicom_local, nih_dir, tmp_path):
     result = storescu(dicom_local.cfg.dicom.port, files)
     assert result.returncode == 0, result.stdout + result.stderr
 
+    files.append(Path(get_testdata_file("waveform_ecg.dcm")))  # a 12-lead ECG: the ECG path and model
+    result = storescu(dicom_local.cfg.dicom.port, files[-1:])
+    assert result.returncode == 0, result.stdout + result.stderr
+
     expected = {}
     for path in files:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        expected[str(ds.StudyInstanceUID)] = "ai_read" if ds.Modality in ("DX", "CR") else "no_ai_read"
+        expected[str(ds.StudyInstanceUID)] = "ai_read" if ds.Modality in ("DX", "CR", "ECG") else "no_ai_read"
     for study_uid, status in expected.items():
         study = study_of(dicom_local, study_uid)
         assert study.status == status, (study.modality, study.status, study.ai_error)
-        if status == "ai_read":
+        if study.modality == "ECG":
+            assert study.ai_read["measurements"]["heart_rate_bpm"] > 0
+        elif status == "ai_read":
             roles = sorted(i.role for i in study.instances)
             assert roles == ["ai_sc", "ai_sr", "original"], roles
             assert study.ai_read["results"]["ai_sr"]["wado"].startswith("/dicomweb/studies/")
@@ -225,3 +231,22 @@ def test_stow_an_ecg_goes_the_ecg_path(dicom_local):
     ds = pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True)
     study = dicom_local.services.db.get_study(str(ds.StudyInstanceUID))
     assert study.modality == "ECG" and study.status == "ai_read" and study.level in ("critical", "urgent", "routine")
+
+
+@needs_dcmtk
+@pytest.mark.dicom_net
+def test_storage_failure_answers_out_of_resources(dicom_local, monkeypatch, tmp_path):
+    from serving.storage import StorageUnavailable
+
+    def disk_full(*args, **kwargs):
+        raise StorageUnavailable("object store cannot take writes: disk full")
+
+    monkeypatch.setattr(dicom_local.runtime.ingest.store, "put", disk_full)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID, ds.StudyInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    result = storescu(dicom_local.cfg.dicom.port, [path])
+    output = (result.stdout + result.stderr).lower()
+    assert "0xa700" in output or "outofresources" in output, output
+    assert dicom_local.services.db.find_instance(str(ds.SOPInstanceUID)) is None
