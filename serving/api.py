@@ -233,6 +233,7 @@ def _worklist_item(study: Study, svc: Services, now: datetime) -> WorklistItem:
         waiting_minutes=round((now - arrived).total_seconds() / 60.0, 1), status=study.status,
         ai_level=study.level, level=shown, escalation=reason, overdue=overdue, score=study.score,
         top_findings=findings, model=model,
+        triage_reasons=list(((study.ai_read or {}).get("triage") or {}).get("reasons") or []),
         claimed_by=study.claimed_by if claim_is_live(study, now) else None,
         claim_expires_at=as_utc(study.claim_expires_at) if claim_is_live(study, now) else None,
         report_status=study.report_status or "preliminary",

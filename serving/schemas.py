@@ -45,6 +45,7 @@ class WorklistItem(BaseModel):
     score: float | None
     top_findings: list[Finding] = []
     model: str | None = None
+    triage_reasons: list[str] = []        # why the AI read gave its level (e.g. "heart rate over 150 bpm")
     claimed_by: str | None = None         # who holds a live claim on it (None when free or expired)
     claim_expires_at: datetime | None = None
     report_status: str = "preliminary"    # preliminary | final | amended

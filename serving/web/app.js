@@ -98,6 +98,7 @@ async function refreshWorklist() {
   for (const item of body.items) {
     if (!state.sites.has(item.site)) { state.sites.add(item.site); $("#f-site").append(el("option", { value: item.site }, item.site)); }
     const level = el("td", {}, el("span", { class: "level " + item.level }, item.level));
+    if (item.triage_reasons && item.triage_reasons.length) level.append(el("span", { class: "reasons" }, item.triage_reasons.join("; ")));
     if (item.escalation) level.append(el("span", { class: "escalation" }, (item.overdue ? "OVERDUE: " : "escalated from " + item.ai_level + ": ") + item.escalation));
     const clock = el("td", { "data-arrived": item.arrived_at, class: item.overdue ? "overdue" : "" }, waiting(item.arrived_at));
     const findings = item.top_findings.map((f) => `${f.name} ${(f.probability * 100).toFixed(0)}%`).join(", ") || (item.status === "ai_failed" ? "AI read failed" : "—");

@@ -49,6 +49,7 @@ def test_critical_first_claim_sign_amend_and_grassroots_sees_report(reading_clie
     reader = login(c, "reader-demo")
     items = c.http.get("/api/v1/worklist", headers=reader).json()["items"]
     assert items[0]["study_uid"] == critical["study_uid"] and items[0]["level"] == "critical"
+    assert any("heart rate" in r for r in items[0]["triage_reasons"]), items[0]
     uid = critical["study_uid"]
 
     ecg = c.http.get(f"/api/v1/studies/{uid}/ecg", headers=reader).json()
