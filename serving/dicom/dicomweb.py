@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from serving.auth import Principal
 from serving.deps import ApiDeps
-from serving.dicom.ingest import DicomIngest, DicomInputError
+from serving.dicom.ingest import DicomIngest, DicomInputError, validate_dicom
 from serving.dicom.queries import search_studies
 from serving.privacy import mask_id
 from serving.storage import StorageUnavailable
@@ -161,7 +161,12 @@ def build_router(deps: ApiDeps) -> APIRouter:
                 failed.append(_failed(None, None, 0xC000, f"part of type {ctype} is not application/dicom"))
                 continue
             try:
-                accepted = await asyncio.to_thread(ingest.accept, content, site, "stow", who.user)
+                dataset = await asyncio.to_thread(validate_dicom, content, ingest.max_bytes)
+                if study_uid and str(dataset.StudyInstanceUID) != study_uid:
+                    # PS3.18 10.5: an instance of another study than the one in the URL is refused.
+                    raise DicomInputError(f"instance belongs to study {dataset.StudyInstanceUID}, not {study_uid}",
+                                          0xA900, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID))
+                accepted = await asyncio.to_thread(ingest.accept, content, site, "stow", who.user, dataset)
             except DicomInputError as exc:
                 failed.append(_failed(exc.sop_class_uid, exc.sop_instance_uid, exc.status, exc.reason))
                 continue
@@ -169,8 +174,6 @@ def build_router(deps: ApiDeps) -> APIRouter:
                 log.error("STOW-RS refused a part: %s", exc)
                 failed.append(_failed(None, None, 0xA700, "storage unavailable, resend later"))
                 continue
-            if study_uid and accepted.study_uid != study_uid:
-                log.warning("STOW-RS to study %s stored an instance of study %s", study_uid, accepted.study_uid)
             if accepted.ecg_record is not None:
                 ecg_reads.append((accepted.study_uid, accepted.ecg_record))
             stored.append({
@@ -290,6 +293,40 @@ def build_router(deps: ApiDeps) -> APIRouter:
             data = svc.store.get(instance.storage_key)
             objects.append((data, _transfer_syntax(data)))
         return multipart_response(objects)
+
+    def _metadata(request: Request, svc, who: Principal, study_uid: str, series_uid: str | None = None,
+                  sop_uid: str | None = None) -> JSONResponse:
+        import io
+
+        import pydicom
+
+        study = _study(svc, who, study_uid)
+        base = str(request.base_url).rstrip("/")
+        out = []
+        for i in study.instances:
+            if (series_uid and i.series_uid != series_uid) or (sop_uid and i.sop_instance_uid != sop_uid) \
+                    or i.content_type != "application/dicom":
+                continue
+            ds = pydicom.dcmread(io.BytesIO(svc.store.get(i.storage_key)), stop_before_pixels=True)
+            url = f"{base}/dicomweb/studies/{study_uid}/series/{i.series_uid}/instances/{i.sop_instance_uid}"
+            out.append(ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _e, u=url: u))
+        if not out:
+            raise HTTPException(404, "no such DICOM instance in this study")
+        return JSONResponse(out, media_type=DICOM_JSON)
+
+    @router.get("/studies/{study_uid}/metadata")
+    def study_metadata(study_uid: str, request: Request, svc=Depends(services), who: Principal = Depends(viewer)):
+        return _metadata(request, svc, who, study_uid)
+
+    @router.get("/studies/{study_uid}/series/{series_uid}/metadata")
+    def series_metadata(study_uid: str, series_uid: str, request: Request, svc=Depends(services),
+                        who: Principal = Depends(viewer)):
+        return _metadata(request, svc, who, study_uid, series_uid)
+
+    @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
+    def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request, svc=Depends(services),
+                          who: Principal = Depends(viewer)):
+        return _metadata(request, svc, who, study_uid, series_uid, sop_uid)
 
     @router.get("/studies/{study_uid}")
     def wado_study(study_uid: str, request: Request, svc=Depends(services), who: Principal = Depends(viewer)):

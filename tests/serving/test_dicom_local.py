@@ -169,6 +169,9 @@ def test_dicomweb_client_stow_qido_wado_with_sr_and_sc(dicom_local, nih_dir):
     everything = web.retrieve_study(study_uid)
     assert {str(d.SOPInstanceUID) for d in everything} == {str(dx.SOPInstanceUID), results["ai_sr"]["sop_instance_uid"],
                                                            results["ai_sc"]["sop_instance_uid"]}
+    metadata = web.retrieve_instance_metadata(study_uid, results["ai_sr"]["series_uid"], results["ai_sr"]["sop_instance_uid"])
+    assert pydicom.Dataset.from_json(metadata).Modality == "SR"
+    assert len(web.retrieve_study_metadata(study_uid)) == 3
     instances = web.search_for_instances(study_uid, str(dx.SeriesInstanceUID))
     assert [i["00080018"]["Value"][0] for i in instances] == [str(dx.SOPInstanceUID)]
     # Site scoping: a reader of another site sees nothing of it.
@@ -217,6 +220,13 @@ def test_stow_bad_input_is_refused_with_reasons_and_nothing_half_stored(dicom_lo
     assert r.status_code == 202, r.text
     body = r.json()
     assert len(body["00081199"]["Value"]) == 1 and len(body["00081198"]["Value"]) == 1
+    # STOW-RS to a study URL: an instance of another study is refused (0xA900), nothing stored.
+    other = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    other.SOPInstanceUID = pydicom.uid.generate_uid()
+    r = dicom_local.http.post("/dicomweb/studies/1.2.3.4", content=_multipart([encode(other)]),
+                              headers={**headers, "content-type": STOW_TYPE})
+    assert r.status_code == 409 and r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+    assert dicom_local.services.db.find_instance(str(other.SOPInstanceUID)) is None
     # A reader may look but not send.
     r = dicom_local.http.post("/dicomweb/studies", content=_multipart([ct]),
                               headers={**dicom_local.auth(role="reader"), "content-type": STOW_TYPE})
