@@ -17,6 +17,7 @@ import asyncio
 import io
 import logging
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
 import numpy as np
@@ -24,6 +25,7 @@ import pydicom
 
 from datasets.imaging import read_dicom_image
 from datasets.imaging.record import ImageRecord
+from serving import metrics
 from serving.dicom.ingest import DicomIngest, encode
 from serving.dicom.queries import claim_stable_studies, release, set_no_ai_read
 from serving.dicom.routing import Router
@@ -86,6 +88,7 @@ class Dispatcher:
     # --- one study ------------------------------------------------------------------------------
     async def process(self, study_uid: str) -> str:
         db = self.svc.db
+        started = time.perf_counter()
         try:
             study = await asyncio.to_thread(db.get_study, study_uid)
             if study is None or study.status != RECEIVED:
@@ -115,11 +118,14 @@ class Dispatcher:
                                     str(model["name"]), str(model["version"]))
             await asyncio.to_thread(release, db, study_uid)
             self.processed += 1
+            metrics.AI_READS.labels(str(study.modality), triage["level"]).inc()
+            metrics.READ_SECONDS.labels(str(study.modality)).observe(time.perf_counter() - started)
             if self.cfg.dicom.results_destination is not None:
                 await asyncio.to_thread(self._forward, study_uid, results)
             return "ai_read"
         except Exception as exc:
             log.exception("AI read of study %s failed", study_uid)
+            metrics.AI_FAILURES.labels("DICOM").inc()
             try:
                 await asyncio.to_thread(db.set_ai_failed, study_uid, f"{type(exc).__name__}: {exc}")
                 await asyncio.to_thread(release, db, study_uid)
@@ -218,8 +224,6 @@ class DicomRuntime:
     def _bind(self, attempts: int = 60, wait_s: float = 2.0) -> None:
         """Start the SCP; while another process holds the port (a replica being replaced, or
         another ingress replica) retry for a while, then give up loudly: HTTP still works here."""
-        import time
-
         for attempt in range(attempts):
             if self.dispatcher._stopped:
                 return

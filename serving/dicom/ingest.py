@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from datasets.ecg.errors import EcgInputError
 from datasets.ecg.record import EcgRecord
+from serving import metrics
 from serving.dicom.queries import DicomAttributes, accept_dicom_instance, study_site
 from serving.ecg_workflow import EcgWorkflow, SiteError
 from serving.privacy import mask_id, mask_name
@@ -158,7 +159,11 @@ class DicomIngest:
         StorageUnavailable (retry later) or a database error (nothing acknowledged)."""
         if site not in self.sites:
             raise DicomInputError(f"site {site!r} is not configured", 0x0110)
-        ds = dataset if dataset is not None else validate_dicom(data, self.max_bytes)
+        try:
+            ds = dataset if dataset is not None else validate_dicom(data, self.max_bytes)
+        except DicomInputError as exc:
+            metrics.REJECTED.labels("DICOM", "object").inc()
+            raise
         sop_class, sop_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
         study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
 
@@ -186,6 +191,8 @@ class DicomIngest:
             except SiteError as exc:
                 raise DicomInputError(exc.reason, 0x0110, sop_class, sop_uid) from exc
             study = accepted.study
+            if accepted.created:
+                metrics.INGESTED.labels("ECG", source).inc()
             return DicomAccepted(study.study_uid, series_uid, sop_uid, sop_class, site, accepted.created,
                                  study.status, record if accepted.created else None)
         return self._store(data, ds, site, source, sender, role, RECEIVED, None)
@@ -212,6 +219,8 @@ class DicomIngest:
             study_date=_text(ds, "StudyDate", 8), accession_number=_text(ds, "AccessionNumber"),
         )
         study, _, created = accept_dicom_instance(self.db, new, attrs)
+        if created and role == "original":
+            metrics.INGESTED.labels(modality, source).inc()
         if created and error and study.status == NO_AI_READ and not study.ai_error:
             from serving.dicom.queries import set_no_ai_read
 
