@@ -29,7 +29,7 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def _dicom_bodies(n: int) -> list[bytes]:
+def dicom_ecg_bodies(n: int) -> list[bytes]:
     """n copies of pydicom's real 12-lead ECG, each with new Study/Series/SOP UIDs."""
     import pydicom
     from pydicom.data import get_testdata_file
@@ -121,7 +121,7 @@ def run_bench(task: str, json_path: str | None = None, quick: bool = False) -> i
     n_requests = 64 if quick else 320
     concurrencies = [1, 8, 32] if quick else [1, 4, 16, 32, 64]
 
-    bodies = _dicom_bodies(n_requests * len(concurrencies) + 8)
+    bodies = dicom_ecg_bodies(n_requests * len(concurrencies) + 8)
     record = validate_record(read_ecg(bodies[0], "application/dicom"))
     inputs = [EcgInput(record.signals.astype(np.float32), record.sampling_rate)] * (64 if quick else 256)
     model = base_cfg.models["ecg"]

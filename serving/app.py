@@ -22,6 +22,7 @@ from serving.api import build_api
 from serving.config import DeploymentConfig, ServingConfig, load_config
 from models.registry import ModelRegistry
 from serving.kserve import model_metadata
+from serving.model_reload import ReloadingReader
 from serving.services import RawModel, Services, build_services
 
 log = logging.getLogger("preread.serve")
@@ -47,10 +48,10 @@ class EcgModelDeployment:
     def __init__(self, config: dict[str, Any]):
         cfg = ServingConfig.model_validate(config)
         model = cfg.models["ecg"]
-        self.reader = EcgPreReader.from_registry(
+        self.reader = ReloadingReader(cfg.registry.root, model.ref, lambda: EcgPreReader.from_registry(
             cfg.registry.root, model.ref, cfg.triage_path("ecg"), backend=model.backend,
             intra_op_threads=model.intra_op_threads,
-        )
+        ), interval_s=model.reload_interval_s)
         batching = cfg.deployments.ecg
         self.read.set_max_batch_size(batching.max_batch_size)
         self.read.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
@@ -59,6 +60,7 @@ class EcgModelDeployment:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def read(self, items: list[EcgInput]) -> list[dict[str, Any]]:
         # The network runs in a worker thread so the next batch can gather while this one computes.
+        await asyncio.to_thread(self.reader.maybe_reload)  # a promotion takes effect between batches
         return await asyncio.to_thread(self.reader.read_batch, items)
 
     async def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -104,6 +104,8 @@ class ModelServingConfig(_Strict):
     ref: str  # registry reference: NAME, NAME@ALIAS or NAME/VERSION
     backend: Literal["onnxruntime", "pytorch"] = "onnxruntime"
     intra_op_threads: int | None = None
+    # How often replicas check whether the alias in `ref` moved (a promotion); 0 turns it off.
+    reload_interval_s: float = Field(10.0, ge=0)
 
 
 class DeploymentConfig(_Strict):

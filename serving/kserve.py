@@ -6,11 +6,14 @@ POST /v2/models/{name}/infer (JSON tensors). Token auth (datasci or admin), as r
 bypasses the worklist.
 """
 
-from __future__ import annotations
+# No postponed annotations here: Ray re-resolves route signatures from a by-value pickle,
+# where a string annotation such as "Request" cannot be found.
+
+import json
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ValidationError
 
 from serving.auth import Principal
 from serving.deps import ApiDeps
@@ -23,7 +26,7 @@ class InferTensor(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list
+    data: list | None = None
     parameters: dict | None = None
 
 
@@ -63,9 +66,10 @@ def build_router(deps: ApiDeps) -> APIRouter:
         return {"name": name, "ready": bool(svc.models_ready.get(name))}
 
     @router.post("/models/{name}/infer")
-    async def infer(name: str, request: InferRequest, svc: Services = Depends(services),
+    async def infer(name: str, http_request: Request, svc: Services = Depends(services),
                     _: Principal = Depends(allowed)) -> dict:
         model = model_or_404(svc, name)
+        request, binary = await _parse_infer_request(http_request)
         expected = model.metadata["inputs"][0]
         if len(request.inputs) != 1:
             raise HTTPException(400, f"model {name!r} takes one input tensor ({expected['name']})")
@@ -76,7 +80,10 @@ def build_router(deps: ApiDeps) -> APIRouter:
         if len(tensor.shape) != len(expected["shape"]) or list(tensor.shape[1:]) != want:
             raise HTTPException(400, f"input shape {tensor.shape} does not match {expected['shape']}")
         try:
-            batch = np.asarray(tensor.data, dtype=DTYPES[tensor.datatype]).reshape(tensor.shape).astype(np.float32)
+            if binary is not None:  # binary tensor extension: raw little-endian values after the JSON header
+                batch = np.frombuffer(binary, dtype=DTYPES[tensor.datatype]).reshape(tensor.shape).astype(np.float32)
+            else:
+                batch = np.asarray(tensor.data, dtype=DTYPES[tensor.datatype]).reshape(tensor.shape).astype(np.float32)
         except ValueError as exc:
             raise HTTPException(400, f"input data does not fill shape {tensor.shape}: {exc}") from exc
         if not np.isfinite(batch).all():
@@ -91,6 +98,25 @@ def build_router(deps: ApiDeps) -> APIRouter:
         }
 
     return router
+
+
+async def _parse_infer_request(request: Request) -> tuple[InferRequest, bytes | None]:
+    """JSON body, or the v2 binary extension (Inference-Header-Content-Length: JSON header, then
+    tensor bytes). Content type is not required: tritonclient sends none."""
+    body = await request.body()
+    header_length = request.headers.get("inference-header-content-length")
+    binary = None
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise HTTPException(400, "Inference-Header-Content-Length does not fit the body")
+        body, binary = body[: int(header_length)], body[int(header_length):]
+    try:
+        parsed = InferRequest.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:
+        raise HTTPException(400, f"not a KServe v2 inference request: {exc}") from exc
+    if binary is None and any(t.data is None for t in parsed.inputs):
+        raise HTTPException(400, "input tensor has no data")
+    return parsed, binary
 
 
 def model_metadata(name: str, identity: dict, labels: list[str], input_shape: list[int]) -> dict:

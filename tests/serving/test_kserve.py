@@ -56,3 +56,9 @@ def test_tritonclient_talks_to_preread_on_ray(serve_client, cinc_dir):
                           outputs=[tritonclient_http.InferRequestedOutput("probabilities", binary_data=False)])
     probs = result.as_numpy("probabilities")
     assert probs.shape == (1, 7) and np.all((probs >= 0) & (probs <= 1))
+    # the binary tensor extension (what tritonclient uses by default) gives the same answer
+    binary = tritonclient_http.InferInput("input", list(batch.shape), "FP32")
+    binary.set_data_from_numpy(batch, binary_data=True)
+    again = client.infer("ecg", [binary], headers=headers,
+                         outputs=[tritonclient_http.InferRequestedOutput("probabilities", binary_data=False)])
+    np.testing.assert_allclose(again.as_numpy("probabilities"), probs, atol=1e-6)
