@@ -80,16 +80,17 @@ class CxrModelDeployment:
 
         cfg = ServingConfig.model_validate(config)
         model = cfg.models["cxr"]
-        self.reader = CxrPreReader.from_registry(
+        self.reader = ReloadingReader(cfg.registry.root, model.ref, lambda: CxrPreReader.from_registry(
             cfg.registry.root, model.ref, cfg.triage_path("cxr"), backend=model.backend,
             intra_op_threads=model.intra_op_threads,
-        )
+        ), interval_s=model.reload_interval_s)
         batching = cfg.deployments.cxr
         self.read.set_max_batch_size(batching.max_batch_size)
         self.read.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def read(self, items: list) -> list[dict[str, Any]]:
+        await asyncio.to_thread(self.reader.maybe_reload)  # a promotion takes effect between batches
         return await asyncio.to_thread(self.reader.read_batch, items)
 
 
