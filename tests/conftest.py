@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,25 @@ def cinc_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def nih_dir(shared_data: Path) -> Path:
     return shared_data / "cxr" / "nih"
+
+
+CHROMIUM = os.environ.get("PREREAD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Debian Chromium for the session, driven by Playwright (never a downloaded browser).
+    One per session on purpose: Playwright's sync API keeps its event loop alive in the main thread,
+    so a second sync_playwright() in the same process would fail."""
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

@@ -95,26 +95,19 @@ def test_promote_with_gate_on_real_models(tiny_registry, cinc_dir, tmp_path):
 
 
 @pytest.mark.browser
-def test_report_opens_in_headless_chromium(report_dir):
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("chromium not installed at /usr/bin/chromium")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+def test_report_opens_in_headless_chromium(report_dir, chromium):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "evaluation-report.png"
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto((report_dir / "index.html").as_uri())
-            assert "Evaluation of ecg/1" in page.title()
-            images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
-            assert len(images) == 4 and all(width > 0 for _, width in images), images
-            assert page.locator("h2", has_text="Subgroups").count() == 1
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.goto((report_dir / "index.html").as_uri())
+        assert "Evaluation of ecg/1" in page.title()
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
+        assert len(images) == 4 and all(width > 0 for _, width in images), images
+        assert page.locator("h2", has_text="Subgroups").count() == 1
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        page.close()
     assert shot.stat().st_size > 10_000
 
 
