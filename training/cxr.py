@@ -34,14 +34,10 @@ thresholds from validation (Youden / F1), ONNX (dynamic batch) + TorchScript exp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,20 +58,19 @@ from datasets.imaging import (
 from models.card import InputSpec, ModelCard, TrainingData, fingerprint_arrays
 from models.cxr.labels import CXR_LABEL_CODES, CXR_LABELS, codes_from_nih, multi_hot
 from models.cxr.network import build_cxr_model
-from models.export import export_onnx, export_torchscript, require_parity
 from models.registry import ModelRegistry, RegisteredModel
-from training.common import (
-    CHECKPOINT_FILENAME,
-    EarlyStopping,
-    load_checkpoint,
-    prepare_model,
-    save_checkpoint,
-    seed_everything,
-    select_device,
-    select_precision,
-    state_dict_cpu,
-)
+from training import metrics as _metrics
+from training.common import EarlyStopping, prepare_model, seed_everything, select_device, select_precision
 from training.config import TrainConfig
+from training.loop import batches as _batches  # noqa: F401 - kept importable from here
+from training.loop import config_hash as _config_hash  # noqa: F401
+from training.loop import evaluate_best, export_and_register, fit
+from training.loop import predict_logits as _predict_logits
+from training.loop import split as _split
+from training.loop import to_device
+from training.loop import to_tensor as _to_tensor  # noqa: F401
+from training.metrics import THRESHOLD_RANGE, macro  # noqa: F401 - re-exported
+from training.metrics import json_safe as _json_safe
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +81,6 @@ SHARED_DATA_ENV = "PREREAD_SHARED_DATA"
 NORMAL_FOLDERS = ("no_finding", "no_findings", "normal")
 TEST_SEED_OFFSET = 1_000_000  # phantom held-out test set: seed + this, never the training stream
 EVAL_BATCH_SIZE = 64
-THRESHOLD_RANGE = (0.05, 0.95)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -168,12 +162,6 @@ def make_phantoms(n: int, seed: int, phantom_size: int, size: int, channels: int
         X[index] = preprocess_image(phantom.pixels, size=size, channels=channels)
         Y[index] = multi_hot(codes_from_nih(phantom.finding_labels))
     return X, Y
-
-
-def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng([seed, 7]).permutation(n)
-    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def split_by_patient(groups: list[str], strata: list[str], val_fraction: float,
@@ -265,59 +253,18 @@ def load_cxr_training_data(config: TrainConfig, progress: bool = False) -> CxrTr
 
 def per_label_auroc(Y: np.ndarray, P: np.ndarray, codes=CXR_LABEL_CODES) -> dict[str, float | None]:
     """AUROC per label code; None where the data hold only one class for a label."""
-    from sklearn.metrics import roc_auc_score
-
-    out: dict[str, float | None] = {}
-    for index, code in enumerate(codes):
-        y = Y[:, index]
-        out[code] = float(roc_auc_score(y, P[:, index])) if 0 < y.sum() < len(y) else None
-    return out
-
-
-def macro(values: dict[str, float | None]) -> float:
-    present = [v for v in values.values() if v is not None]
-    return float(np.mean(present)) if present else float("nan")
+    return _metrics.per_label_auroc(Y, P, codes)
 
 
 def choose_thresholds(Y: np.ndarray, P: np.ndarray, method: str, codes=CXR_LABEL_CODES) -> dict[str, float]:
     """Per-label thresholds on validation data: Youden's J or max F1; 0.5 for 'fixed' and for
-    labels with a single class. Same rule as ``training.ecg.choose_thresholds`` (midpoint cut,
-    ties to the cut nearest 0.5, clipped to THRESHOLD_RANGE), over any label list."""
-    thresholds: dict[str, float] = {}
-    for index, code in enumerate(codes):
-        y, p = Y[:, index] > 0.5, P[:, index].astype(np.float64)
-        positives = int(y.sum())
-        if method == "fixed" or not 0 < positives < len(y):
-            thresholds[code] = 0.5
-            continue
-        order = np.argsort(-p, kind="stable")
-        scores, truth = p[order], y[order]
-        ends = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
-        tp = np.cumsum(truth)[ends].astype(np.float64)
-        fp = np.cumsum(~truth)[ends].astype(np.float64)
-        if method == "youden":
-            objective = tp / positives - fp / (len(y) - positives)
-        else:
-            objective = 2 * tp / np.maximum(2 * tp + fp + (positives - tp), 1e-12)
-        next_lower = np.r_[scores[ends[:-1] + 1], 0.0]
-        cuts = (scores[ends] + next_lower) / 2
-        tied = np.flatnonzero(objective >= objective.max() - 1e-12)
-        best = tied[np.argmin(np.abs(cuts[tied] - 0.5))]
-        thresholds[code] = float(np.clip(cuts[best], *THRESHOLD_RANGE))
-    return thresholds
+    labels with a single class (``training.metrics.choose_thresholds``)."""
+    return _metrics.choose_thresholds(Y, P, method, codes)
 
 
 def operating_points(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float],
                      codes=CXR_LABEL_CODES) -> dict[str, dict[str, float | None]]:
-    out = {}
-    for index, code in enumerate(codes):
-        y, predicted = Y[:, index] > 0.5, P[:, index] >= thresholds[code]
-        positives, negatives = y.sum(), (~y).sum()
-        out[code] = {
-            "sensitivity": float((predicted & y).sum() / positives) if positives else None,
-            "specificity": float((~predicted & ~y).sum() / negatives) if negatives else None,
-        }
-    return out
+    return _metrics.operating_points(Y, P, thresholds, codes)
 
 
 def _subset_auroc(data: CxrTrainingData, P: np.ndarray, origin: str) -> dict[str, float | None]:
@@ -366,48 +313,18 @@ class CxrAugment:
 # Loop
 # --------------------------------------------------------------------------------------------
 
-def _batches(n: int, batch_size: int, order: torch.Tensor) -> list[torch.Tensor]:
-    """Batches of indices; a trailing batch of one sample is dropped (BatchNorm needs two)."""
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < 2:
-        batches.pop()
-    return batches
-
-
 def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    batch = batch.to(device, non_blocking=True)
-    if device.type == "cuda":
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
+    return to_device(batch, device, channels_last=True)
 
 
 def predict_logits(model: nn.Module, X: torch.Tensor, device: torch.device, precision) -> torch.Tensor:
-    model.eval()
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(X), EVAL_BATCH_SIZE):
-            batch = _to_device(X[start:start + EVAL_BATCH_SIZE], device)
-            with precision.autocast(device):
-                outputs.append(model(batch).float().cpu())
-    return torch.cat(outputs) if outputs else torch.zeros((0, len(CXR_LABEL_CODES)))
-
-
-def _config_hash(config: TrainConfig) -> str:
-    """What determines the weights: a checkpoint only resumes the run it came from."""
-    relevant = config.model_dump(mode="json", include={"task", "model", "data", "optim", "seed", "early_stopping"})
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    return _predict_logits(model, X, device, precision, batch_size=EVAL_BATCH_SIZE, channels_last=True,
+                           n_labels=len(CXR_LABEL_CODES))
 
 
 def architecture_params(config: TrainConfig) -> dict[str, Any]:
     """kwargs that rebuild the network with ``build_cxr_model(architecture, n_labels, **params)``."""
     return {"in_channels": config.data.channels, **config.model.params}
-
-
-def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda" and tensor.numel() * tensor.element_size() < 4 * 2**30:
-        tensor = tensor.to(device)  # small datasets live on the GPU for the whole run
-    return tensor
 
 
 def train_cxr(config: TrainConfig, registry: ModelRegistry | None = None, progress: bool = True,
@@ -438,102 +355,24 @@ def train_cxr(config: TrainConfig, registry: ModelRegistry | None = None, progre
              len(data.X_train), len(data.X_val), data.counts)
 
     model = prepare_model(build_cxr_model(config.model.architecture, n_labels, **architecture_params(config)), device)
-    X_train, Y_train = _to_tensor(data.X_train, device), _to_tensor(data.Y_train, device)
-    X_val = _to_tensor(data.X_val, device)
     augment = CxrAugment(config.data.image_size)
 
-    # Class weighting: positives of rare labels count neg/pos times (capped at 50).
-    positives = data.Y_train.sum(axis=0)
-    pos_weight = torch.tensor(np.clip((len(data.Y_train) - positives) / np.maximum(positives, 1.0), 1.0, 50.0),
-                              dtype=torch.float32, device=device)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    def batch_inputs(X_train: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        # Each batch's augmentation is seeded from the run's generator (its state is checkpointed).
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        return _to_device(augment(X_train[index], seed), device)
 
-    optim = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    steps = len(_batches(len(data.X_train), optim.batch_size, torch.arange(len(data.X_train))))
-    total_steps = steps * optim.epochs
-    if optim.scheduler == "onecycle" and total_steps >= 4:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optim.lr, total_steps=total_steps,
-                                                        pct_start=max(0.25, 2.0 / total_steps))
-    else:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    scaler = precision.make_scaler()
-    early = EarlyStopping(config.early_stopping.patience, config.early_stopping.mode, config.early_stopping.min_delta)
+    def channels_last(model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
-    checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_FILENAME
-    config_hash = _config_hash(config)
-    start_epoch, history, best_state, finished = 0, [], None, False
-    if resume and checkpoint_path.is_file():
-        payload = load_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                  scaler=scaler, early_stopping=early, generator=generator, device=device)
-        if payload.get("config_hash") != config_hash:
-            raise ValueError(f"checkpoint {checkpoint_path} belongs to a different training config; "
-                             "remove it or train with resume=False")
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        start_epoch, history = payload["epoch"] + 1, payload["history"]
-        best_state, finished = payload["best_state"], payload["finished"]
-        log.info("resuming from %s after epoch %d", checkpoint_path, payload["epoch"] + 1)
-
-    for epoch in range(start_epoch, optim.epochs):
-        if finished:
-            break
-        model.train()
-        order = torch.randperm(len(data.X_train), generator=generator)
-        running, seen = 0.0, 0
-        batches = _batches(len(data.X_train), optim.batch_size, order)
-        with tqdm(batches, desc=f"epoch {epoch + 1}/{optim.epochs}", disable=not progress, leave=False,
-                  unit="batch") as bar:
-            for index in bar:
-                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-                index = index.to(X_train.device)
-                xb = _to_device(augment(X_train[index], seed), device)
-                yb = Y_train[index].to(device, non_blocking=True)
-                with precision.autocast(device):
-                    logits = model(xb)
-                loss = criterion(logits.float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if optim.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                running += float(loss.detach()) * len(index)
-                seen += len(index)
-                bar.set_postfix(loss=f"{running / seen:.4f}")
-
-        val_logits = predict_logits(model, X_val, device, precision)
-        val_loss = float(nn.functional.binary_cross_entropy_with_logits(
-            val_logits, torch.from_numpy(data.Y_val), pos_weight=pos_weight.cpu()))
-        val_probs = torch.sigmoid(val_logits).numpy()
-        val_auroc = per_label_auroc(data.Y_val, val_probs)
-        metrics = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
-                   "val_macro_auroc": macro(val_auroc), "val_auroc": val_auroc,
-                   "val_nih_auroc": _subset_auroc(data, val_probs, "nih"),
-                   "lr": optimizer.param_groups[0]["lr"]}
-        history.append(metrics)
-        if early.step(metrics[config.early_stopping.metric], epoch):
-            best_state = state_dict_cpu(model)
-        finished = early.should_stop or epoch == optim.epochs - 1
-        save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        epoch=epoch, early_stopping=early, generator=generator, history=history,
-                        best_state=best_state, finished=finished, config_hash=config_hash)
-        summary = (f"epoch {epoch + 1}/{optim.epochs}: train loss {metrics['train_loss']:.4f}, val loss "
-                   f"{val_loss:.4f}, val macro AUROC {metrics['val_macro_auroc']:.4f}, NIH val AUROC "
-                   f"{json.dumps({k: round(v, 3) for k, v in metrics['val_nih_auroc'].items()})}")
-        if progress:
-            tqdm.write(summary)
-        log.info(summary)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
-        if early.should_stop:
-            log.info("early stopping: no %s improvement for %d epochs", config.early_stopping.metric, early.patience)
-            break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    model, history, early = fit(
+        config, model, data, codes=CXR_LABEL_CODES, device=device, precision=precision, generator=generator,
+        progress=progress, resume=resume, on_epoch_end=on_epoch_end,
+        predict=lambda m, X: predict_logits(m, X, device, precision), batch_inputs=batch_inputs,
+        extra_val_metrics=lambda probs: {"val_nih_auroc": _subset_auroc(data, probs, "nih")},
+        summary_suffix=lambda metrics: (", NIH val AUROC "
+                                        f"{json.dumps({k: round(v, 3) for k, v in metrics['val_nih_auroc'].items()})}"),
+        after_resume=channels_last)
     train_seconds = time.perf_counter() - started
     return _finalize(config, registry, model, data, device, precision, history, early, train_seconds)
 
@@ -549,52 +388,19 @@ def _finalize(config: TrainConfig, registry: ModelRegistry, model: nn.Module, da
               device: torch.device, precision, history: list[dict], early: EarlyStopping,
               train_seconds: float) -> RegisteredModel:
     """Thresholds and metrics of the best weights, export + parity, card, registration."""
-    val_probs = torch.sigmoid(predict_logits(model, _to_tensor(data.X_val, device), device, precision)).numpy()
-    thresholds = choose_thresholds(data.Y_val, val_probs, config.threshold_method)
-    val_auroc = per_label_auroc(data.Y_val, val_probs)
-    metrics: dict[str, Any] = {
-        "val_macro_auroc": macro(val_auroc), "val_auroc": val_auroc,
-        "val_nih_auroc": _subset_auroc(data, val_probs, "nih"),
-        "val_phantom_auroc": _subset_auroc(data, val_probs, "phantom"),
-        "val_operating_points": operating_points(data.Y_val, val_probs, thresholds),
-        "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
-        "epochs_run": len(history), "early_stopping_metric": config.early_stopping.metric,
-        "history": history, "train_seconds": round(train_seconds, 1), "device": str(device),
-        "threshold_method": config.threshold_method, "data_counts": data.counts,
-    }
-    if data.X_test is not None:
-        test_probs = torch.sigmoid(predict_logits(model, _to_tensor(data.X_test, device), device, precision)).numpy()
-        test_auroc = per_label_auroc(data.Y_test, test_probs)
-        metrics.update({"test_phantom_macro_auroc": macro(test_auroc), "test_phantom_auroc": test_auroc,
-                        "test_operating_points": operating_points(data.Y_test, test_probs, thresholds)})
-
+    thresholds, metrics = evaluate_best(
+        config, model, data, codes=CXR_LABEL_CODES, device=device,
+        predict=lambda m, X: predict_logits(m, X, device, precision),
+        history=history, early=early, train_seconds=train_seconds, test_prefix="test_phantom_",
+        val_probs_hook=lambda probs: {"val_nih_auroc": _subset_auroc(data, probs, "nih"),
+                                      "val_phantom_auroc": _subset_auroc(data, probs, "phantom")},
+        extra_tail={"data_counts": data.counts})
     size, channels = config.data.image_size, config.data.channels
-    checkpoint_dir = Path(config.checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="export-", dir=checkpoint_dir))
-    try:
-        model_cpu = model.to("cpu", memory_format=torch.contiguous_format).eval()
-        torch.save(state_dict_cpu(model_cpu), staging / "state_dict.pt")
-        parity_inputs = torch.from_numpy(np.ascontiguousarray(data.X_val[: config.export.parity_samples]))
-        example = parity_inputs[:1]
-        if config.export.onnx:
-            export_onnx(model_cpu, staging / "model.onnx", example)
-            metrics["onnx_parity_max_abs_diff"] = require_parity(
-                model_cpu, staging / "model.onnx", parity_inputs, tolerance=config.export.parity_tolerance)
-        if config.export.torchscript:
-            export_torchscript(model_cpu, staging / "model.pt", example)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                scripted = torch.jit.load(str(staging / "model.pt"))
-            with torch.no_grad():
-                diff = float((torch.sigmoid(scripted(parity_inputs)) - torch.sigmoid(model_cpu(parity_inputs))).abs().max())
-            if diff > config.export.parity_tolerance:
-                raise RuntimeError(f"TorchScript export differs from the trained model by {diff:.3g}")
-            metrics["torchscript_parity_max_abs_diff"] = diff
+    # Every source this trainer knows (phantoms, the NIH sample PNGs) makes a demo model.
+    demo = True
 
-        # Every source this trainer knows (phantoms, the NIH sample PNGs) makes a demo model.
-        demo = True
-        card = ModelCard(
+    def make_card(metrics: dict[str, Any]) -> ModelCard:
+        return ModelCard(
             name=config.registry.name,
             task="cxr",
             architecture=config.model.architecture,
@@ -612,25 +418,6 @@ def _finalize(config: TrainConfig, registry: ModelRegistry, model: nn.Module, da
             demo=demo,
             intended_use=config.intended_use or DEMO_CXR_INTENDED_USE,
         )
-        registered = registry.register(config.registry.name, staging, card)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if config.registry.alias:
-        registry.set_alias(registered.name, config.registry.alias, registered.version)
-    registered = registry.resolve(registered.ref)
-    log.info("registered %s (val macro AUROC %.4f)", registered.ref, metrics["val_macro_auroc"])
-    return registered
 
-
-def _json_safe(value: Any) -> Any:
-    """NaN → None and NumPy scalars → Python, so the card is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return None if np.isnan(value) or np.isinf(value) else value
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    model_cpu = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    return export_and_register(config, registry, model_cpu, data.X_val, metrics, make_card)
