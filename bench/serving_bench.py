@@ -98,8 +98,12 @@ async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: in
 
 
 def run_bench(task: str, json_path: str | None = None, quick: bool = False) -> int:
+    if task == "cxr":
+        from bench.cxr_bench import run_cxr_bench
+
+        return run_cxr_bench(json_path, quick)
     if task != "ecg":
-        print(f"bench {task}: not built yet (the imaging serving path has its own issue)")
+        print(f"bench {task}: not built yet")
         return 2
     import ray
     from ray import serve
