@@ -40,11 +40,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """One headless Debian Chromium for the session, driven by Playwright (never a downloaded browser).
-    One per session on purpose: Playwright's sync API keeps its event loop alive in the main thread,
-    so a second sync_playwright() in the same process would fail."""
+    """A headless Debian Chromium driven by Playwright (never a downloaded browser), one per test
+    module. Module scope on purpose: Playwright's sync API runs its event loop in the main thread
+    while open, which breaks any later asyncio.run() or a second sync_playwright() in the session."""
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         pytest.skip(f"Chromium not found at {CHROMIUM}")
     try:
