@@ -81,8 +81,9 @@ class Dispatcher:
         dicom = self.cfg.dicom
         claimed = await asyncio.to_thread(claim_stable_studies, self.svc.db, dicom.study_stable_seconds,
                                           dicom.lease_seconds)
-        for study_uid in claimed:
-            await self.process(study_uid)
+        # Concurrently, so the model deployment can batch studies (one at a time it never would);
+        # each process() catches its own failures and records them on the study.
+        await asyncio.gather(*(self.process(study_uid) for study_uid in claimed))
         return len(claimed)
 
     # --- one study ------------------------------------------------------------------------------
