@@ -260,23 +260,40 @@ function line(ctx, x1, y1, x2, y2, color, width) {
 }
 
 // --- images: window/level and heatmap overlay ---------------------------------------------------------
-async function fetchImage(path) {
+async function fetchImage(path, onResponse) {
   const r = await api(path);
   if (!r.ok) return null;
+  if (onResponse) onResponse(r);
   return URL.createObjectURL(await r.blob());
 }
 
+function setSrc(img, url) {  // one object URL per picture: free the one it replaces
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.src = url;
+}
+
+let imageRequest = 0;
 async function loadImage(uid, windowed) {
+  const request = ++imageRequest;  // a slower earlier answer must not replace a later one
   const base = `/api/v1/studies/${encodeURIComponent(uid)}`;
   const query = windowed ? `?window=${$("#ww").value}&level=${$("#wl").value}` : "";
-  const url = await fetchImage(base + "/image.png" + query);
+  const url = await fetchImage(base + "/image.png" + query, (r) => {
+    // start the sliders at the image's own window (its units: 8-bit, 12-bit, HU ...), not a fixed 4096
+    const ww = parseFloat(r.headers.get("X-Window-Width")), wc = parseFloat(r.headers.get("X-Window-Center"));
+    if (windowed || request !== imageRequest || !(ww > 0) || !Number.isFinite(wc)) return;
+    const span = Math.max(ww, 2);
+    $("#ww").max = String(Math.ceil(span * 2)); $("#ww").value = String(Math.round(ww));
+    $("#wl").min = String(Math.floor(wc - span)); $("#wl").max = String(Math.ceil(wc + span)); $("#wl").value = String(Math.round(wc));
+  });
+  if (request !== imageRequest) { if (url) URL.revokeObjectURL(url); return; }
   $("#image-missing").hidden = !!url;
   $("#study-image").hidden = !url;
-  if (url) $("#study-image").src = url; else $("#image-missing").textContent = "The image is not available yet.";
+  if (url) setSrc($("#study-image"), url); else $("#image-missing").textContent = "The image is not available yet.";
   if (!windowed) {
     const heat = await fetchImage(base + "/heatmap.png");
+    if (request !== imageRequest) { if (heat) URL.revokeObjectURL(heat); return; }
     $("#heatmap-toggle").disabled = !heat;
-    if (heat) $("#heatmap-image").src = heat;
+    if (heat) setSrc($("#heatmap-image"), heat);
     $("#heatmap-image").hidden = !heat || !$("#heatmap-toggle").checked;
   }
 }

@@ -190,12 +190,15 @@ def build_router(deps: ApiDeps) -> APIRouter:
         except OSError as exc:
             raise HTTPException(404, "object missing from the store") from exc
         if inst.content_type == "image/png" and window is None:
-            return Response(data, media_type="image/png")
+            # PNGs are windowed as 8-bit grey (see _to_png): the viewer's sliders start there
+            return Response(data, media_type="image/png", headers={"X-Window-Width": "256", "X-Window-Center": "128"})
         try:
-            png = _to_png(data, inst.content_type, window, level)
+            png, used = _to_png(data, inst.content_type, window, level)
         except Exception as exc:  # an object we cannot render is a 404 for the viewer, not a crash
             raise HTTPException(404, f"cannot render {inst.content_type}: {type(exc).__name__}") from exc
-        return Response(png, media_type="image/png")
+        # the window actually applied, in the image's own units, so the viewer's sliders can start from it
+        headers = {"X-Window-Width": f"{used[0]:g}", "X-Window-Center": f"{used[1]:g}"} if used else {}
+        return Response(png, media_type="image/png", headers=headers)
 
     @router.get("/api/v1/studies/{study_uid}/image.png", tags=["reading"])
     def image(study_uid: str, request: Request, window: float | None = Query(None, gt=0),
@@ -308,8 +311,10 @@ def _age_band(age: str | None) -> str | None:
     return "90+" if years >= 90 else f"{years // 10 * 10}-{years // 10 * 10 + 9}"
 
 
-def _to_png(data: bytes, content_type: str, window: float | None, level: float | None) -> bytes:
-    """An image object (PNG or DICOM) as an 8-bit PNG with an optional window/level."""
+def _to_png(data: bytes, content_type: str, window: float | None,
+            level: float | None) -> tuple[bytes, tuple[float, float] | None]:
+    """An image object (PNG or DICOM) as an 8-bit PNG with an optional window/level, and the
+    (width, centre) applied (None for colour images, which are not windowed)."""
     from PIL import Image
 
     if content_type == "application/dicom":
@@ -319,7 +324,7 @@ def _to_png(data: bytes, content_type: str, window: float | None, level: float |
         pixels = ds.pixel_array
         if pixels.ndim == 3 and pixels.shape[-1] == 3:
             img = Image.fromarray(pixels.astype(np.uint8), "RGB")
-            buffer = io.BytesIO(); img.save(buffer, "PNG"); return buffer.getvalue()
+            buffer = io.BytesIO(); img.save(buffer, "PNG"); return buffer.getvalue(), None
         arr = pixels.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
         if window is None and "WindowWidth" in ds:
             ww, wc = ds.WindowWidth, ds.WindowCenter
@@ -336,4 +341,4 @@ def _to_png(data: bytes, content_type: str, window: float | None, level: float |
     scaled = np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255
     buffer = io.BytesIO()
     Image.fromarray(scaled.astype(np.uint8), "L").save(buffer, "PNG")
-    return buffer.getvalue()
+    return buffer.getvalue(), (hi - lo, (lo + hi) / 2)

@@ -1,11 +1,11 @@
 """A reader logs in, sees the critical ECG first, opens it (12-lead drawn), corrects and signs; the
-clinic that sent it then sees the final report. Screenshots go to test-artifacts/.
-
-Covers ECGs only: chest X-ray studies are exercised by the imaging path's own tests; the page's image
-viewer asks /image.png and /heatmap.png and says "not available yet" when they 404."""
+clinic that sent it then sees the final report. The same for a chest X-ray sent by STOW-RS and read by
+the real tiny CXR model (dispatcher: SR + heatmap SC): image and heatmap overlay, window/level,
+correction, signature, the clinic's view. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import httpx
@@ -93,37 +93,39 @@ def test_reader_signs_critical_ecg_and_clinic_sees_report(chromium, live_server)
     page.close()
 
 
-def test_image_study_viewer_heatmap_and_window(chromium, live_server):
-    """An image study as the imaging path stores it (original + ``ai_sc`` heatmap instance): the viewer
-    shows the image, toggles the heatmap overlay and re-windows. Stored directly here: the CXR ingest
-    path is tested on its own."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-    from sqlalchemy import update
-
-    from serving.store.db import NewInstance
-    from serving.store.schema import Instance
+def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, live_server, nih_dir):
+    """A township DR unit's chest X-ray (an NIH Pneumonia PNG wrapped as DX DICOM) arrives by STOW-RS, the
+    dispatcher reads it with the real tiny CXR model and stores the SR and the heatmap SC; the reader opens
+    it from the worklist, sees image and heatmap, toggles the overlay, re-windows, corrects and signs; the
+    clinic then sees the final report."""
+    from tests.serving.dicom_helpers import wait_for, wrapped_nih
 
     svc = live_server.services
-    create_user(svc.db, "dr-zhao", PASSWORD, "reader", ["demo"])
+    create_user(svc.db, "dr-zhao", PASSWORD, "reader", ["demo"], "Dr Zhao")
+    create_user(svc.db, "clinic-li", PASSWORD, "grassroots", ["demo"], "Li village clinic")
+    ARTIFACTS.mkdir(exist_ok=True)
 
-    def png(arr, mode):
-        buffer = io.BytesIO()
-        Image.fromarray(arr, mode).save(buffer, "PNG")
-        return buffer.getvalue()
+    png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
+    body = wrapped_nih(png, patient_name="Li^Si")
+    boundary = "b0undary"
+    multipart = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body
+                 + f"\r\n--{boundary}--\r\n".encode())
+    with httpx.Client(base_url=live_server.base_url, timeout=60) as http:
+        token = http.post("/api/v1/login", json={"username": "clinic-li", "password": PASSWORD}).json()["token"]
+        r = http.post("/dicomweb/studies", content=multipart, headers={
+            "Authorization": f"Bearer {token}",
+            "content-type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    assert r.status_code == 200, r.text
+    import pydicom
 
-    yy, xx = np.mgrid[0:256, 0:256]
-    chest = (128 + 100 * np.sin(xx / 20.0) * np.cos(yy / 30.0)).astype(np.uint8)
-    heat = np.zeros((256, 256, 3), dtype=np.uint8)
-    heat[80:160, 60:140] = (255, 40, 0)
-    uid = "1.2.826.0.1.3680043.10.999.2"
-    for sop, data, source in (("1.2.3.200", png(chest, "L"), "http"), ("1.2.3.201", png(heat, "RGB"), "ai")):
-        obj = svc.store.put(data, ".png")
-        svc.db.accept_instance(NewInstance(sop, uid, "demo", "CR", "image/png", obj.key, obj.sha256, obj.size_bytes, source))
-    with svc.db.session() as s:
-        s.execute(update(Instance).where(Instance.sop_instance_uid == "1.2.3.201").values(role="ai_sc"))
+    uid = str(pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True).StudyInstanceUID)
+    study = wait_for(lambda: (s := svc.db.get_study(uid)) is not None and s.status in ("ai_read", "no_ai_read", "ai_failed") and s,
+                     120, what=f"study {uid} to be read")
+    assert study.status == "ai_read", (study.status, study.ai_error)
+    assert sorted(i.role for i in study.instances) == ["ai_sc", "ai_sr", "original"]
+    pneumonia = next(f for f in study.ai_read["findings"] if f["code"] == "PNEUMONIA")
+    positive = {f["code"] for f in study.ai_read["findings"] if f["positive"]}
+    assert pneumonia["positive"] and study.ai_read["heatmaps"] and study.ai_read["heatmaps"][0]["code"] in positive
 
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
@@ -132,16 +134,63 @@ def test_image_study_viewer_heatmap_and_window(chromium, live_server):
     page.fill("#username", "dr-zhao")
     page.fill("#password", PASSWORD)
     page.click("#login-btn")
-    page.click(f"#worklist tbody tr[data-uid='{uid}']")
-    page.wait_for_function("() => document.querySelector('#study-image').complete && document.querySelector('#study-image').naturalWidth > 0")
-    assert page.locator("#heatmap-image").is_hidden()
+    row = page.locator(f"#worklist tbody tr[data-uid='{uid}']")
+    row.wait_for()
+    assert "DX" in row.inner_text() and "ai read" in row.inner_text()
+    row.click()
+    loaded = "(sel) => { const i = document.querySelector(sel); return i.complete && i.naturalWidth > 0; }"
+    page.wait_for_function(loaded, arg="#study-image")
     page.wait_for_function("() => !document.querySelector('#heatmap-toggle').disabled")
+    page.wait_for_function(loaded, arg="#heatmap-image")
+    assert page.locator("#heatmap-image").is_hidden()
+    assert "Preliminary AI read" in page.inner_text("#prelim-banner")
+    assert "Model cxr version" in page.inner_text("#model-line")
+    # the viewer's window/level starts at the image's own window (8-bit NIH data: 256 wide, centred at 128)
+    assert page.input_value("#ww") == "256" and page.input_value("#wl") == "128"
     page.check("#heatmap-toggle")
     assert page.locator("#heatmap-image").is_visible()
-    page.screenshot(path=str(ARTIFACTS / "05-image-heatmap.png"), full_page=True)
-    page.fill("#ww", "60")
+    image_box = page.locator("#study-image").bounding_box()
+    heat_box = page.locator("#heatmap-image").bounding_box()
+    assert abs(image_box["width"] - heat_box["width"]) < 2 and abs(image_box["height"] - heat_box["height"]) < 2
+    page.screenshot(path=str(ARTIFACTS / "07-cxr-heatmap.png"), full_page=True)
+    page.uncheck("#heatmap-toggle")
+    assert page.locator("#heatmap-image").is_hidden()
+    page.check("#heatmap-toggle")
+
+    before = page.evaluate("() => document.querySelector('#study-image').src")
+    page.fill("#ww", "100")
     page.dispatch_event("#ww", "change")
-    page.wait_for_timeout(500)
-    assert "Preliminary AI read" in page.inner_text("#prelim-banner")
+    page.fill("#wl", "90")
+    page.dispatch_event("#wl", "change")
+    page.wait_for_function("(old) => { const i = document.querySelector('#study-image'); return i.src !== old && i.complete && i.naturalWidth > 0; }",
+                           arg=before)
+    page.screenshot(path=str(ARTIFACTS / "08-cxr-windowed.png"), full_page=True)
+
+    page.click("#claim-btn")
+    page.wait_for_function("() => !document.querySelector('#sign-btn').disabled")
+    # correct the read: pneumonia confirmed, with an effusion the AI did not call
+    for code, value in (("PNEUMONIA", True), ("EFFUSION", True)):
+        box = page.locator(f"#findings input[data-code='{code}']")
+        if box.is_checked() != value:
+            box.click()
+    page.fill("#impression", "Right lower lobe pneumonia with small effusion. Antibiotics, review in 48 h.")
+    page.click("#sign-btn")
+    page.wait_for_selector("#final-report:not([hidden])")
+    assert "final" in page.inner_text("#prelim-banner")
+    page.wait_for_function(loaded, arg="#study-image")
+    page.screenshot(path=str(ARTIFACTS / "09-cxr-signed.png"), full_page=True)
+
+    study = svc.db.get_study(uid)
+    assert study.report_status == "final" and study.signed_by == "dr-zhao"
+    assert study.final_report["findings"]["PNEUMONIA"] is True and study.final_report["findings"]["EFFUSION"] is True
+
+    page.click("#logout-btn")
+    page.wait_for_selector("#login-form")
+    page.fill("#username", "clinic-li")
+    page.fill("#password", PASSWORD)
+    page.click("#login-btn")
+    page.wait_for_selector(f"#submissions tbody tr[data-uid='{uid}'][data-report='final']")
+    assert "Right lower lobe pneumonia" in page.inner_text(f"#submissions tbody tr[data-uid='{uid}']")
+    page.screenshot(path=str(ARTIFACTS / "10-clinic-cxr-report.png"), full_page=True)
     assert errors == [], errors
     page.close()
