@@ -41,57 +41,66 @@ def current_services() -> Services | None:
 api = build_api(current_services)
 
 
-@serve.deployment(name="ecg-model")
-class EcgModelDeployment:
-    """Batched ECG pre-reads on one replica (CPU here; a GPU or a fraction of one on GPU nodes)."""
+class _BatchedReaderDeployment:
+    """Shared set-up of a model deployment: the pre-reader for ``task`` from the registry (following
+    promotions), and the batching configured for it. ``reader_class`` has ``from_registry``."""
 
-    def __init__(self, config: dict[str, Any]):
+    task: str
+
+    def _setup(self, config: dict[str, Any], reader_class) -> None:
         cfg = ServingConfig.model_validate(config)
-        model = cfg.models["ecg"]
-        self.reader = ReloadingReader(cfg.registry.root, model.ref, lambda: EcgPreReader.from_registry(
-            cfg.registry.root, model.ref, cfg.triage_path("ecg"), backend=model.backend,
+        model = cfg.models[self.task]
+        self.reader = ReloadingReader(cfg.registry.root, model.ref, lambda: reader_class.from_registry(
+            cfg.registry.root, model.ref, cfg.triage_path(self.task), backend=model.backend,
             intra_op_threads=model.intra_op_threads,
         ), interval_s=model.reload_interval_s)
-        batching = cfg.deployments.ecg
+        batching = getattr(cfg.deployments, self.task)
         self.read.set_max_batch_size(batching.max_batch_size)
         self.read.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
-        log.info("ECG model %s loaded on %s", self.reader.model_identity, self.reader.backend.device)
+        log.info("%s model %s loaded", self.task, self.reader.model_identity)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def read(self, items: list[EcgInput]) -> list[dict[str, Any]]:
-        # The network runs in a worker thread so the next batch can gather while this one computes.
-        await asyncio.to_thread(self.reader.maybe_reload)  # a promotion takes effect between batches
+    async def _read(self, items: list) -> list[dict[str, Any]]:
+        # The network runs in a worker thread so the next batch can gather while this one computes;
+        # a promotion takes effect between batches.
+        await asyncio.to_thread(self.reader.maybe_reload)
         return await asyncio.to_thread(self.reader.read_batch, items)
-
-    async def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Raw network call (KServe v2): preprocessed tensors in, probabilities out."""
-        return await asyncio.to_thread(self.reader.backend.predict, batch)
 
     def identity(self) -> dict[str, Any]:
         return self.reader.model_identity
 
 
+@serve.deployment(name="ecg-model")
+class EcgModelDeployment(_BatchedReaderDeployment):
+    """Batched ECG pre-reads on one replica (CPU here; a GPU or a fraction of one on GPU nodes)."""
+
+    task = "ecg"
+
+    def __init__(self, config: dict[str, Any]):
+        self._setup(config, EcgPreReader)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def read(self, items: list[EcgInput]) -> list[dict[str, Any]]:
+        return await self._read(items)
+
+    async def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Raw network call (KServe v2): preprocessed tensors in, probabilities out."""
+        return await asyncio.to_thread(self.reader.backend.predict, batch)
+
+
 @serve.deployment(name="cxr-model")
-class CxrModelDeployment:
+class CxrModelDeployment(_BatchedReaderDeployment):
     """Batched chest X-ray pre-reads (findings, triage, Grad-CAM heatmaps) on one replica."""
+
+    task = "cxr"
 
     def __init__(self, config: dict[str, Any]):
         from models.cxr.pipeline import CxrPreReader  # noqa: PLC0415 - only where a CXR model is served
 
-        cfg = ServingConfig.model_validate(config)
-        model = cfg.models["cxr"]
-        self.reader = ReloadingReader(cfg.registry.root, model.ref, lambda: CxrPreReader.from_registry(
-            cfg.registry.root, model.ref, cfg.triage_path("cxr"), backend=model.backend,
-            intra_op_threads=model.intra_op_threads,
-        ), interval_s=model.reload_interval_s)
-        batching = cfg.deployments.cxr
-        self.read.set_max_batch_size(batching.max_batch_size)
-        self.read.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self._setup(config, CxrPreReader)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def read(self, items: list) -> list[dict[str, Any]]:
-        await asyncio.to_thread(self.reader.maybe_reload)  # a promotion takes effect between batches
-        return await asyncio.to_thread(self.reader.read_batch, items)
+        return await self._read(items)
 
 
 @serve.deployment(name="ingress")
