@@ -28,9 +28,10 @@ class ReloadingReader(Generic[Reader]):
         self._checked_at = time.monotonic()
         self._lock = threading.Lock()
 
-    def maybe_reload(self) -> bool:
-        """Load the version ``ref`` points at now if it changed. Returns True when it switched."""
-        if self.interval_s <= 0 or time.monotonic() - self._checked_at < self.interval_s:
+    def maybe_reload(self, force: bool = False) -> bool:
+        """Load the version ``ref`` points at now if it changed (checked at most every ``interval_s``
+        unless ``force``). Returns True when it switched."""
+        if not force and (self.interval_s <= 0 or time.monotonic() - self._checked_at < self.interval_s):
             return False
         with self._lock:
             self._checked_at = time.monotonic()
