@@ -22,7 +22,7 @@ from models.ecg.pipeline import EcgInput
 from serving.privacy import mask_id, mask_name
 from serving.storage import ObjectStore
 from serving.store.db import Database, NewInstance
-from serving.store.schema import RECEIVED, Study
+from serving.store.schema import Study
 
 log = logging.getLogger("preread.ecg")
 
@@ -72,9 +72,7 @@ class EcgWorkflow:
         digest = hashlib.sha256(body).hexdigest()
         sop_uid = record.meta.get("sop_instance_uid") or uid_from_digest(digest, "ecg-instance")
         study_uid = record.meta.get("study_instance_uid") or uid_from_digest(digest, "ecg-study")
-        existing = self.db.find_instance(sop_uid)
-        if existing is not None:
-            return AcceptedEcg(existing[0], False, record)
+        # A repeat costs no new file (put finds the same bytes stored) and no new row (accept_instance).
         stored = self.store.put(body, SUFFIX.get(fmt, ".bin"))
         patient = record.patient
         study, _, created = self.db.accept_instance(NewInstance(
@@ -126,6 +124,3 @@ class EcgWorkflow:
 def _short(value: Any, n: int) -> str | None:
     return None if value in (None, "") else str(value)[:n]
 
-
-def is_pending(study: Study) -> bool:
-    return study.status == RECEIVED

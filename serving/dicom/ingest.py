@@ -21,11 +21,11 @@ from pydicom.errors import InvalidDicomError
 from datasets.ecg.errors import EcgInputError
 from datasets.ecg.record import EcgRecord
 from serving import metrics
-from serving.dicom.queries import DicomAttributes, accept_dicom_instance, study_site
+from serving.dicom.queries import study_site
 from serving.ecg_workflow import EcgWorkflow, SiteError
 from serving.privacy import mask_id, mask_name
 from serving.storage import ObjectStore
-from serving.store.db import Database, NewInstance
+from serving.store.db import Database, DicomAttributes, NewInstance
 from serving.store.schema import NO_AI_READ, RECEIVED
 
 log = logging.getLogger("preread.dicom.ingest")
@@ -218,7 +218,7 @@ class DicomIngest:
             view_position=(_text(ds, "ViewPosition", 16) or "").upper() or None, role=role,
             study_date=_text(ds, "StudyDate", 8), accession_number=_text(ds, "AccessionNumber"),
         )
-        study, _, created = accept_dicom_instance(self.db, new, attrs)
+        study, _, created = self.db.accept_instance(new, attrs)
         if created and role == "original":
             metrics.INGESTED.labels(modality, source).inc()
         if created and error and study.status == NO_AI_READ and not study.ai_error:

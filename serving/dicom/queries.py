@@ -3,70 +3,15 @@ so the shared store module only grows by what several capabilities need."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import selectinload
 
-from serving.store.db import Database, NewInstance, as_utc
+from serving.store.db import Database, as_utc
 from serving.store.schema import AI_FAILED, NO_AI_READ, RECEIVED, Instance, Study, utcnow
-
-
-@dataclass
-class DicomAttributes:
-    modality: str | None = None
-    body_part: str | None = None
-    view_position: str | None = None
-    role: str = "original"          # original | ai_sr | ai_sc
-    study_date: str | None = None
-    accession_number: str | None = None
-
-
-def accept_dicom_instance(db: Database, new: NewInstance, attrs: DicomAttributes) -> tuple[Study, Instance, bool]:
-    """Like Database.accept_instance, in one transaction, plus the DICOM columns and the study's
-    ``last_instance_at`` (what the dispatcher waits on). Idempotent on the SOP Instance UID."""
-    existing = db.find_instance(new.sop_instance_uid)
-    if existing is not None:
-        return existing[0], existing[1], False
-    now = utcnow()
-    original = attrs.role == "original"
-    try:
-        with db.session() as session:
-            study = session.scalar(select(Study).where(Study.study_uid == new.study_uid))
-            if study is None:
-                study = Study(
-                    study_uid=new.study_uid, site=new.site, modality=new.modality,
-                    patient_id=new.patient_id, patient_name=new.patient_name,
-                    patient_sex=new.patient_sex, patient_age=new.patient_age,
-                    description=new.description, status=new.status, arrived_at=now,
-                    study_date=attrs.study_date, accession_number=attrs.accession_number,
-                    last_instance_at=now,
-                )
-                session.add(study)
-                session.flush()
-            elif original:
-                study.last_instance_at = now
-                if study.status == NO_AI_READ and new.status == RECEIVED:
-                    # A new series may be one a model reads: route the study again.
-                    study.status, study.ai_error = RECEIVED, None
-            instance = Instance(
-                sop_instance_uid=new.sop_instance_uid, study_id=study.id, series_uid=new.series_uid,
-                sop_class_uid=new.sop_class_uid, content_type=new.content_type,
-                storage_key=new.storage_key, sha256=new.sha256, size_bytes=new.size_bytes,
-                source=new.source, sender=new.sender, received_at=now,
-                modality=attrs.modality, body_part=attrs.body_part, view_position=attrs.view_position,
-                role=attrs.role,
-            )
-            session.add(instance)
-        return study, instance, True
-    except IntegrityError:
-        existing = db.find_instance(new.sop_instance_uid)
-        if existing is None:
-            raise
-        return existing[0], existing[1], False
 
 
 def study_site(db: Database, study_uid: str) -> str | None:

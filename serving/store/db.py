@@ -56,6 +56,18 @@ class NewInstance:
 
 
 @dataclass
+class DicomAttributes:
+    """What an instance's DICOM header adds to its row (defaults fit objects without one)."""
+
+    modality: str | None = None
+    body_part: str | None = None
+    view_position: str | None = None
+    role: str = "original"          # original | ai_sr | ai_sc
+    study_date: str | None = None
+    accession_number: str | None = None
+
+
+@dataclass
 class Aging:
     """Minutes a study may wait at each level before it moves up one (critical: flagged overdue)."""
 
@@ -109,12 +121,16 @@ class Database:
                 yield session
 
     # --- ingest ---------------------------------------------------------------------------------
-    def accept_instance(self, new: NewInstance) -> tuple[Study, Instance, bool]:
-        """Record a durably stored object. Returns (study, instance, created). Idempotent on the
-        SOP Instance UID: a repeat returns the row already there and creates nothing."""
+    def accept_instance(self, new: NewInstance, attrs: DicomAttributes | None = None) -> tuple[Study, Instance, bool]:
+        """Record a durably stored object in one transaction. Returns (study, instance, created).
+        Idempotent on the SOP Instance UID: a repeat returns the row already there and creates
+        nothing. An original object refreshes the study's ``last_instance_at`` (what the image
+        dispatcher waits on) and sends a study listed as no_ai_read back to routing."""
+        attrs = attrs or DicomAttributes()
         existing = self.find_instance(new.sop_instance_uid)
         if existing is not None:
             return existing[0], existing[1], False
+        now = utcnow()
         try:
             with self.session() as session:
                 study = session.scalar(select(Study).where(Study.study_uid == new.study_uid))
@@ -123,15 +139,24 @@ class Database:
                         study_uid=new.study_uid, site=new.site, modality=new.modality,
                         patient_id=new.patient_id, patient_name=new.patient_name,
                         patient_sex=new.patient_sex, patient_age=new.patient_age,
-                        description=new.description, status=new.status, arrived_at=utcnow(),
+                        description=new.description, status=new.status, arrived_at=now,
+                        study_date=attrs.study_date, accession_number=attrs.accession_number,
+                        last_instance_at=now,
                     )
                     session.add(study)
                     session.flush()
+                elif attrs.role == "original":
+                    study.last_instance_at = now
+                    if study.status == NO_AI_READ and new.status == RECEIVED:
+                        # A new series may be one a model reads: route the study again.
+                        study.status, study.ai_error = RECEIVED, None
                 instance = Instance(
                     sop_instance_uid=new.sop_instance_uid, study_id=study.id, series_uid=new.series_uid,
                     sop_class_uid=new.sop_class_uid, content_type=new.content_type,
                     storage_key=new.storage_key, sha256=new.sha256, size_bytes=new.size_bytes,
-                    source=new.source, sender=new.sender,
+                    source=new.source, sender=new.sender, received_at=now,
+                    modality=attrs.modality, body_part=attrs.body_part, view_position=attrs.view_position,
+                    role=attrs.role,
                 )
                 session.add(instance)
             return study, instance, True
