@@ -19,16 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.serving_bench import batched_reads_per_s, percentile
+
 REPO = Path(__file__).resolve().parents[1]
 NIH_DIR = Path(os.environ.get("PREREAD_NIH_DIR", "/work/shared/data/cxr/nih"))
 STABLE_S = 0.2
 POLL_S = 0.05
-
-
-def _percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 def nih_pngs(limit: int | None = None) -> list[Path]:
@@ -46,15 +42,7 @@ def wrapped_studies(pngs: list[Path], n: int) -> list[Any]:
 
 
 def bench_in_process(reader, records: list, batch_size: int = 8, repeats: int = 1) -> dict[str, float]:
-    reader.read_batch(records[:batch_size])  # warm-up
-    started = time.perf_counter()
-    done = 0
-    for _ in range(repeats):
-        for i in range(0, len(records), batch_size):
-            chunk = records[i : i + batch_size]
-            reader.read_batch(chunk)
-            done += len(chunk)
-    return {"per_s": done / (time.perf_counter() - started), "images": done}
+    return {"per_s": batched_reads_per_s(reader, records, batch_size, repeats), "images": len(records) * repeats}
 
 
 def _ensure_cxr_registry(base_cfg, quick: bool, console):
@@ -137,8 +125,8 @@ def dicom_load(cfg, db, studies: list, concurrency: int, timeout_s: float = 120.
         "failures": len(studies) - len(ok), "timed_out": len(pending),
         "other_statuses": sorted({s for s in final_status.values() if s != "ai_read"}),
         "per_s": len(ok) / elapsed if elapsed > 0 else float("nan"),
-        "p50_ms": _percentile(latencies, 50), "p95_ms": _percentile(latencies, 95),
-        "p99_ms": _percentile(latencies, 99), "c_store_p50_ms": _percentile(store_ms, 50),
+        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99), "c_store_p50_ms": percentile(store_ms, 50),
     }
 
 

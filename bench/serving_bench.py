@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
@@ -47,22 +47,28 @@ def dicom_ecg_bodies(n: int) -> list[bytes]:
     return bodies
 
 
+def batched_reads_per_s(reader, items: list, batch_size: int, repeats: int = 1) -> float:
+    """Items per second through ``reader.read_batch`` in batches of ``batch_size`` (after a warm-up)."""
+    reader.read_batch(items[:batch_size])
+    started = time.perf_counter()
+    done = 0
+    for _ in range(repeats):
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            reader.read_batch(chunk)
+            done += len(chunk)
+    return done / (time.perf_counter() - started)
+
+
 def bench_in_process(reader, inputs, batch_size: int = 32, repeats: int = 2) -> dict[str, float]:
     batch = np.stack([reader.preprocess(item) for item in inputs[:batch_size]]).astype(np.float32)
     reader.backend.predict(batch)  # warm-up
-    reader.read_batch(inputs[:batch_size])
     started = time.perf_counter()
     for _ in range(repeats):
         reader.backend.predict(batch)
     model_per_s = repeats * len(batch) / (time.perf_counter() - started)
-    started = time.perf_counter()
-    done = 0
-    for _ in range(repeats):
-        for i in range(0, len(inputs), batch_size):
-            chunk = inputs[i : i + batch_size]
-            reader.read_batch(chunk)
-            done += len(chunk)
-    return {"model_per_s": model_per_s, "in_process_per_s": done / (time.perf_counter() - started)}
+    return {"model_per_s": model_per_s,
+            "in_process_per_s": batched_reads_per_s(reader, inputs, batch_size, repeats)}
 
 
 async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
@@ -92,8 +98,8 @@ async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: in
         elapsed = time.perf_counter() - started
     return {
         "concurrency": concurrency, "requests": len(bodies), "failures": failures,
-        "per_s": len(bodies) / elapsed, "p50_ms": _percentile(latencies, 50),
-        "p95_ms": _percentile(latencies, 95), "p99_ms": _percentile(latencies, 99),
+        "per_s": len(bodies) / elapsed, "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95), "p99_ms": percentile(latencies, 99),
     }
 
 
