@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,22 +111,24 @@ def _kappa(a: np.ndarray, b: np.ndarray) -> float:
     return float((po - pe) / (1 - pe)) if pe < 1 else float("nan")
 
 
-def agreement_table(db: str | Engine, freq: str = "W", by: Sequence[str] = ("site", "finding"),
+def agreement_table(db: str | Engine, freq: str | None = "W", by: Sequence[str] = ("site", "finding"),
                     reads: pd.DataFrame | None = None) -> pd.DataFrame:
     """Agreement of the AI with signed reads per ``by`` and period (pandas frequency ``freq``:
-    D, W, M): n, AI positives, signed positives, agreement, Cohen's kappa, the AI's sensitivity and
-    PPV against the signed read."""
+    D, W, M; None: the whole time as one row per group, without a period column): n, AI positives,
+    signed positives, agreement, Cohen's kappa, the AI's sensitivity and PPV against the signed read."""
     reads = signed_reads(db) if reads is None else reads
-    columns = [*by, "period", "n", "ai_pos", "final_pos", "agreement", "kappa", "sensitivity", "ppv"]
+    keys = [*by, "period"] if freq is not None else list(by)
+    columns = [*keys, "n", "ai_pos", "final_pos", "agreement", "kappa", "sensitivity", "ppv"]
     if reads.empty:
         return pd.DataFrame(columns=columns)
     reads = reads.copy()
-    reads["period"] = reads["signed_at"].dt.tz_convert(None).dt.to_period(freq).dt.start_time
+    if freq is not None:
+        reads["period"] = reads["signed_at"].dt.tz_convert(None).dt.to_period(freq).dt.start_time
     rows = []
-    for key, group in reads.groupby([*by, "period"], sort=True):
+    for key, group in reads.groupby(keys, sort=True):
         a, f = group["ai_positive"].to_numpy(bool), group["final_positive"].to_numpy(bool)
         both = int((a & f).sum())
-        rows.append({**dict(zip([*by, "period"], key)), "n": len(group), "ai_pos": int(a.sum()), "final_pos": int(f.sum()),
+        rows.append({**dict(zip(keys, key)), "n": len(group), "ai_pos": int(a.sum()), "final_pos": int(f.sum()),
                      "agreement": float(np.mean(a == f)), "kappa": _kappa(a, f),
                      "sensitivity": both / f.sum() if f.sum() else float("nan"),
                      "ppv": both / a.sum() if a.sum() else float("nan")})
@@ -197,27 +199,40 @@ def drift_table(db: str | Engine, freq: str = "W", reference_periods: int = 1, r
     return pd.DataFrame(rows, columns=columns)
 
 
-def plot_agreement(table: pd.DataFrame, path: str | Path, metric: str = "agreement") -> Path:
-    """Line chart of ``metric`` over time, one panel per finding, one line per site."""
+def plot_agreement(table: pd.DataFrame, path: str | Path | BinaryIO, metric: str = "agreement") -> Path | BinaryIO:
+    """Line chart of ``metric`` over time, one panel per finding, one line per site; written to
+    ``path`` (a file name, or a binary file object such as io.BytesIO) as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     findings = sorted(table["finding"].unique()) if len(table) else []
     n = max(1, len(findings))
-    fig, axes = plt.subplots(n, 1, figsize=(8, 2.4 * n), squeeze=False, sharex=True)
+    columns = min(3, n)  # small multiples: up to three findings a row
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False, sharex=True, sharey=True)
     for ax, code in zip(axes.ravel(), findings):
         for site, group in table[table["finding"] == code].groupby("site"):
             ax.plot(group["period"], group[metric], "o-", label=str(site))
-        ax.set(ylabel=metric, title=code, ylim=(-0.05 if metric != "kappa" else -1.05, 1.05))
-        ax.legend(fontsize=8)
+        ax.set(title=code, ylim=(-0.05 if metric != "kappa" else -1.05, 1.05))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(metric)
+    for ax in axes.ravel()[len(findings):]:
+        ax.set_visible(bool(not findings and ax is axes[0, 0]))
+    if len(table) and table["period"].nunique() == 1:
+        # one period only: centre it instead of letting matplotlib span years around a single date
+        only = pd.Timestamp(table["period"].iloc[0])
+        axes[0, 0].set_xlim(only - pd.Timedelta(days=7), only + pd.Timedelta(days=7))
     if not findings:
         axes[0, 0].text(0.5, 0.5, "no signed reads yet", ha="center", va="center")
     fig.autofmt_xdate()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
     return path

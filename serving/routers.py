@@ -18,4 +18,7 @@ def router_builders() -> list[Callable]:
     from serving.dicom import dicomweb
 
     builders.append(dicomweb.build_router)
+    from serving import monitoring
+
+    builders.append(monitoring.build_router)
     return builders

@@ -23,7 +23,7 @@ function el(tag, attrs = {}, ...children) {
   for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(text(child)));
   return node;
 }
-function showMany(ids) { for (const s of ["login-view", "worklist-view", "study-view", "submissions-view", "export-view", "audit-view"]) $("#" + s).hidden = !ids.includes(s); }
+function showMany(ids) { for (const s of ["login-view", "worklist-view", "study-view", "submissions-view", "monitoring-view", "export-view", "audit-view"]) $("#" + s).hidden = !ids.includes(s); }
 
 function waiting(arrived) {
   const minutes = Math.max(0, (Date.now() - new Date(arrived).getTime()) / 60000);
@@ -58,16 +58,18 @@ function logoutLocal(message) {
   $("#login-error").textContent = message || "";
 }
 
+const ADMIN_VIEWS = ["worklist-view", "audit-view", "monitoring-view", "export-view"];
+
 async function start() {
   const response = await api("/api/v1/me");
   state.me = await response.json();
   $("#who").hidden = false;
   $("#who-name").textContent = `${state.me.user} (${state.me.role}; sites ${state.me.sites.join(", ")})`;
   const role = state.me.role;
-  if (role === "admin") { showMany(["worklist-view", "audit-view", "export-view"]); await refreshWorklist(); await refreshAudit(); poll(refreshWorklist); }
+  if (role === "admin") { showMany(ADMIN_VIEWS); await refreshWorklist(); await refreshAudit(); await refreshMonitoring(); poll(refreshWorklist); }
   else if (role === "reader") { showMany(["worklist-view"]); await refreshWorklist(); poll(refreshWorklist); }
   else if (role === "grassroots") { showMany(["submissions-view"]); await refreshSubmissions(); poll(refreshSubmissions); }
-  else { showMany(["export-view"]); }
+  else { showMany(["monitoring-view", "export-view"]); await refreshMonitoring(); }
 }
 
 function poll(fn) {
@@ -118,7 +120,7 @@ async function refreshWorklist() {
 $("#back-btn").addEventListener("click", async () => {
   state.study = null;
   if (state.me.role === "grassroots") { showMany(["submissions-view"]); await refreshSubmissions(); }
-  else if (state.me.role === "admin") { showMany(["worklist-view", "audit-view", "export-view"]); await refreshWorklist(); await refreshAudit(); }
+  else if (state.me.role === "admin") { showMany(ADMIN_VIEWS); await refreshWorklist(); await refreshAudit(); }
   else { showMany(["worklist-view"]); await refreshWorklist(); }
 });
 
@@ -338,6 +340,39 @@ async function refreshAudit() {
 $("#audit-refresh").addEventListener("click", () => refreshAudit());
 
 // --- data science ------------------------------------------------------------------------------------
+// Monitoring is fetched on demand (Refresh, or a changed filter), not polled: the tables cover every
+// signed read and are heavier than a worklist page.
+const pct = (v) => v === null || v === undefined ? "—" : (v * 100).toFixed(0) + "%";
+const num = (v, digits = 2) => v === null || v === undefined ? "—" : Number(v).toFixed(digits);
+
+async function refreshMonitoring() {
+  if ($("#monitoring-view").hidden) return;
+  const params = new URLSearchParams({ freq: $("#m-freq").value });
+  if ($("#m-modality").value) params.set("modality", $("#m-modality").value);
+  const r = await api("/api/v1/monitoring?" + params);
+  if (!r.ok) { $("#m-caption").textContent = "Monitoring unavailable: " + r.status; return; }
+  const body = await r.json();
+  $("#m-caption").textContent = `${body.signed_reads} signed reads` + (body.sites ? ` at ${body.sites.join(", ")}` : " at all sites") +
+    `. Rows with fewer than ${body.bands.min_rows} cases are greyed; PSI ≥ ${body.bands.psi_moderate} is a moderate and ≥ ${body.bands.psi_large} a large shift.`;
+  const fill = (selector, rows, cells, rowClass) => {
+    const tbody = $(selector + " tbody"); tbody.replaceChildren();
+    for (const row of rows) tbody.append(el("tr", { class: rowClass ? rowClass(row) : "" }, ...cells(row).map((c) => el("td", {}, c))));
+    if (!rows.length) tbody.append(el("tr", {}, el("td", { colSpan: 10, class: "muted" }, "No data yet.")));
+  };
+  fill("#m-summary", body.summary, (s) => [s.modality, s.finding, s.n, s.ai_pos, s.final_pos, pct(s.agreement), num(s.kappa), pct(s.sensitivity), pct(s.ppv)],
+    (s) => s.n < body.bands.min_rows ? "few" : "");
+  fill("#m-agreement", body.agreement, (a) => [a.period, a.site, a.finding, a.n, pct(a.agreement), num(a.kappa), pct(a.sensitivity), pct(a.ppv)],
+    (a) => a.few_cases ? "few" : "");
+  fill("#m-drift", body.drift, (d) => [d.period, d.site, d.finding, d.n, num(d.mean_probability), num(d.psi), num(d.ks), num(d.mean_age, 0), pct(d.female_share), d.flag || ""],
+    (d) => d.flag ? (d.flag.startsWith("large") ? "drift-large" : "drift-moderate") : "");
+  params.set("metric", $("#m-metric").value);
+  const chart = await fetchImage("/api/v1/monitoring/agreement.png?" + params);
+  $("#m-chart").hidden = !chart;
+  if (chart) setSrc($("#m-chart"), chart);
+}
+for (const id of ["#m-freq", "#m-modality", "#m-metric"]) $(id).addEventListener("change", () => refreshMonitoring());
+$("#m-refresh").addEventListener("click", () => refreshMonitoring());
+
 $("#export-btn").addEventListener("click", async () => {
   const r = await api("/api/v1/exports/signed-reads");
   if (!r.ok) { $("#export-msg").textContent = "Export refused."; return; }
