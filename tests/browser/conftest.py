@@ -62,3 +62,18 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     server.should_exit = True
     thread.join(timeout=10)
     runtime.stop()
+
+
+def open_page(chromium, base_url: str, errors: list[str], height: int = 1000):
+    """A new page on the app's start page; uncaught page errors are collected into ``errors``."""
+    page = chromium.new_page(viewport={"width": 1400, "height": height})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(base_url + "/")
+    return page
+
+
+def sign_in(page, user: str, password: str) -> None:
+    """Fill in and submit the login form (the page must show it)."""
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login-btn")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from serving.worklist.users import create_user
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, open_page, sign_in
 from tests.serving.worklist_fixtures import ecg_json
 
 pytestmark = pytest.mark.browser
@@ -40,13 +40,9 @@ def test_datasci_sees_agreement_chart_and_drift(chromium, live_server):
             assert http.post(f"/api/v1/studies/{uid}/sign", headers=reader,
                              json={"agree": seed != 0, "findings": final}).status_code == 200
 
-    page = chromium.new_page(viewport={"width": 1400, "height": 1200})
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(live_server.base_url + "/")
-    page.fill("#username", "ds-zhao")
-    page.fill("#password", PASSWORD)
-    page.click("#login-btn")
+    page = open_page(chromium, live_server.base_url, errors, height=1200)
+    sign_in(page, "ds-zhao", PASSWORD)
     page.wait_for_selector("#m-summary tbody tr td:has-text('STACH')")
     assert page.locator("#worklist-view").is_hidden() and page.locator("#export-view").is_visible()
     assert "3 signed reads at demo" in page.inner_text("#m-caption")

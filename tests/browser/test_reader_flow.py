@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from serving.worklist.users import create_user
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, open_page, sign_in
 from tests.serving.worklist_fixtures import ecg_json
 
 pytestmark = pytest.mark.browser
@@ -34,13 +34,9 @@ def test_reader_signs_critical_ecg_and_clinic_sees_report(chromium, live_server)
     assert critical["level"] == "critical"
     uid = critical["study_uid"]
 
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(live_server.base_url + "/")
-    page.fill("#username", "dr-wang")
-    page.fill("#password", PASSWORD)
-    page.click("#login-btn")
+    page = open_page(chromium, live_server.base_url, errors)
+    sign_in(page, "dr-wang", PASSWORD)
     page.wait_for_selector("#worklist tbody tr")
     rows = page.locator("#worklist tbody tr")
     assert rows.count() == 3
@@ -72,9 +68,7 @@ def test_reader_signs_critical_ecg_and_clinic_sees_report(chromium, live_server)
 
     page.click("#logout-btn")
     page.wait_for_selector("#login-form")
-    page.fill("#username", "clinic-li")
-    page.fill("#password", PASSWORD)
-    page.click("#login-btn")
+    sign_in(page, "clinic-li", PASSWORD)
     page.wait_for_selector(f"#submissions tbody tr[data-uid='{uid}'][data-report='final']")
     assert "Sinus tachycardia 180/min" in page.inner_text(f"#submissions tbody tr[data-uid='{uid}']")
     page.screenshot(path=str(ARTIFACTS / "04-clinic-report.png"), full_page=True)
@@ -82,9 +76,7 @@ def test_reader_signs_critical_ecg_and_clinic_sees_report(chromium, live_server)
     # the administrator sees the audit trail, chain intact, with the reader's signature in it
     create_user(db, "admin-zhou", PASSWORD, "admin", ["*"])
     page.click("#logout-btn")
-    page.fill("#username", "admin-zhou")
-    page.fill("#password", PASSWORD)
-    page.click("#login-btn")
+    sign_in(page, "admin-zhou", PASSWORD)
     page.wait_for_selector("#audit tbody tr")
     assert "intact" in page.inner_text("#audit-chain")
     assert "sign" in page.inner_text("#audit") and "dr-wang" in page.inner_text("#audit")
@@ -127,13 +119,9 @@ def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, l
     positive = {f["code"] for f in study.ai_read["findings"] if f["positive"]}
     assert pneumonia["positive"] and study.ai_read["heatmaps"] and study.ai_read["heatmaps"][0]["code"] in positive
 
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(live_server.base_url + "/")
-    page.fill("#username", "dr-zhao")
-    page.fill("#password", PASSWORD)
-    page.click("#login-btn")
+    page = open_page(chromium, live_server.base_url, errors)
+    sign_in(page, "dr-zhao", PASSWORD)
     row = page.locator(f"#worklist tbody tr[data-uid='{uid}']")
     row.wait_for()
     assert "DX" in row.inner_text() and "ai read" in row.inner_text()
@@ -186,9 +174,7 @@ def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, l
 
     page.click("#logout-btn")
     page.wait_for_selector("#login-form")
-    page.fill("#username", "clinic-li")
-    page.fill("#password", PASSWORD)
-    page.click("#login-btn")
+    sign_in(page, "clinic-li", PASSWORD)
     page.wait_for_selector(f"#submissions tbody tr[data-uid='{uid}'][data-report='final']")
     assert "Right lower lobe pneumonia" in page.inner_text(f"#submissions tbody tr[data-uid='{uid}']")
     page.screenshot(path=str(ARTIFACTS / "10-clinic-cxr-report.png"), full_page=True)
