@@ -239,6 +239,15 @@ def open_registry(location: "str | Path | Registry | Any | None" = None, *, cach
     return MlflowRegistry(text, cache_dir=cache_dir, artifact_root=artifact_root)
 
 
+def copy_model(source: "Registry", target: "Registry", name: str) -> dict[int, int]:
+    """Register every version of ``name`` from ``source`` in ``target`` (oldest first; numbers may
+    change) and point the same aliases at them. Returns source version → target version."""
+    moved = {model.version: target.register(name, model.path, model.card).version for model in source.versions(name)}
+    for alias, version in source.aliases(name).items():
+        target.set_alias(name, alias, moved[version])
+    return moved
+
+
 # ---- the interface ------------------------------------------------------------------------------
 
 class Registry(ABC):

@@ -24,14 +24,21 @@ def ensure_demo_models(cfg, names: list[str] | None = None) -> list[str]:
     names trained. Uses the project's own training code and configs/train/*-demo.yaml; each
     training is a tracked run like any `preread train`. Exits with the reason if the registry
     cannot be reached."""
-    from models.registry import RegistryUnavailable
+    from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry, RegistryUnavailable, copy_model
 
     registry = cfg.registry.open()
+    # Models an earlier preread kept in the file registry's default folder move over instead of retraining.
+    legacy = ModelRegistry(DEFAULT_REGISTRY_ROOT.resolve())
     trained = []
     try:
         registry.check()
         for name in names or list(cfg.models):
             if not registry.is_empty(name):
+                continue
+            if not isinstance(registry, ModelRegistry) and not legacy.is_empty(name):
+                moved = copy_model(legacy, registry, name)
+                print(f"[preread] moved {name} versions {sorted(moved)} from {legacy.root} into {registry.location}",
+                      flush=True)
                 continue
             config_path = DEMO_TRAINING.get(name)
             if config_path is None or not config_path.exists():

@@ -7,6 +7,7 @@ server (``mlflow server``) for the tests that talk to one by URL.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ def _template_db() -> Path:
             from mlflow import MlflowClient
 
             folder = Path(tempfile.mkdtemp(prefix="preread-mlflow-template-"))
+            atexit.register(shutil.rmtree, folder, True)
             uri = f"sqlite:///{folder / 'mlflow.db'}"
             MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models(max_results=1)
             _template = folder / "mlflow.db"

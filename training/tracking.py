@@ -171,13 +171,19 @@ class TrainingRun:
     def start(cls, config: TrainConfig, registry: Registry, config_path: str | Path | None = None,
               source: str = "preread train") -> "TrainingRun":
         """Create the run and log the config; TrackingError (saying what to do) if the store fails."""
+        from mlflow.exceptions import MlflowException
+
         uri = tracking_uri(config, registry)
         store = registry if isinstance(registry, MlflowRegistry) else MlflowRegistry(uri)
         experiment = config.tracking.experiment or experiment_name(config.task)
         run_name = config.tracking.run_name or (f"{config.model.architecture} {config.data.source} "
                                                 f"{time.strftime('%Y-%m-%d %H:%M')}")
         tags = {"mlflow.source.name": f"{source} {config.task}", "mlflow.source.type": "LOCAL",
-                "mlflow.user": getpass.getuser(), "preread.task": config.task}
+                "preread.task": config.task}
+        try:
+            tags["mlflow.user"] = getpass.getuser()
+        except (KeyError, OSError):  # a container user without a passwd entry
+            pass
         commit = _git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
@@ -188,7 +194,7 @@ class TrainingRun:
             info = store.start_run(experiment, run_name, tags)
             run = cls(store, info.run_id, info.experiment_id, experiment, config)
             run._log_config(config_path)
-        except RegistryUnavailable as exc:
+        except (RegistryUnavailable, MlflowException) as exc:
             raise TrackingError(f"experiment tracking: {exc}. Training was not started; fix the tracking store, "
                                 "or set tracking.enabled: false in the training config") from None
         log.info("tracking run %s in experiment %s at %s", run.run_id, experiment, store.location)

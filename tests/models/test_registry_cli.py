@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from models.card import ModelCard
-from models.registry import open_registry
+from models.registry import ModelRegistry, open_registry
 from preread.cli import main
 from tests.mlflow_store import new_mlflow_store
 
@@ -66,3 +66,24 @@ def test_promote_errors_name_the_problem(exported_model_dir, uri, capsys):
     assert "give NAME/VERSION" in capsys.readouterr().err
     assert main(["models", "--registry", uri, "promote", "ecg/1", "--alias", "v2"]) == 2
     assert "invalid alias 'v2'" in capsys.readouterr().err
+
+
+def test_the_serving_config_registry_section(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from serving.config import load_config
+
+    with pytest.raises(ValidationError, match=r"registry\.uri[\s\S]*unsupported scheme 'ftp'"):
+        load_config(overrides={"registry": {"uri": "ftp://models.example"}})
+    with pytest.raises(ValidationError, match="registry.artifact_root is required"):
+        load_config(overrides={"registry": {"uri": "postgresql://mlflow@db/mlflow"}})
+    legacy = load_config(overrides={"registry": {"root": "var/registry"}}).resolved(tmp_path)
+    assert legacy.registry.uri == str(tmp_path / "var" / "registry")
+    assert isinstance(legacy.registry.open(), ModelRegistry)
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    default = load_config().resolved(tmp_path).registry
+    assert default.uri == f"sqlite:///{tmp_path}/var/mlflow/mlflow.db", "absolute, for Ray replicas"
+    assert default.open().cache_dir == tmp_path / "var" / "mlflow" / "cache"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert load_config().resolved(tmp_path).registry.uri == "http://mlflow.example:5000"

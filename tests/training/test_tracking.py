@@ -170,6 +170,7 @@ def test_serve_trains_missing_demo_models_once_and_reuses_them(tmp_path, monkeyp
     config = tiny_ecg_config(tmp_path, epochs=1).model_dump(mode="json", exclude_defaults=True)
     (tmp_path / "ecg-demo.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setitem(cli.DEMO_TRAINING, "ecg", tmp_path / "ecg-demo.yaml")
+    monkeypatch.setattr("models.registry.DEFAULT_REGISTRY_ROOT", tmp_path / "old-registry")
     uri = new_mlflow_store(tmp_path / "mlflow")
     cfg = load_config(overrides={"registry": {"uri": uri}}).resolved()
     assert cli.ensure_demo_models(cfg, ["ecg"]) == ["ecg"]
@@ -177,6 +178,16 @@ def test_serve_trains_missing_demo_models_once_and_reuses_them(tmp_path, monkeyp
     champion = open_registry(uri).resolve("ecg@champion")
     assert champion.version == 1 and champion.card.training_run is not None, "a tracked run, like preread train"
     assert cli.ensure_demo_models(cfg, ["ecg"]) == [], "a later start reuses the registered model"
+
+    # An earlier preread's file registry (var/registry) is moved over instead of retrained.
+    old = ModelRegistry(tmp_path / "old-registry")
+    for _ in range(2):
+        old.register("ecg", champion.path, champion.card)
+    old.set_alias("ecg", "champion", 1)
+    fresh = new_mlflow_store(tmp_path / "fresh")
+    assert cli.ensure_demo_models(load_config(overrides={"registry": {"uri": fresh}}).resolved(), ["ecg"]) == []
+    assert "moved ecg versions [1, 2]" in capsys.readouterr().out
+    assert open_registry(fresh).aliases("ecg") == {"champion": 1}
 
 
 def test_train_command_reports_bad_configs_and_stores(tmp_path, capsys):
