@@ -298,6 +298,10 @@ class Registry(ABC):
         """Raise RegistryUnavailable (saying why) if the store cannot be used. Cheap."""
 
     # -- shared behaviour --
+    def version_numbers(self, name: str) -> list[int]:
+        """The registered version numbers of ``name``, ascending (nothing is loaded)."""
+        return self._version_numbers(name)
+
     def versions(self, name: str) -> list[RegisteredModel]:
         """All versions of ``name``, oldest first (empty if unknown)."""
         aliases = self.aliases(name)

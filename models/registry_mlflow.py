@@ -49,6 +49,7 @@ MODEL_ARTIFACT_PATH = "model"
 EVIDENCE_ARTIFACT_PATH = "evidence"
 METRICS_TAG_PREFIX = "preread.metrics."
 EVIDENCE_TAG_PREFIX = "preread.evidence."
+CARD_TAG = "preread.card"  # marks versions registered by preread (their files include the card)
 MAX_TAG_VALUE = 100_000  # MLflow's limit for model version tag values
 HEALTH_TIMEOUT_S = 5.0
 T = TypeVar("T")
@@ -130,7 +131,7 @@ def card_tags(card: ModelCard) -> dict[str, str]:
     """The card fields worth seeing in the MLflow UI's version list, as version tags."""
     tags = {"task": card.task, "architecture": card.architecture, "demo": str(card.demo).lower(),
             "labels": ",".join(card.labels), "data_fingerprint": card.training_data.fingerprint_sha256,
-            "data_source": card.training_data.source or "", "preread.card": CARD_FILENAME}
+            "data_source": card.training_data.source or "", CARD_TAG: CARD_FILENAME}
     for key in ("val_macro_auroc", "test_macro_auroc", "onnx_parity_max_abs_diff", "torchscript_parity_max_abs_diff"):
         value = card.metrics.get(key)
         if isinstance(value, (int, float)):
@@ -202,7 +203,8 @@ class MlflowRegistry(Registry):
                 return found
 
     def names(self) -> list[str]:
-        return sorted({version.name for version in self._all_versions(None)})
+        """Models with a version registered by preread (a shared server may hold others' models)."""
+        return sorted({v.name for v in self._all_versions(None) if (v.tags or {}).get(CARD_TAG) == CARD_FILENAME})
 
     def _version_numbers(self, name: str) -> list[int]:
         return sorted(int(v.version) for v in self._all_versions(f"name = '{name}'"))

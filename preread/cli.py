@@ -176,9 +176,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace, registry) -> int:
     if args.models_command == "list":
+        from models.registry import ModelNotFound
+
         rows = []
         for name in registry.names():
-            for model in registry.versions(name):
+            for version in registry.version_numbers(name):
+                try:
+                    model = registry.resolve(f"{name}/{version}")
+                except ModelNotFound as exc:  # e.g. a version another tool registered under the same name
+                    rows.append({"name": name, "version": version, "error": str(exc)})
+                    continue
                 rows.append({"name": name, "version": model.version, "aliases": sorted(model.aliases),
                              "architecture": model.card.architecture, "demo": model.card.demo,
                              "run_id": model.run_id, "metrics": model.card.metrics})

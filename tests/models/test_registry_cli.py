@@ -87,3 +87,24 @@ def test_the_serving_config_registry_section(tmp_path, monkeypatch):
     assert default.open().cache_dir == tmp_path / "var" / "mlflow" / "cache"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert load_config().resolved(tmp_path).registry.uri == "http://mlflow.example:5000"
+
+
+def test_a_shared_server_with_other_models(exported_model_dir, uri, capsys):
+    """Models other tools registered are not ours to list; a version without a card under one of
+    our names is reported, not fatal."""
+    registry = open_registry(uri)
+    client = registry.client
+    run = registry.start_run("someone-else", "their model")
+    client.log_text(run.run_id, "weights", "model/model.bin")
+    for name in ("churn", "ecg"):
+        client.create_registered_model(name)
+        client.create_model_version(name, f"runs:/{run.run_id}/model", run_id=run.run_id)
+    assert registry.names() == []
+    assert main(["models", "--registry", uri, "register", str(exported_model_dir)]) == 0
+    capsys.readouterr()
+    assert registry.names() == ["ecg"]
+    assert main(["models", "--registry", uri, "list"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["version"] for row in rows] == [1, 2]
+    assert "has no card.json: it was not registered by preread" in rows[0]["error"]
+    assert rows[1]["architecture"] == "xresnet1d18"
