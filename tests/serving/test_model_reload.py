@@ -3,6 +3,7 @@ Ray — without a restart, on the MLflow registry (the default) and the file reg
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -83,7 +84,8 @@ def test_preread_models_promote_reaches_the_running_service_without_a_restart(se
     challenger = registry.register("ecg", champion.path, champion.card)  # stands in for a retrained model
     done = subprocess.run(
         [sys.executable, "-m", "preread.cli", "models", "--registry", registry.uri, "promote",
-         f"ecg/{challenger.version}"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=180)
+         f"ecg/{challenger.version}"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=180,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 0, done.stderr
     assert f"ecg@champion → version {challenger.version} (was {champion.version})" in done.stdout
     assert registry.version_of("ecg@champion") == challenger.version
