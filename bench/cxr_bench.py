@@ -52,19 +52,22 @@ def _ensure_cxr_registry(base_cfg, quick: bool, console):
     from preread.cli import ensure_demo_models
 
     ensure_demo_models(base_cfg, ["ecg"])
-    if not ModelRegistry(base_cfg.registry.root).is_empty("cxr") or not quick:
+    registry = base_cfg.registry.open()
+    if not registry.is_empty("cxr") or not quick:
         ensure_demo_models(base_cfg, ["cxr"])
         return base_cfg, None
     from training.config import load_train_config
     from training.cxr import train_cxr
 
     temp = Path(tempfile.mkdtemp(prefix="preread-bench-registry-"))
-    shutil.copytree(Path(base_cfg.registry.root) / "ecg", temp / "ecg")
+    served_ecg = registry.resolve(base_cfg.models["ecg"].ref)
+    temp_registry = ModelRegistry(temp)
+    temp_registry.set_alias("ecg", "champion", temp_registry.register("ecg", served_ecg.path, served_ecg.card).version)
     config = load_train_config(REPO / "tests" / "data" / "cxr-tiny.yaml")
     config = config.model_copy(update={"checkpoint_dir": temp / "checkpoints"})
     console.print("[yellow]no CXR model registered: training the tiny test model (cxr-tiny.yaml) for --quick[/]")
-    train_cxr(config, registry=ModelRegistry(temp), progress=False)
-    return base_cfg.model_copy(update={"registry": base_cfg.registry.model_copy(update={"root": temp})}), temp
+    train_cxr(config, registry=temp_registry, progress=False)
+    return base_cfg.model_copy(update={"registry": base_cfg.registry.model_copy(update={"uri": str(temp)})}), temp
 
 
 def _store_worker(port: int, ae_title: str, studies: list, results: dict, lock: threading.Lock) -> None:
@@ -158,7 +161,7 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False) -> int:
     identity: dict[str, Any] = {}
     device = "cpu"
     for heatmaps in (False, True):
-        reader = CxrPreReader.from_registry(base_cfg.registry.root, model.ref, base_cfg.triage_path("cxr"),
+        reader = CxrPreReader.from_registry(base_cfg.registry.open(), model.ref, base_cfg.triage_path("cxr"),
                                             backend=model.backend, heatmaps=heatmaps,
                                             intra_op_threads=model.intra_op_threads)
         if heatmaps and not reader.heatmaps_available:
@@ -231,7 +234,7 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False) -> int:
         "serve_over_in_process": best["per_s"] / reference,
         "p50_ms": best["p50_ms"], "p95_ms": best["p95_ms"], "p99_ms": best["p99_ms"],
         "study_stable_seconds": STABLE_S, "dicom": rows, "quick": quick,
-        "registry": "temp (tests/data/cxr-tiny.yaml)" if temp_registry is not None else str(base_cfg.registry.root),
+        "registry": "temp (tests/data/cxr-tiny.yaml)" if temp_registry is not None else base_cfg.registry.open().location,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     out = Path(json_path) if json_path else REPO / "bench" / "results" / "cxr.json"

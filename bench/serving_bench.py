@@ -137,7 +137,7 @@ def run_bench(task: str, json_path: str | None = None, quick: bool = False) -> i
     record = validate_record(read_ecg(bodies[0], "application/dicom"))
     inputs = [EcgInput(record.signals.astype(np.float32), record.sampling_rate)] * (32 if quick else 96)
     model = base_cfg.models["ecg"]
-    reader = EcgPreReader.from_registry(base_cfg.registry.root, model.ref, base_cfg.triage_path("ecg"),
+    reader = EcgPreReader.from_registry(base_cfg.registry.open(), model.ref, base_cfg.triage_path("ecg"),
                                         backend=model.backend, intra_op_threads=None)
     console.print(f"[bold]ECG benchmark[/] model {reader.model_identity['name']} v{reader.model_identity['version']}"
                   f" ({reader.model_identity['architecture']}) on {reader.backend.device}")

@@ -134,9 +134,9 @@ def run_evaluate(model_ref: str, data_spec: str, report_dir: str | Path | None =
 
     from evaluation.subgroups import SmallSampleRule
     from evaluation.datasets import load_eval_dataset
-    from models.registry import ModelRegistry
+    from models.registry import open_registry
 
-    registry = ModelRegistry(registry_root)
+    registry = open_registry(registry_root)  # a folder or an MLflow URI; None: $PREREAD_REGISTRY, $MLFLOW_TRACKING_URI, var/mlflow
     model = registry.resolve(model_ref)
     dataset = load_eval_dataset(data_spec, model.card)
     P = _dataset_scores(model, dataset, backend)
@@ -154,7 +154,7 @@ def run_evaluate(model_ref: str, data_spec: str, report_dir: str | Path | None =
                                        min_pos=min_pos)
         result["site_thresholds"] = points
         if write_site_thresholds:
-            write_points(model, points, source=dataset.name)
+            write_points(model, points, source=dataset.name, registry=registry)
     if champion_ref is not None:
         result["gate"] = run_gate(registry, champion_ref, model, dataset, backend=backend, gate_config=gate_config,
                                   record=record, challenger_scores=P)
@@ -188,7 +188,7 @@ def run_gate(registry, champion_ref: str, challenger, dataset, backend: str = "o
     decision = gate_decision(comparison, config, task=challenger.card.task, champion=champion.ref,
                              challenger=challenger.ref)
     if record:
-        record_gate(challenger, decision)
+        record_gate(challenger, decision, registry=registry)
     return decision.to_dict()
 
 
@@ -198,7 +198,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "medmnist, dicom, worklist (options: FORMAT:PATH?limit=50)")
     parser.add_argument("--report", help="write DIR/index.html (+ PNG plots, metrics.json)")
     parser.add_argument("--pdf", action="store_true", help="also DIR/report.pdf")
-    parser.add_argument("--registry", help="registry folder (default $PREREAD_REGISTRY or var/registry)")
+    parser.add_argument("--registry", help="registry: an MLflow URI (sqlite:///…, http(s)://…) or a folder (default: the "
+                                           "serving config's; $PREREAD_REGISTRY, $MLFLOW_TRACKING_URI, var/mlflow)")
     parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
@@ -214,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.registry import ModelNotFound
+    from models.registry import ModelNotFound, RegistryUnavailable
 
     try:
         result = run_evaluate(args.model, args.data, report_dir=args.report, registry_root=args.registry,
@@ -222,7 +223,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               min_n=args.min_n, min_pos=args.min_pos, site_target_sensitivity=args.site_sensitivity,
                               write_site_thresholds=args.write_site_thresholds, champion_ref=args.champion,
                               gate_config=args.gate_config, record=args.record_gate)
-    except (ModelNotFound, FileNotFoundError, ValueError) as exc:
+    except (ModelNotFound, RegistryUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_text(result))
@@ -264,7 +265,8 @@ if __name__ == "__main__":
 def promote_with_gate(registry, name: str, version: int, alias: str, data_spec: str | None,
                       gate_config: str | None = None) -> bool:
     """`preread models promote NAME/VERSION --gate --data FORMAT:PATH`: compare the version with the
-    current holder of ``alias`` on the data, store the decision with the version (gate.json + card),
+    current holder of ``alias`` on the data, store the decision with the version (gate.json + card
+    metrics: beside the version's files, or as MLflow artifact + version tag),
     and move the alias only if the gate passes. With no current holder the version is promoted."""
     from evaluation.datasets import load_eval_dataset
 

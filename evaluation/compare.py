@@ -10,7 +10,6 @@ files and ``card.metrics["gate"]``).
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -208,19 +207,19 @@ def _jsonable(obj):
     return obj
 
 
-def record_gate(model, result: GateResult) -> Path:
-    """Store the decision with the challenger's version: VERSION/gate.json (full evidence) and a
-    summary in card.metrics["gate"]. ``model`` is a models.registry.RegisteredModel."""
-    from models.card import ModelCard
+def record_gate(model, result: GateResult, registry=None) -> Path | str:
+    """Store the decision with the challenger's version in ``registry``: the full evidence as
+    gate.json (beside the version's files in a file registry; an artifact of the version's run in
+    MLflow) and a summary in card.metrics["gate"] (the card file; a version tag in MLflow).
+    ``model`` is a models.registry.RegisteredModel; without ``registry``, the file registry that
+    holds ``model.path``. Returns where gate.json went."""
+    from models.registry import ModelRegistry
 
+    if registry is None:
+        registry = ModelRegistry(Path(model.path).parents[1])
     data = _jsonable(result.to_dict())
-    path = Path(model.path) / GATE_FILENAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    card = ModelCard.load(model.path)
-    metrics = dict(card.metrics)
-    metrics["gate"] = {"passed": result.passed, "champion": result.champion, "decided_at": result.decided_at,
-                       "reasons": result.reasons, "evidence": GATE_FILENAME}
-    card.model_copy(update={"metrics": metrics}).save(model.path)
-    return path
+    summary = {"passed": result.passed, "champion": result.champion, "decided_at": result.decided_at,
+               "reasons": result.reasons, "evidence": GATE_FILENAME}
+    where = registry.annotate(model, metrics={"gate": summary}, files={GATE_FILENAME: json.dumps(data, indent=2) + "\n"})
+    location = where[GATE_FILENAME]
+    return Path(location) if "://" not in location else location

@@ -4,6 +4,7 @@ and writing them into a registered model's card (``card.metrics["site_thresholds
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -54,17 +55,18 @@ def site_operating_points(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], s
     return out
 
 
-def write_site_thresholds(model, points: dict, source: str = "") -> dict:
-    """Add the operating points to the registered model's card (card.json in the version folder).
+def write_site_thresholds(model, points: dict, source: str = "", registry=None) -> dict:
+    """Add the operating points to the registered model's card metrics (card.json in a file
+    registry's version folder; a version tag in MLflow).
 
     Only ``card.metrics`` gains a key; nothing else in the card changes. ``model`` is a
-    ``models.registry.RegisteredModel``. Returns the stored entry.
+    ``models.registry.RegisteredModel``; without ``registry``, the file registry that holds
+    ``model.path``. Returns the stored entry.
     """
-    from models.card import ModelCard
+    from models.registry import ModelRegistry
 
-    card = ModelCard.load(model.path)
+    if registry is None:
+        registry = ModelRegistry(Path(model.path).parents[1])
     entry = {"computed_at": datetime.now(timezone.utc).isoformat(), "source": source, "sites": points}
-    metrics = dict(card.metrics)
-    metrics[SITE_THRESHOLDS_KEY] = entry
-    card.model_copy(update={"metrics": metrics}).save(model.path)
+    registry.annotate(model, metrics={SITE_THRESHOLDS_KEY: entry})
     return entry

@@ -46,6 +46,17 @@ class TrainingData(BaseModel):
     fingerprint_sha256: str = Field(description="sha256 over the training arrays (or record ids) the model saw")
 
 
+class TrackingRun(BaseModel):
+    """The experiment-tracking (MLflow) run that trained a model: its parameters, curves and logs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    experiment_id: str | None = None
+    experiment: str | None = None
+    tracking_uri: str | None = Field(default=None, description="where the run is (never with a password)")
+
+
 def framework_versions() -> dict[str, str]:
     """Versions of the libraries whose behaviour a model's numbers depend on."""
     versions = {"python": platform.python_version()}
@@ -75,6 +86,7 @@ class ModelCard(BaseModel):
     intended_use: str
     framework: dict[str, str] = Field(default_factory=framework_versions)
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    training_run: TrackingRun | None = Field(default=None, description="the tracked run that produced the model")
 
     @model_validator(mode="after")
     def _consistent_labels(self) -> "ModelCard":

@@ -130,3 +130,61 @@ def export_registered(registered, out: str | Path, fmt: str = "onnx") -> Path:
         (export_onnx if fmt == "onnx" else export_torchscript)(network, out, example)
     shutil.copyfile(Path(registered.path) / "card.json", out.with_name(out.name + ".card.json"))
     return out
+
+
+def check_model_folder(folder: str | Path, card, tolerance: float = PARITY_TOLERANCE, seed: int = 0) -> list[str]:
+    """The checks an exported model folder (a data scientist's own, for `preread models register`)
+    must pass before registration, as far as its card allows without data: each model file loads
+    and maps a batch of two inputs of the card's shape to one finite logit per card label; with
+    both ONNX and TorchScript, their probabilities agree within ``tolerance``. ValueError says
+    what failed; returns one line per check passed."""
+    folder = Path(folder)
+    onnx_path, script_path = folder / "model.onnx", folder / "model.pt"
+    if not onnx_path.is_file() and not script_path.is_file():
+        raise ValueError(f"{folder} holds neither model.onnx nor model.pt")
+    shape = list(card.input.shape)
+    if not shape or shape[0] is not None or any(d is None or d < 1 for d in shape[1:]):
+        raise ValueError(f"card input.shape {shape} must be [None, fixed sizes...] (a dynamic batch axis first)")
+    inputs = np.random.default_rng(seed).standard_normal([2, *shape[1:]]).astype(np.float32)
+    expected = (2, len(card.labels))
+    passed, outputs = [], {}
+
+    def check_output(kind: str, logits: np.ndarray) -> None:
+        if logits.shape != expected:
+            raise ValueError(f"{kind}: output shape {list(logits.shape)} for a batch of 2; the card's "
+                             f"{len(card.labels)} labels need {list(expected)}")
+        if not np.isfinite(logits).all():
+            raise ValueError(f"{kind}: non-finite outputs")
+        outputs[kind] = logits
+        passed.append(f"{kind}: input {shape} → {len(card.labels)} logits per input, batch of 2")
+
+    if onnx_path.is_file():
+        import onnx
+        import onnxruntime as ort
+
+        try:
+            onnx.checker.check_model(str(onnx_path))
+            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            check_output("model.onnx", session.run(None, {name: inputs})[0])
+        except ValueError:
+            raise
+        except Exception as exc:  # onnx / onnxruntime errors: a broken or mismatched file
+            raise ValueError(f"model.onnx does not run on the card's input shape {shape}: {exc}") from None
+    if script_path.is_file():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = torch.jit.load(str(script_path), map_location="cpu").eval()
+            with torch.no_grad():
+                check_output("model.pt", module(torch.from_numpy(inputs)).float().numpy())
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"model.pt does not run on the card's input shape {shape}: {exc}") from None
+    if len(outputs) == 2:
+        diff = float(np.abs(_sigmoid(outputs["model.onnx"]) - _sigmoid(outputs["model.pt"])).max())
+        if not diff <= tolerance:
+            raise ValueError(f"model.onnx and model.pt disagree by {diff:.3g} in probability (> {tolerance:g})")
+        passed.append(f"ONNX vs TorchScript: max |Δp| {diff:.2g} ≤ {tolerance:g}")
+    return passed

@@ -1,17 +1,24 @@
-"""A file-based model registry.
+"""Model registries: the trained versions of each model, and the aliases (champion, challenger)
+that serving and the promotion gate point at.
 
-Layout::
+Two implementations behind one interface (:class:`Registry`):
 
-    ROOT/NAME/VERSION/{model.onnx, model.pt, state_dict.pt, card.json, ...}
-    ROOT/NAME/aliases.json      {"champion": 2, "challenger": 3}
+- :class:`ModelRegistry` — files: ``ROOT/NAME/VERSION/{model.onnx, model.pt, state_dict.pt,
+  card.json, ...}`` and ``ROOT/NAME/aliases.json``. No server, no database; handy for tests,
+  notebooks and air-gapped copies.
+- ``models.registry_mlflow.MlflowRegistry`` — the MLflow Model Registry (the default; a local
+  SQLite store under ``var/mlflow`` or a tracking server by URL). Each version's files are the
+  artifacts of the run that produced it; serving reads a local copy downloaded once.
 
-ROOT defaults to ``var/registry`` (relative to the working directory) or ``$PREREAD_REGISTRY``.
-Versions are 1, 2, ... and never change once written: a registration is assembled in a hidden
-temporary directory beside the versions and renamed into place, so readers (serving replicas)
-never see half a model. An MLflow-backed registry can replace this one behind the same methods.
+:func:`open_registry` picks one from a location: a folder → files; ``sqlite:///…``,
+``postgresql://…``, ``http(s)://…``, ``databricks`` → MLflow.
 
-References: ``NAME`` (the champion alias if set, else the latest version), ``NAME@ALIAS``,
-``NAME/VERSION``.
+Versions are 1, 2, ... and never change once registered (their files are immutable; evidence such
+as a gate decision is added beside them with :meth:`Registry.annotate`). A registration is atomic:
+readers (serving replicas) never see half a model.
+
+References: ``NAME`` (the champion alias if set, else the latest version), ``NAME@ALIAS``
+(``NAME@latest``: the newest version), ``NAME/VERSION``.
 """
 
 from __future__ import annotations
@@ -23,22 +30,30 @@ import os
 import re
 import shutil
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from models.card import CARD_FILENAME, ModelCard
 
 REGISTRY_ENV = "PREREAD_REGISTRY"
-DEFAULT_REGISTRY_ROOT = Path("var") / "registry"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_REGISTRY_ROOT = Path("var") / "registry"          # the file registry's default folder
+DEFAULT_MLFLOW_DB = Path("var") / "mlflow" / "mlflow.db"  # the default registry: MLflow on SQLite
+DEFAULT_REGISTRY_URI = f"sqlite:///{DEFAULT_MLFLOW_DB.as_posix()}"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+LATEST = "latest"
 ALIASES_FILENAME = "aliases.json"
 MODEL_FILES = ("model.onnx", "model.pt", "state_dict.pt")
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
-_RESERVED_ALIASES = {"latest"}
+_VERSION_LIKE_ALIAS = re.compile(r"^v\d+$", re.IGNORECASE)  # MLflow reserves these for versions
+# Where MLflow keeps registered models and run data: databases (direct) or a tracking server.
+MLFLOW_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc")
 
 
 class ModelNotFound(KeyError):
@@ -48,13 +63,25 @@ class ModelNotFound(KeyError):
         return str(self.args[0]) if self.args else "model not found"
 
 
+class RegistryUnavailable(RuntimeError):
+    """The registry's store cannot be reached or used (server down, database unreadable ...)."""
+
+
 @dataclass(frozen=True)
 class RegisteredModel:
+    """One version of a registered model. ``path`` is a local folder holding its files (an MLflow
+    version is downloaded on first access to ``path``, once); ``card`` is available without it."""
+
     name: str
     version: int
-    path: Path
     card: ModelCard
-    aliases: tuple[str, ...] = field(default=())
+    fetch: Callable[[], Path] = field(repr=False, compare=False)
+    aliases: tuple[str, ...] = ()
+    run_id: str | None = None  # the MLflow run that produced it (training run), if known
+
+    @property
+    def path(self) -> Path:
+        return self.fetch()
 
     @property
     def ref(self) -> str:
@@ -71,6 +98,16 @@ class RegisteredModel:
     @property
     def state_dict_path(self) -> Path:
         return self.path / "state_dict.pt"
+
+
+@dataclass(frozen=True)
+class _Folder:
+    """``fetch`` for files that are already local (picklable, unlike a lambda)."""
+
+    path: Path
+
+    def __call__(self) -> Path:
+        return self.path
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
@@ -92,17 +129,250 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
     return name, alias, version
 
 
-def _atomic_write_json(path: Path, data: object) -> None:
+def check_alias(alias: str) -> str:
+    """The same alias rules on every backend (MLflow's included): a letter first; letters, digits,
+    '.', '_', '-'; neither 'latest' nor 'v<number>'."""
+    if not _ALIAS_PATTERN.match(alias) or alias.lower() == LATEST or _VERSION_LIKE_ALIAS.match(alias):
+        raise ValueError(f"invalid alias {alias!r}: starts with a letter; letters, digits, '.', '_', '-'; "
+                         "not 'latest' or 'v<number>'")
+    return alias
+
+
+def check_model_name(name: str) -> str:
+    if not _NAME_PATTERN.match(name):
+        raise ValueError(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def check_source(source_dir: str | Path) -> Path:
+    """A folder that can be registered: it exists and holds at least one model file."""
+    source_dir = Path(source_dir)
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"model source directory {source_dir} not found")
+    if not any((source_dir / f).is_file() for f in MODEL_FILES):
+        raise ValueError(f"{source_dir} holds none of {', '.join(MODEL_FILES)}")
+    return source_dir
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-class ModelRegistry:
+def _atomic_write_json(path: Path, data: object) -> None:
+    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# ---- locations ----------------------------------------------------------------------------------
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without a password (for messages and logs)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def registry_kind(location: str | Path) -> str:
+    """``"files"`` for a folder, ``"mlflow"`` for an MLflow store URI; ValueError for anything else
+    (with what to write instead)."""
+    text = str(location).strip()
+    if not text:
+        raise ValueError("empty registry location: give a folder (file registry) or an MLflow URI "
+                         f"such as {DEFAULT_REGISTRY_URI} or http://mlflow.example:5000")
+    if isinstance(location, Path) or "://" not in text:
+        if text.split(":", 1)[0] in ("databricks", "databricks-uc"):
+            return "mlflow"
+        return "files"
+    scheme = text.split("://", 1)[0].lower().split("+", 1)[0]  # postgresql+psycopg → postgresql
+    if scheme == "file":
+        raise ValueError(f"registry location {text!r}: use a plain folder path for the file registry, or "
+                         f"{DEFAULT_REGISTRY_URI} for a local MLflow store")
+    if scheme not in MLFLOW_SCHEMES:
+        raise ValueError(f"registry location {redact_uri(text)!r}: unsupported scheme {scheme!r} "
+                         f"(use a folder, or one of {', '.join(s + '://' for s in MLFLOW_SCHEMES[:6])}, databricks)")
+    return "mlflow"
+
+
+def absolute_location(location: str, base: str | Path | None = None) -> str:
+    """A folder or a ``sqlite:///relative.db`` URI made absolute against ``base`` (default: the
+    working directory); other URIs unchanged. Ray replicas need this: their working directory
+    is not the driver's."""
+    base = Path(base or Path.cwd()).resolve()
+    if registry_kind(location) == "files":
+        path = Path(location).expanduser()
+        return str(path if path.is_absolute() else base / path)
+    if location.startswith("sqlite:///") and not location.startswith("sqlite:////"):
+        relative = location.removeprefix("sqlite:///")
+        if relative and not relative.startswith(":memory:"):
+            return f"sqlite:///{base / relative}"
+    return location
+
+
+def default_location() -> str:
+    """$PREREAD_REGISTRY, else $MLFLOW_TRACKING_URI, else the local MLflow store under var/mlflow."""
+    return os.environ.get(REGISTRY_ENV) or os.environ.get(TRACKING_URI_ENV) or DEFAULT_REGISTRY_URI
+
+
+def open_registry(location: "str | Path | Registry | Any | None" = None, *, cache_dir: str | Path | None = None,
+                  artifact_root: str | None = None) -> "Registry":
+    """The registry at ``location``: a :class:`Registry` (returned as is), a folder (file registry),
+    an MLflow URI, an object with ``uri`` / ``cache_dir`` / ``artifact_root`` attributes (the
+    serving config's ``registry`` section), or None (:func:`default_location`).
+
+    ``cache_dir``: where MLflow versions are downloaded (default: beside a SQLite store, else
+    ``~/.cache/preread/mlflow``). ``artifact_root``: where runs created here keep their artifacts
+    when the store is a database used directly (default: beside a SQLite store)."""
+    if isinstance(location, Registry):
+        return location
+    if location is not None and not isinstance(location, (str, Path)):
+        cache_dir = cache_dir or getattr(location, "cache_dir", None)
+        artifact_root = artifact_root or getattr(location, "artifact_root", None)
+        location = getattr(location, "uri")
+    text = str(location) if location is not None else default_location()
+    if registry_kind(location if isinstance(location, Path) else text) == "files":
+        return ModelRegistry(text)
+    from models.registry_mlflow import MlflowRegistry  # noqa: PLC0415 - MLflow only when used
+
+    return MlflowRegistry(text, cache_dir=cache_dir, artifact_root=artifact_root)
+
+
+def copy_model(source: "Registry", target: "Registry", name: str) -> dict[int, int]:
+    """Register every version of ``name`` from ``source`` in ``target`` (oldest first; numbers may
+    change) and point the same aliases at them. Returns source version → target version."""
+    moved = {model.version: target.register(name, model.path, model.card).version for model in source.versions(name)}
+    for alias, version in source.aliases(name).items():
+        target.set_alias(name, alias, moved[version])
+    return moved
+
+
+# ---- the interface ------------------------------------------------------------------------------
+
+class Registry(ABC):
+    """What training, evaluation, serving and the CLI use; the same on every backend."""
+
+    location: str  # where it is, for messages (no password)
+
+    # -- backend primitives --
+    @abstractmethod
+    def names(self) -> list[str]:
+        """Model names with at least one version."""
+
+    @abstractmethod
+    def _version_numbers(self, name: str) -> list[int]:
+        """Registered version numbers of ``name``, ascending (empty if unknown)."""
+
+    @abstractmethod
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias → version for ``name`` (empty if unknown)."""
+
+    @abstractmethod
+    def _load(self, name: str, version: int, aliases: Mapping[str, int]) -> RegisteredModel:
+        """The RegisteredModel for an existing version (card loaded, files fetched lazily)."""
+
+    @abstractmethod
+    def register(self, name: str, source_dir: str | Path, card: ModelCard, *,
+                 run_id: str | None = None) -> RegisteredModel:
+        """Register the files in ``source_dir`` (model files and any extras; a card.json there is
+        replaced by ``card``) as the next version of ``name``. Atomic. ``run_id``: the MLflow run
+        that produced the model (MLflow keeps the files as that run's artifacts)."""
+
+    @abstractmethod
+    def _write_alias(self, name: str, alias: str, version: int | None) -> None:
+        """Point ``alias`` at ``version`` (None: remove it; ModelNotFound if it is not set)."""
+
+    @abstractmethod
+    def annotate(self, model: RegisteredModel, *, metrics: Mapping[str, Any] | None = None,
+                 files: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Add evidence to a registered version after the fact (a gate decision, per-site
+        thresholds): ``metrics`` entries appear in ``card.metrics`` of later resolves; ``files``
+        (name → text) are stored with the version. Returns name → where each file went."""
+
+    @abstractmethod
+    def evidence(self, model: RegisteredModel, filename: str) -> str:
+        """The text of a file stored by :meth:`annotate` (FileNotFoundError if there is none)."""
+
+    def check(self) -> None:
+        """Raise RegistryUnavailable (saying why) if the store cannot be used. Cheap."""
+
+    # -- shared behaviour --
+    def version_numbers(self, name: str) -> list[int]:
+        """The registered version numbers of ``name``, ascending (nothing is loaded)."""
+        return self._version_numbers(name)
+
+    def versions(self, name: str) -> list[RegisteredModel]:
+        """All versions of ``name``, oldest first (empty if unknown)."""
+        aliases = self.aliases(name)
+        return [self._load(name, v, aliases) for v in self._version_numbers(name)]
+
+    def is_empty(self, name: str | None = None) -> bool:
+        """No version of ``name`` (or, without a name, no model at all) is registered."""
+        return not (self._version_numbers(name) if name is not None else self.names())
+
+    def _unknown_name(self, name: str) -> ModelNotFound:
+        known = ", ".join(self.names()) or "none"
+        return ModelNotFound(f"no model named {name!r} in registry {self.location} (registered: {known})")
+
+    def _pick_version(self, ref: str, numbers: list[int], aliases: Mapping[str, int]) -> int:
+        name, alias, version = parse_ref(ref)
+        if not numbers:
+            raise self._unknown_name(name)
+        if alias is not None:
+            if alias == LATEST:
+                return numbers[-1]
+            if alias not in aliases:
+                listed = ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items())) or "none"
+                raise ModelNotFound(f"model {name!r} has no alias {alias!r} (aliases: {listed})")
+            version = aliases[alias]
+        elif version is None:
+            version = aliases.get(CHAMPION, numbers[-1])
+        if version not in numbers:
+            raise ModelNotFound(f"model {name!r} has no version {version} (versions: {', '.join(map(str, numbers))})")
+        return version
+
+    def resolve(self, ref: str) -> RegisteredModel:
+        name = parse_ref(ref)[0]
+        aliases = self.aliases(name)
+        return self._load(name, self._pick_version(ref, self._version_numbers(name), aliases), aliases)
+
+    def version_of(self, ref: str) -> int:
+        """The version ``ref`` points at now, without loading anything: what a serving replica
+        polls to notice a promotion. One cheap query for ``NAME@ALIAS``."""
+        name, alias, version = parse_ref(ref)
+        if alias is not None and alias != LATEST:
+            aliases = self.aliases(name)
+            if alias in aliases:
+                return aliases[alias]
+            return self._pick_version(ref, self._version_numbers(name), aliases)  # raises the right error
+        return self._pick_version(ref, self._version_numbers(name), self.aliases(name))
+
+    def set_alias(self, name: str, alias: str, version: int) -> RegisteredModel:
+        """Point ``alias`` (e.g. champion, challenger) at an existing version."""
+        check_alias(alias)
+        version = int(version)
+        numbers = self._version_numbers(name)
+        if version not in numbers:
+            raise ModelNotFound(f"model {name!r} has no version {version} "
+                                f"(versions: {', '.join(map(str, numbers)) or 'none'})")
+        self._write_alias(name, alias, version)
+        return self._load(name, version, self.aliases(name))
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        self._write_alias(name, alias, None)
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+class ModelRegistry(Registry):
+    """The file registry: ROOT/NAME/VERSION folders (default ROOT: $PREREAD_REGISTRY or var/registry)."""
+
     def __init__(self, root: str | Path | None = None):
         if root is None:
             root = os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY_ROOT
         self.root = Path(root)
+        self.location = str(self.root)
 
     def __repr__(self) -> str:
         return f"ModelRegistry({str(self.root)!r})"
@@ -110,7 +380,6 @@ class ModelRegistry:
     # ---- reading --------------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        """Model names with at least one version."""
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
@@ -129,42 +398,17 @@ class ModelRegistry:
             return {}
         return {str(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
 
-    def _load(self, name: str, version: int, aliases: dict[str, int] | None = None) -> RegisteredModel:
+    def _load(self, name: str, version: int, aliases: Mapping[str, int] | None = None) -> RegisteredModel:
         path = self.root / name / str(version)
         card = ModelCard.load(path / CARD_FILENAME)
         aliases = self.aliases(name) if aliases is None else aliases
-        return RegisteredModel(name=name, version=version, path=path, card=card,
-                               aliases=tuple(sorted(a for a, v in aliases.items() if v == version)))
+        run_id = card.training_run.run_id if card.training_run is not None else None
+        return RegisteredModel(name=name, version=version, card=card, fetch=_Folder(path),
+                               aliases=tuple(sorted(a for a, v in aliases.items() if v == version)), run_id=run_id)
 
-    def versions(self, name: str) -> list[RegisteredModel]:
-        """All versions of ``name``, oldest first (empty if unknown)."""
-        aliases = self.aliases(name)
-        return [self._load(name, v, aliases) for v in self._version_numbers(name)]
-
-    def is_empty(self, name: str | None = None) -> bool:
-        """No version of ``name`` (or, without a name, no model at all) is registered."""
-        return not (self._version_numbers(name) if name is not None else self.names())
-
-    def resolve(self, ref: str) -> RegisteredModel:
-        name, alias, version = parse_ref(ref)
-        numbers = self._version_numbers(name)
-        if not numbers:
-            known = ", ".join(self.names()) or "none"
-            raise ModelNotFound(f"no model named {name!r} in registry {self.root} (registered: {known})")
-        aliases = self.aliases(name)
-        if alias is not None:
-            if alias == "latest":
-                version = numbers[-1]
-            elif alias not in aliases:
-                listed = ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items())) or "none"
-                raise ModelNotFound(f"model {name!r} has no alias {alias!r} (aliases: {listed})")
-            else:
-                version = aliases[alias]
-        elif version is None:
-            version = aliases.get(CHAMPION, numbers[-1])
-        if version not in numbers:
-            raise ModelNotFound(f"model {name!r} has no version {version} (versions: {', '.join(map(str, numbers))})")
-        return self._load(name, version, aliases)
+    def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise RegistryUnavailable(f"registry folder {self.root} is not a folder")
 
     # ---- writing --------------------------------------------------------------------------
 
@@ -182,20 +426,17 @@ class ModelRegistry:
                 pass
             yield
 
-    def register(self, name: str, source_dir: str | Path, card: ModelCard) -> RegisteredModel:
-        """Copy ``source_dir`` (model files and any extras) in as the next version of ``name``.
+    def register(self, name: str, source_dir: str | Path, card: ModelCard, *,
+                 run_id: str | None = None) -> RegisteredModel:
+        """Copy ``source_dir`` in as the next version of ``name`` (``run_id`` is only recorded on
+        the card by whoever tracks the run).
 
         The card is written with ``name`` and the assigned version. Atomic: the copy is assembled
         in a temporary directory and renamed to ROOT/NAME/VERSION; a concurrent registration that
         took the same number makes this one move on to the next.
         """
-        if not _NAME_PATTERN.match(name):
-            raise ValueError(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only")
-        source_dir = Path(source_dir)
-        if not source_dir.is_dir():
-            raise FileNotFoundError(f"model source directory {source_dir} not found")
-        if not any((source_dir / f).is_file() for f in MODEL_FILES):
-            raise ValueError(f"{source_dir} holds none of {', '.join(MODEL_FILES)}")
+        check_model_name(name)
+        source_dir = check_source(source_dir)
         directory = self.root / name
         directory.mkdir(parents=True, exist_ok=True)
         staging = directory / f".incoming-{uuid.uuid4().hex}"
@@ -217,24 +458,32 @@ class ModelRegistry:
             raise
         return self._load(name, version)
 
-    def set_alias(self, name: str, alias: str, version: int) -> RegisteredModel:
-        """Point ``alias`` (e.g. champion, challenger) at an existing version."""
-        if not _ALIAS_PATTERN.match(alias) or alias in _RESERVED_ALIASES:
-            raise ValueError(f"invalid alias {alias!r}: starts with a letter; letters, digits, '.', '_', '-'; not 'latest'")
-        version = int(version)
-        if version not in self._version_numbers(name):
-            raise ModelNotFound(f"model {name!r} has no version {version} "
-                                f"(versions: {', '.join(map(str, self._version_numbers(name))) or 'none'})")
+    def _write_alias(self, name: str, alias: str, version: int | None) -> None:
         with self._locked(name):
             aliases = self.aliases(name)
-            aliases[alias] = version
+            if version is None:
+                if alias not in aliases:
+                    raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
+                del aliases[alias]
+            else:
+                aliases[alias] = version
             _atomic_write_json(self.root / name / ALIASES_FILENAME, aliases)
-        return self._load(name, version)
 
-    def remove_alias(self, name: str, alias: str) -> None:
-        with self._locked(name):
-            aliases = self.aliases(name)
-            if alias not in aliases:
-                raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
-            del aliases[alias]
-            _atomic_write_json(self.root / name / ALIASES_FILENAME, aliases)
+    def annotate(self, model: RegisteredModel, *, metrics: Mapping[str, Any] | None = None,
+                 files: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Files go into the version's folder; metrics into its card.json."""
+        directory = self.root / model.name / str(model.version)
+        where = {}
+        with self._locked(model.name):
+            for filename, text in (files or {}).items():
+                if Path(filename).name != filename or filename in (CARD_FILENAME, *MODEL_FILES):
+                    raise ValueError(f"cannot store evidence as {filename!r}")
+                _atomic_write_text(directory / filename, text)
+                where[filename] = str(directory / filename)
+            if metrics:
+                card = ModelCard.load(directory)
+                card.model_copy(update={"metrics": {**card.metrics, **metrics}}).save(directory)
+        return where
+
+    def evidence(self, model: RegisteredModel, filename: str) -> str:
+        return (self.root / model.name / str(model.version) / Path(filename).name).read_text(encoding="utf-8")

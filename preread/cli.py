@@ -21,34 +21,69 @@ DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-demo.yaml", "cxr": REP
 
 def ensure_demo_models(cfg, names: list[str] | None = None) -> list[str]:
     """Train and register the demo model for every served model the registry lacks. Returns the
-    names trained. Uses the project's own training code and configs/train/*-demo.yaml."""
-    from models.registry import ModelRegistry
+    names trained. Uses the project's own training code and configs/train/*-demo.yaml; each
+    training is a tracked run like any `preread train`. Exits with the reason if the registry
+    cannot be reached."""
+    from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry, RegistryUnavailable, copy_model
 
-    registry = ModelRegistry(cfg.registry.root)
+    registry = cfg.registry.open()
+    # Models an earlier preread kept in the file registry's default folder move over instead of retraining.
+    legacy = ModelRegistry(DEFAULT_REGISTRY_ROOT.resolve())
     trained = []
-    for name in names or list(cfg.models):
-        if not registry.is_empty(name):
-            continue
-        config_path = DEMO_TRAINING.get(name)
-        if config_path is None or not config_path.exists():
-            raise SystemExit(f"model {name!r} is not registered and there is no demo training for it")
-        print(f"[preread] registry has no '{name}' model: training the demo model ({config_path.name}) ...", flush=True)
-        _train(name, config_path, registry)
-        trained.append(name)
+    try:
+        registry.check()
+        for name in names or list(cfg.models):
+            if not registry.is_empty(name):
+                continue
+            if not isinstance(registry, ModelRegistry) and not legacy.is_empty(name):
+                moved = copy_model(legacy, registry, name)
+                print(f"[preread] moved {name} versions {sorted(moved)} from {legacy.root} into {registry.location}",
+                      flush=True)
+                continue
+            config_path = DEMO_TRAINING.get(name)
+            if config_path is None or not config_path.exists():
+                raise SystemExit(f"model {name!r} is not registered and there is no demo training for it")
+            print(f"[preread] registry {registry.location} has no '{name}' model: training the demo model "
+                  f"({config_path.name}) ...", flush=True)
+            _train(name, config_path, registry)
+            trained.append(name)
+    except RegistryUnavailable as exc:
+        raise SystemExit(f"error: {exc}") from None
     return trained
 
 
-def _train(task: str, config_path: Path, registry=None):
-    from training.config import load_train_config
-
-    config = load_train_config(config_path)
+def trainer(task: str):
+    """The training function of a task: train_ecg or train_cxr (same signature)."""
     if task == "ecg":
         from training.ecg import train_ecg
-        return train_ecg(config, registry=registry)
+
+        return train_ecg
     if task == "cxr":
-        from training.cxr import train_cxr  # noqa: PLC0415 - optional until the imaging trainer lands
-        return train_cxr(config, registry=registry)
+        from training.cxr import train_cxr
+
+        return train_cxr
     raise SystemExit(f"unknown task {task!r}")
+
+
+def _train(task: str, config_path: Path, registry=None):
+    """Train per the config file as a tracked MLflow run (unless tracking.enabled is false) and register."""
+    from training.config import load_train_config
+    from training.tracking import train_tracked
+
+    config = load_train_config(config_path)
+    if config.task != task:
+        raise SystemExit(f"{config_path} is a {config.task!r} training config, not {task!r}")
+    return train_tracked(config, registry, trainer(task), config_path=config_path)
+
+
+def open_cli_registry(args: argparse.Namespace):
+    """``--registry`` (a folder or an MLflow URI), else the serving config's registry section."""
+    from models.registry import open_registry
+    from serving.config import load_config
+
+    if getattr(args, "registry", None):
+        return open_registry(args.registry)
+    return load_config(getattr(args, "serving_config", None)).resolved().registry.open()
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -110,32 +145,54 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.registry import ModelRegistry
-    from serving.config import load_config
+    from models.registry import RegistryUnavailable
+    from training.config import TrainConfigError
+    from training.tracking import RegistrationFailed, TrackingError
 
-    registry = ModelRegistry(args.registry or load_config(args.serving_config).resolved().registry.root)
-    registered = _train(args.task, Path(args.config), registry)
+    try:
+        registry = open_cli_registry(args)
+        registered = _train(args.task, Path(args.config), registry)
+    except (TrainConfigError, TrackingError, RegistryUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RegistrationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    run = f", run {registered.run_id}" if registered.run_id else ""
     print(f"[preread] registered {registered.name} version {registered.version} "
-          f"aliases {sorted(registered.aliases)} at {registered.path}")
+          f"aliases {sorted(registered.aliases)} in {registry.location}{run}")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models.registry import ModelRegistry
-    from serving.config import load_config
+    from models.registry import ModelNotFound, RegistryUnavailable
 
-    registry = ModelRegistry(args.registry or load_config(args.serving_config).resolved().registry.root)
+    try:
+        return _models(args, open_cli_registry(args))
+    except (ModelNotFound, RegistryUnavailable, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _models(args: argparse.Namespace, registry) -> int:
     if args.models_command == "list":
+        from models.registry import ModelNotFound
+
         rows = []
         for name in registry.names():
-            for model in registry.versions(name):
+            for version in registry.version_numbers(name):
+                try:
+                    model = registry.resolve(f"{name}/{version}")
+                except ModelNotFound as exc:  # e.g. a version another tool registered under the same name
+                    rows.append({"name": name, "version": version, "error": str(exc)})
+                    continue
                 rows.append({"name": name, "version": model.version, "aliases": sorted(model.aliases),
                              "architecture": model.card.architecture, "demo": model.card.demo,
-                             "metrics": model.card.metrics})
+                             "run_id": model.run_id, "metrics": model.card.metrics})
         print(json.dumps(rows, indent=2, default=str))
     elif args.models_command == "promote":
         name, _, version = args.model.partition("/")
-        if not version:
+        if not version.isdigit():
             print("error: give NAME/VERSION, e.g. ecg/3", file=sys.stderr)
             return 2
         if getattr(args, "gate", False):
@@ -144,19 +201,43 @@ def cmd_models(args: argparse.Namespace) -> int:
             if not promote_with_gate(registry, name, int(version), args.alias, args.data, args.gate_config):
                 return 1
             return 0
+        was = registry.aliases(name).get(args.alias)
         registry.set_alias(name, args.alias, int(version))
-        print(f"[preread] {name}@{args.alias} → version {version}")
+        print(f"[preread] {name}@{args.alias} → version {version}" + (f" (was {was})" if was else "")
+              + f" in {registry.location}; running services follow within models.*.reload_interval_s")
     elif args.models_command == "export":
         from models.export import export_registered
 
         out = export_registered(registry.resolve(args.model), Path(args.out), fmt=args.format)
         print(f"[preread] exported {args.model} to {out}")
+    elif args.models_command == "register":
+        from models.card import ModelCard
+        from models.export import check_model_folder
+
+        folder = Path(args.folder)
+        card = ModelCard.load(folder)  # FileNotFoundError / a validation error naming the field
+        name = args.name or card.name
+        checks = check_model_folder(folder, card)
+        for line in checks:
+            print(f"  ok   {line}")
+        registered = registry.register(name, folder, card)
+        if args.alias:
+            registered = registry.set_alias(name, args.alias, registered.version)
+        print(f"[preread] registered {name} version {registered.version} aliases {sorted(registered.aliases)} "
+              f"in {registry.location}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from evaluation.cli import cmd_evaluate as run
+    from models.registry import RegistryUnavailable
 
+    if not args.registry:  # the registry the service uses, as for `preread models`
+        try:
+            args.registry = open_cli_registry(args)
+        except (RegistryUnavailable, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return run(args)
 
 
@@ -186,12 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     train_p = sub.add_parser("train", help="train a model and register it")
     train_p.add_argument("task", choices=["ecg", "cxr"])
     train_p.add_argument("--config", required=True, help="training config YAML (configs/train/...)")
-    train_p.add_argument("--registry", help="registry folder (default: the serving config's)")
+    train_p.add_argument("--registry", help="registry: an MLflow URI (sqlite:///…, http(s)://…) or a folder "
+                                        "(default: the serving config's; MLflow under var/mlflow)")
     train_p.add_argument("--serving-config")
     train_p.set_defaults(func=cmd_train)
 
-    models_p = sub.add_parser("models", help="model registry: list, promote, export")
-    models_p.add_argument("--registry")
+    models_p = sub.add_parser("models", help="model registry: list, promote, export, register")
+    models_p.add_argument("--registry", help="an MLflow URI or a folder (default: the serving config's)")
     models_p.add_argument("--serving-config")
     models_sub = models_p.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list")
@@ -206,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     export_p.add_argument("model", help="NAME, NAME@ALIAS or NAME/VERSION")
     export_p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export_p.add_argument("--out", required=True)
+    register_p = models_sub.add_parser("register", help="register an exported model folder (card.json + "
+                                                        "model.onnx and/or model.pt), after shape and parity checks")
+    register_p.add_argument("folder")
+    register_p.add_argument("--name", help="registered model name (default: the card's)")
+    register_p.add_argument("--alias", help="also point this alias (e.g. challenger) at the new version")
     models_p.set_defaults(func=cmd_models)
 
     evaluate_p = sub.add_parser("evaluate", help="metrics with bootstrap CIs + HTML report for a registered model")

@@ -20,7 +20,6 @@ from ray.serve.handle import DeploymentHandle
 from models.ecg.pipeline import EcgInput, EcgPreReader
 from serving.api import build_api
 from serving.config import DeploymentConfig, ServingConfig, load_config
-from models.registry import ModelRegistry
 from serving.kserve import model_metadata
 from serving.model_reload import ReloadingReader
 from serving.services import RawModel, Services, build_services
@@ -50,8 +49,9 @@ class _BatchedReaderDeployment:
     def _setup(self, config: dict[str, Any], reader_class) -> None:
         cfg = ServingConfig.model_validate(config)
         model = cfg.models[self.task]
-        self.reader = ReloadingReader(cfg.registry.root, model.ref, lambda: reader_class.from_registry(
-            cfg.registry.root, model.ref, cfg.triage_path(self.task), backend=model.backend,
+        registry = cfg.registry.open()
+        self.reader = ReloadingReader(registry, model.ref, lambda: reader_class.from_registry(
+            registry, model.ref, cfg.triage_path(self.task), backend=model.backend,
             intra_op_threads=model.intra_op_threads,
         ), interval_s=model.reload_interval_s)
         batching = getattr(cfg.deployments, self.task)
@@ -155,7 +155,7 @@ class Ingress:
 
 def raw_ecg_model(cfg: ServingConfig, infer) -> RawModel:
     """KServe v2 view of the served ECG network, described from its registry card."""
-    registered = ModelRegistry(cfg.registry.root).resolve(cfg.models["ecg"].ref)
+    registered = cfg.registry.open().resolve(cfg.models["ecg"].ref)  # the card only: no model download
     identity = {"version": registered.version, "architecture": registered.card.architecture,
                 "backend": cfg.models["ecg"].backend, "demo": registered.card.demo}
     return RawModel(model_metadata("ecg", identity, list(registered.card.labels), [12, 5000]), infer)

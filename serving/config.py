@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.registry import (
+    DEFAULT_REGISTRY_URI,
+    TRACKING_URI_ENV,
+    Registry,
+    absolute_location,
+    open_registry,
+    registry_kind,
+)
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -65,7 +74,58 @@ class DatabaseConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
-    root: Path = Path("var/registry")
+    """Where registered models live (see models/registry.py).
+
+    ``uri``: an MLflow store — ``sqlite:///var/mlflow/mlflow.db`` (the default: a local SQLite
+    store with artifacts in var/mlflow/artifacts), ``http(s)://host:5000`` (a tracking server),
+    ``postgresql://…``, ``databricks`` — or a folder (the file registry). None: $MLFLOW_TRACKING_URI
+    if set, else the local default. ``root: FOLDER`` (older configs) means ``uri: FOLDER``."""
+
+    uri: str | None = None
+    cache_dir: Path | None = Field(None, description="local copies of MLflow versions; None: beside a SQLite "
+                                   "store, else ~/.cache/preread/mlflow")
+    artifact_root: str | None = Field(None, description="where runs created through a database store keep "
+                                      "artifacts (a shared folder, s3://…); None: beside a SQLite store")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_root(cls, data):
+        if isinstance(data, dict) and "root" in data:
+            data = dict(data)
+            root = data.pop("root")
+            if data.get("uri") not in (None, str(root)):
+                raise ValueError("give either registry.uri or the older registry.root, not both")
+            data["uri"] = str(root)
+        return data
+
+    @field_validator("uri")
+    @classmethod
+    def _known_location(cls, value: str | None) -> str | None:
+        if value is not None:
+            registry_kind(value)  # ValueError says what to write instead
+        return value
+
+    @model_validator(mode="after")
+    def _artifacts_for_databases(self) -> "RegistryConfig":
+        if self.uri and self.artifact_root is None and registry_kind(self.uri) == "mlflow" \
+                and self.uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+            raise ValueError("registry.artifact_root is required with a database registry URI "
+                             "(a folder every node can read, or s3://…); or use an MLflow server URL")
+        return self
+
+    def resolved(self, base: Path) -> "RegistryConfig":
+        """Absolute: the URI ($MLFLOW_TRACKING_URI or the default filled in), a SQLite file or a
+        folder, the cache — so Ray replicas, whose working directory differs, find the same store."""
+        uri = absolute_location(self.uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_REGISTRY_URI, base)
+        cache_dir = self.cache_dir if self.cache_dir is None or self.cache_dir.is_absolute() else base / self.cache_dir
+        artifact_root = self.artifact_root
+        if artifact_root and "://" not in artifact_root and not Path(artifact_root).is_absolute():
+            artifact_root = str(base / artifact_root)
+        return RegistryConfig(uri=uri, cache_dir=cache_dir, artifact_root=artifact_root)
+
+    def open(self) -> Registry:
+        """The registry (nothing is contacted until it is used; ``check()`` to fail fast)."""
+        return open_registry(self.uri, cache_dir=self.cache_dir, artifact_root=self.artifact_root)
 
 
 class BootstrapUser(_Strict):
@@ -189,7 +249,7 @@ class ServingConfig(_Strict):
         return self.model_copy(update={
             "storage": StorageConfig(root=absolute(self.storage.root)),
             "database": DatabaseConfig(url=url),
-            "registry": RegistryConfig(root=absolute(self.registry.root)),
+            "registry": self.registry.resolved(base),
             "auth": self.auth.model_copy(update={"secret_file": absolute(self.auth.secret_file)}),
             "config_dir": self.config_dir.resolve(),
         })

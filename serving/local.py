@@ -19,7 +19,7 @@ from serving.services import Services, build_services
 def create_local_app(cfg: ServingConfig, reader: EcgPreReader | None = None) -> tuple[FastAPI, Services]:
     if reader is None:
         model = cfg.models["ecg"]
-        reader = EcgPreReader.from_registry(cfg.registry.root, model.ref, cfg.triage_path("ecg"),
+        reader = EcgPreReader.from_registry(cfg.registry.open(), model.ref, cfg.triage_path("ecg"),
                                             backend=model.backend, intra_op_threads=model.intra_op_threads)
 
     async def read_ecg(item: EcgInput) -> dict[str, Any]:

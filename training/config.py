@@ -84,6 +84,28 @@ class RegistrySection(_Section):
     root: Path | None = Field(None, description="None: $PREREAD_REGISTRY or var/registry (or the registry passed in)")
 
 
+class TrackingSection(_Section):
+    """Experiment tracking (MLflow) of `preread train` runs: parameters, per-epoch metrics, curves,
+    the card. With an MLflow registry the run lives in the registry's store (the version's files
+    are the run's artifacts), so ``uri`` may only repeat it."""
+
+    enabled: bool = True
+    uri: str | None = Field(None, description="MLflow tracking URI; None: the registry's store if it is MLflow, "
+                            "else $MLFLOW_TRACKING_URI, else sqlite:///var/mlflow/mlflow.db")
+    experiment: str | None = Field(None, description="None: preread-<task>")
+    run_name: str | None = Field(None, description="None: <architecture> <data source> <time>")
+
+    @model_validator(mode="after")
+    def _mlflow_uri(self) -> "TrackingSection":
+        if self.uri is not None:
+            from models.registry import registry_kind
+
+            if registry_kind(self.uri) != "mlflow":
+                raise ValueError(f"tracking.uri {self.uri!r} is not an MLflow tracking URI "
+                                 "(sqlite:///…, http(s)://…, postgresql://…, databricks)")
+        return self
+
+
 class ExportSection(_Section):
     onnx: bool = True
     torchscript: bool = True
@@ -106,6 +128,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     intended_use: str | None = Field(None, description="card text; demo (synthetic) models get the standard DEMO text")
+    tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")
     def _known_architecture(self) -> "TrainConfig":

@@ -45,7 +45,7 @@ from datasets.imaging.transforms import heatmap_to_original, preprocess_with_geo
 from models.backends import STATE_DICT_FILENAME, InferenceBackend, load_backend
 from models.card import ModelCard
 from models.cxr.labels import ANY_ABNORMALITY
-from models.registry import ModelRegistry
+from models.registry import Registry, open_registry
 from models.triage import TriageRules, triage
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,15 @@ class CxrPreReader:
         self.overlay_max_side = int(overlay_max_side)
 
     @classmethod
-    def from_registry(cls, registry_root: str | Path, ref: str, triage_rules: str | Path,
+    def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
                       backend: str = "onnxruntime", *, heatmaps: bool = True, cam_device: str | None = None,
                       threshold_overrides: dict[str, float] | None = None,
                       **backend_options: Any) -> "CxrPreReader":
-        """Load ``ref`` (``cxr``, ``cxr@champion``, ``cxr/3``) with ``backend`` for probabilities
+        """Load ``ref`` (``cxr``, ``cxr@champion``, ``cxr/3``) from ``registry`` (a Registry, a folder
+        or an MLflow URI: models.registry.open_registry) with ``backend`` for probabilities
         and, if ``heatmaps``, its PyTorch network for Grad-CAM (on ``cam_device``, default CUDA
         when available). ``backend_options`` go to ``models.backends.load_backend``."""
-        registered = ModelRegistry(registry_root).resolve(ref)
+        registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
         cam_network = None

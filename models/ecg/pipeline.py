@@ -18,7 +18,7 @@ from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from datasets.ecg.transforms import preprocess_signals
 from models.backends import InferenceBackend, load_backend
 from models.card import ModelCard
-from models.registry import ModelRegistry
+from models.registry import Registry, open_registry
 from models.triage import TriageRules, triage
 
 DISCLAIMER = "Preliminary AI read. Not a diagnosis: a doctor must confirm or correct it."
@@ -41,9 +41,11 @@ class EcgPreReader:
         self.thresholds = {code: float(card.thresholds.get(code, 0.5)) for code in card.labels}
 
     @classmethod
-    def from_registry(cls, registry_root: str | Path, ref: str, triage_rules: str | Path,
+    def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
                       backend: str = "onnxruntime", **backend_options: Any) -> "EcgPreReader":
-        registered = ModelRegistry(registry_root).resolve(ref)
+        """Load ``ref`` (``ecg@champion``, ``ecg/3`` ...) from ``registry`` — a Registry or a
+        location: a folder, an MLflow URI (see models.registry.open_registry)."""
+        registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
         return cls(load_backend(Path(registered.path), backend, **backend_options), card,

@@ -16,6 +16,7 @@ import pytest
 from serving.auth import TokenService, load_secret
 from serving.config import ServingConfig, load_config
 from tests.conftest import REPO_ROOT
+from tests.mlflow_store import new_mlflow_store
 
 TINY_ECG_TRAINING = REPO_ROOT / "tests" / "data" / "ecg-tiny.yaml"
 
@@ -40,17 +41,18 @@ def cinc_records(cinc_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def ecg_registry(tmp_path_factory) -> Path:
-    """A real registry holding a tiny ECG model trained by training.ecg on simulated ECGs."""
-    from models.registry import ModelRegistry
+def ecg_registry(tmp_path_factory) -> str:
+    """The location (an MLflow SQLite store URI, as by default) of a real registry holding a tiny
+    ECG model trained by training.ecg on simulated ECGs."""
+    from models.registry import open_registry
     from training.config import load_train_config
     from training.ecg import train_ecg
 
-    root = tmp_path_factory.mktemp("registry")
+    uri = new_mlflow_store(tmp_path_factory.mktemp("registry"))
     config = load_train_config(TINY_ECG_TRAINING)
     config = config.model_copy(update={"checkpoint_dir": tmp_path_factory.mktemp("checkpoints")})
-    train_ecg(config, registry=ModelRegistry(root), progress=False)
-    return root
+    train_ecg(config, registry=open_registry(uri), progress=False)
+    return uri
 
 
 TINY_CXR_TRAINING = REPO_ROOT / "tests" / "data" / "cxr-tiny.yaml"
@@ -58,16 +60,16 @@ TINY_CXR_TRAINING = REPO_ROOT / "tests" / "data" / "cxr-tiny.yaml"
 RESULTS_PACS_PORT = free_port()
 
 
-def _registered(registry: Path, name: str) -> bool:
-    from models.registry import ModelRegistry
+def _registered(registry: str | Path, name: str) -> bool:
+    from models.registry import open_registry
 
     try:
-        return not ModelRegistry(registry).is_empty(name)
+        return not open_registry(registry).is_empty(name)
     except Exception:
         return False
 
 
-def make_config(state: Path, registry: Path, port: int | None = None) -> ServingConfig:
+def make_config(state: Path, registry: str | Path, port: int | None = None) -> ServingConfig:
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
     # A model is served only once the test registry holds it (cxr: see the cxr_registry fixture).
     models = {name: m for name, m in cfg.models.items() if name == "ecg" or _registered(registry, name)}
@@ -78,7 +80,7 @@ def make_config(state: Path, registry: Path, port: int | None = None) -> Serving
         "sites": cfg.sites + [type(cfg.sites[0])(id="other", name="Another township", ae_titles=["OTHERSITE"])],
         "storage": cfg.storage.model_copy(update={"root": state / "objects"}),
         "database": cfg.database.model_copy(update={"url": f"sqlite:///{state / 'preread.db'}"}),
-        "registry": cfg.registry.model_copy(update={"root": registry}),
+        "registry": cfg.registry.model_copy(update={"uri": str(registry)}),
         "auth": cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
     }).resolved()
 
@@ -120,13 +122,13 @@ def local_client(tmp_path, ecg_registry, ecg_reader):
 
 
 @pytest.fixture(scope="session")
-def cxr_registry(ecg_registry, tmp_path_factory) -> Path | None:
+def cxr_registry(ecg_registry, tmp_path_factory) -> str | None:
     """The session registry with a tiny CXR model from training.cxr (seconds) added, or None if
     the CXR trainer is unavailable (the DICOM path then lists radiographs as no_ai_read)."""
     if _registered(ecg_registry, "cxr"):
         return ecg_registry
     try:
-        from models.registry import ModelRegistry
+        from models.registry import open_registry
         from training.config import load_train_config
         from training.cxr import train_cxr
     except ImportError as exc:
@@ -135,7 +137,7 @@ def cxr_registry(ecg_registry, tmp_path_factory) -> Path | None:
     config = load_train_config(TINY_CXR_TRAINING)
     config = config.model_copy(update={"checkpoint_dir": tmp_path_factory.mktemp("cxr-checkpoints")})
     try:
-        train_cxr(config, registry=ModelRegistry(ecg_registry), progress=False)
+        train_cxr(config, registry=open_registry(ecg_registry), progress=False)
     except Exception as exc:  # keep the other serving tests running; the CXR tests say why
         warnings.warn(f"tiny CXR training failed ({type(exc).__name__}: {exc}): serving without a CXR model")
         return None

@@ -1,0 +1,49 @@
+"""The promotion gate and per-site thresholds on the MLflow registry: the decision and its evidence
+are kept with the challenger's version (a version tag + an artifact of its run), and the alias
+moves only when the gate passes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from models.registry import MODEL_FILES, ModelRegistry, open_registry
+from preread.cli import main
+from tests.mlflow_store import new_mlflow_store
+
+
+def test_gate_and_site_thresholds_are_stored_in_mlflow(tiny_registry, cinc_dir, tmp_path):
+    from mlflow import MlflowClient
+
+    uri = new_mlflow_store(tmp_path / "mlflow")
+    registry = open_registry(uri)
+    for source in ModelRegistry(tiny_registry).versions("ecg"):
+        files = tmp_path / f"v{source.version}"  # the model files only (other tests add evidence to these)
+        files.mkdir()
+        for name in MODEL_FILES:
+            shutil.copyfile(source.path / name, files / name)
+        registered = registry.register("ecg", files, source.card)
+        for alias in source.aliases:
+            registry.set_alias("ecg", alias, registered.version)
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("n_boot: 100\ncritical_findings: {ecg: [STE]}\n")
+
+    code = main(["models", "--registry", uri, "promote", "ecg/2", "--gate", "--data", f"cinc:{cinc_dir}",
+                 "--gate-config", str(gate)])
+    challenger = registry.resolve("ecg/2")
+    evidence = json.loads(registry.evidence(challenger, "gate.json"))
+    assert evidence["champion"] == "ecg/1" and evidence["challenger"] == "ecg/2"
+    assert evidence["comparison"]["n_cases"] == 30
+    assert challenger.card.metrics["gate"]["passed"] == evidence["passed"]
+    assert (code == 0) == evidence["passed"]
+    assert registry.aliases("ecg")["champion"] == (2 if evidence["passed"] else 1)
+    tags = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("ecg", "2").tags
+    assert json.loads(tags["preread.metrics.gate"])["passed"] == evidence["passed"], "visible in the MLflow UI"
+    assert tags["preread.evidence.gate.json"] == "evidence/ecg-v2/gate.json"
+    assert not (challenger.path / "gate.json").exists(), "a downloaded version is never modified"
+
+    code = main(["evaluate", "--model", "ecg/1", "--data", f"cinc:{cinc_dir}?limit=12", "--registry", uri,
+                 "--n-boot", "20", "--site-sensitivity", "0.8", "--write-site-thresholds", "--min-pos", "1"])
+    assert code == 0
+    sites = registry.resolve("ecg/1").card.metrics["site_thresholds"]["sites"]
+    assert sites and all(isinstance(per_label, dict) for per_label in sites.values())
