@@ -128,8 +128,10 @@ def run_evaluate(model_ref: str, data_spec: str, report_dir: str | Path | None =
                  n_boot: int = DEFAULT_N_BOOT, seed: int = 0, pdf: bool = False, backend: str = "onnxruntime",
                  min_n: int = 30, min_pos: int = 5, site_target_sensitivity: float | None = None,
                  write_site_thresholds: bool = False, champion_ref: str | None = None,
-                 gate_config: str | None = None, record: bool = False) -> dict[str, Any]:
-    """The `preread evaluate` command as a function. Returns the result dict (also DIR/metrics.json)."""
+                 gate_config: str | None = None, record: bool = False, track: bool = True) -> dict[str, Any]:
+    """The `preread evaluate` command as a function. Returns the result dict (also DIR/metrics.json).
+    With ``track`` and a model from the MLflow registry, the evaluation is also an MLflow run beside
+    the model's training run (``result["tracking_run"]``; evaluation/tracking.py)."""
     import pandas as pd
 
     from evaluation.subgroups import SmallSampleRule
@@ -143,7 +145,7 @@ def run_evaluate(model_ref: str, data_spec: str, report_dir: str | Path | None =
     thresholds = dict(model.card.thresholds)
     result = evaluate_arrays(dataset.Y, P, dataset.labels, thresholds, dataset.meta, n_boot=n_boot, seed=seed,
                              rule=SmallSampleRule(min_n, min_pos))
-    result.update(model=model.ref, data=dataset.name, notes=dataset.notes)
+    result.update(model=model.ref, task=model.card.task, data=dataset.name, notes=dataset.notes)
     if data_spec.lower().startswith("ptbxl:"):
         # PTB-XL benchmark protocol: macro AUROC over the label set on the test fold
         result["ptbxl_macro_auroc"] = result["headline"]["macro_auroc"]
@@ -164,6 +166,13 @@ def run_evaluate(model_ref: str, data_spec: str, report_dir: str | Path | None =
         subgroups = pd.DataFrame(result.get("subgroups", []))
         write_report(report_dir, result, dataset.Y, P, dataset.labels, thresholds, subgroups=subgroups, pdf=pdf,
                      title=f"Evaluation of {model.ref}")
+    if track:
+        from evaluation.tracking import track_evaluation
+
+        result["tracking_run"] = track_evaluation(
+            registry, model, result, report_dir=report_dir,
+            params={"data": data_spec, "n_boot": n_boot, "seed": seed, "backend": backend, "champion": champion_ref,
+                    "site_target_sensitivity": site_target_sensitivity})
     return result
 
 
@@ -212,6 +221,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--champion", help="compare against this model (e.g. ecg@champion) and apply the gate")
     parser.add_argument("--gate-config", help="gate YAML (default configs/gate.yaml)")
     parser.add_argument("--record-gate", action="store_true", help="store the gate decision with the model version")
+    parser.add_argument("--no-track", dest="track", action="store_false",
+                        help="do not log this evaluation as an MLflow run (it is, for models in the MLflow registry)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -222,13 +233,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               n_boot=args.n_boot, seed=args.seed, pdf=args.pdf, backend=args.backend,
                               min_n=args.min_n, min_pos=args.min_pos, site_target_sensitivity=args.site_sensitivity,
                               write_site_thresholds=args.write_site_thresholds, champion_ref=args.champion,
-                              gate_config=args.gate_config, record=args.record_gate)
+                              gate_config=args.gate_config, record=args.record_gate, track=args.track)
     except (ModelNotFound, RegistryUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_text(result))
     if args.report:
         print(f"[preread] report: {Path(args.report) / 'index.html'}")
+    if result.get("tracking_run"):
+        print(f"[preread] tracked as MLflow run {result['tracking_run']} (experiment preread-{result['task']})")
     if result.get("gate") is not None:
         return 0 if result["gate"]["passed"] else 1
     return 0

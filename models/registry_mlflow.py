@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from models.card import CARD_FILENAME, ModelCard
 from models.registry import (
@@ -58,6 +58,32 @@ T = TypeVar("T")
 def experiment_name(task: str) -> str:
     """The experiment that holds a task's training and registration runs."""
     return f"preread-{task}"
+
+
+def flatten(prefix: str, value: Any) -> Iterable[tuple[str, str]]:
+    """Nested config values as ``a.b.c`` → text (lists as JSON), for MLflow parameters."""
+    if isinstance(value, Mapping):
+        if not value and prefix:
+            yield prefix, "{}"
+        for key, inner in value.items():
+            yield from flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+    elif isinstance(value, (list, tuple)):
+        yield prefix, json.dumps(value)
+    else:
+        yield prefix, str(value)
+
+
+def numbers(prefix: str, value: Any) -> Iterable[tuple[str, float]]:
+    """(``a/b``, number) pairs of nested dicts of numbers (None, NaN, text and lists skipped): how
+    per-label metrics become MLflow metrics such as ``val_auroc/AF``."""
+    if isinstance(value, bool):
+        yield prefix, float(value)
+    elif isinstance(value, (int, float)):
+        if value == value and abs(value) != float("inf"):
+            yield prefix, float(value)
+    elif isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield from numbers(f"{prefix}/{key}" if prefix else str(key), inner)
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -23,7 +23,6 @@ register it (``RegistrationFailed``) — a trained model is never lost to a trac
 from __future__ import annotations
 
 import getpass
-import json
 import logging
 import os
 import shutil
@@ -31,7 +30,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -46,7 +45,7 @@ from models.registry import (
     open_registry,
     redact_uri,
 )
-from models.registry_mlflow import MlflowRegistry, experiment_name
+from models.registry_mlflow import MlflowRegistry, experiment_name, flatten, numbers  # noqa: F401 - re-exported
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -74,32 +73,6 @@ def tracking_uri(config: TrainConfig, registry: Registry) -> str:
                 "(leave tracking.uri unset)")
         return registry.uri
     return absolute_location(config.tracking.uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_REGISTRY_URI)
-
-
-def flatten(prefix: str, value: Any) -> Iterable[tuple[str, str]]:
-    """Nested config values as ``a.b.c`` → text (lists as JSON), for MLflow parameters."""
-    if isinstance(value, Mapping):
-        if not value and prefix:
-            yield prefix, "{}"
-        for key, inner in value.items():
-            yield from flatten(f"{prefix}.{key}" if prefix else str(key), inner)
-    elif isinstance(value, (list, tuple)):
-        yield prefix, json.dumps(value)
-    else:
-        yield prefix, str(value)
-
-
-def numbers(prefix: str, value: Any) -> Iterable[tuple[str, float]]:
-    """(``a/b``, number) pairs of nested dicts of numbers (None, NaN, text and lists skipped): how
-    per-label metrics become MLflow metrics such as ``val_auroc/AF``."""
-    if isinstance(value, bool):
-        yield prefix, float(value)
-    elif isinstance(value, (int, float)):
-        if value == value and abs(value) != float("inf"):
-            yield prefix, float(value)
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from numbers(f"{prefix}/{key}" if prefix else str(key), inner)
 
 
 def _git_commit() -> str | None:

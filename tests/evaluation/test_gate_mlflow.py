@@ -47,3 +47,43 @@ def test_gate_and_site_thresholds_are_stored_in_mlflow(tiny_registry, cinc_dir, 
     assert code == 0
     sites = registry.resolve("ecg/1").card.metrics["site_thresholds"]["sites"]
     assert sites and all(isinstance(per_label, dict) for per_label in sites.values())
+
+    # that evaluation is an MLflow run beside the training runs, linked from the version
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("preread-ecg").experiment_id],
+                              "tags.`preread.kind` = 'evaluation'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["preread.model"] == "ecg/1" and run.info.status == "FINISHED"
+    assert run.data.params["n_boot"] == "20" and run.data.params["data"].endswith("?limit=12")
+    assert 0.0 <= run.data.metrics["macro_auroc"] <= 1.0
+    assert run.data.metrics["macro_auroc/ci_low"] <= run.data.metrics["macro_auroc"] <= run.data.metrics["macro_auroc/ci_high"]
+    assert "label/NORM/specificity" in run.data.metrics and "NORM/auroc/ci_low" in run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["metrics.json"]
+    version_tags = client.get_model_version("ecg", "1").tags
+    assert run.info.run_id in {v for k, v in version_tags.items() if k.startswith("preread.evaluation.")}
+
+
+def test_evaluation_report_is_tracked_with_the_run(tiny_registry, cinc_dir, tmp_path):
+    from mlflow import MlflowClient
+
+    uri = new_mlflow_store(tmp_path / "mlflow")
+    registry = open_registry(uri)
+    source = ModelRegistry(tiny_registry).resolve("ecg/1")
+    files = tmp_path / "v1"
+    files.mkdir()
+    for name in MODEL_FILES:
+        shutil.copyfile(source.path / name, files / name)
+    registry.register("ecg", files, source.card)
+    report = tmp_path / "report"
+    assert main(["evaluate", "--model", "ecg/1", "--data", f"cinc:{cinc_dir}?limit=10", "--registry", uri,
+                 "--n-boot", "20", "--report", str(report)]) == 0
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("preread-ecg").experiment_id],
+                                "tags.`preread.kind` = 'evaluation'")
+    stored = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/index.html", "report/roc.png", "report/metrics.json"} <= stored
+    # --no-track: no second run
+    assert main(["evaluate", "--model", "ecg/1", "--data", f"cinc:{cinc_dir}?limit=10", "--registry", uri,
+                 "--n-boot", "20", "--no-track"]) == 0
+    assert len(client.search_runs([run.info.experiment_id], "tags.`preread.kind` = 'evaluation'")) == 1
