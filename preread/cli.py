@@ -42,13 +42,11 @@ def _train(task: str, config_path: Path, registry=None):
     from training.config import load_train_config
 
     config = load_train_config(config_path)
-    if task == "ecg":
-        from training.ecg import train_ecg
-        return train_ecg(config, registry=registry)
-    if task == "cxr":
-        from training.cxr import train_cxr  # noqa: PLC0415 - optional until the imaging trainer lands
-        return train_cxr(config, registry=registry)
-    raise SystemExit(f"unknown task {task!r}")
+    if config.task != task:
+        raise SystemExit(f"{config_path} is a {config.task!r} training config, not {task!r}")
+    from training.distributed import train  # in this process, or on Ray Train when distributed.num_workers > 1
+
+    return train(config, registry=registry)
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -161,6 +159,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.task == "train":
+        from bench.training_bench import run_training_bench
+
+        return run_training_bench(json_path=args.json, quick=args.quick)
     from bench.serving_bench import run_bench
 
     return run_bench(args.task, json_path=args.json, quick=args.quick)
@@ -214,8 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(evaluate_p)
     evaluate_p.set_defaults(func=cmd_evaluate)
 
-    bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs HTTP on Ray Serve")
-    bench_p.add_argument("task", choices=["ecg", "cxr"])
+    bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs HTTP on Ray Serve; "
+                             "`bench train`: training samples/s per model")
+    bench_p.add_argument("task", choices=["ecg", "cxr", "train"])
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.set_defaults(func=cmd_bench)
