@@ -186,6 +186,8 @@ def train_distributed(config: TrainConfig, registry: ModelRegistry | None = None
 
     config = _absolute(config)
     registry = registry or ModelRegistry(config.registry.root)
+    if type(registry) is ModelRegistry and not registry.root.is_absolute():
+        registry = ModelRegistry(registry.root.resolve())  # the workers' working directory is not ours
     settings = config.distributed
     started_ray = not ray.is_initialized()
     if started_ray:

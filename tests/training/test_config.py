@@ -77,3 +77,11 @@ def test_format_is_the_new_name_of_source_and_generated_sets_keep_their_default_
     assert load_train_config(write(tmp_path, {"task": "ecg"})).data.n == 2000
     ray = load_train_config(REPO / "configs" / "train" / "ecg-ptbxl-ray.yaml")
     assert ray.distributed.num_workers == 4 and ray.distributed.use_gpu and ray.device == "cuda"
+
+
+def test_preread_train_refuses_a_config_of_the_other_task(tmp_path):
+    from preread.cli import main
+
+    with pytest.raises(SystemExit, match="is a 'ecg' training config, not 'cxr'"):
+        main(["train", "cxr", "--config", str(REPO / "configs" / "train" / "ecg-demo.yaml"),
+              "--registry", str(tmp_path / "registry")])
