@@ -139,11 +139,20 @@ def test_replica_shards_are_disjoint_and_even():
     assert torch.equal(Replica().shard(order), order)
 
 
+def worker_cpus(ray) -> float:
+    """CPU per worker that fits in what the (possibly shared) Ray instance has free, at most 0.5."""
+    free = ray.available_resources().get("CPU", 0.0)
+    if free < 0.2:
+        pytest.skip(f"the running Ray instance has {free:g} CPU free; two training workers need 0.2")
+    return round(min(0.5, free / 2 * 0.9), 2)
+
+
 @pytest.mark.ray
 def test_two_ray_train_workers_train_and_rank_0_registers_once(local_ray, tmp_path):
     from training.distributed import storage_path, train
 
-    config = tiny_ecg_config(tmp_path, epochs=2, distributed={"num_workers": 2, "resources_per_worker": {"CPU": 0.5}})
+    config = tiny_ecg_config(tmp_path, epochs=2, distributed={"num_workers": 2,
+                                                              "resources_per_worker": {"CPU": worker_cpus(local_ray)}})
     registry = ModelRegistry(tmp_path / "registry")
     registered = train(config, registry=registry, progress=False)
     assert registered.ref == "ecg/1" and [m.version for m in registry.versions("ecg")] == [1]
@@ -167,8 +176,10 @@ def record_epoch(path: Path, epoch: int, metrics: dict) -> None:
 def test_interrupted_ray_train_run_resumes_from_its_checkpoint_to_the_same_weights(local_ray, tmp_path):
     from training.distributed import train
 
+    cpus = worker_cpus(local_ray)
+
     def config(root):
-        return tiny_ecg_config(root, epochs=3, distributed={"num_workers": 2, "resources_per_worker": {"CPU": 0.5}})
+        return tiny_ecg_config(root, epochs=3, distributed={"num_workers": 2, "resources_per_worker": {"CPU": cpus}})
 
     straight = train(config(tmp_path / "straight"), registry=ModelRegistry(tmp_path / "reg-straight"), progress=False)
 
