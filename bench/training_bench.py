@@ -152,6 +152,16 @@ def bench_case(case: Case, steps: int, warmup: int) -> dict[str, Any]:
             "achieved_gflops": flops / network_s / 1e9, "steps_timed": steps}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_training_bench(json_path: str | None = None, quick: bool = False) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -159,9 +169,9 @@ def run_training_bench(json_path: str | None = None, quick: bool = False) -> int
     console = Console(width=150)
     threads = torch.get_num_threads()
     load_before = os.getloadavg()
-    console.print(f"[bold]training bench[/] on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    console.print(f"[bold]training bench[/] on {cpu_name()}, torch {torch.__version__}, "
                   f"{threads} threads")
-    steps, warmup = (2, 1) if quick else (5, 2)
+    steps, warmup = (2, 1) if quick else (8, 2)
     rows, peaks = [], []
     for case in CASES:
         if quick and case.architecture == "densenet121":
@@ -170,7 +180,7 @@ def run_training_bench(json_path: str | None = None, quick: bool = False) -> int
         peaks.append(matmul_peak_gflops(0.3 if quick else 1.0))
         console.print(f"  {case.task} {case.architecture} (batch {case.batch_size}) ... "
                       f"[dim](matmul {peaks[-1]:.0f} GFLOP/s)[/]")
-        rows.append(bench_case(case, steps if case.architecture != "densenet121" else 3, warmup))
+        rows.append(bench_case(case, steps if case.architecture != "densenet121" else 4, warmup))
     peaks.append(matmul_peak_gflops(0.3 if quick else 1.0))
     peak = max(peaks)
     for row in rows:
@@ -195,7 +205,7 @@ def run_training_bench(json_path: str | None = None, quick: bool = False) -> int
     load_after = os.getloadavg()
     console.print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
                   f"{os.cpu_count()} CPUs")
-    result = {"machine": {"processor": platform.processor() or platform.machine(), "threads": threads,
+    result = {"machine": {"processor": cpu_name(), "threads": threads,
                           "cpus": os.cpu_count(), "torch": torch.__version__,
                           "gpu": torch.cuda.get_device_name(0) if gpu else None},
               "load_average_before": load_before[0], "load_average_after": load_after[0],
