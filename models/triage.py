@@ -77,6 +77,18 @@ class TriageRules(BaseModel):
             raise ValueError("level_thresholds: critical must be ≥ urgent")
         return self
 
+    def require_labels(self, labels: list[str], model: str = "the model") -> None:
+        """Refuse a model whose labels these rules do not weigh. A label missing from
+        ``finding_weights`` would silently count 0 toward priority, so a model trained on other
+        labels (PTB-XL ``MI``, ``STTC``; SNOMED codes) would put every study in ``routine``: the
+        worst failure a triage can have. Weighing a label 0 on purpose is fine."""
+        missing = [code for code in labels if code not in self.finding_weights]
+        if missing:
+            raise ValueError(
+                f"{model} predicts label(s) {', '.join(missing)} that the {self.modality} triage rules do not weigh; "
+                "add each to finding_weights in the triage YAML (0 for a label that must not raise priority), "
+                "or serve a model trained on the served label set (label_set: preread)")
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TriageRules":
         with open(path, encoding="utf-8") as fh:

@@ -53,16 +53,13 @@ def ensure_demo_models(cfg, names: list[str] | None = None) -> list[str]:
 
 
 def trainer(task: str):
-    """The training function of a task: train_ecg or train_cxr (same signature)."""
-    if task == "ecg":
-        from training.ecg import train_ecg
+    """The training function for a task's configs: training.distributed.train, which runs train_ecg or
+    train_cxr in this process, or on Ray Train when the config's distributed.num_workers > 1."""
+    if task not in ("ecg", "cxr"):
+        raise SystemExit(f"unknown task {task!r}")
+    from training.distributed import train
 
-        return train_ecg
-    if task == "cxr":
-        from training.cxr import train_cxr
-
-        return train_cxr
-    raise SystemExit(f"unknown task {task!r}")
+    return train
 
 
 def _train(task: str, config_path: Path, registry=None):
@@ -242,6 +239,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.task == "train":
+        from bench.training_bench import run_training_bench
+
+        return run_training_bench(json_path=args.json, quick=args.quick)
     from bench.serving_bench import run_bench
 
     return run_bench(args.task, json_path=args.json, quick=args.quick)
@@ -301,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(evaluate_p)
     evaluate_p.set_defaults(func=cmd_evaluate)
 
-    bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs HTTP on Ray Serve")
-    bench_p.add_argument("task", choices=["ecg", "cxr"])
+    bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs HTTP on Ray Serve; "
+                             "`bench train`: training samples/s per model")
+    bench_p.add_argument("task", choices=["ecg", "cxr", "train"])
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.set_defaults(func=cmd_bench)

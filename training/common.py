@@ -13,7 +13,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -185,3 +185,92 @@ def load_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.opti
     early_stopping.load_state_dict(payload["early_stopping"])
     restore_rng_state(payload["rng"], generator)
     return payload
+
+
+# --------------------------------------------------------------------------------------------
+# Data-parallel replicas
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Replica:
+    """This process's place in a data-parallel run: rank 0 of 1 when training alone, one of
+    ``world_size`` DDP ranks under Ray Train (training.distributed).
+
+    Every rank draws the same epoch permutation from the same (seeded, checkpointed) generator and
+    keeps its own slice of it (DistributedSampler-style: padded by repeating the first indices so
+    each rank takes the same number of steps); validation rows are split into contiguous chunks
+    and the predictions gathered, so every rank sees identical metrics and early-stopping decisions.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | None = None     # the rank's device (Ray: ray.train.torch.get_device())
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def batch_size(self, global_batch_size: int) -> int:
+        """Per-rank batch: the configured batch is the global one (at least 2 per rank: BatchNorm)."""
+        return max(2, global_batch_size // self.world_size)
+
+    def shard(self, order: torch.Tensor) -> torch.Tensor:
+        if not self.distributed:
+            return order
+        per_rank = math.ceil(len(order) / self.world_size)
+        padding = per_rank * self.world_size - len(order)
+        padded = torch.cat([order, order[:padding]]) if padding else order
+        return padded[self.rank::self.world_size]
+
+    def shard_length(self, n: int) -> int:
+        return math.ceil(n / self.world_size)
+
+    def sync_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP broadcasts them before
+        each training forward, but each rank's own last forward then updates its copy: validating
+        with those would score a mix of models, not the one rank 0 checkpoints."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+    def gather_rows(self, compute: Callable[[torch.Tensor], torch.Tensor], n: int, width: int) -> torch.Tensor:
+        """``compute(index)`` → rows for those indices, run on each rank's contiguous chunk of
+        ``range(n)`` and gathered in order on every rank (CPU float32 [n, width])."""
+        if not self.distributed:
+            return compute(torch.arange(n))
+        import torch.distributed as dist
+
+        per_rank = math.ceil(n / self.world_size)
+        index = torch.arange(self.rank * per_rank, min((self.rank + 1) * per_rank, n))
+        rows = compute(index) if len(index) else torch.zeros((0, width))
+        padded = torch.zeros((per_rank, width), dtype=torch.float32)
+        padded[:len(rows)] = rows.float()
+        comm = self.device if self.device is not None and self.device.type == "cuda" else torch.device("cpu")
+        parts = [torch.zeros_like(padded, device=comm) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded.to(comm))
+        return torch.cat([p.cpu() for p in parts])[:n]
+
+
+SINGLE_PROCESS = Replica()
+
+
+class BatchAugment:
+    """Apply a MONAI randomizable composition to each sample of a batch, seeded per batch: the
+    seed comes from the trainer's checkpointed generator, so a resumed run augments exactly as an
+    uninterrupted one would."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, batch: torch.Tensor, seed: int) -> torch.Tensor:
+        self.transform.set_random_state(seed=int(seed))
+        out = [self.transform(sample) for sample in batch]
+        return torch.stack([x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x) for x in out]).to(
+            batch.dtype)

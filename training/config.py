@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class TrainConfigError(ValueError):
@@ -31,33 +31,95 @@ class ModelSection(_Section):
         return {"width": self.width, "input_pool": self.input_pool, **self.params}
 
 
-ECG_SOURCES = ("synthetic", "cinc")
-CXR_SOURCES = ("nih", "phantom", "nih+phantom")
+# Where training data come from. Generated: synthetic (ECG), phantom (CXR). Real layouts are read by
+# the adapters in datasets.sources (one module per layout); dicom and worklist serve both tasks.
+ECG_SOURCES = ("synthetic", "cinc", "ptbxl", "dicom", "worklist")
+CXR_SOURCES = ("nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom", "worklist")
+GENERATED_SOURCES = ("synthetic", "phantom", "nih+phantom")
+DEFAULT_GENERATED_N = 2000
+# Label sets each source can give (``preread``: the labels the service serves and triages).
+LABEL_SETS = {
+    "synthetic": ("preread",), "phantom": ("preread",), "nih+phantom": ("preread",), "nih": ("preread",),
+    "chexpert": ("preread",), "medmnist": ("preread",), "dicom": ("preread",), "worklist": ("preread",),
+    "cinc": ("preread", "snomed"),
+    "ptbxl": ("preread", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm", "all"),
+}
 
 
 class DataSection(_Section):
-    source: Literal["synthetic", "cinc", "nih", "phantom", "nih+phantom"] = "synthetic"
-    n: int | None = Field(2000, ge=2, description="synthetic: records to generate; cinc: at most this many (None: all); "
-                          "phantom, nih+phantom: chest phantoms to generate; nih: at most this many images")
+    source: Literal["synthetic", "cinc", "ptbxl", "nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom",
+                    "worklist"] = Field(
+        "synthetic", validation_alias=AliasChoices("format", "source"),
+        description="the data's layout (key `format`, or `source` as in older configs): synthetic | cinc | ptbxl "
+                    "(ECG); nih | chexpert | medmnist | phantom | nih+phantom (chest X-ray); dicom | worklist (both)")
+    n: int | None = Field(None, ge=2, description=f"synthetic / phantom / nih+phantom: records or phantoms to generate "
+                          f"(default {DEFAULT_GENERATED_N}); real layouts: use at most this many cases (None: all)")
     seed: int = 0
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of patients drawn for validation when the "
+                                "layout defines no validation split (PTB-XL, MedMNIST, CheXpert valid.csv do)")
     test_n: int = Field(0, ge=0, description="synthetic / phantom: size of an extra held-out test set (another seed)")
     path: Path | None = Field(None, description="synthetic: cache folder (None: no dataset cache); cinc: the WFDB folder; "
-                              "nih: the folder of <Finding>/<image>.png (None: $PREREAD_SHARED_DATA/cxr/nih or "
-                              "../shared/data/cxr/nih beside the repository)")
+                              "ptbxl: the PTB-XL root; nih: the Data_Entry CSV folder or class folders (None: "
+                              "$PREREAD_SHARED_DATA/cxr/nih or ../shared/data/cxr/nih beside the repository); "
+                              "chexpert: the folder or a CSV; medmnist: the .npz; dicom: the folder with labels.csv; "
+                              "worklist: the signed-reads export")
+    label_set: str = Field("preread", description="which labels to train: preread (the served labels) everywhere; "
+                           "ptbxl also diagnostic | subdiagnostic | superdiagnostic | form | rhythm | all; "
+                           "cinc also snomed")
+    sampling_rate: Literal[100, 500] = Field(500, description="ptbxl: read records100 or records500 (both are "
+                                             "resampled to 500 Hz by the preprocessing)")
+    min_likelihood: float = Field(0.0, ge=0.0, le=100.0, description="ptbxl: ignore diagnostic statements less likely "
+                                  "than this (0: the benchmark's rule, every statement counts)")
+    uncertain: Literal["ones", "zeros", "ignore"] = Field("ignore", description="chexpert: uncertain (-1) labels "
+                                                          "become 1, 0 or unknown (masked out of the loss)")
+    unmentioned: Literal["zeros", "ignore"] = Field("zeros", description="chexpert: blank (not mentioned) labels")
+    views: Literal["frontal", "lateral", "all"] = Field("frontal", description="chexpert: which films to use")
+    cache_dir: Path | None = Field(None, description="real layouts: keep the preprocessed inputs here and reuse "
+                                   "them (keyed by the cases and the preprocessing)")
     image_size: int = Field(224, ge=32, le=1024, description="cxr: network input side in pixels (letterboxed square)")
     channels: Literal[1, 3] = Field(1, description="cxr: input channels (1: grayscale; 3: repeated, ImageNet stats)")
     phantom_size: int = Field(256, ge=64, le=2048, description="cxr: side of the drawn phantoms before preprocessing")
     phantom_prevalence: float = Field(0.3, gt=0.0, lt=1.0, description="cxr: probability of each phantom finding")
 
     @model_validator(mode="after")
-    def _path_for_real_data(self) -> "DataSection":
-        if self.source == "cinc" and self.path is None:
-            raise ValueError("data.path is required for source 'cinc' (a folder of CinC 2021 .hea/.mat records)")
-        if self.source in ("synthetic", "phantom", "nih+phantom") and self.n is None:
-            raise ValueError(f"data.n is required for source {self.source!r}")
+    def _consistent(self) -> "DataSection":
+        if self.source in GENERATED_SOURCES and self.n is None:
+            self.n = DEFAULT_GENERATED_N
+        if self.source not in ("synthetic", "phantom", "nih", "nih+phantom") and self.path is None:
+            what = {"cinc": "a folder of CinC 2021 .hea/.mat records", "ptbxl": "the PTB-XL root",
+                    "chexpert": "the CheXpert folder or CSV", "medmnist": "the MedMNIST .npz",
+                    "dicom": "a folder with labels.csv", "worklist": "the signed-reads export"}[self.source]
+            raise ValueError(f"data.path is required for source {self.source!r} ({what})")
+        allowed = LABEL_SETS[self.source]
+        if self.label_set not in allowed:
+            raise ValueError(f"data.label_set {self.label_set!r} is not available for {self.source!r} "
+                             f"({', '.join(allowed)})")
         return self
 
+
+class AugmentSection(_Section):
+    """Training-time augmentation (never at validation, test or serving). Chest X-rays: the MONAI set
+    in training.cxr.CxrAugment. ECGs: datasets.ecg.augment, each transform with ``probability``."""
+
+    enabled: bool = True
+    probability: float = Field(0.5, ge=0.0, le=1.0, description="ECG: chance of each transform per record")
+    amplitude_scale: float = Field(0.1, ge=0.0, lt=1.0, description="ECG: gain drawn from 1 ± this (all leads)")
+    baseline_wander_mv: float = Field(0.05, ge=0.0, le=2.0, description="ECG: peak residual baseline wander (mV)")
+    noise_std_mv: float = Field(0.02, ge=0.0, le=1.0, description="ECG: Gaussian noise std at most this (mV)")
+    max_shift_s: float = Field(0.4, ge=0.0, le=5.0, description="ECG: time shift within ± this (s), zero-filled")
+
+
+class DistributedSection(_Section):
+    """Data-parallel training with Ray Train's TorchTrainer (DDP) when ``num_workers`` > 1."""
+
+    num_workers: int = Field(1, ge=1, le=4096, description="training processes (ranks); 1: train in this process")
+    use_gpu: bool = Field(False, description="one GPU per worker (NCCL); else CPU workers (Gloo)")
+    resources_per_worker: dict[str, float] = Field(default_factory=dict, description="Ray resources per worker, "
+                                                   "e.g. {CPU: 4} or {CPU: 8, GPU: 1}")
+    address: str | None = Field(None, description="Ray cluster address (None: the running Ray, or a local one)")
+    storage_path: Path | None = Field(None, description="where Ray Train keeps run checkpoints (shared storage on a "
+                                      "cluster; None: checkpoint_dir/ray)")
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint (-1: unlimited)")
 
 class OptimSection(_Section):
     epochs: int = Field(10, ge=1, le=10_000)
@@ -120,6 +182,8 @@ class TrainConfig(_Section):
     optim: OptimSection = OptimSection()
     seed: int = 0
     early_stopping: EarlyStoppingSection = EarlyStoppingSection()
+    augment: AugmentSection = AugmentSection()
+    distributed: DistributedSection = DistributedSection()
     checkpoint_dir: Path = Path("var/checkpoints/ecg")
     registry: RegistrySection = RegistrySection()
     export: ExportSection = ExportSection()
@@ -148,6 +212,8 @@ class TrainConfig(_Section):
                                  f"({', '.join(CXR_ARCHITECTURES)})")
             if self.data.source not in CXR_SOURCES:
                 raise ValueError(f"data.source {self.data.source!r} is not a chest X-ray source ({', '.join(CXR_SOURCES)})")
+        if self.distributed.use_gpu and self.device == "cpu":
+            raise ValueError("distributed.use_gpu is true but device is 'cpu'")
         if not self.export.onnx and not self.export.torchscript:
             # The state dict is always saved, but serving's default backend needs ONNX or TorchScript.
             raise ValueError("export: at least one of onnx / torchscript must be true")

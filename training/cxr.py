@@ -9,9 +9,12 @@ letterbox + normalisation serving applies — once, when the data are loaded; th
 trains on those tensors with MONAI augmentation on top:
 
 - NIH samples: ``<folder>/<Finding>/<image>.png`` where ``<Finding>`` is a ChestX-ray14 name
-  (``Pneumonia`` → PNEUMONIA + ANY) or ``No_findings`` (all labels negative). They are split
-  into train/validation by *patient* (the NIH file name holds the patient number), so no
-  patient is on both sides, and per folder, so both classes reach validation.
+  (``Pneumonia`` → PNEUMONIA + ANY, the other findings unknown and masked out of the loss) or
+  ``No_findings`` (all labels negative). They are split into train/validation by *patient* (the
+  NIH file name holds the patient number), so no patient is on both sides, and per folder, so
+  both classes reach validation.
+- Real layouts (``data.format`` nih with Data_Entry_2017.csv, chexpert, medmnist, dicom,
+  worklist) are read by ``datasets.sources`` with their own splits (``training.data``).
 - Phantoms (``datasets.imaging.random_chest_phantom``): cardiomegaly, effusion, pneumonia and
   consolidation drawn independently; labels CARDIOMEGALY / EFFUSION / PNEUMONIA / CONSOLIDATION
   (+ ANY when any is present).
@@ -36,35 +39,34 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from datasets.imaging import (
     PHANTOM_FINDINGS,
-    nih_patient_id,
     normalisation_for,
     preprocess_image,
     random_chest_phantom,
-    read_image_file,
 )
-from models.card import InputSpec, ModelCard, TrainingData, fingerprint_arrays
-from models.cxr.labels import CXR_LABEL_CODES, CXR_LABELS, codes_from_nih, multi_hot
+from datasets.sources.nih import folder_codes  # noqa: F401 - kept importable from here
+from datasets.sources.splits import split_by_patient  # noqa: F401 - kept importable from here
+from models.card import InputSpec, ModelCard
+from models.card import TrainingData as CardTrainingData
+from models.cxr.labels import CXR_LABEL_CODES, CXR_LABEL_NAMES, codes_from_nih, multi_hot
 from models.cxr.network import build_cxr_model
 from models.registry import ModelRegistry, RegisteredModel
 from training import metrics as _metrics
-from training.common import EarlyStopping, prepare_model, seed_everything, select_device, select_precision
+from training.common import SINGLE_PROCESS, BatchAugment, Replica, prepare_model
 from training.config import TrainConfig
+from training.data import REAL_DATA_INTENDED_USE, TrainingData, from_source, open_training_source
+from training.data import resolve_nih_dir  # noqa: F401 - kept importable from here
+from training.loop import FitOutcome, augmenting_inputs, evaluate_best, export_and_register, fit, setup_run
 from training.loop import batches as _batches  # noqa: F401 - kept importable from here
 from training.loop import config_hash as _config_hash  # noqa: F401
-from training.loop import evaluate_best, export_and_register, fit
 from training.loop import predict_logits as _predict_logits
 from training.loop import split as _split
 from training.loop import to_device
@@ -77,78 +79,15 @@ log = logging.getLogger(__name__)
 DEMO_CXR_INTENDED_USE = ("DEMO model trained on synthetic chest phantoms and a few NIH ChestX-ray14 sample images. "
                          "Not for clinical use.")
 PREPROCESSING = "datasets.imaging.transforms.cxr_preprocess"
-SHARED_DATA_ENV = "PREREAD_SHARED_DATA"
-NORMAL_FOLDERS = ("no_finding", "no_findings", "normal")
 TEST_SEED_OFFSET = 1_000_000  # phantom held-out test set: seed + this, never the training stream
 EVAL_BATCH_SIZE = 64
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
 
-def resolve_nih_dir(path: str | Path | None = None) -> Path:
-    """The NIH sample folder: ``path`` if given, else ``$PREREAD_SHARED_DATA/cxr/nih``, else
-    ``../shared/data/cxr/nih`` beside the repository."""
-    if path is not None:
-        candidates = [Path(path)]
-    else:
-        candidates = []
-        if os.environ.get(SHARED_DATA_ENV):
-            candidates.append(Path(os.environ[SHARED_DATA_ENV]) / "cxr" / "nih")
-        candidates.append(REPO.parent / "shared" / "data" / "cxr" / "nih")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"NIH chest X-ray samples not found (tried {tried}); set data.path or ${SHARED_DATA_ENV}")
-
-
-def folder_codes(name: str) -> list[str]:
-    """Label codes of an NIH class folder: ``No_findings`` → [], ``Pneumonia`` → [PNEUMONIA, ANY],
-    ``Cardiomegaly|Effusion`` → both + ANY. Unknown names raise ValueError."""
-    if name.lower() in NORMAL_FOLDERS:
-        return []
-    return codes_from_nih(name)
-
-
-@dataclass
-class NihImages:
-    X: np.ndarray                     # [n, C, size, size] preprocessed
-    Y: np.ndarray                     # [n, L]
-    ids: list[str]                    # "<folder>/<file>"
-    groups: list[str]                 # patient ids (split unit)
-    folders: list[str]                # class folder per image (stratum)
-
-
-def load_nih_folder(folder: str | Path, size: int, channels: int, limit: int | None = None,
-                    progress: bool = False) -> NihImages:
-    """``folder/<Finding>/*.png`` → preprocessed tensors and multi-hot targets."""
-    folder = Path(folder)
-    paths = sorted(p for sub in sorted(folder.iterdir()) if sub.is_dir()
-                   for p in sorted(sub.iterdir()) if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if limit is not None and len(paths) > limit:
-        # Keep the classes balanced when capping: take images round-robin over the folders.
-        by_folder: dict[str, list[Path]] = {}
-        for p in paths:
-            by_folder.setdefault(p.parent.name, []).append(p)
-        picked: list[Path] = []
-        while len(picked) < limit:
-            for items in by_folder.values():
-                if items and len(picked) < limit:
-                    picked.append(items.pop(0))
-        paths = sorted(picked)
-    if not paths:
-        raise FileNotFoundError(f"no PNG/JPEG images under {folder}/<Finding>/")
-    X, Y, ids, groups, folders = [], [], [], [], []
-    for path in tqdm(paths, desc="NIH images", disable=not progress, unit="img"):
-        X.append(preprocess_image(read_image_file(path), size=size, channels=channels))
-        Y.append(multi_hot(folder_codes(path.parent.name)))
-        ids.append(f"{path.parent.name}/{path.name}")
-        groups.append(nih_patient_id(path) or path.stem)
-        folders.append(path.parent.name)
-    return NihImages(np.stack(X).astype(np.float32), np.stack(Y), ids, groups, folders)
+CxrTrainingData = TrainingData  # kept importable under its old name
 
 
 def make_phantoms(n: int, seed: int, phantom_size: int, size: int, channels: int,
@@ -164,87 +103,41 @@ def make_phantoms(n: int, seed: int, phantom_size: int, size: int, channels: int
     return X, Y
 
 
-def split_by_patient(groups: list[str], strata: list[str], val_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation indices: whole patients go to one side; each stratum (class folder)
-    contributes about ``val_fraction`` of its images (at least one patient) to validation."""
-    rng = np.random.default_rng([seed, 11])
-    val: list[int] = []
-    for stratum in sorted(set(strata)):
-        members = [i for i, s in enumerate(strata) if s == stratum]
-        patients = sorted({groups[i] for i in members})
-        if len(patients) < 2:
-            continue
-        rng.shuffle(patients)
-        target = max(1, int(round(len(members) * val_fraction)))
-        chosen: list[int] = []
-        for patient in patients[:-1]:  # always leave one patient for training
-            if len(chosen) >= target:
-                break
-            chosen += [i for i in members if groups[i] == patient]
-        val += chosen
-    val_index = np.array(sorted(set(val)), dtype=np.int64)
-    train_index = np.array(sorted(set(range(len(groups))) - set(val)), dtype=np.int64)
-    return train_index, val_index
-
-
-@dataclass
-class CxrTrainingData:
-    X_train: np.ndarray
-    Y_train: np.ndarray
-    X_val: np.ndarray
-    Y_val: np.ndarray
-    val_origin: np.ndarray           # "nih" / "phantom" per validation image
-    X_test: np.ndarray | None
-    Y_test: np.ndarray | None
-    description: str
-    source: str
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def fingerprint(self) -> str:
-        return fingerprint_arrays(self.X_train, self.Y_train)
-
-
-def load_cxr_training_data(config: TrainConfig, progress: bool = False) -> CxrTrainingData:
+def load_cxr_training_data(config: TrainConfig, progress: bool = False) -> TrainingData:
+    """A real layout (nih, chexpert, medmnist, dicom, worklist), phantoms, or NIH samples + phantoms."""
     data = config.data
     size, channels = data.image_size, data.channels
-    parts_train: list[tuple[np.ndarray, np.ndarray, str]] = []
-    parts_val: list[tuple[np.ndarray, np.ndarray, str]] = []
-    descriptions, counts = [], {}
+    real = None
+    if data.source != "phantom":
+        real = from_source(open_training_source(config), config, progress=progress)
+        if data.source != "nih+phantom":
+            return real
+    X, Y = make_phantoms(data.n, data.seed, data.phantom_size, size, channels, data.phantom_prevalence)
+    train_index, val_index = _split(len(X), data.val_fraction, data.seed)
     X_test = Y_test = None
-    if "nih" in data.source:
-        folder = resolve_nih_dir(data.path)
-        nih = load_nih_folder(folder, size, channels, limit=data.n if data.source == "nih" else None,
-                              progress=progress)
-        train_index, val_index = split_by_patient(nih.groups, nih.folders, data.val_fraction, data.seed)
-        parts_train.append((nih.X[train_index], nih.Y[train_index], "nih"))
-        parts_val.append((nih.X[val_index], nih.Y[val_index], "nih"))
-        folders = sorted(set(nih.folders))
-        descriptions.append(f"{len(nih.X)} NIH ChestX-ray14 sample PNGs ({', '.join(folders)}; "
-                            f"split by patient: {len(train_index)} train / {len(val_index)} val)")
-        counts.update(nih_train=len(train_index), nih_val=len(val_index))
-    if "phantom" in data.source:
-        X, Y = make_phantoms(data.n, data.seed, data.phantom_size, size, channels, data.phantom_prevalence)
-        train_index, val_index = _split(len(X), data.val_fraction, data.seed)
-        parts_train.append((X[train_index], Y[train_index], "phantom"))
-        parts_val.append((X[val_index], Y[val_index], "phantom"))
-        if data.test_n:
-            X_test, Y_test = make_phantoms(data.test_n, data.seed + TEST_SEED_OFFSET, data.phantom_size, size,
-                                           channels, data.phantom_prevalence)
-        descriptions.append(f"{data.n} synthetic chest phantoms ({', '.join(PHANTOM_FINDINGS)}; "
-                            f"prevalence {data.phantom_prevalence:g} each, {data.phantom_size} px, seed {data.seed})")
-        counts.update(phantom_train=len(train_index), phantom_val=len(val_index))
-    n_train, n_val = sum(len(p[0]) for p in parts_train), sum(len(p[0]) for p in parts_val)
-    if n_train < 2 or n_val < 1:
-        raise ValueError(f"{data.source}: {n_train} training / {n_val} validation images; need at least 2 / 1 "
-                         "(more images, more patients, or another val_fraction)")
-    return CxrTrainingData(
-        X_train=np.concatenate([p[0] for p in parts_train]), Y_train=np.concatenate([p[1] for p in parts_train]),
-        X_val=np.concatenate([p[0] for p in parts_val]), Y_val=np.concatenate([p[1] for p in parts_val]),
-        val_origin=np.concatenate([np.full(len(p[0]), p[2]) for p in parts_val]),
-        X_test=X_test, Y_test=Y_test, description="; ".join(descriptions) + f"; input {size} px letterboxed",
-        source=data.source, counts=counts,
-    )
+    if data.test_n:
+        X_test, Y_test = make_phantoms(data.test_n, data.seed + TEST_SEED_OFFSET, data.phantom_size, size,
+                                       channels, data.phantom_prevalence)
+    phantom_description = (f"{data.n} synthetic chest phantoms ({', '.join(PHANTOM_FINDINGS)}; prevalence "
+                           f"{data.phantom_prevalence:g} each, {data.phantom_size} px, seed {data.seed})")
+    phantoms = TrainingData(
+        X_train=X[train_index], Y_train=Y[train_index], X_val=X[val_index], Y_val=Y[val_index],
+        X_test=X_test, Y_test=Y_test, description=phantom_description, source=data.source,
+        labels=list(CXR_LABEL_CODES), label_names=list(CXR_LABEL_NAMES),
+        val_origin=np.full(len(val_index), "phantom"), test_origin="phantom" if X_test is not None else None,
+        counts={"phantom_train": len(train_index), "phantom_val": len(val_index)})
+    parts = [p for p in (real, phantoms) if p is not None]
+    # A real test split wins over the phantom one (the card reports one test set).
+    test = next((p for p in parts if p.X_test is not None), None)
+    return TrainingData(
+        X_train=np.concatenate([p.X_train for p in parts]), Y_train=np.concatenate([p.Y_train for p in parts]),
+        X_val=np.concatenate([p.X_val for p in parts]), Y_val=np.concatenate([p.Y_val for p in parts]),
+        X_test=test.X_test if test else None, Y_test=test.Y_test if test else None,
+        description="; ".join(p.description for p in parts) + f"; input {size} px letterboxed",
+        source=data.source, labels=list(CXR_LABEL_CODES), label_names=list(CXR_LABEL_NAMES),
+        val_origin=np.concatenate([p.val_origin for p in parts]), test_origin=test.test_origin if test else None,
+        counts={k: v for p in parts for k, v in p.counts.items()}, notes=[n for p in parts for n in p.notes],
+        split_ids=real.split_ids if real is not None else {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,18 +160,28 @@ def operating_points(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float],
     return _metrics.operating_points(Y, P, thresholds, codes)
 
 
-def _subset_auroc(data: CxrTrainingData, P: np.ndarray, origin: str) -> dict[str, float | None]:
+def _subset_auroc(data: TrainingData, P: np.ndarray, origin: str) -> dict[str, float | None]:
     mask = data.val_origin == origin
     if not mask.any():
         return {}
     return {k: v for k, v in per_label_auroc(data.Y_val[mask], P[mask]).items() if v is not None}
 
 
+def _origins(data: TrainingData) -> list[str]:
+    """The validation set's origins when it mixes several (NIH samples + phantoms): reported apart."""
+    origins = list(dict.fromkeys(data.val_origin)) if data.val_origin is not None else []
+    return origins if len(origins) > 1 else []
+
+
+def _origin_aurocs(data: TrainingData, P: np.ndarray) -> dict[str, dict[str, float | None]]:
+    return {f"val_{origin}_auroc": _subset_auroc(data, P, origin) for origin in _origins(data)}
+
+
 # --------------------------------------------------------------------------------------------
 # Augmentation
 # --------------------------------------------------------------------------------------------
 
-class CxrAugment:
+class CxrAugment(BatchAugment):
     """MONAI augmentation for preprocessed (normalised, letterboxed) chest images (C, H, W)."""
 
     def __init__(self, size: int):
@@ -291,7 +194,7 @@ class CxrAugment:
             RandShiftIntensity,
         )
 
-        self.transform = Compose([
+        super().__init__(Compose([
             # Border padding: the letterbox margin is already black and an NIH film's edge is
             # collimation; zeros would paint mid-gray (0 is the mean after normalisation).
             RandAffine(prob=0.8, rotate_range=(np.deg2rad(5.0),), scale_range=(0.08, 0.08),
@@ -300,13 +203,7 @@ class CxrAugment:
             RandScaleIntensity(factors=0.1, prob=0.5),
             RandShiftIntensity(offsets=0.1, prob=0.5),
             RandGaussianNoise(prob=0.3, mean=0.0, std=0.05),
-        ])
-
-    def __call__(self, batch: torch.Tensor, seed: int) -> torch.Tensor:
-        self.transform.set_random_state(seed=int(seed))
-        out = [self.transform(image) for image in batch]
-        return torch.stack([x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x) for x in out]).to(
-            batch.dtype)
+        ]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,6 +224,43 @@ def architecture_params(config: TrainConfig) -> dict[str, Any]:
     return {"in_channels": config.data.channels, **config.model.params}
 
 
+def fit_cxr(config: TrainConfig, *, progress: bool = True, resume: bool = False,
+            on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+            replica: Replica = SINGLE_PROCESS, checkpoints: Any = None) -> FitOutcome:
+    """Load the data and train (no export): the part every rank of a distributed run does."""
+    started = time.perf_counter()
+    generator, device, precision = setup_run(config, "cxr", replica)
+    data = load_cxr_training_data(config, progress=progress and replica.is_main)
+    log.info("CXR training on %s (AMP %s, rank %d/%d): %d train / %d val images (%s)", device, precision.enabled,
+             replica.rank, replica.world_size, len(data.X_train), len(data.X_val), data.counts)
+
+    model = prepare_model(build_cxr_model(config.model.architecture, len(data.labels), **architecture_params(config)),
+                          device)
+    if config.augment.enabled:
+        batch_inputs = augmenting_inputs(CxrAugment(config.data.image_size), generator, device, replica,
+                                         channels_last=True)
+    else:
+        def batch_inputs(X_train: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return _to_device(X_train[index], device)
+
+    def channels_last(model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+    def summary(metrics: dict[str, Any]) -> str:
+        return "".join(f", {origin.upper()} val AUROC "
+                       f"{json.dumps({k: round(v, 3) for k, v in metrics[f'val_{origin}_auroc'].items()})}"
+                       for origin in _origins(data) if origin != "phantom")
+
+    stats: dict[str, Any] = {}
+    model, history, early = fit(
+        config, model, data, codes=data.labels, device=device, precision=precision, generator=generator,
+        progress=progress, resume=resume, on_epoch_end=on_epoch_end,
+        predict=lambda m, X: predict_logits(m, X, device, precision), batch_inputs=batch_inputs,
+        extra_val_metrics=lambda probs: _origin_aurocs(data, probs), summary_suffix=summary,
+        after_resume=channels_last, replica=replica, checkpoints=checkpoints, stats=stats)
+    return FitOutcome(model, data, history, early, device, precision, time.perf_counter() - started, stats)
+
+
 def train_cxr(config: TrainConfig, registry: ModelRegistry | None = None, progress: bool = True,
               resume: bool = False, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> RegisteredModel:
     """Train per ``config``, export, check ONNX parity, write the card and register the model.
@@ -338,43 +272,12 @@ def train_cxr(config: TrainConfig, registry: ModelRegistry | None = None, progre
             run goes straight to export/registration.
         on_epoch_end: called with (epoch, metrics) after each epoch's checkpoint is written.
 
-    Returns the registered version, with the config's alias set.
+    Returns the registered version, with the config's alias set. (Several workers:
+    ``training.distributed.train``.)
     """
-    if config.task != "cxr":
-        raise ValueError(f"train_cxr got a {config.task!r} config")
-    started = time.perf_counter()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
     registry = registry or ModelRegistry(config.registry.root)
-    generator = seed_everything(config.seed)
-    device = select_device(config.device)
-    precision = select_precision(device)
-    data = load_cxr_training_data(config, progress=progress)
-    n_labels = len(CXR_LABEL_CODES)
-    log.info("CXR training on %s (AMP %s): %d train / %d val images (%s)", device, precision.enabled,
-             len(data.X_train), len(data.X_val), data.counts)
-
-    model = prepare_model(build_cxr_model(config.model.architecture, n_labels, **architecture_params(config)), device)
-    augment = CxrAugment(config.data.image_size)
-
-    def batch_inputs(X_train: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        # Each batch's augmentation is seeded from the run's generator (its state is checkpointed).
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return _to_device(augment(X_train[index], seed), device)
-
-    def channels_last(model: nn.Module) -> nn.Module:
-        return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-
-    model, history, early = fit(
-        config, model, data, codes=CXR_LABEL_CODES, device=device, precision=precision, generator=generator,
-        progress=progress, resume=resume, on_epoch_end=on_epoch_end,
-        predict=lambda m, X: predict_logits(m, X, device, precision), batch_inputs=batch_inputs,
-        extra_val_metrics=lambda probs: {"val_nih_auroc": _subset_auroc(data, probs, "nih")},
-        summary_suffix=lambda metrics: (", NIH val AUROC "
-                                        f"{json.dumps({k: round(v, 3) for k, v in metrics['val_nih_auroc'].items()})}"),
-        after_resume=channels_last)
-    train_seconds = time.perf_counter() - started
-    return _finalize(config, registry, model, data, device, precision, history, early, train_seconds)
+    outcome = fit_cxr(config, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
+    return finalize_cxr(config, registry, outcome)
 
 
 def _pipeline_description(size: int, channels: int) -> dict[str, Any]:
@@ -384,20 +287,19 @@ def _pipeline_description(size: int, channels: int) -> dict[str, Any]:
             "reader": "datasets.imaging.read_image (DICOM: modality LUT, VOI LUT/window, MONOCHROME1 inverted)"}
 
 
-def _finalize(config: TrainConfig, registry: ModelRegistry, model: nn.Module, data: CxrTrainingData,
-              device: torch.device, precision, history: list[dict], early: EarlyStopping,
-              train_seconds: float) -> RegisteredModel:
+def finalize_cxr(config: TrainConfig, registry: ModelRegistry, outcome: FitOutcome) -> RegisteredModel:
     """Thresholds and metrics of the best weights, export + parity, card, registration."""
+    data, device, precision, model = outcome.data, outcome.device, outcome.precision, outcome.model
     thresholds, metrics = evaluate_best(
-        config, model, data, codes=CXR_LABEL_CODES, device=device,
+        config, model, data, codes=data.labels, device=device,
         predict=lambda m, X: predict_logits(m, X, device, precision),
-        history=history, early=early, train_seconds=train_seconds, test_prefix="test_phantom_",
-        val_probs_hook=lambda probs: {"val_nih_auroc": _subset_auroc(data, probs, "nih"),
-                                      "val_phantom_auroc": _subset_auroc(data, probs, "phantom")},
-        extra_tail={"data_counts": data.counts})
+        history=outcome.history, early=outcome.early, train_seconds=outcome.train_seconds,
+        test_prefix=f"test_{data.test_origin}_" if data.test_origin == "phantom" else "test_",
+        val_probs_hook=lambda probs: _origin_aurocs(data, probs),
+        extra_tail={"data_counts": data.counts, **outcome.card_metrics})
     size, channels = config.data.image_size, config.data.channels
-    # Every source this trainer knows (phantoms, the NIH sample PNGs) makes a demo model.
-    demo = True
+    # Phantoms (alone or beside the NIH sample PNGs) make a demo model; real layouts do not.
+    demo = "phantom" in config.data.source
 
     def make_card(metrics: dict[str, Any]) -> ModelCard:
         return ModelCard(
@@ -405,18 +307,18 @@ def _finalize(config: TrainConfig, registry: ModelRegistry, model: nn.Module, da
             task="cxr",
             architecture=config.model.architecture,
             architecture_params=architecture_params(config),
-            labels=list(CXR_LABEL_CODES),
-            label_names=[label.name for label in CXR_LABELS],
+            labels=list(data.labels),
+            label_names=list(data.label_names),
             thresholds=thresholds,
             input=InputSpec(shape=[None, channels, size, size], preprocessing=PREPROCESSING,
                             preprocessing_params=_pipeline_description(size, channels)),
-            training_data=TrainingData(description=data.description, source=data.source,
+            training_data=CardTrainingData(description=data.description, source=data.source,
                                        n_train=len(data.X_train), n_val=len(data.X_val),
                                        n_test=len(data.X_test) if data.X_test is not None else None,
                                        fingerprint_sha256=data.fingerprint()),
             metrics=_json_safe(metrics),
             demo=demo,
-            intended_use=config.intended_use or DEMO_CXR_INTENDED_USE,
+            intended_use=config.intended_use or (DEMO_CXR_INTENDED_USE if demo else REAL_DATA_INTENDED_USE),
         )
 
     model_cpu = model.to("cpu", memory_format=torch.contiguous_format).eval()

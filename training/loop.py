@@ -1,5 +1,13 @@
 """The epoch loop, evaluation of the best weights and export + registration, shared by the
-ECG and CXR trainers. Task specifics (batch inputs, extra metrics, the card) come in as hooks."""
+ECG and CXR trainers. Task specifics (batch inputs, extra metrics, the card) come in as hooks.
+
+The same loop runs alone or as one rank of a data-parallel run (``training.common.Replica``,
+driven by ``training.distributed``): the model is wrapped in DistributedDataParallel, each rank
+trains on its shard of every epoch's permutation, validation predictions are gathered, and only
+the checkpoint store decides where checkpoints go (a local file, or Ray Train's reports).
+
+Targets may hold NaN (unknown labels): the loss masks those cells out, class weights count known
+cells only, and the metrics skip them."""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,16 +31,52 @@ from models.export import export_onnx, export_torchscript, require_parity
 from models.registry import ModelRegistry, RegisteredModel
 from training.common import (
     CHECKPOINT_FILENAME,
+    SINGLE_PROCESS,
+    BatchAugment,
     EarlyStopping,
     Precision,
+    Replica,
     load_checkpoint,
     save_checkpoint,
+    seed_everything,
+    select_device,
+    select_precision,
     state_dict_cpu,
 )
 from training.config import TrainConfig
 from training.metrics import choose_thresholds, macro, operating_points, per_label_auroc
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOutcome:
+    """What training leaves for export: the best weights (unwrapped), the data, the history."""
+
+    model: nn.Module
+    data: Any
+    history: list[dict]
+    early: EarlyStopping
+    device: torch.device
+    precision: Precision
+    train_seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)   # what this rank trained on (training.distributed)
+    card_metrics: dict[str, Any] = field(default_factory=dict)   # extra figures for the card (e.g. distributed)
+
+
+def setup_run(config: TrainConfig, task: str,
+              replica: Replica = SINGLE_PROCESS) -> tuple[torch.Generator, torch.device, Precision]:
+    """Check the config is for ``task``; threads, seeds (→ the loop's generator), device (the
+    replica's under Ray) and precision."""
+    if config.task != task:
+        raise ValueError(f"train_{task} got a {config.task!r} config")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    generator = seed_everything(config.seed)
+    device = replica.device or select_device(config.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return generator, device, select_precision(device)
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,16 +129,36 @@ def predict_logits(model: nn.Module, X: torch.Tensor, device: torch.device, prec
 
 def config_hash(config: TrainConfig) -> str:
     """What determines the weights: a checkpoint only resumes the run it came from."""
-    relevant = config.model_dump(mode="json", include={"task", "model", "data", "optim", "seed", "early_stopping"})
+    relevant = config.model_dump(mode="json", include={"task", "model", "data", "optim", "seed", "early_stopping",
+                                                       "augment"})
+    relevant["world_size"] = config.distributed.num_workers
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
 def class_pos_weight(Y_train: np.ndarray, device: torch.device) -> torch.Tensor:
     """Positives of rare labels count neg/pos times (capped at 50, so a label with a handful of
-    positives does not dominate the loss)."""
-    positives = Y_train.sum(axis=0)
-    return torch.tensor(np.clip((len(Y_train) - positives) / np.maximum(positives, 1.0), 1.0, 50.0),
+    positives does not dominate the loss); unknown (NaN) cells count as neither."""
+    positives = np.nansum(Y_train, axis=0)
+    negatives = (Y_train == 0).sum(axis=0)
+    return torch.tensor(np.clip(negatives / np.maximum(positives, 1.0), 1.0, 50.0),
                         dtype=torch.float32, device=device)
+
+
+class MaskedBCE:
+    """Class-weighted BCE on logits that ignores unknown (NaN) targets. Without NaN in the
+    training targets it is exactly ``BCEWithLogitsLoss(pos_weight)``."""
+
+    def __init__(self, pos_weight: torch.Tensor, masked: bool):
+        self.pos_weight, self.masked = pos_weight, masked
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        pos_weight = self.pos_weight.to(logits.device)
+        if not self.masked:
+            return nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
+        known = ~torch.isnan(targets)
+        per_cell = nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.nan_to_num(targets), pos_weight=pos_weight, reduction="none")
+        return (per_cell * known).sum() / known.sum().clamp(min=1)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, optim, total_steps: int):
@@ -109,6 +174,31 @@ BatchInputs = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (X_train,
 Predict = Callable[[nn.Module, torch.Tensor], torch.Tensor]           # (model, X) -> logits on CPU
 
 
+def augmenting_inputs(augment: BatchAugment, generator: torch.Generator, device: torch.device,
+                      replica: Replica = SINGLE_PROCESS, channels_last: bool = False) -> BatchInputs:
+    """Batch inputs through ``augment``, each batch seeded from the run's generator (its state is in
+    the checkpoint: exact resume). Every rank draws the same seed, so the generators stay in step;
+    the rank is folded in so ranks augment differently."""
+    def batch_inputs(X: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        seed = (seed + 1_000_003 * replica.rank) % (2**31 - 1)
+        return to_device(augment(X[index], seed), device, channels_last)
+    return batch_inputs
+
+
+class LocalCheckpoints:
+    """``checkpoint_dir/last.pt``, rewritten after every epoch; resumed from when asked to."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path, self.resume = Path(path), resume
+
+    def latest(self) -> Path | None:
+        return self.path if self.resume and self.path.is_file() else None
+
+    def save(self, write: Callable[[Path], None], metrics: dict[str, Any]) -> None:
+        write(self.path)
+
+
 def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str], device: torch.device,
         precision: Precision, generator: torch.Generator, progress: bool, resume: bool,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None, predict: Predict,
@@ -116,48 +206,79 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
         extra_val_metrics: Callable[[np.ndarray], dict[str, Any]] | None = None,
         summary_suffix: Callable[[dict[str, Any]], str] | None = None,
         after_resume: Callable[[nn.Module], nn.Module] | None = None,
+        replica: Replica = SINGLE_PROCESS, checkpoints: Any = None, stats: dict[str, Any] | None = None,
         ) -> tuple[nn.Module, list[dict], EarlyStopping]:
     """Train ``model`` on ``data`` (X_train/Y_train/X_val/Y_val arrays) per ``config`` with
     per-epoch checkpoints (exact resume) and early stopping; loads the best weights at the end.
-    Returns (model, history, early stopping state)."""
+    Returns (model — unwrapped from DDP —, history, early stopping state).
+
+    ``checkpoints``: where checkpoints go and come from (default ``LocalCheckpoints`` on
+    ``checkpoint_dir/last.pt``, resumed from if ``resume``); ``on_epoch_end`` runs on rank 0 only;
+    ``stats`` (if given) receives this rank's sample count and its first epoch's training indices."""
     X_train, Y_train = to_tensor(data.X_train, device), to_tensor(data.Y_train, device)
     X_val = to_tensor(data.X_val, device)
     if batch_inputs is None:
         def batch_inputs(X: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return X[index].to(device, non_blocking=True)
 
+    no_positive = [code for j, code in enumerate(codes) if not (data.Y_train[:, j] == 1).any()]
+    if no_positive and replica.is_main:
+        log.warning("no training case is positive for %s: the model cannot learn these labels from these data",
+                    ", ".join(no_positive))
     pos_weight = class_pos_weight(data.Y_train, device)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    criterion = MaskedBCE(pos_weight, masked=bool(np.isnan(data.Y_train).any()))
+    val_criterion = MaskedBCE(pos_weight.cpu(), masked=bool(np.isnan(data.Y_val).any()))
 
     optim = config.optim
+    batch_size = replica.batch_size(optim.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    scheduler = make_scheduler(optimizer, optim, steps_per_epoch(len(data.X_train), optim.batch_size) * optim.epochs)
+    scheduler = make_scheduler(optimizer, optim,
+                               steps_per_epoch(replica.shard_length(len(data.X_train)), batch_size) * optim.epochs)
     scaler = precision.make_scaler()
     early = EarlyStopping(config.early_stopping.patience, config.early_stopping.mode, config.early_stopping.min_delta)
 
-    checkpoint_path = Path(config.checkpoint_dir) / CHECKPOINT_FILENAME
+    checkpoints = checkpoints or LocalCheckpoints(Path(config.checkpoint_dir) / CHECKPOINT_FILENAME, resume)
     run_hash = config_hash(config)
     start_epoch, history, best_state, finished = 0, [], None, False
-    if resume and checkpoint_path.is_file():
-        payload = load_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
+    start_from = checkpoints.latest()
+    if start_from is not None:
+        payload = load_checkpoint(start_from, model=model, optimizer=optimizer, scheduler=scheduler,
                                   scaler=scaler, early_stopping=early, generator=generator, device=device)
         if payload.get("config_hash") != run_hash:
-            raise ValueError(f"checkpoint {checkpoint_path} belongs to a different training config; "
+            raise ValueError(f"checkpoint {start_from} belongs to a different training config; "
                              "remove it or train with resume=False")
         if after_resume is not None:
             model = after_resume(model)
         start_epoch, history = payload["epoch"] + 1, payload["history"]
         best_state, finished = payload["best_state"], payload["finished"]
-        log.info("resuming from %s after epoch %d", checkpoint_path, payload["epoch"] + 1)
+        log.info("resuming from %s after epoch %d", start_from, payload["epoch"] + 1)
+
+    base = model
+    if replica.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        on_gpu = device.type == "cuda"
+        model = DistributedDataParallel(base, device_ids=[device.index] if on_gpu else None,
+                                        output_device=device.index if on_gpu else None)
+
+    def validation_logits() -> torch.Tensor:
+        if not replica.distributed:
+            return predict(base, X_val)
+        # The unwrapped module: DDP's forward would wait for the other ranks' (buffer sync).
+        replica.sync_buffers(base)
+        return replica.gather_rows(lambda index: predict(base, X_val[index.to(X_val.device)]),
+                                   len(data.X_val), len(codes))
 
     for epoch in range(start_epoch, optim.epochs):
         if finished:
             break
         model.train()
-        order = torch.randperm(len(data.X_train), generator=generator)
+        order = replica.shard(torch.randperm(len(data.X_train), generator=generator))
+        if stats is not None:
+            stats.setdefault("first_epoch_indices", order.tolist())
         running, seen = 0.0, 0
-        with tqdm(batches(len(data.X_train), optim.batch_size, order), desc=f"epoch {epoch + 1}/{optim.epochs}",
-                  disable=not progress, leave=False, unit="batch") as bar:
+        with tqdm(batches(len(order), batch_size, order), desc=f"epoch {epoch + 1}/{optim.epochs}",
+                  disable=not progress or not replica.is_main, leave=False, unit="batch") as bar:
             for index in bar:
                 index = index.to(X_train.device)
                 xb = batch_inputs(X_train, index)
@@ -176,10 +297,12 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
                 running += float(loss.detach()) * len(index)
                 seen += len(index)
                 bar.set_postfix(loss=f"{running / seen:.4f}")
+        if stats is not None:
+            stats["samples"] = stats.get("samples", 0) + seen
+            stats["epochs"] = stats.get("epochs", 0) + 1
 
-        val_logits = predict(model, X_val)
-        val_loss = float(nn.functional.binary_cross_entropy_with_logits(
-            val_logits, torch.from_numpy(data.Y_val), pos_weight=pos_weight.cpu()))
+        val_logits = validation_logits()
+        val_loss = float(val_criterion(val_logits, torch.from_numpy(data.Y_val)))
         val_probs = torch.sigmoid(val_logits).numpy()
         val_auroc = per_label_auroc(data.Y_val, val_probs, codes)
         metrics = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
@@ -188,27 +311,28 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
                    "lr": optimizer.param_groups[0]["lr"]}
         history.append(metrics)
         if early.step(metrics[config.early_stopping.metric], epoch):
-            best_state = state_dict_cpu(model)
+            best_state = state_dict_cpu(base)
         finished = early.should_stop or epoch == optim.epochs - 1
-        save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        epoch=epoch, early_stopping=early, generator=generator, history=history,
-                        best_state=best_state, finished=finished, config_hash=run_hash)
+        checkpoints.save(lambda path: save_checkpoint(
+            path, model=base, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch,
+            early_stopping=early, generator=generator, history=history, best_state=best_state,
+            finished=finished, config_hash=run_hash), metrics)
         summary = (f"epoch {epoch + 1}/{optim.epochs}: train loss {metrics['train_loss']:.4f}, val loss "
                    f"{val_loss:.4f}, val macro AUROC {metrics['val_macro_auroc']:.4f}")
         if summary_suffix is not None:
             summary += summary_suffix(metrics)
-        if progress:
+        if progress and replica.is_main:
             tqdm.write(summary)
         log.info(summary)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and replica.is_main:
             on_epoch_end(epoch, metrics)
         if early.should_stop:
             log.info("early stopping: no %s improvement for %d epochs", config.early_stopping.metric, early.patience)
             break
 
     if best_state is not None:
-        model.load_state_dict(best_state)
-    return model, history, early
+        base.load_state_dict(best_state)
+    return base, history, early
 
 
 def evaluate_best(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str], device: torch.device,

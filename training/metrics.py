@@ -1,4 +1,7 @@
-"""Per-label metrics and decision thresholds shared by the trainers (any label list)."""
+"""Per-label metrics and decision thresholds shared by the trainers (any label list).
+
+Targets may hold NaN (unknown: an uncertain CheXpert mention, a finding a class folder does not
+name); every function here looks at each label's known cells only."""
 
 from __future__ import annotations
 
@@ -15,9 +18,15 @@ def per_label_auroc(Y: np.ndarray, P: np.ndarray, codes: Sequence[str]) -> dict[
 
     out: dict[str, float | None] = {}
     for index, code in enumerate(codes):
-        y = Y[:, index]
-        out[code] = float(roc_auc_score(y, P[:, index])) if 0 < y.sum() < len(y) else None
+        y, p = known(Y[:, index], P[:, index])
+        out[code] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
     return out
+
+
+def known(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One label's targets and scores where the target is known (not NaN)."""
+    mask = ~np.isnan(y)
+    return y[mask], p[mask]
 
 
 def macro(values: dict[str, float | None]) -> float:
@@ -37,7 +46,8 @@ def choose_thresholds(Y: np.ndarray, P: np.ndarray, method: str, codes: Sequence
     """
     thresholds: dict[str, float] = {}
     for index, code in enumerate(codes):
-        y, p = Y[:, index] > 0.5, P[:, index].astype(np.float64)
+        y, p = known(Y[:, index], P[:, index].astype(np.float64))
+        y = y > 0.5
         positives = int(y.sum())
         if method == "fixed" or not 0 < positives < len(y):
             thresholds[code] = 0.5
@@ -65,7 +75,8 @@ def operating_points(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float],
     """Sensitivity and specificity per label at the card's thresholds."""
     out = {}
     for index, code in enumerate(codes):
-        y, predicted = Y[:, index] > 0.5, P[:, index] >= thresholds[code]
+        y, p = known(Y[:, index], P[:, index])
+        y, predicted = y > 0.5, p >= thresholds[code]
         positives, negatives = y.sum(), (~y).sum()
         out[code] = {
             "sensitivity": float((predicted & y).sum() / positives) if positives else None,

@@ -34,6 +34,7 @@ __all__ = [
     "read_dicom_waveform",
     "read_ecg",
     "read_json",
+    "parse_cinc_comments",
     "read_wfdb",
 ]
 
@@ -555,7 +556,9 @@ def _read_wfdb_zip(data: bytes) -> EcgRecord:
     return record
 
 
-def _parse_cinc_comments(comments: list[str]) -> tuple[dict[str, Any], list[str]]:
+def parse_cinc_comments(comments: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """CinC header comments (``Age: 53``, ``Sex: Male``, ``Dx: 426783006,164889003``) → (patient
+    fields ``age``/``sex``, SNOMED CT codes). ``Dx: Unknown`` gives no codes."""
     patient: dict[str, Any] = {}
     labels: list[str] = []
     for comment in comments or []:
@@ -596,7 +599,7 @@ def _read_wfdb_record(record: Path) -> EcgRecord:
             raise EcgInputError("units", f"lead {lead} is recorded in {unit!r}; expected mV or uV")
         factors.append(factor)
     signals = np.ascontiguousarray(rec.p_signal.T * np.asarray(factors)[:, None], dtype=np.float64)
-    patient, labels = _parse_cinc_comments(rec.comments)
+    patient, labels = parse_cinc_comments(rec.comments)
     meta: dict[str, Any] = {"format": "wfdb", "record_name": rec.record_name}
     if labels:
         meta["label_system"] = "SNOMED-CT"

@@ -121,6 +121,7 @@ class CxrPreReader:
                  overlay_max_side: int = OVERLAY_MAX_SIDE):
         if card.task != "cxr":
             raise ValueError(f"CxrPreReader needs a 'cxr' model, got a {card.task!r} card")
+        rules.require_labels(list(card.labels), f"model {card.name}/{card.version}")
         self.backend, self.card, self.rules = backend, card, rules
         self.cam_network = cam_network
         self.labels = list(card.labels)

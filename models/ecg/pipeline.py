@@ -34,6 +34,7 @@ class EcgInput:
 
 class EcgPreReader:
     def __init__(self, backend: InferenceBackend, card: ModelCard, rules: TriageRules):
+        rules.require_labels(list(card.labels), f"model {card.name}/{card.version}")
         self.backend, self.card, self.rules = backend, card, rules
         self.labels = list(card.labels)
         names = card.label_names or card.labels

@@ -43,3 +43,23 @@ def real_inputs(cinc_dir: Path):
         record = read_wfdb(header).in_standard_order()
         batch.append(preprocess_signals(record.signals, record.sampling_rate))
     return np.stack(batch).astype(np.float32)
+
+
+# Layouts in their real formats (tests/datasets/layouts.py), for trainings on each adapter.
+from tests.datasets.conftest import nih_csv_root, ptbxl_root  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """The running Ray instance if there is one (e.g. the serving tests'), else a small local one
+    for this module (stopped afterwards, so a later session fixture can start its own)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.train.torch", reason="ray[train] is not installed")
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -35,6 +35,18 @@ def write(tmp_path: Path, data) -> Path:
     ({"task": "ecg", "early_stopping": {"metric": "accuracy"}}, r"early_stopping\.metric"),
     ({"model": {"architecture": "xresnet1d18"}}, r"task: Field required"),
     ("- just\n- a list\n", "must be a mapping"),
+    ({"task": "ecg", "data": {"format": "ptbxl"}}, "data.path is required for source 'ptbxl'"),
+    ({"task": "ecg", "data": {"format": "cinc", "path": "x", "label_set": "superdiagnostic"}},
+     "label_set 'superdiagnostic' is not available for 'cinc'"),
+    ({"task": "ecg", "data": {"format": "chexpert", "path": "x"}}, "not an ECG source"),
+    ({"task": "cxr", "model": {"architecture": "densenet_small"}, "data": {"format": "ptbxl", "path": "x"}},
+     "not a chest X-ray source"),
+    ({"task": "ecg", "data": {"format": "ptbxl", "path": "x", "sampling_rate": 250}}, r"data\.sampling_rate"),
+    ({"task": "cxr", "data": {"format": "chexpert", "path": "x", "uncertain": "maybe"}}, r"data\.uncertain"),
+    ({"task": "ecg", "data": {"format": "ptbxl", "source": "cinc", "path": "x"}}, r"data\.source: Extra inputs"),
+    ({"task": "ecg", "distributed": {"num_workers": 0}}, r"distributed\.num_workers"),
+    ({"task": "ecg", "device": "cpu", "distributed": {"num_workers": 2, "use_gpu": True}}, "use_gpu is true but"),
+    ({"task": "ecg", "augment": {"probability": 2}}, r"augment\.probability"),
     ("task: [unclosed\n", "not valid YAML"),
 ])
 def test_invalid_configs_name_the_field(tmp_path, data, message):
@@ -46,3 +58,30 @@ def test_invalid_configs_name_the_field(tmp_path, data, message):
 def test_missing_file(tmp_path):
     with pytest.raises(TrainConfigError, match="cannot read"):
         load_train_config(tmp_path / "nope.yaml")
+
+
+def test_every_example_config_validates():
+    configs = sorted((REPO / "configs" / "train").glob("*.yaml")) + sorted((REPO / "tests" / "data").glob("*.yaml"))
+    assert len(configs) >= 10
+    formats = set()
+    for path in configs:
+        config = load_train_config(path)
+        formats.add(config.data.source)
+    assert {"synthetic", "nih+phantom", "ptbxl", "cinc", "nih", "chexpert", "medmnist", "dicom", "worklist"} <= formats
+
+
+def test_format_is_the_new_name_of_source_and_generated_sets_keep_their_default_size(tmp_path):
+    path = write(tmp_path, {"task": "ecg", "data": {"format": "ptbxl", "path": "/d/ptb-xl", "label_set": "rhythm"}})
+    config = load_train_config(path)
+    assert config.data.source == "ptbxl" and config.data.n is None and config.data.label_set == "rhythm"
+    assert load_train_config(write(tmp_path, {"task": "ecg"})).data.n == 2000
+    ray = load_train_config(REPO / "configs" / "train" / "ecg-ptbxl-ray.yaml")
+    assert ray.distributed.num_workers == 4 and ray.distributed.use_gpu and ray.device == "cuda"
+
+
+def test_preread_train_refuses_a_config_of_the_other_task(tmp_path):
+    from preread.cli import main
+
+    with pytest.raises(SystemExit, match="is a 'ecg' training config, not 'cxr'"):
+        main(["train", "cxr", "--config", str(REPO / "configs" / "train" / "ecg-demo.yaml"),
+              "--registry", str(tmp_path / "registry")])

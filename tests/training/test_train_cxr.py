@@ -109,7 +109,10 @@ def test_interrupted_then_resumed_training_matches_an_uninterrupted_run(straight
     with pytest.raises(Interrupted):
         train_cxr(config, registry=registry, progress=False, on_epoch_end=stop_after_first_epoch)
     assert registry.is_empty("cxr")
-    resumed = train_cxr(config, registry=registry, progress=False, resume=True)
+    seen = []
+    resumed = train_cxr(config, registry=registry, progress=False, resume=True,
+                        on_epoch_end=lambda epoch, metrics: seen.append(epoch))
+    assert seen == [1]  # continued after the first epoch, not from scratch
 
     a = torch.load(reference.state_dict_path, weights_only=True)
     b = torch.load(resumed.state_dict_path, weights_only=True)

@@ -62,7 +62,10 @@ def test_interrupted_then_resumed_training_matches_an_uninterrupted_run(tmp_path
     with pytest.raises(Interrupted):
         train_ecg(config, registry=registry, progress=False, on_epoch_end=stop_after_first_epoch)
     assert registry.is_empty("ecg")
-    resumed = train_ecg(config, registry=registry, progress=False, resume=True)
+    seen = []
+    resumed = train_ecg(config, registry=registry, progress=False, resume=True,
+                        on_epoch_end=lambda epoch, metrics: seen.append(epoch))
+    assert seen == [1, 2]  # continued after the first epoch (with its augmentation stream), not from scratch
 
     a = torch.load(straight.state_dict_path, weights_only=True)
     b = torch.load(resumed.state_dict_path, weights_only=True)

@@ -1,0 +1,115 @@
+"""PhysioNet/Computing in Cardiology Challenge 2020 / 2021 WFDB folders.
+
+Layout: ``*.hea`` headers (anywhere under the folder, e.g. the 2021 ``training/<database>/g1/``
+tree or a flat 2020 ``Training_WFDB/``) with their ``.mat`` (or ``.dat``) signal files. Header
+comments carry the labels and demographics::
+
+    # Age: 53
+    # Sex: Male
+    # Dx: 426783006,164889003
+    # Rx: Unknown
+
+The record name's prefix says which database a record came from (A: CPSC, Q: CPSC-Extra,
+I: St Petersburg INCART, S: PTB, HR: PTB-XL, E: Georgia, JS: Chapman-Shaoxing / Ningbo); it is the
+case's ``site``. The challenge defines no split and no patient ids (each record its own patient).
+
+Label sets:
+  preread  the served ECG labels (``models.ecg.labels``): SNOMED codes mapped with
+           ``labels_from_snomed``; the Dx line lists every diagnosis the record was annotated with,
+           so an unmapped code means "none of ours" (0), not unknown.
+  snomed   one column per SNOMED CT code present in the folder (most frequent first).
+A record without a Dx line (or ``Dx: Unknown``) is NaN for every label.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from datasets.sources.base import SourceDataset, SourceLayoutError, check_choice, ecg_file_loader, served_labels
+
+LABEL_SETS = ("preread", "snomed")
+
+# Record-name prefixes → source database (the "site" of a CinC case).
+CINC_SOURCES = {"A": "CPSC", "Q": "CPSC-Extra", "I": "StPetersburg", "S": "PTB", "HR": "PTB-XL",
+                "E": "Georgia", "JS": "Chapman-Ningbo"}
+
+# Names of the diagnoses the 2021 Challenge scored (its dx_mapping_scored.csv), for the snomed label set.
+SNOMED_NAMES = {
+    "164889003": "atrial fibrillation", "164890007": "atrial flutter", "6374002": "bundle branch block",
+    "426627000": "bradycardia", "733534002": "complete left bundle branch block",
+    "713427006": "complete right bundle branch block", "270492004": "1st degree av block",
+    "713426002": "incomplete right bundle branch block", "39732003": "left axis deviation",
+    "445118002": "left anterior fascicular block", "164909002": "left bundle branch block",
+    "251146004": "low qrs voltages", "698252002": "nonspecific intraventricular conduction disorder",
+    "10370003": "pacing rhythm", "284470004": "premature atrial contraction",
+    "427172004": "premature ventricular contractions", "164947007": "prolonged pr interval",
+    "111975006": "prolonged qt interval", "164917005": "qwave abnormal", "47665007": "right axis deviation",
+    "59118001": "right bundle branch block", "427393009": "sinus arrhythmia", "426177001": "sinus bradycardia",
+    "426783006": "sinus rhythm", "427084000": "sinus tachycardia", "63593006": "supraventricular premature beats",
+    "164934002": "t wave abnormal", "59931005": "t wave inversion", "17338001": "ventricular premature beats",
+}
+
+
+def site_of(record_name: str) -> str:
+    prefix = "HR" if record_name.startswith("HR") else "JS" if record_name.startswith("JS") else record_name[:1]
+    return CINC_SOURCES.get(prefix, prefix or "unknown")
+
+
+def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None = None) -> SourceDataset:
+    """Index a CinC 2020/2021 WFDB folder (headers only; signals are read by ``load_inputs``)."""
+    import wfdb
+
+    from datasets.ecg.readers import parse_cinc_comments
+    from models.ecg.labels import labels_from_snomed
+
+    check_choice("cinc", "label_set", label_set, LABEL_SETS)
+    root = Path(path)
+    if not root.is_dir():
+        raise SourceLayoutError(f"cinc: {root} is not a folder of WFDB records (*.hea + *.mat)")
+    headers = sorted(root.rglob("*.hea"))
+    if not headers:
+        raise SourceLayoutError(f"cinc: no WFDB headers (*.hea) under {root}")
+    if limit is not None:
+        headers = headers[:limit]
+    rows, codes_per_record = [], []
+    for header in headers:
+        try:
+            comments = wfdb.rdheader(str(header.with_suffix(""))).comments
+        except Exception as exc:  # noqa: BLE001 - wfdb raises many types on bad headers
+            raise SourceLayoutError(f"cinc: cannot read WFDB header {header} ({type(exc).__name__}: {exc})") from None
+        patient, dx = parse_cinc_comments(comments)
+        codes_per_record.append(dx)
+        rows.append({"id": header.stem, "patient_id": header.stem, "file": str(header), "site": site_of(header.stem),
+                     "sex": {"M": "male", "F": "female"}.get(patient.get("sex"), "unknown"),
+                     "age": float(patient["age"]) if "age" in patient else np.nan, "manufacturer": "unknown",
+                     "snomed": ",".join(dx)})
+    if label_set == "preread":
+        labels, names = served_labels("ecg")
+        positives = [labels_from_snomed(dx) for dx in codes_per_record]
+    else:
+        counts = Counter(code for dx in codes_per_record for code in set(dx))
+        labels = [code for code, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+        names = [SNOMED_NAMES.get(code, f"SNOMED CT {code}") for code in labels]
+        positives = codes_per_record
+    Y = np.zeros((len(rows), len(labels)), dtype=np.float32)
+    column = {code: j for j, code in enumerate(labels)}
+    for i, (dx, found) in enumerate(zip(codes_per_record, positives)):
+        if not dx:
+            Y[i] = np.nan  # no diagnosis recorded: unknown, not normal
+            continue
+        for code in found:
+            Y[i, column[code]] = 1.0
+    unlabelled = sum(1 for dx in codes_per_record if not dx)
+    notes = [f"labels: {label_set} (SNOMED CT codes from the '# Dx:' header lines"
+             + (", mapped with models.ecg.labels.labels_from_snomed)" if label_set == "preread" else ")")]
+    if unlabelled:
+        notes.append(f"{unlabelled} record(s) without a Dx line are unknown for every label")
+    return SourceDataset(
+        format="cinc", path=root, task="ecg", labels=labels, label_names=names, Y=Y, meta=pd.DataFrame(rows),
+        loader=ecg_file_loader(), notes=notes, input_spec={"pipeline": "ecg_preprocess"},
+        description=f"PhysioNet/CinC Challenge WFDB records from {root} ({len(rows)} records; "
+                    f"sources {', '.join(sorted({r['site'] for r in rows}))}; labels {label_set})")
