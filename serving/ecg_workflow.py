@@ -67,8 +67,18 @@ class EcgWorkflow:
 
     @staticmethod
     def parse(body: bytes, content_type: str | None, filename: str | None) -> EcgRecord:
-        """Bytes → validated record in standard lead order; EcgInputError names the problem."""
-        return validate_record(read_ecg(body, content_type=content_type, filename=filename))
+        """Bytes → validated record in standard lead order; EcgInputError names the problem. A reader
+        that trips over malformed input in a way it did not foresee (fuzzing finds these: an unknown
+        VR in a DICOM header, a WFDB header with absurd numbers) is still a bad upload, not a crash."""
+        try:
+            return validate_record(read_ecg(body, content_type=content_type, filename=filename))
+        except EcgInputError:
+            raise
+        except (MemoryError, RecursionError) as exc:
+            raise EcgInputError("file", f"too complex to read: {type(exc).__name__}") from exc
+        except Exception as exc:
+            log.info("unreadable ECG upload: %s: %s", type(exc).__name__, exc)
+            raise EcgInputError("file", f"unreadable: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
     def accept(self, body: bytes, record: EcgRecord, site: str, sender: str, no_ai: bool = False) -> AcceptedEcg:
         """Store durably, then record the row (leased by this worker, which reads it next).

@@ -1,0 +1,239 @@
+"""Load test: ten times a county's daily volume, compressed in time, against `preread serve`, then a
+zero-loss check. `python -m bench.load_test [--minutes 10] [--scale 10] [--json FILE]`.
+
+The county (what the figures assume; docs/benchmarks.md "Load test"): 60 sending sites (15 township
+health centres, 45 village clinics) sending 400 12-lead ECGs and 200 chest radiographs a day, i.e. 600
+studies. Ten times that, compressed into ``--minutes``, is 6,000 studies in 10 minutes: 10 per
+second, 2 in 3 of them ECGs (WFDB zips over HTTP) and 1 in 3 chest X-rays (STOW-RS).
+
+Steps: start `preread serve` on a temporary config (SQLite, local files, free ports, the 60 sites,
+a registry with ECG and CXR models: ``--registry``, else tiny ones trained here with the project's
+own training configs), run locust headless (bench/locustfile.py: one user per site at a constant
+rate), wait until every acknowledged object has its AI read (or ``--drain-minutes``), then check in
+the database: every 2xx object is stored (row + file) and has exactly one AI read (audit events);
+report p50/p95/p99 of the acknowledgement latency per request type, throughput, and the time from
+arrival to AI read. JSON → bench/results/load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SITES = 60
+ECG_PER_DAY, CXR_PER_DAY = 400, 200
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_registry(registry: Path) -> None:
+    """Tiny ECG and CXR models (the project's training code, tests/data configs) if none is there."""
+    from models.registry import ModelRegistry
+
+    reg = ModelRegistry(registry)
+    for task in ("ecg", "cxr"):
+        if reg.is_empty(task):
+            print(f"[load] training a tiny {task} model into {registry} ...", flush=True)
+            subprocess.run([sys.executable, "-m", "preread.cli", "train", task, "--config",
+                            str(REPO / "tests" / "data" / f"{task}-tiny.yaml"), "--registry", str(registry)],
+                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def write_config(state: Path, registry: Path) -> tuple[Path, dict[str, Any]]:
+    cfg = yaml.safe_load((REPO / "configs" / "serving.yaml").read_text())
+    cfg["http"]["port"] = free_port()
+    cfg["dicom"].update(port=free_port())
+    cfg["sites"] = [{"id": f"site{i:02d}", "name": f"Site {i}", "ae_titles": [f"SITE{i:02d}"]} for i in range(SITES)]
+    cfg["storage"] = {"root": str(state / "objects")}
+    cfg["database"] = {"url": f"sqlite:///{state / 'preread.db'}"}
+    cfg["registry"] = {"root": str(registry)}
+    cfg["auth"] = {"secret_file": str(state / "secret.key"), "users": []}
+    cfg["deid"] = {"key_store": str(state / "reid" / "keys.db")}
+    cfg["config_dir"] = str(REPO / "configs")
+    path = state / "serving.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg
+
+
+def start_service(config: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen([sys.executable, "-m", "preread.cli", "serve", "--config", str(config)],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            cwd=config.parent)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"preread serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError("preread serve not ready")
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_locust(base: str, tokens: Path, acks: Path, csv_prefix: Path, seconds: int, rate: float, ecg_share: float,
+               data: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREREAD_LOAD_TOKENS": str(tokens), "PREREAD_LOAD_ACKS": str(acks),
+           "PREREAD_LOAD_RATE": str(rate), "PREREAD_LOAD_ECG_SHARE": str(ecg_share), "PREREAD_LOAD_DATA": str(data)}
+    subprocess.run([sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py"), "--headless",
+                    "-u", str(SITES), "-r", str(SITES), "-t", f"{seconds}s", "--host", base, "--csv", str(csv_prefix),
+                    "--only-summary", "--stop-timeout", "60", "--loglevel", "WARNING"], env=env, check=False)
+
+
+def check(db_url: str, store_root: Path, acks: list[dict], drain_s: float) -> dict[str, Any]:
+    """Zero loss: every acknowledged object stored (row + file) and read exactly once."""
+    from serving.store.db import Database, as_utc
+    from serving.store.work import ai_read_counts
+
+    db = Database(db_url)
+    studies = sorted({a["study_uid"] for a in acks})
+    deadline = time.time() + drain_s
+    while True:
+        pending = [uid for uid in studies if (s := db.get_study(uid)) is None or s.read_at is None]
+        if not pending or time.time() > deadline:
+            break
+        print(f"[load] waiting for {len(pending)} AI reads ...", flush=True)
+        time.sleep(10)
+    missing, no_file, unread, failed = [], [], [], []
+    to_read = []
+    for uid in studies:
+        study = db.get_study(uid)
+        if study is None or not study.instances:
+            missing.append(uid)
+            continue
+        if not all((store_root / i.storage_key).is_file() for i in study.instances):
+            no_file.append(uid)
+        if study.read_at is None:
+            (failed if study.status == "ai_failed" else unread).append(uid)
+        else:
+            to_read.append((as_utc(study.read_at) - as_utc(study.arrived_at)).total_seconds())
+    counts = ai_read_counts(db, studies)
+    read_twice = [uid for uid, n in counts.items() if n > 1]
+    return {"acknowledged_studies": len(studies), "missing": len(missing), "without_file": len(no_file),
+            "unread": len(unread), "ai_failed": len(failed), "read_more_than_once": len(read_twice),
+            "time_to_read_s": _percentiles(to_read), "examples": {"missing": missing[:5], "unread": unread[:5]}}
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    arr = np.asarray(values)
+    return {f"p{q}": round(float(np.percentile(arr, q)), 3) for q in (50, 95, 99)}
+
+
+def locust_stats(csv_prefix: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(f"{csv_prefix}_stats.csv") as fh:
+        for row in csv.DictReader(fh):
+            rows.append({"name": row["Name"], "requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                         "p50_ms": float(row["50%"]), "p95_ms": float(row["95%"]), "p99_ms": float(row["99%"]),
+                         "max_ms": float(row["Max Response Time"]), "per_s": round(float(row["Requests/s"]), 2)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--scale", type=float, default=10.0, help="times the county's daily volume")
+    parser.add_argument("--registry", type=Path, default=None)
+    parser.add_argument("--drain-minutes", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "load.json")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    args = parser.parse_args(argv)
+
+    state = Path(tempfile.mkdtemp(prefix="preread-load-"))
+    registry = args.registry or state / "registry"
+    ensure_registry(registry)
+    config, cfg = write_config(state, registry)
+    seconds = int(args.minutes * 60)
+    total = (ECG_PER_DAY + CXR_PER_DAY) * args.scale
+    rate = total / seconds / SITES
+    print(f"[load] {SITES} sites, {total:.0f} studies in {seconds} s = {total / seconds:.1f}/s "
+          f"({rate:.3f}/s per site); state in {state}", flush=True)
+
+    from serving.auth import TokenService, load_secret
+
+    tokens = TokenService(load_secret(state / "secret.key"))
+    (state / "tokens.json").write_text(json.dumps({s["id"]: tokens.issue(f"load-{s['id']}", "grassroots", [s["id"]])
+                                                   for s in cfg["sites"]}))
+    base = f"http://127.0.0.1:{cfg['http']['port']}"
+    proc = start_service(config, state / "serve.log")
+    try:
+        wait_ready(base, proc)
+        acks_path, csv_prefix = state / "acks.jsonl", state / "locust"
+        started = time.time()
+        run_locust(base, state / "tokens.json", acks_path, csv_prefix, seconds, rate,
+                   ECG_PER_DAY / (ECG_PER_DAY + CXR_PER_DAY), args.data)
+        elapsed = time.time() - started
+        acks = [json.loads(line) for line in acks_path.read_text().splitlines() if line.strip()]
+        result = check(cfg["database"]["url"], Path(cfg["storage"]["root"]), acks, args.drain_minutes * 60)
+    finally:
+        stop_service(proc)
+    stats = locust_stats(csv_prefix)
+    report = {"sites": SITES, "daily_ecg": ECG_PER_DAY, "daily_cxr": CXR_PER_DAY, "scale": args.scale,
+              "seconds": seconds, "target_per_s": round(total / seconds, 2), "elapsed_s": round(elapsed, 1),
+              "acknowledged": len(acks), "acknowledged_per_s": round(len(acks) / elapsed, 2),
+              "requests": stats, **result, "cpu_count": os.cpu_count(),
+              "zero_loss": result["missing"] == 0 and result["without_file"] == 0 and result["read_more_than_once"] == 0}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    _print(report)
+    return 0 if report["zero_loss"] else 1
+
+
+def _print(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"preread load test: {report['scale']:g}× a county's day in {report['seconds']} s "
+                        f"(target {report['target_per_s']}/s)")
+    for col in ("request", "count", "failures", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(col, justify="right" if col != "request" else "left")
+    for row in report["requests"]:
+        table.add_row(row["name"], str(row["requests"]), str(row["failures"]), f"{row['per_s']:.2f}",
+                      f"{row['p50_ms']:.0f}", f"{row['p95_ms']:.0f}", f"{row['p99_ms']:.0f}", f"{row['max_ms']:.0f}")
+    console = Console()
+    console.print(table)
+    t = report["time_to_read_s"]
+    console.print(f"acknowledged {report['acknowledged']} objects ({report['acknowledged_studies']} studies); "
+                  f"missing {report['missing']}, without file {report['without_file']}, unread {report['unread']}, "
+                  f"ai_failed {report['ai_failed']}, read more than once {report['read_more_than_once']}; "
+                  f"arrival → AI read p50 {t['p50']} s, p95 {t['p95']} s, p99 {t['p99']} s; "
+                  f"zero loss: {report['zero_loss']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
