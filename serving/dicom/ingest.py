@@ -115,7 +115,11 @@ def _check_pixels(ds: Dataset, fail) -> None:
         return
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     pixel_data = ds.PixelData
-    if syntax is not None and syntax.is_encapsulated:
+    try:
+        encapsulated = syntax is not None and syntax.is_encapsulated
+    except ValueError as exc:  # a UID in the meta that is not a transfer syntax (the fuzzer found it)
+        raise fail(f"Transfer Syntax UID {str(syntax)[:64]!r} is not a transfer syntax") from exc
+    if encapsulated:
         from pydicom.encaps import generate_fragments
 
         try:
