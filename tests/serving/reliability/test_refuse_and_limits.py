@@ -117,7 +117,7 @@ def test_database_down_is_refused_with_503_and_0xa700_then_recovers(tmp_path, ec
 def _fill(folder: Path) -> Path:
     """Fill the filesystem under ``folder`` to the last byte."""
     filler = folder / "filler"
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 4096)
@@ -168,7 +168,7 @@ def test_rate_limits_per_site(tmp_path, ecg_registry, ecg_reader):
     cfg = dicom_cfg(tmp_path, ecg_registry)
     cfg = cfg.model_copy(update={"rate_limits": RateLimitConfig(
         http=RateBucket(per_second=100, burst=100), dicom=RateBucket(per_second=100, burst=100),
-        sites={"demo": SiteRateLimits(http=RateBucket(per_second=1, burst=3), dicom=RateBucket(per_second=0.5, burst=2))})})
+        sites={"demo": SiteRateLimits(http=RateBucket(per_second=0.2, burst=3), dicom=RateBucket(per_second=0.05, burst=2))})})
     with local_service(cfg, ecg_reader) as client:
         def post(seed: int, sites=("demo",)):
             return client.http.post("/api/v1/ecg", content=json.dumps(ecg_json(seed=seed, site=sites[0])),
