@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
@@ -173,7 +173,13 @@ def test_cstore(service, sender, data, tmp_path_factory):
     case = data.draw(mutated_bytes(seed, start=dataset_start(seed)))  # the meta stays: it picks the context
     path = tmp_path_factory.getbasetemp() / "cstore-case.dcm"
     path.write_bytes(case)
-    status = sender.send(path)
+    try:
+        status = sender.send(path)
+    except (ValueError, KeyError, NotImplementedError, AttributeError, TypeError, EOFError):
+        # pynetdicom reads a few elements of the file to address the request (SOP class and
+        # instance, character set); a mutation there stops the sender before anything is sent:
+        # not a case for the SCP, so hypothesis draws another.
+        reject()
     assert status is not None and "Status" in status, "no C-STORE response (association aborted or timed out)"
     code = int(status.Status)
     assert code == 0 or code in (0xA700, 0xA900, 0x0110) or 0xC000 <= code <= 0xCFFF or 0xB000 <= code <= 0xBFFF, hex(code)
