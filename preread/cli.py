@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     Database(cfg.database.url).migrate()  # once, here, so replicas never race on the schema
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+    ray.init(address="local", num_cpus=cfg.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True)
     from serving import logs, tls
 

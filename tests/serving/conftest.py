@@ -161,7 +161,8 @@ def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
                                                  timeout_s=10),
     })})
     Database(cfg.database.url).migrate()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    # address="local": a fresh instance of our own, never a cluster another process started here
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
     serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
     serve.run(build_app(cfg), name="preread", route_prefix="/")
