@@ -200,6 +200,10 @@ class DicomTlsConfig(_Strict):
     ca_file: Path | None = None               # CA bundle that signs the sites' client certificates
     require_client_cert: bool = True          # mutual TLS: a site proves who it is
     plain_too: bool = True                    # keep the plain SCP on dicom.port as well
+    # A client certificate must name the calling AE title (subject CN or a DNS subjectAltName, case
+    # ignored), so one site's certificate cannot send as another site. Where a site's certificate
+    # carries another name (a hostname from the county's CA), map the AE title to the names allowed.
+    certificate_names: dict[str, list[str]] = {}
 
 
 class TlsConfig(_Strict):
@@ -261,6 +265,16 @@ class ServingConfig(_Strict):
         unknown = sorted(set(value.sites) - sites)
         if sites and unknown:
             raise ValueError(f"rate_limits.sites names unknown sites {unknown}; configured: {sorted(sites)}")
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _certificate_names_are_site_aes(cls, value: TlsConfig, info) -> TlsConfig:
+        aes = {ae.strip() for site in info.data.get("sites") or [] for ae in site.ae_titles}
+        unknown = sorted(set(value.dicom.certificate_names) - aes) if value.dicom is not None else []
+        if aes and unknown:
+            raise ValueError(f"tls.dicom.certificate_names names unknown AE titles {unknown}; "
+                             f"the sites' AE titles: {sorted(aes)}")
         return value
 
     def resolved(self, base: str | Path | None = None) -> "ServingConfig":

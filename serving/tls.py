@@ -8,7 +8,8 @@ deployment that terminates TLS on a reverse proxy (nginx, a hospital's load bala
 DICOM: PS3.15 Annex B "secure transport connection profiles" — TLS 1.2 or newer (BCP 195), the
 server's certificate, and by default mutual authentication: a site's modality or PACS presents a
 certificate signed by the CA in ``tls.dicom.ca_file``. Calling AE titles are still checked against
-the configured sites on top of that.
+the configured sites on top of that, and a client certificate must name the calling AE title
+(``certificate_matches_ae``): a site's certificate does not let it send as another site.
 """
 
 from __future__ import annotations
@@ -47,6 +48,24 @@ def client_context(ca_file: Path, certfile: Path | None = None, keyfile: Path | 
 def dicom_server_context(tls: Any) -> ssl.SSLContext:
     """The SCP's context from ``tls.dicom`` (serving.config.DicomTlsConfig)."""
     return server_context(tls.certfile, tls.keyfile, tls.ca_file, tls.require_client_cert)
+
+
+def certificate_names(peer_cert: dict[str, Any] | None) -> set[str]:
+    """The names a peer certificate (``SSLSocket.getpeercert()``) carries: subject common names and
+    DNS subjectAltNames."""
+    if not peer_cert:
+        return set()
+    names = {value for rdn in peer_cert.get("subject", ()) for key, value in rdn if key == "commonName"}
+    names |= {value for kind, value in peer_cert.get("subjectAltName", ()) if kind == "DNS"}
+    return names
+
+
+def certificate_matches_ae(peer_cert: dict[str, Any] | None, ae_title: str,
+                           allowed: dict[str, list[str]] | None = None) -> bool:
+    """Whether a client certificate may speak for ``ae_title``: one of its names is the AE title
+    itself or a name ``allowed`` (tls.dicom.certificate_names) maps it to; case and padding ignored."""
+    wanted = {ae_title.strip().casefold()} | {n.strip().casefold() for n in (allowed or {}).get(ae_title.strip(), [])}
+    return bool(wanted & {n.strip().casefold() for n in certificate_names(peer_cert)})
 
 
 def http_options(cfg: Any) -> dict[str, Any]:

@@ -15,7 +15,8 @@ resend later), as does a site over its rate limit; an undecodable or invalid obj
 reason in the Error Comment.
 
 TLS: with ``tls.dicom`` configured a second listener speaks DICOM over TLS (PS3.15 Annex B, mutual
-authentication by default; serving/tls.py), beside the plain one or instead of it.
+authentication by default; serving/tls.py), beside the plain one or instead of it; there a client
+certificate must name the calling AE title (``check_certificate``).
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ class StorageScp:
 
     def _serve(self, port: int, ssl_context=None):
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000)]
+        if ssl_context is not None:
+            handlers.append((evt.EVT_REQUESTED, self.check_certificate))
         ae = self._ae()
         server = ae.make_server((self.host, port), evt_handlers=handlers, ssl_context=ssl_context,
                                 server_class=_SharedPortServer)
@@ -179,6 +182,28 @@ class StorageScp:
     @property
     def running(self) -> bool:
         return bool(self._servers)
+
+    def check_certificate(self, event) -> None:
+        """On the TLS listener, before negotiation: a presented client certificate must name the
+        calling AE title (or a name tls.dicom.certificate_names allows for it); otherwise the
+        association is rejected as from an unrecognised calling AE (A-ASSOCIATE-RJ 1/1/3)."""
+        from serving.tls import certificate_matches_ae, certificate_names  # noqa: PLC0415
+
+        assoc = event.assoc
+        try:
+            calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+            peer = assoc.dul.socket.socket.getpeercert()
+            if not peer:  # no certificate: only possible with require_client_cert false, which allows it
+                return
+            if certificate_matches_ae(peer, calling, self.tls.certificate_names):
+                return
+            log.warning("TLS association from calling AE %s rejected: its certificate names %s, not that AE title",
+                        calling, sorted(certificate_names(peer)))
+        except Exception:  # pynetdicom would log and go on: fail closed instead
+            log.exception("TLS association rejected: could not check the client certificate")
+        assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
 
     def handle_store(self, event) -> Dataset | int:
         calling = event.assoc.requestor.ae_title.strip()

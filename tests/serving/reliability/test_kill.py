@@ -25,19 +25,29 @@ pytestmark = [pytest.mark.reliability, pytest.mark.ray, pytest.mark.slow]
 
 
 def _ecg_replica_pids() -> list[int]:
-    """PIDs of the live ECG model replicas, from Ray's state API (the dashboard's, when the session
-    runs one; else the same table straight from the GCS)."""
-    try:
-        from ray.util.state import list_actors
+    """PIDs of the live ECG model replicas of *this* session's Ray instance, from its GCS actor
+    table (ray.util.state would ask whichever dashboard it finds on the machine: maybe another
+    process's cluster, whose replicas are not ours to kill)."""
+    from ray._private.state import actors
 
-        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-        return [a.pid for a in actors if "ecg-model" in (a.class_name or "") and a.pid]
-    except Exception:  # no dashboard in the test session (include_dashboard=False)
-        from ray._private.state import actors
+    pids = [info["Pid"] for info in actors(actor_state_name="ALIVE").values()
+            if "ecg-model" in str(info.get("ActorClassName")) and info.get("Pid")]
+    strangers = [pid for pid in pids if not _started_by_us(pid)]
+    assert not strangers, f"replica PIDs {strangers} are not descendants of this test process"
+    return pids
 
-        return [info["Pid"] for info in actors().values()
-                if info.get("State") in ("ALIVE", 2) and "ecg-model" in str(info.get("ActorClassName"))
-                and info.get("Pid")]
+
+def _started_by_us(pid: int) -> bool:
+    """Whether ``pid`` descends from this process (our Ray's raylet forks the replicas)."""
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the (command name)
+    return False
 
 
 def test_killing_the_ecg_model_replica_mid_load_loses_nothing(serve_client):

@@ -2,7 +2,8 @@
 
 - a DICOM TLS SCP with mutual authentication, spoken to by dcmtk's storescu +tls (a real peer) and
   by pynetdicom, with a test CA and certificates made here with ``cryptography``; a client without a
-  certificate or without TLS is refused;
+  certificate or without TLS is refused, and so is a certificate that does not name the calling AE
+  title (another site's, say);
 - HTTPS from the options `preread serve` gives the Ray Serve proxy (uvicorn's ssl_* options);
 - token expiry (revocation: test_worklist_reading);
 - logs of a whole ingest + login flow at DEBUG (our code, pynetdicom, SQLAlchemy's SQL with its
@@ -41,7 +42,8 @@ def _key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _cert(subject_cn: str, key, issuer_cert=None, issuer_key=None, ca: bool = False, server: bool = False):
+def _cert(subject_cn: str, key, issuer_cert=None, issuer_key=None, ca: bool = False, server: bool = False,
+          dns_names: tuple[str, ...] = ()):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -56,6 +58,9 @@ def _cert(subject_cn: str, key, issuer_cert=None, issuer_key=None, ca: bool = Fa
     if server:
         builder = builder.add_extension(x509.SubjectAlternativeName(
             [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    elif dns_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]),
+                                        critical=False)
     if not ca:
         builder = builder.add_extension(x509.ExtendedKeyUsage(
             [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -79,9 +84,13 @@ def pki(tmp_path_factory) -> dict[str, Path]:
         out[f"{name}_crt"], out[f"{name}_key"] = folder / f"{name}.crt", folder / f"{name}.key"
 
     write("ca", ca, ca_key)
-    server_key, client_key = _key(), _key()
+    server_key, client_key, other_key, named_key = _key(), _key(), _key(), _key()
     write("server", _cert("localhost", server_key, ca, ca_key, server=True), server_key)
     write("client", _cert("DEMOSITE", client_key, ca, ca_key), client_key)
+    write("other", _cert("OTHERSITE", other_key, ca, ca_key), other_key)  # the other site's own certificate
+    # a site certificate issued to a host name (subjectAltName), mapped to DEMOSITE in the config
+    write("named", _cert("Demo township health centre", named_key, ca, ca_key,
+                         dns_names=("demo-clinic.county.example",)), named_key)
     return out
 
 
@@ -101,7 +110,8 @@ def test_dicom_tls_scp_with_mutual_authentication(tmp_path, pki, ecg_registry, e
 
     cfg = make_config(tmp_path, ecg_registry)
     tls = DicomTlsConfig(port=free_port(), certfile=pki["server_crt"], keyfile=pki["server_key"],
-                         ca_file=pki["ca_crt"], require_client_cert=True, plain_too=False)
+                         ca_file=pki["ca_crt"], require_client_cert=True, plain_too=False,
+                         certificate_names={"DEMOSITE": ["demo-clinic.county.example"]})
     cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port()}),
                                  "tls": cfg.tls.model_copy(update={"dicom": tls})})
     with local_service(cfg, ecg_reader) as client:
@@ -129,7 +139,42 @@ def test_dicom_tls_scp_with_mutual_authentication(tmp_path, pki, ecg_registry, e
         anonymous = CStoreSender(tls.port, [data], ssl_context=client_context(pki["ca_crt"]))
         with pytest.raises(AssertionError, match="refused or dropped"):
             anonymous.send(data)
+        # The certificate must name the calling AE (or a name mapped to it): another site's
+        # certificate, valid as it is, does not let it send as DEMOSITE.
+        for cert, calling, accepted in (("other", "DEMOSITE", False), ("other", "OTHERSITE", True),
+                                        ("named", "DEMOSITE", True), ("named", "OTHERSITE", False)):
+            sender = CStoreSender(tls.port, [data], calling=calling, ssl_context=client_context(
+                pki["ca_crt"], pki[f"{cert}_crt"], pki[f"{cert}_key"]))
+            one = _ct_file(tmp_path)
+            try:
+                if accepted:
+                    assert int(sender.send(one.read_bytes()).Status) == 0, (cert, calling)
+                    assert db.find_instance(str(pydicom.dcmread(one).SOPInstanceUID)) is not None
+                else:
+                    with pytest.raises(AssertionError, match="refused or dropped"):
+                        sender.send(one.read_bytes())
+                    assert sender.assoc.is_rejected, f"{cert}'s certificate as {calling}: not an A-ASSOCIATE-RJ"
+                    assert db.find_instance(str(pydicom.dcmread(one).SOPInstanceUID)) is None
+            finally:
+                sender.close()
         assert not client.runtime.scp.plain and len(client.runtime.scp._servers) == 1, "plain SCP still listening"
+
+
+def test_certificate_names_and_their_config():
+    from serving.config import ServingConfig
+    from serving.tls import certificate_matches_ae
+
+    peer = {"subject": ((("countryName", "CN"),), (("commonName", "DEMOSITE"),)),
+            "subjectAltName": (("DNS", "clinic-7.county.example"), ("IP Address", "10.0.0.7"))}
+    assert certificate_matches_ae(peer, "DEMOSITE")
+    assert certificate_matches_ae(peer, "demosite  ")  # AE titles are space-padded; case is not identity
+    assert not certificate_matches_ae(peer, "OTHERSITE")
+    assert certificate_matches_ae(peer, "OTHERSITE", {"OTHERSITE": ["clinic-7.county.example"]})
+    assert not certificate_matches_ae(peer, "OTHERSITE", {"OTHERSITE": ["10.0.0.7"]})  # IP SANs are not names
+    assert not certificate_matches_ae(None, "DEMOSITE") and not certificate_matches_ae({}, "DEMOSITE")
+    tls = {"dicom": {"certfile": "s.pem", "keyfile": "s.key", "certificate_names": {"NOSUCHAE": ["x"]}}}
+    with pytest.raises(ValueError, match=r"tls.dicom.certificate_names names unknown AE titles \['NOSUCHAE'\]"):
+        ServingConfig.model_validate({"tls": tls})
 
 
 def test_https_from_the_serve_options(tmp_path, pki, ecg_registry, ecg_reader):
