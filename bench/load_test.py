@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,79 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-import numpy as np
-import yaml
+from bench.service_process import (
+    REPO, ServiceProcess, ensure_registry, site_list, site_tokens, write_config, zero_loss_report,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 SITES = 60
 ECG_PER_DAY, CXR_PER_DAY = 400, 200
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ensure_registry(registry: Path) -> None:
-    """Tiny ECG and CXR models (the project's training code, tests/data configs) if none is there."""
-    from models.registry import ModelRegistry
-
-    reg = ModelRegistry(registry)
-    for task in ("ecg", "cxr"):
-        if reg.is_empty(task):
-            print(f"[load] training a tiny {task} model into {registry} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "preread.cli", "train", task, "--config",
-                            str(REPO / "tests" / "data" / f"{task}-tiny.yaml"), "--registry", str(registry)],
-                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def write_config(state: Path, registry: Path) -> tuple[Path, dict[str, Any]]:
-    cfg = yaml.safe_load((REPO / "configs" / "serving.yaml").read_text())
-    cfg["http"]["port"] = free_port()
-    cfg["dicom"].update(port=free_port())
-    cfg["sites"] = [{"id": f"site{i:02d}", "name": f"Site {i}", "ae_titles": [f"SITE{i:02d}"]} for i in range(SITES)]
-    cfg["storage"] = {"root": str(state / "objects")}
-    cfg["database"] = {"url": f"sqlite:///{state / 'preread.db'}"}
-    cfg["registry"] = {"root": str(registry)}
-    cfg["auth"] = {"secret_file": str(state / "secret.key"), "users": []}
-    cfg["deid"] = {"key_store": str(state / "reid" / "keys.db")}
-    cfg["config_dir"] = str(REPO / "configs")
-    path = state / "serving.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path, cfg
-
-
-def start_service(config: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen([sys.executable, "-m", "preread.cli", "serve", "--config", str(config)],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                            cwd=config.parent)
-
-
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"preread serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise TimeoutError("preread serve not ready")
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
-    except Exception:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_locust(base: str, tokens: Path, acks: Path, csv_prefix: Path, seconds: int, rate: float, ecg_share: float,
@@ -111,47 +43,6 @@ def run_locust(base: str, tokens: Path, acks: Path, csv_prefix: Path, seconds: i
     subprocess.run([sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py"), "--headless",
                     "-u", str(SITES), "-r", str(SITES), "-t", f"{seconds}s", "--host", base, "--csv", str(csv_prefix),
                     "--only-summary", "--stop-timeout", "60", "--loglevel", "WARNING"], env=env, check=False)
-
-
-def check(db_url: str, store_root: Path, acks: list[dict], drain_s: float) -> dict[str, Any]:
-    """Zero loss: every acknowledged object stored (row + file) and read exactly once."""
-    from serving.store.db import Database, as_utc
-    from serving.store.work import ai_read_counts
-
-    db = Database(db_url)
-    studies = sorted({a["study_uid"] for a in acks})
-    deadline = time.time() + drain_s
-    while True:
-        pending = [uid for uid in studies if (s := db.get_study(uid)) is None or s.read_at is None]
-        if not pending or time.time() > deadline:
-            break
-        print(f"[load] waiting for {len(pending)} AI reads ...", flush=True)
-        time.sleep(10)
-    missing, no_file, unread, failed = [], [], [], []
-    to_read = []
-    for uid in studies:
-        study = db.get_study(uid)
-        if study is None or not study.instances:
-            missing.append(uid)
-            continue
-        if not all((store_root / i.storage_key).is_file() for i in study.instances):
-            no_file.append(uid)
-        if study.read_at is None:
-            (failed if study.status == "ai_failed" else unread).append(uid)
-        else:
-            to_read.append((as_utc(study.read_at) - as_utc(study.arrived_at)).total_seconds())
-    counts = ai_read_counts(db, studies)
-    read_twice = [uid for uid, n in counts.items() if n > 1]
-    return {"acknowledged_studies": len(studies), "missing": len(missing), "without_file": len(no_file),
-            "unread": len(unread), "ai_failed": len(failed), "read_more_than_once": len(read_twice),
-            "time_to_read_s": _percentiles(to_read), "examples": {"missing": missing[:5], "unread": unread[:5]}}
-
-
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    arr = np.asarray(values)
-    return {f"p{q}": round(float(np.percentile(arr, q)), 3) for q in (50, 95, 99)}
 
 
 def locust_stats(csv_prefix: Path) -> list[dict[str, Any]]:
@@ -177,31 +68,27 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(tempfile.mkdtemp(prefix="preread-load-"))
     registry = args.registry or state / "registry"
     ensure_registry(registry)
-    config, cfg = write_config(state, registry)
+    config, cfg = write_config(state, registry, site_list(SITES))
     seconds = int(args.minutes * 60)
     total = (ECG_PER_DAY + CXR_PER_DAY) * args.scale
     rate = total / seconds / SITES
     print(f"[load] {SITES} sites, {total:.0f} studies in {seconds} s = {total / seconds:.1f}/s "
           f"({rate:.3f}/s per site); state in {state}", flush=True)
-
-    from serving.auth import TokenService, load_secret
-
-    tokens = TokenService(load_secret(state / "secret.key"))
-    (state / "tokens.json").write_text(json.dumps({s["id"]: tokens.issue(f"load-{s['id']}", "grassroots", [s["id"]])
-                                                   for s in cfg["sites"]}))
-    base = f"http://127.0.0.1:{cfg['http']['port']}"
-    proc = start_service(config, state / "serve.log")
+    (state / "tokens.json").write_text(json.dumps(site_tokens(cfg)))
+    service = ServiceProcess(config, state / "serve.log").start()
     try:
-        wait_ready(base, proc)
+        service.wait_ready()
         acks_path, csv_prefix = state / "acks.jsonl", state / "locust"
         started = time.time()
-        run_locust(base, state / "tokens.json", acks_path, csv_prefix, seconds, rate,
+        run_locust(service.base, state / "tokens.json", acks_path, csv_prefix, seconds, rate,
                    ECG_PER_DAY / (ECG_PER_DAY + CXR_PER_DAY), args.data)
         elapsed = time.time() - started
-        acks = [json.loads(line) for line in acks_path.read_text().splitlines() if line.strip()]
-        result = check(cfg["database"]["url"], Path(cfg["storage"]["root"]), acks, args.drain_minutes * 60)
+        acks = [json.loads(line) for line in acks_path.read_text().splitlines() if line.strip()] \
+            if acks_path.exists() else []
+        result = zero_loss_report(cfg["database"]["url"], Path(cfg["storage"]["root"]),
+                                  [a["study_uid"] for a in acks], args.drain_minutes * 60)
     finally:
-        stop_service(proc)
+        service.stop()
     stats = locust_stats(csv_prefix)
     report = {"sites": SITES, "daily_ecg": ECG_PER_DAY, "daily_cxr": CXR_PER_DAY, "scale": args.scale,
               "seconds": seconds, "target_per_s": round(total / seconds, 2), "elapsed_s": round(elapsed, 1),

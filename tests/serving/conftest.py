@@ -4,7 +4,6 @@ configs pointing at temporary state, the in-process app, and one shared Ray Serv
 from __future__ import annotations
 
 import io
-import socket
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -13,17 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.service_process import free_port  # tests import it from here too
 from serving.auth import TokenService, load_secret
 from serving.config import ServingConfig, load_config
 from tests.conftest import REPO_ROOT
 
 TINY_ECG_TRAINING = REPO_ROOT / "tests" / "data" / "ecg-tiny.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cinc_zip(cinc_dir: Path, record: str) -> bytes:

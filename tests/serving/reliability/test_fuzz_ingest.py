@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -46,10 +48,26 @@ JSON_SEEDS = [ecg_json(seconds=10, rate=250, seed=seed) for seed in range(3)]
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, ecg_registry, ecg_reader, nih_dir):
+def state_dir(tmp_path_factory):
+    """The store and database in memory (/dev/shm) where there is one: fsync there costs nothing,
+    and what the campaign tests is the parsing and refusing, not the disk (test_work_queue and
+    test_refuse_and_limits cover durability)."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path_factory.mktemp("fuzz")
+        return
+    folder = Path(tempfile.mkdtemp(prefix="preread-fuzz-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def service(state_dir, ecg_registry, ecg_reader, nih_dir):
     """The in-process app (real API, workflow, store, tiny ECG model) with the DICOM SCP and the
     dispatcher; rate limits off (they are tested in test_limits)."""
-    cfg = make_config(tmp_path_factory.mktemp("fuzz"), ecg_registry)
+    cfg = make_config(state_dir, ecg_registry)
     cfg = cfg.model_copy(update={
         "dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port(), "study_stable_seconds": 0.2,
                                               "poll_seconds": 0.2, "max_instance_bytes": 8 * 1024 * 1024}),
@@ -167,11 +185,11 @@ def sender(service):
 
 @settings(FUZZ, max_examples=CASES["cstore"] * SCALE)
 @given(data=st.data())
-def test_cstore(service, sender, data, tmp_path_factory):
+def test_cstore(service, sender, data, state_dir):
     kind = data.draw(st.sampled_from(sorted(service.seeds)))
     seed = with_new_uids(service.seeds[kind], data.draw(UID_NUMBER))
     case = data.draw(mutated_bytes(seed, start=dataset_start(seed)))  # the meta stays: it picks the context
-    path = tmp_path_factory.getbasetemp() / "cstore-case.dcm"
+    path = state_dir / "cstore-case.dcm"
     path.write_bytes(case)
     try:
         status = sender.send(path)
