@@ -39,6 +39,13 @@ log = logging.getLogger("preread.dicom.dispatch")
 ImageReadFn = Callable[[ImageRecord], Awaitable[dict[str, Any]]]
 
 
+# Patient and study attributes the SR copies from its evidence (highdicom reads each one): Type 2,
+# so "present, possibly empty" — a source that leaves one out gets it empty in the SR, instead of a
+# failed AI read.
+_SR_TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
+                         "AccessionNumber", "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe copy of a read (arrays dropped: they live in the SC, not in the row)."""
     if isinstance(value, dict):
@@ -158,6 +165,9 @@ class Dispatcher:
         source_header.file_meta = source.file_meta
         if "PixelData" in source_header:
             del source_header.PixelData
+        for keyword in _SR_TYPE2_FROM_SOURCE:  # senders omit Type 2 attributes; empty is what they mean
+            if keyword not in source_header:
+                setattr(source_header, keyword, "")
         # UIDs derived from the source instance and the model: a read computed twice (a lease taken
         # over from a slow worker) stores the same objects, which the store keeps once.
         def uid(role: str, part: str) -> str:

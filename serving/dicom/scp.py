@@ -90,7 +90,8 @@ def _status(code: int, comment: str | None = None) -> Dataset:
     status = Dataset()
     status.Status = code
     if comment:
-        status.ErrorComment = comment.encode("ascii", "replace").decode()[:64]  # LO: 64 chars
+        # LO: 64 characters, one value (a backslash would split it)
+        status.ErrorComment = comment.encode("ascii", "replace").decode().replace("\\", "/")[:64]
     return status
 
 
