@@ -185,14 +185,25 @@ class CStoreSender:
             self.ae.add_requested_context(str(meta.MediaStorageSOPClassUID), [str(meta.TransferSyntaxUID)])
 
     def send(self, what):
-        """Status dataset of one C-STORE (``what``: a path, or Part 10 bytes)."""
+        """Status dataset of one C-STORE (``what``: a path, sent as its bytes are; or Part 10 bytes,
+        decoded and re-encoded by pynetdicom)."""
+        from pynetdicom import _config
+
         if isinstance(what, (bytes, bytearray)):
             what = pydicom.dcmread(io.BytesIO(what))
         if self.assoc is None or not self.assoc.is_established:
             tls = (self.ssl_context, "localhost") if self.ssl_context is not None else None
             self.assoc = self.ae.associate("127.0.0.1", self.port, ae_title="PREREAD", tls_args=tls)
             assert self.assoc.is_established, "the SCP refused or dropped the association"
-        return self.assoc.send_c_store(what)
+        # A file goes out chunked: pynetdicom reads only its meta and sends the dataset bytes as they
+        # are, where otherwise it would parse and re-encode them (and a fuzzed object would reach the
+        # SCP repaired, or not at all).
+        chunked = _config.STORE_SEND_CHUNKED_DATASET
+        _config.STORE_SEND_CHUNKED_DATASET = not isinstance(what, pydicom.Dataset)
+        try:
+            return self.assoc.send_c_store(what)
+        finally:
+            _config.STORE_SEND_CHUNKED_DATASET = chunked
 
     def close(self):
         if self.assoc is not None and self.assoc.is_established:
