@@ -6,7 +6,8 @@ associations. Never a 500, a crash or a hang; every refusal is a 4xx / DICOM fai
 reason; whatever is acknowledged is stored; the service stays ready and takes a good object after.
 
 The derandomized default run (1,000 cases) is part of the suite; ``PREREAD_FUZZ_SCALE=10`` runs a
-ten times longer campaign with fresh randomness (scripts/fuzz-campaign.sh).
+ten times longer campaign with fresh randomness:
+`PREREAD_FUZZ_SCALE=10 python -m pytest tests/serving/reliability/test_fuzz_ingest.py`.
 """
 
 from __future__ import annotations
