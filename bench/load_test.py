@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-minutes", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "load.json")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep the temporary state (database, objects, serve.log) after a clean run")
     args = parser.parse_args(argv)
 
     state = Path(tempfile.mkdtemp(prefix="preread-load-"))
@@ -98,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     _print(report)
+    if report["zero_loss"] and not args.keep_state:
+        shutil.rmtree(state, ignore_errors=True)
+    else:
+        print(f"[load] state, serve.log and locust's CSVs kept in {state}")
     return 0 if report["zero_loss"] else 1
 
 
