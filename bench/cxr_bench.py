@@ -192,7 +192,7 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False) -> int:
     db.migrate()
     studies = wrapped_studies(pngs, n_studies * len(concurrencies) + 4)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": cfg.http.port})

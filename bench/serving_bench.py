@@ -157,7 +157,7 @@ def run_bench(task: str, json_path: str | None = None, quick: bool = False) -> i
     })
     Database(cfg.database.url).migrate()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     http_rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": cfg.http.port})

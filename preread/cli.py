@@ -100,11 +100,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     Database(cfg.database.url).migrate()  # once, here, so replicas never race on the schema
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+    ray.init(address="local", num_cpus=cfg.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True)
-    serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
+    from serving import logs, tls
+
+    logs.install()  # secrets and patient names never reach the driver's log either
+    serve.start(http_options=tls.http_options(cfg))  # HTTPS when tls.http is configured
     serve.run(build_app(cfg), name="preread", route_prefix="/")
-    base = f"http://{cfg.http.host}:{cfg.http.port}"
+    base = f"{tls.scheme(cfg)}://{cfg.http.host}:{cfg.http.port}"
     print(f"[preread] serving on {base}  (health: {base}/readyz, API docs: {base}/docs)", flush=True)
     print("[preread] a token for the demo site:  preread token --user demo-doctor --role grassroots --sites demo",
           flush=True)

@@ -5,6 +5,7 @@ routes run inside the Ray Serve ingress and in-process."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import datetime
 from typing import Callable, Sequence
@@ -12,12 +13,15 @@ from typing import Callable, Sequence
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from datasets.ecg.errors import EcgInputError
 from serving import metrics
 from serving.auth import Principal
 from serving.deps import ApiDeps
 from serving.ecg_workflow import SiteError
+from serving.ratelimit import limiter_for
 from serving.schemas import EcgAccepted, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
 from serving.storage import StorageUnavailable
@@ -36,6 +40,25 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
     deps = ApiDeps(get_services)
     services = deps.services()
     require = deps.require
+
+    # --- refuse rather than half-accept -----------------------------------------------------------
+    # The database or the object store is down: 503 with the reason, never a 500, and nothing was
+    # acknowledged (ingest stores the object and commits its row before it answers 2xx).
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(DisconnectionError)
+    @app.exception_handler(PoolTimeout)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse({"detail": {"reason": "database unavailable: nothing was stored or changed; "
+                                                  "try again later", "error": type(exc).__name__}},
+                            status_code=503, headers={"Retry-After": "30"})
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.error("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": {"reason": "storage unavailable: nothing was stored; try again later"}},
+                            status_code=503, headers={"Retry-After": "30"})
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -74,9 +97,14 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
     @app.post("/api/v1/ecg", response_model=EcgAccepted, status_code=201,
               responses={413: {}, 415: {}, 422: {}, 503: {}})
     async def post_ecg(request: Request, site: str | None = Query(None),
+                       no_ai: bool = Query(False, description="the patient declined an automated pre-read: "
+                                                              "stored and listed for a doctor, never read by a model"),
                        svc: Services = Depends(services),
                        who: Principal = Depends(require("grassroots", "admin"))) -> JSONResponse:
         started = time.perf_counter()
+        early_site = site or _only_site(who)
+        if early_site:  # before the body is read: a flooding site costs us as little as possible
+            enforce_rate_limit(svc, early_site)
         limit = svc.config.limits.max_ecg_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -92,23 +120,22 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
             raise HTTPException(422, detail={"field": "site", "reason": "say which site sent this ECG (?site=...)"})
         if not who.can_access_site(site):
             raise HTTPException(403, f"user {who.user!r} may not send for site {site!r}")
+        if site != early_site:
+            enforce_rate_limit(svc, site)
         try:
-            accepted = svc.ecg.accept(body, record, site, sender=who.user)
+            accepted = svc.ecg.accept(body, record, site, sender=who.user, no_ai=no_ai)
         except SiteError as exc:
             raise HTTPException(exc.status, detail={"field": "site", "reason": exc.reason}) from exc
-        except StorageUnavailable as exc:
-            log.error("refusing ECG: %s", exc)
-            raise HTTPException(503, "storage unavailable: the ECG was not accepted, send it again later") from exc
         study = accepted.study
         read = study.ai_read
         if accepted.created:
             metrics.INGESTED.labels("ECG", "http").inc()
         if accepted.created or study.status == RECEIVED:
-            read = await svc.ecg.read(study.study_uid, record)
+            read = await svc.ecg.read_accepted(accepted)
             if read is not None:
                 metrics.AI_READS.labels("ECG", read["triage"]["level"]).inc()
                 metrics.READ_SECONDS.labels("ECG").observe(time.perf_counter() - started)
-            else:
+            elif accepted.created and not study.no_ai:
                 metrics.AI_FAILURES.labels("ECG").inc()
         study = svc.db.get_study(study.study_uid)
         body_out = EcgAccepted(
@@ -132,9 +159,11 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
         studies = svc.db.worklist(who.site_scope(), svc.aging, now, modality=modality, level=level, site=site,
                                   statuses=status.split(",") if status else None, limit=limit, offset=offset)
         items = [_worklist_item(s, svc, now) for s in studies]
-        audit.record(svc.db, "view_worklist", user=who.user, role=who.role, client=_client(request),
-                     detail={"path": request.url.path, "count": len(items),
-                             "filters": {"site": site, "modality": modality, "status": status, "level": level}})
+        # The page polls every few seconds: repeats of the same view are aggregated per window.
+        audit.record_view(svc.db, "view_worklist", svc.config.audit.view_window_seconds, user=who.user,
+                          role=who.role, client=_client(request),
+                          detail={"path": request.url.path, "limit": limit, "offset": offset,
+                                  "filters": {"site": site, "modality": modality, "status": status, "level": level}})
         return Worklist(items=items, count=len(items), generated_at=now)
 
     @app.get("/api/v1/studies/{study_uid}", response_model=StudyDetail)
@@ -183,6 +212,16 @@ def _study_links(study: Study) -> dict[str, str]:
         links["image"] = f"{base}/image.png"
         links["heatmap"] = f"{base}/heatmap.png"
     return links
+
+
+def enforce_rate_limit(svc: Services, site: str, kind: str = "http") -> None:
+    """429 with Retry-After when ``site`` is over its ingest rate (serving/ratelimit.py)."""
+    wait = limiter_for(svc, kind).check(site)
+    if wait > 0:
+        metrics.REJECTED.labels(kind.upper(), "rate_limit").inc()
+        raise HTTPException(429, detail={"field": "site", "reason": f"site {site!r} is over its ingest rate limit; "
+                                                                    f"retry in {math.ceil(wait)} s"},
+                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 def _only_site(who: Principal) -> str | None:

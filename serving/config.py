@@ -51,7 +51,9 @@ class DicomConfig(_Strict):
     ae_title: str = "PREREAD"
     # A study is routed once no instance has arrived for this long (series come one by one).
     study_stable_seconds: float = Field(2.0, ge=0)
-    lease_seconds: float = Field(300.0, gt=0)        # a claim older than this is retried
+    # A worker renews its lease on a study every lease/3 s while it reads; a lease not renewed for
+    # this long is stale (its replica or the whole service died) and the study is taken over.
+    lease_seconds: float = Field(60.0, gt=0)
     poll_seconds: float = Field(0.5, gt=0)
     routing: Path = Path("routing.yaml")             # relative to the config folder
     results_destination: DicomDestination | None = None
@@ -209,6 +211,82 @@ class LimitsConfig(_Strict):
     max_ecg_bytes: int = 20 * 1024 * 1024
 
 
+class RecoveryConfig(_Strict):
+    """Retries of failed AI reads (serving/store/work.py): exponential backoff, then listed as
+    ai_failed for a doctor with no further automatic attempt."""
+
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_seconds: float = Field(5.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+
+
+class RateBucket(_Strict):
+    """A token bucket: ``per_second`` sustained, up to ``burst`` at once."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class SiteRateLimits(_Strict):
+    http: RateBucket | None = None
+    dicom: RateBucket | None = None
+
+
+class RateLimitConfig(_Strict):
+    """Per-site ingest rate limits (serving/ratelimit.py), per ingress replica. Over the limit: HTTP
+    429 with Retry-After; C-STORE 0xA700 (out of resources) with the wait in the Error Comment."""
+
+    enabled: bool = True
+    http: RateBucket = RateBucket(per_second=5, burst=100)       # ECG uploads + STOW-RS requests
+    dicom: RateBucket = RateBucket(per_second=50, burst=1000)    # C-STORE instances
+    sites: dict[str, SiteRateLimits] = {}                       # per-site overrides by site id
+
+
+class HttpTlsConfig(_Strict):
+    """HTTPS on the Ray Serve proxy (uvicorn's TLS). Client certificates are optional."""
+
+    certfile: Path
+    keyfile: Path
+    keyfile_password_env: str | None = None   # name of the variable holding the key's password
+    ca_file: Path | None = None               # CA bundle for client certificates
+
+
+class DicomTlsConfig(_Strict):
+    """A DICOM TLS SCP (PS3.15 Annex B, BCP 195) beside or instead of the plain one."""
+
+    port: int = Field(2762, ge=1, le=65535)
+    certfile: Path
+    keyfile: Path
+    ca_file: Path | None = None               # CA bundle that signs the sites' client certificates
+    require_client_cert: bool = True          # mutual TLS: a site proves who it is
+    plain_too: bool = True                    # keep the plain SCP on dicom.port as well
+    # A client certificate must name the calling AE title (subject CN or a DNS subjectAltName, case
+    # ignored), so one site's certificate cannot send as another site. Where a site's certificate
+    # carries another name (a hostname from the county's CA), map the AE title to the names allowed.
+    certificate_names: dict[str, list[str]] = {}
+
+
+class TlsConfig(_Strict):
+    http: HttpTlsConfig | None = None
+    dicom: DicomTlsConfig | None = None
+
+
+class AuditConfig(_Strict):
+    # Repeated identical worklist views by one user (the page polls every few seconds) are written
+    # to the trail as one aggregated event per window, with their count and time span.
+    view_window_seconds: float = Field(300.0, ge=0)
+
+
+class DeidConfig(_Strict):
+    """De-identified training exports (serving/deid.py, PS3.15 Annex E Basic Profile)."""
+
+    # The re-identification keys (pseudonym ↔ original identifiers, date offsets): kept apart from
+    # the worklist database and from every export, readable by the service account only.
+    key_store: Path = Path("var/reid/keys.db")
+    dates: Literal["shift", "remove"] = "shift"   # Retain Longitudinal Temporal Information (modified dates)
+    max_date_shift_days: int = Field(365, ge=1)
+
+
 class TriageConfig(_Strict):
     ecg: Path = Path("triage/ecg.yaml")
     cxr: Path = Path("triage/cxr.yaml")
@@ -228,12 +306,36 @@ class ServingConfig(_Strict):
     triage: TriageConfig = TriageConfig()
     worklist: WorklistConfig = WorklistConfig()
     limits: LimitsConfig = LimitsConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    tls: TlsConfig = TlsConfig()
+    audit: AuditConfig = AuditConfig()
+    deid: DeidConfig = DeidConfig()
     ray_num_cpus: float | None = None  # local Ray only; None = the machine's cores
 
     config_dir: Path = REPO_CONFIGS  # where relative config references resolve; set by load_config
 
     def site_ids(self) -> set[str]:
         return {site.id for site in self.sites}
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limit_sites_exist(cls, value: RateLimitConfig, info) -> RateLimitConfig:
+        sites = {site.id for site in info.data.get("sites") or []}
+        unknown = sorted(set(value.sites) - sites)
+        if sites and unknown:
+            raise ValueError(f"rate_limits.sites names unknown sites {unknown}; configured: {sorted(sites)}")
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _certificate_names_are_site_aes(cls, value: TlsConfig, info) -> TlsConfig:
+        aes = {ae.strip() for site in info.data.get("sites") or [] for ae in site.ae_titles}
+        unknown = sorted(set(value.dicom.certificate_names) - aes) if value.dicom is not None else []
+        if aes and unknown:
+            raise ValueError(f"tls.dicom.certificate_names names unknown AE titles {unknown}; "
+                             f"the sites' AE titles: {sorted(aes)}")
+        return value
 
     def resolved(self, base: str | Path | None = None) -> "ServingConfig":
         """A copy with state paths made absolute against ``base`` (default: the working directory).
@@ -243,6 +345,12 @@ class ServingConfig(_Strict):
         def absolute(path: Path) -> Path:
             return path if path.is_absolute() else base / path
 
+        def absolute_files(section):
+            if section is None:
+                return None
+            return section.model_copy(update={key: absolute(getattr(section, key))
+                                              for key in ("certfile", "keyfile", "ca_file") if getattr(section, key)})
+
         url = self.database.url
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = f"sqlite:///{absolute(Path(url.removeprefix('sqlite:///')))}"
@@ -251,6 +359,8 @@ class ServingConfig(_Strict):
             "database": DatabaseConfig(url=url),
             "registry": self.registry.resolved(base),
             "auth": self.auth.model_copy(update={"secret_file": absolute(self.auth.secret_file)}),
+            "deid": self.deid.model_copy(update={"key_store": absolute(self.deid.key_store)}),
+            "tls": TlsConfig(http=absolute_files(self.tls.http), dicom=absolute_files(self.tls.dicom)),
             "config_dir": self.config_dir.resolve(),
         })
 

@@ -1,12 +1,15 @@
 """One ECG from request body to worklist row: parse, validate, store durably, read, record.
 
 Order matters: nothing is acknowledged before the original is on disk (fsync) and its row is
-committed; a study stored but not yet read stays in status ``received`` — the durable queue that
-``process_pending`` replays after a restart.
+committed; a study stored but not yet read stays in status ``received`` — the durable queue
+(serving/store/work.py). The accepting request leases its new study and reads it at once; if that
+read fails it is retried with backoff, and if the process dies the lease lapses and another
+worker's sweep (the dispatcher, serving/dicom/dispatcher.py) reads the stored original.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -19,10 +22,12 @@ from datasets.ecg.readers import read_ecg
 from datasets.ecg.record import EcgRecord
 from datasets.ecg.validate import validate_record
 from models.ecg.pipeline import EcgInput
+from serving import logs
 from serving.privacy import mask_id, mask_name
 from serving.storage import ObjectStore
 from serving.store.db import Database, NewInstance
-from serving.store.schema import Study
+from serving.store.schema import RECEIVED, Study
+from serving.store.work import WorkQueue
 
 log = logging.getLogger("preread.ecg")
 
@@ -54,18 +59,30 @@ class SiteError(Exception):
 
 class EcgWorkflow:
     def __init__(self, db: Database, store: ObjectStore, read_fn: EcgReadFn, known_sites: set[str],
-                 mask_names: bool = True, mask_ids: bool = True):
+                 mask_names: bool = True, mask_ids: bool = True, queue: WorkQueue | None = None):
         self.db, self.store, self.read_fn = db, store, read_fn
+        self.queue = queue or WorkQueue(db)
         self.known_sites = known_sites
         self.mask_names, self.mask_ids = mask_names, mask_ids
 
     @staticmethod
     def parse(body: bytes, content_type: str | None, filename: str | None) -> EcgRecord:
-        """Bytes → validated record in standard lead order; EcgInputError names the problem."""
-        return validate_record(read_ecg(body, content_type=content_type, filename=filename))
+        """Bytes → validated record in standard lead order; EcgInputError names the problem. A reader
+        that trips over malformed input in a way it did not foresee (fuzzing finds these: an unknown
+        VR in a DICOM header, a WFDB header with absurd numbers) is still a bad upload, not a crash."""
+        try:
+            return validate_record(read_ecg(body, content_type=content_type, filename=filename))
+        except EcgInputError:
+            raise
+        except (MemoryError, RecursionError) as exc:
+            raise EcgInputError("file", f"too complex to read: {type(exc).__name__}") from exc
+        except Exception as exc:
+            log.info("unreadable ECG upload: %s: %s", type(exc).__name__, exc)
+            raise EcgInputError("file", f"unreadable: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
-    def accept(self, body: bytes, record: EcgRecord, site: str, sender: str) -> AcceptedEcg:
-        """Store durably, then record the row. Idempotent on the SOP Instance UID (or content)."""
+    def accept(self, body: bytes, record: EcgRecord, site: str, sender: str, no_ai: bool = False) -> AcceptedEcg:
+        """Store durably, then record the row (leased by this worker, which reads it next).
+        Idempotent on the SOP Instance UID (or content). ``no_ai``: the patient declined the AI read."""
         if site not in self.known_sites:
             raise SiteError(422, f"site {site!r} is not configured")
         fmt = record.meta.get("format", "json")
@@ -75,6 +92,7 @@ class EcgWorkflow:
         # A repeat costs no new file (put finds the same bytes stored) and no new row (accept_instance).
         stored = self.store.put(body, SUFFIX.get(fmt, ".bin"))
         patient = record.patient
+        logs.redact.remember_patient(patient.get("name"), patient.get("id"))
         study, _, created = self.db.accept_instance(NewInstance(
             sop_instance_uid=sop_uid, study_uid=study_uid, site=site, modality="ECG",
             content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"),
@@ -84,34 +102,62 @@ class EcgWorkflow:
             patient_id=self._mask(patient.get("id"), mask_id, self.mask_ids),
             patient_name=self._mask(patient.get("name"), mask_name, self.mask_names),
             patient_sex=_short(patient.get("sex"), 8), patient_age=_short(patient.get("age"), 16),
-            description=f"12-lead ECG ({fmt})",
+            description=f"12-lead ECG ({fmt})", lease_by=self.queue.worker_id, no_ai=no_ai,
         ))
         return AcceptedEcg(study, created, record)
 
     async def read(self, study_uid: str, record: EcgRecord) -> dict[str, Any] | None:
-        """Run the AI read for a stored study and record it. A failure leaves the study listed
-        (status ai_failed) for a human: nothing is hidden."""
+        """Run the AI read of a study this worker has leased, and record it (once: a read another
+        worker recorded first wins). A failure lists the study as ai_failed with the reason and the
+        next automatic attempt: nothing is hidden."""
+        self.queue.hold(study_uid)
         try:
             read = await self.read_fn(EcgInput(np.asarray(record.signals, dtype=np.float32), float(record.sampling_rate)))
-        except Exception as exc:  # the model replica died or refused: keep the study, say why
-            log.exception("AI read failed for study %s", study_uid)
-            self.db.set_ai_failed(study_uid, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the model replica died or refused: keep the study, say why, retry later
+            log.warning("AI read failed for study %s: %s: %s", study_uid, type(exc).__name__, exc)
+            await asyncio.to_thread(self.queue.record_failure, study_uid, f"{type(exc).__name__}: {exc}")
             return None
-        self.db.set_ai_read(study_uid, read, read["triage"]["level"], read["triage"]["score"],
-                            read["model"]["name"], str(read["model"]["version"]))
+        finally:
+            self.queue.drop(study_uid)
+        await asyncio.to_thread(self.queue.record_read, study_uid, read, read["triage"]["level"],
+                                read["triage"]["score"], read["model"]["name"], str(read["model"]["version"]))
         return read
 
+    async def read_accepted(self, accepted: AcceptedEcg) -> dict[str, Any] | None:
+        """The read right after accepting: a new study is leased already; a re-sent one that is still
+        waiting (its first worker died) is read here if nobody else holds it."""
+        study = accepted.study
+        if not accepted.created and not (study.status == RECEIVED and
+                                         await asyncio.to_thread(self.queue.claim, study.study_uid)):
+            return None
+        if study.no_ai:
+            return None
+        return await self.read(study.study_uid, accepted.record)
+
+    async def read_stored(self, study: Study) -> dict[str, Any] | None:
+        """A leased study read from its stored original (the sweeper's path after a restart or a
+        failure). An original that no longer parses will not parse on a retry: no further attempt."""
+        original = next((i for i in study.instances if (i.role or "original") == "original"), None)
+        try:
+            if original is None:
+                raise OSError("no original instance stored")
+            data = await asyncio.to_thread(self.store.get, original.storage_key)
+            record = self.parse(data, original.content_type, None)
+        except (EcgInputError, OSError) as exc:
+            await asyncio.to_thread(self.queue.record_failure, study.study_uid,
+                                    f"stored original unreadable: {exc}", True)
+            return None
+        return await self.read(study.study_uid, record)
+
     async def process_pending(self) -> int:
-        """Replay the durable queue: every stored ECG without a read gets one (after a restart)."""
+        """Read every ECG that is due (waiting, or failed and due a retry) and not leased by a live
+        worker. The dispatcher's sweep does this for all modalities; this is the ECG-only form."""
         done = 0
-        for study, instance in self.db.pending(modality="ECG"):
-            try:
-                record = self.parse(self.store.get(instance.storage_key), instance.content_type, None)
-            except (EcgInputError, OSError) as exc:
-                self.db.set_ai_failed(study.study_uid, f"stored original unreadable: {exc}")
-                continue
-            if await self.read(study.study_uid, record) is not None:
-                done += 1
+        while claimed := await asyncio.to_thread(self.queue.claim_due, 16, "ECG"):
+            for study_uid in claimed:
+                study = await asyncio.to_thread(self.db.get_study, study_uid)
+                if study is not None and await self.read_stored(study) is not None:
+                    done += 1
         return done
 
     @staticmethod

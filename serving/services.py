@@ -11,11 +11,13 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
+from serving import logs
 from serving.auth import TokenService, load_secret
 from serving.config import ServingConfig
 from serving.ecg_workflow import EcgReadFn, EcgWorkflow
 from serving.storage import ObjectStore
 from serving.store.db import Aging, Database
+from serving.store.work import WorkQueue
 
 
 @dataclass
@@ -40,11 +42,14 @@ class RawModel:
 
 
 def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = True) -> Services:
+    secret = load_secret(config.auth.secret_file)
+    logs.install(secrets=[secret, logs.database_password(config.database.url)])  # before anything logs
     db = Database(config.database.url)
     if migrate:
         db.migrate()
     store = ObjectStore(config.storage.root)
-    tokens = TokenService(load_secret(config.auth.secret_file), config.auth.token_ttl_hours)
+    tokens = TokenService(secret, config.auth.token_ttl_hours)
     workflow = EcgWorkflow(db, store, ecg_read, config.site_ids(),
-                           mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids)
+                           mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids,
+                           queue=WorkQueue.from_config(db, config))
     return Services(config, db, store, tokens, workflow, Aging(**config.worklist.aging_minutes))

@@ -67,7 +67,19 @@ class ObjectStore:
         return self._path(key)
 
     def writable(self) -> bool:
-        return os.access(self.root, os.W_OK)
+        """Can the store take a write right now? A real probe (a small file written, fsync'd and
+        removed): a full disk, a read-only remount or a lost network mount all answer False."""
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            try:
+                os.write(fd, b"preread readiness probe\n" * 8)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+            return True
+        except OSError:
+            return False
 
 
 def _fsync_dir(folder: Path) -> None:

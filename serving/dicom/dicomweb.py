@@ -1,9 +1,11 @@
 """DICOMweb (PS3.18) under /dicomweb: STOW-RS, QIDO-RS, WADO-RS. Token auth, site scoping.
 
 STOW-RS answers: 200 all stored; 202 some stored, some failed; 409 none stored (each failure in
-FailedSOPSequence with FailureReason and an Error Comment); 400 a malformed multipart payload;
-413 too large; 415 a media type other than multipart/related; type="application/dicom". Every part
-is validated before its bytes are stored, so a bad part leaves nothing behind.
+FailedSOPSequence with FailureReason and an Error Comment); 503 none stored because the database
+or the object store is unavailable (0xA700 per part: send again later); 429 the site is over its
+rate limit; 400 a malformed multipart payload; 413 too large; 415 a media type other than
+multipart/related; type="application/dicom". Every part is validated before its bytes are stored,
+so a bad part leaves nothing behind.
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves route annotations lazily, and
@@ -16,6 +18,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from serving.auth import Principal
 from serving.deps import ApiDeps
@@ -121,6 +125,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
     @router.post("/studies", responses={200: {}, 202: {}, 400: {}, 409: {}, 413: {}, 415: {}})
     @router.post("/studies/{study_uid}", include_in_schema=False)
     async def stow(request: Request, study_uid: str | None = None, site: str | None = Query(None),
+                   no_ai: bool = Query(False, description="the patient declined an automated pre-read"),
                    svc=Depends(services), who: Principal = Depends(sender)) -> JSONResponse:
         main, params = _content_type_params(request.headers.get("content-type", ""))
         if main != "multipart/related":
@@ -138,6 +143,9 @@ def build_router(deps: ApiDeps) -> APIRouter:
             raise HTTPException(403, f"user {who.user!r} may not send for site {site!r}")
         if site not in svc.config.site_ids():
             raise HTTPException(400, f"site {site!r} is not configured")
+        from serving.api import enforce_rate_limit  # noqa: PLC0415 - api includes this router
+
+        enforce_rate_limit(svc, site)
         limit = svc.config.dicom.max_stow_bytes
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -153,7 +161,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
             raise HTTPException(400, "multipart/related body has no parts")
 
         ingest = _ingest(svc)
-        stored, failed, ecg_reads = [], [], []
+        stored, failed, ecg_reads, unavailable = [], [], [], 0
         base = str(request.base_url).rstrip("/")
         for headers, content in parts:
             ctype = _content_type_params(headers.get("content-type", "application/dicom"))[0]
@@ -166,13 +174,23 @@ def build_router(deps: ApiDeps) -> APIRouter:
                     # PS3.18 10.5: an instance of another study than the one in the URL is refused.
                     raise DicomInputError(f"instance belongs to study {dataset.StudyInstanceUID}, not {study_uid}",
                                           0xA900, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID))
-                accepted = await asyncio.to_thread(ingest.accept, content, site, "stow", who.user, dataset)
+                accepted = await asyncio.to_thread(ingest.accept, content, site, "stow", who.user, dataset,
+                                                   no_ai=no_ai)
             except DicomInputError as exc:
                 failed.append(_failed(exc.sop_class_uid, exc.sop_instance_uid, exc.status, exc.reason))
                 continue
             except StorageUnavailable as exc:
                 log.error("STOW-RS refused a part: %s", exc)
                 failed.append(_failed(None, None, 0xA700, "storage unavailable, resend later"))
+                unavailable += 1
+                continue
+            except DBAPIError as exc:
+                if isinstance(exc, IntegrityError):
+                    raise
+                # Earlier parts may be stored already: answer per part, not with one 503 for all.
+                log.error("STOW-RS refused a part: database unavailable: %s", type(exc).__name__)
+                failed.append(_failed(None, None, 0xA700, "database unavailable, resend later"))
+                unavailable += 1
                 continue
             if accepted.ecg_record is not None:
                 ecg_reads.append((accepted.study_uid, accepted.ecg_record))
@@ -190,6 +208,8 @@ def build_router(deps: ApiDeps) -> APIRouter:
         if failed:
             body["00081198"] = {"vr": "SQ", "Value": failed}
         status = 200 if not failed else (202 if stored else 409)
+        if status == 409 and unavailable == len(failed):
+            return JSONResponse(body, status_code=503, media_type=DICOM_JSON, headers={"Retry-After": "30"})
         return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
     # --- QIDO-RS --------------------------------------------------------------------------------

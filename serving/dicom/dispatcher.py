@@ -1,14 +1,17 @@
-"""The dispatcher: stable studies → routing → model read → SR + heatmap SC → worklist.
+"""The dispatcher: the work queue's sweeper. Due studies → routing → model read → SR + heatmap SC → worklist.
 
-An asyncio loop in the ingress replica. Each tick it claims (leases, via ``processing_since``) the
-image studies in status ``received`` whose last instance arrived at least ``study_stable_seconds``
-ago; a lease older than ``lease_seconds`` is stale (its replica died) and is taken over. A claimed
-study is routed (configs/routing.yaml): no rule → ``no_ai_read`` (listed, never dropped); a rule →
+An asyncio loop in every ingress replica. Each tick it leases (serving/store/work.py) the studies
+that are due: image studies in status ``received`` whose last instance arrived at least
+``study_stable_seconds`` ago, ECGs left ``received`` by a worker that died, and ``ai_failed``
+studies whose retry time has come; a lease not renewed for ``lease_seconds`` is stale (its replica
+or the whole service died) and is taken over. It renews the leases of what this replica is reading.
+An ECG is read from its stored original (serving/ecg_workflow.py). An image study is routed (configs/routing.yaml): no rule → ``no_ai_read`` (listed, never dropped); a rule →
 the chosen instance is read by that model (a DeploymentHandle on Ray, an in-process reader
 otherwise), then the SR (TID 1500) and the heatmap Secondary Capture are stored as instances of
-the same study (role ai_sr / ai_sc, source "ai": WADO-RS serves them), optionally C-STOREd to the
-configured PACS, and the read is recorded (status ai_read → worklist). Any failure → ai_failed with
-the reason; the study stays listed.
+the same study (role ai_sr / ai_sc, source "ai": WADO-RS serves them; their UIDs derive from the
+source instance, so a read computed twice stores them once), the read is recorded exactly once
+(status ai_read → worklist), and the results are optionally C-STOREd to the configured PACS. Any
+failure → ai_failed with the reason and the next attempt; the study stays listed.
 """
 
 from __future__ import annotations
@@ -27,13 +30,20 @@ from datasets.imaging import read_dicom_image
 from datasets.imaging.record import ImageRecord
 from serving import metrics
 from serving.dicom.ingest import DicomIngest, encode
-from serving.dicom.queries import claim_stable_studies, release, set_no_ai_read
+from serving.dicom.queries import set_no_ai_read
 from serving.dicom.routing import Router
-from serving.store.schema import RECEIVED
+from serving.ecg_workflow import uid_from_digest
 
 log = logging.getLogger("preread.dicom.dispatch")
 
 ImageReadFn = Callable[[ImageRecord], Awaitable[dict[str, Any]]]
+
+
+# Patient and study attributes the SR copies from its evidence (highdicom reads each one): Type 2,
+# so "present, possibly empty" — a source that leaves one out gets it empty in the SR, instead of a
+# failed AI read.
+_SR_TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
+                         "AccessionNumber", "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
 def _plain(value: Any) -> Any:
@@ -54,6 +64,7 @@ class Dispatcher:
         self.router = router
         self.readers = readers
         self.ingest = ingest or DicomIngest.from_services(services)
+        self.queue = services.ecg.queue
         self._wake: asyncio.Event | None = None  # created on the running loop
         self._stopped = False
         self.processed = 0
@@ -78,22 +89,32 @@ class Dispatcher:
         self._stopped = True
 
     async def tick(self) -> int:
-        dicom = self.cfg.dicom
-        claimed = await asyncio.to_thread(claim_stable_studies, self.svc.db, dicom.study_stable_seconds,
-                                          dicom.lease_seconds)
+        queue = self.queue
+        await asyncio.to_thread(queue.renew)
+        await asyncio.to_thread(queue.give_up_on_dead_leases)
+        claimed = await asyncio.to_thread(queue.claim_due, 16)
         # Concurrently, so the model deployment can batch studies (one at a time it never would);
         # each process() catches its own failures and records them on the study.
         await asyncio.gather(*(self.process(study_uid) for study_uid in claimed))
+        from serving.worklist import audit  # noqa: PLC0415
+
+        await asyncio.to_thread(audit.flush_views, self.svc.db)
         return len(claimed)
 
     # --- one study ------------------------------------------------------------------------------
     async def process(self, study_uid: str) -> str:
-        db = self.svc.db
+        """Read one study this worker has leased."""
+        db, queue = self.svc.db, self.queue
         started = time.perf_counter()
+        queue.hold(study_uid)
         try:
             study = await asyncio.to_thread(db.get_study, study_uid)
-            if study is None or study.status != RECEIVED:
+            if study is None or study.read_at is not None or study.no_ai:
+                await asyncio.to_thread(queue.release, study_uid)
                 return "skipped"
+            if study.modality == "ECG":
+                read = await self.svc.ecg.read_stored(study)
+                return "ai_read" if read is not None else "ai_failed"
             route = self.router.route(study.instances)
             if route.rule is None:
                 await asyncio.to_thread(set_no_ai_read, db, study_uid, route.reason)
@@ -115,9 +136,10 @@ class Dispatcher:
                                  "rule": route.rule.name}
             summary["results"] = results
             triage, model = read["triage"], read["model"]
-            await asyncio.to_thread(db.set_ai_read, study_uid, summary, triage["level"], float(triage["score"]),
-                                    str(model["name"]), str(model["version"]))
-            await asyncio.to_thread(release, db, study_uid)
+            recorded = await asyncio.to_thread(queue.record_read, study_uid, summary, triage["level"],
+                                               float(triage["score"]), str(model["name"]), str(model["version"]))
+            if not recorded:
+                return "skipped"  # another worker recorded this study's read first
             self.processed += 1
             metrics.AI_READS.labels(str(study.modality), triage["level"]).inc()
             metrics.READ_SECONDS.labels(str(study.modality)).observe(time.perf_counter() - started)
@@ -125,14 +147,15 @@ class Dispatcher:
                 await asyncio.to_thread(self._forward, study_uid, results)
             return "ai_read"
         except Exception as exc:
-            log.exception("AI read of study %s failed", study_uid)
+            log.warning("AI read of study %s failed: %s: %s", study_uid, type(exc).__name__, exc, exc_info=True)
             metrics.AI_FAILURES.labels("DICOM").inc()
             try:
-                await asyncio.to_thread(db.set_ai_failed, study_uid, f"{type(exc).__name__}: {exc}")
-                await asyncio.to_thread(release, db, study_uid)
+                await asyncio.to_thread(queue.record_failure, study_uid, f"{type(exc).__name__}: {exc}")
             except Exception:
                 log.exception("could not record the failure of %s", study_uid)
             return "ai_failed"
+        finally:
+            queue.drop(study_uid)
 
     def _store_results(self, study: Any, source: pydicom.Dataset, read: dict[str, Any]) -> dict[str, Any]:
         from serving.results import build_ai_sr, build_heatmap_sc
@@ -142,14 +165,24 @@ class Dispatcher:
         source_header.file_meta = source.file_meta
         if "PixelData" in source_header:
             del source_header.PixelData
-        sr = build_ai_sr([source_header], read["findings"], model, read.get("triage"))
+        for keyword in _SR_TYPE2_FROM_SOURCE:  # senders omit Type 2 attributes; empty is what they mean
+            if keyword not in source_header:
+                setattr(source_header, keyword, "")
+        # UIDs derived from the source instance and the model: a read computed twice (a lease taken
+        # over from a slow worker) stores the same objects, which the store keeps once.
+        def uid(role: str, part: str) -> str:
+            return uid_from_digest(f"{source.SOPInstanceUID}:{model.get('name')}:{model.get('version')}:{role}", part)
+
+        sr = build_ai_sr([source_header], read["findings"], model, read.get("triage"),
+                         series_instance_uid=uid("ai_sr", "series"), sop_instance_uid=uid("ai_sr", "instance"))
         objects = [("ai_sr", encode(sr))]
         heatmaps = read.get("heatmaps") or []
         if heatmaps and heatmaps[0].get("overlay_rgb") is not None:
             top = heatmaps[0]
             probability = next((f["probability"] for f in read["findings"] if f["code"] == top.get("code")), None)
             label = f"{top.get('name') or top.get('code')}" + (f" {probability:.2f}" if probability is not None else "")
-            sc = build_heatmap_sc(source_header, np.asarray(top["overlay_rgb"], dtype=np.uint8), model, finding=label)
+            sc = build_heatmap_sc(source_header, np.asarray(top["overlay_rgb"], dtype=np.uint8), model, finding=label,
+                                  series_instance_uid=uid("ai_sc", "series"), sop_instance_uid=uid("ai_sc", "instance"))
             objects.append(("ai_sc", encode(sc)))
         out: dict[str, Any] = {}
         for role, data in objects:

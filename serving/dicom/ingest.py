@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from datasets.ecg.errors import EcgInputError
 from datasets.ecg.record import EcgRecord
-from serving import metrics
+from serving import logs, metrics
 from serving.dicom.queries import study_site
 from serving.ecg_workflow import EcgWorkflow, SiteError
 from serving.privacy import mask_id, mask_name
@@ -115,7 +115,11 @@ def _check_pixels(ds: Dataset, fail) -> None:
         return
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     pixel_data = ds.PixelData
-    if syntax is not None and syntax.is_encapsulated:
+    try:
+        encapsulated = syntax is not None and syntax.is_encapsulated
+    except ValueError as exc:  # a UID in the meta that is not a transfer syntax (the fuzzer found it)
+        raise fail(f"Transfer Syntax UID {str(syntax)[:64]!r} is not a transfer syntax") from exc
+    if encapsulated:
         from pydicom.encaps import generate_fragments
 
         try:
@@ -154,9 +158,10 @@ class DicomIngest:
                    cfg.privacy.mask_patient_ids, cfg.dicom.max_instance_bytes)
 
     def accept(self, data: bytes, site: str, source: str, sender: str | None,
-               dataset: Dataset | None = None, role: str = "original") -> DicomAccepted:
+               dataset: Dataset | None = None, role: str = "original", no_ai: bool = False) -> DicomAccepted:
         """Validate, store durably, record. Raises DicomInputError (bad object; nothing stored),
-        StorageUnavailable (retry later) or a database error (nothing acknowledged)."""
+        StorageUnavailable (retry later) or a database error (nothing acknowledged). ``no_ai``: the
+        patient declined the automated read."""
         if site not in self.sites:
             raise DicomInputError(f"site {site!r} is not configured", 0x0110)
         try:
@@ -185,23 +190,24 @@ class DicomIngest:
             except EcgInputError as exc:
                 log.warning("ECG object %s not readable as a 12-lead ECG (%s): stored without AI read", sop_uid, exc)
                 return self._store(data, ds, site, source, sender, role, NO_AI_READ,
-                                   f"ECG not readable by the ECG model: {exc.field}: {exc.reason}")
+                                   f"ECG not readable by the ECG model: {exc.field}: {exc.reason}", no_ai)
             try:
-                accepted = self.ecg.accept(data, record, site, sender=sender or source)
+                accepted = self.ecg.accept(data, record, site, sender=sender or source, no_ai=no_ai)
             except SiteError as exc:
                 raise DicomInputError(exc.reason, 0x0110, sop_class, sop_uid) from exc
             study = accepted.study
             if accepted.created:
                 metrics.INGESTED.labels("ECG", source).inc()
             return DicomAccepted(study.study_uid, series_uid, sop_uid, sop_class, site, accepted.created,
-                                 study.status, record if accepted.created else None)
-        return self._store(data, ds, site, source, sender, role, RECEIVED, None)
+                                 study.status, record if accepted.created and not study.no_ai else None)
+        return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai)
 
     def _store(self, data: bytes, ds: Dataset, site: str, source: str, sender: str | None, role: str,
-               status: str, error: str | None) -> DicomAccepted:
+               status: str, error: str | None, no_ai: bool = False) -> DicomAccepted:
         stored = self.store.put(data, ".dcm")
         modality = (_text(ds, "Modality", 16) or "OT").upper()
         patient_id, patient_name = _text(ds, "PatientID"), _text(ds, "PatientName", 128)
+        logs.redact.remember_patient(patient_name, patient_id)
         description = _text(ds, "StudyDescription", 256) or _text(ds, "SeriesDescription", 256)
         new = NewInstance(
             sop_instance_uid=str(ds.SOPInstanceUID), study_uid=str(ds.StudyInstanceUID), site=site,
@@ -211,7 +217,7 @@ class DicomIngest:
             patient_id=(mask_id(patient_id) if self.mask_ids else patient_id) if patient_id else None,
             patient_name=(mask_name(patient_name) if self.mask_names else patient_name) if patient_name else None,
             patient_sex=_text(ds, "PatientSex", 8), patient_age=_text(ds, "PatientAge", 16),
-            description=description, status=status,
+            description=description, status=status, no_ai=no_ai,
         )
         attrs = DicomAttributes(
             modality=modality, body_part=(_text(ds, "BodyPartExamined") or "").upper() or None,

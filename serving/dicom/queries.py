@@ -3,15 +3,13 @@ so the shared store module only grows by what several capabilities need."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import selectinload
 
-from serving.store.db import Database, as_utc
-from serving.store.schema import AI_FAILED, NO_AI_READ, RECEIVED, Instance, Study, utcnow
+from serving.store.db import Database
+from serving.store.schema import AI_FAILED, NO_AI_READ, RECEIVED, Instance, Study
 
 
 def study_site(db: Database, study_uid: str) -> str | None:
@@ -19,47 +17,11 @@ def study_site(db: Database, study_uid: str) -> str | None:
         return session.scalar(select(Study.site).where(Study.study_uid == study_uid))
 
 
-def claim_stable_studies(db: Database, stable_seconds: float, lease_seconds: float, limit: int = 16,
-                         now: datetime | None = None) -> list[str]:
-    """Claim (lease) up to ``limit`` image studies that are waiting for routing: status received,
-    not ECG (the ECG path reads at once), last instance at least ``stable_seconds`` old, and no
-    live lease (a lease older than ``lease_seconds`` is stale: its worker died, take it over)."""
-    now = now or utcnow()
-    stable_before = now - timedelta(seconds=stable_seconds)
-    stale_before = now - timedelta(seconds=lease_seconds)
-    claimed: list[str] = []
-    try:
-        with db.session() as session:
-            query = (select(Study).where(Study.status == RECEIVED, Study.modality != "ECG")
-                     .order_by(Study.arrived_at).limit(limit * 4))
-            if db.engine.dialect.name != "sqlite":
-                query = query.with_for_update(skip_locked=True)
-            for study in session.scalars(query).all():
-                last = as_utc(study.last_instance_at) or as_utc(study.arrived_at)
-                lease = as_utc(study.processing_since)
-                if last > stable_before or (lease is not None and lease > stale_before):
-                    continue
-                study.processing_since = now
-                claimed.append(study.study_uid)
-                if len(claimed) >= limit:
-                    break
-    except OperationalError:
-        return []  # another worker holds the write lock (SQLite): try again next tick
-    return claimed
-
-
-def release(db: Database, study_uid: str) -> None:
-    with db.session() as session:
-        study = session.scalar(select(Study).where(Study.study_uid == study_uid))
-        if study is not None:
-            study.processing_since = None
-
-
 def set_no_ai_read(db: Database, study_uid: str, reason: str) -> None:
     with db.session() as session:
         study = session.scalar(select(Study).where(Study.study_uid == study_uid))
         study.ai_error = reason[:2000]
-        study.processing_since = None
+        study.processing_since, study.processing_by = None, None
         if study.status in (RECEIVED, AI_FAILED):
             study.status = NO_AI_READ
 

@@ -2,22 +2,30 @@
 
 Where it runs: a server thread inside the ingress replica (serving/app.py), not its own deployment.
 The SCP needs exactly what the ingress already has — the DB, the object store, the ECG workflow and
-an event loop for ECG reads — and a fixed TCP port, which only one process may bind; a separate
-1-replica deployment would add a second copy of every service and a Ray hop for each instance with
-no gain. With several ingress replicas only the one that binds the port serves DICOM (the others
-log it and go on with HTTP); a cluster puts a TCP load balancer in front or runs one ingress per
-node. pynetdicom runs each association in its own thread, so a slow sender blocks no one.
+an event loop for ECG reads — and a fixed TCP port; a separate 1-replica deployment would add a
+second copy of every service and a Ray hop for each instance with no gain. The listening socket
+sets SO_REUSEPORT, so every ingress replica on a node binds the same port and the kernel spreads
+new associations over them: when one replica dies the others go on taking DICOM (a cluster puts a
+TCP load balancer in front of the nodes). pynetdicom runs each association in its own thread, so a
+slow sender blocks no one.
 
 Acknowledgement: the success status (0x0000) is returned only after DicomIngest has fsync'd the
 object and committed its row; a storage or database failure answers 0xA700 (out of resources:
-resend later), an undecodable or invalid object 0xC000 with the reason in the Error Comment.
+resend later), as does a site over its rate limit; an undecodable or invalid object 0xC000 with the
+reason in the Error Comment.
+
+TLS: with ``tls.dicom`` configured a second listener speaks DICOM over TLS (PS3.15 Annex B, mutual
+authentication by default; serving/tls.py), beside the plain one or instead of it; there a client
+certificate must name the calling AE title (``check_certificate``).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import socket
 import threading
+from datetime import datetime
 from typing import Any, Callable
 
 import pydicom
@@ -39,8 +47,10 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
 
 from serving.dicom.ingest import DicomIngest, DicomInputError
+from serving.ratelimit import SiteRateLimiter
 from serving.storage import StorageUnavailable
 
 log = logging.getLogger("preread.dicom.scp")
@@ -80,8 +90,19 @@ def _status(code: int, comment: str | None = None) -> Dataset:
     status = Dataset()
     status.Status = code
     if comment:
-        status.ErrorComment = comment.encode("ascii", "replace").decode()[:64]  # LO: 64 chars
+        # LO: 64 characters, one value (a backslash would split it)
+        status.ErrorComment = comment.encode("ascii", "replace").decode().replace("\\", "/")[:64]
     return status
+
+
+class _SharedPortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with SO_REUSEPORT, so every ingress replica on a node listens on
+    the DICOM port and the kernel balances associations between them."""
+
+    def server_bind(self) -> None:
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 class StorageScp:
@@ -89,17 +110,22 @@ class StorageScp:
     association (A-ASSOCIATE-RJ, reason 3: calling AE title not recognised)."""
 
     def __init__(self, ingest: DicomIngest, ae_title: str, host: str, port: int,
-                 ae_sites: dict[str, str], on_ecg: OnEcg | None = None, on_stored: Callable[[], None] | None = None):
+                 ae_sites: dict[str, str], on_ecg: OnEcg | None = None, on_stored: Callable[[], None] | None = None,
+                 limiter: SiteRateLimiter | None = None, tls: Any = None, plain: bool = True):
         self.ingest, self.ae_title, self.host, self.port = ingest, ae_title, host, port
         self.ae_sites = {ae.strip(): site for ae, site in ae_sites.items()}
         self.on_ecg, self.on_stored = on_ecg, on_stored
-        self._server = None
+        self.limiter, self.tls, self.plain = limiter, tls, plain or tls is None
+        self._servers: list = []
         self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg, ingest: DicomIngest, on_ecg: OnEcg | None = None, **kwargs) -> "StorageScp":
         ae_sites = {ae: site.id for site in cfg.sites for ae in site.ae_titles}
-        return cls(ingest, cfg.dicom.ae_title, cfg.dicom.host, cfg.dicom.port, ae_sites, on_ecg, **kwargs)
+        tls = cfg.tls.dicom
+        kwargs.setdefault("limiter", SiteRateLimiter(cfg.rate_limits, "dicom"))
+        return cls(ingest, cfg.dicom.ae_title, cfg.dicom.host, cfg.dicom.port, ae_sites, on_ecg,
+                   tls=tls, plain=tls is None or tls.plain_too, **kwargs)
 
     def _ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
@@ -113,30 +139,82 @@ class StorageScp:
         ae.dimse_timeout = 60
         return ae
 
+    def _serve(self, port: int, ssl_context=None):
+        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000)]
+        if ssl_context is not None:
+            handlers.append((evt.EVT_REQUESTED, self.check_certificate))
+        ae = self._ae()
+        server = ae.make_server((self.host, port), evt_handlers=handlers, ssl_context=ssl_context,
+                                server_class=_SharedPortServer)
+        ae._servers.append(server)  # as AE.start_server does: the server's shutdown() removes it there
+        stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+        threading.Thread(target=server.serve_forever, name=f"preread-scp-{port}@{stamp}", daemon=True).start()
+        return server
+
     def start(self) -> "StorageScp":
         with self._lock:
-            if self._server is None:
-                handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000)]
-                self._server = self._ae().start_server((self.host, self.port), block=False, evt_handlers=handlers)
-                log.info("DICOM SCP %s listening on %s:%d (sites by calling AE: %s)", self.ae_title, self.host,
-                         self.port, self.ae_sites)
+            if self._servers:
+                return self
+            try:
+                if self.plain:
+                    self._servers.append(self._serve(self.port))
+                    log.info("DICOM SCP %s listening on %s:%d (sites by calling AE: %s)", self.ae_title, self.host,
+                             self.port, self.ae_sites)
+                if self.tls is not None:
+                    from serving.tls import dicom_server_context  # noqa: PLC0415
+
+                    self._servers.append(self._serve(self.tls.port, dicom_server_context(self.tls)))
+                    log.info("DICOM TLS SCP %s listening on %s:%d (client certificates %s)", self.ae_title,
+                             self.host, self.tls.port, "required" if self.tls.require_client_cert else "optional")
+            except Exception:
+                self._shutdown()
+                raise
         return self
+
+    def _shutdown(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+        self._servers = []
 
     def stop(self) -> None:
         with self._lock:
-            if self._server is not None:
-                self._server.shutdown()
-                self._server = None
+            self._shutdown()
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return bool(self._servers)
+
+    def check_certificate(self, event) -> None:
+        """On the TLS listener, before negotiation: a presented client certificate must name the
+        calling AE title (or a name tls.dicom.certificate_names allows for it); otherwise the
+        association is rejected as from an unrecognised calling AE (A-ASSOCIATE-RJ 1/1/3)."""
+        from serving.tls import certificate_matches_ae, certificate_names  # noqa: PLC0415
+
+        assoc = event.assoc
+        try:
+            calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+            peer = assoc.dul.socket.socket.getpeercert()
+            if not peer:  # no certificate: only possible with require_client_cert false, which allows it
+                return
+            if certificate_matches_ae(peer, calling, self.tls.certificate_names):
+                return
+            log.warning("TLS association from calling AE %s rejected: its certificate names %s, not that AE title",
+                        calling, sorted(certificate_names(peer)))
+        except Exception:  # pynetdicom would log and go on: fail closed instead
+            log.exception("TLS association rejected: could not check the client certificate")
+        assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
 
     def handle_store(self, event) -> Dataset | int:
         calling = event.assoc.requestor.ae_title.strip()
         site = self.ae_sites.get(calling)
         if site is None:  # require_calling_aet stops these at association; belt and braces
             return _status(0xC000, f"calling AE {calling} not recognised")
+        wait = self.limiter.check(site) if self.limiter is not None else 0.0
+        if wait > 0:
+            log.warning("C-STORE from %s refused: site %s over its rate limit", calling, site)
+            return _status(0xA700, f"rate limit for site {site}: retry in {wait:.0f} s")
         try:
             data = event.encoded_dataset(include_meta=True)
         except Exception as exc:

@@ -19,6 +19,8 @@ from serving.store.schema import (
     AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, SIGNED, Instance, Study, utcnow,
 )
 
+# What the worklist says of a study whose patient declined the automated read.
+NO_AI_REASON = "the patient declined an automated pre-read (no AI read)"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 OPEN_STATUSES = (RECEIVED, AI_READ, NO_AI_READ, AI_FAILED, CLAIMED)
 LEVEL_ORDER = ("critical", "urgent", "routine")
@@ -53,6 +55,10 @@ class NewInstance:
     patient_age: str | None = None
     description: str | None = None
     status: str = RECEIVED
+    # The worker that reads a new study at once (the ECG paths) leases it at creation, so the
+    # queue's sweeper does not take it while that read runs; None leaves it to the sweeper.
+    lease_by: str | None = None
+    no_ai: bool = False             # the patient declined the automated read
 
 
 @dataclass
@@ -135,21 +141,28 @@ class Database:
             with self.session() as session:
                 study = session.scalar(select(Study).where(Study.study_uid == new.study_uid))
                 if study is None:
+                    leased = new.lease_by is not None and new.status == RECEIVED and not new.no_ai
                     study = Study(
                         study_uid=new.study_uid, site=new.site, modality=new.modality,
                         patient_id=new.patient_id, patient_name=new.patient_name,
                         patient_sex=new.patient_sex, patient_age=new.patient_age,
-                        description=new.description, status=new.status, arrived_at=now,
+                        description=new.description, arrived_at=now,
+                        status=NO_AI_READ if new.no_ai else new.status, no_ai=new.no_ai,
+                        ai_error=NO_AI_REASON if new.no_ai else None,
                         study_date=attrs.study_date, accession_number=attrs.accession_number,
-                        last_instance_at=now,
+                        last_instance_at=now, ai_attempts=1 if leased else 0,
+                        processing_since=now if leased else None, processing_by=new.lease_by if leased else None,
                     )
                     session.add(study)
                     session.flush()
                 elif attrs.role == "original":
+                    if new.no_ai and not study.no_ai:  # a refusal sent with a later object holds for the study
+                        study.no_ai, study.ai_error = True, NO_AI_REASON
                     study.last_instance_at = now
-                    if study.status == NO_AI_READ and new.status == RECEIVED:
+                    if study.status == NO_AI_READ and new.status == RECEIVED and not study.no_ai \
+                            and study.read_at is None:
                         # A new series may be one a model reads: route the study again.
-                        study.status, study.ai_error = RECEIVED, None
+                        study.status, study.ai_error, study.ai_attempts = RECEIVED, None, 0
                 instance = Instance(
                     sop_instance_uid=new.sop_instance_uid, study_id=study.id, series_uid=new.series_uid,
                     sop_class_uid=new.sop_class_uid, content_type=new.content_type,
@@ -173,32 +186,6 @@ class Database:
                 select(Instance).options(selectinload(Instance.study)).where(Instance.sop_instance_uid == sop_instance_uid)
             )
             return (instance.study, instance) if instance else None
-
-    def set_ai_read(self, study_uid: str, read: dict[str, Any], level: str, score: float,
-                    model_name: str, model_version: str) -> None:
-        with self.session() as session:
-            study = session.scalar(select(Study).where(Study.study_uid == study_uid))
-            study.ai_read, study.level, study.score = read, level, score
-            study.model_name, study.model_version = model_name, str(model_version)
-            study.read_at, study.ai_error = utcnow(), None
-            if study.status in (RECEIVED, AI_FAILED):
-                study.status = AI_READ
-
-    def set_ai_failed(self, study_uid: str, error: str) -> None:
-        with self.session() as session:
-            study = session.scalar(select(Study).where(Study.study_uid == study_uid))
-            study.ai_error = error[:2000]
-            if study.status == RECEIVED:
-                study.status = AI_FAILED
-
-    def pending(self, modality: str | None = None, limit: int = 1000) -> list[tuple[Study, Instance]]:
-        """Studies stored but not yet read: the durable queue replayed after a restart."""
-        with self.session() as session:
-            query = select(Study).options(selectinload(Study.instances)).where(Study.status == RECEIVED)
-            if modality:
-                query = query.where(Study.modality == modality)
-            studies = session.scalars(query.order_by(Study.arrived_at).limit(limit)).all()
-            return [(s, s.instances[0]) for s in studies if s.instances]
 
     # --- reading --------------------------------------------------------------------------------
     def get_study(self, study_uid: str) -> Study | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -57,14 +57,22 @@ class Study(Base):
     report_status: Mapped[str] = mapped_column(String(16), default="preliminary")  # preliminary|final|amended
     accession_number: Mapped[str | None] = mapped_column(String(64))
     study_date: Mapped[str | None] = mapped_column(String(8))
-    # Lease of the dispatcher working on this study (several ingress replicas share the queue).
+    # The work queue (serving/store/work.py): a lease on the study by one worker (several ingress
+    # replicas share the queue; a lease not renewed for lease_seconds is stale and taken over), the
+    # attempts made at the AI read, and when a failed read is tried again (None: no more tries).
     processing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processing_by: Mapped[str | None] = mapped_column(String(64))
+    ai_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The patient declined an automated read (PIPL art. 24): no model reads this study.
+    no_ai: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_instance_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     instances: Mapped[list["Instance"]] = relationship(back_populates="study", order_by="Instance.id")
 
-    __table_args__ = (Index("ix_studies_worklist", "status", "level", "arrived_at"),)
+    __table_args__ = (Index("ix_studies_worklist", "status", "level", "arrived_at"),
+                      Index("ix_studies_queue", "status", "next_attempt_at"))
 
 
 class Instance(Base):

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from serving.store.db import Database, as_utc
 from serving.store.schema import AuditEntry, utcnow
@@ -43,27 +45,106 @@ def row_hash(prev_hash: str, entry: AuditEntry) -> str:
     return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
 
 
-def record(db: Database, action: str, *, user: str | None = None, role: str | None = None,
-           study_uid: str | None = None, detail: dict[str, Any] | None = None,
-           client: str | None = None) -> AuditEntry:
-    """Append one entry to the chain and return it."""
-    # Round-trip the detail through JSON now so the hash is computed on what the database returns.
-    detail = json.loads(json.dumps(detail, default=str)) if detail is not None else None
+@contextmanager
+def appending(db: Database) -> Iterator[Session]:
+    """A transaction that holds the chain's tail: appends made in it (``append``) stay linear, and
+    commit or roll back together with whatever else the transaction changes (e.g. the AI read an
+    ``ai_read`` event records)."""
     with _lock, db.session() as session:
         if db.engine.dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
         elif db.engine.dialect.name == "sqlite":
             # A write first takes SQLite's write lock, so other processes wait before reading the tail.
             session.execute(text("UPDATE audit_log SET id = id WHERE id = -1"))
-        last = session.scalar(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
-        prev = last.hash if last is not None else GENESIS
-        at = utcnow()
-        entry = AuditEntry(at=at, user=user, role=role, action=action[:32], study_uid=study_uid,
-                           detail=detail, client=(client or "")[:64] or None, prev_hash=prev, hash="")
-        session.add(entry)
-        session.flush()  # assigns the id the hash covers
-        entry.hash = row_hash(prev, entry)
+        yield session
+
+
+def append(session: Session, action: str, *, user: str | None = None, role: str | None = None,
+           study_uid: str | None = None, detail: dict[str, Any] | None = None,
+           client: str | None = None) -> AuditEntry:
+    """Append one entry inside an ``appending`` transaction."""
+    # Round-trip the detail through JSON now so the hash is computed on what the database returns.
+    detail = json.loads(json.dumps(detail, default=str)) if detail is not None else None
+    last = session.scalar(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
+    prev = last.hash if last is not None else GENESIS
+    entry = AuditEntry(at=utcnow(), user=user, role=role, action=action[:32], study_uid=study_uid,
+                       detail=detail, client=(client or "")[:64] or None, prev_hash=prev, hash="")
+    session.add(entry)
+    session.flush()  # assigns the id the hash covers
+    entry.hash = row_hash(prev, entry)
     return entry
+
+
+def record(db: Database, action: str, *, user: str | None = None, role: str | None = None,
+           study_uid: str | None = None, detail: dict[str, Any] | None = None,
+           client: str | None = None) -> AuditEntry:
+    """Append one entry to the chain and return it."""
+    with appending(db) as session:
+        return append(session, action, user=user, role=role, study_uid=study_uid, detail=detail, client=client)
+
+
+# --- repeated views -------------------------------------------------------------------------------
+@dataclass
+class _ViewWindow:
+    """Identical views by one user in one window: the first was written at once; the repeats are
+    written as one event (count, first and last time) when the window closes."""
+
+    db: Database
+    window_s: float
+    opened: datetime
+    last: datetime
+    repeats: int
+    fields: dict[str, Any]
+
+
+_views: dict[tuple, _ViewWindow] = {}
+_views_lock = threading.Lock()
+
+
+def record_view(db: Database, action: str, window_s: float, *, user: str | None = None, role: str | None = None,
+                study_uid: str | None = None, detail: dict[str, Any] | None = None,
+                client: str | None = None, now: datetime | None = None) -> AuditEntry | None:
+    """An access that a page repeats on a timer (the worklist poll). The first view in a window is
+    appended at once, like any event; identical views in the next ``window_s`` seconds only count,
+    and are appended as one ``repeated`` event when the window closes (next view after it, or the
+    dispatcher's ``flush_views``). Every access stays on the chain; a poll is no longer a row."""
+    now = now or utcnow()
+    fields = {"action": action, "user": user, "role": role, "study_uid": study_uid, "detail": detail, "client": client}
+    if window_s <= 0:
+        return record(db, action, user=user, role=role, study_uid=study_uid, detail=detail, client=client)
+    key = (db.url, json.dumps(fields, sort_keys=True, default=str))
+    with _views_lock:
+        window = _views.get(key)
+        if window is not None and (now - window.opened).total_seconds() < window.window_s:
+            window.repeats += 1
+            window.last = now
+            return None
+        closed = _views.pop(key, None)
+        _views[key] = _ViewWindow(db, window_s, now, now, 0, fields)
+    if closed is not None:
+        _write_repeats(closed)
+    return record(db, action, user=user, role=role, study_uid=study_uid, client=client,
+                  detail={**(detail or {}), "window_seconds": window_s})
+
+
+def flush_views(db: Database | None = None, now: datetime | None = None, force: bool = False) -> int:
+    """Write the repeats of every closed window (all windows with ``force``). Returns events written."""
+    now = now or utcnow()
+    with _views_lock:
+        done = [key for key, w in _views.items() if (db is None or w.db.url == db.url)
+                and (force or (now - w.opened).total_seconds() >= w.window_s)]
+        closed = [_views.pop(key) for key in done]
+    return sum(_write_repeats(window) for window in closed)
+
+
+def _write_repeats(window: _ViewWindow) -> int:
+    if window.repeats == 0:
+        return 0
+    f = window.fields
+    record(window.db, f["action"], user=f["user"], role=f["role"], study_uid=f["study_uid"], client=f["client"],
+           detail={**(f["detail"] or {}), "repeated": window.repeats, "first_at": _iso(window.opened),
+                   "last_at": _iso(window.last)})
+    return 1
 
 
 @dataclass

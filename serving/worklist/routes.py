@@ -41,6 +41,11 @@ class SignBody(BaseModel):
     impression: str = Field("", max_length=10000)
 
 
+def initial_passwords_file(cfg) -> Path:
+    """Where generated bootstrap passwords are written (0600, beside the token secret; never logged)."""
+    return Path(cfg.auth.secret_file).parent / "initial-passwords.txt"
+
+
 def client_of(request: Request) -> str:
     host = request.client.host if request.client else "?"
     forwarded = request.headers.get("x-forwarded-for")
@@ -59,7 +64,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
     async def lifespan(_app):
         svc = deps.get_services()
         if svc is not None:  # under Ray the replica's services may come later: login bootstraps then
-            users.ensure_bootstrap_users(svc.db, svc.config.auth.users)
+            bootstrap(svc)
         yield
 
     router = APIRouter(lifespan=lifespan)
@@ -75,7 +80,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
         return study
 
     def bootstrap(svc: Services) -> None:
-        users.ensure_bootstrap_users(svc.db, svc.config.auth.users)
+        users.ensure_bootstrap_users(svc.db, svc.config.auth.users, initial_passwords_file(svc.config))
 
     # --- login -----------------------------------------------------------------------------------
     @router.post("/api/v1/login", tags=["auth"])
@@ -257,6 +262,48 @@ def build_router(deps: ApiDeps) -> APIRouter:
             })
         log_action(svc, request, who, "export", rows=len(rows))
         return {"rows": rows, "count": len(rows), "deidentified": True}
+
+    @router.get("/api/v1/exports/training.zip", tags=["exports"],
+                responses={200: {"content": {"application/zip": {}}}})
+    def export_training_zip(request: Request, svc: Services = Depends(services),
+                            who: Principal = Depends(deps.require("datasci", "admin"))) -> Response:
+        """Signed studies as training data, de-identified by DICOM PS3.15 Annex E (serving/deid.py):
+        the objects, manifest.json and labels.csv in one zip. The re-identification keys stay on the
+        server."""
+        import shutil
+        import tempfile
+        import zipfile
+
+        from serving.deid import export_training
+
+        folder = Path(tempfile.mkdtemp(prefix="preread-export-"))
+        try:
+            summary = export_training(svc, folder, who.site_scope())
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+                for path in sorted(folder.rglob("*")):
+                    if path.is_file():
+                        zf.write(path, path.relative_to(folder).as_posix())
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        log_action(svc, request, who, "export_training", studies=summary.studies, files=summary.files,
+                   excluded=len(summary.excluded))
+        return Response(buffer.getvalue(), media_type="application/zip",
+                        headers={"Content-Disposition": 'attachment; filename="preread-training.zip"'})
+
+    # --- a patient's refusal of the automated read (PIPL art. 24) -------------------------------
+    @router.post("/api/v1/studies/{study_uid}/refuse-ai", tags=["reading"])
+    def refuse_ai(study_uid: str, request: Request, svc: Services = Depends(services),
+                  who: Principal = Depends(deps.require("grassroots", "reader", "admin"))) -> dict:
+        """The patient declines an automated pre-read: no model reads the study, and a read already
+        made is withdrawn; a doctor reads it. Recorded in the audit trail."""
+        from serving.store.work import refuse_ai as refuse
+
+        study_for(svc, who, study_uid)
+        refuse(svc.db, study_uid)
+        log_action(svc, request, who, "refuse_ai", study_uid)
+        study = svc.db.get_study(study_uid)
+        return {"study_uid": study_uid, "status": study.status, "no_ai": study.no_ai, "ai_error": study.ai_error}
 
     # --- audit -----------------------------------------------------------------------------------
     @router.get("/api/v1/audit", tags=["audit"])

@@ -7,6 +7,7 @@ import os
 import secrets
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -93,17 +94,30 @@ def purge_revoked(db: Database, now: datetime | None = None) -> int:
         return session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now)).rowcount
 
 
+def _keep_password(path: Path | None, username: str, password: str) -> str:
+    """Append a generated password to the 0600 file an operator reads once; say where it is."""
+    if path is None:
+        return "nowhere (no password file configured: reset it)"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(f"{username} {password}\n")
+    os.chmod(path, 0o600)
+    return str(path)
+
+
 # --- bootstrap ----------------------------------------------------------------------------------
 _bootstrapped: set[int] = set()
 _bootstrap_lock = threading.Lock()
 
 
-def ensure_bootstrap_users(db: Database, users) -> dict[str, str]:
+def ensure_bootstrap_users(db: Database, users, password_file: Path | None = None) -> dict[str, str]:
     """Create the configured bootstrap users that do not exist yet (once per process and database).
 
     A user's password comes from the environment variable named in its ``password_env``; when that is
-    unset a random one is generated and logged once (it is never stored in clear). Returns
-    {username: generated password} for users created with a generated password."""
+    unset a random one is generated and appended to ``password_file`` (created 0600, beside the token
+    secret) — never to a log, and only its argon2 hash is stored. Returns {username: generated
+    password} for users created with a generated password."""
     key = id(db)
     if key in _bootstrapped:
         return {}
@@ -124,8 +138,9 @@ def ensure_bootstrap_users(db: Database, users) -> dict[str, str]:
                 generated.pop(spec.username, None)
                 continue
             if spec.username in generated:
-                log.warning("created user %r (role %s, sites %s) with password %s — set $%s to choose it",
-                            spec.username, spec.role, ",".join(spec.sites), password,
+                where = _keep_password(password_file, spec.username, password)
+                log.warning("created user %r (role %s, sites %s) with a generated password, in %s — set $%s "
+                            "to choose it", spec.username, spec.role, ",".join(spec.sites), where,
                             spec.password_env or "PREREAD_<USER>_PASSWORD")
         _bootstrapped.add(key)
     return generated

@@ -4,7 +4,6 @@ configs pointing at temporary state, the in-process app, and one shared Ray Serv
 from __future__ import annotations
 
 import io
-import socket
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -13,18 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.service_process import free_port  # tests import it from here too
 from serving.auth import TokenService, load_secret
 from serving.config import ServingConfig, load_config
 from tests.conftest import REPO_ROOT
 from tests.mlflow_store import new_mlflow_store
 
 TINY_ECG_TRAINING = REPO_ROOT / "tests" / "data" / "ecg-tiny.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cinc_zip(cinc_dir: Path, record: str) -> bytes:
@@ -163,7 +157,8 @@ def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
                                                  timeout_s=10),
     })})
     Database(cfg.database.url).migrate()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    # address="local": a fresh instance of our own, never a cluster another process started here
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
     serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
     serve.run(build_app(cfg), name="preread", route_prefix="/")

@@ -36,6 +36,8 @@ ENDPOINTS = {
     "sign": ("POST", "/api/v1/studies/{uid}/sign", {"agree": True}),
     "submissions": ("GET", "/api/v1/submissions", None),
     "export": ("GET", "/api/v1/exports/signed-reads", None),
+    "export_training": ("GET", "/api/v1/exports/training.zip", None),
+    "refuse_ai": ("POST", "/api/v1/studies/{uid}/refuse-ai", None),
     "audit": ("GET", "/api/v1/audit", None),
     "audit_verify": ("GET", "/api/v1/audit/verify", None),
     "me": ("GET", "/api/v1/me", None),
@@ -57,8 +59,10 @@ def expected(endpoint: str, role: str, where: str) -> str:
         return ALLOW if role in ("reader", "admin") and own else DENY
     if endpoint == "submissions":
         return (ALLOW if own else HIDDEN) if role in ("grassroots", "admin") else DENY
-    if endpoint == "export":
+    if endpoint in ("export", "export_training"):
         return ALLOW if role in ("datasci", "admin") else DENY
+    if endpoint == "refuse_ai":
+        return ALLOW if role in SITE_READERS and own else DENY
     if endpoint in ("audit", "audit_verify"):
         return ALLOW if role == "admin" else DENY
     raise AssertionError(endpoint)

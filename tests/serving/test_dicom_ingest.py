@@ -120,23 +120,28 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     from datetime import timedelta
 
     from serving.dicom.dispatcher import Dispatcher
-    from serving.dicom.queries import claim_stable_studies
     from serving.store.schema import utcnow
+    from serving.store.work import RetryPolicy, WorkQueue
 
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
     cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"study_stable_seconds": 0})})
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
-    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=None)
+    queue = WorkQueue(db, lease_seconds=60, stable_seconds=0, policy=RetryPolicy(max_attempts=2))
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue))
     ingest = DicomIngest.from_services(svc)
+    ingest.ecg = None
     png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
     dx = ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE")
 
-    assert claim_stable_studies(db, stable_seconds=3600, lease_seconds=60) == [], "claimed before it was stable"
-    assert claim_stable_studies(db, stable_seconds=0, lease_seconds=60) == [dx.study_uid]
-    assert claim_stable_studies(db, stable_seconds=0, lease_seconds=60) == [], "a live lease was taken over"
+    waiting = WorkQueue(db, lease_seconds=60, stable_seconds=3600)
+    assert waiting.claim_due() == [], "claimed before it was stable"
+    assert queue.claim_due() == [dx.study_uid]
+    other = WorkQueue(db, lease_seconds=60, stable_seconds=0)  # another replica
+    assert other.claim_due() == [], "a live lease was taken over"
     later = utcnow() + timedelta(seconds=120)  # the claiming worker died: its lease went stale
-    assert claim_stable_studies(db, stable_seconds=0, lease_seconds=60, now=later) == [dx.study_uid]
+    assert other.claim_due(now=later) == [dx.study_uid]
+    assert db.get_study(dx.study_uid).ai_attempts == 2
 
     async def replica_died(record):
         raise RuntimeError("model replica died")
@@ -145,7 +150,8 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     assert asyncio.run(dispatcher.process(dx.study_uid)) == "ai_failed"
     study = db.get_study(dx.study_uid)
     assert study.status == "ai_failed" and "model replica died" in study.ai_error
-    assert study.processing_since is None
+    assert study.processing_since is None and study.next_attempt_at is None, "retried past max_attempts"
+    assert "no further automatic attempt" in study.ai_error
     assert [i.role for i in study.instances] == ["original"], "a failed read left result objects behind"
 
     # A radiograph with no CXR model served: listed as no_ai_read, with the reason.

@@ -260,3 +260,23 @@ def test_storage_failure_answers_out_of_resources(dicom_local, monkeypatch, tmp_
     output = (result.stdout + result.stderr).lower()
     assert "0xa700" in output or "outofresources" in output, output
     assert dicom_local.services.db.find_instance(str(ds.SOPInstanceUID)) is None
+
+
+def test_radiograph_without_type2_patient_and_study_attributes_is_read(dicom_local, nih_dir):
+    """Senders leave out Type 2 attributes (found by the fuzzer: no Study ID); the SR copies them
+    from its evidence, so the read fills them empty instead of failing."""
+    png = sorted((nih_dir / "Pneumonia").glob("*.png"))[1]
+    ds = pydicom.dcmread(io.BytesIO(wrapped_nih(png, patient_name="Li^Si")))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    for keyword in ("StudyID", "AccessionNumber", "PatientBirthDate", "PatientSex", "ReferringPhysicianName"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([encode(ds)]),
+                              headers={**dicom_local.auth(), "content-type": STOW_TYPE})
+    assert r.status_code == 200, r.text
+    study = study_of(dicom_local, str(ds.StudyInstanceUID))
+    assert study.status == "ai_read", study.ai_error
+    sr_key = next(i.storage_key for i in study.instances if i.role == "ai_sr")
+    sr = pydicom.dcmread(io.BytesIO(dicom_local.services.store.get(sr_key)))
+    assert sr.StudyID == "" and sr.AccessionNumber == "" and sr.StudyInstanceUID == ds.StudyInstanceUID

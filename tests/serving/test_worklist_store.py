@@ -9,6 +9,7 @@ from sqlalchemy import update
 
 from serving.store.db import Aging, Database, NewInstance
 from serving.store.schema import Study
+from serving.store.work import WorkQueue
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 def add(db: Database, uid: str, level: str | None, score: float | None, waited_min: float, site="demo"):
     db.accept_instance(NewInstance(f"{uid}.1", uid, site, "ECG", "application/json", f"k{uid}", "h", 1, "http"))
     if level is not None:
-        db.set_ai_read(uid, {"findings": []}, level, score, "ecg", "1")
+        assert WorkQueue(db).record_read(uid, {"findings": []}, level, score, "ecg", "1")
     with db.session() as s:
         s.execute(update(Study).where(Study.study_uid == uid).values(arrived_at=NOW - timedelta(minutes=waited_min)))
 

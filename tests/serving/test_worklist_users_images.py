@@ -1,4 +1,4 @@
-"""Bootstrap users (password from the environment or generated and logged once), argon2 hashes, and the
+"""Bootstrap users (password from the environment, or generated into a 0600 file, never logged), argon2 hashes, and the
 image viewer's endpoints (original with window/level, AI heatmap) for an image study."""
 
 from __future__ import annotations
@@ -26,16 +26,21 @@ def test_demo_users_are_bootstrapped_at_start(local_client, monkeypatch):
     assert all(u.password_hash.startswith("$argon2id$") for u in made.values())
 
 
-def test_bootstrap_password_from_env_or_generated_and_logged(local_client, monkeypatch, caplog):
+def test_bootstrap_password_from_env_or_generated_into_a_private_file(local_client, monkeypatch, caplog, tmp_path):
     db = local_client.services.db
     monkeypatch.setenv("TEST_NURSE_PASSWORD", "nurse-password-123")
     specs = [BootstrapUser(username="nurse", role="grassroots", sites=["demo"], password_env="TEST_NURSE_PASSWORD"),
              BootstrapUser(username="doc", role="reader", sites=["demo", "other"], password_env="TEST_UNSET_PASSWORD")]
     users._bootstrapped.discard(id(db))
-    with caplog.at_level(logging.WARNING, logger="preread.users"):
-        generated = users.ensure_bootstrap_users(db, specs)
-    assert set(generated) == {"doc"} and generated["doc"] in caplog.text
-    assert "nurse-password-123" not in caplog.text
+    password_file = tmp_path / "bootstrap" / "passwords.txt"  # (the app keeps its own beside the key)
+    with caplog.at_level(logging.DEBUG):
+        generated = users.ensure_bootstrap_users(db, specs, password_file=password_file)
+    assert set(generated) == {"doc"}
+    # The generated password goes to a file only its owner reads, and the log says where — never what.
+    assert password_file.read_text() == f"doc {generated['doc']}\n"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert "'doc'" in caplog.text and str(password_file) in caplog.text
+    assert generated["doc"] not in caplog.text and "nurse-password-123" not in caplog.text
     users._bootstrapped.discard(id(db))
     assert users.ensure_bootstrap_users(db, specs) == {}  # existing users are left alone
     r = local_client.http.post("/api/v1/login", json={"username": "doc", "password": generated["doc"]})

@@ -33,43 +33,72 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
+class PgCluster:
+    """A throw-away PostgreSQL 15 cluster in a temporary folder on a loopback port; ``stop`` and
+    ``start`` again (the database-outage tests), ``close`` removes it. ``skip`` says why none can run."""
+
+    def __init__(self):
+        self.skip = None
+        if not (PG_BIN / "initdb").exists():
+            self.skip = f"PostgreSQL binaries not found under {PG_BIN}"
+            return
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            self.skip = "psycopg is not installed"
+            return
+        self.folder = Path(tempfile.mkdtemp(prefix="preread-pg-"))
+        self.data = self.folder / "data"
+        if os.geteuid() == 0:
+            try:
+                pg_user = pwd.getpwnam("postgres")
+            except KeyError:
+                self.skip = "running as root and there is no 'postgres' user to run initdb as"
+                return
+            os.chown(self.folder, pg_user.pw_uid, pg_user.pw_gid)
+        self.port = free_port()
+        init = subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U",
+                                            "postgres", "--no-sync", "-E", "UTF8"]), capture_output=True, text=True)
+        if init.returncode != 0:
+            self.skip = f"initdb failed: {init.stderr.strip()[-300:]}"
+            return
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+        problem = self.start()
+        if problem:
+            self.skip = problem
+
+    def start(self) -> str | None:
+        opts = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+        started = subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts,
+                                               "-l", str(self.folder / "log"), "-w", "start"]),
+                                 capture_output=True, text=True)
+        if started.returncode != 0:
+            log = (self.folder / "log").read_text() if (self.folder / "log").exists() else ""
+            return f"PostgreSQL did not start: {started.stderr.strip()[-200:]} {log[-300:]}"
+        return None
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+                       capture_output=True)
+
+    def close(self) -> None:
+        if getattr(self, "data", None) is not None and self.data.exists():
+            self.stop("immediate")
+        if getattr(self, "folder", None) is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL 15 cluster in a temporary folder for the test session; yields a base URL."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL binaries not found under {PG_BIN}")
+    cluster = PgCluster()
+    if cluster.skip:
+        cluster.close()
+        pytest.skip(cluster.skip)
     try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg is not installed")
-    if os.geteuid() == 0:
-        try:
-            pg_user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run initdb as")
-    folder = Path(tempfile.mkdtemp(prefix="preread-pg-"))
-    data = folder / "data"
-    if os.geteuid() == 0:
-        os.chown(folder, pg_user.pw_uid, pg_user.pw_gid)
-    port = free_port()
-    init = subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                        "--no-sync", "-E", "UTF8"]), capture_output=True, text=True)
-    if init.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
-    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
-    start = subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts,
-                                         "-l", str(folder / "log"), "-w", "start"]), capture_output=True, text=True)
-    if start.returncode != 0:
-        log = (folder / "log").read_text() if (folder / "log").exists() else ""
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-200:]} {log[-300:]}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        yield cluster.url
     finally:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        cluster.close()
 
 
 def fresh_pg_database(base_url: str) -> str:
