@@ -116,7 +116,9 @@ class DistributedSection(_Section):
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL); else CPU workers (Gloo)")
     resources_per_worker: dict[str, float] = Field(default_factory=dict, description="Ray resources per worker, "
                                                    "e.g. {CPU: 4} or {CPU: 8, GPU: 1}")
-    address: str | None = Field(None, description="Ray cluster address (None: the running Ray, or a local one)")
+    address: str | None = Field(None, description="Ray cluster address: 'auto' joins the cluster this node belongs to "
+                                "(ray start), 'ray://HOST:10001' a remote one; None: the Ray this process already "
+                                "runs, else a new local instance (never a cluster found by chance on the machine)")
     storage_path: Path | None = Field(None, description="where Ray Train keeps run checkpoints (shared storage on a "
                                       "cluster; None: checkpoint_dir/ray)")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint (-1: unlimited)")

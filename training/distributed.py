@@ -191,7 +191,7 @@ def train_distributed(config: TrainConfig, registry: ModelRegistry | None = None
     settings = config.distributed
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=settings.address, include_dashboard=False, log_to_driver=progress)
+        ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=progress)
     storage, name = storage_path(config), run_name(config)
     if not resume:
         shutil.rmtree(storage / name, ignore_errors=True)  # a fresh run: Ray Train would restore it otherwise
