@@ -11,7 +11,7 @@ import numpy as np
 
 from evaluation.metrics import threshold_metrics
 
-SITE_THRESHOLDS_KEY = "site_thresholds"
+from models.card import SITE_THRESHOLDS_KEY  # the pre-readers read them back from the card
 
 
 def threshold_for_sensitivity(y, p, target: float) -> float | None:

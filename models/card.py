@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CARD_FILENAME = "card.json"
+SITE_THRESHOLDS_KEY = "site_thresholds"  # card.metrics: per-site operating points (evaluation/thresholds.py)
 DEMO_ECG_INTENDED_USE = "DEMO model trained on synthetic ECGs simulated with neurokit2. Not for clinical use."
 
 
@@ -103,6 +104,25 @@ class ModelCard(BaseModel):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"threshold for {code} must be in [0, 1], got {value}")
         return self
+
+    def thresholds_for_site(self, site: str | None) -> tuple[dict[str, float], dict[str, Any] | None]:
+        """Decision thresholds for a study sent by ``site``: the card's, replaced label by label by
+        that site's own operating points where an evaluation chose one (`preread evaluate
+        --site-sensitivity T --write-site-thresholds`: local calibration, as WHO advises for CAD
+        software). Returns (thresholds, the operating point's provenance, or None when the card's
+        global thresholds apply to every label)."""
+        chosen = ((self.metrics.get(SITE_THRESHOLDS_KEY) or {}).get("sites") or {}).get(site) if site else None
+        thresholds = dict(self.thresholds)
+        applied = {}
+        for code, point in (chosen or {}).items():
+            value = point.get("threshold") if isinstance(point, dict) else None
+            if code in thresholds and value is not None and 0.0 <= float(value) <= 1.0:
+                thresholds[code] = applied[code] = float(value)
+        if not applied:
+            return thresholds, None
+        entry = self.metrics[SITE_THRESHOLDS_KEY]
+        return thresholds, {"site": site, "labels": sorted(applied), "source": entry.get("source"),
+                            "computed_at": entry.get("computed_at")}
 
     def threshold_vector(self) -> np.ndarray:
         """Thresholds as float32 [L] in output order."""

@@ -23,6 +23,7 @@ from datasets.ecg.record import EcgRecord
 from datasets.ecg.validate import validate_record
 from models.ecg.pipeline import EcgInput
 from serving import logs
+from serving.dicom.queries import study_site
 from serving.privacy import mask_id, mask_name
 from serving.storage import ObjectStore
 from serving.store.db import Database, NewInstance
@@ -89,6 +90,13 @@ class EcgWorkflow:
         digest = hashlib.sha256(body).hexdigest()
         sop_uid = record.meta.get("sop_instance_uid") or uid_from_digest(digest, "ecg-instance")
         study_uid = record.meta.get("study_instance_uid") or uid_from_digest(digest, "ecg-study")
+        # A site never sees or joins another site's study, not even by re-sending its bytes or UIDs
+        # (the DICOM path refuses the same way: serving/dicom/ingest.py).
+        existing = self.db.find_instance(sop_uid)
+        owner = existing[0].site if existing is not None else study_site(self.db, study_uid)
+        if owner is not None and owner != site:
+            raise SiteError(409, "this ECG (the same SOP Instance UID or Study Instance UID, or the same file) "
+                                 "belongs to another site's study")
         # A repeat costs no new file (put finds the same bytes stored) and no new row (accept_instance).
         stored = self.store.put(body, SUFFIX.get(fmt, ".bin"))
         patient = record.patient
@@ -106,13 +114,14 @@ class EcgWorkflow:
         ))
         return AcceptedEcg(study, created, record)
 
-    async def read(self, study_uid: str, record: EcgRecord) -> dict[str, Any] | None:
+    async def read(self, study_uid: str, record: EcgRecord, site: str | None = None) -> dict[str, Any] | None:
         """Run the AI read of a study this worker has leased, and record it (once: a read another
         worker recorded first wins). A failure lists the study as ai_failed with the reason and the
         next automatic attempt: nothing is hidden."""
         self.queue.hold(study_uid)
         try:
-            read = await self.read_fn(EcgInput(np.asarray(record.signals, dtype=np.float32), float(record.sampling_rate)))
+            read = await self.read_fn(EcgInput(np.asarray(record.signals, dtype=np.float32),
+                                               float(record.sampling_rate), site))
         except Exception as exc:  # the model replica died or refused: keep the study, say why, retry later
             log.warning("AI read failed for study %s: %s: %s", study_uid, type(exc).__name__, exc)
             await asyncio.to_thread(self.queue.record_failure, study_uid, f"{type(exc).__name__}: {exc}")
@@ -132,7 +141,7 @@ class EcgWorkflow:
             return None
         if study.no_ai:
             return None
-        return await self.read(study.study_uid, accepted.record)
+        return await self.read(study.study_uid, accepted.record, study.site)
 
     async def read_stored(self, study: Study) -> dict[str, Any] | None:
         """A leased study read from its stored original (the sweeper's path after a restart or a
@@ -147,7 +156,7 @@ class EcgWorkflow:
             await asyncio.to_thread(self.queue.record_failure, study.study_uid,
                                     f"stored original unreadable: {exc}", True)
             return None
-        return await self.read(study.study_uid, record)
+        return await self.read(study.study_uid, record, study.site)
 
     async def process_pending(self) -> int:
         """Read every ECG that is due (waiting, or failed and due a retry) and not leased by a live

@@ -28,6 +28,8 @@ class ImageRecord:
         meta: how the pixels were obtained: source format, transfer syntax, frame index and
             frame count, the window used and where it came from (``header``, ``voi_lut``,
             ``percentile``, ``full_range``).
+        site: the sending site (a worklist site id) when known: a reader picks that site's own
+            operating points by it.
     """
 
     pixels: np.ndarray
@@ -43,6 +45,7 @@ class ImageRecord:
     patient: dict[str, Any] = field(default_factory=dict)
     bits_stored: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    site: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

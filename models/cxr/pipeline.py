@@ -127,13 +127,13 @@ class CxrPreReader:
         self.labels = list(card.labels)
         names = card.label_names or card.labels
         self.label_names = dict(zip(card.labels, names))
-        self.thresholds = {code: float(card.thresholds.get(code, 0.5)) for code in card.labels}
+        self.threshold_overrides: dict[str, float] = {}
         for code, value in (threshold_overrides or {}).items():
-            if code not in self.thresholds:
+            if code not in self.labels:
                 raise KeyError(f"threshold override for unknown label {code!r}")
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"threshold for {code} must be in [0, 1], got {value}")
-            self.thresholds[code] = float(value)
+            self.threshold_overrides[code] = float(value)
         self.channels, self.size = _input_geometry(card)
         self.max_heatmaps = int(max_heatmaps)
         self.overlay_max_side = int(overlay_max_side)
@@ -191,9 +191,15 @@ class CxrPreReader:
         return [self._read(record, network_input, probs, timing)
                 for record, network_input, probs in zip(records, inputs, probabilities)]
 
-    def _heatmap_indices(self, probs: np.ndarray) -> list[int]:
+    def thresholds_for(self, site: str | None) -> tuple[dict[str, float], dict[str, Any] | None]:
+        """The card's thresholds with ``site``'s own operating points (ModelCard.thresholds_for_site),
+        then this reader's overrides on top."""
+        thresholds, site_point = self.card.thresholds_for_site(site)
+        return {**thresholds, **self.threshold_overrides}, site_point
+
+    def _heatmap_indices(self, probs: np.ndarray, thresholds: dict[str, float]) -> list[int]:
         """Positive findings to explain: specific findings by probability, then ANY; at most max_heatmaps."""
-        positive = [i for i, code in enumerate(self.labels) if probs[i] >= self.thresholds[code]]
+        positive = [i for i, code in enumerate(self.labels) if probs[i] >= thresholds[code]]
         positive.sort(key=lambda i: (self.labels[i] == ANY_ABNORMALITY, -float(probs[i])))
         return positive[: self.max_heatmaps]
 
@@ -223,14 +229,15 @@ class CxrPreReader:
     def _read(self, record: ImageRecord, network_input: np.ndarray, probs: np.ndarray,
               batch_timing: dict[str, Any]) -> dict[str, Any]:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
+        thresholds, site_point = self.thresholds_for(getattr(record, "site", None))
         findings = [
             {"code": code, "name": self.label_names[code], "probability": round(p, 4),
-             "threshold": self.thresholds[code], "positive": bool(p >= self.thresholds[code])}
+             "threshold": thresholds[code], "positive": bool(p >= thresholds[code])}
             for code, p in by_code.items()
         ]
         result = triage(by_code, {}, self.rules)
         started = time.perf_counter()
-        heatmaps = self.heatmaps(record, network_input, self._heatmap_indices(probs), probs)
+        heatmaps = self.heatmaps(record, network_input, self._heatmap_indices(probs, thresholds), probs)
         gradcam_ms = (time.perf_counter() - started) * 1000.0
         pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record)
         source = {"rows": int(pixels.shape[0]), "columns": int(pixels.shape[1])}
@@ -243,6 +250,7 @@ class CxrPreReader:
             "disclaimer": DISCLAIMER,
             "model": self.model_identity,
             "findings": findings,
+            "operating_point": site_point or {"site": None, "source": "model card"},
             "triage": result.model_dump(),
             "heatmaps": heatmaps,
             "source": source,

@@ -26,10 +26,12 @@ DISCLAIMER = "Preliminary AI read. Not a diagnosis: a doctor must confirm or cor
 
 @dataclass
 class EcgInput:
-    """One ECG ready for reading: signals (12 × n, mV) in STANDARD_LEADS order at ``sampling_rate``."""
+    """One ECG ready for reading: signals (12 × n, mV) in STANDARD_LEADS order at ``sampling_rate``;
+    ``site``, the sending site, picks its own operating points when the card has them."""
 
     signals: np.ndarray
     sampling_rate: float
+    site: str | None = None
 
 
 class EcgPreReader:
@@ -39,7 +41,6 @@ class EcgPreReader:
         self.labels = list(card.labels)
         names = card.label_names or card.labels
         self.label_names = dict(zip(card.labels, names))
-        self.thresholds = {code: float(card.thresholds.get(code, 0.5)) for code in card.labels}
 
     @classmethod
     def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
@@ -71,14 +72,16 @@ class EcgPreReader:
         reads = []
         for item, probs in zip(items, probabilities):
             measurements = measure(EcgRecord(np.asarray(item.signals), STANDARD_LEADS, item.sampling_rate))
-            reads.append(self._read(probs, measurements, model_ms, len(items)))
+            reads.append(self._read(probs, measurements, model_ms, len(items), item.site))
         return reads
 
-    def _read(self, probs: np.ndarray, measurements: dict, model_ms: float, batch_size: int) -> dict[str, Any]:
+    def _read(self, probs: np.ndarray, measurements: dict, model_ms: float, batch_size: int,
+              site: str | None = None) -> dict[str, Any]:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
+        thresholds, site_point = self.card.thresholds_for_site(site)
         findings = [
             {"code": code, "name": self.label_names[code], "probability": round(p, 4),
-             "threshold": self.thresholds[code], "positive": p >= self.thresholds[code]}
+             "threshold": thresholds[code], "positive": p >= thresholds[code]}
             for code, p in by_code.items()
         ]
         result = triage(by_code, measurements, self.rules)
@@ -88,6 +91,7 @@ class EcgPreReader:
             "disclaimer": DISCLAIMER,
             "model": self.model_identity,
             "findings": findings,
+            "operating_point": site_point or {"site": None, "source": "model card"},
             "measurements": measurements,
             "triage": result.model_dump(),
             "timing": {"batch_model_ms": round(model_ms, 2), "batch_size": batch_size},

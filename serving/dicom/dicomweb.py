@@ -193,15 +193,15 @@ def build_router(deps: ApiDeps) -> APIRouter:
                 unavailable += 1
                 continue
             if accepted.ecg_record is not None:
-                ecg_reads.append((accepted.study_uid, accepted.ecg_record))
+                ecg_reads.append((accepted.study_uid, accepted.ecg_record, accepted.site))
             stored.append({
                 "00081150": _attr("UI", accepted.sop_class_uid),
                 "00081155": _attr("UI", accepted.sop_instance_uid),
                 "00081190": _attr("UR", f"{base}/dicomweb/studies/{accepted.study_uid}/series/"
                                         f"{accepted.series_uid}/instances/{accepted.sop_instance_uid}"),
             })
-        for uid, record in ecg_reads:
-            await svc.ecg.read(uid, record)
+        for uid, record, site in ecg_reads:
+            await svc.ecg.read(uid, record, site)
         body: dict[str, Any] = {}
         if stored:
             body["00081199"] = {"vr": "SQ", "Value": stored}

@@ -128,6 +128,7 @@ class Dispatcher:
             data = await asyncio.to_thread(self.svc.store.get, instance.storage_key)
             ds = pydicom.dcmread(io.BytesIO(data))
             record = await asyncio.to_thread(read_dicom_image, ds)
+            record.site = study.site  # the site's own operating points, where the card has them
             read = await read_fn(record)
             results = await asyncio.to_thread(self._store_results, study, ds, read)
             summary = _plain({k: v for k, v in read.items() if k != "heatmaps"})

@@ -157,3 +157,52 @@ def test_health_ready_and_metrics_need_no_token(local_client):
     post_json(local_client, json_ecg())
     text = local_client.http.get("/metrics").text
     assert "preread_ingested_total" in text and "preread_ai_reads_total" in text
+
+
+def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ecg_reader, cinc_dir):
+    """A card with per-site thresholds (`preread evaluate --write-site-thresholds`): the demo site's
+    ECGs are called at its own AF threshold, the other site's at the card's."""
+    from fastapi.testclient import TestClient
+
+    from models.card import SITE_THRESHOLDS_KEY
+    from models.ecg.pipeline import EcgPreReader
+    from serving.local import create_local_app
+    from tests.serving.conftest import Client, make_config
+
+    points = {"computed_at": "2026-11-30T08:00:00+00:00", "source": "worklist export",
+              "sites": {"demo": {"AF": {"threshold": 0.0}}}}
+    card = ecg_reader.card.model_copy(update={"metrics": {**ecg_reader.card.metrics, SITE_THRESHOLDS_KEY: points}})
+    reader = EcgPreReader(ecg_reader.backend, card, ecg_reader.rules)
+    cfg = make_config(tmp_path, ecg_registry)
+    app, _ = create_local_app(cfg, reader=reader)
+    with TestClient(app) as http:
+        client = Client(http, cfg)
+        reads = {}
+        for site, record in (("demo", "E07501"), ("other", "E07502")):
+            r = http.post(f"/api/v1/ecg?site={site}", content=cinc_zip(cinc_dir, record),
+                          headers={**client.auth(sites=(site,)), "content-type": "application/zip"})
+            assert r.status_code == 201, r.text
+            reads[site] = r.json()["read"]
+    af = {site: next(f for f in read["findings"] if f["code"] == "AF") for site, read in reads.items()}
+    assert af["demo"]["threshold"] == 0.0 and af["demo"]["positive"] is True
+    assert af["other"]["threshold"] == ecg_reader.card.thresholds["AF"]
+    assert reads["demo"]["operating_point"]["site"] == "demo" and reads["other"]["operating_point"]["site"] is None
+
+
+def test_another_sites_ecg_cannot_be_joined_or_seen(local_client, cinc_dir):
+    """Re-sending the bytes (or the UIDs) of another site's ECG is refused, not answered with that
+    site's study and read."""
+    body = cinc_zip(cinc_dir, "E07503")
+    first = local_client.http.post("/api/v1/ecg?site=demo", content=body,
+                                   headers={**local_client.auth(sites=("demo",)), "content-type": "application/zip"})
+    assert first.status_code == 201
+    again = local_client.http.post("/api/v1/ecg?site=other", content=body,
+                                   headers={**local_client.auth(sites=("other",)), "content-type": "application/zip"})
+    assert again.status_code == 409 and "another site" in again.text
+    assert first.json()["study_uid"] not in again.text and "findings" not in again.text
+    dcm = ECG_DCM.read_bytes()
+    assert local_client.http.post("/api/v1/ecg?site=demo", content=dcm, headers={
+        **local_client.auth(sites=("demo",)), "content-type": "application/dicom"}).status_code == 201
+    refused = local_client.http.post("/api/v1/ecg?site=other", content=dcm, headers={
+        **local_client.auth(sites=("other",)), "content-type": "application/dicom"})
+    assert refused.status_code == 409
