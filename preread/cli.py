@@ -63,15 +63,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import deploy
     from serving.store.db import Database
 
     Database(cfg.database.url).migrate()  # once, here, so replicas never race on the schema
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if cfg.deployments.http_proxy == "haproxy":  # read by Ray Serve at start: set before ray.init
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     ray.init(num_cpus=cfg.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True)
     serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
-    serve.run(build_app(cfg), name="preread", route_prefix="/")
+    deploy(cfg)  # the model applications (/v2/models/<model>), then the ingress (/)
     base = f"http://{cfg.http.host}:{cfg.http.port}"
     print(f"[preread] serving on {base}  (health: {base}/readyz, API docs: {base}/docs)", flush=True)
     print("[preread] a token for the demo site:  preread token --user demo-doctor --role grassroots --sites demo",

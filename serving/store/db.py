@@ -237,6 +237,17 @@ class Database:
         with self.session() as session:
             return list(session.scalars(query.limit(limit).offset(offset)).all())
 
+    def open_depth_by_level(self, aging: Aging, now: datetime | None = None) -> dict[str, int]:
+        """Open studies per effective level (after aging), all sites: the worklist's depth, for
+        the Prometheus gauge (serving/metrics.py)."""
+        rank = self._effective_rank(aging, now or utcnow(), sqlite=self.engine.dialect.name == "sqlite")
+        query = select(rank, func.count()).where(Study.status.in_(list(OPEN_STATUSES))).group_by(rank)
+        counts = dict.fromkeys(LEVEL_ORDER, 0)
+        with self.session() as session:
+            for level_rank, count in session.execute(query).all():
+                counts[LEVEL_ORDER[int(level_rank)]] = int(count)
+        return counts
+
     @staticmethod
     def _effective_rank(aging: Aging, now: datetime, sqlite: bool):
         """SQL twin of Aging.effective (0 critical, 1 urgent, 2 routine): cut-offs are bound
