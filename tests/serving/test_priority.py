@@ -209,3 +209,53 @@ def test_command_priority_hints_keep_only_high_and_are_bounded():
     for uid in ("a", "b", "c"):
         hints.note(uid, 0x0001)
     assert hints.pop("a") is None and hints.pop("c") == 0x0001 and hints.pop("c") is None
+
+
+@pytest.mark.ray
+def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_dir):
+    """A model replica with a small batch and a long queue: critical reads that arrive last finish
+    long before the routine reads queued ahead of them (FIFO would finish them last)."""
+    import time
+
+    import numpy as np
+    from ray import serve
+
+    from datasets.ecg.readers import read_wfdb
+    from models.ecg.pipeline import EcgInput
+    from serving.app import build_model_app
+
+    cfg = serve_client.cfg
+    small_batches = cfg.deployments.ecg.model_copy(update={"max_batch_size": 2, "batch_wait_timeout_s": 0.0,
+                                                           "max_ongoing_requests": 64, "priority_aging_s": 120})
+    cfg = cfg.model_copy(update={"deployments": cfg.deployments.model_copy(update={"ecg": small_batches})})
+    handle = serve.run(build_model_app(cfg, "ecg"), name="priority-test", route_prefix=None)
+    try:
+        record = read_wfdb(cinc_dir / "E07500.hea").in_standard_order()
+        item = EcgInput(record.signals.astype(np.float32), record.sampling_rate)
+        handle.read.remote(item, "routine").result(timeout_s=120)  # warm
+        finished: dict[str, float] = {}
+
+        def done(name):
+            return lambda _: finished.setdefault(name, time.monotonic())
+
+        routine = []
+        for i in range(16):
+            response = handle.read.remote(item, "routine")
+            response._to_object_ref_sync().future().add_done_callback(done(f"r{i}"))
+            routine.append(response)
+        time.sleep(0.5)  # the routine reads are queued on the replica
+        critical = []
+        for i in range(3):
+            response = handle.read.remote(item, "critical")
+            response._to_object_ref_sync().future().add_done_callback(done(f"c{i}"))
+            critical.append(response)
+        reads = [r.result(timeout_s=300) for r in routine + critical]
+        time.sleep(0.2)
+    finally:
+        serve.delete("priority-test")
+    assert [r["timing"]["priority"] for r in reads[-3:]] == ["critical"] * 3
+    order = sorted(finished, key=finished.get)
+    critical_ranks = [order.index(f"c{i}") for i in range(3)]
+    # 16 routine reads in batches of 2: the critical ones overtake at least the last 10
+    assert max(critical_ranks) < 9, f"completion order {order}"
+    assert max(r["timing"]["batch_size"] for r in reads) <= 2
