@@ -115,6 +115,19 @@ class _ModelDeployment:
     def identity(self) -> dict[str, Any]:
         return self.reader.model_identity
 
+    def placement(self) -> dict[str, Any]:
+        """Where this replica runs: node, replica id, the GPU ids Ray gave it and the device the
+        backend uses (operators: which replicas share which GPU)."""
+        import os
+
+        import ray
+
+        context = ray.get_runtime_context()
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "node_id": context.get_node_id(),
+                "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": str(self.reader.backend.device)}
+
     def metadata(self) -> dict[str, Any]:
         """KServe v2 metadata of the version served now."""
         return raw_metadata(self.task, self.reader.model_identity, self.reader.card)
@@ -205,7 +218,9 @@ MODEL_CLASSES = {"ecg": EcgModelDeployment, "cxr": CxrModelDeployment}
 
 
 def model_handle(task: str):
-    return serve.get_deployment_handle(MODEL_DEPLOYMENTS[task], app_name=model_app_name(task))
+    # Not checked at creation: under `serve deploy` the model applications start beside the
+    # ingress; calls wait until their replicas are up (readiness says so meanwhile).
+    return serve.get_deployment_handle(MODEL_DEPLOYMENTS[task], app_name=model_app_name(task), _check_exists=False)
 
 
 def model_caller(task: str, handle, method: str = "read"):
@@ -239,8 +254,8 @@ class Ingress:
         services = build_services(cfg, model_caller("ecg", handles["ecg"]), migrate=False)  # the driver migrated
         readers = {}
         for task in tasks:
-            # The model applications were deployed (and became ready) before this one.
-            services.models_ready[task] = True
+            services.models_ready[task] = False  # until the model application answers
+            asyncio.get_event_loop().create_task(self._await_model(services, task, handles[task]))
             services.raw_models[task] = raw_model(cfg, task, model_caller(task, handles[task], "infer"))
             if task != "ecg":
                 readers[task] = model_caller(task, handles[task])
@@ -257,6 +272,18 @@ class Ingress:
         dicom = getattr(self, "_dicom", None)
         if dicom is not None:
             dicom.stop()  # free the DICOM port for the next replica
+
+    @staticmethod
+    async def _await_model(services: Services, task: str, handle) -> None:
+        while True:
+            try:
+                identity = await handle.identity.remote()
+                services.models_ready[task] = True
+                log.info("model application %s answers: %s", model_app_name(task), identity)
+                return
+            except Exception as exc:  # not deployed yet, or replicas restarting
+                log.warning("model application %s not answering yet: %s", model_app_name(task), exc)
+                await asyncio.sleep(2.0)
 
     @staticmethod
     async def _recover(services: Services) -> None:
@@ -329,23 +356,41 @@ def undeploy(cfg: ServingConfig, ingress_only: bool = False) -> None:
         serve.delete(spec.name)
 
 
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def config_from_args(args: dict[str, Any]) -> ServingConfig:
+    """The serving config an application of a Ray Serve config file asks for: ``config`` (a
+    preread config file; default $PREREAD_CONFIG, else configs/serving.yaml) with ``overrides``
+    (a partial config, merged key by key: configs/serve-gpu-node.yaml), validated."""
+    overrides = args.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"args.overrides must be a mapping (a partial serving config), got {type(overrides).__name__}")
+    base = load_config(args.get("config"))
+    return ServingConfig.model_validate(_merge(base.model_dump(mode="json"), overrides)).resolved()
+
+
 def app_builder(args: dict[str, Any]):
-    """Entry point for `serve run` / `serve deploy` of the ingress: args may name a config file
-    (``config``). Deploy the model applications (``model_app_builder``) with it."""
+    """Entry point for `serve run` / `serve deploy` of the ingress (args: see ``config_from_args``).
+    Deploy the model applications (``model_app_builder``) beside it."""
     from serving.store.db import Database
 
-    cfg = load_config(args.get("config")).resolved()
+    cfg = config_from_args(args)
     Database(cfg.database.url).migrate()  # here, once, before any replica starts
     return build_app(cfg)
 
 
 def model_app_builder(args: dict[str, Any]):
-    """Entry point for `serve deploy` of one model application: args ``model`` (ecg|cxr) and
-    ``config``; route_prefix /v2/models/<model> in the Serve config file."""
+    """Entry point for `serve deploy` of one model application: args ``model`` (ecg|cxr) plus
+    ``config_from_args``'s; route_prefix /v2/models/<model> in the Serve config file."""
     task = args.get("model")
     if task not in MODEL_DEPLOYMENTS:
         raise ValueError(f"model_app_builder: args.model must be one of {sorted(MODEL_DEPLOYMENTS)}, got {task!r}")
-    cfg = load_config(args.get("config")).resolved()
+    cfg = config_from_args(args)
     if task not in cfg.models:
         raise ValueError(f"model {task!r} is not in the serving config's models ({', '.join(cfg.models)})")
     return build_model_app(cfg, task)
