@@ -18,6 +18,7 @@ from serving import metrics
 from serving.auth import Principal
 from serving.deps import ApiDeps
 from serving.ecg_workflow import SiteError
+from serving.priority import PriorityError, parse_priority, request_priority
 from serving.schemas import EcgAccepted, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
 from serving.storage import StorageUnavailable
@@ -74,9 +75,15 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
     @app.post("/api/v1/ecg", response_model=EcgAccepted, status_code=201,
               responses={413: {}, 415: {}, 422: {}, 503: {}})
     async def post_ecg(request: Request, site: str | None = Query(None),
+                       priority: str | None = Query(None, description="critical, urgent or routine (default): "
+                                                    "how soon the model replica should read it (serving/priority.py)"),
                        svc: Services = Depends(services),
                        who: Principal = Depends(require("grassroots", "admin"))) -> JSONResponse:
         started = time.perf_counter()
+        try:  # [priority] checked before anything is read or stored
+            priority = parse_priority(priority)
+        except PriorityError as exc:
+            raise HTTPException(422, detail={"field": "priority", "reason": str(exc)}) from exc
         limit = svc.config.limits.max_ecg_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -104,7 +111,8 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
         if accepted.created:
             metrics.INGESTED.labels("ECG", "http").inc()
         if accepted.created or study.status == RECEIVED:
-            read = await svc.ecg.read(study.study_uid, record)
+            with request_priority(priority):  # [priority] the model replica serves critical first
+                read = await svc.ecg.read(study.study_uid, record)
             if read is not None:
                 metrics.AI_READS.labels("ECG", read["triage"]["level"]).inc()
                 metrics.READ_SECONDS.labels("ECG").observe(time.perf_counter() - started)

@@ -29,6 +29,7 @@ from serving import metrics
 from serving.dicom.ingest import DicomIngest, encode
 from serving.dicom.queries import claim_stable_studies, release, set_no_ai_read
 from serving.dicom.routing import Router
+from serving.priority import COMMAND_PRIORITY, dicom_priority, request_priority
 from serving.store.schema import RECEIVED
 
 log = logging.getLogger("preread.dicom.dispatch")
@@ -107,7 +108,9 @@ class Dispatcher:
             data = await asyncio.to_thread(self.svc.store.get, instance.storage_key)
             ds = pydicom.dcmread(io.BytesIO(data))
             record = await asyncio.to_thread(read_dicom_image, ds)
-            read = await read_fn(record)
+            # [priority] from the object and its C-STORE request (serving/priority.py)
+            with request_priority(dicom_priority(ds, COMMAND_PRIORITY.pop(study_uid))):
+                read = await read_fn(record)
             results = await asyncio.to_thread(self._store_results, study, ds, read)
             summary = _plain({k: v for k, v in read.items() if k != "heatmaps"})
             summary["heatmaps"] = [{k: v for k, v in h.items() if k in ("code", "name")} for h in read.get("heatmaps", [])]

@@ -259,3 +259,69 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
     # 16 routine reads in batches of 2: the critical ones overtake at least the last 10
     assert max(critical_ranks) < 9, f"completion order {order}"
     assert max(r["timing"]["batch_size"] for r in reads) <= 2
+
+
+def test_the_ecg_api_takes_a_priority_and_refuses_unknown_ones(local_client, cinc_dir):
+    from tests.serving.conftest import cinc_zip
+
+    headers = {"content-type": "application/zip", **local_client.auth()}
+    refused = local_client.http.post("/api/v1/ecg", params={"priority": "asap"},
+                                     content=cinc_zip(cinc_dir, "E07500"), headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["detail"]["field"] == "priority" and "critical" in refused.json()["detail"]["reason"]
+    listed = local_client.http.get("/api/v1/worklist", headers=local_client.auth(role="reader")).json()
+    assert listed["count"] == 0, "a refused ECG was stored"
+    accepted = local_client.http.post("/api/v1/ecg", params={"priority": "critical"},
+                                      content=cinc_zip(cinc_dir, "E07500"), headers=headers)
+    assert accepted.status_code == 201, accepted.text
+
+
+def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir):
+    """STAT in the object → critical; a C-STORE with Priority HIGH → urgent; else routine."""
+    from types import SimpleNamespace
+
+    from datasets.imaging import wrap_png_as_dicom
+    from serving.config import load_config
+    from serving.dicom.dispatcher import Dispatcher
+    from serving.dicom.ingest import DicomIngest, encode
+    from serving.dicom.routing import Router
+    from serving.priority import COMMAND_PRIORITY
+    from serving.storage import ObjectStore
+    from serving.store.db import Database
+    from tests.conftest import REPO_ROOT
+    from tests.serving.dicom_helpers import FakeCxrReader
+
+    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=None)
+    ingest = DicomIngest.from_services(svc)
+    seen: dict[str, str] = {}
+    fake = FakeCxrReader()
+
+    async def read_cxr(record):
+        seen[record.study_instance_uid] = current_priority()
+        return fake.read_batch([record])[0]
+
+    png = sorted(nih_dir.rglob("*.png"))[0]
+    stat, high, plain = (wrap_png_as_dicom(png) for _ in range(3))
+    stat.RequestedProcedurePriority = "STAT"
+    studies = {}
+    for name, ds in (("stat", stat), ("high", high), ("plain", plain)):
+        studies[name] = ingest.accept(encode(ds), "demo", source="scp", sender="DEMOSITE").study_uid
+    COMMAND_PRIORITY.note(studies["high"], 0x0001)  # what the SCP notes for a C-STORE with Priority HIGH
+    dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr}, ingest)
+    for uid in studies.values():
+        assert asyncio.run(dispatcher.process(uid)) == "ai_read"
+    assert {name: seen[uid] for name, uid in studies.items()} == {"stat": "critical", "high": "urgent",
+                                                                 "plain": "routine"}
+
+
+@pytest.mark.ray
+def test_the_ecg_api_priority_reaches_the_model_replica(serve_client, cinc_dir):
+    from tests.serving.conftest import cinc_zip
+
+    r = serve_client.http.post("/api/v1/ecg", params={"priority": "critical"}, content=cinc_zip(cinc_dir, "E07503"),
+                               headers={"content-type": "application/zip", **serve_client.auth()})
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["read"]["timing"]["priority"] == "critical"
