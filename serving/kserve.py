@@ -206,51 +206,33 @@ def build_router(deps: ApiDeps) -> APIRouter:
             raise HTTPException(exc.status, exc.message) from exc
         return model.metadata
 
+    # Each route answers with and without a version in the path (the unversioned form takes the
+    # version served now; there a ?version= query does the same as the path).
     @router.get("/models/{name}")
-    def model_metadata_route(name: str, svc: Services = Depends(services), _: Principal = Depends(allowed)) -> dict:
-        return metadata(name, None, svc)
-
     @router.get("/models/{name}/versions/{version}")
-    def model_version_metadata(name: str, version: str, svc: Services = Depends(services),
-                               _: Principal = Depends(allowed)) -> dict:
+    def model_metadata_route(name: str, version: str | None = None, svc: Services = Depends(services),
+                             _: Principal = Depends(allowed)) -> dict:
         return metadata(name, version, svc)
 
-    def readiness(name: str, version: str | None, svc: Services) -> JSONResponse:
+    @router.get("/models/{name}/ready")
+    @router.get("/models/{name}/versions/{version}/ready")
+    def model_ready(name: str, version: str | None = None, svc: Services = Depends(services),
+                    _: Principal = Depends(allowed)) -> JSONResponse:
         metadata(name, version, svc)
         ready = bool(svc.models_ready.get(name))
         return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
-    @router.get("/models/{name}/ready")
-    def model_ready(name: str, svc: Services = Depends(services), _: Principal = Depends(allowed)) -> JSONResponse:
-        return readiness(name, None, svc)
-
-    @router.get("/models/{name}/versions/{version}/ready")
-    def model_version_ready(name: str, version: str, svc: Services = Depends(services),
-                            _: Principal = Depends(allowed)) -> JSONResponse:
-        return readiness(name, version, svc)
-
-    async def infer(name: str, version: str | None, http_request: Request, svc: Services) -> Response:
+    @router.post("/models/{name}/infer")
+    @router.post("/models/{name}/versions/{version}/infer")
+    async def model_infer(name: str, http_request: Request, version: str | None = None,
+                          svc: Services = Depends(services), _: Principal = Depends(allowed)) -> Response:
         model = model_or_404(svc, name)
-
-        async def call(batch: np.ndarray, priority: str):
-            return await model.infer(batch, priority)
-
         try:
-            body, headers = await run_infer(model.metadata, call, await http_request.body(),
+            body, headers = await run_infer(model.metadata, model.infer, await http_request.body(),
                                             http_request.headers.get(HEADER_LENGTH), version)
         except V2Error as exc:
             return error_response(exc)
         return Response(body, headers=headers)
-
-    @router.post("/models/{name}/infer")
-    async def model_infer(name: str, http_request: Request, svc: Services = Depends(services),
-                          _: Principal = Depends(allowed)) -> Response:
-        return await infer(name, None, http_request, svc)
-
-    @router.post("/models/{name}/versions/{version}/infer")
-    async def model_version_infer(name: str, version: str, http_request: Request,
-                                  svc: Services = Depends(services), _: Principal = Depends(allowed)) -> Response:
-        return await infer(name, version, http_request, svc)
 
     return router
 
