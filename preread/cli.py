@@ -190,7 +190,7 @@ def cmd_triton(args: argparse.Namespace) -> int:
     if args.export_only:
         return 0
     server = TritonServer(repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port)
+                          metrics_port=args.metrics_port, log_path=args.log_file)
     try:
         server.start()
     except (TritonNotInstalled, TritonStartError) as exc:
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     triton_p.add_argument("--http-port", type=int, default=8100)
     triton_p.add_argument("--grpc-port", type=int, default=8101)
     triton_p.add_argument("--metrics-port", type=int, default=8102)
+    triton_p.add_argument("--log-file", help="tritonserver's log (default: in its temporary workspace)")
     triton_p.add_argument("--export-only", action="store_true", help="write the repository and exit")
     triton_p.set_defaults(func=cmd_triton)
     return parser

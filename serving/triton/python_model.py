@@ -14,7 +14,9 @@ import os
 import sys
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils  # provided by the stub
+from torch.utils.dlpack import from_dlpack
 
 INPUT, OUTPUT = "input", "probabilities"
 
@@ -38,9 +40,11 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        # DLPack both ways, not as_numpy()/Tensor(name, array): the stub's pybind11 reads numpy 1.x
-        # array descriptors, and under numpy 2 it misreads them (garbage in, empty out).
-        arrays = [np.from_dlpack(pb_utils.get_input_tensor_by_name(request, INPUT)) for request in requests]
+        # DLPack both ways through torch, not as_numpy()/Tensor(name, array): the stub's pybind11
+        # reads numpy 1.x array descriptors and misreads numpy 2's (garbage in, empty out); and
+        # numpy's own DLPack exchange with the stub leaves a stray "PyCapsule" error behind.
+        arrays = [from_dlpack(pb_utils.get_input_tensor_by_name(request, INPUT).to_dlpack()).numpy()
+                  for request in requests]
         batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         try:
             probabilities = self.backend.predict(batch)
@@ -51,7 +55,8 @@ class TritonPythonModel:
         for array in arrays:
             part = np.ascontiguousarray(probabilities[start: start + len(array)])
             start += len(array)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor.from_dlpack(OUTPUT, part)]))
+            tensor = pb_utils.Tensor.from_dlpack(OUTPUT, torch.from_numpy(part))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
         return responses
 
     def finalize(self):
