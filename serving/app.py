@@ -334,7 +334,11 @@ def _options(deployment, cfg: DeploymentConfig, batching: bool):
 
 
 def build_model_app(cfg: ServingConfig, task: str):
-    return _options(MODEL_CLASSES[task], getattr(cfg.deployments, task), batching=True).bind(cfg.model_dump(mode="json"))
+    deployment = _options(MODEL_CLASSES[task], getattr(cfg.deployments, task), batching=True)
+    # No per-request access log on model replicas: every pre-read and tensor batch would add a
+    # line (the ingress keeps its access log; the replicas' numbers are in the metrics).
+    deployment = deployment.options(logging_config={"enable_access_log": False})
+    return deployment.bind(cfg.model_dump(mode="json"))
 
 
 def build_app(cfg: ServingConfig):

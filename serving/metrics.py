@@ -15,6 +15,7 @@ Two places, one naming scheme (``preread_*``):
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -99,6 +100,7 @@ class ReplicaMetrics:
 
     def __init__(self, model: str):
         self.model = model
+        self._depth_sent: tuple[float, dict[str, int]] = (0.0, {})
         try:
             from ray.util import metrics as ray_metrics
 
@@ -129,5 +131,10 @@ class ReplicaMetrics:
             return
         self.compute.observe(compute_ms, tags={"model": self.model})
         self.batch.observe(size, tags={"model": self.model})
-        for level, count in depth.items():
-            self.waiting.set(count, tags={"model": self.model, "priority": level})
+        # A gauge set costs ~1 ms here: send the queue depth when it changed, at most once a second.
+        sent_at, sent = self._depth_sent
+        now = time.monotonic()
+        if depth != sent and now - sent_at >= 1.0:
+            for level, count in depth.items():
+                self.waiting.set(count, tags={"model": self.model, "priority": level})
+            self._depth_sent = (now, dict(depth))
