@@ -127,7 +127,7 @@ def dicom_load(cfg, db, studies: list, concurrency: int, timeout_s: float = 120.
 
 
 def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: bool = True,
-                  haproxy_modes: tuple[bool, ...] = (False, True)) -> int:
+                  haproxy_modes: tuple[bool, ...] = (False, True), batch: int = 32) -> int:
     import numpy as np
     from rich.console import Console
 
@@ -141,7 +141,7 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     console = Console(width=150)
     cfg_loaded = load_config().resolved()
     base_cfg, temp_registry = _ensure_cxr_registry(cfg_loaded, quick, console)
-    plan = LoadPlan(batch=base_cfg.deployments.cxr.max_batch_size, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
+    plan = LoadPlan(batch=batch, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
                     requests=12 if quick else 40, half_load_requests=12 if quick else 40)
     n_studies = 12 if quick else 32
     concurrencies = [1, 4] if quick else [1, 4, 8]
@@ -158,7 +158,7 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
         if heatmaps and not reader.heatmaps_available:
             break
         key = "with_heatmaps" if heatmaps else "no_heatmaps"
-        in_process[key] = batched_reads_per_s(reader, records, plan.batch)
+        in_process[key] = batched_reads_per_s(reader, records, base_cfg.deployments.cxr.max_batch_size)
         console.print(f"in-process pre-read ({key}): {in_process[key]:.1f} images/s")
     tensors = np.stack([reader.preprocess(records[i % len(records)])[0] for i in range(plan.batch)]).astype(np.float32)
     studies = wrapped_studies(pngs, n_studies * len(concurrencies) * len(haproxy_modes) + 4 * len(haproxy_modes))
@@ -184,7 +184,8 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
             rows.append(row)
         return rows
 
-    extra = [{"label": f"whole pre-read in-process, batch {plan.batch}, {key.replace('_', ' ')}", "per_s": value}
+    extra = [{"label": f"whole pre-read in-process, batch {base_cfg.deployments.cxr.max_batch_size}, "
+                       f"{key.replace('_', ' ')}", "per_s": value}
              for key, value in in_process.items()]
     job = Comparison(task="cxr", unit="images", base_cfg=base_cfg, tensors=tensors, plan=plan, models=["ecg", "cxr"],
                      triton=triton, haproxy_modes=haproxy_modes, dicom=True,

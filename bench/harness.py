@@ -270,7 +270,10 @@ def triton_server(cfg, task: str, plan: LoadPlan) -> Iterator[Any]:
     from serving.triton.server import TritonServer
 
     repository = Path(tempfile.mkdtemp(prefix="preread-bench-triton-"))
-    write_repository(repository, cfg, [task], intra_op_threads=plan.threads)
+    # The same batching as preread's replica in bench_config (and no priority levels: they
+    # stall Triton 2.51's batcher, see serving/triton/repository.py).
+    write_repository(repository, cfg, [task], intra_op_threads=plan.threads, max_batch_size=plan.batch,
+                     max_queue_delay_us=2000, preferred_batch_sizes=[])
     with TritonServer(repository) as server:
         yield server
 

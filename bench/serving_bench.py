@@ -93,7 +93,8 @@ def cinc_tensors(n: int) -> np.ndarray:
     return np.stack(batch).astype(np.float32)
 
 
-def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_modes: tuple[bool, ...]) -> int:
+def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_modes: tuple[bool, ...],
+                  batch: int = 32) -> int:
     from rich.console import Console
 
     from bench.harness import Comparison, LoadPlan, run_comparison, token, write_result
@@ -106,7 +107,7 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
     console = Console(width=150)
     base_cfg = load_config().resolved()
     ensure_demo_models(base_cfg, ["ecg"])
-    plan = LoadPlan(batch=base_cfg.deployments.ecg.max_batch_size, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
+    plan = LoadPlan(batch=batch, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
                     requests=12 if quick else 40, half_load_requests=12 if quick else 40)
     full_concurrencies = [1, 8] if quick else [1, 8, 32]
     per_level = 16 if quick else 40
@@ -148,13 +149,14 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
 
 
 def run_bench(task: str, json_path: str | None = None, quick: bool = False, triton: bool = True,
-              haproxy: str = "both") -> int:
+              haproxy: str = "both", batch: int = 32) -> int:
+    """``batch``: tensors per KServe v2 request, and the batch of every path ((a), (b), (c))."""
     modes = {"on": (True,), "off": (False,), "both": (False, True)}[haproxy]
     if task == "cxr":
         from bench.cxr_bench import run_cxr_bench
 
-        return run_cxr_bench(json_path, quick, triton, modes)
+        return run_cxr_bench(json_path, quick, triton, modes, batch)
     if task != "ecg":
         print(f"bench {task}: not built yet")
         return 2
-    return run_ecg_bench(json_path, quick, triton, modes)
+    return run_ecg_bench(json_path, quick, triton, modes, batch)

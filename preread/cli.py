@@ -166,7 +166,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bench.serving_bench import run_bench
 
     return run_bench(args.task, json_path=args.json, quick=args.quick, triton=not args.no_triton,
-                     haproxy=args.haproxy)
+                     haproxy=args.haproxy, batch=args.batch)
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
@@ -181,7 +181,8 @@ def cmd_triton(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(cfg.models)
     repository = Path(args.repository or tempfile.mkdtemp(prefix="preread-triton-repo-"))
     try:
-        written = write_repository(repository, cfg, models, flavour=args.flavour, intra_op_threads=args.threads)
+        written = write_repository(repository, cfg, models, flavour=args.flavour, intra_op_threads=args.threads,
+                                   priority_levels=args.priority_levels)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.add_argument("--no-triton", action="store_true", help="skip the Triton row")
+    bench_p.add_argument("--batch", type=int, default=32, help="tensors per request and per batch on every path")
     bench_p.add_argument("--haproxy", choices=["on", "off", "both"], default="both",
                          help="Ray Serve's HAProxy ingress for the HTTP rows (default: measure both)")
     bench_p.set_defaults(func=cmd_bench)
@@ -276,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="python: our ORT backend inside Triton's Python backend (the pytriton wheel); "
                                "onnxruntime: Triton's own ONNX Runtime backend (a full Triton install)")
     triton_p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model instance")
+    triton_p.add_argument("--priority-levels", action="store_true",
+                          help="Triton's batcher serves priority 1 (critical) before 3 (routine); costs throughput "
+                               "in Triton 2.51 when 4+ requests queue (docs/serving.md)")
     triton_p.add_argument("--host", default="127.0.0.1")
     triton_p.add_argument("--http-port", type=int, default=8100)
     triton_p.add_argument("--grpc-port", type=int, default=8101)

@@ -16,8 +16,10 @@ Two flavours of the same model:
 
 Batching comes from the model's ``deployments.<model>`` entry in configs/serving.yaml (one source
 of truth for both serving paths): ``max_batch_size``, ``batch_wait_timeout_s`` → the dynamic
-batcher's max queue delay, ``preferred_batch_sizes``, and three priority levels (1 critical,
-2 urgent, 3 routine = the default), the same levels preread's own batcher uses.
+batcher's max queue delay, ``preferred_batch_sizes``. Priorities (``priority_levels``: 1 critical,
+2 urgent, 3 routine = the default, the levels preread's own batcher uses) are opt-in: with them,
+Triton 2.51's dynamic batcher stalled ~0.5 s whenever four or more requests were queued on this
+machine (e.g. 790 → 225 images/s at 4 concurrent requests; docs/serving.md).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class TritonModelOptions:
     intra_op_threads: int | None = None
     precision: Literal["fp32", "fp16"] = "fp32"
     flavour: TritonFlavour = "python"
+    priority_levels: bool = False
 
     def __post_init__(self):
         if self.max_batch_size < 1:
@@ -85,8 +88,9 @@ def config_pbtxt(name: str, version: int, input_shape: list[int], n_outputs: int
              f'input [ {{ name: "input" data_type: TYPE_FP32 dims: [ {dims} ] }} ]',
              f'output [ {{ name: "{output}" data_type: TYPE_FP32 dims: [ {n_outputs} ] }} ]',
              f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}"]
-    batcher = [f"max_queue_delay_microseconds: {options.max_queue_delay_us}",
-               f"priority_levels: {PRIORITY_LEVELS}", f"default_priority_level: {PRIORITY_LEVELS}"]
+    batcher = [f"max_queue_delay_microseconds: {options.max_queue_delay_us}"]
+    if options.priority_levels:
+        batcher += [f"priority_levels: {PRIORITY_LEVELS}", f"default_priority_level: {PRIORITY_LEVELS}"]
     if options.preferred_batch_sizes:
         batcher.insert(0, f"preferred_batch_size: [ {', '.join(map(str, sorted(options.preferred_batch_sizes)))} ]")
     lines.append("dynamic_batching { " + " ".join(batcher) + " }")

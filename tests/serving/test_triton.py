@@ -41,7 +41,8 @@ def triton(tmp_path_factory, ecg_registry):
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "preread.cli", "triton", "--config", str(config_path), "--models", "ecg",
-             "--repository", str(state / "repository"), "--threads", "1", "--http-port", str(http_port),
+             "--repository", str(state / "repository"), "--threads", "1", "--priority-levels",
+             "--http-port", str(http_port),
              "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
              "--log-file", str(state / "tritonserver.log")],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -151,6 +152,19 @@ def test_the_served_pre_read_through_the_triton_backend(triton, registered, tmp_
     got = {f["code"]: f["probability"] for f in read["findings"]}
     assert got == pytest.approx({f["code"]: f["probability"] for f in expected["findings"]}, abs=1e-4)
     assert read["triage"]["level"] == expected["triage"]["level"]
+
+
+def test_priority_levels_are_opt_in(tmp_path, ecg_registry):
+    from serving.triton.repository import TritonModelOptions, write_model
+
+    plain = write_model(tmp_path / "plain", ecg_registry, "ecg@champion", TritonModelOptions())
+    assert "priority_levels" not in (plain / "config.pbtxt").read_text()
+    levels = write_model(tmp_path / "levels", ecg_registry, "ecg@champion",
+                         TritonModelOptions(priority_levels=True, preferred_batch_sizes=[8, 16]))
+    text = (levels / "config.pbtxt").read_text()
+    assert "priority_levels: 3" in text and "preferred_batch_size: [ 8, 16 ]" in text
+    with pytest.raises(ValueError, match="preferred_batch_sizes"):
+        TritonModelOptions(max_batch_size=8, preferred_batch_sizes=[16])
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
