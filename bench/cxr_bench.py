@@ -1,12 +1,12 @@
-"""`preread bench cxr`: chest X-ray pre-reads per second and latency, in-process and through DICOM
-C-STORE on Ray Serve, measured in one run on one machine.
+"""`preread bench cxr`: the chest X-ray network served by preread against itself in-process and
+against Triton (bench/harness.py: rows (a), (b), (c)), plus the whole pre-read:
 
-(a) in-process pre-read: CxrPreReader.read_batch on batches of NIH sample PNGs wrapped as DX DICOM
-    (read back with read_dicom_image), with and without Grad-CAM heatmaps;
-(b) C-STORE → worklist: the app on Ray Serve with its DICOM listener; each study is one wrapped NIH
-    image with a fresh StudyInstanceUID sent by a pynetdicom AE (calling AE DEMOSITE), several
-    associations in parallel threads; latency is from the C-STORE send until the study's row is
-    ``ai_read`` (it includes ``dicom.study_stable_seconds`` and the dispatcher's poll interval).
+- in-process pre-read: CxrPreReader.read_batch on batches of NIH sample PNGs wrapped as DX DICOM
+  (read back with read_dicom_image), with and without Grad-CAM heatmaps;
+- C-STORE → worklist: the app on Ray Serve with its DICOM listener; each study is one wrapped NIH
+  image with a fresh StudyInstanceUID sent by a pynetdicom AE (calling AE DEMOSITE), several
+  associations in parallel threads; latency is from the C-STORE send until the study's row is
+  ``ai_read`` (it includes ``dicom.study_stable_seconds`` and the dispatcher's poll interval).
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.serving_bench import batched_reads_per_s, percentile
+from bench.harness import batched_reads_per_s, percentile
 
 REPO = Path(__file__).resolve().parents[1]
-NIH_DIR = Path(os.environ.get("PREREAD_NIH_DIR", "/work/shared/data/cxr/nih"))
+NIH_DIR = Path(os.environ.get("PREREAD_NIH_DIR", REPO.parent / "shared" / "data" / "cxr" / "nih"))
 STABLE_S = 0.2
-POLL_S = 0.05
+POLL_S = 0.05          # how often this bench looks for finished studies
+DISPATCH_POLL_S = 0.5  # the service's own dispatcher (its default): faster polling would burn the
+                       # CPU the raw-tensor rows measure, on every tick, all run long
 
 
 def nih_pngs(limit: int | None = None) -> list[Path]:
@@ -41,32 +43,25 @@ def wrapped_studies(pngs: list[Path], n: int) -> list[Any]:
     return [wrap_png_as_dicom(pngs[i % len(pngs)]) for i in range(n)]
 
 
-def bench_in_process(reader, records: list, batch_size: int = 8, repeats: int = 1) -> dict[str, float]:
-    return {"per_s": batched_reads_per_s(reader, records, batch_size, repeats), "images": len(records) * repeats}
-
-
 def _ensure_cxr_registry(base_cfg, quick: bool, console):
     """The serving config's registry if it holds a CXR model; otherwise, for --quick, a temp registry
     with the tiny test CXR model and the served ECG model copied in; otherwise train the demo model."""
-    from models.registry import ModelRegistry
+    from models.registry import ModelRegistry, copy_model
     from preread.cli import ensure_demo_models
 
     ensure_demo_models(base_cfg, ["ecg"])
-    registry = base_cfg.registry.open()
-    if not registry.is_empty("cxr") or not quick:
+    if not base_cfg.registry.open().is_empty("cxr") or not quick:
         ensure_demo_models(base_cfg, ["cxr"])
         return base_cfg, None
     from training.config import load_train_config
     from training.cxr import train_cxr
 
     temp = Path(tempfile.mkdtemp(prefix="preread-bench-registry-"))
-    served_ecg = registry.resolve(base_cfg.models["ecg"].ref)
-    temp_registry = ModelRegistry(temp)
-    temp_registry.set_alias("ecg", "champion", temp_registry.register("ecg", served_ecg.path, served_ecg.card).version)
+    copy_model(base_cfg.registry.open(), ModelRegistry(temp), "ecg")
     config = load_train_config(REPO / "tests" / "data" / "cxr-tiny.yaml")
     config = config.model_copy(update={"checkpoint_dir": temp / "checkpoints"})
     console.print("[yellow]no CXR model registered: training the tiny test model (cxr-tiny.yaml) for --quick[/]")
-    train_cxr(config, registry=temp_registry, progress=False)
+    train_cxr(config, registry=ModelRegistry(temp), progress=False)
     return base_cfg.model_copy(update={"registry": base_cfg.registry.model_copy(update={"uri": str(temp)})}), temp
 
 
@@ -133,112 +128,82 @@ def dicom_load(cfg, db, studies: list, concurrency: int, timeout_s: float = 120.
     }
 
 
-def run_cxr_bench(json_path: str | None = None, quick: bool = False) -> int:
-    import json
-
-    import ray
-    from ray import serve
+def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: bool = True,
+                  haproxy_modes: tuple[bool, ...] = (False, True), batch: int = 32) -> int:
+    import numpy as np
     from rich.console import Console
-    from rich.table import Table
 
+    from bench.harness import Comparison, LoadPlan, run_comparison, write_result
     from datasets.imaging.dicom import read_dicom_image
     from models.cxr.pipeline import CxrPreReader
-    from serving.app import build_app
     from serving.config import load_config
     from serving.store.db import Database
+    from serving.triton.server import free_port
 
-    console = Console(width=140)
+    console = Console(width=150)
     cfg_loaded = load_config().resolved()
     base_cfg, temp_registry = _ensure_cxr_registry(cfg_loaded, quick, console)
-    n_studies = 16 if quick else 48
+    plan = LoadPlan(batch=batch, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
+                    requests=12 if quick else 40, half_load_requests=12 if quick else 40)
+    n_studies = 12 if quick else 32
     concurrencies = [1, 4] if quick else [1, 4, 8]
     n_images = 16 if quick else 40
 
     pngs = nih_pngs()
     records = [read_dicom_image(ds) for ds in wrapped_studies(pngs, n_images)]
     model = base_cfg.models["cxr"]
-    in_process: dict[str, dict[str, float]] = {}
-    identity: dict[str, Any] = {}
-    device = "cpu"
+    in_process: dict[str, float] = {}
+    reader = None
     for heatmaps in (False, True):
         reader = CxrPreReader.from_registry(base_cfg.registry.open(), model.ref, base_cfg.triage_path("cxr"),
-                                            backend=model.backend, heatmaps=heatmaps,
-                                            intra_op_threads=model.intra_op_threads)
+                                            backend="onnxruntime", heatmaps=heatmaps)
         if heatmaps and not reader.heatmaps_available:
             break
-        identity, device = reader.model_identity, str(getattr(reader.backend, "device", "cpu"))
         key = "with_heatmaps" if heatmaps else "no_heatmaps"
-        in_process[key] = bench_in_process(reader, records, batch_size=base_cfg.deployments.cxr.max_batch_size)
-        console.print(f"in-process ({key}): {in_process[key]['per_s']:.1f} images/s")
-    console.print(f"[bold]CXR benchmark[/] model {identity.get('name')} v{identity.get('version')}"
-                  f" ({identity.get('architecture')}, {identity.get('backend')}) on {device}")
-    # The served deployment loads heatmaps when the model has a CAM network: compare like with like.
-    reference = in_process.get("with_heatmaps", in_process["no_heatmaps"])["per_s"]
+        in_process[key] = batched_reads_per_s(reader, records, base_cfg.deployments.cxr.max_batch_size)
+        console.print(f"in-process pre-read ({key}): {in_process[key]:.1f} images/s")
+    tensors = np.stack([reader.preprocess(records[i % len(records)])[0] for i in range(plan.batch)]).astype(np.float32)
+    studies = wrapped_studies(pngs, n_studies * len(concurrencies) * len(haproxy_modes) + 4 * len(haproxy_modes))
+    used = [0]
 
-    state = Path(tempfile.mkdtemp(prefix="preread-bench-cxr-"))
-    dicom_port = int(os.environ.get("PREREAD_BENCH_DICOM_PORT", "11190"))
-    cfg = base_cfg.model_copy(update={
-        # build_app always binds the ECG deployment, so the ECG model stays; CXR is what is measured.
-        "models": {"ecg": base_cfg.models["ecg"], "cxr": base_cfg.models["cxr"]},
-        "dicom": base_cfg.dicom.model_copy(update={"enabled": True, "port": dicom_port,
-                                                   "study_stable_seconds": STABLE_S, "poll_seconds": POLL_S,
-                                                   "results_destination": None}),
-        "http": base_cfg.http.model_copy(update={"port": 8766}),
-        "storage": base_cfg.storage.model_copy(update={"root": state / "objects"}),
-        "database": base_cfg.database.model_copy(update={"url": f"sqlite:///{state / 'bench.db'}"}),
-        "auth": base_cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
-    })
-    db = Database(cfg.database.url)
-    db.migrate()
-    studies = wrapped_studies(pngs, n_studies * len(concurrencies) + 4)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    rows = []
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": cfg.http.port})
-        serve.run(build_app(cfg), name="preread", route_prefix="/")
+    def take(n: int) -> list:
+        chunk = studies[used[0]: used[0] + n]
+        used[0] += n
+        return chunk
+
+    def full_path(cfg, base, say) -> list[dict]:
+        db = Database(cfg.database.url)
         time.sleep(1.0)  # the SCP thread binds its port as the ingress starts
-        warm = dicom_load(cfg, db, studies[-4:], 2)
-        console.print(f"warm-up: {warm['ai_read']}/{warm['studies']} ai_read, statuses {warm['other_statuses']}")
-        for i, concurrency in enumerate(concurrencies):
-            row = dicom_load(cfg, db, studies[i * n_studies : (i + 1) * n_studies], concurrency)
+        warm = dicom_load(cfg, db, take(4), 2)
+        say(f"  C-STORE warm-up: {warm['ai_read']}/{warm['studies']} ai_read {warm['other_statuses']}")
+        rows = []
+        for concurrency in concurrencies:
+            row = dicom_load(cfg, db, take(n_studies), concurrency)
+            row["label"] = f"whole pre-read: C-STORE → worklist ai_read (stable {STABLE_S} s, poll {DISPATCH_POLL_S} s)"
+            row["requests"] = row["studies"]
+            say(f"  C-STORE c={concurrency}: {row['per_s']:.2f} studies/s p50 {row['p50_ms']:.0f} ms "
+                f"failures {row['failures']} {row['other_statuses']}")
             rows.append(row)
-            console.print(f"C-STORE c={concurrency}: {row['per_s']:.2f} studies/s p50 {row['p50_ms']:.0f} ms "
-                          f"p95 {row['p95_ms']:.0f} ms failures {row['failures']} {row['other_statuses']}")
+        return rows
+
+    extra = [{"label": f"whole pre-read in-process, batch {base_cfg.deployments.cxr.max_batch_size}, "
+                       f"{key.replace('_', ' ')}", "per_s": value}
+             for key, value in in_process.items()]
+    job = Comparison(task="cxr", unit="images", base_cfg=base_cfg, tensors=tensors, plan=plan, models=["ecg", "cxr"],
+                     triton=triton, haproxy_modes=haproxy_modes, dicom=True,
+                     dicom_updates={"port": free_port(), "study_stable_seconds": STABLE_S, "poll_seconds": DISPATCH_POLL_S,
+                                    "results_destination": None},
+                     full_path=full_path, extra_rows=extra)
+    try:
+        result = run_comparison(job, console)
     finally:
-        serve.shutdown()
-        ray.shutdown()
         if temp_registry is not None:
             shutil.rmtree(temp_registry, ignore_errors=True)
-
-    best = max(rows, key=lambda r: r["per_s"])
-    table = Table(title=f"preread CXR serving benchmark (one run, this machine; study_stable_seconds={STABLE_S})")
-    for column in ("path", "concurrency", "studies/s", "p50 ms", "p95 ms", "p99 ms", "÷ in-process"):
-        table.add_column(column, justify="right")
-    bs = base_cfg.deployments.cxr.max_batch_size
-    for key, label in (("no_heatmaps", "no heatmaps"), ("with_heatmaps", "with Grad-CAM")):
-        if key in in_process:
-            table.add_row(f"(a) in-process read_batch, batch {bs}, {label}", "-", f"{in_process[key]['per_s']:.2f}",
-                          "", "", "", f"{in_process[key]['per_s'] / reference:.2f}")
-    for row in rows:
-        table.add_row("(b) C-STORE → worklist ai_read (Ray Serve)", str(row["concurrency"]), f"{row['per_s']:.2f}",
-                      f"{row['p50_ms']:.0f}", f"{row['p95_ms']:.0f}", f"{row['p99_ms']:.0f}",
-                      f"{row['per_s'] / reference:.2f}")
-    console.print(table)
-    result = {
-        "task": "cxr", "model": identity, "device": device, "cpu_count": os.cpu_count(),
-        "in_process_per_s": reference,
-        "in_process_no_heatmaps_per_s": in_process["no_heatmaps"]["per_s"],
-        "in_process_with_heatmaps_per_s": in_process.get("with_heatmaps", {}).get("per_s"),
-        "serve_per_s": best["per_s"], "triton_per_s": None,
-        "serve_over_in_process": best["per_s"] / reference,
-        "p50_ms": best["p50_ms"], "p95_ms": best["p95_ms"], "p99_ms": best["p99_ms"],
-        "study_stable_seconds": STABLE_S, "dicom": rows, "quick": quick,
-        "registry": "temp (tests/data/cxr-tiny.yaml)" if temp_registry is not None else base_cfg.registry.open().location,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    out = Path(json_path) if json_path else REPO / "bench" / "results" / "cxr.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
-    console.print(f"results written to {out}")
-    return 0 if all(r["failures"] == 0 for r in rows) else 1
+    result.update(in_process_preread_no_heatmaps_per_s=in_process.get("no_heatmaps"),
+                  in_process_preread_with_heatmaps_per_s=in_process.get("with_heatmaps"),
+                  study_stable_seconds=STABLE_S, quick=quick,
+                  registry="temp (tests/data/cxr-tiny.yaml)" if temp_registry is not None else str(base_cfg.registry.uri))
+    write_result(result, json_path, REPO, console)
+    failures = sum(level["failures"] for mode in result["serve"].values() for level in mode["levels"])
+    failures += sum(row["failures"] for row in result["full_path"])
+    return 0 if failures == 0 else 1

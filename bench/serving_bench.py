@@ -1,32 +1,31 @@
-"""`preread bench ecg`: ECGs per second and latency through preread's HTTP API on Ray Serve,
-beside the same model and pipeline in-process on batches, measured in one run on one machine.
+"""`preread bench ecg|cxr`: the served model against itself in-process and against Triton, measured in
+one run on one machine (bench/harness.py has the comparison; this file the ECG specifics).
 
-(a) network alone: backend.predict on preprocessed batches (the compute ceiling);
-(b) in-process pre-read: EcgPreReader.read_batch (preprocess + network + measurements + triage);
-(c) HTTP: POST /api/v1/ecg (DICOM waveform; new UIDs each request so nothing is deduplicated)
-    at several concurrency levels, through the ingress and the batched model deployment, including
-    the durable store and the worklist row.
+ECG rows:
+(a)  the network alone: ONNX Runtime in-process on batches of real CinC ECGs (the ceiling);
+(b)  preread on Ray Serve: KServe v2 binary batches to /v2/models/ecg/infer (default proxy, HAProxy);
+(c)  Triton serving the same ONNX (pytriton's tritonserver, Python backend, dynamic batching);
+and the whole pre-read: EcgPreReader.read_batch in-process (preprocess + network + measurements
++ triage), and POST /api/v1/ecg through the ingress (DICOM waveform parse, durable store,
+worklist row; new UIDs each request so nothing is deduplicated).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.harness import batched_reads_per_s, percentile  # noqa: F401 - re-exported for cxr_bench
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+# The real samples beside the repository (../shared/data), as the tests find them.
+SHARED_DATA = Path(os.environ.get("PREREAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def dicom_ecg_bodies(n: int) -> list[bytes]:
@@ -45,30 +44,6 @@ def dicom_ecg_bodies(n: int) -> list[bytes]:
         template.save_as(buffer, enforce_file_format=True)
         bodies.append(buffer.getvalue())
     return bodies
-
-
-def batched_reads_per_s(reader, items: list, batch_size: int, repeats: int = 1) -> float:
-    """Items per second through ``reader.read_batch`` in batches of ``batch_size`` (after a warm-up)."""
-    reader.read_batch(items[:batch_size])
-    started = time.perf_counter()
-    done = 0
-    for _ in range(repeats):
-        for i in range(0, len(items), batch_size):
-            chunk = items[i : i + batch_size]
-            reader.read_batch(chunk)
-            done += len(chunk)
-    return done / (time.perf_counter() - started)
-
-
-def bench_in_process(reader, inputs, batch_size: int = 32, repeats: int = 2) -> dict[str, float]:
-    batch = np.stack([reader.preprocess(item) for item in inputs[:batch_size]]).astype(np.float32)
-    reader.backend.predict(batch)  # warm-up
-    started = time.perf_counter()
-    for _ in range(repeats):
-        reader.backend.predict(batch)
-    model_per_s = repeats * len(batch) / (time.perf_counter() - started)
-    return {"model_per_s": model_per_s,
-            "in_process_per_s": batched_reads_per_s(reader, inputs, batch_size, repeats)}
 
 
 async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
@@ -103,98 +78,85 @@ async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: in
     }
 
 
-def run_bench(task: str, json_path: str | None = None, quick: bool = False) -> int:
-    if task == "cxr":
-        from bench.cxr_bench import run_cxr_bench
+def cinc_tensors(n: int) -> np.ndarray:
+    """n preprocessed real ECGs (the CinC 2021 samples, repeated as needed): float32 [n, 12, 5000]."""
+    from datasets.ecg.readers import read_wfdb
+    from datasets.ecg.transforms import preprocess_signals
 
-        return run_cxr_bench(json_path, quick)
-    if task != "ecg":
-        print(f"bench {task}: not built yet")
-        return 2
-    import ray
-    from ray import serve
+    headers = sorted((SHARED_DATA / "ecg" / "cinc2021").glob("*.hea"))
+    if not headers:
+        raise SystemExit("bench ecg: no CinC records under ../shared/data/ecg/cinc2021")
+    batch = []
+    for i in range(n):
+        record = read_wfdb(headers[i % len(headers)]).in_standard_order()
+        batch.append(preprocess_signals(record.signals, record.sampling_rate))
+    return np.stack(batch).astype(np.float32)
+
+
+def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_modes: tuple[bool, ...],
+                  batch: int = 32) -> int:
     from rich.console import Console
-    from rich.table import Table
 
+    from bench.harness import Comparison, LoadPlan, run_comparison, token, write_result
     from datasets.ecg.readers import read_ecg
     from datasets.ecg.validate import validate_record
     from models.ecg.pipeline import EcgInput, EcgPreReader
     from preread.cli import ensure_demo_models
-    from serving.app import build_app
-    from serving.auth import TokenService, load_secret
     from serving.config import load_config
-    from serving.store.db import Database
 
-    console = Console(width=140)  # a full-width table in logs and CI output too
+    console = Console(width=150)
     base_cfg = load_config().resolved()
     ensure_demo_models(base_cfg, ["ecg"])
-    # Sized for this 2-core machine (the measurement step makes a pre-read ~10x the network's cost):
-    # each HTTP level runs long enough for batches to fill, the whole bench a few minutes.
-    n_requests = 48 if quick else 128
-    concurrencies = [1, 16] if quick else [1, 8, 32, 64]
-
-    bodies = dicom_ecg_bodies(n_requests * len(concurrencies) + 8)
+    plan = LoadPlan(batch=batch, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
+                    requests=12 if quick else 40, half_load_requests=12 if quick else 40)
+    full_concurrencies = [1, 8] if quick else [1, 8, 32]
+    per_level = 16 if quick else 40
+    # The whole pre-read, in-process: measurements (neurokit2) make it far dearer than the network.
+    bodies = dicom_ecg_bodies(per_level * len(full_concurrencies) * len(haproxy_modes))
     record = validate_record(read_ecg(bodies[0], "application/dicom"))
-    inputs = [EcgInput(record.signals.astype(np.float32), record.sampling_rate)] * (32 if quick else 96)
+    items = [EcgInput(record.signals.astype(np.float32), record.sampling_rate)] * (16 if quick else 64)
     model = base_cfg.models["ecg"]
     reader = EcgPreReader.from_registry(base_cfg.registry.open(), model.ref, base_cfg.triage_path("ecg"),
-                                        backend=model.backend, intra_op_threads=None)
-    console.print(f"[bold]ECG benchmark[/] model {reader.model_identity['name']} v{reader.model_identity['version']}"
-                  f" ({reader.model_identity['architecture']}) on {reader.backend.device}")
-    in_process = bench_in_process(reader, inputs)
-    console.print(f"in-process: network {in_process['model_per_s']:.1f}/s, "
-                  f"whole pre-read {in_process['in_process_per_s']:.1f}/s")
+                                        backend="onnxruntime")
+    preread_per_s = batched_reads_per_s(reader, items, plan.batch)
+    console.print(f"in-process whole pre-read: {preread_per_s:.1f} ECGs/s")
+    used = [0]
 
-    state = Path(tempfile.mkdtemp(prefix="preread-bench-"))
-    cfg = base_cfg.model_copy(update={
-        # Only the model under test, and no DICOM listener: the bench measures the ECG HTTP path.
-        "models": {"ecg": base_cfg.models["ecg"]},
-        "dicom": base_cfg.dicom.model_copy(update={"enabled": False}),
-        "http": base_cfg.http.model_copy(update={"port": 8765}),
-        "storage": base_cfg.storage.model_copy(update={"root": state / "objects"}),
-        "database": base_cfg.database.model_copy(update={"url": f"sqlite:///{state / 'bench.db'}"}),
-        "auth": base_cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
-    })
-    Database(cfg.database.url).migrate()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    http_rows = []
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": cfg.http.port})
-        serve.run(build_app(cfg), name="preread", route_prefix="/")
-        token = TokenService(load_secret(cfg.auth.secret_file)).issue("bench", "grassroots", ["demo"])
-        base = f"http://127.0.0.1:{cfg.http.port}"
-        asyncio.run(_http_load(base, token, bodies[-8:], 4))  # warm-up
-        for i, concurrency in enumerate(concurrencies):
-            chunk = bodies[i * n_requests : (i + 1) * n_requests]
-            row = asyncio.run(_http_load(base, token, chunk, concurrency))
-            http_rows.append(row)
-            console.print(f"HTTP c={concurrency}: {row['per_s']:.1f}/s p50 {row['p50_ms']:.0f} ms "
-                          f"p95 {row['p95_ms']:.0f} ms failures {row['failures']}")
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    def full_path(cfg, base, say) -> list[dict]:
+        rows = []
+        grassroots = token(cfg, role="grassroots")
+        for concurrency in full_concurrencies:
+            chunk = bodies[used[0]: used[0] + per_level]
+            used[0] += per_level
+            if len(chunk) < per_level:
+                break
+            row = asyncio.run(_http_load(base, grassroots, chunk, concurrency))
+            row["label"] = "whole pre-read: POST /api/v1/ecg (DICOM, store, worklist)"
+            say(f"  POST /api/v1/ecg c={concurrency}: {row['per_s']:.1f}/s p50 {row['p50_ms']:.0f} ms")
+            rows.append(row)
+        return rows
 
-    best = max(http_rows, key=lambda r: r["per_s"])
-    table = Table(title="preread ECG serving benchmark (one run, this machine)")
-    for column in ("path", "concurrency", "ECGs/s", "p50 ms", "p95 ms", "p99 ms", "÷ in-process"):
-        table.add_column(column, justify="right")
-    table.add_row("(a) network alone, batch 32", "-", f"{in_process['model_per_s']:.1f}", "", "", "", "")
-    table.add_row("(b) in-process pre-read, batch 32", "-", f"{in_process['in_process_per_s']:.1f}", "", "", "", "1.00")
-    for row in http_rows:
-        table.add_row("(c) HTTP → Ray Serve", str(row["concurrency"]), f"{row['per_s']:.1f}", f"{row['p50_ms']:.0f}",
-                      f"{row['p95_ms']:.0f}", f"{row['p99_ms']:.0f}", f"{row['per_s'] / in_process['in_process_per_s']:.2f}")
-    console.print(table)
-    result = {
-        "task": task, "model": reader.model_identity, "device": str(reader.backend.device),
-        "cpu_count": os.cpu_count(), "model_per_s": in_process["model_per_s"],
-        "in_process_per_s": in_process["in_process_per_s"], "serve_per_s": best["per_s"], "triton_per_s": None,
-        "serve_over_in_process": best["per_s"] / in_process["in_process_per_s"],
-        "p50_ms": best["p50_ms"], "p95_ms": best["p95_ms"], "p99_ms": best["p99_ms"],
-        "http": http_rows, "quick": quick, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    out = Path(json_path) if json_path else REPO / "bench" / "results" / f"{task}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
-    console.print(f"results written to {out}")
-    return 0 if all(r["failures"] == 0 for r in http_rows) else 1
+    job = Comparison(task="ecg", unit="ECGs", base_cfg=base_cfg, tensors=cinc_tensors(plan.batch), plan=plan,
+                     models=["ecg"], triton=triton, haproxy_modes=haproxy_modes, full_path=full_path,
+                     extra_rows=[{"label": "whole pre-read in-process (read_batch)", "per_s": preread_per_s}])
+    result = run_comparison(job, console)
+    result["in_process_preread_per_s"] = preread_per_s
+    result["quick"] = quick
+    write_result(result, json_path, REPO, console)
+    failures = sum(level["failures"] for mode in result["serve"].values() for level in mode["levels"])
+    failures += sum(row["failures"] for row in result["full_path"])
+    return 0 if failures == 0 else 1
+
+
+def run_bench(task: str, json_path: str | None = None, quick: bool = False, triton: bool = True,
+              haproxy: str = "both", batch: int = 32) -> int:
+    """``batch``: tensors per KServe v2 request, and the batch of every path ((a), (b), (c))."""
+    modes = {"on": (True,), "off": (False,), "both": (False, True)}[haproxy]
+    if task == "cxr":
+        from bench.cxr_bench import run_cxr_bench
+
+        return run_cxr_bench(json_path, quick, triton, modes, batch)
+    if task != "ecg":
+        print(f"bench {task}: not built yet")
+        return 2
+    return run_ecg_bench(json_path, quick, triton, modes, batch)

@@ -95,18 +95,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import deploy
     from serving.store.db import Database
 
     Database(cfg.database.url).migrate()  # once, here, so replicas never race on the schema
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if cfg.deployments.http_proxy == "haproxy":  # read by Ray Serve at start: set before ray.init
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     ray.init(address="local", num_cpus=cfg.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True)
     from serving import logs, tls
 
     logs.install()  # secrets and patient names never reach the driver's log either
     serve.start(http_options=tls.http_options(cfg))  # HTTPS when tls.http is configured
-    serve.run(build_app(cfg), name="preread", route_prefix="/")
+    deploy(cfg)  # the model applications (/v2/models/<model>), then the ingress (/)
     base = f"{tls.scheme(cfg)}://{cfg.http.host}:{cfg.http.port}"
     print(f"[preread] serving on {base}  (health: {base}/readyz, API docs: {base}/docs)", flush=True)
     print("[preread] a token for the demo site:  preread token --user demo-doctor --role grassroots --sites demo",
@@ -248,7 +250,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return run_training_bench(json_path=args.json, quick=args.quick)
     from bench.serving_bench import run_bench
 
-    return run_bench(args.task, json_path=args.json, quick=args.quick)
+    return run_bench(args.task, json_path=args.json, quick=args.quick, triton=not args.no_triton,
+                     haproxy=args.haproxy, batch=args.batch)
+
+
+def cmd_triton(args: argparse.Namespace) -> int:
+    """Write a Triton model repository for the served models and run tritonserver on it."""
+    import tempfile
+
+    from serving.config import load_config
+    from serving.triton.repository import write_repository
+    from serving.triton.server import TritonNotInstalled, TritonServer, TritonStartError
+
+    cfg = load_config(args.config).resolved()
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(cfg.models)
+    repository = Path(args.repository or tempfile.mkdtemp(prefix="preread-triton-repo-"))
+    try:
+        written = write_repository(repository, cfg, models, flavour=args.flavour, intra_op_threads=args.threads,
+                                   priority_levels=args.priority_levels)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, folder in written.items():
+        print(f"[preread] Triton model {name}: {folder}", flush=True)
+    if args.export_only:
+        return 0
+    server = TritonServer(repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                          metrics_port=args.metrics_port, log_path=args.log_file)
+    try:
+        server.start()
+    except (TritonNotInstalled, TritonStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"[preread] Triton serving {', '.join(written)}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+          f"metrics :{server.metrics_port}", flush=True)
+    print(f"[preread] to read through it, in the serving config: models.<model>.backend: triton, "
+          f"triton: {{url: {server.grpc_url}, protocol: grpc}}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if server.process is None or server.process.poll() is not None:
+            print(f"error: tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
+            return 1
+    server.stop()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,12 +351,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(evaluate_p)
     evaluate_p.set_defaults(func=cmd_evaluate)
 
-    bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs HTTP on Ray Serve; "
+    bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs Ray Serve vs Triton; "
                              "`bench train`: training samples/s per model")
     bench_p.add_argument("task", choices=["ecg", "cxr", "train"])
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    bench_p.add_argument("--no-triton", action="store_true", help="skip the Triton row")
+    bench_p.add_argument("--batch", type=int, default=32, help="tensors per request and per batch on every path")
+    bench_p.add_argument("--haproxy", choices=["on", "off", "both"], default="both",
+                         help="Ray Serve's HAProxy ingress for the HTTP rows (default: measure both)")
     bench_p.set_defaults(func=cmd_bench)
+
+    triton_p = sub.add_parser("triton", help="run a Triton Inference Server on the registered models")
+    triton_p.add_argument("--config", help="serving config (models, registry, batching); default configs/serving.yaml")
+    triton_p.add_argument("--models", help="comma-separated model names (default: all configured)")
+    triton_p.add_argument("--repository", help="write the model repository here (default: a temp folder)")
+    triton_p.add_argument("--flavour", choices=["python", "onnxruntime"], default="python",
+                          help="python: our ORT backend inside Triton's Python backend (the pytriton wheel); "
+                               "onnxruntime: Triton's own ONNX Runtime backend (a full Triton install)")
+    triton_p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per model instance")
+    triton_p.add_argument("--priority-levels", action="store_true",
+                          help="Triton's batcher serves priority 1 (critical) before 3 (routine); costs throughput "
+                               "in Triton 2.51 when 4+ requests queue (docs/serving.md)")
+    triton_p.add_argument("--host", default="127.0.0.1")
+    triton_p.add_argument("--http-port", type=int, default=8100)
+    triton_p.add_argument("--grpc-port", type=int, default=8101)
+    triton_p.add_argument("--metrics-port", type=int, default=8102)
+    triton_p.add_argument("--log-file", help="tritonserver's log (default: in its temporary workspace)")
+    triton_p.add_argument("--export-only", action="store_true", help="write the repository and exit")
+    triton_p.set_defaults(func=cmd_triton)
     return parser
 
 

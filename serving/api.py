@@ -21,6 +21,7 @@ from serving import metrics
 from serving.auth import Principal
 from serving.deps import ApiDeps
 from serving.ecg_workflow import SiteError
+from serving.priority import PriorityError, parse_priority, request_priority
 from serving.ratelimit import limiter_for
 from serving.schemas import EcgAccepted, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
@@ -99,12 +100,18 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
     async def post_ecg(request: Request, site: str | None = Query(None),
                        no_ai: bool = Query(False, description="the patient declined an automated pre-read: "
                                                               "stored and listed for a doctor, never read by a model"),
+                       priority: str | None = Query(None, description="critical, urgent or routine (default): "
+                                                    "how soon the model replica should read it (serving/priority.py)"),
                        svc: Services = Depends(services),
                        who: Principal = Depends(require("grassroots", "admin"))) -> JSONResponse:
         started = time.perf_counter()
         early_site = site or _only_site(who)
         if early_site:  # before the body is read: a flooding site costs us as little as possible
             enforce_rate_limit(svc, early_site)
+        try:  # [priority] checked before anything is read or stored
+            priority = parse_priority(priority)
+        except PriorityError as exc:
+            raise HTTPException(422, detail={"field": "priority", "reason": str(exc)}) from exc
         limit = svc.config.limits.max_ecg_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -131,7 +138,8 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
         if accepted.created:
             metrics.INGESTED.labels("ECG", "http").inc()
         if accepted.created or study.status == RECEIVED:
-            read = await svc.ecg.read_accepted(accepted)
+            with request_priority(priority):  # [priority] the model replica serves critical first
+                read = await svc.ecg.read_accepted(accepted)
             if read is not None:
                 metrics.AI_READS.labels("ECG", read["triage"]["level"]).inc()
                 metrics.READ_SECONDS.labels("ECG").observe(time.perf_counter() - started)

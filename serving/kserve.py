@@ -1,25 +1,49 @@
-"""The KServe v2 (Open Inference) protocol on preread's own ingress, so tritonclient and any v2
-client can call the served networks directly: tensors in, probabilities out, no triage or storage.
+"""The KServe v2 (Open Inference) protocol, so tritonclient and any v2 client can call the served
+networks directly: tensors in, probabilities out, no triage or storage.
 
-GET /v2, GET /v2/health/ready, GET /v2/models/{name}, GET /v2/models/{name}/ready,
-POST /v2/models/{name}/infer (JSON tensors). Token auth (datasci or admin), as raw model access
-bypasses the worklist.
+    GET  /v2                                        server metadata
+    GET  /v2/health/live, /v2/health/ready
+    GET  /v2/models/{name}[/versions/{v}]           model metadata (labels, input shape, version)
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    POST /v2/models/{name}[/versions/{v}]/infer     JSON tensors, or the binary tensor extension
+
+Token auth (datasci or admin): raw model access bypasses the worklist. A request may carry a
+batch (the first axis) — one request of 32 ECGs costs the HTTP and auth work once — and a
+``priority`` parameter (serving.priority). Outputs come back as JSON, or binary when the request
+asks (``binary_data_output``, or ``binary_data`` on the output, as tritonclient does by default).
+
+Under Ray Serve each model deployment answers ``/v2/models/{name}/...`` itself (serving/app.py:
+one application per model, no ingress hop); the ingress answers the rest, and everything in the
+in-process app. Both use the codec functions below.
 """
 
 # No postponed annotations here: Ray re-resolves route signatures from a by-value pickle,
 # where a string annotation such as "Request" cannot be found.
 
 import json
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from serving.auth import Principal
 from serving.deps import ApiDeps
+from serving.priority import PriorityError, parse_priority
 from serving.services import Services
 
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16}
+HEADER_LENGTH = "inference-header-content-length"
+RAW_ROLES = ("datasci", "admin")
+
+
+class V2Error(Exception):
+    """A request refused with ``status`` and a reason (sent as the v2 ``{"error": ...}`` body)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class InferTensor(BaseModel):
@@ -37,86 +61,88 @@ class InferRequest(BaseModel):
     parameters: dict | None = None
 
 
-def build_router(deps: ApiDeps) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["kserve-v2"])
-    services = deps.services()
-    allowed = deps.require("datasci", "admin")
-
-    def model_or_404(svc: Services, name: str):
-        model = svc.raw_models.get(name)
-        if model is None:
-            raise HTTPException(404, f"model {name!r} is not served here; served: {sorted(svc.raw_models)}")
-        return model
-
-    @router.get("")
-    def server_metadata(svc: Services = Depends(services)) -> dict:
-        return {"name": "preread", "version": "0.1.0", "extensions": []}
-
-    @router.get("/health/ready")
-    def server_ready(svc: Services = Depends(services)) -> dict:
-        return {"ready": all(svc.models_ready.values())}
-
-    @router.get("/models/{name}")
-    def model_metadata(name: str, svc: Services = Depends(services), _: Principal = Depends(allowed)) -> dict:
-        return model_or_404(svc, name).metadata
-
-    @router.get("/models/{name}/ready")
-    def model_ready(name: str, svc: Services = Depends(services), _: Principal = Depends(allowed)) -> dict:
-        model_or_404(svc, name)
-        return {"name": name, "ready": bool(svc.models_ready.get(name))}
-
-    @router.post("/models/{name}/infer")
-    async def infer(name: str, http_request: Request, svc: Services = Depends(services),
-                    _: Principal = Depends(allowed)) -> dict:
-        model = model_or_404(svc, name)
-        request, binary = await _parse_infer_request(http_request)
-        expected = model.metadata["inputs"][0]
-        if len(request.inputs) != 1:
-            raise HTTPException(400, f"model {name!r} takes one input tensor ({expected['name']})")
-        tensor = request.inputs[0]
-        if tensor.datatype not in DTYPES:
-            raise HTTPException(400, f"datatype {tensor.datatype} not supported; use FP32")
-        want = expected["shape"][1:]
-        if len(tensor.shape) != len(expected["shape"]) or list(tensor.shape[1:]) != want:
-            raise HTTPException(400, f"input shape {tensor.shape} does not match {expected['shape']}")
-        try:
-            if binary is not None:  # binary tensor extension: raw little-endian values after the JSON header
-                batch = np.frombuffer(binary, dtype=DTYPES[tensor.datatype]).reshape(tensor.shape).astype(np.float32)
-            else:
-                batch = np.asarray(tensor.data, dtype=DTYPES[tensor.datatype]).reshape(tensor.shape).astype(np.float32)
-        except ValueError as exc:
-            raise HTTPException(400, f"input data does not fill shape {tensor.shape}: {exc}") from exc
-        if not np.isfinite(batch).all():
-            raise HTTPException(400, "input contains non-finite values")
-        probabilities = np.asarray(await model.infer(batch), dtype=np.float32)
-        output = model.metadata["outputs"][0]
-        return {
-            "model_name": name, "model_version": str(model.metadata.get("versions", [""])[0]),
-            "id": request.id,
-            "outputs": [{"name": output["name"], "datatype": "FP32", "shape": list(probabilities.shape),
-                         "data": probabilities.ravel().tolist()}],
-        }
-
-    return router
-
-
-async def _parse_infer_request(request: Request) -> tuple[InferRequest, bytes | None]:
-    """JSON body, or the v2 binary extension (Inference-Header-Content-Length: JSON header, then
-    tensor bytes). Content type is not required: tritonclient sends none."""
-    body = await request.body()
-    header_length = request.headers.get("inference-header-content-length")
+# --- codec ----------------------------------------------------------------------------------------
+def parse_infer(body: bytes, header_length: str | None) -> tuple[InferRequest, bytes | None]:
+    """JSON body, or the binary extension (Inference-Header-Content-Length: JSON header, then raw
+    tensor bytes). No content type is required: tritonclient sends none."""
     binary = None
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
-            raise HTTPException(400, "Inference-Header-Content-Length does not fit the body")
-        body, binary = body[: int(header_length)], body[int(header_length):]
+            raise V2Error(400, "Inference-Header-Content-Length does not fit the body")
+        body, binary = body[: int(header_length)], memoryview(body)[int(header_length):]
     try:
         parsed = InferRequest.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
-        raise HTTPException(400, f"not a KServe v2 inference request: {exc}") from exc
+        raise V2Error(400, f"not a KServe v2 inference request: {exc}") from exc
     if binary is None and any(t.data is None for t in parsed.inputs):
-        raise HTTPException(400, "input tensor has no data")
+        raise V2Error(400, "input tensor has no data")
     return parsed, binary
+
+
+def input_batch(request: InferRequest, binary, metadata: dict) -> np.ndarray:
+    """The one input tensor as float32 [B, ...], checked against the model's metadata."""
+    expected = metadata["inputs"][0]
+    if len(request.inputs) != 1:
+        raise V2Error(400, f"model {metadata['name']!r} takes one input tensor ({expected['name']})")
+    tensor = request.inputs[0]
+    if tensor.datatype not in DTYPES:
+        raise V2Error(400, f"datatype {tensor.datatype} not supported; use FP32")
+    if len(tensor.shape) != len(expected["shape"]) or list(tensor.shape[1:]) != expected["shape"][1:]:
+        raise V2Error(400, f"input shape {tensor.shape} does not match {expected['shape']}")
+    if tensor.shape[0] < 1:
+        raise V2Error(400, f"input shape {tensor.shape}: the batch axis must be at least 1")
+    dtype = DTYPES[tensor.datatype]
+    try:
+        if binary is not None:  # raw little-endian values; zero-copy when already float32
+            size = (tensor.parameters or {}).get("binary_data_size", len(binary))
+            batch = np.frombuffer(binary[:size], dtype=dtype).reshape(tensor.shape)
+        else:
+            batch = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
+    except (ValueError, TypeError) as exc:
+        raise V2Error(400, f"input data does not fill shape {tensor.shape}: {exc}") from exc
+    batch = batch.astype(np.float32, copy=False)
+    if not np.isfinite(batch).all():
+        raise V2Error(400, "input contains non-finite values")
+    return batch
+
+
+def request_priority(request: InferRequest) -> str:
+    try:
+        return parse_priority((request.parameters or {}).get("priority"))
+    except PriorityError as exc:
+        raise V2Error(400, str(exc)) from exc
+
+
+def wants_binary_output(request: InferRequest) -> bool:
+    if (request.parameters or {}).get("binary_data_output"):
+        return True
+    return any((o.get("parameters") or {}).get("binary_data") for o in request.outputs or [])
+
+
+def infer_response(metadata: dict, request: InferRequest, probabilities: np.ndarray,
+                   extra: dict | None = None) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of the v2 answer: JSON, or JSON header + raw float32 bytes."""
+    probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
+    output = {"name": metadata["outputs"][0]["name"], "datatype": "FP32", "shape": list(probabilities.shape)}
+    answer: dict[str, Any] = {"model_name": metadata["name"], "model_version": str(metadata["versions"][0]),
+                              "outputs": [output]}
+    if request.id is not None:
+        answer["id"] = request.id
+    if extra:
+        answer["parameters"] = extra
+    if not wants_binary_output(request):
+        output["data"] = probabilities.ravel().tolist()
+        return json.dumps(answer).encode(), {"content-type": "application/json"}
+    raw = probabilities.tobytes()
+    output["parameters"] = {"binary_data_size": len(raw)}
+    header = json.dumps(answer).encode()
+    return header + raw, {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+
+
+def check_version(metadata: dict, version: str | None) -> None:
+    if version is not None and version not in [str(v) for v in metadata["versions"]]:
+        raise V2Error(404, f"model {metadata['name']!r} version {version} is not served here; "
+                           f"serving version {', '.join(map(str, metadata['versions']))}")
 
 
 def model_metadata(name: str, identity: dict, labels: list[str], input_shape: list[int]) -> dict:
@@ -127,3 +153,135 @@ def model_metadata(name: str, identity: dict, labels: list[str], input_shape: li
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]}],
         "parameters": {"labels": labels, "architecture": identity.get("architecture"), "demo": identity.get("demo")},
     }
+
+
+InferFn = Callable[[np.ndarray, str], Awaitable[tuple[np.ndarray, dict | None]]]
+
+
+async def run_infer(metadata: dict, infer: InferFn, body: bytes, header_length: str | None,
+                    version: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """One v2 infer call end to end: parse, check, run ``infer(batch, priority)`` → (probabilities,
+    timing or None; the timing goes back as response parameters), encode."""
+    check_version(metadata, version)
+    request, binary = parse_infer(body, header_length)
+    batch = input_batch(request, binary, metadata)
+    probabilities, timing = await infer(batch, request_priority(request))
+    return infer_response(metadata, request, probabilities, timing)
+
+
+def error_response(exc: V2Error) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+# --- the router (ingress and in-process app) --------------------------------------------------------
+def build_router(deps: ApiDeps) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+    services = deps.services()
+    allowed = deps.require(*RAW_ROLES)
+
+    def model_or_404(svc: Services, name: str):
+        model = svc.raw_models.get(name)
+        if model is None:
+            raise HTTPException(404, f"model {name!r} is not served here; served: {sorted(svc.raw_models)}")
+        return model
+
+    @router.get("")
+    def server_metadata(svc: Services = Depends(services)) -> dict:
+        return {"name": "preread", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+
+    @router.get("/health/live")
+    def server_live() -> dict:
+        return {"live": True}
+
+    @router.get("/health/ready")
+    def server_ready(svc: Services = Depends(services)) -> JSONResponse:
+        ready = all(svc.models_ready.values())
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    def metadata(name: str, version: str | None, svc: Services) -> dict:
+        model = model_or_404(svc, name)
+        try:
+            check_version(model.metadata, version)
+        except V2Error as exc:
+            raise HTTPException(exc.status, exc.message) from exc
+        return model.metadata
+
+    # Each route answers with and without a version in the path (the unversioned form takes the
+    # version served now; there a ?version= query does the same as the path).
+    @router.get("/models/{name}")
+    @router.get("/models/{name}/versions/{version}")
+    def model_metadata_route(name: str, version: str | None = None, svc: Services = Depends(services),
+                             _: Principal = Depends(allowed)) -> dict:
+        return metadata(name, version, svc)
+
+    @router.get("/models/{name}/ready")
+    @router.get("/models/{name}/versions/{version}/ready")
+    def model_ready(name: str, version: str | None = None, svc: Services = Depends(services),
+                    _: Principal = Depends(allowed)) -> JSONResponse:
+        metadata(name, version, svc)
+        ready = bool(svc.models_ready.get(name))
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+    @router.post("/models/{name}/infer")
+    @router.post("/models/{name}/versions/{version}/infer")
+    async def model_infer(name: str, http_request: Request, version: str | None = None,
+                          svc: Services = Depends(services), _: Principal = Depends(allowed)) -> Response:
+        model = model_or_404(svc, name)
+        try:
+            body, headers = await run_infer(model.metadata, model.infer, await http_request.body(),
+                                            http_request.headers.get(HEADER_LENGTH), version)
+        except V2Error as exc:
+            return error_response(exc)
+        return Response(body, headers=headers)
+
+    return router
+
+
+# --- auth where there is no FastAPI (a model deployment answering v2 directly) ------------------------
+class RawAccessAuth:
+    """Bearer-token check for raw model access: a valid token of a datasci or admin user, not
+    revoked. Revocations are read from the database, cached for ``revocation_ttl_s`` per token so
+    a batch-heavy client costs one lookup every few seconds, not one per request."""
+
+    def __init__(self, tokens, db, revocation_ttl_s: float = 5.0):
+        self.tokens, self.db, self.ttl = tokens, db, revocation_ttl_s
+        self._checked: dict[str, tuple[float, bool]] = {}
+
+    def __call__(self, authorization: str | None) -> Principal:
+        import time
+
+        from serving.auth import AuthError
+        from serving.worklist.users import token_revoked
+
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise V2Error(401, "missing bearer token")
+        try:
+            who = self.tokens.verify(token.strip())
+        except AuthError as exc:
+            raise V2Error(401, str(exc)) from exc
+        now = time.monotonic()
+        checked_at, revoked = self._checked.get(who.token_id, (-1e9, False))
+        if now - checked_at > self.ttl:
+            revoked = token_revoked(self.db, who.token_id)
+            if len(self._checked) > 10_000:
+                self._checked.clear()
+            self._checked[who.token_id] = (now, revoked)
+        if revoked:
+            raise V2Error(401, "token revoked (logged out)")
+        if who.role not in RAW_ROLES:
+            raise V2Error(403, f"role {who.role!r} may not do this (needs {' or '.join(RAW_ROLES)})")
+        return who
+
+
+def route_model_request(path: str, prefix: str) -> tuple[str | None, str]:
+    """Split a path under ``prefix`` (/v2/models/NAME) into (version or None, action: "" | "ready"
+    | "infer"). Raises V2Error(404) for anything else."""
+    rest = path[len(prefix):] if path.startswith(prefix) else path
+    parts = [p for p in rest.split("/") if p]
+    version = None
+    if len(parts) >= 2 and parts[0] == "versions":
+        version, parts = parts[1], parts[2:]
+    if len(parts) > 1 or (parts and parts[0] not in ("ready", "infer")):
+        raise V2Error(404, f"no such KServe v2 route: {path}")
+    return version, parts[0] if parts else ""

@@ -20,7 +20,7 @@ def create_local_app(cfg: ServingConfig, reader: EcgPreReader | None = None) -> 
     if reader is None:
         model = cfg.models["ecg"]
         reader = EcgPreReader.from_registry(cfg.registry.open(), model.ref, cfg.triage_path("ecg"),
-                                            backend=model.backend, intra_op_threads=model.intra_op_threads)
+                                            backend=model.backend, **model.backend_options())
 
     async def read_ecg(item: EcgInput) -> dict[str, Any]:
         return (await asyncio.to_thread(reader.read_batch, [item]))[0]
@@ -28,10 +28,10 @@ def create_local_app(cfg: ServingConfig, reader: EcgPreReader | None = None) -> 
     services = build_services(cfg, read_ecg)
     services.models_ready["ecg"] = True
 
-    async def infer_ecg(batch):
-        return await asyncio.to_thread(reader.backend.predict, batch)
+    async def infer_ecg(batch, priority=None):
+        return await asyncio.to_thread(reader.backend.predict, batch), None
 
-    from serving.app import raw_ecg_model  # noqa: PLC0415 - same description as under Ray
+    from serving.app import raw_model  # noqa: PLC0415 - same description as under Ray
 
-    services.raw_models["ecg"] = raw_ecg_model(cfg, infer_ecg)
+    services.raw_models["ecg"] = raw_model(cfg, "ecg", infer_ecg)
     return build_api(lambda: services), services

@@ -29,16 +29,17 @@ class Services:
     ecg: EcgWorkflow
     aging: Aging
     models_ready: dict[str, bool] = field(default_factory=dict)
-    # Raw model access for the KServe v2 protocol: name → (metadata, async infer(batch) → probabilities).
+    # Raw model access for the KServe v2 protocol: name → (metadata, async infer(batch, priority)).
     raw_models: dict[str, "RawModel"] = field(default_factory=dict)
 
 
 @dataclass
 class RawModel:
-    """A served network as tensors in, tensors out (what /v2/models/{name}/infer exposes)."""
+    """A served network as tensors in, tensors out (what /v2/models/{name}/infer exposes):
+    ``infer(batch, priority)`` → (probabilities, the replica's timing or None)."""
 
     metadata: dict
-    infer: Callable[[np.ndarray], Awaitable[np.ndarray]]
+    infer: Callable[[np.ndarray, str], Awaitable[tuple[np.ndarray, dict | None]]]
 
 
 def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = True) -> Services:
@@ -52,4 +53,8 @@ def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = T
     workflow = EcgWorkflow(db, store, ecg_read, config.site_ids(),
                            mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids,
                            queue=WorkQueue.from_config(db, config))
-    return Services(config, db, store, tokens, workflow, Aging(**config.worklist.aging_minutes))
+    aging = Aging(**config.worklist.aging_minutes)
+    from serving.metrics import watch_worklist  # noqa: PLC0415
+
+    watch_worklist(db, aging)  # preread_worklist_depth counts this database at each scrape
+    return Services(config, db, store, tokens, workflow, aging)

@@ -33,6 +33,7 @@ from serving.dicom.ingest import DicomIngest, encode
 from serving.dicom.queries import set_no_ai_read
 from serving.dicom.routing import Router
 from serving.ecg_workflow import uid_from_digest
+from serving.priority import COMMAND_PRIORITY, dicom_priority, request_priority
 
 log = logging.getLogger("preread.dicom.dispatch")
 
@@ -129,7 +130,9 @@ class Dispatcher:
             ds = pydicom.dcmread(io.BytesIO(data))
             record = await asyncio.to_thread(read_dicom_image, ds)
             record.site = study.site  # the site's own operating points, where the card has them
-            read = await read_fn(record)
+            # [priority] from the object and its C-STORE request (serving/priority.py)
+            with request_priority(dicom_priority(ds, COMMAND_PRIORITY.pop(study_uid))):
+                read = await read_fn(record)
             results = await asyncio.to_thread(self._store_results, study, ds, read)
             summary = _plain({k: v for k, v in read.items() if k != "heatmaps"})
             summary["heatmaps"] = [{k: v for k, v in h.items() if k in ("code", "name")} for h in read.get("heatmaps", [])]

@@ -166,7 +166,7 @@ class DicomIngest:
             raise DicomInputError(f"site {site!r} is not configured", 0x0110)
         try:
             ds = dataset if dataset is not None else validate_dicom(data, self.max_bytes)
-        except DicomInputError as exc:
+        except DicomInputError:
             metrics.REJECTED.labels("DICOM", "object").inc()
             raise
         sop_class, sop_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)

@@ -50,6 +50,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from serving.dicom.ingest import DicomIngest, DicomInputError
+from serving.priority import COMMAND_PRIORITY
 from serving.ratelimit import SiteRateLimiter
 from serving.storage import StorageUnavailable
 
@@ -232,6 +233,8 @@ class StorageScp:
         except Exception as exc:  # the DB refused: not stored as far as the sender may know
             log.exception("C-STORE from %s: could not record the instance", calling)
             return _status(0xA700, f"could not record: {type(exc).__name__}")
+        # [priority] the C-STORE request's (0000,0700) Priority, for the dispatcher (serving/priority.py)
+        COMMAND_PRIORITY.note(accepted.study_uid, getattr(event.request, "Priority", None))
         if accepted.ecg_record is not None and self.on_ecg is not None:
             try:
                 self.on_ecg(accepted.study_uid, accepted.ecg_record)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from serving.store.schema import (
-    AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, SIGNED, Instance, Study, utcnow,
+    AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, Instance, Study, utcnow,
 )
 
 # What the worklist says of a study whose patient declined the automated read.
@@ -223,6 +223,17 @@ class Database:
         query = query.order_by(rank, nulls_last(Study.score.desc()), Study.arrived_at, Study.id)
         with self.session() as session:
             return list(session.scalars(query.limit(limit).offset(offset)).all())
+
+    def open_depth_by_level(self, aging: Aging, now: datetime | None = None) -> dict[str, int]:
+        """Open studies per effective level (after aging), all sites: the worklist's depth, for
+        the Prometheus gauge (serving/metrics.py)."""
+        rank = self._effective_rank(aging, now or utcnow(), sqlite=self.engine.dialect.name == "sqlite")
+        query = select(rank, func.count()).where(Study.status.in_(list(OPEN_STATUSES))).group_by(rank)
+        counts = dict.fromkeys(LEVEL_ORDER, 0)
+        with self.session() as session:
+            for level_rank, count in session.execute(query).all():
+                counts[LEVEL_ORDER[int(level_rank)]] = int(count)
+        return counts
 
     @staticmethod
     def _effective_rank(aging: Aging, now: datetime, sqlite: bool):

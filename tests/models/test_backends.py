@@ -60,3 +60,50 @@ def test_unknown_backend_and_missing_files(exported_model_dir, tmp_path):
         load_backend(exported_model_dir, "tensorflow")
     with pytest.raises(FileNotFoundError):
         load_backend(tmp_path, "onnxruntime")
+
+
+def test_io_binding_path_gives_the_same_answer(exported_model_dir, real_ecg_inputs):
+    """The CUDA path binds inputs/outputs to the device; the same code bound to the CPU here must
+    agree with session.run (on a GPU machine predict() takes it with device "cuda")."""
+    backend = load_backend(exported_model_dir, "onnxruntime", intra_op_threads=1)
+    plain = backend.session.run([backend.output_name], {backend.input_name: real_ecg_inputs})[0]
+    bound = backend.run_bound(real_ecg_inputs, "cpu")
+    np.testing.assert_array_equal(bound, plain)
+
+
+def test_fp16_is_a_float16_graph_with_float32_edges_and_stays_fp32_on_cpu(exported_model_dir, real_ecg_inputs):
+    import onnx
+
+    from models.backends import float16_model
+
+    half = float16_model(exported_model_dir / "model.onnx")
+    weights = [init.data_type for init in half.graph.initializer if len(init.dims) > 1]
+    assert weights and all(t == onnx.TensorProto.FLOAT16 for t in weights), "weights not converted"
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    backend = OnnxRuntimeBackend(exported_model_dir / "model.onnx", providers=["CPUExecutionProvider"], precision="fp16")
+    assert backend.precision == "fp32"  # no float16 kernels on the CPU provider: fp32, with a warning
+    with pytest.raises(ValueError, match="precision"):
+        OnnxRuntimeBackend(exported_model_dir / "model.onnx", precision="int4")
+
+
+def test_onnx_flops_count_convolutions_and_matmuls(tmp_path):
+    import torch
+
+    from models.export import export_onnx
+    from models.flops import onnx_flops
+
+    net = torch.nn.Sequential(torch.nn.Conv1d(12, 8, 5, padding=2), torch.nn.ReLU(),
+                              torch.nn.Conv1d(8, 8, 3, padding=1, groups=2), torch.nn.AdaptiveAvgPool1d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 7))
+    path = export_onnx(net, tmp_path / "net.onnx", torch.randn(1, 12, 100))
+    expected = 2 * (12 * 5) * 8 * 100 + 2 * (4 * 3) * 8 * 100 + 2 * 8 * 7
+    assert onnx_flops(path, [1, 12, 100]) == expected
+    assert onnx_flops(path, [4, 12, 100]) == 4 * expected
+    with pytest.raises(ValueError, match="rank"):
+        onnx_flops(path, [12, 100])
+
+
+def test_the_triton_backend_needs_a_url(exported_model_dir):
+    with pytest.raises(ValueError, match="needs the server's url"):
+        load_backend(exported_model_dir, "triton")

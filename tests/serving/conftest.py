@@ -145,7 +145,7 @@ def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import build_app, deploy
     from serving.config import DicomDestination
     from serving.store.db import Database
 
@@ -161,10 +161,11 @@ def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
     serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
-    serve.run(build_app(cfg), name="preread", route_prefix="/")
+    deploy(cfg)  # the model applications, then the ingress
     base = f"http://{cfg.http.host}:{cfg.http.port}"
     with httpx.Client(base_url=base, timeout=120) as http:
         client = Client(http, cfg)
+        # Stop and restart the ingress only; the model applications keep serving.
         client.restart = lambda: serve.run(build_app(cfg), name="preread", route_prefix="/")
         client.stop = lambda: serve.delete("preread")
         yield client

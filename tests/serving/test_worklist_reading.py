@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from sqlalchemy import select, update
 

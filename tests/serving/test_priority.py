@@ -1,0 +1,327 @@
+"""The priority queue feeding a model's batches (no Ray), and how priorities are derived."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pydicom
+import pytest
+
+from serving.batching import PriorityBatcher
+from serving.priority import (
+    CommandPriorityHints,
+    PriorityError,
+    current_priority,
+    dicom_priority,
+    parse_priority,
+    request_priority,
+)
+
+
+class Recorder:
+    """A batch handler that records what each batch held and can be held closed."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, payloads: list) -> list:
+        await self.gate.wait()
+        self.batches.append(list(payloads))
+        return [f"done:{p}" for p in payloads]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_batches_fill_up_to_max_and_results_come_back_in_order():
+    async def main():
+        handler = Recorder()
+        batcher = PriorityBatcher(handler, max_batch_size=4, wait_timeout_s=0.05)
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        return handler, results
+
+    handler, results = run(main())
+    assert [r.value for r in results] == [f"done:{i}" for i in range(10)]
+    assert [len(b) for b in handler.batches] == [4, 4, 2]
+    assert all(r.batch_size == len(handler.batches[i // 4]) for i, r in enumerate(results))
+    assert all(r.queue_ms >= 0 and r.compute_ms >= 0 for r in results)
+
+
+def test_a_lone_request_waits_at_most_the_timeout():
+    async def main():
+        batcher = PriorityBatcher(Recorder(), max_batch_size=32, wait_timeout_s=0.05)
+        return await batcher.submit("x")
+
+    result = run(main())
+    assert result.batch_size == 1
+    assert 40 <= result.queue_ms < 1000, result.queue_ms
+
+
+def test_sizes_count_items_not_requests_and_oversized_requests_run_alone():
+    async def main():
+        handler = Recorder()
+        batcher = PriorityBatcher(handler, max_batch_size=8, wait_timeout_s=0.05)
+        handler.gate.clear()
+        first = asyncio.ensure_future(batcher.submit("blocker", size=1))
+        await asyncio.sleep(0.1)  # the blocker's batch is running; the rest queue behind it
+        rest = [asyncio.ensure_future(batcher.submit(name, size=size))
+                for name, size in (("a", 5), ("b", 5), ("huge", 20), ("c", 3))]
+        await asyncio.sleep(0.01)
+        handler.gate.set()
+        await asyncio.gather(first, *rest)
+        return handler.batches
+
+    batches = run(main())
+    assert batches[0] == ["blocker"]
+    # FIFO among equals; a batch stops at the first request that does not fit (no overtaking)
+    assert batches[1:] == [["a"], ["b"], ["huge"], ["c"]]
+
+
+def test_critical_work_is_served_before_queued_routine_work():
+    async def main():
+        handler = Recorder()
+        batcher = PriorityBatcher(handler, max_batch_size=4, wait_timeout_s=0.01, aging_s=60)
+        handler.gate.clear()
+        blocker = asyncio.ensure_future(batcher.submit("blocker"))
+        await asyncio.sleep(0.05)
+        routine = [asyncio.ensure_future(batcher.submit(f"r{i}", priority="routine")) for i in range(12)]
+        await asyncio.sleep(0)
+        urgent = [asyncio.ensure_future(batcher.submit(f"u{i}", priority="urgent")) for i in range(2)]
+        critical = [asyncio.ensure_future(batcher.submit(f"c{i}", priority="critical")) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert batcher.depth() == {"critical": 3, "urgent": 2, "routine": 12}
+        handler.gate.set()
+        await asyncio.gather(blocker, *routine, *urgent, *critical)
+        return handler.batches, [c.result() for c in critical]
+
+    batches, critical = run(main())
+    assert batches[1] == ["c0", "c1", "c2", "u0"]
+    assert batches[2] == ["u1", "r0", "r1", "r2"]
+    assert [c.priority for c in critical] == ["critical"] * 3
+
+
+def test_aging_promotes_waiting_routine_work_so_it_is_never_starved():
+    async def main():
+        handler = Recorder()
+        batcher = PriorityBatcher(handler, max_batch_size=1, wait_timeout_s=0.0, aging_s=0.05)
+        handler.gate.clear()
+        blocker = asyncio.ensure_future(batcher.submit("blocker"))
+        await asyncio.sleep(0.02)
+        old = asyncio.ensure_future(batcher.submit("old-routine", priority="routine"))
+        await asyncio.sleep(0.2)  # four aging periods: routine → critical
+        fresh = [asyncio.ensure_future(batcher.submit(f"c{i}", priority="critical")) for i in range(3)]
+        await asyncio.sleep(0)
+        handler.gate.set()
+        await asyncio.gather(blocker, old, *fresh)
+        return handler.batches
+
+    batches = run(main())
+    # promoted to critical and older than the fresh critical work: it goes first
+    assert batches[1] == ["old-routine"]
+
+
+def test_a_failing_batch_fails_its_callers_only():
+    calls = []
+
+    async def flaky(payloads):
+        calls.append(list(payloads))
+        if "bad" in payloads:
+            raise RuntimeError("model replica exploded")
+        return payloads
+
+    async def main():
+        batcher = PriorityBatcher(flaky, max_batch_size=2, wait_timeout_s=0.02)
+        first = await asyncio.gather(batcher.submit("bad"), batcher.submit("x"), return_exceptions=True)
+        second = await batcher.submit("y")
+        return first, second
+
+    first, second = run(main())
+    assert all(isinstance(r, RuntimeError) for r in first)
+    assert second.value == "y"
+
+
+def test_a_cancelled_caller_is_dropped_from_the_queue():
+    async def main():
+        handler = Recorder()
+        batcher = PriorityBatcher(handler, max_batch_size=8, wait_timeout_s=0.0)
+        handler.gate.clear()
+        blocker = asyncio.ensure_future(batcher.submit("blocker"))
+        await asyncio.sleep(0.01)  # its batch is running (held at the gate)
+        gone = asyncio.ensure_future(batcher.submit("gone"))
+        kept = asyncio.ensure_future(batcher.submit("kept"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        handler.gate.set()
+        await asyncio.gather(blocker, kept)
+        return handler.batches
+
+    assert run(main())[1] == ["kept"]
+
+
+@pytest.mark.parametrize("value, level", [
+    (None, "routine"), ("", "routine"), ("CRITICAL", "critical"), ("urgent", "urgent"),
+    (1, "critical"), (2, "urgent"), (3, "routine"), (0, "routine"), ("1", "critical"),
+])
+def test_parse_priority_takes_names_and_triton_numbers(value, level):
+    assert parse_priority(value) == level
+
+
+@pytest.mark.parametrize("value", ["stat", 7, -1, True, "high"])
+def test_parse_priority_refuses_other_values_and_names_the_choices(value):
+    with pytest.raises(PriorityError, match="priority"):
+        parse_priority(value)
+
+
+def test_dicom_priority_from_requested_procedure_priority_and_c_store_priority():
+    ds = pydicom.Dataset()
+    assert dicom_priority(ds) == "routine"
+    assert dicom_priority(ds, command_priority=0x0001) == "urgent"  # C-STORE HIGH
+    assert dicom_priority(ds, command_priority=0x0002) == "routine"  # LOW
+    ds.RequestedProcedurePriority = "STAT"
+    assert dicom_priority(ds, command_priority=0x0001) == "critical"
+    nested = pydicom.Dataset()
+    item = pydicom.Dataset()
+    item.RequestedProcedurePriority = "HIGH"
+    nested.RequestAttributesSequence = [item]
+    assert dicom_priority(nested) == "urgent"
+
+
+def test_priority_context_is_per_task_and_restored():
+    async def worker(level):
+        with request_priority(level):
+            await asyncio.sleep(0.01)
+            return current_priority()
+
+    async def main():
+        return await asyncio.gather(worker("critical"), worker("routine"), worker(None))
+
+    assert run(main()) == ["critical", "routine", "routine"]
+    assert current_priority() == "routine"
+
+
+def test_command_priority_hints_keep_only_high_and_are_bounded():
+    hints = CommandPriorityHints(max_studies=2)
+    hints.note("a", 0x0000)
+    assert hints.pop("a") is None
+    for uid in ("a", "b", "c"):
+        hints.note(uid, 0x0001)
+    assert hints.pop("a") is None and hints.pop("c") == 0x0001 and hints.pop("c") is None
+
+
+@pytest.mark.ray
+def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_dir):
+    """A model replica with a small batch and a long queue: critical reads that arrive last finish
+    long before the routine reads queued ahead of them (FIFO would finish them last)."""
+    import time
+
+    import numpy as np
+    from ray import serve
+
+    from datasets.ecg.readers import read_wfdb
+    from models.ecg.pipeline import EcgInput
+    from serving.app import build_model_app
+
+    cfg = serve_client.cfg
+    small_batches = cfg.deployments.ecg.model_copy(update={"max_batch_size": 2, "batch_wait_timeout_s": 0.0,
+                                                           "max_ongoing_requests": 64, "priority_aging_s": 120})
+    cfg = cfg.model_copy(update={"deployments": cfg.deployments.model_copy(update={"ecg": small_batches})})
+    handle = serve.run(build_model_app(cfg, "ecg"), name="priority-test", route_prefix=None)
+    try:
+        record = read_wfdb(cinc_dir / "E07500.hea").in_standard_order()
+        item = EcgInput(record.signals.astype(np.float32), record.sampling_rate)
+        handle.read.remote(item, "routine").result(timeout_s=120)  # warm
+        finished: dict[str, float] = {}
+
+        def done(name):
+            return lambda _: finished.setdefault(name, time.monotonic())
+
+        routine = []
+        for i in range(16):
+            response = handle.read.remote(item, "routine")
+            response._to_object_ref_sync().future().add_done_callback(done(f"r{i}"))
+            routine.append(response)
+        time.sleep(0.5)  # the routine reads are queued on the replica
+        critical = []
+        for i in range(3):
+            response = handle.read.remote(item, "critical")
+            response._to_object_ref_sync().future().add_done_callback(done(f"c{i}"))
+            critical.append(response)
+        reads = [r.result(timeout_s=300) for r in routine + critical]
+        time.sleep(0.2)
+    finally:
+        serve.delete("priority-test")
+    assert [r["timing"]["priority"] for r in reads[-3:]] == ["critical"] * 3
+    order = sorted(finished, key=finished.get)
+    critical_ranks = [order.index(f"c{i}") for i in range(3)]
+    # 16 routine reads in batches of 2: the critical ones overtake at least the last 10
+    assert max(critical_ranks) < 9, f"completion order {order}"
+    assert max(r["timing"]["batch_size"] for r in reads) <= 2
+
+
+def test_the_ecg_api_takes_a_priority_and_refuses_unknown_ones(local_client, cinc_dir):
+    from tests.serving.conftest import cinc_zip
+
+    headers = {"content-type": "application/zip", **local_client.auth()}
+    refused = local_client.http.post("/api/v1/ecg", params={"priority": "asap"},
+                                     content=cinc_zip(cinc_dir, "E07500"), headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["detail"]["field"] == "priority" and "critical" in refused.json()["detail"]["reason"]
+    listed = local_client.http.get("/api/v1/worklist", headers=local_client.auth(role="reader")).json()
+    assert listed["count"] == 0, "a refused ECG was stored"
+    accepted = local_client.http.post("/api/v1/ecg", params={"priority": "critical"},
+                                      content=cinc_zip(cinc_dir, "E07500"), headers=headers)
+    assert accepted.status_code == 201, accepted.text
+
+
+def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir):
+    """STAT in the object → critical; a C-STORE with Priority HIGH → urgent; else routine."""
+    from types import SimpleNamespace
+
+    from datasets.imaging import wrap_png_as_dicom
+    from serving.config import load_config
+    from serving.dicom.dispatcher import Dispatcher
+    from serving.dicom.ingest import DicomIngest, encode
+    from serving.dicom.routing import Router
+    from serving.priority import COMMAND_PRIORITY
+    from serving.storage import ObjectStore
+    from serving.store.db import Database
+    from tests.conftest import REPO_ROOT
+    from tests.serving.dicom_helpers import FakeCxrReader
+
+    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=None)
+    ingest = DicomIngest.from_services(svc)
+    seen: dict[str, str] = {}
+    fake = FakeCxrReader()
+
+    async def read_cxr(record):
+        seen[record.study_instance_uid] = current_priority()
+        return fake.read_batch([record])[0]
+
+    png = sorted(nih_dir.rglob("*.png"))[0]
+    stat, high, plain = (wrap_png_as_dicom(png) for _ in range(3))
+    stat.RequestedProcedurePriority = "STAT"
+    studies = {}
+    for name, ds in (("stat", stat), ("high", high), ("plain", plain)):
+        studies[name] = ingest.accept(encode(ds), "demo", source="scp", sender="DEMOSITE").study_uid
+    COMMAND_PRIORITY.note(studies["high"], 0x0001)  # what the SCP notes for a C-STORE with Priority HIGH
+    dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr}, ingest)
+    for uid in studies.values():
+        assert asyncio.run(dispatcher.process(uid)) == "ai_read"
+    assert {name: seen[uid] for name, uid in studies.items()} == {"stat": "critical", "high": "urgent",
+                                                                 "plain": "routine"}
+
+
+@pytest.mark.ray
+def test_the_ecg_api_priority_reaches_the_model_replica(serve_client, cinc_dir):
+    from tests.serving.conftest import cinc_zip
+
+    r = serve_client.http.post("/api/v1/ecg", params={"priority": "critical"}, content=cinc_zip(cinc_dir, "E07503"),
+                               headers={"content-type": "application/zip", **serve_client.auth()})
+    assert r.status_code in (200, 201), r.text
+    assert r.json()["read"]["timing"]["priority"] == "critical"
