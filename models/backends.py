@@ -351,7 +351,9 @@ def load_backend(model_dir: str | Path, kind: str = "onnxruntime", **opts) -> In
         if "url" not in triton:
             raise ValueError("the triton backend needs the server's url (models.<name>.triton.url)")
         triton.setdefault("model_name", card.name)
-        triton.setdefault("model_version", model_dir.name if model_dir.name.isdigit() else "")
+        # A file-registry version dir is named "3"; an MLflow cache copy "3-<key>" (models/registry_mlflow.py).
+        version = model_dir.name.split("-", 1)[0]
+        triton.setdefault("model_version", version if version.isdigit() else "")
         return TritonBackend(card=card, **triton)
     for key in TRITON_OPTIONS:
         opts.pop(key, None)

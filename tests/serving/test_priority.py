@@ -288,13 +288,16 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     from serving.priority import COMMAND_PRIORITY
     from serving.storage import ObjectStore
     from serving.store.db import Database
+    from serving.store.work import WorkQueue
     from tests.conftest import REPO_ROOT
     from tests.serving.dicom_helpers import FakeCxrReader
 
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
-    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=None)
+    # The dispatcher records reads through the durable work queue the ECG workflow owns.
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"),
+                          ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)))
     ingest = DicomIngest.from_services(svc)
     seen: dict[str, str] = {}
     fake = FakeCxrReader()
