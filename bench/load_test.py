@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--scale", type=float, default=10.0, help="times the county's daily volume")
-    parser.add_argument("--registry", type=Path, default=None)
+    parser.add_argument("--registry", default=None,
+                        help="a registry location: an MLflow URI (sqlite:///…, http://…) or a folder")
     parser.add_argument("--drain-minutes", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "load.json")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     state = Path(tempfile.mkdtemp(prefix="preread-load-"))
-    registry = args.registry or state / "registry"
+    registry = args.registry or str(state / "registry")
     ensure_registry(registry)
     config, cfg = write_config(state, registry, site_list(SITES))
     seconds = int(args.minutes * 60)

@@ -35,11 +35,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_registry(registry: Path) -> None:
-    """Tiny ECG and CXR models (the project's training code, tests/data configs) if none is there."""
-    from models.registry import ModelRegistry
+def ensure_registry(registry: str | Path) -> None:
+    """Tiny ECG and CXR models (the project's training code, tests/data configs) if none is there.
+    ``registry``: an MLflow URI or a folder (models.registry.open_registry)."""
+    from models.registry import open_registry
 
-    reg = ModelRegistry(registry)
+    reg = open_registry(str(registry))
     for task in ("ecg", "cxr"):
         if reg.is_empty(task):
             print(f"[service] training a tiny {task} model into {registry} ...", flush=True)
@@ -53,7 +54,7 @@ def site_list(count: int) -> list[dict[str, Any]]:
     return [{"id": f"site{i:02d}", "name": f"Site {i}", "ae_titles": [f"SITE{i:02d}"]} for i in range(count)]
 
 
-def write_config(state: Path, registry: Path, sites: list[dict[str, Any]],
+def write_config(state: Path, registry: str | Path, sites: list[dict[str, Any]],
                  overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Path, dict[str, Any]]:
     """configs/serving.yaml with every piece of state under ``state``, free ports and ``sites``;
     ``overrides`` update its sections (e.g. ``{"dicom": {"lease_seconds": 5}}``)."""
@@ -63,7 +64,7 @@ def write_config(state: Path, registry: Path, sites: list[dict[str, Any]],
     cfg["sites"] = sites
     cfg["storage"] = {"root": str(state / "objects")}
     cfg["database"] = {"url": f"sqlite:///{state / 'preread.db'}"}
-    cfg["registry"] = {"root": str(registry)}
+    cfg["registry"] = {"uri": str(registry)}
     cfg["auth"] = {"secret_file": str(state / "secret.key"), "users": []}
     cfg["deid"] = {"key_store": str(state / "reid" / "keys.db")}
     cfg["config_dir"] = str(REPO / "configs")
