@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from datasets.imaging.record import ImageRecord
 from datasets.imaging.transforms import heatmap_to_original, resize_2d
 
 DEFAULT_COLORMAP = "turbo"  # perceptually smoother than jet, same reading (blue cold, red hot)
+
+
+@lru_cache(maxsize=8)
+def colormap_lut(colormap: str) -> np.ndarray:
+    """The colormap's RGB entries as a (N, 3) float32 table (N = its resolution, 256 for turbo)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[colormap]
+    lut = cmap(np.arange(cmap.N))[:, :3].astype(np.float32)
+    lut.setflags(write=False)
+    return lut
+
+
+def apply_colormap(values: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """RGB float32 for ``values`` in [0, 1]: the same colours as ``matplotlib.colormaps[colormap](values)``
+    (which also picks entry ``int(value * N)``), by table lookup instead of matplotlib's float64 RGBA
+    pass — that pass was most of a served chest X-ray read at full resolution."""
+    lut = colormap_lut(colormap)
+    n = len(lut)
+    index = (values * n).astype(np.int32)
+    np.minimum(index, n - 1, out=index)
+    return np.take(lut, index, axis=0)
 
 
 def render_overlay(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
@@ -26,8 +50,6 @@ def render_overlay(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, 
     Returns:
         uint8 array (rows, cols, 3).
     """
-    from matplotlib import colormaps
-
     base = image_record.pixels if isinstance(image_record, ImageRecord) else np.asarray(image_record, dtype=np.float32)
     if base.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {base.shape}")
@@ -44,9 +66,15 @@ def render_overlay(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, 
         shape = (max(1, round(base.shape[0] * scale)), max(1, round(base.shape[1] * scale)))
         base, heat = resize_2d(base, shape), resize_2d(heat, shape)
 
-    base = np.clip(np.nan_to_num(base), 0.0, 1.0)
-    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
-    colours = colormaps[colormap](heat)[..., :3].astype(np.float32)
-    weight = (float(np.clip(alpha, 0.0, 1.0)) * heat)[..., None]
-    rgb = base[..., None] * (1.0 - weight) + colours * weight
-    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    base = np.clip(np.nan_to_num(base), 0.0, 1.0, dtype=np.float32)[..., None]
+    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0, dtype=np.float32)
+    # base + (colour - base) * weight, in place in float32: a convex combination of values in [0, 1],
+    # so no clipping is needed before rounding. Half the time of the plain expression (a served
+    # chest X-ray read renders one of these per positive finding).
+    rgb = apply_colormap(heat, colormap)
+    rgb -= base
+    rgb *= (heat * np.float32(np.clip(alpha, 0.0, 1.0)))[..., None]
+    rgb += base
+    rgb *= np.float32(255.0)
+    rgb += np.float32(0.5)
+    return rgb.astype(np.uint8)

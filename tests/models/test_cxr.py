@@ -172,3 +172,29 @@ def test_record_heatmaps_and_overlay_on_original_geometry(nih_dir):
     assert shown.shape == (50, 100, 3)
     back = heatmap_to_original(small, wide.shape)
     assert back[:, :180].mean() > 0.8 and back[:, 220:].mean() < 0.05
+
+
+def test_overlay_colours_are_matplotlibs_and_blend_by_heat():
+    """The table-lookup colormap picks exactly matplotlib's colours; the blend is the plain
+    formula (base·(1−αh) + colour·αh) to within one grey level, NaNs and out-of-range values clipped."""
+    from matplotlib import colormaps
+
+    from models.cxr.overlay import apply_colormap, render_overlay
+
+    rng = np.random.default_rng(7)
+    values = rng.random((64, 80)).astype(np.float32)
+    values[0, :4] = [0.0, 1.0, 1 / 256, 255 / 256]  # the table's edges
+    for name in ("turbo", "jet", "gray"):
+        assert np.array_equal(apply_colormap(values, name), colormaps[name](values)[..., :3].astype(np.float32))
+
+    base = rng.random((64, 80)).astype(np.float32) * 1.4 - 0.2
+    heat = values.copy()
+    heat[5, 5] = np.nan
+    b = np.clip(np.nan_to_num(base), 0, 1)[..., None]
+    h = np.clip(np.nan_to_num(heat), 0, 1)
+    w = (0.45 * h)[..., None]
+    expected = np.rint((b * (1 - w) + colormaps["turbo"](h)[..., :3] * w) * 255)
+    got = render_overlay(base, heat)
+    assert got.dtype == np.uint8 and got.shape == (64, 80, 3)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    assert np.array_equal(got[h == 0], np.rint(np.repeat(b[h == 0], 3, axis=-1) * 255).astype(np.uint8))
