@@ -55,6 +55,9 @@ class DicomConfig(_Strict):
     # this long is stale (its replica or the whole service died) and the study is taken over.
     lease_seconds: float = Field(60.0, gt=0)
     poll_seconds: float = Field(0.5, gt=0)
+    # Studies one ingress replica reads at once (enough for the model deployments to fill batches);
+    # a new one starts whenever one finishes.
+    max_in_flight: int = Field(16, ge=1)
     routing: Path = Path("routing.yaml")             # relative to the config folder
     results_destination: DicomDestination | None = None
     max_instance_bytes: int = Field(512 * 1024 * 1024, ge=1024)   # one object (C-STORE or STOW part)

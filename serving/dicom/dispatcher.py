@@ -72,24 +72,71 @@ class Dispatcher:
 
     # --- loop -----------------------------------------------------------------------------------
     async def run(self) -> None:
+        """Keep up to ``dicom.max_in_flight`` due studies being read. A study starts as soon as a
+        slot frees up rather than in rounds (``tick``), so one slow study (Grad-CAM, a large SR) does
+        not hold up the studies claimed with it."""
         self._wake = asyncio.Event()
-        log.info("dispatcher running (stable after %.1f s, models %s)", self.cfg.dicom.study_stable_seconds,
-                 sorted(self.readers))
-        while not self._stopped:
+        log.info("dispatcher running (stable after %.1f s, up to %d studies at once, models %s)",
+                 self.cfg.dicom.study_stable_seconds, self.cfg.dicom.max_in_flight, sorted(self.readers))
+        in_flight: set[asyncio.Task] = set()
+        try:
+            while not self._stopped:
+                try:
+                    await self._top_up(in_flight)
+                except Exception:  # a bad round must not end the loop
+                    log.exception("dispatcher tick failed")
+                await self._wait(in_flight)
+        except asyncio.CancelledError:
+            for task in in_flight:
+                task.cancel()  # their leases lapse and the studies are taken over (serving/store/work.py)
+            raise
+        if in_flight:  # stopped: finish what was started
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _top_up(self, in_flight: set[asyncio.Task]) -> int:
+        """Renew this worker's leases, then lease due studies into the free slots and start them."""
+        queue = self.queue
+        await asyncio.to_thread(queue.renew)
+        await asyncio.to_thread(queue.give_up_on_dead_leases)
+        room = self.cfg.dicom.max_in_flight - len(in_flight)
+        claimed = await asyncio.to_thread(queue.claim_due, room) if room > 0 else []
+        for study_uid in claimed:
+            task = asyncio.create_task(self.process(study_uid))
+            in_flight.add(task)
+            task.add_done_callback(self._finished(in_flight, study_uid))
+        from serving.worklist import audit  # noqa: PLC0415
+
+        await asyncio.to_thread(audit.flush_views, self.svc.db)
+        return len(claimed)
+
+    @staticmethod
+    def _finished(in_flight: set[asyncio.Task], study_uid: str):
+        def done(task: asyncio.Task) -> None:
+            in_flight.discard(task)
+            if not task.cancelled() and task.exception() is not None:  # process() records its own failures
+                log.error("reading study %s failed outside its own error handling", study_uid,
+                          exc_info=task.exception())
+        return done
+
+    async def _wait(self, in_flight: set[asyncio.Task]) -> None:
+        """Until an arrival wakes us, a study finishes (a slot is free) or ``poll_seconds`` pass."""
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({wake, *in_flight}, timeout=self.cfg.dicom.poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
             try:
-                await self.tick()
-            except Exception:  # a bad tick must not end the loop
-                log.exception("dispatcher tick failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.dicom.poll_seconds)
-            except asyncio.TimeoutError:
+                wake.cancel()
+            except RuntimeError:  # the loop is already closed (a replica shutting down): nothing to cancel on
                 pass
-            self._wake.clear()
+        self._wake.clear()
 
     def stop(self) -> None:
         self._stopped = True
 
     async def tick(self) -> int:
+        """One round: lease up to 16 due studies and read them all (tests and tools; the running
+        service uses ``run``)."""
         queue = self.queue
         await asyncio.to_thread(queue.renew)
         await asyncio.to_thread(queue.give_up_on_dead_leases)
