@@ -162,3 +162,58 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     assert asyncio.run(plain.tick()) == 2
     assert "not served" in db.get_study(dx2.study_uid).ai_error
     assert db.get_study(ct.study_uid).status == "no_ai_read"
+
+
+def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, nih_dir):
+    """With two studies in flight, one slow read does not stop the 17 behind it: the dispatcher
+    leases the next study as soon as a slot frees up (rounds of 16 would wait for the slow one)."""
+    import asyncio
+
+    from serving.dicom.dispatcher import Dispatcher
+    from serving.store.work import WorkQueue
+    from tests.serving.dicom_helpers import FakeCxrReader
+
+    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
+        "max_in_flight": 2, "study_stable_seconds": 0.0, "poll_seconds": 0.05})})
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"),
+                          ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)))
+    ingest = DicomIngest.from_services(svc)
+    pngs = sorted(nih_dir.rglob("*.png"))[:18]
+    slow, *fast = [ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE").study_uid
+                   for png in pngs]  # the slow one arrived first: leased first
+    fake = FakeCxrReader()
+
+    async def main():
+        release_slow = asyncio.Event()
+
+        async def read_cxr(record):
+            if record.study_instance_uid == slow:
+                await release_slow.wait()
+            return fake.read_batch([record])[0]
+
+        dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr}, ingest)
+        running = asyncio.create_task(dispatcher.run())
+
+        async def statuses(uids, want, seconds=60.0):
+            deadline = asyncio.get_running_loop().time() + seconds
+            while asyncio.get_running_loop().time() < deadline:
+                got = [(await asyncio.to_thread(db.get_study, uid)).status for uid in uids]
+                if all(s == want for s in got):
+                    return got
+                await asyncio.sleep(0.05)
+            return got
+
+        fast_done = await statuses(fast, "ai_read")
+        slow_meanwhile = (await asyncio.to_thread(db.get_study, slow)).status
+        release_slow.set()
+        slow_done = await statuses([slow], "ai_read")
+        dispatcher.stop()
+        await asyncio.wait_for(running, 10)
+        return fast_done, slow_meanwhile, slow_done
+
+    fast_done, slow_meanwhile, slow_done = asyncio.run(main())
+    assert fast_done == ["ai_read"] * 17, "studies waited behind the slow read"
+    assert slow_meanwhile == "received" and slow_done == ["ai_read"]
