@@ -7,12 +7,24 @@ const state = { token: sessionStorage.getItem("preread.token"), me: null, timer:
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
-  if (state.token) headers["Authorization"] = "Bearer " + state.token;
+  const sentWith = state.token;
+  if (sentWith) headers["Authorization"] = "Bearer " + sentWith;
   if (options.json !== undefined) { headers["Content-Type"] = "application/json"; options.body = JSON.stringify(options.json); }
   const response = await fetch(path, Object.assign({}, options, { headers }));
-  if (response.status === 401 && path !== "/api/v1/login") { logoutLocal("Your session ended; sign in again."); throw new Error("unauthorised"); }
+  if (response.status === 401 && path !== "/api/v1/login") {
+    // Only the current session ends here: a request still in flight from before a logout (or from the
+    // previous user) must not sign out whoever is signed in now.
+    if (sentWith === state.token) logoutLocal("Your session ended; sign in again.");
+    throw new Error(UNAUTHORISED);
+  }
   return response;
 }
+const UNAUTHORISED = "unauthorised";
+// A 401 stops whatever the caller was doing; the login view already says why, so the rejection is
+// expected and not an error of the page.
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason && event.reason.message === UNAUTHORISED) event.preventDefault();
+});
 
 function text(value) { return value === null || value === undefined ? "" : String(value); }
 function el(tag, attrs = {}, ...children) {
