@@ -93,20 +93,26 @@ class Dispatcher:
         if in_flight:  # stopped: finish what was started
             await asyncio.gather(*in_flight, return_exceptions=True)
 
-    async def _top_up(self, in_flight: set[asyncio.Task]) -> int:
-        """Renew this worker's leases, then lease due studies into the free slots and start them."""
+    async def _lease(self, room: int) -> list[str]:
+        """Renew this worker's leases, give up on dead ones, then lease up to ``room`` due studies."""
         queue = self.queue
         await asyncio.to_thread(queue.renew)
         await asyncio.to_thread(queue.give_up_on_dead_leases)
-        room = self.cfg.dicom.max_in_flight - len(in_flight)
-        claimed = await asyncio.to_thread(queue.claim_due, room) if room > 0 else []
+        return await asyncio.to_thread(queue.claim_due, room) if room > 0 else []
+
+    async def _flush_audit(self) -> None:
+        from serving.worklist import audit  # noqa: PLC0415
+
+        await asyncio.to_thread(audit.flush_views, self.svc.db)
+
+    async def _top_up(self, in_flight: set[asyncio.Task]) -> int:
+        """Lease due studies into the free slots and start reading them."""
+        claimed = await self._lease(self.cfg.dicom.max_in_flight - len(in_flight))
         for study_uid in claimed:
             task = asyncio.create_task(self.process(study_uid))
             in_flight.add(task)
             task.add_done_callback(self._finished(in_flight, study_uid))
-        from serving.worklist import audit  # noqa: PLC0415
-
-        await asyncio.to_thread(audit.flush_views, self.svc.db)
+        await self._flush_audit()
         return len(claimed)
 
     @staticmethod
@@ -137,16 +143,11 @@ class Dispatcher:
     async def tick(self) -> int:
         """One round: lease up to 16 due studies and read them all (tests and tools; the running
         service uses ``run``)."""
-        queue = self.queue
-        await asyncio.to_thread(queue.renew)
-        await asyncio.to_thread(queue.give_up_on_dead_leases)
-        claimed = await asyncio.to_thread(queue.claim_due, 16)
+        claimed = await self._lease(16)
         # Concurrently, so the model deployment can batch studies (one at a time it never would);
         # each process() catches its own failures and records them on the study.
         await asyncio.gather(*(self.process(study_uid) for study_uid in claimed))
-        from serving.worklist import audit  # noqa: PLC0415
-
-        await asyncio.to_thread(audit.flush_views, self.svc.db)
+        await self._flush_audit()
         return len(claimed)
 
     # --- one study ------------------------------------------------------------------------------
