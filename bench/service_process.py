@@ -29,6 +29,28 @@ REPO = Path(__file__).resolve().parents[1]
 MARK = "PREREAD_SERVICE_INSTANCE"
 
 
+class ProcessExited(RuntimeError):
+    """The child process ended while we waited for it to answer."""
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float, interval: float = 0.5,
+                  request_timeout: float = 2.0) -> bool:
+    """Poll ``url`` until it answers 200 (True) or ``timeout`` seconds pass (False); raises
+    ProcessExited as soon as ``process`` has ended. For servers we start ourselves (preread serve,
+    an MLflow tracking server in tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ProcessExited(f"exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=request_timeout).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,18 +129,13 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float = 600) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"preread serve exited with {self.proc.returncode}; log: {self.log}\n"
-                                   + self.log.read_text()[-3000:])
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        raise TimeoutError(f"preread serve not ready after {timeout:.0f} s; log: {self.log}")
+        try:
+            ready = wait_for_http(f"{self.base}/readyz", self.proc, timeout, interval=2.0, request_timeout=5.0)
+        except ProcessExited:
+            raise RuntimeError(f"preread serve exited with {self.proc.returncode}; log: {self.log}\n"
+                               + self.log.read_text()[-3000:]) from None
+        if not ready:
+            raise TimeoutError(f"preread serve not ready after {timeout:.0f} s; log: {self.log}")
 
     def stop(self, timeout: float = 60) -> None:
         """SIGINT (preread serve shuts Serve and Ray down), then kill -9 of whatever is left."""

@@ -14,10 +14,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-import httpx
+from bench.service_process import ProcessExited, wait_for_http
 
 _template_lock = threading.Lock()
 _template: Path | None = None
@@ -73,16 +72,11 @@ class MlflowServer:
                            "--artifacts-destination", str(folder / "artifacts"),
                            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({self.process.returncode}): {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        try:
+            if wait_for_http(f"{self.url}/health", self.process, startup_timeout_s):
+                return
+        except ProcessExited:
+            raise RuntimeError(f"mlflow server exited ({self.process.returncode}): {self.log_tail()}") from None
         self.stop()
         raise RuntimeError(f"mlflow server did not answer on {self.url} within {startup_timeout_s:.0f} s: {self.log_tail()}")
 
