@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import yaml
 
 from bench.serving_bench import percentile
+from serving.triton.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Every process of one service (the driver, Ray's GCS, raylet, workers, replicas) inherits this
@@ -49,12 +49,6 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float, interval:
             pass
         time.sleep(interval)
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_registry(registry: str | Path) -> None:
