@@ -88,6 +88,14 @@ class ModelCard(BaseModel):
     framework: dict[str, str] = Field(default_factory=framework_versions)
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     training_run: TrackingRun | None = Field(default=None, description="the tracked run that produced the model")
+    learned_from_real: dict[str, bool] = Field(
+        default_factory=dict, description="label code → True when real training data held both positives and negatives "
+        "of it; False: learned from phantoms/synthetic data only, or never seen positive. Empty (older cards): "
+        "every label counts as learned")
+
+    def drives_level(self, code: str) -> bool:
+        """Whether a finding may set a triage level: only labels learned from real data do."""
+        return self.learned_from_real.get(code, False) if self.learned_from_real else True
 
     @model_validator(mode="after")
     def _consistent_labels(self) -> "ModelCard":

@@ -39,18 +39,39 @@ class MeasurementRule(BaseModel):
 
 
 class FindingRule(BaseModel):
-    """E.g. ``{finding: STE, min_probability: 0.5, level: critical}``; optional measurement condition."""
+    """E.g. ``{finding: STE, min_probability: 0.5, level: critical}``; optional measurement condition.
+
+    ``at_operating_point: true`` instead of ``min_probability``: the rule fires when the finding is
+    positive at the read's threshold (the model card's validation operating point, or the site's),
+    so the level means what that operating point's validation sensitivity and specificity say."""
 
     model_config = ConfigDict(extra="forbid")
     finding: str
-    min_probability: float = Field(ge=0, le=1)
+    min_probability: float | None = Field(None, ge=0, le=1)
+    at_operating_point: bool = False
     level: Level
     reason: str | None = None
     and_measurement: MeasurementRule | None = None
 
-    def check(self, probabilities: dict[str, float], measurements: dict) -> str | None:
+    @model_validator(mode="after")
+    def _one_trigger(self) -> "FindingRule":
+        if (self.min_probability is None) == (not self.at_operating_point):
+            raise ValueError(f"finding rule for {self.finding}: give exactly one of min_probability or "
+                             "at_operating_point: true")
+        return self
+
+    def check(self, probabilities: dict[str, float], measurements: dict,
+              positive: dict[str, bool] | None = None) -> str | None:
         p = probabilities.get(self.finding)
-        if p is None or p < self.min_probability:
+        if p is None:
+            return None
+        if self.at_operating_point:
+            if not (positive or {}).get(self.finding, False):
+                return None
+            if self.and_measurement is not None and self.and_measurement.check(measurements) is None:
+                return None
+            return self.reason or f"{self.finding} positive at its operating point (probability {p:.2f})"
+        if p < self.min_probability:
             return None
         if self.and_measurement is not None and self.and_measurement.check(measurements) is None:
             return None
@@ -66,6 +87,9 @@ class TriageRules(BaseModel):
     level_thresholds: dict[Literal["critical", "urgent"], float] = {"critical": 0.8, "urgent": 0.5}
     measurement_rules: list[MeasurementRule] = []
     finding_rules: list[FindingRule] = []
+    # False: the score only orders studies; levels come from the rules alone (for models whose
+    # probabilities are not calibrated, where a level must mean a validated operating point).
+    score_sets_level: bool = True
     # Score floor given to a study a hard rule raised, so it sorts with its level.
     level_score_floor: dict[Level, float] = {"critical": 0.8, "urgent": 0.5, "routine": 0.0}
 
@@ -101,12 +125,18 @@ class TriageResult(BaseModel):
     reasons: list[str]
 
 
-def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRules) -> TriageResult:
+def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRules,
+           positive: dict[str, bool] | None = None) -> TriageResult:
+    """Score and level from the findings that may drive a level (the caller leaves out the others)
+    and the measurements; ``positive`` (code → positive at its threshold) feeds the rules that fire
+    at an operating point."""
     weighted = [
         (rules.finding_weights.get(code, 0.0) * float(p), code) for code, p in probabilities.items()
     ]
     score, top = max(weighted, default=(0.0, None))
-    if score >= rules.level_thresholds["critical"]:
+    if not rules.score_sets_level:
+        level = "routine"
+    elif score >= rules.level_thresholds["critical"]:
         level: Level = "critical"
     elif score >= rules.level_thresholds["urgent"]:
         level = "urgent"
@@ -115,7 +145,7 @@ def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRul
     reasons = [f"score {score:.2f} from {top}"] if top is not None and level != "routine" else []
 
     fired = [(r.level, r.check(measurements)) for r in rules.measurement_rules]
-    fired += [(r.level, r.check(probabilities, measurements)) for r in rules.finding_rules]
+    fired += [(r.level, r.check(probabilities, measurements, positive)) for r in rules.finding_rules]
     for rule_level, reason in fired:
         if reason is None:
             continue

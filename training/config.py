@@ -58,6 +58,10 @@ class DataSection(_Section):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of patients drawn for validation when the "
                                 "layout defines no validation split (PTB-XL, MedMNIST, CheXpert valid.csv do)")
     test_n: int = Field(0, ge=0, description="synthetic / phantom: size of an extra held-out test set (another seed)")
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="nih class folders: share of each class's patients "
+                                 "held out as the test split (seeded, before validation is drawn; never tuned on)")
+    test_path: Path | None = Field(None, description="nih: a second class-folder set kept wholly as held-out test "
+                                   "(e.g. ../shared/data/cxr/nih); its patients never reach training or validation")
     path: Path | None = Field(None, description="synthetic: cache folder (None: no dataset cache); cinc: the WFDB folder; "
                               "ptbxl: the PTB-XL root; nih: the Data_Entry CSV folder or class folders (None: "
                               "$PREREAD_SHARED_DATA/cxr/nih or ../shared/data/cxr/nih beside the repository); "
@@ -194,6 +198,8 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     intended_use: str | None = Field(None, description="card text; demo (synthetic) models get the standard DEMO text")
+    demo: bool | None = Field(None, description="the card's demo flag; None: demo when the data include phantoms / "
+                              "synthetic records (a small real-data model can set it true: not for clinical use)")
     tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")

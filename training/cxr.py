@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -52,6 +53,7 @@ from datasets.imaging import (
     preprocess_image,
     random_chest_phantom,
 )
+from datasets.sources import SourceDataset, open_source
 from datasets.sources.nih import folder_codes  # noqa: F401 - kept importable from here
 from datasets.sources.splits import split_by_patient  # noqa: F401 - kept importable from here
 from models.card import InputSpec, ModelCard
@@ -62,8 +64,15 @@ from models.registry import ModelRegistry, RegisteredModel
 from training import metrics as _metrics
 from training.common import SINGLE_PROCESS, BatchAugment, Replica, prepare_model
 from training.config import TrainConfig
-from training.data import REAL_DATA_INTENDED_USE, TrainingData, from_source, open_training_source
-from training.data import resolve_nih_dir  # noqa: F401 - kept importable from here
+from training.data import (
+    REAL_DATA_INTENDED_USE,
+    TrainingData,
+    from_source,
+    open_training_source,
+    resolve_nih_dir,
+    source_options,
+)
+from training.heldout import format_report, held_out_report
 from training.loop import FitOutcome, augmenting_inputs, evaluate_best, export_and_register, fit, setup_run
 from training.loop import batches as _batches  # noqa: F401 - kept importable from here
 from training.loop import config_hash as _config_hash  # noqa: F401
@@ -80,6 +89,7 @@ DEMO_CXR_INTENDED_USE = ("DEMO model trained on synthetic chest phantoms and a f
                          "Not for clinical use.")
 PREPROCESSING = "datasets.imaging.transforms.cxr_preprocess"
 TEST_SEED_OFFSET = 1_000_000  # phantom held-out test set: seed + this, never the training stream
+HOLDOUT_SEED_OFFSET = 7_919  # the held-out test patients: another stream than the validation draw
 EVAL_BATCH_SIZE = 64
 
 
@@ -103,16 +113,64 @@ def make_phantoms(n: int, seed: int, phantom_size: int, size: int, channels: int
     return X, Y
 
 
+def hold_out_patients(dataset: SourceDataset, fraction: float, seed: int,
+                      also: set[str] = frozenset()) -> SourceDataset:
+    """Mark about ``fraction`` of each stratum's patients (seeded) — and every patient in ``also`` —
+    as the ``test`` split, before validation is drawn from the rest."""
+    groups = [str(g) for g in dataset.meta["patient_id"]]
+    test = set()
+    if fraction > 0:
+        strata = ([str(s) for s in dataset.meta["stratum"]] if "stratum" in dataset.meta.columns
+                  else ["all"] * len(groups))
+        _, test_index = split_by_patient(groups, strata, fraction, seed + HOLDOUT_SEED_OFFSET)
+        test = {int(i) for i in test_index}
+    test |= {i for i, g in enumerate(groups) if g in also}
+    meta = dataset.meta.copy()
+    meta.loc[sorted(test), "split"] = "test"
+    return replace(dataset, meta=meta)
+
+
+def load_nih_with_holdout(config: TrainConfig, progress: bool = False) -> TrainingData:
+    """NIH class folders split once by the config's seed into train / validation / held-out test:
+    ``data.test_fraction`` of each class's patients, plus every film of ``data.test_path``."""
+    data = config.data
+    dataset = open_training_source(config)
+    extra = None
+    if data.test_path is not None:
+        extra = open_source("nih", resolve_nih_dir(data.test_path), **source_options(config))
+    also = set(extra.meta["patient_id"].astype(str)) if extra is not None else set()
+    real = from_source(hold_out_patients(dataset, data.test_fraction, data.seed, also), config, progress=progress)
+    if extra is None:
+        return real
+    X_extra, extra = extra.load_inputs(progress=progress, cache_dir=data.cache_dir)
+    parts = [(real.X_test, real.Y_test)] if real.X_test is not None else []
+    parts.append((X_extra, extra.Y))
+    real.X_test = np.concatenate([x for x, _ in parts])
+    real.Y_test = np.concatenate([y for _, y in parts])
+    real.split_ids["test"] = real.split_ids.get("test", []) + extra.ids
+    real.counts[f"{extra.format}_test"] = len(real.X_test)
+    real.test_origin = real.test_origin or extra.format
+    real.description += f"; held-out test also holds all {len(extra)} films of {extra.path}"
+    return real
+
+
 def load_cxr_training_data(config: TrainConfig, progress: bool = False) -> TrainingData:
-    """A real layout (nih, chexpert, medmnist, dicom, worklist), phantoms, or NIH samples + phantoms."""
+    """A real layout (nih, chexpert, medmnist, dicom, worklist), phantoms, or NIH samples + phantoms.
+
+    Phantoms only teach findings the real films hold no example of: a phantom's label for a finding
+    the real data do have (PNEUMONIA, ANY from the NIH folders) is masked out of the loss."""
     data = config.data
     size, channels = data.image_size, data.channels
     real = None
+    if data.source == "nih" and (data.test_fraction or data.test_path):
+        return load_nih_with_holdout(config, progress)
     if data.source != "phantom":
         real = from_source(open_training_source(config), config, progress=progress)
         if data.source != "nih+phantom":
             return real
     X, Y = make_phantoms(data.n, data.seed, data.phantom_size, size, channels, data.phantom_prevalence)
+    real_labels = [i for i, code in enumerate(CXR_LABEL_CODES) if real is not None and real.learned_from_real.get(code)]
+    Y[:, real_labels] = np.nan
     train_index, val_index = _split(len(X), data.val_fraction, data.seed)
     X_test = Y_test = None
     if data.test_n:
@@ -137,7 +195,8 @@ def load_cxr_training_data(config: TrainConfig, progress: bool = False) -> Train
         source=data.source, labels=list(CXR_LABEL_CODES), label_names=list(CXR_LABEL_NAMES),
         val_origin=np.concatenate([p.val_origin for p in parts]), test_origin=test.test_origin if test else None,
         counts={k: v for p in parts for k, v in p.counts.items()}, notes=[n for p in parts for n in p.notes],
-        split_ids=real.split_ids if real is not None else {})
+        split_ids=real.split_ids if real is not None else {},
+        learned_from_real={code: bool(real is not None and real.learned_from_real.get(code)) for code in CXR_LABEL_CODES})
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,9 +356,15 @@ def finalize_cxr(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
         test_prefix=f"test_{data.test_origin}_" if data.test_origin == "phantom" else "test_",
         val_probs_hook=lambda probs: _origin_aurocs(data, probs),
         extra_tail={"data_counts": data.counts, **outcome.card_metrics})
+    if data.X_test is not None and data.test_origin != "phantom":
+        test_probs = torch.sigmoid(predict_logits(model, _to_tensor(data.X_test, device), device, precision)).numpy()
+        metrics["test_held_out"] = held_out_report(data.Y_test, test_probs, thresholds, data.labels, seed=config.seed)
+        log.info("held-out test (%d films, never tuned on):\n%s", len(data.X_test),
+                 format_report(metrics["test_held_out"]))
     size, channels = config.data.image_size, config.data.channels
-    # Phantoms (alone or beside the NIH sample PNGs) make a demo model; real layouts do not.
-    demo = "phantom" in config.data.source
+    # Phantoms (alone or beside the NIH sample PNGs) make a demo model; real layouts do not, unless
+    # the config says so (a small real-data model is still not for clinical use).
+    demo = config.demo if config.demo is not None else "phantom" in config.data.source
 
     def make_card(metrics: dict[str, Any]) -> ModelCard:
         return ModelCard(
@@ -318,6 +383,7 @@ def finalize_cxr(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
                                        fingerprint_sha256=data.fingerprint()),
             metrics=_json_safe(metrics),
             demo=demo,
+            learned_from_real=dict(data.learned_from_real),
             intended_use=config.intended_use or (DEMO_CXR_INTENDED_USE if demo else REAL_DATA_INTENDED_USE),
         )
 

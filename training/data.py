@@ -48,6 +48,8 @@ class TrainingData:
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     split_ids: dict[str, list[str]] = field(default_factory=dict)   # case ids per split (real layouts)
+    # label code → real training cases held both positives and negatives of it (the card's learned_from_real)
+    learned_from_real: dict[str, bool] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         return fingerprint_arrays(self.X_train, self.Y_train)
@@ -57,7 +59,8 @@ def resolve_nih_dir(path: str | Path | None = None) -> Path:
     """The NIH sample folder: ``path`` if given, else ``$PREREAD_SHARED_DATA/cxr/nih``, else
     ``../shared/data/cxr/nih`` beside the repository."""
     if path is not None:
-        candidates = [Path(path)]
+        # A relative path is tried as given, then from the repository root (configs name ../shared/...).
+        candidates = [Path(path)] + ([REPO / path] if not Path(path).is_absolute() else [])
     else:
         candidates = []
         if os.environ.get(SHARED_DATA_ENV):
@@ -113,6 +116,12 @@ def cap(dataset: SourceDataset, n: int | None) -> SourceDataset:
     return dataset.subset(sorted(picked))
 
 
+def learned_labels(Y_train: np.ndarray, labels: list[str]) -> dict[str, bool]:
+    """Per label: do these (real) training targets hold at least one known positive and one known negative?"""
+    Y = np.asarray(Y_train, dtype=np.float64)
+    return {code: bool(np.any(Y[:, i] > 0.5) and np.any(Y[:, i] <= 0.5)) for i, code in enumerate(labels)}
+
+
 def from_source(dataset: SourceDataset, config: TrainConfig, progress: bool = False,
                 origin: str | None = None) -> TrainingData:
     """Read, preprocess and split a layout's cases into training arrays."""
@@ -138,6 +147,7 @@ def from_source(dataset: SourceDataset, config: TrainConfig, progress: bool = Fa
                                                                             if len(test) else {})},
         notes=list(dataset.notes),
         split_ids={"train": [ids[i] for i in train], "val": [ids[i] for i in val], "test": [ids[i] for i in test]},
+        learned_from_real=learned_labels(dataset.Y[train], dataset.labels),
     )
     del X
     log.info("%s: %d train / %d val / %d test cases, %d labels (%s)", dataset.format, len(train), len(val), len(test),

@@ -197,6 +197,25 @@ class CxrPreReader:
         thresholds, site_point = self.card.thresholds_for_site(site)
         return {**thresholds, **self.threshold_overrides}, site_point
 
+    def operating_point_detail(self, thresholds: dict[str, float]) -> dict[str, Any]:
+        """What each level-driving finding's threshold means: the card's validation sensitivity and
+        specificity there (and the held-out test figures, with their 95 % intervals), where the card has
+        them for the threshold in use (a site's or a test's own threshold has none)."""
+        metrics = self.card.metrics or {}
+        validation = metrics.get("val_operating_points") or {}
+        held_out = metrics.get("test_held_out") or {}
+        detail: dict[str, Any] = {}
+        for code in self.labels:
+            if not self.card.drives_level(code) or code == ANY_ABNORMALITY or code not in validation:
+                continue
+            if abs(thresholds[code] - self.card.thresholds.get(code, -1.0)) > 1e-9:
+                continue
+            entry = {"threshold": round(thresholds[code], 4), "validation": validation[code]}
+            if code in held_out:
+                entry["held_out_test"] = {k: held_out[code][k] for k in ("auroc", "sensitivity", "specificity", "n")}
+            detail[code] = entry
+        return detail
+
     def _heatmap_indices(self, probs: np.ndarray, thresholds: dict[str, float]) -> list[int]:
         """Positive findings to explain: specific findings by probability, then ANY; at most max_heatmaps."""
         positive = [i for i, code in enumerate(self.labels) if probs[i] >= thresholds[code]]
@@ -230,12 +249,15 @@ class CxrPreReader:
               batch_timing: dict[str, Any]) -> dict[str, Any]:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
         thresholds, site_point = self.thresholds_for(getattr(record, "site", None))
+        positive = {code: bool(p >= thresholds[code]) for code, p in by_code.items()}
+        drives = {code: self.card.drives_level(code) for code in by_code}
         findings = [
             {"code": code, "name": self.label_names[code], "probability": round(p, 4),
-             "threshold": thresholds[code], "positive": bool(p >= thresholds[code])}
+             "threshold": thresholds[code], "positive": positive[code], "drives_level": drives[code]}
             for code, p in by_code.items()
         ]
-        result = triage(by_code, {}, self.rules)
+        # Only findings learned from real films may set a level or a score.
+        result = triage({code: p for code, p in by_code.items() if drives[code]}, {}, self.rules, positive)
         started = time.perf_counter()
         heatmaps = self.heatmaps(record, network_input, self._heatmap_indices(probs, thresholds), probs)
         gradcam_ms = (time.perf_counter() - started) * 1000.0
@@ -250,7 +272,8 @@ class CxrPreReader:
             "disclaimer": DISCLAIMER,
             "model": self.model_identity,
             "findings": findings,
-            "operating_point": site_point or {"site": None, "source": "model card"},
+            "operating_point": {**(site_point or {"site": None, "source": "model card"}),
+                                "detail": self.operating_point_detail(thresholds)},
             "triage": result.model_dump(),
             "heatmaps": heatmaps,
             "source": source,
