@@ -74,6 +74,9 @@ class QualityIssue(_Model):
     code: QualityReason
     text: str
     leads: list[str] = Field(default_factory=list)
+    # What the verdict rests on, e.g. {"source": "image", "rotation": 90, "probability": 0.97} or the
+    # header attribute that failed: a reader can see why a film was not read.
+    evidence: dict[str, Any] = Field(default_factory=dict)
 
 
 class Quality(_Model):

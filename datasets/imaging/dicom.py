@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.pixels import pixel_array as decode_pixel_array
 
@@ -299,6 +300,20 @@ def patient_fields(ds: Dataset) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+def acceptance_fields(ds: Dataset) -> dict[str, Any]:
+    """Header attributes the acceptance check reads beyond the ImageRecord's own (absent ones left out):
+    Image Type, Patient Species Description, Patient Orientation."""
+    fields: dict[str, Any] = {}
+    for key, keyword in (("image_type", "ImageType"), ("patient_orientation", "PatientOrientation")):
+        value = ds.get(keyword)
+        if value:
+            fields[key] = [str(v) for v in (value if isinstance(value, (list, tuple, MultiValue)) else [value])]
+    species = _text(ds, "PatientSpeciesDescription")
+    if species:
+        fields["species"] = species
+    return fields
+
+
 def read_dicom_image(source: bytes | str | Path | Dataset, *, frame: str | int = "middle") -> ImageRecord:
     """Read a DICOM image into a display-ready ImageRecord.
 
@@ -337,6 +352,7 @@ def read_dicom_image(source: bytes | str | Path | Dataset, *, frame: str | int =
     if pixels.ndim != 2:
         raise ImageInputError("PixelData", f"decoded to shape {pixels.shape}, expected a 2-D image")
 
+    meta.update(acceptance_fields(ds))
     bits_stored = ds.get("BitsStored")
     return ImageRecord(
         pixels=np.ascontiguousarray(pixels, dtype=np.float32),

@@ -5,7 +5,7 @@ A softmax regression on a 32 × 32 thumbnail (letterboxed, then standardised per
 unit variance), with eight classes: the film as sent, rotated by 90°, 180° and 270° (clockwise), and
 each of those with inverted grey levels. It was fitted on real chest films (the training and
 validation films of the default chest X-ray model, ../shared/data/cxr/nih-train, never its held-out
-test films) and their rotated / inverted copies, with small shifts, zooms and contrast changes
+test films) and their rotated / inverted copies, with small shifts, zooms, contrast changes and white or black frames
 (``training/cxr_acceptance.py``; the weights are ``orientation.npz`` beside this module, ~70 kB).
 
 A second number says whether the image looks like a chest film at all: the correlation of the

@@ -40,7 +40,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from datasets.imaging.acceptance import Acceptance, AcceptancePolicy, check_chest_film
 from datasets.imaging.record import ImageRecord
+from datasets.vocabulary import QualityReason
 from datasets.imaging.transforms import heatmap_to_original, preprocess_with_geometry
 from models.backends import STATE_DICT_FILENAME, InferenceBackend, load_backend
 from models.card import ModelCard
@@ -103,6 +105,37 @@ def json_view(read: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _source_view(record: ImageRecord | np.ndarray) -> dict[str, Any]:
+    pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record)
+    source: dict[str, Any] = {"rows": int(pixels.shape[0]), "columns": int(pixels.shape[1])}
+    if isinstance(record, ImageRecord):
+        source.update(sop_instance_uid=record.sop_instance_uid, study_instance_uid=record.study_instance_uid,
+                      photometric=record.photometric)
+    return source
+
+
+# What the sender should do about each reason a film was not read.
+_ACTIONS = {
+    QualityReason.CXR_NOT_CHEST: "send the chest radiograph itself",
+    QualityReason.CXR_LATERAL: "send the frontal (PA or AP) film",
+    QualityReason.CXR_ROTATED: "send the film upright (check the orientation at the workstation)",
+    QualityReason.CXR_INVERTED: "check the grey levels (Photometric Interpretation) at the workstation and resend",
+    QualityReason.CXR_PAEDIATRIC: "a doctor reads children's films without the AI",
+    QualityReason.CXR_TOO_SMALL: "send the full-resolution image",
+}
+
+
+def quality_view(verdict: Acceptance) -> dict[str, Any]:
+    """The acceptance verdict as the read's ``quality`` (models.read.Quality fields)."""
+    reasons = [{"code": r.code.value, "text": r.text, "evidence": {"source": r.evidence, **r.detail}}
+               for r in verdict.reasons]
+    action = None
+    if reasons:
+        action = "Not read by the AI; a doctor reads it unaided. To have it pre-read: " + "; ".join(
+            dict.fromkeys(_ACTIONS.get(r.code, "resend a frontal adult chest film") for r in verdict.reasons)) + "."
+    return {"acceptable": verdict.acceptable, "reasons": reasons, "action": action}
+
+
 class CxrPreReader:
     """Read chest radiographs with one registered model.
 
@@ -118,7 +151,7 @@ class CxrPreReader:
 
     def __init__(self, backend: InferenceBackend, card: ModelCard, rules: TriageRules, cam_network=None,
                  threshold_overrides: dict[str, float] | None = None, max_heatmaps: int = MAX_HEATMAPS,
-                 overlay_max_side: int = OVERLAY_MAX_SIDE):
+                 overlay_max_side: int = OVERLAY_MAX_SIDE, acceptance_policy: AcceptancePolicy | None = None):
         if card.task != "cxr":
             raise ValueError(f"CxrPreReader needs a 'cxr' model, got a {card.task!r} card")
         rules.require_labels(list(card.labels), f"model {card.name}/{card.version}")
@@ -137,6 +170,7 @@ class CxrPreReader:
         self.channels, self.size = _input_geometry(card)
         self.max_heatmaps = int(max_heatmaps)
         self.overlay_max_side = int(overlay_max_side)
+        self.acceptance_policy = acceptance_policy or AcceptancePolicy()
 
     @classmethod
     def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
@@ -175,21 +209,34 @@ class CxrPreReader:
         """(network input (C, S, S), letterbox geometry) — THE preprocessing training used."""
         return preprocess_with_geometry(record, size=self.size, channels=self.channels)
 
+    def acceptance(self, record: ImageRecord | np.ndarray) -> Acceptance:
+        """The acceptance check (datasets.imaging.acceptance): a frontal adult chest film, upright,
+        right polarity, big enough. A bare array has no header: only the image evidence applies."""
+        if not isinstance(record, ImageRecord):
+            record = ImageRecord(pixels=np.asarray(record, dtype=np.float32))
+        return check_chest_film(record, self.acceptance_policy)
+
     def read_batch(self, records: Sequence[ImageRecord]) -> list[dict[str, Any]]:
-        """Read a batch: one backend call for all probabilities, then triage and Grad-CAM per image."""
+        """Read a batch: the acceptance check per image, one backend call for the probabilities of the
+        accepted ones, then triage and Grad-CAM per image. A film that fails acceptance is not read."""
         if not records:
             return []
         started = time.perf_counter()
-        inputs = [self.preprocess(record)[0] for record in records]
-        batch = np.stack(inputs).astype(np.float32, copy=False)
-        preprocess_ms = (time.perf_counter() - started) * 1000.0
+        verdicts = [self.acceptance(record) for record in records]
+        accepted = [index for index, verdict in enumerate(verdicts) if verdict.acceptable]
+        inputs = {index: self.preprocess(records[index])[0] for index in accepted}
+        acceptance_and_preprocess_ms = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
-        probabilities = self.backend.predict(batch)
+        probabilities = {}
+        if accepted:
+            batch = np.stack([inputs[index] for index in accepted]).astype(np.float32, copy=False)
+            probabilities = dict(zip(accepted, self.backend.predict(batch)))
         model_ms = (time.perf_counter() - started) * 1000.0
-        timing = {"batch_preprocess_ms": round(preprocess_ms, 2), "batch_model_ms": round(model_ms, 2),
+        timing = {"batch_preprocess_ms": round(acceptance_and_preprocess_ms, 2), "batch_model_ms": round(model_ms, 2),
                   "batch_size": len(records)}
-        return [self._read(record, network_input, probs, timing)
-                for record, network_input, probs in zip(records, inputs, probabilities)]
+        return [self._read(record, inputs[index], probabilities[index], timing, verdicts[index]) if index in inputs
+                else self._not_read(record, verdicts[index], timing)
+                for index, record in enumerate(records)]
 
     def thresholds_for(self, site: str | None) -> tuple[dict[str, float], dict[str, Any] | None]:
         """The card's thresholds with ``site``'s own operating points (ModelCard.thresholds_for_site),
@@ -245,8 +292,20 @@ class CxrPreReader:
             out.append(entry)
         return out
 
+    def _not_read(self, record: ImageRecord | np.ndarray, verdict: Acceptance,
+                  batch_timing: dict[str, Any]) -> dict[str, Any]:
+        """A film that failed acceptance: no findings, no level from findings; the reasons say why."""
+        return {
+            "modality": "CXR", "preliminary": True, "disclaimer": DISCLAIMER, "model": self.model_identity,
+            "findings": [], "operating_point": {"site": None, "source": "model card"},
+            "quality": quality_view(verdict),
+            "triage": {"level": "routine", "score": 0.0,
+                       "reasons": ["not read by the AI: " + "; ".join(r.text for r in verdict.reasons)]},
+            "heatmaps": [], "source": _source_view(record), "timing": dict(batch_timing),
+        }
+
     def _read(self, record: ImageRecord, network_input: np.ndarray, probs: np.ndarray,
-              batch_timing: dict[str, Any]) -> dict[str, Any]:
+              batch_timing: dict[str, Any], verdict: Acceptance | None = None) -> dict[str, Any]:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
         thresholds, site_point = self.thresholds_for(getattr(record, "site", None))
         positive = {code: bool(p >= thresholds[code]) for code, p in by_code.items()}
@@ -261,11 +320,7 @@ class CxrPreReader:
         started = time.perf_counter()
         heatmaps = self.heatmaps(record, network_input, self._heatmap_indices(probs, thresholds), probs)
         gradcam_ms = (time.perf_counter() - started) * 1000.0
-        pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record)
-        source = {"rows": int(pixels.shape[0]), "columns": int(pixels.shape[1])}
-        if isinstance(record, ImageRecord):
-            source.update(sop_instance_uid=record.sop_instance_uid, study_instance_uid=record.study_instance_uid,
-                          photometric=record.photometric)
+        source = _source_view(record)
         return {
             "modality": "CXR",
             "preliminary": True,
@@ -274,6 +329,7 @@ class CxrPreReader:
             "findings": findings,
             "operating_point": {**(site_point or {"site": None, "source": "model card"}),
                                 "detail": self.operating_point_detail(thresholds)},
+            "quality": quality_view(verdict or Acceptance()),
             "triage": result.model_dump(),
             "heatmaps": heatmaps,
             "source": source,
