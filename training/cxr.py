@@ -303,7 +303,7 @@ def fit_cxr(config: TrainConfig, *, progress: bool = True, resume: bool = False,
             return _to_device(X_train[index], device)
 
     def channels_last(model: nn.Module) -> nn.Module:
-        return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+        return model.to(memory_format=torch.channels_last)
 
     def summary(metrics: dict[str, Any]) -> str:
         return "".join(f", {origin.upper()} val AUROC "

@@ -99,7 +99,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     batch = batch.to(device, non_blocking=True)
-    if channels_last and device.type == "cuda":
+    if channels_last and batch.ndim == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
 

@@ -78,3 +78,50 @@ def render_overlay(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, 
     rgb *= np.float32(255.0)
     rgb += np.float32(0.5)
     return rgb.astype(np.uint8)
+
+
+def overlay_for_source(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
+                       colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """The overlay pixel-aligned with the source image: exactly its rows and columns (no banner, no
+    resize), so a viewer can lay it over the original or flick between them without a shift."""
+    base = image_record.pixels if isinstance(image_record, ImageRecord) else np.asarray(image_record)
+    rgb = render_overlay(image_record, heatmap, alpha=alpha, colormap=colormap, max_side=None)
+    if rgb.shape[:2] != base.shape:
+        raise AssertionError(f"overlay {rgb.shape[:2]} does not match the source {base.shape}")
+    return rgb
+
+
+def label_bitmap(rows: int, columns: int, text: str) -> np.ndarray:
+    """A (rows, columns) bool bitmap with ``text`` written along the top-left edge, for a DICOM Overlay
+    Plane: the label travels as a separate object over the image (viewers draw and can hide it)
+    instead of pixels burned into, or added above, the picture."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = max(10, min(rows, columns) // 40)
+    try:
+        from matplotlib import get_data_path
+
+        font = ImageFont.truetype(f"{get_data_path()}/fonts/ttf/DejaVuSans.ttf", size)
+    except Exception:  # noqa: BLE001 - Pillow's own font is the fallback
+        font = ImageFont.load_default(size=size)
+    canvas = Image.new("1", (columns, rows), 0)
+    ImageDraw.Draw(canvas).text((max(2, size // 3), max(2, size // 3)), text, font=font, fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def add_label_overlay(ds, text: str, group: int = 0x6000) -> None:
+    """Add an Overlay Plane (group 60xx, type G) holding ``text`` to a pydicom Dataset of the same
+    geometry (Rows × Columns); the description and label say what it is."""
+    from pydicom.pixels import pack_bits
+
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    bitmap = label_bitmap(rows, columns, text)
+    ds.add_new((group, 0x0010), "US", rows)
+    ds.add_new((group, 0x0011), "US", columns)
+    ds.add_new((group, 0x0022), "LO", text[:64])           # Overlay Description
+    ds.add_new((group, 0x0040), "CS", "G")                 # Overlay Type: graphics
+    ds.add_new((group, 0x0050), "SS", [1, 1])              # Overlay Origin (1-based)
+    ds.add_new((group, 0x0100), "US", 1)                   # Overlay Bits Allocated
+    ds.add_new((group, 0x0102), "US", 0)                   # Overlay Bit Position
+    ds.add_new((group, 0x1500), "LO", "AI label")          # Overlay Label
+    ds.add_new((group, 0x3000), "OW", pack_bits(bitmap.ravel()))

@@ -16,9 +16,18 @@ Two networks, one set of weights:
   A version registered without ``state_dict.pt`` still reads; it just has no heatmaps
   (``heatmaps_available`` is False and a warning is logged once).
 
+Before anything is read, the acceptance check (``datasets.imaging.acceptance``): a film that is
+not a frontal adult chest radiograph, upright, with the right polarity and enough pixels is not
+read; its ``quality`` says why and what to do, and it gets no findings and no level from findings.
+
 Heatmaps are returned in the ORIGINAL image geometry (the letterbox padding is removed and the
-resize inverted), float32 in [0, 1], with an RGB overlay downscaled so its long side is at most
-``overlay_max_side`` (1024) for the worklist and the Secondary Capture.
+resize inverted), float32 in [0, 1], with an RGB overlay of exactly the source's rows and columns
+(pixel-aligned; ``overlay_max_side`` can cap it) for the worklist and the Secondary Capture.
+
+Levels: only findings the card says were learned from real films (``ModelCard.drives_level``) feed
+the triage, and the CXR rules fire at the card's validation operating points
+(configs/triage/cxr.yaml); ``operating_point.detail`` carries those points' validation (and
+held-out) sensitivity and specificity.
 
 The ``findings`` dicts carry exactly the keys ``serving.results.build_ai_sr`` reads (``code``,
 ``name``, ``probability``, ``threshold``, ``positive``), and ``model`` the ones its device
@@ -54,7 +63,7 @@ log = logging.getLogger(__name__)
 
 DISCLAIMER = "Preliminary AI read. Not a diagnosis: a doctor must confirm or correct it."
 MAX_HEATMAPS = 3
-OVERLAY_MAX_SIDE = 1024
+OVERLAY_MAX_SIDE = None  # None: the overlay has the source's own rows and columns (pixel-aligned)
 
 
 def build_cxr_network(card: ModelCard):
@@ -146,12 +155,13 @@ class CxrPreReader:
         cam_network: the PyTorch network for Grad-CAM (``load_cam_network``), or None for no heatmaps.
         threshold_overrides: label code → threshold replacing the card's (site tuning, tests).
         max_heatmaps: heatmaps per image at most (positive findings only).
-        overlay_max_side: long side of the returned overlay pictures at most.
+        overlay_max_side: long side of the returned overlay pictures at most; None (default): the
+            source's own geometry, pixel-aligned with the original.
     """
 
     def __init__(self, backend: InferenceBackend, card: ModelCard, rules: TriageRules, cam_network=None,
                  threshold_overrides: dict[str, float] | None = None, max_heatmaps: int = MAX_HEATMAPS,
-                 overlay_max_side: int = OVERLAY_MAX_SIDE, acceptance_policy: AcceptancePolicy | None = None):
+                 overlay_max_side: int | None = OVERLAY_MAX_SIDE, acceptance_policy: AcceptancePolicy | None = None):
         if card.task != "cxr":
             raise ValueError(f"CxrPreReader needs a 'cxr' model, got a {card.task!r} card")
         rules.require_labels(list(card.labels), f"model {card.name}/{card.version}")
@@ -169,7 +179,7 @@ class CxrPreReader:
             self.threshold_overrides[code] = float(value)
         self.channels, self.size = _input_geometry(card)
         self.max_heatmaps = int(max_heatmaps)
-        self.overlay_max_side = int(overlay_max_side)
+        self.overlay_max_side = None if overlay_max_side is None else int(overlay_max_side)
         self.acceptance_policy = acceptance_policy or AcceptancePolicy()
 
     @classmethod

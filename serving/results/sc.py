@@ -1,9 +1,10 @@
 """The heatmap picture as a DICOM Secondary Capture, so any PACS viewer can show it.
 
 RGB, same study and patient as the source, a new series, derived-image attributes pointing at the
-source image, Burned In Annotation YES: a banner "AI heatmap – preliminary, not for diagnosis" is
-drawn into the pixels (above the image, so it never hides anatomy), because a PACS may drop or
-hide header text but never pixels.
+source image. The picture has the source's rows and columns (pixel-aligned: a viewer can lay it
+over the original); the label "AI heatmap – preliminary, not for diagnosis" travels as a DICOM
+Overlay Plane over it (a separate object viewers draw by default and can hide) and in the Image
+Comments / Series Description, not burned into or added above the pixels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from models.cxr.overlay import add_label_overlay
 from serving.results import codes
 from serving.results.sr import DEFAULT_MANUFACTURER, _model_fields
 
@@ -88,9 +90,9 @@ def build_heatmap_sc(
         overlay_rgb: the picture.
         model: ``name``, ``version``, ``manufacturer``, ``demo`` as for ``build_ai_sr``.
         series_number, instance_number: of the new object.
-        label: banner text (burned in) and Image Comments.
-        finding: what the map explains (e.g. ``"Pneumonia 0.83"``), appended to the banner.
-        draw_label: draw the banner (Burned In Annotation is YES only if so).
+        label: label text (the Overlay Plane) and Image Comments.
+        finding: what the map explains (e.g. ``"Pneumonia 0.83"``), appended to the label.
+        draw_label: add the label as an Overlay Plane.
     """
     name, version, manufacturer, demo = _model_fields(model)
     rgb = np.asarray(overlay_rgb)
@@ -99,7 +101,9 @@ def build_heatmap_sc(
     if rgb.dtype != np.uint8:
         raise ValueError(f"overlay must be uint8, got {rgb.dtype}")
     text = label + (f" | {finding}" if finding else "") + (" | DEMO model" if demo else "")
-    pixels = add_banner(rgb, text) if draw_label else rgb
+    # Same rows and columns as the source (pixel-aligned); the label is an Overlay Plane over it
+    # (models.cxr.overlay.add_label_overlay), not a band added above the picture.
+    pixels = rgb
 
     orientation = source_dataset.get("PatientOrientation")
     orientation = tuple(orientation) if orientation and len(orientation) == 2 else ("L", "F")
@@ -119,7 +123,9 @@ def build_heatmap_sc(
     )
     sc.SpecificCharacterSet = "ISO_IR 192"  # the label has an en dash; all text is UTF-8 here
     sc.ImageType = ["DERIVED", "SECONDARY"]
-    sc.BurnedInAnnotation = "YES" if draw_label else "NO"
+    sc.BurnedInAnnotation = "NO"
+    if draw_label:
+        add_label_overlay(sc, text)
     sc.LossyImageCompression = "00"
     sc.ConversionType = "WSD"  # made on a workstation (the service), not captured from a video interface
     sc.DerivationDescription = f"Grad-CAM heatmap by {name} v{version} over the source image"

@@ -24,7 +24,7 @@ from training.cxr import train_cxr
 
 REPO = Path(__file__).resolve().parents[2]
 TRIAGE = REPO / "configs" / "triage" / "cxr.yaml"
-FINDING_KEYS = {"code", "name", "probability", "threshold", "positive"}
+FINDING_KEYS = {"code", "name", "probability", "threshold", "positive", "drives_level"}
 
 
 @pytest.fixture(autouse=True)
@@ -85,14 +85,13 @@ def check_read(read: dict, shape: tuple[int, int]) -> None:
         assert heat["heatmap"].shape == shape and heat["heatmap"].dtype == np.float32
         assert heat["heatmap"].min() >= 0.0 and heat["heatmap"].max() <= 1.0
         rgb = heat["overlay_rgb"]
-        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3 and max(rgb.shape[:2]) <= 1024
-        assert rgb.shape[0] / rgb.shape[1] == pytest.approx(shape[0] / shape[1], rel=0.01)
+        assert rgb.dtype == np.uint8 and rgb.shape == shape + (3,)  # pixel-aligned with the source
+    assert read["quality"] == {"acceptable": True, "reasons": [], "action": None}
 
 
 def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_path):
-    # Force positives: every threshold 0 for the four phantom findings and pneumonia.
-    forced = {code: 0.0 for code in ("PNEUMONIA", "EFFUSION", "CARDIOMEGALY", "CONSOLIDATION")}
-    reader = CxrPreReader.from_registry(registry_root, "cxr@champion", TRIAGE, threshold_overrides=forced)
+    # No threshold forced: whatever the tiny model calls positive gets a heatmap, nothing else does.
+    reader = CxrPreReader.from_registry(registry_root, "cxr@champion", TRIAGE)
     assert reader.heatmaps_available and reader.size == 64 and reader.channels == 1
     nih = read_dicom_image(dicom_bytes(nih_source))
     cr = read_dicom_image(cr_path)
@@ -103,19 +102,45 @@ def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_p
     check_read(reads[0], (1024, 1024))
     check_read(reads[1], (1955, 1841))
     for read in reads:
-        # Top 3 positives by probability, specific findings before ANY; the forced ones are positive.
         positives = [f for f in read["findings"] if f["positive"]]
-        assert {f["code"] for f in positives} >= set(forced)
         ranked = sorted(positives, key=lambda f: (f["code"] == "ANY", -f["probability"]))
         assert [h["code"] for h in read["heatmaps"]] == [f["code"] for f in ranked[:3]]
-        assert len(read["heatmaps"]) == 3
-        assert read["timing"]["batch_size"] == 2 and read["timing"]["gradcam_ms"] > 0
-    assert reads[1]["heatmaps"][0]["overlay_rgb"].shape == (1024, 964, 3)
+        assert read["timing"]["batch_size"] == 2
     assert reads[1]["source"]["photometric"] == "MONOCHROME1"
     stored = json.loads(json.dumps(json_view(reads[1])))  # what goes into the store / API answer
-    assert [h["shape"] for h in stored["heatmaps"]] == [[1955, 1841]] * 3
-    assert stored["findings"] == reads[1]["findings"] and "heatmap" not in stored["heatmaps"][0]
+    assert [h["shape"] for h in stored["heatmaps"]] == [[1955, 1841]] * len(reads[1]["heatmaps"])
+    assert stored["findings"] == reads[1]["findings"]
     assert reader.read_batch([]) == []
+
+
+def test_heatmap_overlay_geometry_equals_the_source(registry_root, cr_path):
+    """Asked for maps explicitly (no threshold forced): each map and overlay has the source's rows and
+    columns, and a hot spot in network-input space lands where that point is on the original."""
+    from datasets.imaging import LetterboxGeometry, heatmap_to_original
+    from models.cxr.overlay import overlay_for_source
+
+    reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
+    cr = read_dicom_image(cr_path)
+    network_input, geometry = reader.preprocess(cr)
+    indices = [CXR_LABEL_CODES.index("PNEUMONIA"), CXR_LABEL_CODES.index("ANY")]
+    heats = reader.heatmaps(cr, network_input, indices)
+    assert [h["code"] for h in heats] == ["PNEUMONIA", "ANY"]
+    for heat in heats:
+        assert heat["heatmap"].shape == cr.shape and heat["overlay_rgb"].shape == cr.shape + (3,)
+    # Alignment: a single hot input pixel maps back to the same place on the original.
+    assert geometry == LetterboxGeometry.for_shape(cr.shape, reader.size)
+    row, col = 1200.0, 500.0
+    in_row, in_col = geometry.to_input(row, col)
+    spot = np.zeros((reader.size, reader.size), np.float32)
+    spot[round(in_row), round(in_col)] = 1.0
+    back = heatmap_to_original(spot, cr.shape)
+    hot = np.unravel_index(np.argmax(back), back.shape)
+    assert abs(hot[0] - row) <= cr.shape[0] / reader.size and abs(hot[1] - col) <= cr.shape[1] / reader.size
+    rgb = overlay_for_source(cr, back)
+    assert rgb.shape == cr.shape + (3,)
+    assert np.abs(rgb[hot].astype(int) - round(cr.pixels[hot] * 255)).max() > 20  # coloured at the spot
+    far = (100, 1700)
+    assert np.abs(rgb[far].astype(int) - round(cr.pixels[far] * 255)).max() <= 1  # untouched elsewhere
 
 
 def test_no_positive_no_heatmap(registry_root, cr_path):
@@ -149,9 +174,9 @@ def test_backends_and_cam_network_agree(registry_root, nih_source, cr_path):
 def test_sr_and_sc_built_from_the_read_round_trip(registry_root, nih_source):
     from serving.results import build_ai_sr, build_heatmap_sc, findings_from_sr, model_from_sr, triage_from_sr
 
-    only_pneumonia = {code: 1.0 for code in CXR_LABEL_CODES} | {"PNEUMONIA": 0.0}
-    reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE, threshold_overrides=only_pneumonia)
-    (read,) = reader.read_batch([read_dicom_image(dicom_bytes(nih_source))])
+    reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
+    record = read_dicom_image(dicom_bytes(nih_source))
+    (read,) = reader.read_batch([record])
     sr = build_ai_sr([nih_source], read["findings"], read["model"], read["triage"])
     parsed = pydicom.dcmread(io.BytesIO(dicom_bytes(sr)))
     assert parsed.VerificationFlag == "UNVERIFIED" and parsed.StudyInstanceUID == nih_source.StudyInstanceUID
@@ -167,9 +192,31 @@ def test_sr_and_sc_built_from_the_read_round_trip(registry_root, nih_source):
     assert triage["score"] == pytest.approx(read["triage"]["score"], abs=1e-6)
     assert model_from_sr(dicom_bytes(sr))["version"] == "1"
 
-    assert [f["code"] for f in back if f["positive"]] == ["PNEUMONIA"]
-    (heat,) = read["heatmaps"]
-    assert heat["code"] == "PNEUMONIA"
-    sc = build_heatmap_sc(nih_source, heat["overlay_rgb"], read["model"], finding=f"{heat['name']} {heat['probability']:.2f}")
-    pixels = pydicom.dcmread(io.BytesIO(dicom_bytes(sc))).pixel_array
-    assert pixels.shape[1:] == (1024, 3) and pixels.shape[0] >= 1024  # the overlay + the burned-in banner
+    (heat,) = reader.heatmaps(record, reader.preprocess(record)[0], [CXR_LABEL_CODES.index("PNEUMONIA")])
+    sc = build_heatmap_sc(nih_source, heat["overlay_rgb"], read["model"], finding="Pneumonia")
+    parsed_sc = pydicom.dcmread(io.BytesIO(dicom_bytes(sc)))
+    # The secondary capture has the source's geometry; the label is an overlay plane, not a band.
+    assert (parsed_sc.Rows, parsed_sc.Columns) == (nih_source.Rows, nih_source.Columns)
+    np.testing.assert_array_equal(parsed_sc.pixel_array, heat["overlay_rgb"])
+    assert parsed_sc.overlay_array(0x6000).any()
+
+
+def test_film_failing_acceptance_is_not_read(registry_root, cr_path):
+    """A rotated and a relabelled (MONOCHROME1 sent as MONOCHROME2) real chest film: no findings, no level
+    from findings, the reasons and what to do in ``quality``; a good film in the same batch is read."""
+    from copy import deepcopy
+
+    ds = pydicom.dcmread(cr_path)
+    rotated = deepcopy(ds)
+    turned = np.ascontiguousarray(np.rot90(ds.pixel_array))
+    rotated.Rows, rotated.Columns = turned.shape
+    rotated.PixelData = turned.tobytes()
+    relabelled = deepcopy(ds)
+    relabelled.PhotometricInterpretation = "MONOCHROME2"
+    reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
+    reads = reader.read_batch([read_dicom_image(rotated), read_dicom_image(ds), read_dicom_image(relabelled)])
+    for read, code in ((reads[0], "cxr_rotated"), (reads[2], "cxr_inverted")):
+        assert read["quality"]["acceptable"] is False and [r["code"] for r in read["quality"]["reasons"]] == [code]
+        assert read["quality"]["action"] and read["findings"] == [] and read["heatmaps"] == []
+        assert read["triage"]["level"] == "routine" and read["triage"]["reasons"][0].startswith("not read")
+    assert reads[1]["quality"]["acceptable"] and len(reads[1]["findings"]) == len(CXR_LABEL_CODES)

@@ -164,7 +164,7 @@ def test_dicomweb_client_stow_qido_wado_with_sr_and_sc(dicom_local, nih_dir):
     assert findings["PNEUMONIA"]["probability"] == pytest.approx(study.ai_read["findings"][0]["probability"], abs=1e-6)
     assert triage_from_sr(sr)["level"] == study.level
     sc = web.retrieve_instance(study_uid, results["ai_sc"]["series_uid"], results["ai_sc"]["sop_instance_uid"])
-    assert sc.Modality == "OT" and sc.PhotometricInterpretation == "RGB" and sc.BurnedInAnnotation == "YES"
+    assert sc.Modality == "OT" and sc.PhotometricInterpretation == "RGB" and sc.BurnedInAnnotation == "NO"
     assert sc.pixel_array.shape[2] == 3
     everything = web.retrieve_study(study_uid)
     assert {str(d.SOPInstanceUID) for d in everything} == {str(dx.SOPInstanceUID), results["ai_sr"]["sop_instance_uid"],
