@@ -1,32 +1,36 @@
 """Chest radiograph preprocessing shared by training and serving.
 
-The pipeline, as MONAI-style dictionary transforms (callables on a dict, operating on the listed
-keys, channel-first arrays), composable with ``monai.transforms.Compose`` or the small ``Compose``
-here (which keeps this module free of torch/MONAI imports, so ingest can use it cheaply):
+The pipeline, a ``monai.transforms.Compose`` of dictionary transforms (``cxr_preprocess``): MONAI's
+own where they fit, the project's own as MONAI ``Transform`` / ``MapTransform`` pairs where MONAI has
+no equivalent:
 
-1. ``EnsureUnitRanged``: intensities in [0, 1] (readers already deliver that; hand-made arrays
+1. ``EnsureUnitRanged`` (ours): intensities in [0, 1] (readers already deliver that; hand-made arrays
    outside it are min-max scaled).
-2. ``AsChannelFirstd``: (H, W) → (1, H, W).
-3. ``LetterboxResized``: aspect-preserving resize so the longer side is ``size``, then symmetric
-   zero (black) padding to ``size × size``. A squash would distort heart width (cardiomegaly is
-   a ratio); black padding looks like collimation, which the network sees in real data anyway.
-   The geometry (``LetterboxGeometry``) is stored under ``"geometry"`` so heatmaps can be mapped
-   back onto the original image.
-4. ``RepeatChanneld`` (only when ``channels == 3``).
-5. ``NormalizeIntensityd``: ImageNet-style ``(x - mean) / std``. With one channel (the default) the
-   mean and std are the averages of the ImageNet RGB values (0.449, 0.226); with three they are
-   the usual per-channel values, so torchvision ImageNet weights could be fine-tuned unchanged.
+2. ``LetterboxResized`` (ours): aspect-preserving resize so the longer side is ``size``, then
+   symmetric zero (black) padding to ``size × size``. A squash would distort heart width
+   (cardiomegaly is a ratio); black padding looks like collimation, which the network sees in real
+   data anyway. The geometry (``LetterboxGeometry``) is stored under ``"geometry"`` so heatmaps can be
+   mapped back onto the original image. (MONAI's ``ResizeWithPadOrCrop`` does not keep the aspect
+   and ``Resize(size_mode="longest")`` + ``SpatialPad`` does not record the geometry; the resize is
+   PIL's antialiased bilinear, which the trained models expect.)
+3. ``EnsureChannelFirstd`` (MONAI): (size, size) → (1, size, size).
+4. ``RepeatChanneld`` (MONAI, only when ``channels == 3``).
+5. ``NormalizeIntensityd`` (MONAI, channel-wise): ImageNet-style ``(x - mean) / std``. With one
+   channel (the default) the mean and std are the averages of the ImageNet RGB values (0.449, 0.226);
+   with three they are the usual per-channel values.
 
 Output: float32 ``(channels, size, size)``; default ``channels=1, size=224``. We chose one channel
-because no pretrained weights are downloaded (no internet) and radiographs are grayscale: three
-identical channels would triple the first convolution's input for nothing.
+because no pretrained weights are downloaded (no internet) and radiographs are grayscale.
+
+MONAI (and torch) load only when a pipeline is first built: the geometry here is numpy-only, so
+ingest and the acceptance check import this module cheaply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -142,134 +146,119 @@ def heatmap_to_original(heatmap: np.ndarray, original_shape: Sequence[int]) -> n
     return np.clip(geometry.invert(heatmap), 0.0, 1.0)
 
 
-# --- dictionary transforms -------------------------------------------------------------------
+# --- transforms: array / dictionary pairs on MONAI's bases ---------------------------------------
+#
+# MONAI is imported when a pipeline is built, not with this module: ingest and the acceptance check
+# use the geometry above without loading torch.
 
 
-class MapTransform:
-    """Base of the dictionary transforms: apply ``transform_array`` to each key in ``keys``."""
+def _monai():
+    import monai.transforms as mt
 
-    def __init__(self, keys: Hashable | Iterable[Hashable] = "image", allow_missing_keys: bool = False) -> None:
-        self.keys = (keys,) if isinstance(keys, str) or not isinstance(keys, Iterable) else tuple(keys)
-        self.allow_missing_keys = allow_missing_keys
-
-    def key_iterator(self, data: Mapping[Hashable, Any]) -> Iterable[Hashable]:
-        for key in self.keys:
-            if key in data:
-                yield key
-            elif not self.allow_missing_keys:
-                raise KeyError(f"key {key!r} not in data (keys: {list(data)})")
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        out = dict(data)
-        for key in self.key_iterator(out):
-            out[key] = self.transform_array(np.asarray(out[key]), out)
-        return out
-
-    def transform_array(self, array: np.ndarray, data: dict[Hashable, Any]) -> np.ndarray:
-        raise NotImplementedError
+    return mt
 
 
-class EnsureUnitRanged(MapTransform):
-    """float32 in [0, 1]; arrays already in range are left alone (readers have windowed them)."""
-
-    def transform_array(self, array: np.ndarray, data: dict[Hashable, Any]) -> np.ndarray:
-        array = np.asarray(array, dtype=np.float32)
-        if not np.all(np.isfinite(array)):
-            array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
-        low, high = float(array.min()), float(array.max())
-        if low >= 0.0 and high <= 1.0:
-            return array
-        if high <= low:
-            return np.zeros_like(array)
-        return ((array - low) / (high - low)).astype(np.float32)
-
-
-class AsChannelFirstd(MapTransform):
-    """(H, W) → (1, H, W); channel-first arrays pass through."""
-
-    def transform_array(self, array: np.ndarray, data: dict[Hashable, Any]) -> np.ndarray:
-        if array.ndim == 2:
-            return array[None]
-        if array.ndim == 3:
-            return array
-        raise ValueError(f"expected (H, W) or (C, H, W), got shape {array.shape}")
+def ensure_unit_range(array: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1]; arrays already in range are left alone (readers have windowed them); others
+    are min-max scaled (a flat image becomes zeros), non-finite values become 0."""
+    array = np.asarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(array)):
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(array.min()), float(array.max())
+    if low >= 0.0 and high <= 1.0:
+        return array
+    if high <= low:
+        return np.zeros_like(array)
+    return ((array - low) / (high - low)).astype(np.float32)
 
 
-class LetterboxResized(MapTransform):
-    """Aspect-preserving resize + symmetric padding to ``size × size`` (channel-first input).
-
-    The geometry of the first key is stored in ``data[geometry_key]``.
-    """
-
-    def __init__(self, keys: Hashable | Iterable[Hashable] = "image", size: int = DEFAULT_SIZE,
-                 pad_value: float = 0.0, geometry_key: str = "geometry", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.size = int(size)
-        self.pad_value = float(pad_value)
-        self.geometry_key = geometry_key
-
-    def transform_array(self, array: np.ndarray, data: dict[Hashable, Any]) -> np.ndarray:
-        geometry = LetterboxGeometry.for_shape(array.shape, self.size)
-        data.setdefault(self.geometry_key, geometry)
-        return geometry.apply(array, self.pad_value)
+def letterbox(array: np.ndarray, size: int = DEFAULT_SIZE, pad_value: float = 0.0) -> tuple[np.ndarray, LetterboxGeometry]:
+    """Channel-first (C, H, W) → (C, size, size) letterboxed, with its geometry."""
+    geometry = LetterboxGeometry.for_shape(np.shape(array), size)
+    return geometry.apply(np.asarray(array), pad_value), geometry
 
 
-class RepeatChanneld(MapTransform):
-    """(1, H, W) → (channels, H, W) by repetition (for 3-channel networks)."""
+def _transform_classes() -> dict[str, type]:
+    """The project's own transforms as MONAI Transform / MapTransform pairs (built on first use)."""
+    mt = _monai()
 
-    def __init__(self, keys: Hashable | Iterable[Hashable] = "image", channels: int = 3,
-                 allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.channels = int(channels)
+    class EnsureUnitRange(mt.Transform):
+        """Array transform: ``ensure_unit_range``."""
 
-    def transform_array(self, array: np.ndarray, data: dict[Hashable, Any]) -> np.ndarray:
-        if array.shape[0] == self.channels:
-            return array
-        if array.shape[0] != 1:
-            raise ValueError(f"cannot repeat {array.shape[0]} channels to {self.channels}")
-        return np.repeat(array, self.channels, axis=0)
+        def __call__(self, img):
+            return ensure_unit_range(np.asarray(img))
+
+    class EnsureUnitRanged(mt.MapTransform):
+        """Dictionary transform: ``EnsureUnitRange`` on each key."""
+
+        def __call__(self, data):
+            out = dict(data)
+            for key in self.key_iterator(out):
+                out[key] = ensure_unit_range(np.asarray(out[key]))
+            return out
+
+    class Letterbox(mt.Transform):
+        """Array transform: aspect-preserving resize + symmetric padding to ``size × size``."""
+
+        def __init__(self, size: int = DEFAULT_SIZE, pad_value: float = 0.0) -> None:
+            self.size, self.pad_value = int(size), float(pad_value)
+
+        def __call__(self, img):
+            return letterbox(np.asarray(img), self.size, self.pad_value)[0]
+
+    class LetterboxResized(mt.MapTransform):
+        """Dictionary transform: ``Letterbox`` on each key; the first key's geometry is stored under
+        ``geometry_key`` so heatmaps can be mapped back onto the original image."""
+
+        def __init__(self, keys, size: int = DEFAULT_SIZE, pad_value: float = 0.0, geometry_key: str = "geometry",
+                     allow_missing_keys: bool = False) -> None:
+            super().__init__(keys, allow_missing_keys)
+            self.size, self.pad_value, self.geometry_key = int(size), float(pad_value), geometry_key
+
+        def __call__(self, data):
+            out = dict(data)
+            for key in self.key_iterator(out):
+                out[key], geometry = letterbox(np.asarray(out[key]), self.size, self.pad_value)
+                out.setdefault(self.geometry_key, geometry)
+            return out
+
+    return {cls.__name__: cls for cls in (EnsureUnitRange, EnsureUnitRanged, Letterbox, LetterboxResized)}
 
 
-class NormalizeIntensityd(MapTransform):
-    """Per-channel ``(x - mean) / std``."""
-
-    def __init__(self, keys: Hashable | Iterable[Hashable] = "image", mean: Sequence[float] = (IMAGENET_GRAY_MEAN,),
-                 std: Sequence[float] = (IMAGENET_GRAY_STD,), allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-
-    def transform_array(self, array: np.ndarray, data: dict[Hashable, Any]) -> np.ndarray:
-        if array.shape[0] != self.mean.shape[0]:
-            raise ValueError(f"{array.shape[0]} channels but {self.mean.shape[0]} normalisation values")
-        return ((array - self.mean) / self.std).astype(np.float32)
+_CLASSES: dict[str, type] = {}
 
 
-class Compose:
-    """Apply transforms in order (same contract as ``monai.transforms.Compose`` for dicts)."""
-
-    def __init__(self, transforms: Sequence[Callable[[dict], dict]]) -> None:
-        self.transforms = list(transforms)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        out = dict(data)
-        for transform in self.transforms:
-            out = transform(out)
-        return out
+def __getattr__(name: str):
+    # EnsureUnitRange(d) / Letterbox(Resized) subclass MONAI's bases, so they exist once MONAI is loaded.
+    if name in ("EnsureUnitRange", "EnsureUnitRanged", "Letterbox", "LetterboxResized"):
+        if not _CLASSES:
+            _CLASSES.update(_transform_classes())
+        return _CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def cxr_preprocess(size: int = DEFAULT_SIZE, channels: int = DEFAULT_CHANNELS, keys: Sequence[str] = ("image",)) -> Compose:
-    """The chest X-ray preprocessing pipeline (see module docstring); input ``{"image": (H, W)}``."""
+@lru_cache(maxsize=8)
+def cxr_preprocess(size: int = DEFAULT_SIZE, channels: int = DEFAULT_CHANNELS, keys: tuple[str, ...] = ("image",)):
+    """The chest X-ray preprocessing pipeline (see module docstring) as a ``monai.transforms.Compose`` of
+    dictionary transforms; input ``{"image": (H, W)}``, output float32 numpy ``(channels, size, size)``
+    under ``image`` and the ``LetterboxGeometry`` under ``geometry``."""
+    mt = _monai()
+    keys = tuple(keys)
     mean, std = normalisation_for(channels)
-    steps: list[Callable[[dict], dict]] = [
-        EnsureUnitRanged(keys),
-        AsChannelFirstd(keys),
-        LetterboxResized(keys, size=size),
+    steps = [
+        __getattr__("EnsureUnitRanged")(keys),
+        # Letterbox first, on the 2-D image: MONAI's transforms then only touch the small result.
+        __getattr__("LetterboxResized")(keys, size=size),
+        mt.EnsureChannelFirstd(keys, channel_dim="no_channel"),
     ]
     if channels == 3:
-        steps.append(RepeatChanneld(keys, channels=3))
-    steps.append(NormalizeIntensityd(keys, mean=mean, std=std))
-    return Compose(steps)
+        steps.append(mt.RepeatChanneld(keys, repeats=3))
+    steps += [
+        mt.NormalizeIntensityd(keys, subtrahend=np.asarray(mean, np.float32), divisor=np.asarray(std, np.float32),
+                               channel_wise=True, dtype=np.float32),
+        mt.EnsureTyped(keys, data_type="numpy", dtype=np.float32, track_meta=False),
+    ]
+    return mt.Compose(steps)
 
 
 def _pixels(image: ImageRecord | np.ndarray) -> np.ndarray:
