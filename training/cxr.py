@@ -40,8 +40,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,10 +56,15 @@ from datasets.imaging import (
 )
 from datasets.sources import SourceDataset, open_source
 from datasets.sources.nih import folder_codes  # noqa: F401 - kept importable from here
-from datasets.sources.splits import split_by_patient  # noqa: F401 - kept importable from here
+from datasets.sources.splits import split_by_patient
 from models.card import InputSpec, ModelCard
 from models.card import TrainingData as CardTrainingData
-from models.cxr.labels import CXR_LABEL_CODES, CXR_LABEL_NAMES, codes_from_nih, multi_hot
+from models.cxr.labels import (
+    CXR_LABEL_CODES,
+    CXR_LABEL_NAMES,
+    codes_from_nih,
+    multi_hot,
+)
 from models.cxr.network import build_cxr_model
 from models.registry import ModelRegistry, RegisteredModel
 from training import metrics as _metrics
@@ -73,13 +79,20 @@ from training.data import (
     source_options,
 )
 from training.heldout import format_report, held_out_report
-from training.loop import FitOutcome, augmenting_inputs, evaluate_best, export_and_register, fit, setup_run
+from training.loop import (
+    FitOutcome,
+    augmenting_inputs,
+    evaluate_best,
+    export_and_register,
+    fit,
+    setup_run,
+    to_device,
+)
 from training.loop import batches as _batches  # noqa: F401 - kept importable from here
 from training.loop import config_hash as _config_hash  # noqa: F401
 from training.loop import predict_logits as _predict_logits
 from training.loop import split as _split
-from training.loop import to_device
-from training.loop import to_tensor as _to_tensor  # noqa: F401
+from training.loop import to_tensor as _to_tensor
 from training.metrics import THRESHOLD_RANGE, macro  # noqa: F401 - re-exported
 from training.metrics import json_safe as _json_safe
 

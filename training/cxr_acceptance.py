@@ -20,7 +20,13 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.imaging import read_image
-from datasets.imaging.orientation import CLASSES, WEIGHTS_PATH, OrientationModel, thumbnail, variant
+from datasets.imaging.orientation import (
+    CLASSES,
+    WEIGHTS_PATH,
+    OrientationModel,
+    thumbnail,
+    variant,
+)
 from training.config import load_train_config
 from training.cxr import hold_out_patients
 from training.data import open_training_source, resolve_nih_dir

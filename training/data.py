@@ -61,6 +61,10 @@ def resolve_nih_dir(path: str | Path | None = None) -> Path:
     if path is not None:
         # A relative path is tried as given, then from the repository root (configs name ../shared/...).
         candidates = [Path(path)] + ([REPO / path] if not Path(path).is_absolute() else [])
+        text = Path(path).as_posix()
+        if os.environ.get(SHARED_DATA_ENV) and "shared/data/" in text:
+            # ../shared/data/X in a config means $PREREAD_SHARED_DATA/X where that is set.
+            candidates.insert(0, Path(os.environ[SHARED_DATA_ENV]) / text.split("shared/data/", 1)[1])
     else:
         candidates = []
         if os.environ.get(SHARED_DATA_ENV):

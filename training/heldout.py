@@ -38,7 +38,7 @@ def held_out_report(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float], 
         intervals = bootstrap(statistic, len(y), strata=y.astype(int), n_boot=n_boot, seed=seed)
         report[code] = {name: {key: round(value, 4) for key, value in entry.items() if key != "n_boot"}
                         for name, entry in intervals.items()}
-        report[code].update(threshold=round(threshold, 4), n=int(len(y)), n_pos=int(y.sum()))
+        report[code].update(threshold=round(threshold, 4), n=len(y), n_pos=int(y.sum()))
     return report
 
 

@@ -80,7 +80,7 @@ class OrientationModel:
             raise ValueError(f"orientation weights have shape {self.weights.shape}")
 
     @classmethod
-    def load(cls, path: str | Path = WEIGHTS_PATH) -> "OrientationModel":
+    def load(cls, path: str | Path = WEIGHTS_PATH) -> OrientationModel:
         with np.load(path) as data:
             return cls(data["weights"], data["bias"], data["template"], float(data["chest_cutoff"]))
 

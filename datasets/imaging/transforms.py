@@ -80,7 +80,7 @@ class LetterboxGeometry:
     offset: tuple[int, int]
 
     @classmethod
-    def for_shape(cls, shape: Sequence[int], size: int = DEFAULT_SIZE) -> "LetterboxGeometry":
+    def for_shape(cls, shape: Sequence[int], size: int = DEFAULT_SIZE) -> LetterboxGeometry:
         rows, cols = int(shape[-2]), int(shape[-1])
         if rows < 1 or cols < 1:
             raise ValueError(f"empty image shape {shape}")

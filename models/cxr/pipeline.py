@@ -44,15 +44,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from datasets.imaging.acceptance import Acceptance, AcceptancePolicy, check_chest_film
 from datasets.imaging.record import ImageRecord
-from datasets.vocabulary import QualityReason
 from datasets.imaging.transforms import heatmap_to_original, preprocess_with_geometry
+from datasets.vocabulary import QualityReason
 from models.backends import STATE_DICT_FILENAME, InferenceBackend, load_backend
 from models.card import ModelCard
 from models.cxr.labels import ANY_ABNORMALITY
@@ -186,7 +187,7 @@ class CxrPreReader:
     def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
                       backend: str = "onnxruntime", *, heatmaps: bool = True, cam_device: str | None = None,
                       threshold_overrides: dict[str, float] | None = None,
-                      **backend_options: Any) -> "CxrPreReader":
+                      **backend_options: Any) -> CxrPreReader:
         """Load ``ref`` (``cxr``, ``cxr@champion``, ``cxr/3``) from ``registry`` (a Registry, a folder
         or an MLflow URI: models.registry.open_registry) with ``backend`` for probabilities
         and, if ``heatmaps``, its PyTorch network for Grad-CAM (on ``cam_device``, default CUDA

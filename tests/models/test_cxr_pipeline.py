@@ -172,7 +172,13 @@ def test_backends_and_cam_network_agree(registry_root, nih_source, cr_path):
 
 
 def test_sr_and_sc_built_from_the_read_round_trip(registry_root, nih_source):
-    from serving.results import build_ai_sr, build_heatmap_sc, findings_from_sr, model_from_sr, triage_from_sr
+    from serving.results import (
+        build_ai_sr,
+        build_heatmap_sc,
+        findings_from_sr,
+        model_from_sr,
+        triage_from_sr,
+    )
 
     reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
     record = read_dicom_image(dicom_bytes(nih_source))
