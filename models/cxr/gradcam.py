@@ -26,7 +26,7 @@ from datasets.imaging.record import ImageRecord
 from datasets.imaging.transforms import DEFAULT_CHANNELS, DEFAULT_SIZE, heatmap_to_original, preprocess_image
 from models.cxr.network import guess_cam_target_layer
 
-__all__ = ["gradcam_heatmaps", "heatmap_to_original", "record_heatmaps"]
+__all__ = ["gradcam_batch", "gradcam_heatmaps", "heatmap_to_original", "record_heatmaps"]
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_backward_hooks")
 
@@ -115,6 +115,45 @@ def gradcam_heatmaps(model: nn.Module, input_tensor: torch.Tensor | np.ndarray, 
             p.requires_grad_(flag)
         model.train(was_training)
     return _normalise(np.stack(maps))
+
+
+def gradcam_batch(model: nn.Module, inputs: torch.Tensor | np.ndarray, pairs: Sequence[tuple[int, int]],
+                  target_layer: str | None = None) -> np.ndarray:
+    """Grad-CAM maps for several (image index, label index) pairs of one preprocessed batch, batched:
+    one forward/backward pass per distinct label over the images that need it (the usual read has one
+    or two positive labels over the whole batch), instead of one pass per image and label.
+
+    In eval mode every image's map depends on that image only, so the maps equal ``gradcam_heatmaps``'
+    one at a time. Returns float32 (len(pairs), H, W) in [0, 1], in network-input space, in ``pairs`` order.
+    """
+    x = torch.as_tensor(np.asarray(inputs) if isinstance(inputs, np.ndarray) else inputs)
+    if x.ndim != 4:
+        raise ValueError(f"expected a batch (B, C, H, W), got {tuple(x.shape)}")
+    out = np.zeros((len(pairs),) + tuple(x.shape[-2:]), dtype=np.float32)
+    if not pairs:
+        return out
+    layer = target_layer or guess_cam_target_layer(model)
+    parameter = next(model.parameters())
+    by_label: dict[int, list[int]] = {}
+    for position, (_, label) in enumerate(pairs):
+        by_label.setdefault(int(label), []).append(position)
+    was_training = model.training
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad(), _temporary_gradcam(model, layer) as cam:
+            for label, positions in by_label.items():
+                images = [int(pairs[position][0]) for position in positions]
+                sub = x[images].detach().to(device=parameter.device, dtype=parameter.dtype).clone().requires_grad_(True)
+                heat = cam(sub, class_idx=label).detach().float().cpu().numpy()[:, 0]  # (n, H, W)
+                out[positions] = heat
+    finally:
+        for p, flag in zip(model.parameters(), requires_grad):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return _normalise(out)
 
 
 def record_heatmaps(model: nn.Module, record: ImageRecord | np.ndarray, label_indices: Sequence[int],

@@ -243,9 +243,16 @@ class CxrPreReader:
             batch = np.stack([inputs[index] for index in accepted]).astype(np.float32, copy=False)
             probabilities = dict(zip(accepted, self.backend.predict(batch)))
         model_ms = (time.perf_counter() - started) * 1000.0
+        started = time.perf_counter()
+        wanted = {index: self._heatmap_indices(probabilities[index],
+                                               self.thresholds_for(getattr(records[index], "site", None))[0])
+                  for index in accepted}
+        maps = self.cam_maps(inputs, wanted)
+        gradcam_ms = (time.perf_counter() - started) * 1000.0
         timing = {"batch_preprocess_ms": round(acceptance_and_preprocess_ms, 2), "batch_model_ms": round(model_ms, 2),
-                  "batch_size": len(records)}
-        return [self._read(record, inputs[index], probabilities[index], timing, verdicts[index]) if index in inputs
+                  "batch_gradcam_ms": round(gradcam_ms, 2), "batch_size": len(records)}
+        return [self._read(record, probabilities[index], timing, verdicts[index],
+                           (wanted[index], maps.get(index))) if index in inputs
                 else self._not_read(record, verdicts[index], timing)
                 for index, record in enumerate(records)]
 
@@ -275,23 +282,36 @@ class CxrPreReader:
         return detail
 
     def _heatmap_indices(self, probs: np.ndarray, thresholds: dict[str, float]) -> list[int]:
-        """Positive findings to explain: specific findings by probability, then ANY; at most max_heatmaps."""
-        positive = [i for i, code in enumerate(self.labels) if probs[i] >= thresholds[code]]
+        """Positive findings to explain, among those that drive a level (a map of a finding never learned
+        from real films explains nothing): specific findings by probability, then ANY; at most max_heatmaps."""
+        positive = [i for i, code in enumerate(self.labels)
+                    if probs[i] >= thresholds[code] and self.card.drives_level(code)]
         positive.sort(key=lambda i: (self.labels[i] == ANY_ABNORMALITY, -float(probs[i])))
         return positive[: self.max_heatmaps]
 
-    def heatmaps(self, record: ImageRecord | np.ndarray, network_input: np.ndarray,
-                 indices: Sequence[int], probs: np.ndarray | None = None) -> list[dict[str, Any]]:
-        """Grad-CAM for ``indices`` on one image, mapped back to its original geometry."""
-        if not indices or self.cam_network is None:
-            return []
-        import torch
+    def cam_maps(self, inputs: dict[int, np.ndarray], wanted: dict[int, list[int]]) -> dict[int, np.ndarray]:
+        """Grad-CAM maps in network-input space for ``wanted`` (image key → label indices), batched over
+        the images (models.cxr.gradcam.gradcam_batch): image key → (k, S, S)."""
+        pairs = [(key, index) for key, indices in wanted.items() for index in indices]
+        if not pairs or self.cam_network is None:
+            return {}
+        from models.cxr.gradcam import gradcam_batch
 
-        from models.cxr.gradcam import gradcam_heatmaps
+        keys = sorted({key for key, _ in pairs})
+        row = {key: position for position, key in enumerate(keys)}
+        batch = np.stack([inputs[key] for key in keys]).astype(np.float32, copy=False)
+        flat = gradcam_batch(self.cam_network, batch, [(row[key], index) for key, index in pairs])
+        out: dict[int, list[np.ndarray]] = {}
+        for (key, _), plane in zip(pairs, flat):
+            out.setdefault(key, []).append(plane)
+        return {key: np.stack(planes) for key, planes in out.items()}
+
+    def heatmap_entries(self, record: ImageRecord | np.ndarray, indices: Sequence[int], maps: np.ndarray,
+                        probs: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Maps (k, S, S) of ``indices`` → heatmap entries on the original image (its rows and columns)."""
         from models.cxr.overlay import render_overlay
 
         pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record, dtype=np.float32)
-        maps = gradcam_heatmaps(self.cam_network, torch.from_numpy(np.ascontiguousarray(network_input)), indices)
         original = heatmap_to_original(maps, pixels.shape).astype(np.float32, copy=False)
         out = []
         for index, heat in zip(indices, original):
@@ -302,6 +322,12 @@ class CxrPreReader:
                 entry["probability"] = round(float(probs[index]), 4)
             out.append(entry)
         return out
+
+    def heatmaps(self, record: ImageRecord | np.ndarray, network_input: np.ndarray,
+                 indices: Sequence[int], probs: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Grad-CAM for ``indices`` on one image, mapped back to its original geometry."""
+        maps = self.cam_maps({0: network_input}, {0: list(indices)})
+        return self.heatmap_entries(record, indices, maps[0], probs) if 0 in maps else []
 
     def _not_read(self, record: ImageRecord | np.ndarray, verdict: Acceptance,
                   batch_timing: dict[str, Any]) -> dict[str, Any]:
@@ -315,8 +341,8 @@ class CxrPreReader:
             "heatmaps": [], "source": _source_view(record), "timing": dict(batch_timing),
         }
 
-    def _read(self, record: ImageRecord, network_input: np.ndarray, probs: np.ndarray,
-              batch_timing: dict[str, Any], verdict: Acceptance | None = None) -> dict[str, Any]:
+    def _read(self, record: ImageRecord, probs: np.ndarray, batch_timing: dict[str, Any], verdict: Acceptance,
+              cams: tuple[list[int], np.ndarray | None]) -> dict[str, Any]:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
         thresholds, site_point = self.thresholds_for(getattr(record, "site", None))
         positive = {code: bool(p >= thresholds[code]) for code, p in by_code.items()}
@@ -329,8 +355,9 @@ class CxrPreReader:
         # Only findings learned from real films may set a level or a score.
         result = triage({code: p for code, p in by_code.items() if drives[code]}, {}, self.rules, positive)
         started = time.perf_counter()
-        heatmaps = self.heatmaps(record, network_input, self._heatmap_indices(probs, thresholds), probs)
-        gradcam_ms = (time.perf_counter() - started) * 1000.0
+        indices, maps = cams
+        heatmaps = self.heatmap_entries(record, indices, maps, probs) if maps is not None else []
+        overlay_ms = (time.perf_counter() - started) * 1000.0
         source = _source_view(record)
         return {
             "modality": "CXR",
@@ -340,9 +367,9 @@ class CxrPreReader:
             "findings": findings,
             "operating_point": {**(site_point or {"site": None, "source": "model card"}),
                                 "detail": self.operating_point_detail(thresholds)},
-            "quality": quality_view(verdict or Acceptance()),
+            "quality": quality_view(verdict),
             "triage": result.model_dump(),
             "heatmaps": heatmaps,
             "source": source,
-            "timing": {**batch_timing, "gradcam_ms": round(gradcam_ms, 2)},
+            "timing": {**batch_timing, "overlay_ms": round(overlay_ms, 2)},
         }
