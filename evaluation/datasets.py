@@ -82,7 +82,7 @@ def _image_size(card) -> tuple[int, int]:
 def _ptbxl_label_set(card, options: dict[str, str]) -> str:
     if "label_set" in options:
         return options["label_set"]
-    from models.ecg.labels import ECG_LABEL_CODES
+    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
     if card is None or set(card.labels) <= set(ECG_LABEL_CODES):
         return "preread"

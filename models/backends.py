@@ -177,7 +177,7 @@ class TritonBackend:
     included — called with tritonclient over HTTP or gRPC, tensors in binary.
 
     The server's model takes the preprocessed batch (``input``) and returns ``probabilities``
-    (a preread-written Triton repository, see serving/triton) or ``logits`` (an ONNX model served
+    (a preread-written Triton repository, see serving/replica/triton) or ``logits`` (an ONNX model served
     by Triton's onnxruntime backend), which are turned into probabilities here.
     ``model_version`` defaults to the registry version whose card the caller reads with, so labels
     and thresholds always belong to the network that answers.

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from datasets.vocabulary import TriageLevel
 from models.registry import (
     DEFAULT_REGISTRY_URI,
     TRACKING_URI_ENV,
@@ -212,7 +213,7 @@ class DeploymentConfig(_Strict):
     max_ongoing_requests: int = Field(64, ge=1)
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
-    # Batch sizes Triton's dynamic batcher prefers (serving.triton); empty = as large as it can.
+    # Batch sizes Triton's dynamic batcher prefers (serving.replica.triton); empty = as large as it can.
     preferred_batch_sizes: list[int] = []
     # Waiting this long promotes queued work one priority level (routine → urgent → critical).
     priority_aging_s: float = Field(5.0, gt=0)
@@ -261,8 +262,8 @@ class DeploymentsConfig(_Strict):
 
 class WorklistConfig(_Strict):
     # Minutes a study may wait at a level before it is escalated one level (critical: flagged overdue).
-    aging_minutes: dict[Literal["critical", "urgent", "routine"], float] = {
-        "critical": 15, "urgent": 60, "routine": 240,
+    aging_minutes: dict[TriageLevel, float] = {
+        TriageLevel.CRITICAL: 15, TriageLevel.URGENT: 60, TriageLevel.ROUTINE: 240,
     }
     # A reader's claim on a study expires after this many minutes unless renewed (claimed again).
     claim_minutes: float = Field(20.0, gt=0)
@@ -296,7 +297,7 @@ class SiteRateLimits(_Strict):
 
 
 class RateLimitConfig(_Strict):
-    """Per-site ingest rate limits (serving/ratelimit.py), per ingress replica. Over the limit: HTTP
+    """Per-site ingest rate limits (serving/ingest/ratelimit.py), per ingress replica. Over the limit: HTTP
     429 with Retry-After; C-STORE 0xA700 (out of resources) with the wait in the Error Comment."""
 
     enabled: bool = True
@@ -341,7 +342,7 @@ class AuditConfig(_Strict):
 
 
 class DeidConfig(_Strict):
-    """De-identified training exports (serving/deid.py, PS3.15 Annex E Basic Profile)."""
+    """De-identified training exports (serving/results/deid.py, PS3.15 Annex E Basic Profile)."""
 
     # The re-identification keys (pseudonym ↔ original identifiers, date offsets): kept apart from
     # the worklist database and from every export, readable by the service account only.

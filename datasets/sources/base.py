@@ -309,11 +309,11 @@ def image_file_loader(image_size: int, channels: int, column: str = "file") -> I
 def served_labels(task: str) -> tuple[list[str], list[str]]:
     """(codes, names) of the label set preread serves for ``task``."""
     if task == "ecg":
-        from models.ecg.labels import ECG_LABELS
+        from datasets.vocabulary.ecg_labels import ECG_LABELS
 
         return [label.code for label in ECG_LABELS], [label.name for label in ECG_LABELS]
     if task == "cxr":
-        from models.cxr.labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
+        from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
 
         return list(CXR_LABEL_CODES), list(CXR_LABEL_NAMES)
     raise ValueError(f"unknown task {task!r}; expected 'ecg' or 'cxr'")

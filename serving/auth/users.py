@@ -14,7 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from serving.auth import ROLES
+from serving.auth.tokens import ROLES
 from serving.store.db import Database
 from serving.store.schema import RevokedToken, User, utcnow
 

@@ -1,2 +1,3 @@
-"""DICOM in and out: validation and durable ingest, the C-STORE SCP, DICOMweb (STOW/QIDO/WADO-RS),
-series routing to models, and the dispatcher that reads stable studies and writes SR + heatmap SC."""
+"""Ingest: studies in, durably stored before anyone is told yes. HTTP ECG (``ecg``), one DICOM
+instance (``dicom``: validation + store), the C-STORE SCP (``scp``), per-site rate limits
+(``ratelimit``). STOW-RS is the HTTP face of ``dicom`` (serving/api/routes/dicomweb.py)."""

@@ -16,24 +16,24 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 
 from datasets.ecg.errors import EcgInputError
 from datasets.ecg.record import EcgRecord
+from datasets.vocabulary.sop import ECG_SOP_CLASSES
 from serving import logs, metrics
-from serving.dicom.queries import study_site
-from serving.ecg_workflow import EcgWorkflow, SiteError
+from serving.config import ServingConfig
+from serving.ingest.ecg import EcgWorkflow, SiteError
 from serving.privacy import mask_id, mask_name
-from serving.storage import ObjectStore
 from serving.store.db import Database, DicomAttributes, NewInstance
+from serving.store.objects import ObjectStore
+from serving.store.queries import set_no_ai_read, study_site
 from serving.store.schema import NO_AI_READ, RECEIVED
+from serving.store.work import WorkQueue
 
 log = logging.getLogger("preread.dicom.ingest")
 
-ECG_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG",
-}
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -120,8 +120,6 @@ def _check_pixels(ds: Dataset, fail) -> None:
     except ValueError as exc:  # a UID in the meta that is not a transfer syntax (the fuzzer found it)
         raise fail(f"Transfer Syntax UID {str(syntax)[:64]!r} is not a transfer syntax") from exc
     if encapsulated:
-        from pydicom.encaps import generate_fragments
-
         try:
             fragments = sum(1 for _ in generate_fragments(pixel_data))
         except Exception as exc:
@@ -146,22 +144,25 @@ def _check_pixels(ds: Dataset, fail) -> None:
 
 class DicomIngest:
     def __init__(self, db: Database, store: ObjectStore, ecg: EcgWorkflow | None, sites: set[str],
-                 mask_names: bool = True, mask_ids: bool = True, max_bytes: int = DEFAULT_MAX_BYTES):
+                 mask_names: bool = True, mask_ids: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
+                 queue: WorkQueue | None = None):
         self.db, self.store, self.ecg = db, store, ecg
         self.sites = sites
         self.mask_names, self.mask_ids, self.max_bytes = mask_names, mask_ids, max_bytes
+        self.queue = queue  # told of each new original, to wake the dispatcher
 
     @classmethod
-    def from_services(cls, svc: Any) -> "DicomIngest":
-        cfg = svc.config
-        return cls(svc.db, svc.store, svc.ecg, cfg.site_ids(), cfg.privacy.mask_patient_names,
-                   cfg.privacy.mask_patient_ids, cfg.dicom.max_instance_bytes)
+    def from_config(cls, cfg: ServingConfig, db: Database, store: ObjectStore, ecg: EcgWorkflow) -> DicomIngest:
+        return cls(db, store, ecg, cfg.site_ids(), cfg.privacy.mask_patient_names, cfg.privacy.mask_patient_ids,
+                   cfg.dicom.max_instance_bytes, ecg.queue)
 
     def accept(self, data: bytes, site: str, source: str, sender: str | None,
-               dataset: Dataset | None = None, role: str = "original", no_ai: bool = False) -> DicomAccepted:
+               dataset: Dataset | None = None, role: str = "original", no_ai: bool = False,
+               priority: str | None = None) -> DicomAccepted:
         """Validate, store durably, record. Raises DicomInputError (bad object; nothing stored),
         StorageUnavailable (retry later) or a database error (nothing acknowledged). ``no_ai``: the
-        patient declined the automated read."""
+        patient declined the automated read; ``priority``: how soon it should be read (a level),
+        kept with the study."""
         if site not in self.sites:
             raise DicomInputError(f"site {site!r} is not configured", 0x0110)
         try:
@@ -190,7 +191,7 @@ class DicomIngest:
             except EcgInputError as exc:
                 log.warning("ECG object %s not readable as a 12-lead ECG (%s): stored without AI read", sop_uid, exc)
                 return self._store(data, ds, site, source, sender, role, NO_AI_READ,
-                                   f"ECG not readable by the ECG model: {exc.field}: {exc.reason}", no_ai)
+                                   f"ECG not readable by the ECG model: {exc.field}: {exc.reason}", no_ai, priority)
             try:
                 accepted = self.ecg.accept(data, record, site, sender=sender or source, no_ai=no_ai)
             except SiteError as exc:
@@ -200,10 +201,10 @@ class DicomIngest:
                 metrics.INGESTED.labels("ECG", source).inc()
             return DicomAccepted(study.study_uid, series_uid, sop_uid, sop_class, site, accepted.created,
                                  study.status, record if accepted.created and not study.no_ai else None)
-        return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai)
+        return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai, priority)
 
     def _store(self, data: bytes, ds: Dataset, site: str, source: str, sender: str | None, role: str,
-               status: str, error: str | None, no_ai: bool = False) -> DicomAccepted:
+               status: str, error: str | None, no_ai: bool = False, priority: str | None = None) -> DicomAccepted:
         stored = self.store.put(data, ".dcm")
         modality = (_text(ds, "Modality", 16) or "OT").upper()
         patient_id, patient_name = _text(ds, "PatientID"), _text(ds, "PatientName", 128)
@@ -217,7 +218,7 @@ class DicomIngest:
             patient_id=(mask_id(patient_id) if self.mask_ids else patient_id) if patient_id else None,
             patient_name=(mask_name(patient_name) if self.mask_names else patient_name) if patient_name else None,
             patient_sex=_text(ds, "PatientSex", 8), patient_age=_text(ds, "PatientAge", 16),
-            description=description, status=status, no_ai=no_ai,
+            description=description, status=status, no_ai=no_ai, priority=priority,
         )
         attrs = DicomAttributes(
             modality=modality, body_part=(_text(ds, "BodyPartExamined") or "").upper() or None,
@@ -227,9 +228,9 @@ class DicomIngest:
         study, _, created = self.db.accept_instance(new, attrs)
         if created and role == "original":
             metrics.INGESTED.labels(modality, source).inc()
+            if self.queue is not None and study.status == RECEIVED:
+                self.queue.arrived(modality)
         if created and error and study.status == NO_AI_READ and not study.ai_error:
-            from serving.dicom.queries import set_no_ai_read
-
             set_no_ai_read(self.db, study.study_uid, error)
         return DicomAccepted(study.study_uid, new.series_uid, new.sop_instance_uid, new.sop_class_uid, site,
                              created, study.status)

@@ -4,7 +4,7 @@ Order matters: nothing is acknowledged before the original is on disk (fsync) an
 committed; a study stored but not yet read stays in status ``received`` — the durable queue
 (serving/store/work.py). The accepting request leases its new study and reads it at once; if that
 read fails it is retried with backoff, and if the process dies the lease lapses and another
-worker's sweep (the dispatcher, serving/dicom/dispatcher.py) reads the stored original.
+worker's sweep (the dispatcher, serving/reading/dispatcher.py) reads the stored original.
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ from datasets.ecg.readers import read_ecg
 from datasets.ecg.record import EcgRecord
 from datasets.ecg.validate import validate_record
 from models.ecg.pipeline import EcgInput
+from models.read import PreRead
 from serving import logs
-from serving.dicom.queries import study_site
+from serving.store.queries import study_site
 from serving.privacy import mask_id, mask_name
-from serving.storage import ObjectStore
+from serving.store.objects import ObjectStore
 from serving.store.db import Database, NewInstance
 from serving.store.schema import RECEIVED, Study
 from serving.store.work import WorkQueue
 
 log = logging.getLogger("preread.ecg")
 
-EcgReadFn = Callable[[EcgInput], Awaitable[dict[str, Any]]]
+EcgReadFn = Callable[[EcgInput], Awaitable[PreRead]]
 
 CONTENT_TYPES = {"dicom": "application/dicom", "wfdb": "application/zip", "json": "application/json"}
 SUFFIX = {"dicom": ".dcm", "wfdb": ".zip", "json": ".json"}
@@ -91,7 +92,7 @@ class EcgWorkflow:
         sop_uid = record.meta.get("sop_instance_uid") or uid_from_digest(digest, "ecg-instance")
         study_uid = record.meta.get("study_instance_uid") or uid_from_digest(digest, "ecg-study")
         # A site never sees or joins another site's study, not even by re-sending its bytes or UIDs
-        # (the DICOM path refuses the same way: serving/dicom/ingest.py).
+        # (the DICOM path refuses the same way: serving/ingest/dicom.py).
         existing = self.db.find_instance(sop_uid)
         owner = existing[0].site if existing is not None else study_site(self.db, study_uid)
         if owner is not None and owner != site:
@@ -114,7 +115,7 @@ class EcgWorkflow:
         ))
         return AcceptedEcg(study, created, record)
 
-    async def read(self, study_uid: str, record: EcgRecord, site: str | None = None) -> dict[str, Any] | None:
+    async def read(self, study_uid: str, record: EcgRecord, site: str | None = None) -> PreRead | None:
         """Run the AI read of a study this worker has leased, and record it (once: a read another
         worker recorded first wins). A failure lists the study as ai_failed with the reason and the
         next automatic attempt: nothing is hidden."""
@@ -128,11 +129,10 @@ class EcgWorkflow:
             return None
         finally:
             self.queue.drop(study_uid)
-        await asyncio.to_thread(self.queue.record_read, study_uid, read, read["triage"]["level"],
-                                read["triage"]["score"], read["model"]["name"], str(read["model"]["version"]))
+        await asyncio.to_thread(self.queue.record_pre_read, study_uid, read)
         return read
 
-    async def read_accepted(self, accepted: AcceptedEcg) -> dict[str, Any] | None:
+    async def read_accepted(self, accepted: AcceptedEcg) -> PreRead | None:
         """The read right after accepting: a new study is leased already; a re-sent one that is still
         waiting (its first worker died) is read here if nobody else holds it."""
         study = accepted.study
@@ -143,7 +143,7 @@ class EcgWorkflow:
             return None
         return await self.read(study.study_uid, accepted.record, study.site)
 
-    async def read_stored(self, study: Study) -> dict[str, Any] | None:
+    async def read_stored(self, study: Study) -> PreRead | None:
         """A leased study read from its stored original (the sweeper's path after a restart or a
         failure). An original that no longer parses will not parse on a retry: no further attempt."""
         original = next((i for i in study.instances if (i.role or "original") == "original"), None)

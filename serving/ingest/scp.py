@@ -1,4 +1,4 @@
-"""The DICOM C-STORE SCP (pynetdicom) and the C-STORE SCU that sends our results to a PACS.
+"""The DICOM C-STORE SCP (pynetdicom). Sending our results to a PACS is serving/results/pacs.py.
 
 Where it runs: a server thread inside the ingress replica (serving/app.py), not its own deployment.
 The SCP needs exactly what the ingress already has — the DB, the object store, the ECG workflow and
@@ -49,42 +49,22 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from serving.dicom.ingest import DicomIngest, DicomInputError
-from serving.priority import COMMAND_PRIORITY
-from serving.ratelimit import SiteRateLimiter
-from serving.storage import StorageUnavailable
+from datasets.vocabulary.sop import STORAGE_SOP_CLASSES
+from serving.ingest.dicom import DicomIngest, DicomInputError
+from serving.priority import DIMSE_PRIORITY_HIGH
+from serving.ingest.ratelimit import SiteRateLimiter
+from serving.store.objects import StorageUnavailable
+from serving.tls import certificate_matches_ae, certificate_names, dicom_server_context
 
 log = logging.getLogger("preread.dicom.scp")
 
-STORAGE_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
-    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
-    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
-    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
-    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
-}
 TRANSFER_SYNTAXES = [
     ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
     JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
     JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless,
 ]
-# Sent to a PACS: what our results are, in the syntax we write them.
-RESULT_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
-OnEcg = Callable[[str, Any], None]  # (study_uid, EcgRecord) → schedule the ECG read
+OnEcg = Callable[[str], None]  # (study_uid) → read the ECG this worker leased at arrival
 
 
 def _status(code: int, comment: str | None = None) -> Dataset:
@@ -111,11 +91,11 @@ class StorageScp:
     association (A-ASSOCIATE-RJ, reason 3: calling AE title not recognised)."""
 
     def __init__(self, ingest: DicomIngest, ae_title: str, host: str, port: int,
-                 ae_sites: dict[str, str], on_ecg: OnEcg | None = None, on_stored: Callable[[], None] | None = None,
+                 ae_sites: dict[str, str], on_ecg: OnEcg | None = None,
                  limiter: SiteRateLimiter | None = None, tls: Any = None, plain: bool = True):
         self.ingest, self.ae_title, self.host, self.port = ingest, ae_title, host, port
         self.ae_sites = {ae.strip(): site for ae, site in ae_sites.items()}
-        self.on_ecg, self.on_stored = on_ecg, on_stored
+        self.on_ecg = on_ecg
         self.limiter, self.tls, self.plain = limiter, tls, plain or tls is None
         self._servers: list = []
         self._lock = threading.Lock()
@@ -162,8 +142,6 @@ class StorageScp:
                     log.info("DICOM SCP %s listening on %s:%d (sites by calling AE: %s)", self.ae_title, self.host,
                              self.port, self.ae_sites)
                 if self.tls is not None:
-                    from serving.tls import dicom_server_context  # noqa: PLC0415
-
                     self._servers.append(self._serve(self.tls.port, dicom_server_context(self.tls)))
                     log.info("DICOM TLS SCP %s listening on %s:%d (client certificates %s)", self.ae_title,
                              self.host, self.tls.port, "required" if self.tls.require_client_cert else "optional")
@@ -189,8 +167,6 @@ class StorageScp:
         """On the TLS listener, before negotiation: a presented client certificate must name the
         calling AE title (or a name tls.dicom.certificate_names allows for it); otherwise the
         association is rejected as from an unrecognised calling AE (A-ASSOCIATE-RJ 1/1/3)."""
-        from serving.tls import certificate_matches_ae, certificate_names  # noqa: PLC0415
-
         assoc = event.assoc
         try:
             calling = str(assoc.requestor.primitive.calling_ae_title).strip()
@@ -221,8 +197,10 @@ class StorageScp:
         except Exception as exc:
             log.warning("C-STORE from %s: cannot encode received dataset: %s", calling, exc)
             return _status(0xC000, f"undecodable dataset: {exc}")
+        # [priority] the C-STORE request's (0000,0700) Priority, kept with the study (serving/priority.py)
+        priority = "urgent" if getattr(event.request, "Priority", None) == DIMSE_PRIORITY_HIGH else None
         try:
-            accepted = self.ingest.accept(data, site, source="scp", sender=calling)
+            accepted = self.ingest.accept(data, site, source="scp", sender=calling, priority=priority)
         except DicomInputError as exc:
             log.warning("C-STORE from %s refused: %s", calling, exc.reason)
             code = exc.status if exc.status in (0xA700, 0xA900) or 0xC000 <= exc.status <= 0xCFFF else 0xC000
@@ -233,35 +211,10 @@ class StorageScp:
         except Exception as exc:  # the DB refused: not stored as far as the sender may know
             log.exception("C-STORE from %s: could not record the instance", calling)
             return _status(0xA700, f"could not record: {type(exc).__name__}")
-        # [priority] the C-STORE request's (0000,0700) Priority, for the dispatcher (serving/priority.py)
-        COMMAND_PRIORITY.note(accepted.study_uid, getattr(event.request, "Priority", None))
         if accepted.ecg_record is not None and self.on_ecg is not None:
             try:
-                self.on_ecg(accepted.study_uid, accepted.ecg_record)
-            except Exception:  # the read is retried by recovery; the object is safe
+                self.on_ecg(accepted.study_uid)
+            except Exception:  # the lease lapses and the dispatcher's sweep reads it; the object is safe
                 log.exception("could not schedule the ECG read of %s", accepted.study_uid)
-        if self.on_stored is not None:
-            self.on_stored()
         return 0x0000
 
-
-def send_to_pacs(objects: list[bytes], ae_title: str, host: str, port: int, calling_ae: str = "PREREAD",
-                 timeout_s: float = 30.0) -> list[tuple[str, int | None, str]]:
-    """C-STORE each object (Part 10 bytes) to a PACS. Returns (SOP Instance UID, status or None, note)."""
-    datasets = [pydicom.dcmread(io.BytesIO(data)) for data in objects]
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
-        ae.add_requested_context(uid, RESULT_TRANSFER_SYNTAXES)
-    assoc = ae.associate(host, port, ae_title=ae_title)
-    if not assoc.is_established:
-        return [(str(ds.SOPInstanceUID), None, f"association with {ae_title}@{host}:{port} failed") for ds in datasets]
-    results = []
-    try:
-        for ds in datasets:
-            status = assoc.send_c_store(ds)
-            code = int(status.Status) if status and "Status" in status else None
-            results.append((str(ds.SOPInstanceUID), code, "" if code == 0 else str(status.get("ErrorComment", ""))))
-    finally:
-        assoc.release()
-    return results

@@ -1,5 +1,4 @@
-"""The reading worklist for doctors: users and login, claim/release/sign, audit trail, FHIR, exports.
-
-``routes.build_router`` is the HTTP surface (included through serving/routers.py); the logic lives
-in plain modules that take the Database so tests and the CLI can call them without HTTP.
-"""
+"""Reading: what turns a stored study into an AI read. ONE dispatcher (``dispatcher``) leases due
+studies from the work queue (serving/store/work.py), ECG and DICOM alike, routes image studies to a
+model (``routing``), calls the model replica (``client``) and records the read; the results room
+turns it into SR / SC / FHIR."""

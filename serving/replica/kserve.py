@@ -12,26 +12,24 @@ batch (the first axis) — one request of 32 ECGs costs the HTTP and auth work o
 ``priority`` parameter (serving.priority). Outputs come back as JSON, or binary when the request
 asks (``binary_data_output``, or ``binary_data`` on the output, as tritonclient does by default).
 
-Under Ray Serve each model deployment answers ``/v2/models/{name}/...`` itself (serving/app.py:
-one application per model, no ingress hop); the ingress answers the rest, and everything in the
-in-process app. Both use the codec functions below.
+Under Ray Serve each model deployment answers ``/v2/models/{name}/...`` itself
+(serving/replica/deployment.py: one application per model, no ingress hop); the ingress answers the
+rest (serving/api/routes/kserve.py), and everything in the in-process app. Both use the codec below.
 """
 
-# No postponed annotations here: Ray re-resolves route signatures from a by-value pickle,
-# where a string annotation such as "Request" cannot be found.
+from __future__ import annotations
 
 import json
+import time
 from typing import Any, Awaitable, Callable
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from serving.auth import Principal
-from serving.deps import ApiDeps
+from serving.auth.tokens import AuthError, Principal
+from serving.auth.users import token_revoked
 from serving.priority import PriorityError, parse_priority
-from serving.services import Services
 
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16}
 HEADER_LENGTH = "inference-header-content-length"
@@ -173,70 +171,6 @@ def error_response(exc: V2Error) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
-# --- the router (ingress and in-process app) --------------------------------------------------------
-def build_router(deps: ApiDeps) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["kserve-v2"])
-    services = deps.services()
-    allowed = deps.require(*RAW_ROLES)
-
-    def model_or_404(svc: Services, name: str):
-        model = svc.raw_models.get(name)
-        if model is None:
-            raise HTTPException(404, f"model {name!r} is not served here; served: {sorted(svc.raw_models)}")
-        return model
-
-    @router.get("")
-    def server_metadata(svc: Services = Depends(services)) -> dict:
-        return {"name": "preread", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
-
-    @router.get("/health/live")
-    def server_live() -> dict:
-        return {"live": True}
-
-    @router.get("/health/ready")
-    def server_ready(svc: Services = Depends(services)) -> JSONResponse:
-        ready = all(svc.models_ready.values())
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
-
-    def metadata(name: str, version: str | None, svc: Services) -> dict:
-        model = model_or_404(svc, name)
-        try:
-            check_version(model.metadata, version)
-        except V2Error as exc:
-            raise HTTPException(exc.status, exc.message) from exc
-        return model.metadata
-
-    # Each route answers with and without a version in the path (the unversioned form takes the
-    # version served now; there a ?version= query does the same as the path).
-    @router.get("/models/{name}")
-    @router.get("/models/{name}/versions/{version}")
-    def model_metadata_route(name: str, version: str | None = None, svc: Services = Depends(services),
-                             _: Principal = Depends(allowed)) -> dict:
-        return metadata(name, version, svc)
-
-    @router.get("/models/{name}/ready")
-    @router.get("/models/{name}/versions/{version}/ready")
-    def model_ready(name: str, version: str | None = None, svc: Services = Depends(services),
-                    _: Principal = Depends(allowed)) -> JSONResponse:
-        metadata(name, version, svc)
-        ready = bool(svc.models_ready.get(name))
-        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
-
-    @router.post("/models/{name}/infer")
-    @router.post("/models/{name}/versions/{version}/infer")
-    async def model_infer(name: str, http_request: Request, version: str | None = None,
-                          svc: Services = Depends(services), _: Principal = Depends(allowed)) -> Response:
-        model = model_or_404(svc, name)
-        try:
-            body, headers = await run_infer(model.metadata, model.infer, await http_request.body(),
-                                            http_request.headers.get(HEADER_LENGTH), version)
-        except V2Error as exc:
-            return error_response(exc)
-        return Response(body, headers=headers)
-
-    return router
-
-
 # --- auth where there is no FastAPI (a model deployment answering v2 directly) ------------------------
 class RawAccessAuth:
     """Bearer-token check for raw model access: a valid token of a datasci or admin user, not
@@ -248,11 +182,6 @@ class RawAccessAuth:
         self._checked: dict[str, tuple[float, bool]] = {}
 
     def __call__(self, authorization: str | None) -> Principal:
-        import time
-
-        from serving.auth import AuthError
-        from serving.worklist.users import token_revoked
-
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise V2Error(401, "missing bearer token")
@@ -285,3 +214,8 @@ def route_model_request(path: str, prefix: str) -> tuple[str | None, str]:
     if len(parts) > 1 or (parts and parts[0] not in ("ready", "infer")):
         raise V2Error(404, f"no such KServe v2 route: {path}")
     return version, parts[0] if parts else ""
+
+
+def raw_metadata(task: str, identity: dict[str, Any], card: Any) -> dict[str, Any]:
+    """v2 metadata of a served network described by its model card (labels, input shape)."""
+    return model_metadata(task, identity, list(card.labels), [int(d) for d in list(card.input.shape)[1:]])

@@ -48,6 +48,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from datasets.vocabulary.age import age_decade
+from serving.store import claims
+
 PROFILE_EDITION = "dicomfields_2026c"
 METHOD_CODES = {"113100": "Basic Application Confidentiality Profile",
                 "113104": "Clean Structured Content Option",
@@ -259,9 +262,6 @@ def export_training(services: Any, out: str | Path, sites: list[str] | None = No
     """Signed studies → ``out``/<study>/<object>.dcm (de-identified; non-DICOM ECGs as signals-only
     .npz) + manifest.json and labels.csv (the signed findings per study). The key store is updated,
     never copied."""
-    from serving.worklist import reading  # noqa: PLC0415
-    from serving.worklist.routes import _age_band  # noqa: PLC0415
-
     cfg = services.config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def export_training(services: Any, out: str | Path, sites: list[str] | None = No
     deid = Deidentifier(keys, cfg.deid.dates)
     summary = ExportSummary(out)
     latest: dict[str, Any] = {}
-    for correction, study in reading.signed_reads(services.db, sites):
+    for correction, study in claims.signed_reads(services.db, sites):
         latest[study.study_uid] = (correction, study)  # an amendment replaces the first signature
     rows = []
     try:
@@ -298,7 +298,7 @@ def export_training(services: Any, out: str | Path, sites: list[str] | None = No
             rows.append({
                 "study": study_key, "patient": keys.patient(_patient_key(services, study)),
                 "site": study.site, "modality": study.modality, "patient_sex": study.patient_sex,
-                "patient_age_band": _age_band(study.patient_age), "agree": correction.agree,
+                "patient_age_band": age_decade(study.patient_age), "agree": correction.agree,
                 "final_findings": correction.final_findings, "model": correction.model_name,
                 "model_version": correction.model_version, "files": files,
             })

@@ -41,23 +41,24 @@ def _status(study: Study) -> str:
 
 def diagnostic_report(study: Study, base_url: str = "") -> DiagnosticReport:
     status = _status(study)
-    read = study.ai_read or {}
+    read = study.pre_read
+    findings = read.findings if read else []
     final = study.final_report or {}
     final_findings: dict[str, bool] = final.get("findings") or {}
-    model = read.get("model") or {}
-    method = {"text": f"AI pre-read {model.get('name', study.model_name)} v{model.get('version', study.model_version)}"}
+    name, version = (read.model.name, read.model.version) if read else (study.model_name, study.model_version)
+    method = {"text": f"AI pre-read {name} v{version}"}
     contained: list[Observation] = []
 
-    for i, f in enumerate(read.get("findings", [])):
-        positive = final_findings.get(f["code"], bool(f["positive"])) if status != "preliminary" else bool(f["positive"])
+    for i, f in enumerate(findings):
+        positive = final_findings.get(f.code, f.positive) if status != "preliminary" else f.positive
         obs: dict[str, Any] = {
             "resourceType": "Observation", "id": f"finding-{i}", "status": status,
-            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f["code"], "display": f.get("name", f["code"])}],
-                     "text": f.get("name", f["code"])},
+            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": f.name or f.code}],
+                     "text": f.name or f.code},
             "valueBoolean": positive,
             "component": [{
                 "code": {"text": "AI probability"},
-                "valueQuantity": {"value": float(f["probability"]), "unit": "1",
+                "valueQuantity": {"value": float(f.probability), "unit": "1",
                                   "system": "http://unitsofmeasure.org", "code": "1"},
             }],
         }
@@ -65,7 +66,7 @@ def diagnostic_report(study: Study, base_url: str = "") -> DiagnosticReport:
             obs["method"] = method
         contained.append(Observation.model_validate(obs))
 
-    for key, value in (read.get("measurements") or {}).items():
+    for key, value in (read.measurements if read else {}).items():
         if not isinstance(value, (int, float)) or value != value:  # skip None / NaN
             continue
         code, display, unit = MEASUREMENTS.get(key, (None, key, None))
@@ -81,8 +82,8 @@ def diagnostic_report(study: Study, base_url: str = "") -> DiagnosticReport:
 
     conclusion = final.get("impression") if status != "preliminary" else (
         "Preliminary AI read, not reviewed by a doctor: " + ", ".join(
-            f"{f.get('name', f['code'])} ({f['probability']:.2f})" for f in read.get("findings", []) if f.get("positive")
-        ) if read.get("findings") else "Preliminary: no AI read available")
+            f"{f.name or f.code} ({f.probability:.2f})" for f in findings if f.positive
+        ) if findings else "Preliminary: no AI read available")
     issued = as_utc(study.signed_at) if status != "preliminary" and study.signed_at else as_utc(study.read_at or study.arrived_at)
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",

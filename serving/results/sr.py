@@ -40,7 +40,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from models.cxr.labels import label_by_code
+from datasets.vocabulary.cxr_labels import label_by_code
 from serving.results import codes
 
 DEFAULT_SR_SERIES_NUMBER = 900

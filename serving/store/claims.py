@@ -101,11 +101,12 @@ def release(db: Database, study_uid: str, user: str, force: bool = False) -> Non
 
 
 def ai_findings(study: Study) -> dict[str, Any]:
-    read = study.ai_read or {}
+    """What the AI said (kept beside the reader's signature as the correction's baseline)."""
+    read = study.pre_read
     return {
-        "findings": {f["code"]: {"probability": f["probability"], "positive": bool(f["positive"])}
-                     for f in read.get("findings", [])},
-        "measurements": read.get("measurements") or {},
+        "findings": {f.code: {"probability": f.probability, "positive": f.positive}
+                     for f in (read.findings if read else [])},
+        "measurements": read.measurements if read else {},
         "level": study.level, "score": study.score,
     }
 

@@ -15,6 +15,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from datasets.vocabulary import LEVEL_RANK, TriageLevel
+
 from serving.store.schema import (
     AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, Instance, Study, utcnow,
 )
@@ -23,7 +25,7 @@ from serving.store.schema import (
 NO_AI_REASON = "the patient declined an automated pre-read (no AI read)"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 OPEN_STATUSES = (RECEIVED, AI_READ, NO_AI_READ, AI_FAILED, CLAIMED)
-LEVEL_ORDER = ("critical", "urgent", "routine")
+LEVEL_ORDER = tuple(level.value for level in TriageLevel)  # most urgent first
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -59,6 +61,9 @@ class NewInstance:
     # queue's sweeper does not take it while that read runs; None leaves it to the sweeper.
     lease_by: str | None = None
     no_ai: bool = False             # the patient declined the automated read
+    # How soon a model should read it (a level; e.g. from the C-STORE request's Priority): the
+    # study keeps the most urgent its objects arrived with.
+    priority: str | None = None
 
 
 @dataclass
@@ -152,6 +157,7 @@ class Database:
                         study_date=attrs.study_date, accession_number=attrs.accession_number,
                         last_instance_at=now, ai_attempts=1 if leased else 0,
                         processing_since=now if leased else None, processing_by=new.lease_by if leased else None,
+                        priority=new.priority,
                     )
                     session.add(study)
                     session.flush()
@@ -159,6 +165,8 @@ class Database:
                     if new.no_ai and not study.no_ai:  # a refusal sent with a later object holds for the study
                         study.no_ai, study.ai_error = True, NO_AI_REASON
                     study.last_instance_at = now
+                    if new.priority and (study.priority is None or LEVEL_RANK[new.priority] < LEVEL_RANK[study.priority]):
+                        study.priority = new.priority
                     if study.status == NO_AI_READ and new.status == RECEIVED and not study.no_ai \
                             and study.read_at is None:
                         # A new series may be one a model reads: route the study again.

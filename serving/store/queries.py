@@ -1,5 +1,5 @@
-"""Database reads and writes of the DICOM path, kept beside it (on top of serving.store.db.Database)
-so the shared store module only grows by what several capabilities need."""
+"""Study queries beyond the core of serving.store.db.Database: which site owns a study, QIDO-RS
+search, a clinic's recent submissions, marking a study as not for the AI."""
 
 from __future__ import annotations
 
@@ -49,3 +49,12 @@ def search_studies(db: Database, sites: Sequence[str] | None, *, study_uid: str 
     query = query.order_by(Study.arrived_at.desc(), Study.id.desc()).limit(limit).offset(offset)
     with db.session() as session:
         return list(session.scalars(query).all())
+
+
+def recent_studies(db: Database, sites: Sequence[str] | None, limit: int = 100) -> list[Study]:
+    """The latest studies of ``sites`` (all when None), newest first: a clinic's submissions."""
+    query = select(Study)
+    if sites is not None:
+        query = query.where(Study.site.in_(list(sites)))
+    with db.session() as session:
+        return list(session.scalars(query.order_by(Study.arrived_at.desc(), Study.id.desc()).limit(limit)).all())

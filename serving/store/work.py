@@ -24,12 +24,14 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from sqlalchemy import and_, case, false, or_, select, update
+from sqlalchemy import and_, case, false, func, or_, select, update
 
+from models.read import PreRead
+from serving.store import audit
 from serving.store.db import Database, as_utc
-from serving.store.schema import AI_FAILED, AI_READ, NO_AI_READ, RECEIVED, Study, utcnow
+from serving.store.schema import AI_FAILED, AI_READ, NO_AI_READ, RECEIVED, AuditEntry, Study, utcnow
 
 READ_BY = "preread"  # the audit trail's user for AI reads
 
@@ -70,6 +72,17 @@ class WorkQueue:
         self._held: set[str] = set()
         self._lock = threading.Lock()
         self._last_renewal = datetime.min.replace(tzinfo=timezone.utc)
+        self._arrival_listeners: list[Callable[[str | None], None]] = []
+
+    # --- arrivals -------------------------------------------------------------------------------
+    def on_arrival(self, listener: Callable[[str | None], None]) -> None:
+        """Call ``listener(modality)`` whenever ``arrived`` is told of new work (the dispatcher's wake)."""
+        self._arrival_listeners.append(listener)
+
+    def arrived(self, modality: str | None = None) -> None:
+        """New work was stored (from any thread): wake whoever reads the queue."""
+        for listener in list(self._arrival_listeners):
+            listener(modality)
 
     @classmethod
     def from_config(cls, db: Database, cfg: Any) -> "WorkQueue":
@@ -159,10 +172,8 @@ class WorkQueue:
     # --- outcomes -------------------------------------------------------------------------------
     def record_read(self, study_uid: str, read: dict[str, Any], level: str, score: float, model_name: str,
                     model_version: str, now: datetime | None = None) -> bool:
-        """Attach the AI read — once. Returns False when the study already had one (a duplicate
-        computation) or the patient declined the AI read: nothing changes then."""
-        from serving.worklist import audit  # noqa: PLC0415 - the audit trail sits on top of the store
-
+        """Attach the AI read (its stored JSON) — once. Returns False when the study already had one
+        (a duplicate computation) or the patient declined the AI read: nothing changes then."""
         now = now or utcnow()
         self.drop(study_uid)
         with audit.appending(self.db) as session:
@@ -180,6 +191,11 @@ class WorkQueue:
                          client=self.worker_id, detail={"model": model_name, "version": str(model_version),
                                                         "level": level, "attempt": attempts})
         return True
+
+    def record_pre_read(self, study_uid: str, read: PreRead, now: datetime | None = None) -> bool:
+        """``record_read`` of a typed pre-read: its JSON, level, score and model identity."""
+        return self.record_read(study_uid, read.to_json(), read.triage.level.value, read.triage.score,
+                                read.model.name, str(read.model.version), now)
 
     def record_failure(self, study_uid: str, error: str, final: bool = False, now: datetime | None = None) -> str:
         """A failed attempt: listed as ai_failed with the reason and when it is tried again (or that
@@ -234,10 +250,6 @@ def refuse_ai(db: Database, study_uid: str, reason: str = "the patient declined 
 
 def ai_read_counts(db: Database, study_uids: Iterable[str] | None = None) -> dict[str, int]:
     """How many ``ai_read`` audit events each study has (exactly-once checks)."""
-    from sqlalchemy import func
-
-    from serving.store.schema import AuditEntry
-
     query = (select(AuditEntry.study_uid, func.count(AuditEntry.id)).where(AuditEntry.action == "ai_read")
              .group_by(AuditEntry.study_uid))
     with db.session() as session:

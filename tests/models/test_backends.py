@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.backends import InferenceBackend, OnnxRuntimeBackend, TorchBackend, load_backend
-from models.ecg.labels import ECG_LABEL_CODES
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
 
 def test_onnxruntime_and_torch_agree_on_real_ecgs(exported_model_dir, real_ecg_inputs):

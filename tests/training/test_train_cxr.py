@@ -12,7 +12,7 @@ import torch
 
 from datasets.imaging import preprocess_image, read_image_file
 from models.backends import load_backend
-from models.cxr.labels import CXR_LABEL_CODES
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 from models.registry import ModelRegistry
 from training.config import TrainConfig, TrainConfigError, load_train_config
 from training.cxr import (

@@ -10,7 +10,7 @@ import torch
 
 from models.backends import load_backend
 from models.card import DEMO_ECG_INTENDED_USE
-from models.ecg.labels import ECG_LABEL_CODES
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 from models.registry import ModelRegistry
 from tests.training.conftest import tiny_ecg_config
 from training.ecg import choose_thresholds, train_ecg

@@ -7,23 +7,22 @@ GET /api/v1/monitoring                 summary per finding, agreement over time,
 GET /api/v1/monitoring/agreement.png   the agreement (or kappa, sensitivity, PPV) chart
 
 Both need a datasci or admin token; a datasci user sees only the sites in the token.
-
-No `from __future__ import annotations` here: under Ray Serve the route closures reach the replica
-pickled by value, and string annotations (``Request``, ``Principal``) would not resolve there.
 """
+
+from __future__ import annotations
 
 import io
 import math
 from typing import Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from serving.auth import Principal
-from serving.deps import ApiDeps
-from serving.services import Services
-from serving.worklist.routes import log_action
+from evaluation.monitoring import agreement_table, ai_reads, drift_table, plot_agreement, signed_reads
+from serving.api.deps import DatasciDep, ServicesDep, log_action
+from serving.api.schemas import Monitoring
+from serving.auth.tokens import Principal
 
 # Population stability index bands (the credit-scoring convention also used for model inputs).
 PSI_MODERATE, PSI_LARGE = 0.1, 0.25
@@ -71,8 +70,6 @@ def _drift_flag(psi: float | None, n: int) -> str | None:
 
 def monitoring_tables(engine, who: Principal, freq: str = "W", modality: str | None = None) -> dict:
     """Summary, agreement and drift tables for ``who``'s sites (the body of GET /api/v1/monitoring)."""
-    from evaluation.monitoring import agreement_table, ai_reads, drift_table, signed_reads
-
     reads = _scoped(signed_reads(engine), who, modality)
     agreement = agreement_table(engine, freq=freq, reads=reads)
     summary = agreement_table(engine, freq=None, by=("modality", "finding"), reads=reads)
@@ -91,28 +88,23 @@ def monitoring_tables(engine, who: Principal, freq: str = "W", modality: str | N
     }
 
 
-def build_router(deps: ApiDeps) -> APIRouter:
-    router = APIRouter(tags=["monitoring"])
-    services = deps.services()
-    datasci = deps.require("datasci", "admin")
+router = APIRouter(tags=["monitoring"])
 
-    @router.get("/api/v1/monitoring")
-    def monitoring(request: Request, freq: Frequency = Query("W", description="period: D, W or M"),
-                   modality: str | None = Query(None, description="e.g. ECG, CR, DX"),
-                   svc: Services = Depends(services), who: Principal = Depends(datasci)) -> dict:
-        body = monitoring_tables(svc.db.engine, who, freq=freq, modality=modality)
-        log_action(svc, request, who, "view_monitoring", freq=freq, modality=modality)
-        return body
 
-    @router.get("/api/v1/monitoring/agreement.png", response_class=Response)
-    def agreement_png(freq: Frequency = Query("W"), metric: Metric = Query("agreement"),
-                      modality: str | None = Query(None), svc: Services = Depends(services),
-                      who: Principal = Depends(datasci)) -> Response:
-        from evaluation.monitoring import agreement_table, plot_agreement, signed_reads
+@router.get("/api/v1/monitoring", response_model=Monitoring)
+def monitoring(request: Request, svc: ServicesDep, who: DatasciDep,
+               freq: Frequency = Query("W", description="period: D, W or M"),
+               modality: str | None = Query(None, description="e.g. ECG, CR, DX")) -> dict:
+    body = monitoring_tables(svc.db.engine, who, freq=freq, modality=modality)
+    log_action(svc, request, who, "view_monitoring", freq=freq, modality=modality)
+    return body
 
-        reads = _scoped(signed_reads(svc.db.engine), who, modality)
-        buffer = io.BytesIO()
-        plot_agreement(agreement_table(svc.db.engine, freq=freq, reads=reads), buffer, metric=metric)
-        return Response(buffer.getvalue(), media_type="image/png", headers={"cache-control": "no-store"})
 
-    return router
+@router.get("/api/v1/monitoring/agreement.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def agreement_png(svc: ServicesDep, who: DatasciDep, freq: Frequency = Query("W"),
+                  metric: Metric = Query("agreement"), modality: str | None = Query(None)) -> Response:
+    reads = _scoped(signed_reads(svc.db.engine), who, modality)
+    buffer = io.BytesIO()
+    plot_agreement(agreement_table(svc.db.engine, freq=freq, reads=reads), buffer, metric=metric)
+    return Response(buffer.getvalue(), media_type="image/png", headers={"cache-control": "no-store"})

@@ -1,6 +1,6 @@
 """Triton Python-backend model: a registered ONNX export run by preread's OnnxRuntimeBackend.
 
-Copied as ``<repository>/<model>/<version>/model.py`` by serving.triton.repository; it runs inside
+Copied as ``<repository>/<model>/<version>/model.py`` by serving.replica.triton.repository; it runs inside
 Triton's Python-backend stub, not in preread. Triton's dynamic batcher hands ``execute`` several
 requests at once; they are concatenated into one batch, run once, and split back.
 

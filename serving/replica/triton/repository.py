@@ -2,7 +2,7 @@
 
     <root>/<name>/config.pbtxt
     <root>/<name>/<registry version>/model.onnx      (the registered export, copied)
-    <root>/<name>/<registry version>/model.py        (Python backend only: serving/triton/python_model.py)
+    <root>/<name>/<registry version>/model.py        (Python backend only: serving/replica/triton/python_model.py)
 
 Two flavours of the same model:
 
