@@ -33,7 +33,12 @@ from serving.config import DeploymentConfig, ServingConfig, load_config
 from serving.reading.client import model_caller, model_handle, raw_model
 from serving.reading.runtime import DicomRuntime
 from serving.replica.deployment import (
-    INGRESS_APP, MODEL_DEPLOYMENTS, CxrModelDeployment, EcgModelDeployment, model_app_name, model_route_prefix,
+    INGRESS_APP,
+    MODEL_DEPLOYMENTS,
+    CxrModelDeployment,
+    EcgModelDeployment,
+    model_app_name,
+    model_route_prefix,
 )
 from serving.services import Services, build_services
 from serving.store.db import Database
@@ -162,7 +167,8 @@ def undeploy(cfg: ServingConfig, ingress_only: bool = False) -> None:
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if nested else value
     return merged
 
 

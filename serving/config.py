@@ -112,14 +112,14 @@ class RegistryConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _artifacts_for_databases(self) -> "RegistryConfig":
+    def _artifacts_for_databases(self) -> RegistryConfig:
         if self.uri and self.artifact_root is None and registry_kind(self.uri) == "mlflow" \
                 and self.uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
             raise ValueError("registry.artifact_root is required with a database registry URI "
                              "(a folder every node can read, or s3://…); or use an MLflow server URL")
         return self
 
-    def resolved(self, base: Path) -> "RegistryConfig":
+    def resolved(self, base: Path) -> RegistryConfig:
         """Absolute: the URI ($MLFLOW_TRACKING_URI or the default filled in), a SQLite file or a
         folder, the cache — so Ray replicas, whose working directory differs, find the same store."""
         uri = absolute_location(self.uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_REGISTRY_URI, base)
@@ -189,7 +189,7 @@ class ModelServingConfig(_Strict):
     reload_interval_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="after")
-    def _triton_needs_a_server(self) -> "ModelServingConfig":
+    def _triton_needs_a_server(self) -> ModelServingConfig:
         if self.backend == "triton" and self.triton is None:
             raise ValueError("backend 'triton' needs a triton section (url, protocol) naming the server")
         return self
@@ -226,7 +226,7 @@ class DeploymentConfig(_Strict):
     downscale_delay_s: float = Field(120.0, ge=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DeploymentConfig":
+    def _consistent(self) -> DeploymentConfig:
         # A replica that admits fewer requests than its batch size can never fill a batch.
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) must be ≥ max_batch_size "
@@ -401,7 +401,7 @@ class ServingConfig(_Strict):
                              f"the sites' AE titles: {sorted(aes)}")
         return value
 
-    def resolved(self, base: str | Path | None = None) -> "ServingConfig":
+    def resolved(self, base: str | Path | None = None) -> ServingConfig:
         """A copy with state paths made absolute against ``base`` (default: the working directory).
         Ray replicas need this: their working directory is not the driver's."""
         base = Path(base or Path.cwd()).resolve()

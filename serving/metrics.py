@@ -102,7 +102,7 @@ class ReplicaMetrics:
         self.model = model
         self._depth_sent: tuple[float, dict[str, int]] = (0.0, {})
         try:
-            from ray.util import metrics as ray_metrics
+            from ray.util import metrics as ray_metrics  # noqa: PLC0415 - only inside a Ray replica
 
             ms = [b * 1000 for b in LATENCY_BUCKETS]
             self.calls = ray_metrics.Counter("preread_replica_requests", "Calls served by a model replica",

@@ -22,9 +22,10 @@ knows the priority wraps the read, and the model call reads ``current_priority()
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from datasets.vocabulary import LEVEL_RANK, TriageLevel
 

@@ -6,8 +6,8 @@ The API reaches everything through this container, so the same routes run under 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import numpy as np
 

@@ -4,8 +4,9 @@ project's own training code and configs/train/*-demo.yaml (each a tracked run li
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from models import registry as registries
 from models.registry import ModelRegistry, Registry, RegistryUnavailable, copy_model
@@ -14,14 +15,14 @@ from training.distributed import train
 from training.tracking import train_tracked
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-demo.yaml", "cxr": REPO / "configs" / "train" / "cxr-demo.yaml"}
+DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-demo.yaml",
+                 "cxr": REPO / "configs" / "train" / "cxr-demo.yaml"}
 
 
 def ensure_demo_models(cfg: Any, names: list[str] | None = None) -> list[str]:
     """Train and register the demo model for every served model the registry lacks (``cfg``: a
-    serving config: its ``registry`` and ``models``). Returns the names trained. Uses the project's own training code and configs/train/*-demo.yaml; each
-    training is a tracked run like any `preread train`. Exits with the reason if the registry
-    cannot be reached."""
+    serving config: its ``registry`` and ``models``). Returns the names trained. Each training is a
+    tracked run like any `preread train`. Exits with the reason if the registry cannot be reached."""
     registry = cfg.registry.open()
     # Models an earlier preread kept in the file registry's default folder move over instead of retraining.
     legacy = ModelRegistry(registries.DEFAULT_REGISTRY_ROOT.resolve())  # read when called: tests point it elsewhere

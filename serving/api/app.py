@@ -9,8 +9,8 @@ while it starts). Under Ray Serve the ingress builds it on each replica (serving
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -19,7 +19,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from serving import metrics
 from serving.api.routes import (
-    audit, dicomweb, ecg, exports, fhir, health, kserve, monitoring, reading, session, submissions, web, worklist,
+    audit,
+    dicomweb,
+    ecg,
+    exports,
+    fhir,
+    health,
+    kserve,
+    monitoring,
+    reading,
+    session,
+    submissions,
+    web,
+    worklist,
 )
 from serving.services import Services
 from serving.store.objects import StorageUnavailable

@@ -10,7 +10,8 @@ The replica's services come from ``request.app.state.get_services`` (set by serv
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 

@@ -12,7 +12,7 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -68,7 +68,7 @@ class TokenService:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         if not sites and role != "admin":
             raise ValueError("a token needs at least one site (or '*')")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         claims = {
             "iss": ISSUER, "sub": user, "role": role, "sites": list(sites),
             "iat": now, "exp": now + (ttl or self.ttl), "jti": uuid.uuid4().hex,

@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -89,7 +89,7 @@ def purge_revoked(db: Database, now: datetime | None = None) -> int:
     """Drop revocations of tokens that have expired anyway."""
     now = now or utcnow()
     if db.engine.dialect.name == "sqlite":
-        now = now.astimezone(timezone.utc).replace(tzinfo=None)
+        now = now.astimezone(UTC).replace(tzinfo=None)
     with db.session() as session:
         return session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now)).rowcount
 

@@ -12,7 +12,6 @@ import io
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,10 +25,10 @@ from datasets.ecg.validate import validate_record
 from models.ecg.pipeline import EcgInput
 from models.read import PreRead
 from serving import logs
-from serving.store.queries import study_site
 from serving.privacy import mask_id, mask_name
-from serving.store.objects import ObjectStore
 from serving.store.db import Database, NewInstance
+from serving.store.objects import ObjectStore
+from serving.store.queries import study_site
 from serving.store.schema import RECEIVED, Study
 from serving.store.work import WorkQueue
 

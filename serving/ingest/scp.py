@@ -21,21 +21,20 @@ certificate must name the calling AE title (``check_certificate``).
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -51,8 +50,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from datasets.vocabulary.sop import STORAGE_SOP_CLASSES
 from serving.ingest.dicom import DicomIngest, DicomInputError
-from serving.priority import DIMSE_PRIORITY_HIGH
 from serving.ingest.ratelimit import SiteRateLimiter
+from serving.priority import DIMSE_PRIORITY_HIGH
 from serving.store.objects import StorageUnavailable
 from serving.tls import certificate_matches_ae, certificate_names, dicom_server_context
 
@@ -101,7 +100,7 @@ class StorageScp:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg, ingest: DicomIngest, on_ecg: OnEcg | None = None, **kwargs) -> "StorageScp":
+    def from_config(cls, cfg, ingest: DicomIngest, on_ecg: OnEcg | None = None, **kwargs) -> StorageScp:
         ae_sites = {ae: site.id for site in cfg.sites for ae in site.ae_titles}
         tls = cfg.tls.dicom
         kwargs.setdefault("limiter", SiteRateLimiter(cfg.rate_limits, "dicom"))
@@ -132,7 +131,7 @@ class StorageScp:
         threading.Thread(target=server.serve_forever, name=f"preread-scp-{port}@{stamp}", daemon=True).start()
         return server
 
-    def start(self) -> "StorageScp":
+    def start(self) -> StorageScp:
         with self._lock:
             if self._servers:
                 return self

@@ -6,7 +6,8 @@ pre-reader called in a worker thread. Either way a call carries the caller's pri
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 from ray import serve

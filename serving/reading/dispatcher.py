@@ -24,7 +24,7 @@ import asyncio
 import io
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pydicom
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -64,7 +65,7 @@ class Router:
         self.rules = list(rules)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Router":
+    def from_file(cls, path: str | Path) -> Router:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
         return cls(RoutingConfig.model_validate(data).rules)

@@ -21,8 +21,9 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from serving.priority import LEVELS, parse_priority, rank
 
@@ -140,7 +141,7 @@ class PriorityBatcher:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             batch = self._take_batch()
             if batch:

@@ -31,7 +31,13 @@ from serving.auth.tokens import TokenService, load_secret
 from serving.config import ServingConfig
 from serving.replica.batching import PriorityBatcher
 from serving.replica.kserve import (
-    HEADER_LENGTH, RawAccessAuth, V2Error, check_version, raw_metadata, route_model_request, run_infer,
+    HEADER_LENGTH,
+    RawAccessAuth,
+    V2Error,
+    check_version,
+    raw_metadata,
+    route_model_request,
+    run_infer,
 )
 from serving.replica.reload import ReloadingReader
 from serving.store.db import Database
@@ -56,7 +62,7 @@ def _read_large_bodies_whole(limit: int = 64 * 1024 * 1024) -> None:
     a 7.7 MB batch of 32 ECGs meant ~120 pause/resume round trips through the event loop, ~20% of
     the replica's CPU spent receiving it. Only model replicas do this (their requests are batches)."""
     try:
-        from uvicorn.protocols.http import h11_impl, httptools_impl
+        from uvicorn.protocols.http import h11_impl, httptools_impl  # noqa: PLC0415 - optional, the replica's server
     except ImportError:
         return
     httptools_impl.HIGH_WATER_LIMIT = h11_impl.HIGH_WATER_LIMIT = limit

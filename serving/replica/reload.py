@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from models.registry import open_registry
 
@@ -88,7 +89,7 @@ class ReloadingReader(Generic[Reader]):
         return getattr(self.current, name)
 
 
-def _poll(reader_ref: "weakref.ref[ReloadingReader]", stop: threading.Event, interval_s: float) -> None:
+def _poll(reader_ref: weakref.ref[ReloadingReader], stop: threading.Event, interval_s: float) -> None:
     """Follow the alias until stopped or the reader is gone (a weak reference: the thread never
     keeps an unused reader, and its model, alive)."""
     while not stop.wait(interval_s):

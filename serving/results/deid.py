@@ -38,10 +38,11 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -65,7 +66,9 @@ CONTENT_SEQUENCE = 0x0040A730
 
 def annex_e_actions() -> dict[int, str]:
     """Table E.1-1 as {tag: action} (D, Z, X, U) with the choices above."""
-    from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+    from dicomanonymizer.dicomfields_selector import (  # noqa: PLC0415 - loaded on the first export only
+        dicom_anonymization_database_selector,
+    )
 
     table = dicom_anonymization_database_selector(PROFILE_EDITION)
     actions: dict[int, str] = {}

@@ -7,8 +7,8 @@ import io
 import logging
 
 import pydicom
-from pynetdicom import AE
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
 
 from serving.config import ServingConfig
 from serving.store.db import Database

@@ -28,7 +28,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     # DejaVu Sans ships with matplotlib (a project dependency) and has the en dash and most
     # scripts; Pillow's built-in font is the fallback.
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 - for its font file only, when a banner is drawn
 
         path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
         return ImageFont.truetype(str(path), size)

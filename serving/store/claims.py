@@ -7,7 +7,7 @@ two readers claiming at once on any number of replicas get exactly one winner: t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
@@ -39,7 +39,7 @@ class Claim:
 def _db_time(db: Database, value: datetime) -> datetime:
     """SQLite keeps our UTC datetimes as naive strings: compare like with like there."""
     if db.engine.dialect.name == "sqlite":
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 

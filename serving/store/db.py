@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -16,9 +17,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from datasets.vocabulary import LEVEL_RANK, TriageLevel
-
 from serving.store.schema import (
-    AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, Instance, Study, utcnow,
+    AI_FAILED,
+    AI_READ,
+    CLAIMED,
+    NO_AI_READ,
+    RECEIVED,
+    Instance,
+    Study,
+    utcnow,
 )
 
 # What the worklist says of a study whose patient declined the automated read.
@@ -32,7 +39,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -251,7 +258,7 @@ class Database:
         routine_to_critical = now - timedelta(minutes=aging.routine + aging.urgent)
         urgent_to_critical = now - timedelta(minutes=aging.urgent)
         # SQLite stores our UTC datetimes as naive ISO strings; compare like with like there.
-        naive = (lambda v: v.astimezone(timezone.utc).replace(tzinfo=None)) if sqlite else (lambda v: v)
+        naive = (lambda v: v.astimezone(UTC).replace(tzinfo=None)) if sqlite else (lambda v: v)
         level = func.coalesce(Study.level, "routine")
         return case(
             (level == "critical", 0),

@@ -3,7 +3,7 @@ search, a clinic's recent submissions, marking a study as not for the AI."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
@@ -13,7 +13,7 @@ from models.read import PreRead
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -76,7 +76,7 @@ class Study(Base):
     last_instance_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    instances: Mapped[list["Instance"]] = relationship(back_populates="study", order_by="Instance.id")
+    instances: Mapped[list[Instance]] = relationship(back_populates="study", order_by="Instance.id")
 
     @property
     def pre_read(self) -> PreRead | None:

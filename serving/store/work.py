@@ -22,9 +22,10 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, case, false, func, or_, select, update
 
@@ -50,7 +51,7 @@ class RetryPolicy:
 def _db_time(db: Database, value: datetime) -> datetime:
     """SQLite keeps our UTC datetimes as naive strings: compare like with like there."""
     if db.engine.dialect.name == "sqlite":
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -71,7 +72,7 @@ class WorkQueue:
         self.worker_id = worker_id or worker_name()
         self._held: set[str] = set()
         self._lock = threading.Lock()
-        self._last_renewal = datetime.min.replace(tzinfo=timezone.utc)
+        self._last_renewal = datetime.min.replace(tzinfo=UTC)
         self._arrival_listeners: list[Callable[[str | None], None]] = []
 
     # --- arrivals -------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class WorkQueue:
             listener(modality)
 
     @classmethod
-    def from_config(cls, db: Database, cfg: Any) -> "WorkQueue":
+    def from_config(cls, db: Database, cfg: Any) -> WorkQueue:
         recovery = cfg.recovery
         return cls(db, lease_seconds=cfg.dicom.lease_seconds, stable_seconds=cfg.dicom.study_stable_seconds,
                    policy=RetryPolicy(recovery.max_attempts, recovery.backoff_base_seconds,

@@ -161,7 +161,8 @@ def _to_png(data: bytes, content_type: str, window: float | None,
             buffer = io.BytesIO()
             img.save(buffer, "PNG")
             return buffer.getvalue(), None
-        arr = pixels.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
+        slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
+        arr = pixels.astype(np.float64) * slope + intercept
         if window is None and "WindowWidth" in ds:
             ww, wc = ds.WindowWidth, ds.WindowCenter
             window = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)

@@ -35,7 +35,7 @@ def login(body: LoginBody, request: Request, svc: ServicesDep) -> LoginOut:
     except users.LoginFailed:
         audit.record(svc.db, "login_failed", user=body.username[:128], detail={"path": request.url.path},
                      client=client_of(request))
-        raise HTTPException(401, "unknown user or wrong password")
+        raise HTTPException(401, "unknown user or wrong password") from None
     ttl = timedelta(hours=svc.config.auth.login_ttl_hours)
     sites = list(user.sites or []) or (["*"] if user.role == "admin" else [])
     token = svc.tokens.issue(user.username, user.role, sites, ttl=ttl)

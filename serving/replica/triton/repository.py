@@ -62,7 +62,7 @@ class TritonModelOptions:
             raise ValueError(f"flavour must be 'python' or 'onnxruntime', got {self.flavour!r}")
 
     @classmethod
-    def from_deployment(cls, deployment, model=None, **overrides) -> "TritonModelOptions":
+    def from_deployment(cls, deployment, model=None, **overrides) -> TritonModelOptions:
         """From a serving config's DeploymentConfig (and ModelServingConfig for threads/precision)."""
         options = {
             "max_batch_size": deployment.max_batch_size,

@@ -123,7 +123,7 @@ class TritonServer:
             env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         return args + self.extra_args, env
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         dist = find_tritonserver()
         args, env = self._prepare(dist)
         log.info("starting %s on http %s, grpc %s", dist.binary, self.http_url, self.grpc_url)
@@ -170,7 +170,7 @@ class TritonServer:
             self._log_file = None
         shutil.rmtree(self._workspace / "backends", ignore_errors=True)
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
