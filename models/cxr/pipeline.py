@@ -44,6 +44,7 @@ from datasets.imaging.record import ImageRecord
 from datasets.imaging.transforms import heatmap_to_original, preprocess_with_geometry
 from models.backends import STATE_DICT_FILENAME, InferenceBackend, load_backend
 from models.card import ModelCard
+from models.cxr.network import build_cxr_model
 from datasets.vocabulary.cxr_labels import ANY_ABNORMALITY
 from models.read import HeatmapPixels, PreRead
 from models.registry import Registry, open_registry
@@ -58,11 +59,9 @@ OVERLAY_MAX_SIDE = 1024
 
 def build_cxr_network(card: ModelCard):
     """A fresh PyTorch network for a chest X-ray card (weights not loaded)."""
-    from models.backends import build_network
-
     if card.task != "cxr":
         raise ValueError(f"card is for task {card.task!r}, not 'cxr'")
-    return build_network(card)
+    return build_cxr_model(card.architecture, len(card.labels), **card.architecture_params)
 
 
 def load_cam_network(model_dir: str | Path, card: ModelCard | None = None, device: str | None = None):
@@ -151,7 +150,7 @@ class CxrPreReader:
                 cam_network = load_cam_network(registered.path, card, cam_device)
             except FileNotFoundError as exc:
                 log.warning("%s: no heatmaps for this model (%s)", registered.ref, exc)
-        return cls(load_backend(Path(registered.path), backend, **backend_options), card,
+        return cls(load_backend(Path(registered.path), backend, build_network=build_cxr_network, **backend_options), card,
                    TriageRules.from_yaml(triage_rules), cam_network=cam_network,
                    threshold_overrides=threshold_overrides)
 

@@ -18,6 +18,7 @@ from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from datasets.ecg.transforms import preprocess_signals
 from models.backends import InferenceBackend, load_backend
 from models.card import ModelCard
+from models.ecg.factory import build_ecg_network
 from models.read import PreRead
 from models.registry import Registry, open_registry
 from models.triage import TriageRules, triage
@@ -51,7 +52,7 @@ class EcgPreReader:
         registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
-        return cls(load_backend(Path(registered.path), backend, **backend_options), card,
+        return cls(load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options), card,
                    TriageRules.from_yaml(triage_rules))
 
     @property

@@ -267,7 +267,7 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
         time.sleep(0.2)
     finally:
         serve.delete("priority-test")
-    assert [r["timing"]["priority"] for r in reads[-3:]] == ["critical"] * 3
+    assert [r.timing["priority"] for r in reads[-3:]] == ["critical"] * 3
     order = sorted(finished, key=finished.get)
     critical_ranks = [order.index(f"c{i}") for i in range(3)]
     # 16 routine reads in batches of 2. When the critical reads arrived, `already` routine reads were
