@@ -80,9 +80,8 @@ class Ingress:
         self.services = services
         # DICOM in (C-STORE SCP thread) and the dispatcher (a task on this replica's event loop):
         # see serving/ingest/scp.py for why they live in the ingress rather than a deployment.
+        # The dispatcher also replays the durable queue: studies stored before a crash but never read.
         self._dicom = DicomRuntime(services, readers).start(loop)
-        # Replay the durable queue: studies stored before a crash but never read.
-        self._recovery = loop.create_task(self._recover(services))
 
     def __del__(self) -> None:
         dicom = getattr(self, "_dicom", None)
@@ -101,14 +100,6 @@ class Ingress:
                 log.warning("model application %s not answering yet: %s", model_app_name(task), exc)
                 await asyncio.sleep(2.0)
 
-    @staticmethod
-    async def _recover(services: Services) -> None:
-        try:
-            done = await services.ecg.process_pending()
-            if done:
-                log.warning("recovered %d stored ECGs that had no AI read", done)
-        except Exception:  # never let recovery take the ingress down; rows stay 'received'
-            log.exception("recovery of pending ECGs failed")
 
 
 def _options(deployment: Deployment, cfg: DeploymentConfig, batching: bool) -> Deployment:
@@ -128,7 +119,10 @@ def build_model_app(cfg: ServingConfig, task: str) -> Application:
     deployment = _options(MODEL_CLASSES[task], getattr(cfg.deployments, task), batching=True)
     # No per-request access log on model replicas: every pre-read and tensor batch would add a
     # line (the ingress keeps its access log; the replicas' numbers are in the metrics).
-    deployment = deployment.options(logging_config={"enable_access_log": False})
+    batching = getattr(cfg.deployments, task)
+    deployment = deployment.options(logging_config={"enable_access_log": False}, user_config={
+        "max_batch_size": batching.max_batch_size, "batch_wait_timeout_s": batching.batch_wait_timeout_s,
+        "priority_aging_s": batching.priority_aging_s})  # → reconfigure() on every replica, also on updates
     return deployment.bind(cfg)
 
 

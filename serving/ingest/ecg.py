@@ -159,17 +159,6 @@ class EcgWorkflow:
             return None
         return await self.read(study.study_uid, record, study.site)
 
-    async def process_pending(self) -> int:
-        """Read every ECG that is due (waiting, or failed and due a retry) and not leased by a live
-        worker. The dispatcher's sweep does this for all modalities; this is the ECG-only form."""
-        done = 0
-        while claimed := await asyncio.to_thread(self.queue.claim_due, 16, "ECG"):
-            for study_uid in claimed:
-                study = await asyncio.to_thread(self.db.get_study, study_uid)
-                if study is not None and await self.read_stored(study) is not None:
-                    done += 1
-        return done
-
     @staticmethod
     def _mask(value: Any, fn: Callable[[str], str], enabled: bool) -> str | None:
         if value in (None, ""):

@@ -83,12 +83,12 @@ class PriorityBatcher:
         self._seq = itertools.count()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self.batches_run = 0
 
     # --- public ---------------------------------------------------------------------------------
     def configure(self, max_batch_size: int | None = None, wait_timeout_s: float | None = None,
                   aging_s: float | None = None) -> None:
-        """Change the knobs (e.g. from a deployment's user_config); applies from the next batch."""
+        """Change the knobs (a model deployment's ``user_config``: serving/replica/deployment.py
+        ``reconfigure``); applies from the next batch."""
         if max_batch_size is not None:
             self.max_batch_size = int(max_batch_size)
         if wait_timeout_s is not None:
@@ -179,7 +179,6 @@ class PriorityBatcher:
                     waiting.future.set_exception(exc)
             return
         finally:
-            self.batches_run += 1
         compute_ms = (time.monotonic() - started) * 1000.0
         size = sum(w.size for w in batch)
         for waiting, value in zip(batch, results):

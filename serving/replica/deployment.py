@@ -91,6 +91,14 @@ class _ModelDeployment:
         self._auth: RawAccessAuth | None = None
         log.info("%s model %s loaded on %s", self.task, self.reader.model_identity, self.reader.backend.device)
 
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Ray Serve's ``user_config`` (serving/app.py sets it from configs/serving.yaml): the batching
+        knobs, changed in place — a `serve deploy` with new values reaches running replicas
+        without restarting them (or reloading the model)."""
+        self.batcher.configure(max_batch_size=user_config.get("max_batch_size"),
+                               wait_timeout_s=user_config.get("batch_wait_timeout_s"),
+                               aging_s=user_config.get("priority_aging_s"))
+
     # --- called through handles (the ingress) -----------------------------------------------------
     async def read(self, item: Any, priority: str = "routine") -> PreRead:
         """One pre-read, batched with whatever else waits; ``timing`` gains the queue/compute split."""

@@ -217,3 +217,47 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
     fast_done, slow_meanwhile, slow_done = asyncio.run(main())
     assert fast_done == ["ai_read"] * 17, "studies waited behind the slow read"
     assert slow_meanwhile == "received" and slow_done == ["ai_read"]
+
+
+def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_path, nih_dir):
+    """The dispatcher polls rarely here (10 min): a stored image study is read once it is stable
+    because the arrival wakes the sweep (before, the wake event was never set: arrivals waited for
+    the poll interval)."""
+    import asyncio
+
+    from serving.reading.dispatcher import Dispatcher
+    from serving.store.work import WorkQueue
+    from tests.serving.dicom_helpers import FakeCxrReader
+
+    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
+        "study_stable_seconds": 0.2, "poll_seconds": 600.0})})
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    queue = WorkQueue.from_config(db, cfg)
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue))
+    ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
+    fake = FakeCxrReader()
+
+    async def read_cxr(record):
+        return fake.read_batch([record])[0]
+
+    async def main():
+        dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr})
+        running = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.5)  # the first sweep found nothing; the next poll is 10 minutes away
+        png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
+        uid = (await asyncio.to_thread(ingest.accept, wrapped_dx(png), "demo", "scp", "DEMOSITE")).study_uid
+        deadline = asyncio.get_running_loop().time() + 60
+        status = None
+        while asyncio.get_running_loop().time() < deadline:
+            status = (await asyncio.to_thread(db.get_study, uid)).status
+            if status == "ai_read":
+                break
+            await asyncio.sleep(0.05)
+        dispatcher.stop()
+        dispatcher.wake("ECG")  # let the stopped loop see it now, not in 10 minutes
+        await asyncio.wait_for(running, 10)
+        return status
+
+    assert asyncio.run(main()) == "ai_read", "the arrival did not wake the dispatcher"
