@@ -108,3 +108,14 @@ def enforce_rate_limit(svc: Services, site: str, kind: str = "http") -> None:
         raise HTTPException(429, detail={"field": "site", "reason": f"site {site!r} is over its ingest rate limit; "
                                                                     f"retry in {math.ceil(wait)} s"},
                             headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (never read whole first)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"{what} body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -21,7 +21,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from serving.api.deps import DicomViewerDep, SenderDep, ServicesDep, enforce_rate_limit, only_site, study_for
+from serving.api.deps import DicomViewerDep, SenderDep, ServicesDep, enforce_rate_limit, only_site, read_body, study_for
 from serving.auth.tokens import Principal
 from serving.ingest.dicom import DicomInputError, validate_dicom
 from serving.privacy import mask_id
@@ -108,7 +108,8 @@ def multipart_response(objects: list[tuple[bytes, str | None]]) -> Response:
 
 def _transfer_syntax(data: bytes) -> str | None:
     try:
-        return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=[]).file_meta.TransferSyntaxUID)
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=[])
+        return str(header.file_meta.TransferSyntaxUID)
     except Exception:
         return None
 
@@ -126,7 +127,8 @@ async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: st
                no_ai: bool = Query(False, description="the patient declined an automated pre-read")) -> JSONResponse:
     main, params = _content_type_params(request.headers.get("content-type", ""))
     if main != "multipart/related":
-        raise HTTPException(415, f"STOW-RS takes multipart/related; type=\"application/dicom\", not {main or 'no content type'}")
+        raise HTTPException(415, "STOW-RS takes multipart/related; type=\"application/dicom\", "
+                                 f"not {main or 'no content type'}")
     part_type = params.get("type", "application/dicom").lower()
     if part_type != "application/dicom":
         raise HTTPException(415, f"only type=\"application/dicom\" parts are supported, not {part_type!r}")
@@ -142,14 +144,9 @@ async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: st
         raise HTTPException(400, f"site {site!r} is not configured")
     enforce_rate_limit(svc, site)
     limit = svc.config.dicom.max_stow_bytes
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"STOW-RS body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    payload = await read_body(request, limit, "STOW-RS")
     try:
-        parts = split_multipart(b"".join(chunks), boundary)
+        parts = split_multipart(payload, boundary)
     except ValueError as exc:
         raise HTTPException(400, f"malformed multipart/related body: {exc}") from exc
     if not parts:
@@ -217,7 +214,8 @@ def _query(request: Request, *names: str) -> str | None:
     return None
 
 
-@router.get("/studies", response_model=list[DicomJson], response_class=DicomJSONResponse)
+@router.get("/studies",
+            response_model=list[DicomJson], response_class=DicomJSONResponse)
 def qido_studies(request: Request, svc: ServicesDep, who: DicomViewerDep, limit: int = Query(100, ge=1, le=1000),
                  offset: int = Query(0, ge=0)) -> JSONResponse:
     patient_id = _query(request, "PatientID", "00100020")
@@ -257,7 +255,8 @@ def _study(svc: Services, who: Principal, study_uid: str) -> Study:
     return study_for(svc, who, study_uid)
 
 
-@router.get("/studies/{study_uid}/series", response_model=list[DicomJson], response_class=DicomJSONResponse)
+@router.get("/studies/{study_uid}/series",
+            response_model=list[DicomJson], response_class=DicomJSONResponse)
 def qido_series(study_uid: str, request: Request, svc: ServicesDep,
                 who: DicomViewerDep) -> JSONResponse:
     study = _study(svc, who, study_uid)
@@ -276,7 +275,8 @@ def qido_series(study_uid: str, request: Request, svc: ServicesDep,
     return JSONResponse(out, media_type=DICOM_JSON)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances", response_model=list[DicomJson], response_class=DicomJSONResponse)
+@router.get("/studies/{study_uid}/series/{series_uid}/instances",
+            response_model=list[DicomJson], response_class=DicomJSONResponse)
 def qido_instances(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
                    who: DicomViewerDep) -> JSONResponse:
     study = _study(svc, who, study_uid)
@@ -285,7 +285,8 @@ def qido_instances(study_uid: str, series_uid: str, request: Request, svc: Servi
         "00080016": _attr("UI", i.sop_class_uid),
         "00080018": _attr("UI", i.sop_instance_uid),
         "00080060": _attr("CS", i.modality),
-        "00081190": _attr("UR", f"{base}/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{i.sop_instance_uid}"),
+        "00081190": _attr("UR", f"{base}/dicomweb/studies/{study_uid}/series/{series_uid}"
+                                f"/instances/{i.sop_instance_uid}"),
         "0020000D": _attr("UI", study_uid),
         "0020000E": _attr("UI", i.series_uid),
     } for i in study.instances if i.series_uid == series_uid]
@@ -330,35 +331,41 @@ def _metadata(request: Request, svc: Services, who: Principal, study_uid: str, s
     return JSONResponse(out, media_type=DICOM_JSON)
 
 
-@router.get("/studies/{study_uid}/metadata", response_model=list[DicomJson], response_class=DicomJSONResponse)
+@router.get("/studies/{study_uid}/metadata",
+            response_model=list[DicomJson], response_class=DicomJSONResponse)
 def study_metadata(study_uid: str, request: Request, svc: ServicesDep, who: DicomViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/metadata", response_model=list[DicomJson], response_class=DicomJSONResponse)
+@router.get("/studies/{study_uid}/series/{series_uid}/metadata",
+            response_model=list[DicomJson], response_class=DicomJSONResponse)
 def series_metadata(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
                     who: DicomViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid, series_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata", response_model=list[DicomJson], response_class=DicomJSONResponse)
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+            response_model=list[DicomJson], response_class=DicomJSONResponse)
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep,
                       who: DicomViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid, series_uid, sop_uid)
 
 
-@router.get("/studies/{study_uid}", response_class=Response, responses=MULTIPART_DICOM)
+@router.get("/studies/{study_uid}",
+            response_class=Response, responses=MULTIPART_DICOM)
 def wado_study(study_uid: str, request: Request, svc: ServicesDep, who: DicomViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}", response_class=Response, responses=MULTIPART_DICOM)
+@router.get("/studies/{study_uid}/series/{series_uid}",
+            response_class=Response, responses=MULTIPART_DICOM)
 def wado_series(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
                 who: DicomViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid, series_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}", response_class=Response, responses=MULTIPART_DICOM)
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+            response_class=Response, responses=MULTIPART_DICOM)
 def wado_instance(study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep,
                   who: DicomViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid, series_uid, sop_uid)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from datasets.ecg.errors import EcgInputError
 from serving import metrics
-from serving.api.deps import SenderDep, ServicesDep, enforce_rate_limit, only_site
+from serving.api.deps import SenderDep, ServicesDep, enforce_rate_limit, only_site, read_body
 from serving.api.schemas import EcgAccepted
 from serving.ingest.ecg import SiteError
 from serving.priority import PriorityError, parse_priority, request_priority
@@ -89,13 +89,7 @@ async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None,
         site = form.get("site")
         ctype, name = upload.content_type, upload.filename
     else:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"ECG body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        body, site, ctype, name = b"".join(chunks), None, content_type or None, None
+        body, site, ctype, name = await read_body(request, limit, "ECG"), None, content_type or None, None
     if len(body) > limit:
         raise HTTPException(413, f"ECG body exceeds the limit of {limit} bytes")
     if not body:
