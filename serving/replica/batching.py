@@ -178,7 +178,6 @@ class PriorityBatcher:
                 if not waiting.future.done():
                     waiting.future.set_exception(exc)
             return
-        finally:
         compute_ms = (time.monotonic() - started) * 1000.0
         size = sum(w.size for w in batch)
         for waiting, value in zip(batch, results):
