@@ -31,12 +31,10 @@ import numpy as np
 import pandas as pd
 
 from datasets.sources import FORMATS, SourceDataset, open_source
-from datasets.sources.base import parse_age as _parse_age
 from datasets.sources.chexpert import CHEXPERT_TO_CXR  # noqa: F401 - re-exported
 from datasets.sources.cinc import CINC_SOURCES  # noqa: F401 - re-exported
 from datasets.sources.ptbxl import LABEL_SETS as PTBXL_LABEL_SETS
 from datasets.sources.ptbxl import PTBXL_TO_ECG  # noqa: F401 - re-exported
-from datasets.sources.worklist import findings_to_set as _findings_to_set  # noqa: F401 - used by monitoring
 from datasets.sources.worklist import signed_reads_dataset
 
 # Metadata columns an evaluation reports subgroups on or shows; adapter-internal ones stay out.
@@ -67,11 +65,6 @@ def parse_data_spec(spec: str) -> tuple[str, Path, dict[str, str]]:
         raise ValueError(f"--data must be FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}; got {spec!r}")
     path, _, query = rest.partition("?")
     return fmt, Path(path).expanduser(), dict(parse_qsl(query))
-
-
-def _age(value: Any) -> float | None:
-    """40, "40", "040Y" → years (kept for evaluation.monitoring)."""
-    return _parse_age(value)
 
 
 def _image_size(card) -> tuple[int, int]:

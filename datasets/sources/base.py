@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from datasets.vocabulary.age import age_in_years as parse_age  # noqa: F401 - the one age parser, re-exported for the sources
 from tqdm.auto import tqdm
 
 META_COLUMNS = ("id", "patient_id", "split", "site", "sex", "age", "manufacturer")
@@ -222,18 +224,6 @@ def normalise_sex(value: Any) -> str:
     """'M'/'F', 'Male'/'female', 0/1 are mapped by the caller; this takes text → male/female/unknown."""
     text = str(value if value is not None else "").strip().lower()
     return {"m": "male", "male": "male", "f": "female", "female": "female"}.get(text, "unknown")
-
-
-def parse_age(value: Any) -> float | None:
-    """40, "40", "040Y" (DICOM AS; months/weeks/days → fractions of a year) → years; else None."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return None
-    text = str(value).strip().upper()
-    factor = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}.get(text[-1:])
-    try:
-        return float(text[:-1]) * factor if factor else float(text)
-    except ValueError:
-        return None
 
 
 def multi_hot(positives: Sequence[Iterable[str]], labels: Sequence[str],

@@ -16,24 +16,24 @@ import math
 from enum import StrEnum
 
 
+_AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+
+
 def age_in_years(age: object) -> float | None:
-    """Years from a number or a DICOM Age String (``nnnD|W|M|Y``); None when unknown or invalid.
-    Days, weeks and months count as under one year (0)."""
+    """Years from a number or a DICOM Age String (``040Y``; months, weeks and days as fractions of
+    a year); None when unknown or invalid (empty, NaN, negative, not a number)."""
     if age is None or isinstance(age, bool):
         return None
     if isinstance(age, (int, float)):
         value = float(age)
-        return None if math.isnan(value) or value < 0 else value
-    text = str(age).strip().upper()
-    unit = text[-1:] if text[-1:] in ("D", "W", "M", "Y") else "Y"
-    digits = "".join(ch for ch in text if ch.isdigit() or ch == ".")
-    if not digits:
-        return None
-    try:
-        value = float(digits)
-    except ValueError:
-        return None
-    return value if unit == "Y" else 0.0
+    else:
+        text = str(age).strip().upper()
+        factor = _AGE_UNITS.get(text[-1:])
+        try:
+            value = float(text[:-1]) * factor if factor else float(text)
+        except ValueError:
+            return None
+    return None if math.isnan(value) or value < 0 else value
 
 
 class AgeDecade(StrEnum):

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from serving.results import codes
-from serving.results.sr import DEFAULT_MANUFACTURER, _model_fields
+from serving.results.sr import DEFAULT_MANUFACTURER, model_identity_fields
 
 HEATMAP_LABEL = "AI heatmap \u2013 preliminary, not for diagnosis"
 DEFAULT_SC_SERIES_NUMBER = 901
@@ -92,7 +92,7 @@ def build_heatmap_sc(
         finding: what the map explains (e.g. ``"Pneumonia 0.83"``), appended to the banner.
         draw_label: draw the banner (Burned In Annotation is YES only if so).
     """
-    name, version, manufacturer, demo = _model_fields(model)
+    name, version, manufacturer, demo = model_identity_fields(model)
     rgb = np.asarray(overlay_rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"overlay must be (rows, cols, 3) RGB, got {rgb.shape}")
