@@ -54,9 +54,11 @@ from datasets.imaging.acceptance import Acceptance, AcceptancePolicy, check_ches
 from datasets.imaging.record import ImageRecord
 from datasets.imaging.transforms import heatmap_to_original, preprocess_with_geometry
 from datasets.vocabulary import QualityReason
+from datasets.vocabulary.cxr_labels import ANY_ABNORMALITY
 from models.backends import STATE_DICT_FILENAME, InferenceBackend, load_backend
 from models.card import ModelCard
-from models.cxr.labels import ANY_ABNORMALITY
+from models.cxr.network import build_cxr_model
+from models.read import HeatmapPixels, PreRead
 from models.registry import Registry, open_registry
 from models.triage import TriageRules, triage
 
@@ -69,11 +71,9 @@ OVERLAY_MAX_SIDE = None  # None: the overlay has the source's own rows and colum
 
 def build_cxr_network(card: ModelCard):
     """A fresh PyTorch network for a chest X-ray card (weights not loaded)."""
-    from models.backends import build_network
-
     if card.task != "cxr":
         raise ValueError(f"card is for task {card.task!r}, not 'cxr'")
-    return build_network(card)
+    return build_cxr_model(card.architecture, len(card.labels), **card.architecture_params)
 
 
 def load_cam_network(model_dir: str | Path, card: ModelCard | None = None, device: str | None = None):
@@ -100,19 +100,13 @@ def _input_geometry(card: ModelCard) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def json_view(read: dict[str, Any]) -> dict[str, Any]:
-    """A read without its pixel arrays (heatmap, overlay_rgb), for JSON storage and API answers.
+def json_view(read: PreRead) -> dict[str, Any]:
+    """A read without its pixel arrays (``PreRead.pixels``), for JSON storage and API answers.
 
-    Each heatmap entry keeps ``code``, ``name``, ``probability`` and gains ``shape`` (rows, cols);
-    the pictures themselves travel as the Secondary Capture / PNG the caller makes of them.
+    Each heatmap entry keeps ``code``, ``name``, ``probability`` and ``shape`` (rows, cols); the
+    pictures themselves travel as the Secondary Capture / PNG the caller makes of them.
     """
-    out = {key: value for key, value in read.items() if key != "heatmaps"}
-    out["heatmaps"] = [
-        {**{k: v for k, v in heat.items() if k not in ("heatmap", "overlay_rgb")},
-         "shape": [int(n) for n in np.shape(heat.get("heatmap"))]}
-        for heat in read.get("heatmaps", [])
-    ]
-    return out
+    return read.to_json()
 
 
 def _source_view(record: ImageRecord | np.ndarray) -> dict[str, Any]:
@@ -201,7 +195,7 @@ class CxrPreReader:
                 cam_network = load_cam_network(registered.path, card, cam_device)
             except FileNotFoundError as exc:
                 log.warning("%s: no heatmaps for this model (%s)", registered.ref, exc)
-        return cls(load_backend(Path(registered.path), backend, **backend_options), card,
+        return cls(load_backend(Path(registered.path), backend, build_network=build_cxr_network, **backend_options), card,
                    TriageRules.from_yaml(triage_rules), cam_network=cam_network,
                    threshold_overrides=threshold_overrides)
 
@@ -227,7 +221,7 @@ class CxrPreReader:
             record = ImageRecord(pixels=np.asarray(record, dtype=np.float32))
         return check_chest_film(record, self.acceptance_policy)
 
-    def read_batch(self, records: Sequence[ImageRecord]) -> list[dict[str, Any]]:
+    def read_batch(self, records: Sequence[ImageRecord]) -> list[PreRead]:
         """Read a batch: the acceptance check per image, one backend call for the probabilities of the
         accepted ones, then triage and Grad-CAM per image. A film that fails acceptance is not read."""
         if not records:
@@ -330,19 +324,19 @@ class CxrPreReader:
         return self.heatmap_entries(record, indices, maps[0], probs) if 0 in maps else []
 
     def _not_read(self, record: ImageRecord | np.ndarray, verdict: Acceptance,
-                  batch_timing: dict[str, Any]) -> dict[str, Any]:
+                  batch_timing: dict[str, Any]) -> PreRead:
         """A film that failed acceptance: no findings, no level from findings; the reasons say why."""
-        return {
+        return PreRead.model_validate({
             "modality": "CXR", "preliminary": True, "disclaimer": DISCLAIMER, "model": self.model_identity,
             "findings": [], "operating_point": {"site": None, "source": "model card"},
             "quality": quality_view(verdict),
             "triage": {"level": "routine", "score": 0.0,
                        "reasons": ["not read by the AI: " + "; ".join(r.text for r in verdict.reasons)]},
             "heatmaps": [], "source": _source_view(record), "timing": dict(batch_timing),
-        }
+        })
 
     def _read(self, record: ImageRecord, probs: np.ndarray, batch_timing: dict[str, Any], verdict: Acceptance,
-              cams: tuple[list[int], np.ndarray | None]) -> dict[str, Any]:
+              cams: tuple[list[int], np.ndarray | None]) -> PreRead:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
         thresholds, site_point = self.thresholds_for(getattr(record, "site", None))
         positive = {code: bool(p >= thresholds[code]) for code, p in by_code.items()}
@@ -359,7 +353,7 @@ class CxrPreReader:
         heatmaps = self.heatmap_entries(record, indices, maps, probs) if maps is not None else []
         overlay_ms = (time.perf_counter() - started) * 1000.0
         source = _source_view(record)
-        return {
+        return PreRead.model_validate({
             "modality": "CXR",
             "preliminary": True,
             "disclaimer": DISCLAIMER,
@@ -369,7 +363,9 @@ class CxrPreReader:
                                 "detail": self.operating_point_detail(thresholds)},
             "quality": quality_view(verdict),
             "triage": result.model_dump(),
-            "heatmaps": heatmaps,
+            "heatmaps": [{"code": h["code"], "name": h["name"], "probability": h.get("probability"),
+                          "shape": [int(n) for n in np.shape(h["heatmap"])]} for h in heatmaps],
+            "pixels": {h["code"]: HeatmapPixels(h["heatmap"], h["overlay_rgb"]) for h in heatmaps},
             "source": source,
             "timing": {**batch_timing, "overlay_ms": round(overlay_ms, 2)},
-        }
+        })

@@ -15,8 +15,9 @@ import torch
 from pydicom.data import get_testdata_file
 
 from datasets.imaging import preprocess_image, read_dicom_image, wrap_png_as_dicom
-from models.cxr.labels import CXR_LABEL_CODES
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 from models.cxr.pipeline import CxrPreReader, json_view, load_cam_network
+from models.read import PreRead
 from models.registry import ModelRegistry
 from models.triage import LEVELS
 from training.config import TrainConfig, load_train_config
@@ -65,7 +66,8 @@ def cr_path() -> str:
     return path
 
 
-def check_read(read: dict, shape: tuple[int, int]) -> None:
+def check_read(pre_read: PreRead, shape: tuple[int, int]) -> None:
+    read, pixels = pre_read.to_json(), pre_read.pixels
     assert read["modality"] == "CXR" and read["preliminary"] is True and read["disclaimer"]
     assert [f["code"] for f in read["findings"]] == list(CXR_LABEL_CODES)
     for finding in read["findings"]:
@@ -83,9 +85,10 @@ def check_read(read: dict, shape: tuple[int, int]) -> None:
     assert len(read["heatmaps"]) == min(3, len(positives))
     for heat in read["heatmaps"]:
         assert heat["code"] in {f["code"] for f in positives}
-        assert heat["heatmap"].shape == shape and heat["heatmap"].dtype == np.float32
-        assert heat["heatmap"].min() >= 0.0 and heat["heatmap"].max() <= 1.0
-        rgb = heat["overlay_rgb"]
+        heatmap = pixels[heat["code"]].heatmap
+        assert heatmap.shape == shape and heatmap.dtype == np.float32
+        assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+        rgb = pixels[heat["code"]].overlay_rgb
         assert rgb.dtype == np.uint8 and rgb.shape == shape + (3,)  # pixel-aligned with the source
     assert read["quality"] == {"acceptable": True, "reasons": [], "action": None}
 
@@ -98,17 +101,18 @@ def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_p
     cr = read_dicom_image(cr_path)
     assert cr.photometric == "MONOCHROME1" and cr.shape == (1955, 1841)
 
-    reads = reader.read_batch([nih, cr])
-    assert len(reads) == 2
-    check_read(reads[0], (1024, 1024))
-    check_read(reads[1], (1955, 1841))
+    pre_reads = reader.read_batch([nih, cr])
+    assert len(pre_reads) == 2
+    check_read(pre_reads[0], (1024, 1024))
+    check_read(pre_reads[1], (1955, 1841))
+    reads = [r.to_json() for r in pre_reads]
     for read in reads:
         positives = [f for f in read["findings"] if f["positive"] and f["drives_level"]]
         ranked = sorted(positives, key=lambda f: (f["code"] == "ANY", -f["probability"]))
         assert [h["code"] for h in read["heatmaps"]] == [f["code"] for f in ranked[:3]]
         assert read["timing"]["batch_size"] == 2
     assert reads[1]["source"]["photometric"] == "MONOCHROME1"
-    stored = json.loads(json.dumps(json_view(reads[1])))  # what goes into the store / API answer
+    stored = json.loads(json.dumps(json_view(pre_reads[1])))  # what goes into the store / API answer
     assert [h["shape"] for h in stored["heatmaps"]] == [[1955, 1841]] * len(reads[1]["heatmaps"])
     assert stored["findings"] == reads[1]["findings"]
     assert reader.read_batch([]) == []
@@ -147,7 +151,7 @@ def test_heatmap_overlay_geometry_equals_the_source(registry_root, cr_path):
 def test_no_positive_no_heatmap(registry_root, cr_path):
     reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE,
                                         threshold_overrides={code: 1.0 for code in CXR_LABEL_CODES})
-    (read,) = reader.read_batch([read_dicom_image(cr_path)])
+    (read,) = [r.to_json() for r in reader.read_batch([read_dicom_image(cr_path)])]
     assert not any(f["positive"] for f in read["findings"]) and read["heatmaps"] == []
     with pytest.raises(KeyError):
         CxrPreReader.from_registry(registry_root, "cxr", TRIAGE, threshold_overrides={"STE": 0.5})
@@ -160,8 +164,8 @@ def test_backends_and_cam_network_agree(registry_root, nih_source, cr_path):
     torch_reader = CxrPreReader.from_registry(registry_root, "cxr/1", TRIAGE, backend="torch", heatmaps=False,
                                               device="cpu")
     assert not ort_reader.heatmaps_available and torch_reader.model_identity["backend"] == "torch"
-    p_ort = np.array([[f["probability"] for f in r["findings"]] for r in ort_reader.read_batch(records)])
-    p_torch = np.array([[f["probability"] for f in r["findings"]] for r in torch_reader.read_batch(records)])
+    p_ort = np.array([[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in ort_reader.read_batch(records))])
+    p_torch = np.array([[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in torch_reader.read_batch(records))])
     np.testing.assert_allclose(p_ort, p_torch, atol=2e-4)  # reported probabilities are rounded to 1e-4
 
     registered = ModelRegistry(registry_root).resolve("cxr")
@@ -183,7 +187,8 @@ def test_sr_and_sc_built_from_the_read_round_trip(registry_root, nih_source):
 
     reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
     record = read_dicom_image(dicom_bytes(nih_source))
-    (read,) = reader.read_batch([record])
+    (pre_read,) = reader.read_batch([record])
+    read = pre_read.to_json()
     sr = build_ai_sr([nih_source], read["findings"], read["model"], read["triage"])
     parsed = pydicom.dcmread(io.BytesIO(dicom_bytes(sr)))
     assert parsed.VerificationFlag == "UNVERIFIED" and parsed.StudyInstanceUID == nih_source.StudyInstanceUID
@@ -221,7 +226,8 @@ def test_film_failing_acceptance_is_not_read(registry_root, cr_path):
     relabelled = deepcopy(ds)
     relabelled.PhotometricInterpretation = "MONOCHROME2"
     reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
-    reads = reader.read_batch([read_dicom_image(rotated), read_dicom_image(ds), read_dicom_image(relabelled)])
+    reads = [r.to_json() for r in
+             reader.read_batch([read_dicom_image(rotated), read_dicom_image(ds), read_dicom_image(relabelled)])]
     for read, code in ((reads[0], "cxr_rotated"), (reads[2], "cxr_inverted")):
         assert read["quality"]["acceptable"] is False and [r["code"] for r in read["quality"]["reasons"]] == [code]
         assert read["quality"]["action"] and read["findings"] == [] and read["heatmaps"] == []
