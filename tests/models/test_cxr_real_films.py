@@ -14,6 +14,7 @@ import torch
 from datasets.imaging import read_dicom_image, wrap_png_as_dicom
 from evaluation.metrics import auroc
 from models.cxr.pipeline import CxrPreReader
+from models.read import PreRead
 from models.registry import ModelRegistry
 from training.config import TrainConfig, load_train_config
 from training.cxr import train_cxr
@@ -43,8 +44,9 @@ def held_out(nih_dir) -> tuple[list, np.ndarray]:
     return records, np.array([path.parent.name == "Pneumonia" for path in paths])
 
 
-def check_separates(reads: list[dict], pneumonia: np.ndarray) -> dict[str, float]:
+def check_separates(pre_reads: list[PreRead], pneumonia: np.ndarray) -> dict[str, float]:
     """What a useful read of these films must show: urgent on most pneumonia films and few normal ones."""
+    reads = [read.to_json() for read in pre_reads]
     assert all(read["quality"]["acceptable"] for read in reads), "real frontal adult films must be accepted"
     urgent = np.array([read["triage"]["level"] != "routine" for read in reads])
     p = np.array([next(f["probability"] for f in read["findings"] if f["code"] == "PNEUMONIA") for read in reads])
@@ -63,7 +65,7 @@ def test_held_out_real_films_separate_pneumonia_from_normal(registry, held_out):
     reads = reader.read_batch(records)
     check_separates(reads, pneumonia)
     # Only findings learned from real films drive a level, and each read says what its threshold means.
-    for read in reads:
+    for read in (r.to_json() for r in reads):
         assert {f["code"] for f in read["findings"] if f["drives_level"]} == {"PNEUMONIA", "ANY"}
         assert "validation" in read["operating_point"]["detail"]["PNEUMONIA"]
 
@@ -102,7 +104,7 @@ def test_a_finding_never_learned_from_real_films_does_not_drive_a_level(registry
             return out
 
     reader.backend = AlwaysPneumothorax(reader.labels)
-    for read in reader.read_batch(records[:3]):
+    for read in (r.to_json() for r in reader.read_batch(records[:3])):
         pneumothorax = next(f for f in read["findings"] if f["code"] == "PNEUMOTHORAX")
         assert pneumothorax["positive"] and not pneumothorax["drives_level"]
         assert read["triage"]["level"] == "routine"
