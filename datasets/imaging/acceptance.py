@@ -26,13 +26,13 @@ numpy only: ingest and the reader use it without loading a network stack.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from datasets.imaging.orientation import OrientationModel, default_orientation_model
 from datasets.imaging.record import ImageRecord
 from datasets.vocabulary import QualityReason
+from datasets.vocabulary.age import age_in_years
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})
 NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "US", "NM", "PT", "XA", "RF", "MG", "IO", "PX", "OP", "OCT", "ES",
@@ -47,7 +47,6 @@ NOT_RADIOGRAPH_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1",
     "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.12.1",
 })
-_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY]?)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -84,17 +83,6 @@ class Acceptance:
     @property
     def codes(self) -> list[QualityReason]:
         return [reason.code for reason in self.reasons]
-
-
-def age_in_years(value: str | None) -> float | None:
-    """DICOM AS (``045Y``, ``006M``, ``010W``, ``003D``) or a bare number of years → years; None if unreadable."""
-    if not value:
-        return None
-    match = _AGE.match(str(value))
-    if not match:
-        return None
-    number, unit = int(match.group(1)), (match.group(2) or "Y").upper()
-    return number / {"Y": 1.0, "M": 12.0, "W": 52.18, "D": 365.25}[unit]
 
 
 def header_rejections(record: ImageRecord, policy: AcceptancePolicy) -> list[Rejection]:
