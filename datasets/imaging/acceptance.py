@@ -33,6 +33,7 @@ from datasets.imaging.orientation import OrientationModel, default_orientation_m
 from datasets.imaging.record import ImageRecord
 from datasets.vocabulary import QualityReason
 from datasets.vocabulary.age import age_in_years
+from datasets.vocabulary.sop import ImageSopClass
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})
 NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "US", "NM", "PT", "XA", "RF", "MG", "IO", "PX", "OP", "OCT", "ES",
@@ -40,12 +41,12 @@ NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "US", "NM", "PT", "XA", "RF",
 CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "LUNGS", "CHEST_LAT", "CHEST PA", "PORT CHEST"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"})
 HUMAN_SPECIES = ("human", "homo sapiens", "homo")
-# SOP classes of images that are not projection radiographs (CT, enhanced CT, MR, enhanced MR, US,
-# US multi-frame, NM, PET, XA).
+# SOP classes of the images the service stores that are not projection radiographs (the one table:
+# datasets.vocabulary.sop.ImageSopClass), plus NM, PET and XA.
 NOT_RADIOGRAPH_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4",
-    "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1",
-    "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.12.1",
+    ImageSopClass.CT, ImageSopClass.ENHANCED_CT, ImageSopClass.MR, ImageSopClass.ENHANCED_MR, ImageSopClass.US,
+    ImageSopClass.US_MULTIFRAME, "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128",
+    "1.2.840.10008.5.1.4.1.1.12.1",
 })
 
 
