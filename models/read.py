@@ -165,6 +165,10 @@ class PreRead(_Model):
     results: dict[str, dict[str, str]] = Field(default_factory=dict)
     # Heatmap pictures by finding code: travel with the object (a replica → the ingress), never in JSON.
     pixels: dict[str, HeatmapPixels] = Field(default_factory=dict, exclude=True, repr=False)
+    # Heatmaps not yet put on the image (a replica that defers that work to the ingress): finding code →
+    # uint8 [S, S] Grad-CAM map in network-input (letterboxed) space, a few kB instead of full-resolution
+    # pictures through Ray; models.cxr.overlay.render_deferred_heatmaps turns them into ``pixels``.
+    cam_maps: dict[str, np.ndarray] = Field(default_factory=dict, exclude=True, repr=False)
 
     @property
     def level(self) -> TriageLevel:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.pixels import pack_bits
 
 from datasets.imaging.record import ImageRecord
 from datasets.imaging.transforms import heatmap_to_original, resize_2d
+from models.read import HeatmapPixels
 
 DEFAULT_COLORMAP = "turbo"  # perceptually smoother than jet, same reading (blue cold, red hot)
 
@@ -95,11 +98,9 @@ def label_bitmap(rows: int, columns: int, text: str) -> np.ndarray:
     """A (rows, columns) bool bitmap with ``text`` written along the top-left edge, for a DICOM Overlay
     Plane: the label travels as a separate object over the image (viewers draw and can hide it)
     instead of pixels burned into, or added above, the picture."""
-    from PIL import Image, ImageDraw, ImageFont
-
     size = max(10, min(rows, columns) // 40)
     try:
-        from matplotlib import get_data_path
+        from matplotlib import get_data_path  # noqa: PLC0415 - heavy; only for its font file
 
         font = ImageFont.truetype(f"{get_data_path()}/fonts/ttf/DejaVuSans.ttf", size)
     except Exception:  # noqa: BLE001 - Pillow's own font is the fallback
@@ -112,8 +113,6 @@ def label_bitmap(rows: int, columns: int, text: str) -> np.ndarray:
 def add_label_overlay(ds, text: str, group: int = 0x6000) -> None:
     """Add an Overlay Plane (group 60xx, type G) holding ``text`` to a pydicom Dataset of the same
     geometry (Rows × Columns); the description and label say what it is."""
-    from pydicom.pixels import pack_bits
-
     rows, columns = int(ds.Rows), int(ds.Columns)
     bitmap = label_bitmap(rows, columns, text)
     ds.add_new((group, 0x0010), "US", rows)
@@ -125,3 +124,14 @@ def add_label_overlay(ds, text: str, group: int = 0x6000) -> None:
     ds.add_new((group, 0x0102), "US", 0)                   # Overlay Bit Position
     ds.add_new((group, 0x1500), "LO", "AI label")          # Overlay Label
     ds.add_new((group, 0x3000), "OW", pack_bits(bitmap.ravel()))
+
+
+def render_deferred_heatmaps(read, image_record: ImageRecord | np.ndarray) -> None:
+    """Fill ``read.pixels`` (models.read.PreRead) from its ``cam_maps``: each uint8 map in network-input
+    space is put back on the image (letterbox undone, the image's own rows and columns) and blended over
+    it — the same pictures the reader would have made itself, made where the image already is."""
+    for code, cam in list(read.cam_maps.items()):
+        heat = heatmap_to_original(np.asarray(cam, dtype=np.float32) / 255.0, np.shape(
+            image_record.pixels if isinstance(image_record, ImageRecord) else image_record))
+        read.pixels[code] = HeatmapPixels(heat, overlay_for_source(image_record, heat))
+    read.cam_maps = {}

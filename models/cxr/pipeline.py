@@ -152,11 +152,16 @@ class CxrPreReader:
         max_heatmaps: heatmaps per image at most (positive findings only).
         overlay_max_side: long side of the returned overlay pictures at most; None (default): the
             source's own geometry, pixel-aligned with the original.
+        acceptance_policy: limits of the acceptance check (datasets.imaging.acceptance).
+        defer_overlays: return the Grad-CAM maps in network-input space (``PreRead.cam_maps``, uint8)
+            instead of full-resolution pictures; the caller, which holds the image anyway, renders them
+            with ``models.cxr.overlay.render_deferred_heatmaps`` (a Ray replica: kB back, not MB).
     """
 
     def __init__(self, backend: InferenceBackend, card: ModelCard, rules: TriageRules, cam_network=None,
                  threshold_overrides: dict[str, float] | None = None, max_heatmaps: int = MAX_HEATMAPS,
-                 overlay_max_side: int | None = OVERLAY_MAX_SIDE, acceptance_policy: AcceptancePolicy | None = None):
+                 overlay_max_side: int | None = OVERLAY_MAX_SIDE, acceptance_policy: AcceptancePolicy | None = None,
+                 defer_overlays: bool = False):
         if card.task != "cxr":
             raise ValueError(f"CxrPreReader needs a 'cxr' model, got a {card.task!r} card")
         rules.require_labels(list(card.labels), f"model {card.name}/{card.version}")
@@ -176,11 +181,12 @@ class CxrPreReader:
         self.max_heatmaps = int(max_heatmaps)
         self.overlay_max_side = None if overlay_max_side is None else int(overlay_max_side)
         self.acceptance_policy = acceptance_policy or AcceptancePolicy()
+        self.defer_overlays = bool(defer_overlays)
 
     @classmethod
     def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
                       backend: str = "onnxruntime", *, heatmaps: bool = True, cam_device: str | None = None,
-                      threshold_overrides: dict[str, float] | None = None,
+                      threshold_overrides: dict[str, float] | None = None, defer_overlays: bool = False,
                       **backend_options: Any) -> CxrPreReader:
         """Load ``ref`` (``cxr``, ``cxr@champion``, ``cxr/3``) from ``registry`` (a Registry, a folder
         or an MLflow URI: models.registry.open_registry) with ``backend`` for probabilities
@@ -195,9 +201,9 @@ class CxrPreReader:
                 cam_network = load_cam_network(registered.path, card, cam_device)
             except FileNotFoundError as exc:
                 log.warning("%s: no heatmaps for this model (%s)", registered.ref, exc)
-        return cls(load_backend(Path(registered.path), backend, build_network=build_cxr_network, **backend_options), card,
-                   TriageRules.from_yaml(triage_rules), cam_network=cam_network,
-                   threshold_overrides=threshold_overrides)
+        backend_impl = load_backend(Path(registered.path), backend, build_network=build_cxr_network, **backend_options)
+        return cls(backend_impl, card, TriageRules.from_yaml(triage_rules), cam_network=cam_network,
+                   threshold_overrides=threshold_overrides, defer_overlays=defer_overlays)
 
     @property
     def heatmaps_available(self) -> bool:
@@ -350,7 +356,14 @@ class CxrPreReader:
         result = triage({code: p for code, p in by_code.items() if drives[code]}, {}, self.rules, positive)
         started = time.perf_counter()
         indices, maps = cams
-        heatmaps = self.heatmap_entries(record, indices, maps, probs) if maps is not None else []
+        cam_maps: dict[str, np.ndarray] = {}
+        if maps is not None and self.defer_overlays:
+            cam_maps = {self.labels[i]: np.round(plane * 255.0).astype(np.uint8) for i, plane in zip(indices, maps)}
+            shape = list(_source_view(record)[key] for key in ("rows", "columns"))
+            heatmaps = [{"code": self.labels[i], "name": self.label_names[self.labels[i]],
+                         "probability": round(float(probs[i]), 4), "shape": shape} for i in indices]
+        else:
+            heatmaps = self.heatmap_entries(record, indices, maps, probs) if maps is not None else []
         overlay_ms = (time.perf_counter() - started) * 1000.0
         source = _source_view(record)
         return PreRead.model_validate({
@@ -364,8 +377,9 @@ class CxrPreReader:
             "quality": quality_view(verdict),
             "triage": result.model_dump(),
             "heatmaps": [{"code": h["code"], "name": h["name"], "probability": h.get("probability"),
-                          "shape": [int(n) for n in np.shape(h["heatmap"])]} for h in heatmaps],
-            "pixels": {h["code"]: HeatmapPixels(h["heatmap"], h["overlay_rgb"]) for h in heatmaps},
+                          "shape": h.get("shape") or [int(n) for n in np.shape(h["heatmap"])]} for h in heatmaps],
+            "pixels": {h["code"]: HeatmapPixels(h["heatmap"], h["overlay_rgb"]) for h in heatmaps if "heatmap" in h},
+            "cam_maps": cam_maps,
             "source": source,
             "timing": {**batch_timing, "overlay_ms": round(overlay_ms, 2)},
         })

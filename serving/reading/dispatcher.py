@@ -30,6 +30,7 @@ import pydicom
 
 from datasets.imaging import read_dicom_image
 from datasets.imaging.record import ImageRecord
+from models.cxr.overlay import render_deferred_heatmaps
 from models.read import PreRead
 from serving import metrics
 from serving.priority import dicom_priority, highest, request_priority
@@ -209,6 +210,8 @@ class Dispatcher:
         # [priority] from the object and the priority the study arrived with (serving/priority.py)
         with request_priority(highest(dicom_priority(ds), study.priority)):
             read = await read_fn(record)
+        if read.cam_maps:  # a replica that left the heatmap pictures to us (we hold the image)
+            await asyncio.to_thread(render_deferred_heatmaps, read, record)
         results = await asyncio.to_thread(store_results, db, self.svc.store, study, ds, read)
         read.source = {"sop_instance_uid": instance.sop_instance_uid, "series_uid": instance.series_uid,
                        "rule": route.rule.name}

@@ -74,6 +74,8 @@ class _ModelDeployment:
     route. ``reader_class`` has ``from_registry``."""
 
     task: str
+    # Extra from_registry keywords of this task's reader.
+    reader_options: dict[str, Any] = {}
 
     def _setup(self, cfg: ServingConfig, reader_class: type[EcgPreReader] | type[CxrPreReader]) -> None:
         _read_large_bodies_whole()
@@ -81,7 +83,7 @@ class _ModelDeployment:
         registry = cfg.registry.open()
         self.reader = ReloadingReader(registry, model.ref, lambda: reader_class.from_registry(
             registry, model.ref, cfg.triage_path(self.task), backend=model.backend,
-            **model.backend_options(),
+            **self.reader_options, **model.backend_options(),
         ), interval_s=model.reload_interval_s)
         batching = getattr(cfg.deployments, self.task)
         self.batcher = PriorityBatcher(self._run_batch, batching.max_batch_size, batching.batch_wait_timeout_s,
@@ -207,6 +209,9 @@ class CxrModelDeployment(_ModelDeployment):
     """Batched chest X-ray pre-reads (findings, triage, Grad-CAM heatmaps) and raw tensors."""
 
     task = "cxr"
+    # Heatmaps come back as small maps in network-input space; the ingress, which holds the image,
+    # puts them on it (models.cxr.overlay.render_deferred_heatmaps): kB through Ray instead of MB.
+    reader_options = {"defer_overlays": True}
 
     def __init__(self, cfg: ServingConfig):
         self._setup(cfg, CxrPreReader)

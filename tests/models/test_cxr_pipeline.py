@@ -233,3 +233,30 @@ def test_film_failing_acceptance_is_not_read(registry_root, cr_path):
         assert read["quality"]["action"] and read["findings"] == [] and read["heatmaps"] == []
         assert read["triage"]["level"] == "routine" and read["triage"]["reasons"][0].startswith("not read")
     assert reads[1]["quality"]["acceptable"] and len(reads[1]["findings"]) == len(CXR_LABEL_CODES)
+
+
+def test_deferred_heatmaps_render_the_same_pictures_where_the_image_is(registry_root, cr_path):
+    """A replica that defers overlays returns small uint8 maps in input space (kB, not MB); rendering
+    them where the image is gives the source's geometry and (to uint8 rounding) the same heatmap."""
+    from models.cxr.overlay import render_deferred_heatmaps
+
+    cr = read_dicom_image(cr_path)
+    direct = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
+    deferred = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE, defer_overlays=True)
+    index = CXR_LABEL_CODES.index("PNEUMONIA")
+    # Plumbing, not the model's call (that is tests/models/test_cxr_real_films.py): the same finding must
+    # be positive in both readers so that both make its heatmap.
+    for reader in (direct, deferred):
+        reader.card.thresholds["PNEUMONIA"] = 0.0
+        reader.card.learned_from_real = {code: code == "PNEUMONIA" for code in CXR_LABEL_CODES}
+    (full,) = direct.read_batch([cr])
+    (small,) = deferred.read_batch([cr])
+    assert small.pixels == {} and set(small.cam_maps) == {"PNEUMONIA"} == set(full.pixels)
+    cam = small.cam_maps["PNEUMONIA"]
+    assert cam.dtype == np.uint8 and cam.shape == (direct.size, direct.size)
+    assert small.to_json()["heatmaps"] == full.to_json()["heatmaps"]
+    render_deferred_heatmaps(small, cr)
+    assert small.cam_maps == {}
+    assert small.pixels["PNEUMONIA"].overlay_rgb.shape == cr.shape + (3,)
+    np.testing.assert_allclose(small.pixels["PNEUMONIA"].heatmap, full.pixels["PNEUMONIA"].heatmap, atol=1 / 255 + 1e-6)
+    assert index == CXR_LABEL_CODES.index(full.heatmaps[0].code)
