@@ -130,29 +130,28 @@ def dicom_load(cfg, db, studies: list, concurrency: int, timeout_s: float = 120.
 
 def whole_read_in_process(reader, studies: list, batch: int) -> float:
     """Studies/s of the whole read in one process, the same work the served path does per study: the
-    DICOM bytes decoded, the acceptance check, the batched read with heatmaps, and the SR and
-    Secondary Capture built and encoded (no store, no network)."""
+    DICOM bytes decoded, the acceptance check, the batched read with heatmaps on the image, and the SR
+    and Secondary Capture built and encoded (``serving.results.outbound.result_objects``, as the
+    reading room does; no store, no network)."""
     import io
 
     import pydicom
 
     from datasets.imaging.dicom import read_dicom_image
-    from serving.results import build_ai_sr, build_heatmap_sc
-
-    def encode(ds) -> bytes:
-        buffer = io.BytesIO()
-        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-        return buffer.getvalue()
+    from models.cxr.overlay import render_deferred_heatmaps
+    from serving.ingest.dicom import encode
+    from serving.results.outbound import result_objects
 
     payloads = [encode(ds) for ds in studies]
 
     def one_batch(chunk: list[bytes]) -> None:
         sources = [pydicom.dcmread(io.BytesIO(data)) for data in chunk]
-        reads = reader.read_batch([read_dicom_image(ds) for ds in sources])
-        for source, read in zip(sources, reads):
-            encode(build_ai_sr([source], read["findings"], read["model"], read["triage"]))
-            if read["heatmaps"]:
-                encode(build_heatmap_sc(source, read["heatmaps"][0]["overlay_rgb"], read["model"]))
+        records = [read_dicom_image(ds) for ds in sources]
+        for source, record, read in zip(sources, records, reader.read_batch(records)):
+            if read.cam_maps:
+                render_deferred_heatmaps(read, record)
+            for item in result_objects(source, read):
+                encode(item.dataset)
 
     one_batch(payloads[:batch])  # warm-up
     started = time.perf_counter()
@@ -206,8 +205,8 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     from datasets.imaging.dicom import read_dicom_image
     from models.cxr.pipeline import CxrPreReader
     from serving.config import load_config
-    from serving.store.db import Database
     from serving.replica.triton.server import free_port
+    from serving.store.db import Database
 
     console = Console(width=150)
     cfg_loaded = load_config().resolved()
@@ -236,7 +235,8 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     if reader is not None and reader.heatmaps_available:
         whole_per_s = whole_read_in_process(reader, wrapped_studies(pngs, n_images),
                                             base_cfg.deployments.cxr.max_batch_size)
-        console.print(f"in-process whole read (decode, acceptance, read, heatmaps, SR + SC): {whole_per_s:.2f} studies/s")
+        console.print(f"in-process whole read (decode, acceptance, read, heatmaps, SR + SC): "
+                      f"{whole_per_s:.2f} studies/s")
     n_paced = 10 if quick else 30
     studies = wrapped_studies(pngs, (n_studies * len(concurrencies) + 4 + n_paced) * len(haproxy_modes))
     used = [0]
@@ -286,8 +286,8 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
             shutil.rmtree(temp_registry, ignore_errors=True)
     served_best = [row["per_s"] for row in result["full_path"] if row.get("concurrency") != "open"]
     paced_rows = [row for row in result["full_path"] if row.get("concurrency") == "open"]
-    result.update(in_process_whole_read_per_s=whole_per_s,
-                  served_over_in_process_whole=(max(served_best) / whole_per_s) if served_best and whole_per_s else None,
+    ratio = max(served_best) / whole_per_s if served_best and whole_per_s else None
+    result.update(in_process_whole_read_per_s=whole_per_s, served_over_in_process_whole=ratio,
                   c_store_to_read_p95_ms_at_1_per_s=max((row["p95_ms"] for row in paced_rows), default=None))
     console.print(f"[bold]CXR whole path: served ÷ in-process = {result['served_over_in_process_whole']} "
                   f"(goal ≥ 0.8); C-STORE-to-read p95 at 1 study/s = {result['c_store_to_read_p95_ms_at_1_per_s']} ms "
