@@ -3,8 +3,13 @@
 ``validate_record(record)`` returns the record with its rows in ``STANDARD_LEADS`` order (deriving
 the four dependent limb leads from I and II when only those are missing) or raises
 :class:`~datasets.ecg.errors.EcgInputError`. Checks, in order: signal shape, lead names (unknown,
-duplicate, missing), sampling rate, duration, non-finite samples, implausible amplitudes, all leads
-flat. Leads that are flat on their own (a lead-off electrode) do not fail the record; they are listed
+duplicate, missing), sampling rate, duration (at least 8 s, at most 60 s: a resting ECG is 10 s; an
+hour-long Holter strip sent here would take gigabytes to store and read), non-finite samples,
+implausible amplitudes, all leads flat.
+
+``check_sampling_rate`` and ``check_duration`` are the same two rules for readers to apply to a file's
+header *before* they decode its samples, so a bad header is refused without reading (or storing) the
+signal: a missing, zero or negative sampling rate is an error, never a silent default. Leads that are flat on their own (a lead-off electrode) do not fail the record; they are listed
 in ``meta["flat_leads"]`` so the reader can see them.
 """
 
@@ -16,13 +21,45 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.ecg.errors import EcgInputError
-from datasets.ecg.readers import normalize_lead_name
+from datasets.ecg.leads import normalize_lead_name
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 
-__all__ = ["ValidationRules", "validate_record"]
+__all__ = ["MAX_RESTING_SECONDS", "ValidationRules", "check_duration", "check_sampling_rate", "validate_record"]
 
 LIMB_DERIVED = ("III", "aVR", "aVL", "aVF")
 FLAT_PTP_MV = 1e-6  # a lead whose peak-to-peak range is below 1 nV carries no signal
+# A resting 12-lead ECG is 10 s; carts offer up to 60 s rhythm strips. Longer is a Holter/monitor
+# recording, which this service does not read (an 83-minute one once took 3.4 GB in a replica).
+MAX_RESTING_SECONDS = 60.0
+
+
+def check_sampling_rate(value: object, field: str = "sampling_rate", require_finite: bool = True) -> float:
+    """The sampling rate as a positive float, or EcgInputError(field): missing, not a number, zero,
+    negative (and, with ``require_finite``, NaN or infinite) are refused: a reader must never fall
+    back to a default rate."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise EcgInputError(field, "missing; the file must state its sampling rate in Hz (e.g. 500)")
+    if isinstance(value, bool):
+        raise EcgInputError(field, f"expected a number of samples per second (Hz), got {value!r}")
+    try:
+        rate = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise EcgInputError(field, f"expected a number of samples per second (Hz), got {value!r}") from None
+    if rate <= 0 or (require_finite and not math.isfinite(rate)):
+        raise EcgInputError(field, f"expected a positive number of samples per second (Hz), got {value!r}")
+    return rate
+
+
+def check_duration(n_samples: int, rate: float, max_seconds: float = MAX_RESTING_SECONDS) -> None:
+    """EcgInputError("duration") when ``n_samples`` at ``rate`` is longer than a resting ECG may be."""
+    seconds = n_samples / rate
+    if seconds > max_seconds:
+        raise EcgInputError(
+            "duration",
+            f"the recording is {seconds:.1f} s long ({n_samples} samples at {_fmt(rate)} Hz); a resting ECG "
+            f"may be at most {_fmt(max_seconds)} s (a standard one is 10 s). Long-term (Holter) recordings "
+            "are not read here: send a 10 s resting ECG",
+        )
 
 
 @dataclass
@@ -33,6 +70,7 @@ class ValidationRules:
     min_rate: float = 100
     max_rate: float = 2000
     min_seconds: float = 8.0
+    max_seconds: float = MAX_RESTING_SECONDS
     max_abs_mv: float = 20.0
     derive_limb_leads: bool = True
 
@@ -90,10 +128,7 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
         raise EcgInputError("leads", reason)
 
     # --- sampling rate and duration
-    try:
-        rate = float(record.sampling_rate)
-    except (TypeError, ValueError):
-        raise EcgInputError("sampling_rate", f"expected a number of samples per second, got {record.sampling_rate!r}") from None
+    rate = check_sampling_rate(record.sampling_rate, require_finite=False)
     if not math.isfinite(rate) or not rules.min_rate <= rate <= rules.max_rate:
         raise EcgInputError(
             "sampling_rate",
@@ -108,6 +143,7 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
             f"the recording is {seconds:.2f} s long ({n_samples} samples at {_fmt(rate)} Hz); "
             f"at least {_fmt(rules.min_seconds)} s is needed (a standard resting ECG is 10 s)",
         )
+    check_duration(n_samples, rate, rules.max_seconds)
 
     signals = signals.astype(np.float64, copy=False)
 
@@ -164,4 +200,5 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
         patient=dict(record.patient),
         meta=meta,
         labels=list(record.labels),
+        machine=record.machine,
     )
