@@ -105,15 +105,7 @@ def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
     baseline_smooth = sm[:, base_window].mean(axis=1, keepdims=True)
     magnitude = np.sqrt(np.sum((sm - baseline_smooth) ** 2, axis=0))
 
-    # T wave: between J + 80 ms and a bound that keeps the next P out (fast rates) or 700 ms after onset.
-    t_from = qrs_off + int(80 * ms)
-    t_limit = min(len(magnitude) - 1, qrs_on + int(min(700.0, max(280.0, 0.9 * rr_ms - 60.0)) * ms))
-    t_end = None
-    if t_limit - t_from > int(40 * ms):
-        t_peak = t_from + int(np.argmax(magnitude[t_from:t_limit]))
-        t_end = _trapezium_end(magnitude, t_peak, t_limit)
-
-    # P wave: within 320 ms before the QRS onset (and after the previous T wave at fast rates).
+    # P wave first: within 320 ms before the QRS onset (and after the previous T wave at fast rates).
     p_from = max(0, qrs_on - int(min(320.0, max(120.0, 0.45 * rr_ms)) * ms))
     p_to = qrs_on - int(20 * ms)
     p_on = p_off = None
@@ -124,6 +116,16 @@ def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
         if p_mag >= P_MIN_MAGNITUDE_MV and p_from < p_peak < p_to - 1:
             p_on = _level_crossing(magnitude, p_peak, max(0, p_from - int(60 * ms)), P_EDGE_FRACTION)
             p_off = _level_crossing(magnitude, p_peak, qrs_on, P_EDGE_FRACTION)
+
+    # T wave: from J + 80 ms to 700 ms after the onset, or before the next beat's P wave (one RR after
+    # this one's P onset) or, without a P wave, 90 % of the RR.
+    next_beat_ms = (p_on - qrs_on) / ms + rr_ms - 20.0 if p_on is not None else 0.9 * rr_ms - 60.0
+    t_from = qrs_off + int(80 * ms)
+    t_limit = min(len(magnitude) - 1, qrs_on + int(min(700.0, max(280.0, next_beat_ms)) * ms))
+    t_end = None
+    if t_limit - t_from > int(40 * ms):
+        t_peak = t_from + int(np.argmax(magnitude[t_from:t_limit]))
+        t_end = _trapezium_end(magnitude, t_peak, t_limit)
     baseline = beats.median[:, base_window].mean(axis=1)
     return Fiducials(qrs_on=qrs_on, qrs_off=qrs_off, t_end=t_end, p_on=p_on, p_off=p_off,
                      p_magnitude_mv=p_mag, baseline=baseline)

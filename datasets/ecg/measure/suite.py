@@ -47,11 +47,22 @@ MIN_BEATS = 3
 
 
 @dataclass
+class Analysis:
+    """The intermediate arrays, kept for the quality check (so it does not filter twice)."""
+
+    raw: np.ndarray                 # (12, n) at ANALYSIS_RATE, STANDARD_LEADS order, mV
+    diagnostic: np.ndarray          # the same after the 0.67 Hz zero-phase high-pass
+    beats: bt.Beats | None = None
+    fiducials: Fiducials | None = None
+
+
+@dataclass
 class EcgMeasurements:
     values: dict[str, float | int | None] = field(default_factory=lambda: dict.fromkeys(MEASURE_KEYS))
     leads: dict[str, dict[str, float | None]] = field(default_factory=dict)
     error: str | None = None
     method: str = METHOD
+    analysis: Analysis | None = field(default=None, repr=False)
 
     def get(self, key: str) -> float | None:
         value = self.values.get(key)
@@ -100,6 +111,7 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
         return why
     rate = bt.ANALYSIS_RATE
     diagnostic = bt.diagnostic_filter(signals)
+    out.analysis = Analysis(raw=signals, diagnostic=diagnostic)
     r_peaks = bt.detect_r_peaks(diagnostic)
     if len(r_peaks) < MIN_BEATS:
         return f"fewer than {MIN_BEATS} heartbeats found (flat or noisy recording?)"
@@ -115,7 +127,9 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
     if beats is None:
         return None
     v["n_beats_median"] = int(len(beats.used))
+    out.analysis.beats = beats
     fid = delineate(beats, rr_mean)
+    out.analysis.fiducials = fid
     if fid is None:
         return None
     _intervals(v, fid, rr_mean, rate)
