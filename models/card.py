@@ -88,6 +88,12 @@ class ModelCard(BaseModel):
     framework: dict[str, str] = Field(default_factory=framework_versions)
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     training_run: TrackingRun | None = Field(default=None, description="the tracked run that produced the model")
+    learned_from_real_data: list[str] | None = Field(
+        default=None, description="label codes with real (not synthetic) positive and negative training cases; "
+                                  "None on cards written before this field existed")
+    fusion: dict[str, Any] | None = Field(
+        default=None, description="models.ecg.fusion.FusionHead: how the network's outputs are combined with the "
+                                  "measurements at read time (None: the network's probabilities are the read's)")
 
     @model_validator(mode="after")
     def _consistent_labels(self) -> "ModelCard":

@@ -33,7 +33,7 @@ class ModelSection(_Section):
 
 # Where training data come from. Generated: synthetic (ECG), phantom (CXR). Real layouts are read by
 # the adapters in datasets.sources (one module per layout); dicom and worklist serve both tasks.
-ECG_SOURCES = ("synthetic", "cinc", "ptbxl", "dicom", "worklist")
+ECG_SOURCES = ("synthetic", "cinc", "ptbxl", "ptbxl+cinc", "dicom", "worklist")
 CXR_SOURCES = ("nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom", "worklist")
 GENERATED_SOURCES = ("synthetic", "phantom", "nih+phantom")
 DEFAULT_GENERATED_N = 2000
@@ -41,17 +41,18 @@ DEFAULT_GENERATED_N = 2000
 LABEL_SETS = {
     "synthetic": ("preread",), "phantom": ("preread",), "nih+phantom": ("preread",), "nih": ("preread",),
     "chexpert": ("preread",), "medmnist": ("preread",), "dicom": ("preread",), "worklist": ("preread",),
-    "cinc": ("preread", "snomed"),
+    "cinc": ("preread", "snomed", "superclass"),
+    "ptbxl+cinc": ("superclass",),
     "ptbxl": ("preread", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm", "all"),
 }
 
 
 class DataSection(_Section):
-    source: Literal["synthetic", "cinc", "ptbxl", "nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom",
+    source: Literal["synthetic", "cinc", "ptbxl", "ptbxl+cinc", "nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom",
                     "worklist"] = Field(
         "synthetic", validation_alias=AliasChoices("format", "source"),
         description="the data's layout (key `format`, or `source` as in older configs): synthetic | cinc | ptbxl "
-                    "(ECG); nih | chexpert | medmnist | phantom | nih+phantom (chest X-ray); dicom | worklist (both)")
+                    "| ptbxl+cinc (ECG; the last is the default model's real data, training/ecg_default.py); nih | chexpert | medmnist | phantom | nih+phantom (chest X-ray); dicom | worklist (both)")
     n: int | None = Field(None, ge=2, description=f"synthetic / phantom / nih+phantom: records or phantoms to generate "
                           f"(default {DEFAULT_GENERATED_N}); real layouts: use at most this many cases (None: all)")
     seed: int = 0
@@ -85,7 +86,7 @@ class DataSection(_Section):
     def _consistent(self) -> "DataSection":
         if self.source in GENERATED_SOURCES and self.n is None:
             self.n = DEFAULT_GENERATED_N
-        if self.source not in ("synthetic", "phantom", "nih", "nih+phantom") and self.path is None:
+        if self.source not in ("synthetic", "phantom", "nih", "nih+phantom", "ptbxl+cinc") and self.path is None:
             what = {"cinc": "a folder of CinC 2021 .hea/.mat records", "ptbxl": "the PTB-XL root",
                     "chexpert": "the CheXpert folder or CSV", "medmnist": "the MedMNIST .npz",
                     "dicom": "a folder with labels.csv", "worklist": "the signed-reads export"}[self.source]

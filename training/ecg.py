@@ -1,7 +1,10 @@
 """Train, export, check and register a 12-lead ECG classifier.
 
-``train_ecg(load_train_config("configs/train/ecg-demo.yaml"))`` is the whole demo: synthetic
-ECGs → XResNet1d → ONNX + TorchScript (parity-checked) → model card → registry (``ecg@champion``).
+``train_ecg(load_train_config("configs/train/ecg-default.yaml"))`` is the default model that a fresh
+``preread serve`` trains: real PTB-XL + CinC ECGs, the five PTB-XL superclasses, the network combined
+with the measurement suite (``training.ecg_default``, ``training.ecg_fusion``) → ONNX + TorchScript
+(parity-checked) → model card → registry (``ecg@champion``). ``configs/train/ecg-demo.yaml`` is the
+older synthetic demo (simulated ECGs only).
 Real data: ``data.format`` cinc (PhysioNet/CinC WFDB), ptbxl (with its folds and label sets),
 dicom (waveforms + labels.csv) or worklist, read by ``datasets.sources`` (``training.data``).
 Training batches are augmented (``datasets.ecg.augment``: gain, residual baseline wander, noise,
@@ -33,6 +36,8 @@ from training import metrics as _metrics
 from training.common import SINGLE_PROCESS, BatchAugment, Replica, prepare_model
 from training.config import TrainConfig
 from training.data import REAL_DATA_INTENDED_USE, TrainingData, from_source, open_training_source
+from training.ecg_default import DefaultEcgData, load_default_data
+from training.ecg_fusion import fit_fusion
 from training.loop import FitOutcome, augmenting_inputs, evaluate_best, export_and_register, fit, setup_run
 from training.loop import batches as _batches  # noqa: F401 - kept importable from here
 from training.loop import config_hash as _config_hash  # noqa: F401
@@ -69,6 +74,8 @@ def load_cinc_folder(folder: str | Path, limit: int | None = None, progress: boo
 def load_ecg_training_data(config: TrainConfig, progress: bool = False) -> TrainingData:
     """Synthetic records (the demo) or a real layout (cinc, ptbxl, dicom, worklist) per ``config.data``."""
     data = config.data
+    if data.source == "ptbxl+cinc":
+        return load_default_data(config, progress=progress)
     if data.source != "synthetic":
         return from_source(open_training_source(config), config, progress=progress)
     from datasets.ecg.synthetic import GENERATOR_VERSION, make_synthetic_ecg_dataset
@@ -168,6 +175,12 @@ def train_ecg(config: TrainConfig, registry: ModelRegistry | None = None, progre
     return finalize_ecg(config, registry, outcome)
 
 
+def learned_from_real(data: TrainingData) -> list[str]:
+    """Label codes with both positive and negative real training cases (what the card vouches for)."""
+    Y = data.Y_train
+    return [code for j, code in enumerate(data.labels) if (Y[:, j] == 1).any() and (Y[:, j] == 0).any()]
+
+
 def finalize_ecg(config: TrainConfig, registry: ModelRegistry, outcome: FitOutcome) -> RegisteredModel:
     """Thresholds and metrics of the best weights, export + parity, card, registration."""
     data, device, precision = outcome.data, outcome.device, outcome.precision
@@ -177,9 +190,20 @@ def finalize_ecg(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
         predict=lambda m, X: predict_logits(m, X, device, precision),
         history=outcome.history, early=outcome.early, train_seconds=outcome.train_seconds,
         extra_tail={**({"data_counts": data.counts} if data.counts else {}), **outcome.card_metrics})
+    fusion = None
+    if isinstance(data, DefaultEcgData):  # the network's fold-9 figures stay as val_auroc_network
+        P_val_net = torch.sigmoid(predict_logits(outcome.model, _to_tensor(data.X_val, device), device,
+                                                 precision)).numpy()
+        head, thresholds, fused = fit_fusion(data.F_train, data.Y_train, data.folds_train, data.F_val, data.Y_val,
+                                             P_val_net, data.features, codes, config.threshold_method)
+        metrics["val_auroc_network"], metrics["val_macro_auroc_network"] = metrics.pop("val_auroc"), \
+            metrics.pop("val_macro_auroc")
+        metrics.update(fused, val_macro_auroc=fused["val_auroc_ci"]["macro"]["value"],
+                       val_auroc={c: v["value"] for c, v in fused["val_auroc_ci"]["per_label"].items()})
+        fusion = head.model_dump()
     demo = data.source == "synthetic"
     intended_use = config.intended_use or (DEMO_ECG_INTENDED_USE if demo else REAL_DATA_INTENDED_USE)
-    if set(codes) != set(ECG_LABEL_CODES) and not config.intended_use:
+    if set(codes) != set(ECG_LABEL_CODES) and data.label_set != "superclass" and not config.intended_use:
         intended_use += (f" Labels are PTB-XL/SNOMED {data.label_set} classes, not the served ECG labels: the "
                          "triage rules must weigh each of them before this model can be served.")
 
@@ -203,6 +227,8 @@ def finalize_ecg(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
             metrics=_json_safe(metrics),
             demo=demo,
             intended_use=intended_use,
+            learned_from_real_data=[] if demo else learned_from_real(data),
+            fusion=fusion,
         )
 
     return export_and_register(config, registry, outcome.model.to("cpu").eval(), data.X_val, metrics, make_card)

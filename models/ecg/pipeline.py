@@ -25,6 +25,7 @@ from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from datasets.ecg.transforms import preprocess_signals
 from models.backends import InferenceBackend, load_backend
 from models.card import ModelCard
+from models.ecg.fusion import FusionHead
 from models.ecg.statements import Patient, interpret, reconcile
 from models.read import Finding, OperatingPoint, PreRead, Quality, QualityIssue, Triage
 from models.registry import Registry, open_registry
@@ -74,6 +75,8 @@ class EcgPreReader:
         self.labels = list(card.labels)
         names = card.label_names or card.labels
         self.label_names = dict(zip(card.labels, names))
+        # The default model's findings combine the network with the measurements (models/ecg/fusion.py).
+        self.fusion = FusionHead.model_validate(card.fusion) if card.fusion else None
 
     @classmethod
     def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
@@ -106,6 +109,9 @@ class EcgPreReader:
         batch = np.stack([self.preprocess(item) for item in items]).astype(np.float32, copy=False)
         probabilities = self.backend.predict(batch)
         model_ms = (time.perf_counter() - started) * 1000.0
+        if self.fusion is not None:
+            measured = list(measured)
+            probabilities = self.fusion.apply(probabilities, [m for m, _ in measured])
         return [self._read(item, probs, m, verdict, model_ms, len(items))
                 for item, probs, (m, verdict) in zip(items, probabilities, measured)]
 

@@ -96,7 +96,7 @@ def test_philips_sierra_real_files(name):
     assert machine is not None and set(machine.measurements) <= set(MACHINE_MEASUREMENT_KEYS)
     for key, value in PHILIPS_MACHINE[name].items():
         assert machine.measurements[key] == value, key
-    ours = measure(checked)["heart_rate_bpm"]
+    ours = measure(checked).get("heart_rate_bpm")
     assert abs(ours - machine.measurements["heart_rate_bpm"]) < 5, (ours, machine.measurements)
     assert machine.statements and all(s.text for s in machine.statements)
     json.dumps(machine.to_json())
