@@ -1,8 +1,9 @@
 """Write the vendor-format ECG fixtures in tests/data/ecg/ from real PTB-XL records (CC BY 4.0).
 
-No GE MUSE, GE CardioSoft or HL7 aECG file ships with the project's data, so these are written here as
+No GE MUSE, GE CardioSoft, HL7 aECG or SCP-ECG file ships with the project's data, so these are written here as
 a cart writes them (element names, units, encodings as the formats document them), around real
-waveforms: PTB-XL records 3 (normal, sinus rhythm), 2 (sinus bradycardia) and 4 (normal). The
+waveforms: PTB-XL records 3 (normal, sinus rhythm), 2 (sinus bradycardia), 4 (normal) and 5 (normal,
+SCP-ECG: uncompressed 16-bit amplitudes, no Huffman table, as EN 1064 allows). The
 "cart measurements" in them are the values this script states below: plausible for the record,
 written to test the readers, NOT a cart's output and not a reference for measurement accuracy.
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
+import struct
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -226,6 +229,53 @@ def hl7_aecg(ptbxl: Path) -> str:
 """
 
 
+# SCP-ECG lead codes (EN 1064 table 3): I, II, V1-V6 = 1, 2, 3-8; III, aVR, aVL, aVF = 61-64.
+_SCP_LEAD_CODES = {"I": 1, "II": 2, "V1": 3, "V2": 4, "V3": 5, "V4": 6, "V5": 7, "V6": 8,
+                   "III": 61, "aVR": 62, "aVL": 63, "aVF": 64}
+
+
+def _scp_section(section_id: int, body: bytes, reserved: bytes = b"\x00" * 6) -> bytes:
+    """CRC, id, length, section version 20, protocol version 20, 6 reserved bytes, then the body."""
+    rest = struct.pack("<HIBB", section_id, 16 + len(body), 20, 20) + reserved + body
+    return struct.pack("<H", binascii.crc_hqx(rest, 0xFFFF)) + rest
+
+
+def _scp_tag(tag: int, value: bytes) -> bytes:
+    return struct.pack("<BH", tag, len(value)) + value
+
+
+def scp_ecg(ptbxl: Path) -> bytes:
+    """SCP-ECG 2.0: sections 1 (patient, acquisition), 3 (12 leads, simultaneous), 6 (int16 at 5 uV,
+    500 Hz, no difference coding), 7 (RR/PP and the median beat's boundaries and axes), 8 (statements)."""
+    uv, rate = _signals_uv(ptbxl, 5)
+    n = uv.shape[1]
+    sections = {
+        1: b"".join([_scp_tag(2, b"GZ-0005\x00"), _scp_tag(4, struct.pack("<HB", 19, 1)), _scp_tag(8, bytes([2])),
+                     _scp_tag(25, struct.pack("<HBB", 2026, 12, 3)), _scp_tag(26, bytes([10, 32, 47])),
+                     _scp_tag(255, b"")]),
+        3: bytes([12, 0x04]) + b"".join(struct.pack("<IIB", 1, n, _SCP_LEAD_CODES[lead]) for lead in LEADS),
+        6: struct.pack("<HHBB", 5000, int(1_000_000 / rate), 0, 0) + struct.pack("<12H", *([2 * n] * 12))
+        + b"".join(np.round(uv[i] / 5.0).astype("<i2").tobytes() for i in range(12)),
+        7: struct.pack("<BBHH", 1, 0, 857, 857) + struct.pack("<5H3h", 120, 222, 262, 350, 660, 60, 70, 50),
+        8: struct.pack("<BHBBBBBB", 0, 2026, 12, 3, 10, 32, 47, 2)
+        + b"".join(struct.pack("<BH", i + 1, len(text) + 1) + text + b"\x00"
+                   for i, text in enumerate((b"Sinus rhythm", b"Normal ECG"))),
+    }
+    ids = list(range(12))
+    offset = 6 + 16 + 10 * len(ids)  # after the preamble and section 0 (0-based)
+    pointers, chunks = [], []
+    for section_id in ids[1:]:
+        chunk = _scp_section(section_id, sections[section_id]) if section_id in sections else b""
+        pointers.append(struct.pack("<HII", section_id, len(chunk), offset + 1 if chunk else 0))
+        chunks.append(chunk)
+        offset += len(chunk)
+    section0 = _scp_section(0, struct.pack("<HII", 0, 16 + 10 * len(ids), 7) + b"".join(pointers), b"SCPECG")
+    body = section0 + b"".join(chunks)
+    size = 6 + len(body)
+    rest = struct.pack("<I", size) + body
+    return struct.pack("<H", binascii.crc_hqx(rest, 0xFFFF)) + rest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ptbxl", type=Path, default=REPO.parent / "shared" / "data" / "ecg" / "ptbxl")
@@ -235,6 +285,8 @@ def main() -> None:
                         ("hl7_aecg_rest.xml", hl7_aecg)):
         (OUT / name).write_text(build(args.ptbxl), encoding="utf-8" if "aecg" in name else "latin-1")
         print(f"wrote {OUT / name}")
+    (OUT / "scp_ecg_rest.scp").write_bytes(scp_ecg(args.ptbxl))
+    print(f"wrote {OUT / 'scp_ecg_rest.scp'}")
 
 
 if __name__ == "__main__":

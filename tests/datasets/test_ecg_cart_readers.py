@@ -120,6 +120,7 @@ def test_philips_statements_and_implausible_p_duration():
     ("ge_muse_rest.xml", "ge_muse", 3, 4.88),
     ("ge_cardiosoft_rest.xml", "ge_cardiosoft", 2, 5.0),
     ("hl7_aecg_rest.xml", "hl7_aecg", 4, 5.0),
+    ("scp_ecg_rest.scp", "scp_ecg", 5, 5.0),
 ])
 def test_cart_xml_decodes_the_original_waveform(fixture, reader, ecg_id, lsb_uv):
     data = (FIXTURES / fixture).read_bytes()
@@ -161,6 +162,23 @@ def test_hl7_aecg_machine_read():
     assert record.machine.measurements["qtc_fridericia_ms"] == 400
     assert record.machine.measurements["qrs_axis_deg"] == 68
     assert [s.text for s in record.machine.statements] == ["Sinus rhythm", "Normal ECG"]
+
+
+def test_scp_ecg_machine_read_and_damage():
+    data = (FIXTURES / "scp_ecg_rest.scp").read_bytes()
+    record = read_ecg(data, None, "ecg.scp")
+    assert record.patient == {"id": "GZ-0005", "sex": "F", "age": 19}
+    assert record.machine.measurements == {"rr_interval_ms": 857, "p_axis_deg": 60, "qrs_axis_deg": 70,
+                                           "t_axis_deg": 50}
+    assert [s.text for s in record.machine.statements] == ["Sinus rhythm", "Normal ECG"]
+    _expect("file", read_ecg, data[: len(data) // 2], None, "ecg.scp")  # truncated upload
+    # sample interval 0 µs in section 6: no sampling rate, refused
+    index = data.index(bytes([12, 0x04]))  # section 3 body; section 6 follows it
+    section6 = data.index((5000).to_bytes(2, "little") + (2000).to_bytes(2, "little"), index)
+    broken = data[: section6 + 2] + b"\x00\x00" + data[section6 + 4:]
+    with pytest.raises(EcgInputError) as info:
+        read_ecg(broken)
+    assert info.value.field in ("file", "sampling_rate") and "interval" in info.value.reason
 
 
 def test_unknown_xml_names_its_root():
