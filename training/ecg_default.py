@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from datasets.ecg.measure import METHOD as MEASURE_METHOD
+import datasets.ecg.measure as measure_package
 from datasets.ecg.measure import measure
 from datasets.ecg.validate import validate_record
 from datasets.sources import SourceDataset, load_cinc, load_ptbxl
@@ -82,11 +82,19 @@ def _measure_file(path: str) -> Any:
     return measure(validate_record(read_ecg_file(path)))
 
 
+def _measurement_code_digest() -> str:
+    """sha256 of the measurement suite's source: a changed delineator never reuses old features."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(measure_package.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def measurement_features(dataset: SourceDataset, cache_dir: Path | None, progress: bool
                          ) -> tuple[np.ndarray, list[str]]:
-    """(features [n, k], names) of every case; cached by the cases and the measurement method."""
-    key = hashlib.sha256(json.dumps({"ids": dataset.ids, "path": str(dataset.path), "method": MEASURE_METHOD},
-                                    sort_keys=True).encode()).hexdigest()[:24]
+    """(features [n, k], names) of every case; cached by the cases and the measurement code."""
+    key = hashlib.sha256(json.dumps({"ids": dataset.ids, "path": str(dataset.path),
+                                     "measure": _measurement_code_digest()}, sort_keys=True).encode()).hexdigest()[:24]
     cache = Path(cache_dir) / f"{dataset.format}-measurements-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         with np.load(cache) as stored:

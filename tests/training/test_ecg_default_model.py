@@ -5,6 +5,8 @@ stand-in network probability isolates what the measurements learn."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,12 +21,12 @@ CONFIG = "configs/train/ecg-default.yaml"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from pathlib import Path
-
+def data():
     repo = Path(__file__).resolve().parents[2]
     config = load_train_config(repo / CONFIG)
-    config.data.cache_dir = tmp_path_factory.mktemp("ecg-default-cache")
+    # Reading and measuring the 464 records takes a minute; the cache is keyed by the record ids and
+    # the measurement method, so a stale one cannot be reused by mistake.
+    config.data.cache_dir = Path(tempfile.gettempdir()) / "preread-test-cache" / "ecg-default"
     return load_default_data(config)
 
 
