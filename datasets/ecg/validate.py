@@ -95,16 +95,40 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
             "signals" (all leads flat).
     """
     rules = rules or ValidationRules()
+    signals = _check_shape(record)
+    normalized, missing = _check_leads(list(record.leads), rules)
+    rate = _check_timing(record.sampling_rate, signals.shape[1], rules)
+    signals = signals.astype(np.float64, copy=False)
+    flat = _check_values(signals, normalized, rules)  # on the leads as received, before deriving any
+    rows = {lead: signals[i] for i, lead in enumerate(normalized)}
+    for lead in missing:
+        rows[lead] = _derive_limb_lead(lead, rows["I"], rows["II"])
+    meta = dict(record.meta)
+    if missing:
+        meta["derived_leads"] = list(missing)
+    flat_leads = [lead for lead, is_flat in zip(normalized, flat) if is_flat]
+    if flat_leads:
+        meta["flat_leads"] = sorted(flat_leads, key=STANDARD_LEADS.index)
+    return EcgRecord(
+        signals=np.ascontiguousarray(np.vstack([rows[lead] for lead in STANDARD_LEADS]), dtype=np.float64),
+        leads=STANDARD_LEADS, sampling_rate=rate, patient=dict(record.patient), meta=meta,
+        labels=list(record.labels), machine=record.machine,
+    )
+
+
+def _check_shape(record: EcgRecord) -> np.ndarray:
     signals = np.asarray(record.signals)
     if signals.ndim != 2:
         raise EcgInputError("signals", f"expected one row of samples per lead, got an array with {signals.ndim} dimension(s)")
     if not np.issubdtype(signals.dtype, np.number) or np.issubdtype(signals.dtype, np.complexfloating):
         raise EcgInputError("signals", f"expected numeric samples, got {signals.dtype}")
-    names = list(record.leads)
-    if signals.shape[0] != len(names):
-        raise EcgInputError("signals", f"{signals.shape[0]} signal rows for {len(names)} lead names")
+    if signals.shape[0] != len(record.leads):
+        raise EcgInputError("signals", f"{signals.shape[0]} signal rows for {len(record.leads)} lead names")
+    return signals
 
-    # --- lead names
+
+def _check_leads(names: list, rules: ValidationRules) -> tuple[list[str], list[str]]:
+    """(standard names of the rows, limb leads to derive); unknown, duplicate or missing leads raise."""
     normalized = [normalize_lead_name(n) for n in names]
     unknown = [str(n) for n, m in zip(names, normalized) if m is None]
     if unknown:
@@ -126,16 +150,17 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
         if rules.derive_limb_leads and set(missing) & set(LIMB_DERIVED) and not set(missing) & {"I", "II"}:
             reason += " (III, aVR, aVL and aVF can be computed from I and II, the chest leads V1-V6 cannot)"
         raise EcgInputError("leads", reason)
+    return [str(m) for m in normalized], missing
 
-    # --- sampling rate and duration
-    rate = check_sampling_rate(record.sampling_rate, require_finite=False)
+
+def _check_timing(sampling_rate: object, n_samples: int, rules: ValidationRules) -> float:
+    rate = check_sampling_rate(sampling_rate, require_finite=False)
     if not math.isfinite(rate) or not rules.min_rate <= rate <= rules.max_rate:
         raise EcgInputError(
             "sampling_rate",
             f"sampling rate {_fmt(rate)} Hz is outside the accepted range "
             f"{_fmt(rules.min_rate)}-{_fmt(rules.max_rate)} Hz (resting ECGs are usually recorded at 250-1000 Hz)",
         )
-    n_samples = signals.shape[1]
     seconds = n_samples / rate
     if seconds < rules.min_seconds:
         raise EcgInputError(
@@ -144,10 +169,12 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
             f"at least {_fmt(rules.min_seconds)} s is needed (a standard resting ECG is 10 s)",
         )
     check_duration(n_samples, rate, rules.max_seconds)
+    return rate
 
-    signals = signals.astype(np.float64, copy=False)
 
-    # --- sample values (on the leads as received, before anything is derived from them)
+def _check_values(signals: np.ndarray, normalized: list[str], rules: ValidationRules) -> np.ndarray:
+    """Non-finite samples and absurd amplitudes raise; returns the per-lead "flat" flags."""
+    n_samples = signals.shape[1]
     finite = np.isfinite(signals)
     if not finite.all():
         bad = [(normalized[i], int((~finite[i]).sum())) for i in range(len(normalized)) if not finite[i].all()]
@@ -170,35 +197,14 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
     flat = np.ptp(signals, axis=1) < FLAT_PTP_MV
     if flat.all():
         raise EcgInputError("signals", "all leads are flat (no signal); check the electrodes and cables and record again")
+    return flat
 
-    # --- assemble in standard order, deriving the dependent limb leads if needed
-    rows = {lead: signals[i] for i, lead in enumerate(normalized)}
-    derived = []
-    if missing:
-        lead_i, lead_ii = rows["I"], rows["II"]
-        formulas = {
-            "III": lambda: lead_ii - lead_i,              # Einthoven
-            "aVR": lambda: -(lead_i + lead_ii) / 2.0,     # Goldberger
-            "aVL": lambda: lead_i - lead_ii / 2.0,
-            "aVF": lambda: lead_ii - lead_i / 2.0,
-        }
-        for lead in missing:
-            rows[lead] = formulas[lead]()
-            derived.append(lead)
-    out = np.ascontiguousarray(np.vstack([rows[lead] for lead in STANDARD_LEADS]), dtype=np.float64)
 
-    meta = dict(record.meta)
-    if derived:
-        meta["derived_leads"] = derived
-    flat_leads = [lead for lead, is_flat in zip(normalized, flat) if is_flat]
-    if flat_leads:
-        meta["flat_leads"] = sorted(flat_leads, key=STANDARD_LEADS.index)
-    return EcgRecord(
-        signals=out,
-        leads=STANDARD_LEADS,
-        sampling_rate=rate,
-        patient=dict(record.patient),
-        meta=meta,
-        labels=list(record.labels),
-        machine=record.machine,
-    )
+def _derive_limb_lead(lead: str, lead_i: np.ndarray, lead_ii: np.ndarray) -> np.ndarray:
+    """III by Einthoven's law, aVR / aVL / aVF by Goldberger's, from leads I and II."""
+    return {
+        "III": lambda: lead_ii - lead_i,
+        "aVR": lambda: -(lead_i + lead_ii) / 2.0,
+        "aVL": lambda: lead_i - lead_ii / 2.0,
+        "aVF": lambda: lead_ii - lead_i / 2.0,
+    }[lead]()

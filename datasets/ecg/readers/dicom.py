@@ -327,7 +327,17 @@ def _decode_group(ds, group, index: int) -> tuple[np.ndarray, tuple[str, ...], f
 
     # raw × sensitivity × correction + baseline, per channel (pydicom), shape (samples, channels)
     values = ds.waveform_array(index)
-    factors = np.empty(n_channels)
+    factors, units = _channel_mv_factors(channels, normalized)
+    signals = np.ascontiguousarray((values * factors[None, :]).T, dtype=np.float64)
+    return signals, normalized, rate, units
+
+
+
+
+def _channel_mv_factors(channels, normalized: tuple[str, ...]) -> tuple[np.ndarray, str]:
+    """Per channel, the factor from its sensitivity unit (ChannelSensitivityUnitsSequence) to mV, and
+    the unit(s) as text; a channel without sensitivity or with a non-voltage unit is refused."""
+    factors = np.empty(len(channels))
     units_seen = []
     for j, channel in enumerate(channels):
         if channel.get("ChannelSensitivity") is None:
@@ -347,11 +357,7 @@ def _decode_group(ds, group, index: int) -> tuple[np.ndarray, tuple[str, ...], f
             )
         factors[j] = factor
         units_seen.append(str(unit))
-    signals = np.ascontiguousarray((values * factors[None, :]).T, dtype=np.float64)
-    units = units_seen[0] if len(set(units_seen)) == 1 else ",".join(units_seen)
-    return signals, normalized, rate, units
-
-
+    return factors, units_seen[0] if len(set(units_seen)) == 1 else ",".join(units_seen)
 
 
 class DicomWaveformReader(EcgReader):
