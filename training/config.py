@@ -75,6 +75,9 @@ class DataSection(_Section):
                                                           "become 1, 0 or unknown (masked out of the loss)")
     unmentioned: Literal["zeros", "ignore"] = Field("zeros", description="chexpert: blank (not mentioned) labels")
     views: Literal["frontal", "lateral", "all"] = Field("frontal", description="chexpert: which films to use")
+    held_out_fold: int | None = Field(None, ge=1, le=8, description="ptbxl+cinc: a PTB-XL training fold left out of "
+                                      "training and tuning and reported as the test split (a hold-out estimate "
+                                      "of the whole recipe); None: train on folds 1-8")
     cache_dir: Path | None = Field(None, description="real layouts: keep the preprocessed inputs here and reuse "
                                    "them (keyed by the cases and the preprocessing)")
     image_size: int = Field(224, ge=32, le=1024, description="cxr: network input side in pixels (letterboxed square)")

@@ -37,7 +37,7 @@ from training.common import SINGLE_PROCESS, BatchAugment, Replica, prepare_model
 from training.config import TrainConfig
 from training.data import REAL_DATA_INTENDED_USE, TrainingData, from_source, open_training_source
 from training.ecg_default import DefaultEcgData, load_default_data
-from training.ecg_fusion import fit_fusion
+from training.ecg_fusion import auroc_with_intervals, fit_fusion
 from training.loop import FitOutcome, augmenting_inputs, evaluate_best, export_and_register, fit, setup_run
 from training.loop import batches as _batches  # noqa: F401 - kept importable from here
 from training.loop import config_hash as _config_hash  # noqa: F401
@@ -75,7 +75,7 @@ def load_ecg_training_data(config: TrainConfig, progress: bool = False) -> Train
     """Synthetic records (the demo) or a real layout (cinc, ptbxl, dicom, worklist) per ``config.data``."""
     data = config.data
     if data.source == "ptbxl+cinc":
-        return load_default_data(config, progress=progress)
+        return load_default_data(config, progress=progress, held_out_fold=data.held_out_fold)
     if data.source != "synthetic":
         return from_source(open_training_source(config), config, progress=progress)
     from datasets.ecg.synthetic import GENERATOR_VERSION, make_synthetic_ecg_dataset
@@ -200,6 +200,11 @@ def finalize_ecg(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
             metrics.pop("val_macro_auroc")
         metrics.update(fused, val_macro_auroc=fused["val_auroc_ci"]["macro"]["value"],
                        val_auroc={c: v["value"] for c, v in fused["val_auroc_ci"]["per_label"].items()})
+        if data.F_test is not None:  # a held-out fold: neither trained nor tuned on
+            P_test_net = torch.sigmoid(predict_logits(outcome.model, _to_tensor(data.X_test, device), device,
+                                                      precision)).numpy()
+            metrics["test_auroc_ci"] = auroc_with_intervals(data.Y_test, head.combine(P_test_net, data.F_test), codes)
+            metrics["test_auroc_network_ci"] = auroc_with_intervals(data.Y_test, P_test_net, codes)
         fusion = head.model_dump()
     demo = data.source == "synthetic"
     intended_use = config.intended_use or (DEMO_ECG_INTENDED_USE if demo else REAL_DATA_INTENDED_USE)

@@ -57,6 +57,7 @@ class DefaultEcgData(TrainingData):
 
     F_train: np.ndarray | None = None
     F_val: np.ndarray | None = None
+    F_test: np.ndarray | None = None            # only with a held-out fold (hold-out estimate runs)
     features: list[str] = field(default_factory=list)
     folds_train: np.ndarray | None = None       # strat_fold per training case (0: CinC)
 
@@ -119,8 +120,12 @@ def _align(F: np.ndarray, names: list[str], target: list[str]) -> np.ndarray:
     return out
 
 
-def load_default_data(config: TrainConfig, progress: bool = False) -> DefaultEcgData:
-    """PTB-XL folds 1–8 + CinC samples (train) and PTB-XL fold 9 (validation), inputs and features."""
+def load_default_data(config: TrainConfig, progress: bool = False, held_out_fold: int | None = None
+                      ) -> DefaultEcgData:
+    """PTB-XL folds 1–8 + CinC samples (train) and PTB-XL fold 9 (validation), inputs and features.
+
+    ``held_out_fold`` (one of 1–8): that fold is left out of training and tuning and becomes the test
+    split, for an estimate of the whole recipe on data it never saw (``scripts/ecg_default_holdout.py``)."""
     root = resolve_ecg_data_dir(config.data.path)
     cache = Path(config.data.cache_dir) if config.data.cache_dir else None
     ptb = load_ptbxl(root / "ptbxl", label_set="superdiagnostic", sampling_rate=500)
@@ -133,12 +138,16 @@ def load_default_data(config: TrainConfig, progress: bool = False) -> DefaultEcg
     F_p, F_c = _align(F_p, names_p, names), _align(F_c, names_c, names)
     Y_p, Y_c = ptb.label_matrix(SUPERCLASS_CODES), cinc.label_matrix(SUPERCLASS_CODES)
     folds = ptb.meta["strat_fold"].to_numpy()
-    train, val = np.isin(folds, TRAIN_FOLDS), folds == TUNE_FOLD
+    if held_out_fold is not None and held_out_fold not in TRAIN_FOLDS:
+        raise ValueError(f"held_out_fold must be one of the training folds {TRAIN_FOLDS}, got {held_out_fold}")
+    train = np.isin(folds, [f for f in TRAIN_FOLDS if f != held_out_fold])
+    val, test = folds == TUNE_FOLD, folds == held_out_fold
     X_train = np.concatenate([X_p[train], X_c])
     counts = {"ptbxl_train": int(train.sum()), "cinc_train": len(X_c), "ptbxl_val": int(val.sum())}
     return DefaultEcgData(
         X_train=X_train, Y_train=np.concatenate([Y_p[train], Y_c]), X_val=X_p[val], Y_val=Y_p[val],
-        X_test=None, Y_test=None,
+        X_test=X_p[test] if test.any() else None, Y_test=Y_p[test] if test.any() else None,
+        F_test=F_p[test] if test.any() else None,
         description=(f"Real ECGs: PTB-XL (Wagner et al. 2020, CC BY 4.0) strat folds 1-8 ({counts['ptbxl_train']} "
                      f"records) + {len(X_c)} PhysioNet/CinC 2021 samples for training, fold 9 "
                      f"({counts['ptbxl_val']} records) for early stopping, fusion weights and thresholds; "
@@ -146,7 +155,8 @@ def load_default_data(config: TrainConfig, progress: bool = False) -> DefaultEcg
         source="ptbxl+cinc", labels=list(SUPERCLASS_CODES), label_names=LABEL_NAMES, label_set="superclass",
         counts=counts, notes=list(ptb.notes) + list(cinc.notes),
         split_ids={"train": [ptb.ids[i] for i in np.flatnonzero(train)] + cinc.ids,
-                   "val": [ptb.ids[i] for i in np.flatnonzero(val)], "test": []},
+                   "val": [ptb.ids[i] for i in np.flatnonzero(val)],
+                   "test": [ptb.ids[i] for i in np.flatnonzero(test)]},
         F_train=np.concatenate([F_p[train], F_c]), F_val=F_p[val], features=names,
         folds_train=np.concatenate([folds[train], np.zeros(len(X_c), dtype=folds.dtype)]),
     )
