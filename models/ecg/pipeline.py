@@ -25,6 +25,7 @@ from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from datasets.ecg.transforms import preprocess_signals
 from models.backends import InferenceBackend, load_backend
 from models.card import ModelCard
+from models.ecg.factory import build_ecg_network
 from models.ecg.fusion import FusionHead
 from models.ecg.statements import Patient, interpret, reconcile
 from models.read import Finding, OperatingPoint, PreRead, Quality, QualityIssue, Triage
@@ -86,7 +87,7 @@ class EcgPreReader:
         registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
-        return cls(load_backend(Path(registered.path), backend, **backend_options), card,
+        return cls(load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options), card,
                    TriageRules.from_yaml(triage_rules))
 
     @property

@@ -18,14 +18,9 @@ from datasets.ecg.leads import mv_factor, normalize_lead_name, normalize_leads, 
 from datasets.ecg.readers.base import EcgReader
 from datasets.ecg.record import EcgRecord
 from datasets.ecg.validate import check_duration, check_sampling_rate
+from datasets.vocabulary.sop import ECG_SOP_CLASSES
 
 __all__ = ["ECG_SOP_CLASSES", "DicomWaveformReader", "read_dicom_waveform"]
-
-ECG_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.3": "Ambulatory ECG Waveform Storage",
-}
 
 _INTEGER_INTERPRETATIONS = {"SB", "UB", "SS", "US", "SL", "UL", "SV", "UV"}
 
