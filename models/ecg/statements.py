@@ -92,14 +92,16 @@ def _conduction(v: dict[str, Any], lead: dict[str, dict[str, Any]], sinus: bool)
         out.append((S.FIRST_DEGREE_AV_BLOCK, {"pr_interval_ms": pr}))
     if qrs is not None and qrs >= WIDE_QRS_MS and lead:
         v1, v6, i = lead["V1"], lead["V6"], lead["I"]
-        r_v1, s_v1 = v1.get("r_amp_mv") or 0.0, -(v1.get("s_amp_mv") or 0.0)
+        # V1: the deepest negative deflection (Q or S: a QS complex has no R before it) against the R.
+        r_v1 = v1.get("r_amp_mv") or 0.0
+        neg_v1 = -min(v1.get("q_amp_mv") or 0.0, v1.get("s_amp_mv") or 0.0)
         s_v6, s_i = -(v6.get("s_amp_mv") or 0.0), -(i.get("s_amp_mv") or 0.0)
         q_v6, r_v6 = -(v6.get("q_amp_mv") or 0.0), v6.get("r_amp_mv") or 0.0
-        evidence = {"qrs_duration_ms": qrs, "R_V1_mv": r_v1, "S_V1_mv": s_v1, "R_V6_mv": r_v6, "S_V6_mv": s_v6,
-                    "S_I_mv": s_i, "Q_V6_mv": q_v6}
-        if r_v1 > s_v1 and max(s_v6, s_i) >= 0.1:
+        evidence = {"qrs_duration_ms": qrs, "R_V1_mv": r_v1, "negative_V1_mv": neg_v1, "R_V6_mv": r_v6,
+                    "S_V6_mv": s_v6, "S_I_mv": s_i, "Q_V6_mv": q_v6}
+        if r_v1 > neg_v1 and max(s_v6, s_i) >= 0.1:
             out.append((S.RBBB, evidence))
-        elif s_v1 > r_v1 and r_v6 > s_v6 and q_v6 < 0.1:
+        elif neg_v1 > r_v1 and r_v6 > s_v6 and q_v6 < 0.1:
             out.append((S.LBBB, evidence))
         else:
             out.append((S.WIDE_QRS, evidence))

@@ -23,8 +23,9 @@ from datasets.ecg.measure.beats import INDEPENDENT, Beats
 
 QRS_ON_FRACTION = 0.035
 QRS_OFF_FRACTION = 0.035
-P_EDGE_FRACTION = 0.12
-"""A P wave starts / ends where its spatial magnitude is within 12 % of its height above the local floor."""
+P_EDGE_FRACTION = 0.2
+"""A P wave starts / ends where its spatial magnitude is within 20 % of its height above the local floor (then
+followed down its steepest tangent to that floor)."""
 P_MIN_MAGNITUDE_MV = 0.035
 """Below this spatial P amplitude (mV) no P wave is measured (AF, junctional rhythm, noise)."""
 
@@ -74,14 +75,30 @@ def _trapezium_end(signal: np.ndarray, peak: int, limit: int) -> int:
 
 def _level_crossing(signal: np.ndarray, peak: int, limit: int, fraction: float) -> int:
     """From ``peak`` toward ``limit``, the first sample where the wave has fallen to ``fraction`` of its
-    height above the lowest level on that side (the local isoelectric level)."""
+    height above the local isoelectric floor: the lowest level reached before the signal rises again
+    (a neighbouring wave, e.g. the previous T wave at fast rates, must not pull the boundary out)."""
     step = 1 if limit >= peak else -1
     side = signal[peak:limit + 1] if step == 1 else signal[limit:peak + 1][::-1]
     if len(side) < 3:
         return limit
+    running_min = np.minimum.accumulate(side)
+    height = side[0] - running_min
+    # a rise after the wave has mostly ended (not the notch of a bifid P wave)
+    rising = np.flatnonzero((running_min < side[0] - 0.6 * (side[0] - side.min())) & (side - running_min > 0.3 * height))
+    if len(rising):
+        side = side[: int(rising[0])]
     floor = float(side.min())
     below = np.flatnonzero(side <= floor + fraction * (side[0] - floor))
-    return peak + step * int(below[0]) if len(below) else limit
+    if not len(below):
+        return limit
+    cross = int(below[0])
+    # Tangent method: from the steepest point between the peak and the crossing, follow the slope down
+    # to the floor (the wave's true start lies before the level crossing by its rise time).
+    slopes = -np.diff(side[: cross + 1])
+    if len(slopes) and slopes.max() > 0:
+        k = int(np.argmax(slopes))
+        cross = max(cross, min(len(side) - 1, int(round(k + (side[k] - floor) / slopes[k]))))
+    return peak + step * cross
 
 
 def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
