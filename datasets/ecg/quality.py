@@ -2,7 +2,7 @@
 
 Per lead: flat (electrode off), saturated (clipped at the amplifier's range), noisy (beat-to-beat
 residual around the median beat: muscle tremor, mains, loose contact) and baseline wander; for the
-record: limb-lead reversal (LA/RA: negative P and QRS in I with positive P and QRS in aVR), too short
+record: limb-lead reversal (LA/RA: P and QRS both negative in I, V6 normal), too short
 or too few beats. ``assess_quality(measurements)`` works on the arrays the measurement suite already
 made (no second filtering pass).
 
@@ -34,7 +34,7 @@ tremor on the tracing, several times a clean lead's)."""
 WANDER_PTP_MV = 2.0
 """Baseline wander: the removed sub-0.67 Hz baseline swings more than 2 mV (20 mm)."""
 MAX_BAD_LEADS = 2
-REVERSAL_P_MV, REVERSAL_QRS_MV = 0.02, 0.1
+REVERSAL_P_MV, REVERSAL_QRS_MV = 0.03, 0.1
 
 
 @dataclass
@@ -90,20 +90,17 @@ def _per_lead(m: EcgMeasurements) -> dict[QualityReason, list[str]]:
 
 
 def limb_lead_reversal(m: EcgMeasurements) -> bool:
-    """LA/RA reversal: P and QRS negative in I, positive in aVR (normally the reverse)."""
+    """LA/RA reversal: P and QRS both negative in lead I (I is inverted; P axis and QRS axis swing to
+    the right together), while V6 keeps a normal R wave (in dextrocardia the chest leads lose it too)."""
     lead = m.leads
-    if "I" not in lead or "aVR" not in lead:
+    if not {"I", "V6"} <= set(lead):
         return False
-
-    def net_qrs(name: str) -> float:
-        v = lead[name]
-        return float((v.get("r_amp_mv") or 0) + (v.get("q_amp_mv") or 0) + (v.get("s_amp_mv") or 0))
-
-    p_i, p_avr = lead["I"].get("p_amp_mv"), lead["aVR"].get("p_amp_mv")
-    if p_i is None or p_avr is None:
+    i, v6 = lead["I"], lead["V6"]
+    p_i = i.get("p_amp_mv")
+    if p_i is None:
         return False
-    return (p_i <= -REVERSAL_P_MV and p_avr >= REVERSAL_P_MV
-            and net_qrs("I") <= -REVERSAL_QRS_MV and net_qrs("aVR") >= REVERSAL_QRS_MV)
+    net_qrs_i = (i.get("r_amp_mv") or 0) + (i.get("q_amp_mv") or 0) + (i.get("s_amp_mv") or 0)
+    return p_i <= -REVERSAL_P_MV and net_qrs_i <= -REVERSAL_QRS_MV and (v6.get("r_amp_mv") or 0) >= 0.3
 
 
 _WORDS = {
@@ -133,14 +130,12 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
                 if problem.code in _WORDS:
                     problem.blocking = False
     if m.leads and limb_lead_reversal(m):
-        problems.append(QualityProblem(QualityReason.ECG_LIMB_LEAD_REVERSAL, ["I", "aVR"],
-                                       "limb electrodes look reversed (P and QRS negative in I, positive in aVR)"))
+        problems.append(QualityProblem(QualityReason.ECG_LIMB_LEAD_REVERSAL, ["I"],
+                                       "arm electrodes look reversed (P and QRS both negative in lead I)"))
     blocking = [p for p in problems if p.blocking]
     action = None
     if blocking:
         action = "Repeat the ECG: " + "; ".join(p.text for p in blocking)
-        if any(p.code == QualityReason.ECG_LIMB_LEAD_REVERSAL for p in blocking):
-            action += " (check the arm electrodes)"
     return QualityVerdict(acceptable=not blocking, problems=problems, action=action)
 
 

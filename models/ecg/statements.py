@@ -120,12 +120,17 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
         return v23 if name in ("V2", "V3") else 0.1
 
     st = {name: values.get("st_j_mv") for name, values in lead.items()}
-    elevated = {name for name, value in st.items() if value is not None and value >= limit(name)}
+    st60 = {name: values.get("st_j60_mv") for name, values in lead.items()}
+    # Elevated at the J point, and the ST segment still at least half as high 60 ms later (a J point
+    # placed on the R wave's downstroke alone is not an ST elevation).
+    elevated = {name for name, value in st.items()
+                if value is not None and value >= limit(name) and (st60[name] or 0.0) >= 0.5 * limit(name)}
     pairs = [pair for pair in CONTIGUOUS if pair[0] in elevated and pair[1] in elevated]
     if not pairs:
         return None
     leads = sorted({name for pair in pairs for name in pair}, key=list(lead).index)
     return S.ST_ELEVATION, {"leads": leads, "st_j_mv": {name: st[name] for name in leads},
+                            "st_j60_mv": {name: st60[name] for name in leads},
                             "limit_v2_v3_mv": v23, "limit_other_mv": 0.1}
 
 
