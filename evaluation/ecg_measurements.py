@@ -138,6 +138,7 @@ PTBXL_STATEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "AFIB/AFLT": (("AFIB", "AFLT"), ("atrial_fibrillation",)), "1AVB": (("1AVB",), ("first_degree_av_block",)),
     "CRBBB": (("CRBBB",), ("right_bundle_branch_block",)), "CLBBB": (("CLBBB",), ("left_bundle_branch_block",)),
     "LVOLT": (("LVOLT",), ("low_qrs_voltage",)), "LVH": (("LVH",), ("lvh_by_voltage",)),
+    "PACE": (("PACE",), ("paced_rhythm",)),
 }
 # PTB-XL heart_axis class → the frontal QRS axis range (degrees) it stands for.
 PTBXL_AXIS = {"MID": (-30, 90), "LAD": (-30, 0), "ALAD": (-90, -30), "RAD": (90, 120), "ARAD": (90, 180)}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from datasets.ecg.measure.beats import ANALYSIS_RATE, Beats, smooth
-from datasets.ecg.measure.suite import EcgMeasurements
+from datasets.ecg.measure.suite import PACING_SPIKE_MV, EcgMeasurements
 from datasets.ecg.record import STANDARD_LEADS
 from datasets.vocabulary import QualityReason
 
@@ -62,10 +62,14 @@ def lead_span(leads: list[str]) -> str:
 
 
 def high_frequency_noise(diagnostic: np.ndarray, beats: Beats | None) -> np.ndarray:
-    """Per lead, the RMS (mV) of the content above ~40 Hz outside the QRS complexes: muscle tremor,
-    mains and contact noise, not the beat-to-beat changes of a living heart."""
+    """Per lead, the RMS (mV) of the content above ~40 Hz outside the QRS complexes and pacemaker spikes:
+    muscle tremor, mains and contact noise, not the beat-to-beat changes of a living heart."""
     hf = diagnostic - smooth(diagnostic)
     keep = np.ones(diagnostic.shape[1], dtype=bool)
+    spikes = np.flatnonzero(np.abs(np.diff(diagnostic, 2, axis=1)).max(axis=0) > PACING_SPIKE_MV)
+    if len(spikes):
+        around = (spikes[:, None] + np.arange(-10, 12)[None, :]).ravel()
+        keep[around[(around >= 0) & (around < len(keep))]] = False
     if beats is not None and len(beats.r_peaks):
         ms = beats.rate / 1000.0
         window = np.arange(-int(60 * ms), int(80 * ms))
@@ -129,7 +133,8 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
             for problem in problems:
                 if problem.code in _WORDS:
                     problem.blocking = False
-    if m.leads and limb_lead_reversal(m):
+    paced = (m.values.get("pacing_spike_fraction") or 0.0) >= 0.5  # no atrial P wave to judge the leads by
+    if m.leads and not paced and limb_lead_reversal(m):
         problems.append(QualityProblem(QualityReason.ECG_LIMB_LEAD_REVERSAL, ["I"],
                                        "arm electrodes look reversed (P and QRS both negative in lead I)"))
     blocking = [p for p in problems if p.blocking]

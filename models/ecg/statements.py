@@ -45,6 +45,7 @@ GATED: dict[str, S] = {"STE": S.ST_ELEVATION}
 IRREGULAR_RR = 0.08      # median |ΔRR| / median RR above which the RR sequence is irregular (sinus ≈ 0.02)
 P_CONSISTENT = 0.5       # median beat-to-median P-wave correlation for a P wave to count as consistent
 WIDE_QRS_MS = 120
+PACED_SPIKES = 0.5       # pacemaker spikes before at least half the beats (with a wide QRS): paced
 CONTIGUOUS = [("aVL", "I"), ("I", "V6"), ("II", "aVF"), ("aVF", "III"), ("II", "III"),
               ("V1", "V2"), ("V2", "V3"), ("V3", "V4"), ("V4", "V5"), ("V5", "V6")]
 
@@ -70,7 +71,8 @@ def _rhythm(v: dict[str, Any], paced: bool) -> list[tuple[S, dict[str, Any]]]:
         return []
     base = {"heart_rate_bpm": hr, "rr_successive_irregularity": irregular, "p_wave_consistency": p_cons}
     if paced:
-        return [(S.PACED_RHYTHM, {**base, "qrs_duration_ms": v.get("qrs_duration_ms")})]
+        return [(S.PACED_RHYTHM, {**base, "qrs_duration_ms": v.get("qrs_duration_ms"),
+                                  "pacing_spike_fraction": v.get("pacing_spike_fraction")})]
     p_ok = p_cons is not None and p_cons >= P_CONSISTENT and pr is not None and 80 <= pr <= 400
     sinus_axis = p_axis is not None and -30 <= p_axis <= 105
     is_irregular = irregular is not None and irregular >= IRREGULAR_RR
@@ -167,7 +169,9 @@ def interpret(m: EcgMeasurements, probabilities: dict[str, float], thresholds: d
     """The statements of one acceptable-quality ECG, each with its evidence."""
     patient = patient or Patient()
     v, lead = m.values, m.leads
-    paced = probabilities.get("PACE", 0.0) >= thresholds.get("PACE", 1.1) and (v.get("qrs_duration_ms") or 0) >= 120
+    wide = (v.get("qrs_duration_ms") or 0) >= WIDE_QRS_MS
+    spikes = (v.get("pacing_spike_fraction") or 0.0) >= PACED_SPIKES
+    paced = wide and (spikes or probabilities.get("PACE", 0.0) >= thresholds.get("PACE", 1.1))
     made = _rhythm(v, paced)
     sinus = any(code in (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA) for code, _ in made)
     if not paced:

@@ -82,6 +82,12 @@ def test_ptbxl_bundle_branch_blocks(ptbxl):
         assert len(records) >= 5 and np.mean([statement.value in s for s in records]) >= 0.8, code
 
 
+def test_ptbxl_paced_records(ptbxl):
+    paced = [stated for scp, stated in ptbxl if "PACE" in scp]
+    assert len(paced) >= 4 and all(S.PACED_RHYTHM.value in s for s in paced)
+    assert not any(S.PACED_RHYTHM.value in stated for scp, stated in ptbxl if "PACE" not in scp)
+
+
 def _r_peaks(record) -> np.ndarray:
     from datasets.ecg.measure import beats as bt
 

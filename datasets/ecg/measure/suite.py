@@ -14,6 +14,8 @@
     qrs_limb_max_mv, qrs_precordial_max_mv    largest QRS peak-to-peak in the limb / chest leads
     p_wave_consistency                        median correlation of each beat's P wave (II, V1) with
                                               the median P wave: ≈1 sinus, low in AF; 0 if no P wave
+    pacing_spike_fraction                     share of beats with a pacemaker spike in the 150 ms
+                                              before the QRS fiducial
     n_beats, n_beats_median                   R peaks found; beats in the median beat
 
 A value that could not be measured is None (a P wave in AF; a T end in a noisy median). ``measure``
@@ -41,8 +43,12 @@ MEASURE_KEYS = (
     "heart_rate_bpm", "rr_mean_ms", "rr_sd_ms", "rr_irregularity", "rr_successive_irregularity",
     "pr_interval_ms", "p_duration_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms", "qtc_fridericia_ms",
     "p_axis_deg", "qrs_axis_deg", "t_axis_deg", "sokolow_lyon_mv", "cornell_mv",
-    "qrs_limb_max_mv", "qrs_precordial_max_mv", "p_wave_consistency", "n_beats", "n_beats_median",
+    "qrs_limb_max_mv", "qrs_precordial_max_mv", "p_wave_consistency", "pacing_spike_fraction",
+    "n_beats", "n_beats_median",
 )
+PACING_SPIKE_MV = 0.5
+"""A pacemaker spike: a second difference over 0.5 mV in one sample step at 500 Hz in any lead (an ECG's
+steepest QRS reaches ~0.2; the 99.9th percentile of the 429 unpaced PTB-XL records is 0.23 on average)."""
 MIN_BEATS = 3
 
 
@@ -142,7 +148,20 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
     v["qrs_axis_deg"] = _r(frontal_axis(beats, fid, fid.qrs_on, fid.qrs_off))
     v["t_axis_deg"] = _r(frontal_axis(beats, fid, fid.qrs_off + int(0.08 * rate), fid.t_end))
     v["p_wave_consistency"] = _r(_p_consistency(beats, fid), 3)
+    v["pacing_spike_fraction"] = _r(_pacing_spikes(signals, r_peaks, rate), 3)
     return None
+
+
+def _pacing_spikes(raw: np.ndarray, r_peaks: np.ndarray, rate: float) -> float:
+    """Share of beats preceded (within 150 ms) by a sample whose second difference in any lead is a
+    pacemaker spike's (far steeper than any QRS)."""
+    steep = np.abs(np.diff(raw, 2, axis=1)).max(axis=0) > PACING_SPIKE_MV
+    if not steep.any() or len(r_peaks) == 0:
+        return 0.0
+    csum = np.concatenate([[0], np.cumsum(steep)])
+    start = np.clip(r_peaks - int(0.15 * rate), 0, len(steep))
+    stop = np.clip(r_peaks, 0, len(steep))
+    return float(np.mean(csum[stop] > csum[start]))
 
 
 def _intervals(v: dict[str, Any], fid: Fiducials, rr_mean: float, rate: float) -> None:
