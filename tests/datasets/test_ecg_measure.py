@@ -39,9 +39,10 @@ def test_cinc_measurements(measured, name):
     assert 30 <= v["heart_rate_bpm"] <= 200 and v["n_beats"] >= 5
     assert v["rr_mean_ms"] == pytest.approx(60000 / v["heart_rate_bpm"], rel=2e-3)
     assert 60 <= v["qrs_duration_ms"] <= 200
-    assert 250 <= v["qt_interval_ms"] <= 650
-    assert v["qtc_bazett_ms"] == pytest.approx(v["qt_interval_ms"] / np.sqrt(v["rr_mean_ms"] / 1000), abs=2)
-    assert v["qtc_fridericia_ms"] == pytest.approx(v["qt_interval_ms"] / np.cbrt(v["rr_mean_ms"] / 1000), abs=2)
+    if v["qt_interval_ms"] is not None:  # None only for a T wave too flat to end (see test_qt_population)
+        assert 250 <= v["qt_interval_ms"] <= 650
+        assert v["qtc_bazett_ms"] == pytest.approx(v["qt_interval_ms"] / np.sqrt(v["rr_mean_ms"] / 1000), abs=2)
+        assert v["qtc_fridericia_ms"] == pytest.approx(v["qt_interval_ms"] / np.cbrt(v["rr_mean_ms"] / 1000), abs=2)
     assert -180 <= v["qrs_axis_deg"] <= 180
     if SINUS_TACHYCARDIA in record.labels:
         assert v["heart_rate_bpm"] > 100
@@ -56,6 +57,14 @@ def test_qrs_width_population(measured):
     assert 80 <= float(np.median(normal)) <= 105
     wide = [m.values["qrs_duration_ms"] for r, m in measured.values() if RBBB in r.labels]
     assert wide and all(q >= 120 for q in wide)
+
+
+def test_qt_population(measured):
+    """QT is measured on all but records whose T wave has no findable end: HR06001's is nearly
+    isoelectric (a guessed end gave a QTc of 604 ms and a false "critical"); E07514 (115 bpm, PR 284 ms)
+    has the next P wave on its T wave."""
+    missing = [name for name, (_, m) in measured.items() if m.values["qt_interval_ms"] is None]
+    assert "HR06001" in missing and len(missing) <= 2, missing
 
 
 def test_regular_rhythms_are_regular(measured):

@@ -62,7 +62,7 @@ def test_a_network_calling_af_everywhere_does_not_make_af(sinus_records):
         assert S.ATRIAL_FIBRILLATION.value not in {s.code for s in read.statements}
         assert not next(f for f in read.findings if f.code == "STE").positive
         assert not any("fibrillation" in r or "ST elevation" in r for r in read.triage.reasons), read.triage
-    # critical stays rare: only a measured rule (here one record's QTc over 500 ms) may make it
+    # critical stays rare: only a rule on the measurements (rate, QTc, STEMI criteria) may make it
     assert sum(read.level == TriageLevel.CRITICAL for read in reads) <= 1
 
 

@@ -23,6 +23,9 @@ from datasets.ecg.measure.beats import INDEPENDENT, Beats
 
 QRS_ON_FRACTION = 0.035
 QRS_OFF_FRACTION = 0.035
+T_MIN_FALL_MV = 0.08
+"""The T wave must fall by 0.08 mV (spatial magnitude) from its peak to its end for a QT to be measured:
+flatter T waves (≈ 3 % of PTB-XL records) give no QT rather than a guess that could read as QTc > 500."""
 P_EDGE_FRACTION = 0.2
 """A P wave starts / ends where its spatial magnitude is within 20 % of its height above the local floor (then
 followed down its steepest tangent to that floor)."""
@@ -143,6 +146,8 @@ def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
     if t_limit - t_from > int(40 * ms):
         t_peak = t_from + int(np.argmax(magnitude[t_from:t_limit]))
         t_end = _trapezium_end(magnitude, t_peak, t_limit)
+        if magnitude[t_peak] - magnitude[t_end] < T_MIN_FALL_MV:
+            t_end = None  # a flat T wave has no end to find: no QT rather than a guessed one
     baseline = beats.median[:, base_window].mean(axis=1)
     return Fiducials(qrs_on=qrs_on, qrs_off=qrs_off, t_end=t_end, p_on=p_on, p_off=p_off,
                      p_magnitude_mv=p_mag, baseline=baseline)
