@@ -60,7 +60,7 @@ def philips_reference(path: Path) -> Reference:
 
     raw = path.read_bytes()
     text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8", "replace")
-    block = re.search(r"<globalmeasurements.*?</globalmeasurements>", text, re.S)
+    block = re.search(r"<globalmeasurements.*?</globalmeasurements>", text, re.DOTALL)
     cart = {}
     for tag, value in re.findall(r"<(\w+)[^>]*>\s*(-?\d+(?:\.\d+)?)\s*</\1>", block.group(0) if block else ""):
         key = PHILIPS_TAGS.get(tag)

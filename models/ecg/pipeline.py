@@ -12,10 +12,11 @@ replica (serving/ wraps it, it does not re-implement it).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class EcgPreReader:
 
     @classmethod
     def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
-                      backend: str = "onnxruntime", **backend_options: Any) -> "EcgPreReader":
+                      backend: str = "onnxruntime", **backend_options: Any) -> EcgPreReader:
         """Load ``ref`` (``ecg@champion``, ``ecg/3`` ...) from ``registry`` — a Registry or a
         location: a folder, an MLflow URI (see models.registry.open_registry)."""
         registered = open_registry(registry).resolve(ref)

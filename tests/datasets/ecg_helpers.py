@@ -3,7 +3,7 @@ hand-built faults (limb-lead reversal, noisy leads, ST elevation) made from them
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -21,7 +21,7 @@ SINUS_LABELS = {SINUS_RHYTHM, SINUS_TACHYCARDIA, SINUS_BRADYCARDIA}
 L = {name: i for i, name in enumerate(STANDARD_LEADS)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def cinc(name: str) -> EcgRecord:
     return validate_record(read_wfdb(CINC_DIR / f"{name}.hea"))
 

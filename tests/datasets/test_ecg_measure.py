@@ -14,8 +14,15 @@ from datasets.ecg.measure.leads import LEAD_KEYS
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from evaluation.ecg_measurements import agreement, cart_references, mortara_reference, ptbxl_records
 from tests.conftest import shared_data_dir
-from tests.datasets.ecg_helpers import (CINC_RECORDS, RBBB, SINUS_BRADYCARDIA, SINUS_RHYTHM, SINUS_TACHYCARDIA,
-                                        cinc, mortara)
+from tests.datasets.ecg_helpers import (
+    CINC_RECORDS,
+    RBBB,
+    SINUS_BRADYCARDIA,
+    SINUS_RHYTHM,
+    SINUS_TACHYCARDIA,
+    cinc,
+    mortara,
+)
 
 
 @pytest.fixture(scope="module")

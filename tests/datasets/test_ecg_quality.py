@@ -12,8 +12,15 @@ from datasets.ecg.quality import assess_quality, lead_span
 from datasets.vocabulary import QualityReason
 from evaluation.ecg_measurements import ptbxl_records
 from tests.conftest import shared_data_dir
-from tests.datasets.ecg_helpers import (CINC_RECORDS, L, add_muscle_noise, cinc, mortara, reverse_arm_electrodes,
-                                        with_signals)
+from tests.datasets.ecg_helpers import (
+    CINC_RECORDS,
+    L,
+    add_muscle_noise,
+    cinc,
+    mortara,
+    reverse_arm_electrodes,
+    with_signals,
+)
 
 
 def verdict(record):

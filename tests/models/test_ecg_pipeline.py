@@ -14,8 +14,14 @@ from models.ecg.pipeline import EcgInput, EcgPreReader
 from models.read import PreRead
 from models.triage import TriageRules
 from tests.conftest import REPO_ROOT
-from tests.datasets.ecg_helpers import (CINC_RECORDS, SINUS_LABELS, add_muscle_noise, add_st_elevation, cinc,
-                                        reverse_arm_electrodes)
+from tests.datasets.ecg_helpers import (
+    CINC_RECORDS,
+    SINUS_LABELS,
+    add_muscle_noise,
+    add_st_elevation,
+    cinc,
+    reverse_arm_electrodes,
+)
 
 LABELS = ["NORM", "AF", "STACH", "SBRAD", "STE", "WQRS", "PREM"]
 RULES = TriageRules.from_yaml(REPO_ROOT / "configs" / "triage" / "ecg.yaml")

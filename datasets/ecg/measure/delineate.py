@@ -100,7 +100,7 @@ def _level_crossing(signal: np.ndarray, peak: int, limit: int, fraction: float) 
     slopes = -np.diff(side[: cross + 1])
     if len(slopes) and slopes.max() > 0:
         k = int(np.argmax(slopes))
-        cross = max(cross, min(len(side) - 1, int(round(k + (side[k] - floor) / slopes[k]))))
+        cross = max(cross, min(len(side) - 1, round(k + (side[k] - floor) / slopes[k])))
     return peak + step * cross
 
 

@@ -78,7 +78,7 @@ class EcgMeasurements:
 def _r(value: float | None, digits: int = 0) -> float | int | None:
     if value is None or not math.isfinite(value):
         return None
-    return int(round(value)) if digits == 0 else round(float(value), digits)
+    return round(value) if digits == 0 else round(float(value), digits)
 
 
 def measure(record: EcgRecord) -> EcgMeasurements:
@@ -88,7 +88,7 @@ def measure(record: EcgRecord) -> EcgMeasurements:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             out.error = _measure_into(record, out)
-    except Exception as exc:  # last line of defence: a measurement must never break a read
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a measurement must never break a read
         out.values, out.leads = dict.fromkeys(MEASURE_KEYS), {}
         out.error = f"measurement failed ({type(exc).__name__}: {exc})"
     return out
@@ -128,11 +128,11 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
              rr_irregularity=_r(float(np.sqrt(np.mean(np.diff(rr) ** 2))) / rr_mean, 4) if len(rr) > 1 else None,
              rr_successive_irregularity=_r(float(np.median(np.abs(np.diff(rr))) / np.median(rr)), 4)
              if len(rr) > 1 else None,
-             n_beats=int(len(r_peaks)))
+             n_beats=len(r_peaks))
     beats = bt.build_beats(diagnostic, r_peaks)
     if beats is None:
         return None
-    v["n_beats_median"] = int(len(beats.used))
+    v["n_beats_median"] = len(beats.used)
     out.analysis.beats = beats
     fid = delineate(beats, rr_mean)
     out.analysis.fiducials = fid
