@@ -43,7 +43,7 @@ DEFINITIONAL: dict[str, tuple[S, ...]] = {
 GATED: dict[str, S] = {"STE": S.ST_ELEVATION}
 
 IRREGULAR_RR = 0.08      # median |ΔRR| / median RR above which the RR sequence is irregular (sinus ≈ 0.02)
-P_CONSISTENT = 0.5       # median beat-to-median P-wave correlation for a P wave to count as consistent
+P_CONSISTENT = 0.6       # median beat-to-median (detrended) P-wave correlation for a consistent P wave
 WIDE_QRS_MS = 120
 PACED_SPIKES = 0.5       # pacemaker spikes before at least half the beats (with a wide QRS): paced
 CONTIGUOUS = [("aVL", "I"), ("I", "V6"), ("II", "aVF"), ("aVF", "III"), ("II", "III"),

@@ -76,6 +76,13 @@ def _trapezium_end(signal: np.ndarray, peak: int, limit: int) -> int:
     return peak + step * int(t[int(np.argmax(area))])
 
 
+def _largest_hump(segment: np.ndarray) -> int:
+    """Index of the tallest local maximum inside ``segment`` (not at its edges, where the previous T
+    wave's tail or the QRS onset would win a plain argmax); 0 when there is none."""
+    inner = np.flatnonzero((segment[1:-1] >= segment[:-2]) & (segment[1:-1] > segment[2:])) + 1
+    return int(inner[np.argmax(segment[inner])]) if len(inner) else 0
+
+
 def _level_crossing(signal: np.ndarray, peak: int, limit: int, fraction: float) -> int:
     """From ``peak`` toward ``limit``, the first sample where the wave has fallen to ``fraction`` of its
     height above the local isoelectric floor: the lowest level reached before the signal rises again
@@ -131,7 +138,7 @@ def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
     p_on = p_off = None
     p_mag = 0.0
     if p_to - p_from > int(40 * ms):
-        p_peak = p_from + int(np.argmax(magnitude[p_from:p_to]))
+        p_peak = p_from + _largest_hump(magnitude[p_from:p_to])
         p_mag = float(magnitude[p_peak])
         if p_mag >= P_MIN_MAGNITUDE_MV and p_from < p_peak < p_to - 1:
             p_on = _level_crossing(magnitude, p_peak, max(0, p_from - int(60 * ms)), P_EDGE_FRACTION)

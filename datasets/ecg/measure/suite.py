@@ -179,15 +179,23 @@ def _intervals(v: dict[str, Any], fid: Fiducials, rr_mean: float, rate: float) -
 
 
 def _p_consistency(beats: bt.Beats, fid: Fiducials) -> float:
-    """Median over beats of the correlation of the beat's P wave (leads II and V1) with the median's.
-    0 when the median beat has no P wave."""
-    if fid.p_on is None or fid.p_off is None or beats.segments.shape[1] < 2:
+    """Median over beats of the correlation of the beat's P wave (leads II and V1) with the median's,
+    each detrended first (a baseline slope shared by all beats must not pass for a P wave: in AF the
+    median of random f-waves plus that slope would otherwise correlate with every beat). 0 when the
+    median beat has no P wave."""
+    if fid.p_on is None or fid.p_off is None or beats.segments.shape[1] < 2 or fid.p_off - fid.p_on < 4:
         return 0.0
     atrial = [STANDARD_LEADS.index("II"), STANDARD_LEADS.index("V1")]
-    each = beats.segments[atrial, :, fid.p_on: fid.p_off]
-    each = np.transpose(each, (1, 0, 2)).reshape(each.shape[1], -1)
-    each = each - each.mean(axis=1, keepdims=True)
-    ref = beats.median[atrial, fid.p_on: fid.p_off].reshape(-1)
-    ref = ref - ref.mean()
+    each = _detrended(np.transpose(beats.segments[atrial, :, fid.p_on: fid.p_off], (1, 0, 2)))
+    each = each.reshape(each.shape[0], -1)
+    ref = _detrended(beats.median[atrial, fid.p_on: fid.p_off][None])[0].reshape(-1)
     corr = each @ ref / (np.linalg.norm(each, axis=1) * np.linalg.norm(ref) + 1e-12)
     return float(np.median(corr))
+
+
+def _detrended(x: np.ndarray) -> np.ndarray:
+    """``x`` (..., samples) minus its least-squares straight line along the last axis."""
+    t = np.linspace(-1.0, 1.0, x.shape[-1])
+    centred = x - x.mean(axis=-1, keepdims=True)
+    slope = (centred @ t) / (t @ t)
+    return centred - slope[..., None] * t
