@@ -41,6 +41,13 @@ DEFINITIONAL: dict[str, tuple[S, ...]] = {
 # Network labels that may only be called positive when a rule agrees (ST elevation from a network
 # alone made normal ECGs critical): code → the statement that must be present.
 GATED: dict[str, S] = {"STE": S.ST_ELEVATION}
+# Network labels that a statement rules out: a "normal ECG" cannot be called beside AF, a bundle branch
+# block, a paced rhythm or STEMI criteria (milder statements, e.g. sinus bradycardia, LVH by voltage in
+# the young, are compatible with PTB-XL's NORM).
+CONTRADICTED_BY: dict[str, frozenset[S]] = {
+    "NORM": frozenset({S.ATRIAL_FIBRILLATION, S.AF_RAPID_RESPONSE, S.PACED_RHYTHM, S.RBBB, S.LBBB, S.WIDE_QRS,
+                       S.ST_ELEVATION, S.EXTREME_AXIS}),
+}
 
 IRREGULAR_RR = 0.08      # median |ΔRR| / median RR above which the RR sequence is irregular (sinus ≈ 0.02)
 P_CONSISTENT = 0.6       # median beat-to-median (detrended) P-wave correlation for a consistent P wave
@@ -191,7 +198,8 @@ def interpret(m: EcgMeasurements, probabilities: dict[str, float], thresholds: d
 def reconcile(findings: list[Finding], statements: list[Statement]) -> list[Finding]:
     """Findings re-stated from their definitions: a definitional label is positive exactly when its
     statement is made (probability 1 or 0, source "rule", the network's number kept beside it); a
-    gated label (ST elevation) is positive only when the network says so *and* the rule agrees."""
+    gated label (ST elevation) is positive only when the network says so *and* the rule agrees; a label a
+    statement rules out (a normal ECG beside LBBB) is not positive."""
     made = {s.code for s in statements}
     out = []
     for f in findings:
@@ -201,6 +209,8 @@ def reconcile(findings: list[Finding], statements: list[Statement]) -> list[Find
             f = f.model_copy(update={"probability": 1.0 if positive else 0.0, "positive": positive, "source": "rule",
                                      "network_probability": f.probability})
         elif f.code in GATED and f.positive and GATED[f.code].value not in made:
+            f = f.model_copy(update={"positive": False, "source": "rule+network", "network_probability": f.probability})
+        elif f.positive and made & {code.value for code in CONTRADICTED_BY.get(f.code, ())}:
             f = f.model_copy(update={"positive": False, "source": "rule+network", "network_probability": f.probability})
         out.append(f)
     return out

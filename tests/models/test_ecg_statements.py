@@ -179,3 +179,13 @@ def test_findings_never_contradict_the_definitions():
     (tachy,) = [s for s in statements if s.code == S.SINUS_TACHYCARDIA.value]
     assert tachy.source == "rule+network" and tachy.evidence["network_probability"] == {"STACH": 0.0}
     assert tachy.evidence["heart_rate_bpm"] == 120.0
+
+
+def test_a_normal_ecg_is_not_called_beside_a_bundle_branch_block():
+    statements = interpret(_values(**{**SINUS_70, "qrs_duration_ms": 150}), {}, {})
+    assert S.WIDE_QRS.value in {st.code for st in statements} or S.LBBB.value in {st.code for st in statements} \
+        or S.RBBB.value in {st.code for st in statements}
+    (norm,) = reconcile([_finding("NORM", 0.9)], statements)
+    assert not norm.positive and norm.network_probability == 0.9
+    (norm,) = reconcile([_finding("NORM", 0.9)], interpret(_values(**SINUS_70), {}, {}))
+    assert norm.positive and norm.source == "network"
