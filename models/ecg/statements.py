@@ -195,6 +195,13 @@ def interpret(m: EcgMeasurements, probabilities: dict[str, float], thresholds: d
     return [_stmt(code, evidence, network_for.get(code)) for code, evidence in made]
 
 
+def _ruled_out(code: str, made: set[str]) -> bool:
+    """A gated label whose rule did not fire, or a label a made statement contradicts."""
+    if code in GATED and GATED[code].value not in made:
+        return True
+    return bool(made & {statement.value for statement in CONTRADICTED_BY.get(code, ())})
+
+
 def reconcile(findings: list[Finding], statements: list[Statement]) -> list[Finding]:
     """Findings re-stated from their definitions: a definitional label is positive exactly when its
     statement is made (probability 1 or 0, source "rule", the network's number kept beside it); a
@@ -208,9 +215,7 @@ def reconcile(findings: list[Finding], statements: list[Statement]) -> list[Find
             positive = any(code.value in made for code in codes)
             f = f.model_copy(update={"probability": 1.0 if positive else 0.0, "positive": positive, "source": "rule",
                                      "network_probability": f.probability})
-        elif f.code in GATED and f.positive and GATED[f.code].value not in made:
-            f = f.model_copy(update={"positive": False, "source": "rule+network", "network_probability": f.probability})
-        elif f.positive and made & {code.value for code in CONTRADICTED_BY.get(f.code, ())}:
+        elif f.positive and _ruled_out(f.code, made):
             f = f.model_copy(update={"positive": False, "source": "rule+network", "network_probability": f.probability})
         out.append(f)
     return out
