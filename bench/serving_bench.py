@@ -101,8 +101,8 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
     from bench.ecg_whole_read import print_whole_read, sample_uploads, whole_read_by_kind
     from bench.harness import Comparison, LoadPlan, run_comparison, token, write_result
     from models.ecg.pipeline import EcgPreReader
-    from preread.cli import ensure_demo_models
     from serving.config import load_config
+    from training.demo import ensure_demo_models
 
     console = Console(width=150)
     base_cfg = load_config().resolved()

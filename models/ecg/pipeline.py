@@ -26,6 +26,7 @@ from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from datasets.ecg.transforms import preprocess_signals
 from models.backends import InferenceBackend, load_backend
 from models.card import ModelCard
+from models.ecg.factory import build_ecg_network
 from models.ecg.statements import Patient, interpret, reconcile
 from models.read import Finding, OperatingPoint, PreRead, Quality, QualityIssue, Triage
 from models.registry import Registry, open_registry
@@ -84,8 +85,8 @@ class EcgPreReader:
         registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
-        return cls(load_backend(Path(registered.path), backend, **backend_options), card,
-                   TriageRules.from_yaml(triage_rules))
+        return cls(load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options),
+                   card, TriageRules.from_yaml(triage_rules))
 
     @property
     def model_identity(self) -> dict[str, Any]:
@@ -133,9 +134,7 @@ class EcgPreReader:
                         unreadable=None if verdict.acceptable else verdict.action)
         point = OperatingPoint(source="model card", detail={"thresholds": thresholds})
         if site_point:  # the site's own validated thresholds replaced some of the card's
-            point = OperatingPoint(site=site_point.get("site"), source=site_point.get("source") or "site operating point",
-                                   detail={**{k: v for k, v in site_point.items() if k not in ("site", "source")},
-                                           "thresholds": thresholds})
+            point = OperatingPoint.model_validate({**site_point, "detail": {"thresholds": thresholds}})
         return PreRead(
             modality="ECG", disclaimer=DISCLAIMER, model=self.model_identity, findings=findings,
             operating_point=point, measurements=dict(m.values), lead_measurements=m.leads,
