@@ -30,12 +30,19 @@ NAMES: dict[S, str] = {
     S.ST_ELEVATION: "ST elevation meeting STEMI criteria",
 }
 
-# Network label codes (ours, PTB-XL SCP, short forms) → the statement that defines them.
+# Network label codes → the statements that define them: ours, PTB-XL SCP codes, and the CinC 2021
+# scored abbreviations (datasets/vocabulary/ecg.py: NSR, SB, STach, AF, AFL, IAVB, LPR, CRBBB, ...).
 DEFINITIONAL: dict[str, tuple[S, ...]] = {
-    "STACH": (S.SINUS_TACHYCARDIA,), "SBRAD": (S.SINUS_BRADYCARDIA,), "SR": (S.SINUS_RHYTHM,),
+    "STACH": (S.SINUS_TACHYCARDIA,), "STach": (S.SINUS_TACHYCARDIA,),
+    "SBRAD": (S.SINUS_BRADYCARDIA,), "SB": (S.SINUS_BRADYCARDIA,),
+    "SR": (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA),
+    "NSR": (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA),
     "AF": (S.ATRIAL_FIBRILLATION,), "AFIB": (S.ATRIAL_FIBRILLATION,), "AFLT": (S.ATRIAL_FIBRILLATION,),
-    "1AVB": (S.FIRST_DEGREE_AV_BLOCK,), "IAVB": (S.FIRST_DEGREE_AV_BLOCK,), "CRBBB": (S.RBBB,), "RBBB": (S.RBBB,),
-    "CLBBB": (S.LBBB,), "LBBB": (S.LBBB,), "WQRS": (S.RBBB, S.LBBB, S.WIDE_QRS), "LVOLT": (S.LOW_VOLTAGE,),
+    "AFL": (S.ATRIAL_FIBRILLATION,),
+    "1AVB": (S.FIRST_DEGREE_AV_BLOCK,), "IAVB": (S.FIRST_DEGREE_AV_BLOCK,), "LPR": (S.FIRST_DEGREE_AV_BLOCK,),
+    "CRBBB": (S.RBBB,), "RBBB": (S.RBBB,), "CLBBB": (S.LBBB,), "LBBB": (S.LBBB,), "BBB": (S.RBBB, S.LBBB),
+    "NSIVCB": (S.WIDE_QRS,), "IVCD": (S.WIDE_QRS,), "WQRS": (S.RBBB, S.LBBB, S.WIDE_QRS),
+    "LVOLT": (S.LOW_VOLTAGE,), "LQRSV": (S.LOW_VOLTAGE,),
     "LAD": (S.LEFT_AXIS_DEVIATION,), "RAD": (S.RIGHT_AXIS_DEVIATION,), "LQT": (S.QTC_PROLONGED,),
 }
 # Network labels that may only be called positive when a rule agrees (ST elevation from a network
