@@ -123,8 +123,7 @@ class EcgWorkflow:
         self.queue.hold(study_uid)
         try:
             read = await self.read_fn(EcgInput(np.asarray(record.signals, dtype=np.float32),
-                                               float(record.sampling_rate), site,
-                                               patient={k: record.patient.get(k) for k in ("sex", "age")}))
+                                               float(record.sampling_rate), site, dict(record.patient)))
         except Exception as exc:  # the model replica died or refused: keep the study, say why, retry later
             log.warning("AI read failed for study %s: %s: %s", study_uid, type(exc).__name__, exc)
             await asyncio.to_thread(self.queue.record_failure, study_uid, f"{type(exc).__name__}: {exc}")
