@@ -60,7 +60,7 @@ def philips_reference(path: Path) -> Reference:
 
     raw = path.read_bytes()
     text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8", "replace")
-    block = re.search(r"<globalmeasurements.*?</globalmeasurements>", text, re.S)
+    block = re.search(r"<globalmeasurements.*?</globalmeasurements>", text, re.DOTALL)
     cart = {}
     for tag, value in re.findall(r"<(\w+)[^>]*>\s*(-?\d+(?:\.\d+)?)\s*</\1>", block.group(0) if block else ""):
         key = PHILIPS_TAGS.get(tag)
@@ -122,19 +122,96 @@ def agreement(refs: list[Reference]) -> dict[str, dict[str, float]]:
     for key, values in diffs.items():
         arr = np.asarray(values, dtype=np.float64)
         table[key] = {"n": int(arr.size), "mean": float(arr.mean()) if arr.size else float("nan"),
-                      "sd": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"), "diffs": [round(x, 1) for x in arr]}
+                      "sd": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"), "diffs": [round(float(x), 1) for x in arr]}
     return table
+
+
+
+
+# --- PTB-XL: the cardiologists' statements and heart axis against ours ---------------------------------
+
+# PTB-XL SCP codes (any of them) → our statements (any of them) that say the same thing.
+PTBXL_STATEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sinus (SR, SARRH, STACH, SBRAD)": (("SR", "SARRH", "STACH", "SBRAD"),
+                                        ("sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia")),
+    "STACH": (("STACH",), ("sinus_tachycardia",)), "SBRAD": (("SBRAD",), ("sinus_bradycardia",)),
+    "AFIB/AFLT": (("AFIB", "AFLT"), ("atrial_fibrillation",)), "1AVB": (("1AVB",), ("first_degree_av_block",)),
+    "CRBBB": (("CRBBB",), ("right_bundle_branch_block",)), "CLBBB": (("CLBBB",), ("left_bundle_branch_block",)),
+    "LVOLT": (("LVOLT",), ("low_qrs_voltage",)), "LVH": (("LVH",), ("lvh_by_voltage",)),
+    "PACE": (("PACE",), ("paced_rhythm",)),
+}
+# PTB-XL heart_axis class → the frontal QRS axis range (degrees) it stands for.
+PTBXL_AXIS = {"MID": (-30, 90), "LAD": (-30, 0), "ALAD": (-90, -30), "RAD": (90, 120), "ARAD": (90, 180)}
+
+
+def ptbxl_records(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10))):
+    """(row, EcgRecord) for the PTB-XL sample records of ``folds``."""
+    import ast
+
+    import pandas as pd
+
+    from datasets.ecg.readers import read_wfdb
+
+    root = shared_data / "ecg" / "ptbxl"
+    db = pd.read_csv(root / "ptbxl_database.csv")
+    db = db[db.strat_fold.isin(folds)]
+    for _, row in db.iterrows():
+        header = root / f"{row.filename_hr}.hea"
+        if not header.exists():
+            continue
+        record = read_wfdb(header).in_standard_order()
+        record.patient.update(sex="F" if row.sex == 1 else "M", age=row.age)
+        yield row, ast.literal_eval(row.scp_codes), record
+
+
+def ptbxl_agreement(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10))) -> dict[str, dict[str, float]]:
+    """Per statement: records with the PTB-XL code (any likelihood) and how many we stated (sensitivity),
+    records without it and how many we stated anyway (false positives); and the heart-axis classes."""
+    from datasets.ecg.quality import assess_quality
+    from models.ecg.statements import Patient, interpret
+
+    counts = {code: {"pos": 0, "tp": 0, "neg": 0, "fp": 0} for code in PTBXL_STATEMENTS}
+    axis = {name: {"n": 0, "in_range": 0} for name in PTBXL_AXIS}
+    for row, scp, record in ptbxl_records(shared_data, folds):
+        m = measure(record)
+        if not assess_quality(m, record.duration_s).acceptable:
+            continue
+        made = {s.code for s in interpret(m, {}, {}, Patient(record.patient["sex"], record.patient["age"]))}
+        for code, (scp_codes, statements) in PTBXL_STATEMENTS.items():
+            c = counts[code]
+            stated = bool(made.intersection(statements))
+            if any(k in scp for k in scp_codes):
+                c["pos"] += 1
+                c["tp"] += stated
+            else:
+                c["neg"] += 1
+                c["fp"] += stated
+        qrs_axis = m.get("qrs_axis_deg")
+        if isinstance(row.heart_axis, str) and row.heart_axis in PTBXL_AXIS and qrs_axis is not None:
+            low, high = PTBXL_AXIS[row.heart_axis]
+            axis[row.heart_axis]["n"] += 1
+            axis[row.heart_axis]["in_range"] += int(low - 10 <= qrs_axis <= high + 10)
+    return {"statements": counts, "axis": axis}
 
 
 def main() -> None:
     from tests.conftest import shared_data_dir
 
-    refs = cart_references(shared_data_dir())
-    table = agreement(refs)
-    print(f"{'measurement':22s} {'n':>3s} {'mean diff':>10s} {'SD':>8s}   per record (ours - cart)")
+    data = shared_data_dir()
+    table = agreement(cart_references(data))
+    print("Ours - cart (4 Philips Sierra XML files, 1 Mortara DICOM):")
+    print(f"{'measurement':22s} {'n':>3s} {'mean diff':>10s} {'SD':>8s}   per record")
     for key in sorted(table):
         row = table[key]
         print(f"{key:22s} {row['n']:3d} {row['mean']:10.1f} {row['sd']:8.1f}   {row['diffs']}")
+    result = ptbxl_agreement(data)
+    print("\nPTB-XL sample (folds 1-9, acceptable quality): cardiologists' codes vs our statements")
+    print(f"{'code':32s} {'with':>5s} {'stated':>7s} {'without':>8s} {'stated':>7s}")
+    for code, c in result["statements"].items():
+        print(f"{code:32s} {c['pos']:5d} {c['tp']:7d} {c['neg']:8d} {c['fp']:7d}")
+    print("\nPTB-XL heart_axis class: QRS axis within the class's range (±10°)")
+    for name, c in result["axis"].items():
+        print(f"{name:6s} {c['in_range']:3d} / {c['n']:3d}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class MeasurementRule(BaseModel):
     level: Level
     reason: str | None = None
     # A second condition on another measurement (e.g. QTc > 500 only with a QRS under 120 ms).
-    and_measurement: "MeasurementRule | None" = None
+    and_measurement: MeasurementRule | None = None
 
     def check(self, measurements: dict) -> str | None:
         value = measurements.get(self.measurement)

@@ -2,7 +2,7 @@
 
 Per lead: flat (electrode off), saturated (clipped at the amplifier's range), noisy (beat-to-beat
 residual around the median beat: muscle tremor, mains, loose contact) and baseline wander; for the
-record: limb-lead reversal (LA/RA: negative P and QRS in I with positive P and QRS in aVR), too short
+record: limb-lead reversal (LA/RA: P and QRS both negative in I, V6 normal), too short
 or too few beats. ``assess_quality(measurements)`` works on the arrays the measurement suite already
 made (no second filtering pass).
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from datasets.ecg.measure.beats import ANALYSIS_RATE, Beats, smooth
-from datasets.ecg.measure.suite import EcgMeasurements
+from datasets.ecg.measure.suite import PACING_SPIKE_MV, EcgMeasurements
 from datasets.ecg.record import STANDARD_LEADS
 from datasets.vocabulary import QualityReason
 
@@ -34,7 +34,7 @@ tremor on the tracing, several times a clean lead's)."""
 WANDER_PTP_MV = 2.0
 """Baseline wander: the removed sub-0.67 Hz baseline swings more than 2 mV (20 mm)."""
 MAX_BAD_LEADS = 2
-REVERSAL_P_MV, REVERSAL_QRS_MV = 0.02, 0.1
+REVERSAL_P_MV, REVERSAL_QRS_MV = 0.03, 0.1
 
 
 @dataclass
@@ -62,10 +62,14 @@ def lead_span(leads: list[str]) -> str:
 
 
 def high_frequency_noise(diagnostic: np.ndarray, beats: Beats | None) -> np.ndarray:
-    """Per lead, the RMS (mV) of the content above ~40 Hz outside the QRS complexes: muscle tremor,
-    mains and contact noise, not the beat-to-beat changes of a living heart."""
+    """Per lead, the RMS (mV) of the content above ~40 Hz outside the QRS complexes and pacemaker spikes:
+    muscle tremor, mains and contact noise, not the beat-to-beat changes of a living heart."""
     hf = diagnostic - smooth(diagnostic)
     keep = np.ones(diagnostic.shape[1], dtype=bool)
+    spikes = np.flatnonzero(np.abs(np.diff(diagnostic, 2, axis=1)).max(axis=0) > PACING_SPIKE_MV)
+    if len(spikes):
+        around = (spikes[:, None] + np.arange(-10, 12)[None, :]).ravel()
+        keep[around[(around >= 0) & (around < len(keep))]] = False
     if beats is not None and len(beats.r_peaks):
         ms = beats.rate / 1000.0
         window = np.arange(-int(60 * ms), int(80 * ms))
@@ -90,20 +94,17 @@ def _per_lead(m: EcgMeasurements) -> dict[QualityReason, list[str]]:
 
 
 def limb_lead_reversal(m: EcgMeasurements) -> bool:
-    """LA/RA reversal: P and QRS negative in I, positive in aVR (normally the reverse)."""
+    """LA/RA reversal: P and QRS both negative in lead I (I is inverted; P axis and QRS axis swing to
+    the right together), while V6 keeps a normal R wave (in dextrocardia the chest leads lose it too)."""
     lead = m.leads
-    if "I" not in lead or "aVR" not in lead:
+    if not {"I", "V6"} <= set(lead):
         return False
-
-    def net_qrs(name: str) -> float:
-        v = lead[name]
-        return float((v.get("r_amp_mv") or 0) + (v.get("q_amp_mv") or 0) + (v.get("s_amp_mv") or 0))
-
-    p_i, p_avr = lead["I"].get("p_amp_mv"), lead["aVR"].get("p_amp_mv")
-    if p_i is None or p_avr is None:
+    i, v6 = lead["I"], lead["V6"]
+    p_i = i.get("p_amp_mv")
+    if p_i is None:
         return False
-    return (p_i <= -REVERSAL_P_MV and p_avr >= REVERSAL_P_MV
-            and net_qrs("I") <= -REVERSAL_QRS_MV and net_qrs("aVR") >= REVERSAL_QRS_MV)
+    net_qrs_i = (i.get("r_amp_mv") or 0) + (i.get("q_amp_mv") or 0) + (i.get("s_amp_mv") or 0)
+    return p_i <= -REVERSAL_P_MV and net_qrs_i <= -REVERSAL_QRS_MV and (v6.get("r_amp_mv") or 0) >= 0.3
 
 
 _WORDS = {
@@ -132,15 +133,14 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
             for problem in problems:
                 if problem.code in _WORDS:
                     problem.blocking = False
-    if m.leads and limb_lead_reversal(m):
-        problems.append(QualityProblem(QualityReason.ECG_LIMB_LEAD_REVERSAL, ["I", "aVR"],
-                                       "limb electrodes look reversed (P and QRS negative in I, positive in aVR)"))
+    paced = (m.values.get("pacing_spike_fraction") or 0.0) >= 0.5  # no atrial P wave to judge the leads by
+    if m.leads and not paced and limb_lead_reversal(m):
+        problems.append(QualityProblem(QualityReason.ECG_LIMB_LEAD_REVERSAL, ["I"],
+                                       "arm electrodes look reversed (P and QRS both negative in lead I)"))
     blocking = [p for p in problems if p.blocking]
     action = None
     if blocking:
         action = "Repeat the ECG: " + "; ".join(p.text for p in blocking)
-        if any(p.code == QualityReason.ECG_LIMB_LEAD_REVERSAL for p in blocking):
-            action += " (check the arm electrodes)"
     return QualityVerdict(acceptable=not blocking, problems=problems, action=action)
 
 

@@ -27,7 +27,7 @@ class EcgStatement(StrEnum):
     """Atrial fibrillation with a ventricular rate over 110 bpm."""
 
     PACED_RHYTHM = "paced_rhythm"
-    """Pacemaker rhythm (the network's paced label with a wide QRS)."""
+    """Pacemaker rhythm: pacemaker spikes before most beats (or the network's paced label) and a wide QRS."""
 
     RHYTHM_UNDETERMINED = "rhythm_undetermined"
     """Neither sinus nor atrial fibrillation could be established (no clear P wave but regular RR,

@@ -12,10 +12,11 @@ replica (serving/ wraps it, it does not re-implement it).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,14 +82,14 @@ class EcgPreReader:
 
     @classmethod
     def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
-                      backend: str = "onnxruntime", **backend_options: Any) -> "EcgPreReader":
+                      backend: str = "onnxruntime", **backend_options: Any) -> EcgPreReader:
         """Load ``ref`` (``ecg@champion``, ``ecg/3`` ...) from ``registry`` — a Registry or a
         location: a folder, an MLflow URI (see models.registry.open_registry)."""
         registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
-        return cls(load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options), card,
-                   TriageRules.from_yaml(triage_rules))
+        return cls(load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options),
+                   card, TriageRules.from_yaml(triage_rules))
 
     @property
     def model_identity(self) -> dict[str, Any]:
@@ -139,9 +140,7 @@ class EcgPreReader:
                         unreadable=None if verdict.acceptable else verdict.action)
         point = OperatingPoint(source="model card", detail={"thresholds": thresholds})
         if site_point:  # the site's own validated thresholds replaced some of the card's
-            point = OperatingPoint(site=site_point.get("site"), source=site_point.get("source") or "site operating point",
-                                   detail={**{k: v for k, v in site_point.items() if k not in ("site", "source")},
-                                           "thresholds": thresholds})
+            point = OperatingPoint.model_validate({**site_point, "detail": {"thresholds": thresholds}})
         return PreRead(
             modality="ECG", disclaimer=DISCLAIMER, model=self.model_identity, findings=findings,
             operating_point=point, measurements=dict(m.values), lead_measurements=m.leads,

@@ -30,21 +30,36 @@ NAMES: dict[S, str] = {
     S.ST_ELEVATION: "ST elevation meeting STEMI criteria",
 }
 
-# Network label codes (ours, PTB-XL SCP, short forms) → the statement that defines them.
+# Network label codes → the statements that define them: ours, PTB-XL SCP codes, and the CinC 2021
+# scored abbreviations (datasets/vocabulary/ecg.py: NSR, SB, STach, AF, AFL, IAVB, LPR, CRBBB, ...).
 DEFINITIONAL: dict[str, tuple[S, ...]] = {
-    "STACH": (S.SINUS_TACHYCARDIA,), "SBRAD": (S.SINUS_BRADYCARDIA,), "SR": (S.SINUS_RHYTHM,),
+    "STACH": (S.SINUS_TACHYCARDIA,), "STach": (S.SINUS_TACHYCARDIA,),
+    "SBRAD": (S.SINUS_BRADYCARDIA,), "SB": (S.SINUS_BRADYCARDIA,),
+    "SR": (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA),
+    "NSR": (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA),
     "AF": (S.ATRIAL_FIBRILLATION,), "AFIB": (S.ATRIAL_FIBRILLATION,), "AFLT": (S.ATRIAL_FIBRILLATION,),
-    "1AVB": (S.FIRST_DEGREE_AV_BLOCK,), "IAVB": (S.FIRST_DEGREE_AV_BLOCK,), "CRBBB": (S.RBBB,), "RBBB": (S.RBBB,),
-    "CLBBB": (S.LBBB,), "LBBB": (S.LBBB,), "WQRS": (S.RBBB, S.LBBB, S.WIDE_QRS), "LVOLT": (S.LOW_VOLTAGE,),
+    "AFL": (S.ATRIAL_FIBRILLATION,),
+    "1AVB": (S.FIRST_DEGREE_AV_BLOCK,), "IAVB": (S.FIRST_DEGREE_AV_BLOCK,), "LPR": (S.FIRST_DEGREE_AV_BLOCK,),
+    "CRBBB": (S.RBBB,), "RBBB": (S.RBBB,), "CLBBB": (S.LBBB,), "LBBB": (S.LBBB,), "BBB": (S.RBBB, S.LBBB),
+    "NSIVCB": (S.WIDE_QRS,), "IVCD": (S.WIDE_QRS,), "WQRS": (S.RBBB, S.LBBB, S.WIDE_QRS),
+    "LVOLT": (S.LOW_VOLTAGE,), "LQRSV": (S.LOW_VOLTAGE,),
     "LAD": (S.LEFT_AXIS_DEVIATION,), "RAD": (S.RIGHT_AXIS_DEVIATION,), "LQT": (S.QTC_PROLONGED,),
 }
 # Network labels that may only be called positive when a rule agrees (ST elevation from a network
 # alone made normal ECGs critical): code → the statement that must be present.
 GATED: dict[str, S] = {"STE": S.ST_ELEVATION}
+# Network labels that a statement rules out: a "normal ECG" cannot be called beside AF, a bundle branch
+# block, a paced rhythm or STEMI criteria (milder statements, e.g. sinus bradycardia, LVH by voltage in
+# the young, are compatible with PTB-XL's NORM).
+CONTRADICTED_BY: dict[str, frozenset[S]] = {
+    "NORM": frozenset({S.ATRIAL_FIBRILLATION, S.AF_RAPID_RESPONSE, S.PACED_RHYTHM, S.RBBB, S.LBBB, S.WIDE_QRS,
+                       S.ST_ELEVATION, S.EXTREME_AXIS}),
+}
 
 IRREGULAR_RR = 0.08      # median |ΔRR| / median RR above which the RR sequence is irregular (sinus ≈ 0.02)
-P_CONSISTENT = 0.5       # median beat-to-median P-wave correlation for a P wave to count as consistent
+P_CONSISTENT = 0.6       # median beat-to-median (detrended) P-wave correlation for a consistent P wave
 WIDE_QRS_MS = 120
+PACED_SPIKES = 0.5       # pacemaker spikes before at least half the beats (with a wide QRS): paced
 CONTIGUOUS = [("aVL", "I"), ("I", "V6"), ("II", "aVF"), ("aVF", "III"), ("II", "III"),
               ("V1", "V2"), ("V2", "V3"), ("V3", "V4"), ("V4", "V5"), ("V5", "V6")]
 
@@ -70,7 +85,8 @@ def _rhythm(v: dict[str, Any], paced: bool) -> list[tuple[S, dict[str, Any]]]:
         return []
     base = {"heart_rate_bpm": hr, "rr_successive_irregularity": irregular, "p_wave_consistency": p_cons}
     if paced:
-        return [(S.PACED_RHYTHM, {**base, "qrs_duration_ms": v.get("qrs_duration_ms")})]
+        return [(S.PACED_RHYTHM, {**base, "qrs_duration_ms": v.get("qrs_duration_ms"),
+                                  "pacing_spike_fraction": v.get("pacing_spike_fraction")})]
     p_ok = p_cons is not None and p_cons >= P_CONSISTENT and pr is not None and 80 <= pr <= 400
     sinus_axis = p_axis is not None and -30 <= p_axis <= 105
     is_irregular = irregular is not None and irregular >= IRREGULAR_RR
@@ -92,14 +108,16 @@ def _conduction(v: dict[str, Any], lead: dict[str, dict[str, Any]], sinus: bool)
         out.append((S.FIRST_DEGREE_AV_BLOCK, {"pr_interval_ms": pr}))
     if qrs is not None and qrs >= WIDE_QRS_MS and lead:
         v1, v6, i = lead["V1"], lead["V6"], lead["I"]
-        r_v1, s_v1 = v1.get("r_amp_mv") or 0.0, -(v1.get("s_amp_mv") or 0.0)
+        # V1: the deepest negative deflection (Q or S: a QS complex has no R before it) against the R.
+        r_v1 = v1.get("r_amp_mv") or 0.0
+        neg_v1 = -min(v1.get("q_amp_mv") or 0.0, v1.get("s_amp_mv") or 0.0)
         s_v6, s_i = -(v6.get("s_amp_mv") or 0.0), -(i.get("s_amp_mv") or 0.0)
         q_v6, r_v6 = -(v6.get("q_amp_mv") or 0.0), v6.get("r_amp_mv") or 0.0
-        evidence = {"qrs_duration_ms": qrs, "R_V1_mv": r_v1, "S_V1_mv": s_v1, "R_V6_mv": r_v6, "S_V6_mv": s_v6,
-                    "S_I_mv": s_i, "Q_V6_mv": q_v6}
-        if r_v1 > s_v1 and max(s_v6, s_i) >= 0.1:
+        evidence = {"qrs_duration_ms": qrs, "R_V1_mv": r_v1, "negative_V1_mv": neg_v1, "R_V6_mv": r_v6,
+                    "S_V6_mv": s_v6, "S_I_mv": s_i, "Q_V6_mv": q_v6}
+        if r_v1 > neg_v1 and max(s_v6, s_i) >= 0.1:
             out.append((S.RBBB, evidence))
-        elif s_v1 > r_v1 and r_v6 > s_v6 and q_v6 < 0.1:
+        elif neg_v1 > r_v1 and r_v6 > s_v6 and q_v6 < 0.1:
             out.append((S.LBBB, evidence))
         else:
             out.append((S.WIDE_QRS, evidence))
@@ -118,12 +136,17 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
         return v23 if name in ("V2", "V3") else 0.1
 
     st = {name: values.get("st_j_mv") for name, values in lead.items()}
-    elevated = {name for name, value in st.items() if value is not None and value >= limit(name)}
+    st60 = {name: values.get("st_j60_mv") for name, values in lead.items()}
+    # Elevated at the J point, and the ST segment still at least half as high 60 ms later (a J point
+    # placed on the R wave's downstroke alone is not an ST elevation).
+    elevated = {name for name, value in st.items()
+                if value is not None and value >= limit(name) and (st60[name] or 0.0) >= 0.5 * limit(name)}
     pairs = [pair for pair in CONTIGUOUS if pair[0] in elevated and pair[1] in elevated]
     if not pairs:
         return None
     leads = sorted({name for pair in pairs for name in pair}, key=list(lead).index)
     return S.ST_ELEVATION, {"leads": leads, "st_j_mv": {name: st[name] for name in leads},
+                            "st_j60_mv": {name: st60[name] for name in leads},
                             "limit_v2_v3_mv": v23, "limit_other_mv": 0.1}
 
 
@@ -160,7 +183,9 @@ def interpret(m: EcgMeasurements, probabilities: dict[str, float], thresholds: d
     """The statements of one acceptable-quality ECG, each with its evidence."""
     patient = patient or Patient()
     v, lead = m.values, m.leads
-    paced = probabilities.get("PACE", 0.0) >= thresholds.get("PACE", 1.1) and (v.get("qrs_duration_ms") or 0) >= 120
+    wide = (v.get("qrs_duration_ms") or 0) >= WIDE_QRS_MS
+    spikes = (v.get("pacing_spike_fraction") or 0.0) >= PACED_SPIKES
+    paced = wide and (spikes or probabilities.get("PACE", 0.0) >= thresholds.get("PACE", 1.1))
     made = _rhythm(v, paced)
     sinus = any(code in (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA) for code, _ in made)
     if not paced:
@@ -177,10 +202,18 @@ def interpret(m: EcgMeasurements, probabilities: dict[str, float], thresholds: d
     return [_stmt(code, evidence, network_for.get(code)) for code, evidence in made]
 
 
+def _ruled_out(code: str, made: set[str]) -> bool:
+    """A gated label whose rule did not fire, or a label a made statement contradicts."""
+    if code in GATED and GATED[code].value not in made:
+        return True
+    return bool(made & {statement.value for statement in CONTRADICTED_BY.get(code, ())})
+
+
 def reconcile(findings: list[Finding], statements: list[Statement]) -> list[Finding]:
     """Findings re-stated from their definitions: a definitional label is positive exactly when its
     statement is made (probability 1 or 0, source "rule", the network's number kept beside it); a
-    gated label (ST elevation) is positive only when the network says so *and* the rule agrees."""
+    gated label (ST elevation) is positive only when the network says so *and* the rule agrees; a label a
+    statement rules out (a normal ECG beside LBBB) is not positive."""
     made = {s.code for s in statements}
     out = []
     for f in findings:
@@ -189,7 +222,7 @@ def reconcile(findings: list[Finding], statements: list[Statement]) -> list[Find
             positive = any(code.value in made for code in codes)
             f = f.model_copy(update={"probability": 1.0 if positive else 0.0, "positive": positive, "source": "rule",
                                      "network_probability": f.probability})
-        elif f.code in GATED and f.positive and GATED[f.code].value not in made:
+        elif f.positive and _ruled_out(f.code, made):
             f = f.model_copy(update={"positive": False, "source": "rule+network", "network_probability": f.probability})
         out.append(f)
     return out

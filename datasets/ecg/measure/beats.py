@@ -79,7 +79,7 @@ def diagnostic_filter(signals: np.ndarray, rate: float = ANALYSIS_RATE) -> np.nd
 def smooth(signals: np.ndarray, rate: float = ANALYSIS_RATE) -> np.ndarray:
     """≈ 40 Hz low-pass of a short signal (the median beat): a 5-point moving average at 500 Hz
     (first zero at 100 Hz), cheaper than any IIR pass on 12 × 600 samples."""
-    width = max(1, int(round(rate / 100.0)))
+    width = max(1, round(rate / 100.0))
     padded = np.pad(signals, ((0, 0), (width // 2, width - 1 - width // 2)), mode="edge")
     csum = np.cumsum(padded, axis=1)
     csum = np.concatenate([np.zeros((signals.shape[0], 1)), csum], axis=1)
@@ -128,13 +128,13 @@ class Beats:
     @property
     def fiducial(self) -> int:
         """Sample of the QRS fiducial inside the median beat."""
-        return int(round(PRE_S * self.rate))
+        return round(PRE_S * self.rate)
 
 
 def build_beats(diagnostic: np.ndarray, r_peaks: np.ndarray, rate: float = ANALYSIS_RATE) -> Beats | None:
     """Gather every complete beat, keep the ones like the dominant QRS, and take the median per lead.
     None when fewer than 2 complete beats exist."""
-    pre, post = int(round(PRE_S * rate)), int(round(POST_S * rate))
+    pre, post = round(PRE_S * rate), round(POST_S * rate)
     n = diagnostic.shape[1]
     inside = np.flatnonzero((r_peaks - pre >= 0) & (r_peaks + post <= n))
     if len(inside) < 2:

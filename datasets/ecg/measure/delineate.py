@@ -23,8 +23,12 @@ from datasets.ecg.measure.beats import INDEPENDENT, Beats
 
 QRS_ON_FRACTION = 0.035
 QRS_OFF_FRACTION = 0.035
-P_EDGE_FRACTION = 0.12
-"""A P wave starts / ends where its spatial magnitude is within 12 % of its height above the local floor."""
+T_MIN_FALL_MV = 0.08
+"""The T wave must fall by 0.08 mV (spatial magnitude) from its peak to its end for a QT to be measured:
+flatter T waves (≈ 3 % of PTB-XL records) give no QT rather than a guess that could read as QTc > 500."""
+P_EDGE_FRACTION = 0.2
+"""A P wave starts / ends where its spatial magnitude is within 20 % of its height above the local floor (then
+followed down its steepest tangent to that floor)."""
 P_MIN_MAGNITUDE_MV = 0.035
 """Below this spatial P amplitude (mV) no P wave is measured (AF, junctional rhythm, noise)."""
 
@@ -72,16 +76,39 @@ def _trapezium_end(signal: np.ndarray, peak: int, limit: int) -> int:
     return peak + step * int(t[int(np.argmax(area))])
 
 
+def _largest_hump(segment: np.ndarray) -> int:
+    """Index of the tallest local maximum inside ``segment`` (not at its edges, where the previous T
+    wave's tail or the QRS onset would win a plain argmax); 0 when there is none."""
+    inner = np.flatnonzero((segment[1:-1] >= segment[:-2]) & (segment[1:-1] > segment[2:])) + 1
+    return int(inner[np.argmax(segment[inner])]) if len(inner) else 0
+
+
 def _level_crossing(signal: np.ndarray, peak: int, limit: int, fraction: float) -> int:
     """From ``peak`` toward ``limit``, the first sample where the wave has fallen to ``fraction`` of its
-    height above the lowest level on that side (the local isoelectric level)."""
+    height above the local isoelectric floor: the lowest level reached before the signal rises again
+    (a neighbouring wave, e.g. the previous T wave at fast rates, must not pull the boundary out)."""
     step = 1 if limit >= peak else -1
     side = signal[peak:limit + 1] if step == 1 else signal[limit:peak + 1][::-1]
     if len(side) < 3:
         return limit
+    running_min = np.minimum.accumulate(side)
+    height = side[0] - running_min
+    # a rise after the wave has mostly ended (not the notch of a bifid P wave)
+    rising = np.flatnonzero((running_min < side[0] - 0.6 * (side[0] - side.min())) & (side - running_min > 0.3 * height))
+    if len(rising):
+        side = side[: int(rising[0])]
     floor = float(side.min())
     below = np.flatnonzero(side <= floor + fraction * (side[0] - floor))
-    return peak + step * int(below[0]) if len(below) else limit
+    if not len(below):
+        return limit
+    cross = int(below[0])
+    # Tangent method: from the steepest point between the peak and the crossing, follow the slope down
+    # to the floor (the wave's true start lies before the level crossing by its rise time).
+    slopes = -np.diff(side[: cross + 1])
+    if len(slopes) and slopes.max() > 0:
+        k = int(np.argmax(slopes))
+        cross = max(cross, min(len(side) - 1, round(k + (side[k] - floor) / slopes[k])))
+    return peak + step * cross
 
 
 def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
@@ -111,7 +138,7 @@ def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
     p_on = p_off = None
     p_mag = 0.0
     if p_to - p_from > int(40 * ms):
-        p_peak = p_from + int(np.argmax(magnitude[p_from:p_to]))
+        p_peak = p_from + _largest_hump(magnitude[p_from:p_to])
         p_mag = float(magnitude[p_peak])
         if p_mag >= P_MIN_MAGNITUDE_MV and p_from < p_peak < p_to - 1:
             p_on = _level_crossing(magnitude, p_peak, max(0, p_from - int(60 * ms)), P_EDGE_FRACTION)
@@ -126,6 +153,8 @@ def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
     if t_limit - t_from > int(40 * ms):
         t_peak = t_from + int(np.argmax(magnitude[t_from:t_limit]))
         t_end = _trapezium_end(magnitude, t_peak, t_limit)
+        if magnitude[t_peak] - magnitude[t_end] < T_MIN_FALL_MV:
+            t_end = None  # a flat T wave has no end to find: no QT rather than a guessed one
     baseline = beats.median[:, base_window].mean(axis=1)
     return Fiducials(qrs_on=qrs_on, qrs_off=qrs_off, t_end=t_end, p_on=p_on, p_off=p_off,
                      p_magnitude_mv=p_mag, baseline=baseline)

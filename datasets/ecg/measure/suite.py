@@ -14,6 +14,8 @@
     qrs_limb_max_mv, qrs_precordial_max_mv    largest QRS peak-to-peak in the limb / chest leads
     p_wave_consistency                        median correlation of each beat's P wave (II, V1) with
                                               the median P wave: ≈1 sinus, low in AF; 0 if no P wave
+    pacing_spike_fraction                     share of beats with a pacemaker spike in the 150 ms
+                                              before the QRS fiducial
     n_beats, n_beats_median                   R peaks found; beats in the median beat
 
 A value that could not be measured is None (a P wave in AF; a T end in a noisy median). ``measure``
@@ -41,8 +43,12 @@ MEASURE_KEYS = (
     "heart_rate_bpm", "rr_mean_ms", "rr_sd_ms", "rr_irregularity", "rr_successive_irregularity",
     "pr_interval_ms", "p_duration_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms", "qtc_fridericia_ms",
     "p_axis_deg", "qrs_axis_deg", "t_axis_deg", "sokolow_lyon_mv", "cornell_mv",
-    "qrs_limb_max_mv", "qrs_precordial_max_mv", "p_wave_consistency", "n_beats", "n_beats_median",
+    "qrs_limb_max_mv", "qrs_precordial_max_mv", "p_wave_consistency", "pacing_spike_fraction",
+    "n_beats", "n_beats_median",
 )
+PACING_SPIKE_MV = 0.5
+"""A pacemaker spike: a second difference over 0.5 mV in one sample step at 500 Hz in any lead (an ECG's
+steepest QRS reaches ~0.2; the 99.9th percentile of the 429 unpaced PTB-XL records is 0.23 on average)."""
 MIN_BEATS = 3
 
 
@@ -72,7 +78,7 @@ class EcgMeasurements:
 def _r(value: float | None, digits: int = 0) -> float | int | None:
     if value is None or not math.isfinite(value):
         return None
-    return int(round(value)) if digits == 0 else round(float(value), digits)
+    return round(value) if digits == 0 else round(float(value), digits)
 
 
 def measure(record: EcgRecord) -> EcgMeasurements:
@@ -82,7 +88,7 @@ def measure(record: EcgRecord) -> EcgMeasurements:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             out.error = _measure_into(record, out)
-    except Exception as exc:  # last line of defence: a measurement must never break a read
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a measurement must never break a read
         out.values, out.leads = dict.fromkeys(MEASURE_KEYS), {}
         out.error = f"measurement failed ({type(exc).__name__}: {exc})"
     return out
@@ -122,11 +128,11 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
              rr_irregularity=_r(float(np.sqrt(np.mean(np.diff(rr) ** 2))) / rr_mean, 4) if len(rr) > 1 else None,
              rr_successive_irregularity=_r(float(np.median(np.abs(np.diff(rr))) / np.median(rr)), 4)
              if len(rr) > 1 else None,
-             n_beats=int(len(r_peaks)))
+             n_beats=len(r_peaks))
     beats = bt.build_beats(diagnostic, r_peaks)
     if beats is None:
         return None
-    v["n_beats_median"] = int(len(beats.used))
+    v["n_beats_median"] = len(beats.used)
     out.analysis.beats = beats
     fid = delineate(beats, rr_mean)
     out.analysis.fiducials = fid
@@ -142,7 +148,20 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
     v["qrs_axis_deg"] = _r(frontal_axis(beats, fid, fid.qrs_on, fid.qrs_off))
     v["t_axis_deg"] = _r(frontal_axis(beats, fid, fid.qrs_off + int(0.08 * rate), fid.t_end))
     v["p_wave_consistency"] = _r(_p_consistency(beats, fid), 3)
+    v["pacing_spike_fraction"] = _r(_pacing_spikes(signals, r_peaks, rate), 3)
     return None
+
+
+def _pacing_spikes(raw: np.ndarray, r_peaks: np.ndarray, rate: float) -> float:
+    """Share of beats preceded (within 150 ms) by a sample whose second difference in any lead is a
+    pacemaker spike's (far steeper than any QRS)."""
+    steep = np.abs(np.diff(raw, 2, axis=1)).max(axis=0) > PACING_SPIKE_MV
+    if not steep.any() or len(r_peaks) == 0:
+        return 0.0
+    csum = np.concatenate([[0], np.cumsum(steep)])
+    start = np.clip(r_peaks - int(0.15 * rate), 0, len(steep))
+    stop = np.clip(r_peaks, 0, len(steep))
+    return float(np.mean(csum[stop] > csum[start]))
 
 
 def _intervals(v: dict[str, Any], fid: Fiducials, rr_mean: float, rate: float) -> None:
@@ -160,15 +179,23 @@ def _intervals(v: dict[str, Any], fid: Fiducials, rr_mean: float, rate: float) -
 
 
 def _p_consistency(beats: bt.Beats, fid: Fiducials) -> float:
-    """Median over beats of the correlation of the beat's P wave (leads II and V1) with the median's.
-    0 when the median beat has no P wave."""
-    if fid.p_on is None or fid.p_off is None or beats.segments.shape[1] < 2:
+    """Median over beats of the correlation of the beat's P wave (leads II and V1) with the median's,
+    each detrended first (a baseline slope shared by all beats must not pass for a P wave: in AF the
+    median of random f-waves plus that slope would otherwise correlate with every beat). 0 when the
+    median beat has no P wave."""
+    if fid.p_on is None or fid.p_off is None or beats.segments.shape[1] < 2 or fid.p_off - fid.p_on < 4:
         return 0.0
     atrial = [STANDARD_LEADS.index("II"), STANDARD_LEADS.index("V1")]
-    each = beats.segments[atrial, :, fid.p_on: fid.p_off]
-    each = np.transpose(each, (1, 0, 2)).reshape(each.shape[1], -1)
-    each = each - each.mean(axis=1, keepdims=True)
-    ref = beats.median[atrial, fid.p_on: fid.p_off].reshape(-1)
-    ref = ref - ref.mean()
+    each = _detrended(np.transpose(beats.segments[atrial, :, fid.p_on: fid.p_off], (1, 0, 2)))
+    each = each.reshape(each.shape[0], -1)
+    ref = _detrended(beats.median[atrial, fid.p_on: fid.p_off][None])[0].reshape(-1)
     corr = each @ ref / (np.linalg.norm(each, axis=1) * np.linalg.norm(ref) + 1e-12)
     return float(np.median(corr))
+
+
+def _detrended(x: np.ndarray) -> np.ndarray:
+    """``x`` (..., samples) minus its least-squares straight line along the last axis."""
+    t = np.linspace(-1.0, 1.0, x.shape[-1])
+    centred = x - x.mean(axis=-1, keepdims=True)
+    slope = (centred @ t) / (t @ t)
+    return centred - slope[..., None] * t
