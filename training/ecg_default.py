@@ -106,9 +106,11 @@ def measurement_features(dataset: SourceDataset, cache_dir: Path | None, progres
     for m in measured:
         names += [n for n in feature_names(m) if n not in names]
     F = np.stack([feature_vector(m, names) for m in measured]) if measured else np.zeros((0, 0))
-    if cache is not None:
+    if cache is not None:  # written whole, then renamed: a concurrent run never reads half a file
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, F=F, names=np.asarray(names))
+        partial = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
+        np.savez(partial, F=F, names=np.asarray(names))
+        os.replace(partial, cache)
     return F, names
 
 
