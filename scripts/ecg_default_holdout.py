@@ -34,8 +34,18 @@ def main() -> None:
         config.checkpoint_dir = Path(tmp) / "checkpoints"
         registered = train_ecg(config, registry=ModelRegistry(Path(tmp) / "registry"), progress=True)
         metrics = registered.card.metrics
-    figures = {key: metrics[key] for key in ("test_auroc_ci", "test_auroc_network_ci", "val_auroc_ci",
-                                               "cv_auroc_measurements_ci", "fusion", "best_epoch", "data_counts")}
+    figures = {
+        key: metrics[key]
+        for key in (
+            "test_auroc_ci",
+            "test_auroc_network_ci",
+            "val_auroc_ci",
+            "cv_auroc_measurements_ci",
+            "fusion",
+            "best_epoch",
+            "data_counts",
+        )
+    }
     figures["held_out_fold"] = args.fold
     text = json.dumps(figures, indent=2, default=str)
     print(text)

@@ -10,6 +10,7 @@ written to test the readers, NOT a cart's output and not a reference for measure
     PYTHONPATH=. python scripts/make_ecg_fixtures.py [--ptbxl ../shared/data/ecg/ptbxl]
 """
 
+# ruff: noqa: E501 - the XML templates are written as a cart writes them, one element per line
 from __future__ import annotations
 
 import argparse
@@ -128,7 +129,8 @@ def ge_cardiosoft(ptbxl: Path) -> str:
     uv, rate = _signals_uv(ptbxl, 2)
     strips = "\n".join(
         f'    <WaveformData lead="{lead}">{",".join(str(int(v)) for v in np.round(uv[i] / 5.0))}</WaveformData>'
-        for i, lead in enumerate(LEADS))
+        for i, lead in enumerate(LEADS)
+    )
     return f"""<?xml version="1.0" encoding="ISO-8859-1"?>
 <!DOCTYPE CardiologyXML SYSTEM "CardiologyXML.dtd">
 <CardiologyXML>
@@ -173,8 +175,10 @@ def ge_cardiosoft(ptbxl: Path) -> str:
 
 
 def _aecg_measurement(code: str, value: float, unit: str) -> str:
-    return (f'<component><annotation><code code="{code}" codeSystem="2.16.840.1.113883.6.24"/>'
-            f'<value xsi:type="PQ" value="{value:g}" unit="{unit}"/></annotation></component>')
+    return (
+        f'<component><annotation><code code="{code}" codeSystem="2.16.840.1.113883.6.24"/>'
+        f'<value xsi:type="PQ" value="{value:g}" unit="{unit}"/></annotation></component>'
+    )
 
 
 def hl7_aecg(ptbxl: Path) -> str:
@@ -184,16 +188,28 @@ def hl7_aecg(ptbxl: Path) -> str:
     sequences = "\n".join(
         f'          <component><sequence><code code="MDC_ECG_LEAD_{lead.upper()}" codeSystem="2.16.840.1.113883.6.24"/>'
         f'<value xsi:type="SLIST_PQ"><origin value="0" unit="uV"/><scale value="5" unit="uV"/>'
-        f'<digits>{" ".join(str(int(v)) for v in np.round(uv[i] / 5.0))}</digits></value></sequence></component>'
-        for i, lead in enumerate(LEADS))
-    measurements = "".join(_aecg_measurement(*m) for m in (
-        ("MDC_ECG_HEART_RATE", 71, "bpm"), ("MDC_ECG_TIME_PD_PR", 150, "ms"), ("MDC_ECG_TIME_PD_QRS", 88, "ms"),
-        ("MDC_ECG_TIME_PD_QT", 378, "ms"), ("MDC_ECG_TIME_PD_QTcB", 411, "ms"), ("MDC_ECG_TIME_PD_QTcF", 400, "ms"),
-        ("MDC_ECG_ANGLE_P_FRONT", 55, "deg"), ("MDC_ECG_ANGLE_QRS_FRONT", 68, "deg"), ("MDC_ECG_ANGLE_T_FRONT", 47, "deg")))
+        f"<digits>{' '.join(str(int(v)) for v in np.round(uv[i] / 5.0))}</digits></value></sequence></component>"
+        for i, lead in enumerate(LEADS)
+    )
+    measurements = "".join(
+        _aecg_measurement(*m)
+        for m in (
+            ("MDC_ECG_HEART_RATE", 71, "bpm"),
+            ("MDC_ECG_TIME_PD_PR", 150, "ms"),
+            ("MDC_ECG_TIME_PD_QRS", 88, "ms"),
+            ("MDC_ECG_TIME_PD_QT", 378, "ms"),
+            ("MDC_ECG_TIME_PD_QTcB", 411, "ms"),
+            ("MDC_ECG_TIME_PD_QTcF", 400, "ms"),
+            ("MDC_ECG_ANGLE_P_FRONT", 55, "deg"),
+            ("MDC_ECG_ANGLE_QRS_FRONT", 68, "deg"),
+            ("MDC_ECG_ANGLE_T_FRONT", 47, "deg"),
+        )
+    )
     statements = "".join(
         f'<component><annotation><code code="MDC_ECG_INTERPRETATION_STATEMENT" codeSystem="2.16.840.1.113883.6.24"/>'
         f'<value xsi:type="ST">{escape(text)}</value></annotation></component>'
-        for text in ("Sinus rhythm", "Normal ECG"))
+        for text in ("Sinus rhythm", "Normal ECG")
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <AnnotatedECG xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" classCode="OBS" moodCode="EVN">
   <id root="2.25.148032195431869361283510186398118911823"/>
@@ -230,8 +246,20 @@ def hl7_aecg(ptbxl: Path) -> str:
 
 
 # SCP-ECG lead codes (EN 1064 table 3): I, II, V1-V6 = 1, 2, 3-8; III, aVR, aVL, aVF = 61-64.
-_SCP_LEAD_CODES = {"I": 1, "II": 2, "V1": 3, "V2": 4, "V3": 5, "V4": 6, "V5": 7, "V6": 8,
-                   "III": 61, "aVR": 62, "aVL": 63, "aVF": 64}
+_SCP_LEAD_CODES = {
+    "I": 1,
+    "II": 2,
+    "V1": 3,
+    "V2": 4,
+    "V3": 5,
+    "V4": 6,
+    "V5": 7,
+    "V6": 8,
+    "III": 61,
+    "aVR": 62,
+    "aVL": 63,
+    "aVF": 64,
+}
 
 
 def _scp_section(section_id: int, body: bytes, reserved: bytes = b"\x00" * 6) -> bytes:
@@ -250,16 +278,26 @@ def scp_ecg(ptbxl: Path) -> bytes:
     uv, rate = _signals_uv(ptbxl, 5)
     n = uv.shape[1]
     sections = {
-        1: b"".join([_scp_tag(2, b"GZ-0005\x00"), _scp_tag(4, struct.pack("<HB", 19, 1)), _scp_tag(8, bytes([2])),
-                     _scp_tag(25, struct.pack("<HBB", 2026, 12, 3)), _scp_tag(26, bytes([10, 32, 47])),
-                     _scp_tag(255, b"")]),
+        1: b"".join(
+            [
+                _scp_tag(2, b"GZ-0005\x00"),
+                _scp_tag(4, struct.pack("<HB", 19, 1)),
+                _scp_tag(8, bytes([2])),
+                _scp_tag(25, struct.pack("<HBB", 2026, 12, 3)),
+                _scp_tag(26, bytes([10, 32, 47])),
+                _scp_tag(255, b""),
+            ]
+        ),
         3: bytes([12, 0x04]) + b"".join(struct.pack("<IIB", 1, n, _SCP_LEAD_CODES[lead]) for lead in LEADS),
-        6: struct.pack("<HHBB", 5000, int(1_000_000 / rate), 0, 0) + struct.pack("<12H", *([2 * n] * 12))
+        6: struct.pack("<HHBB", 5000, int(1_000_000 / rate), 0, 0)
+        + struct.pack("<12H", *([2 * n] * 12))
         + b"".join(np.round(uv[i] / 5.0).astype("<i2").tobytes() for i in range(12)),
         7: struct.pack("<BBHH", 1, 0, 857, 857) + struct.pack("<5H3h", 120, 222, 262, 350, 660, 60, 70, 50),
         8: struct.pack("<BHBBBBBB", 0, 2026, 12, 3, 10, 32, 47, 2)
-        + b"".join(struct.pack("<BH", i + 1, len(text) + 1) + text + b"\x00"
-                   for i, text in enumerate((b"Sinus rhythm", b"Normal ECG"))),
+        + b"".join(
+            struct.pack("<BH", i + 1, len(text) + 1) + text + b"\x00"
+            for i, text in enumerate((b"Sinus rhythm", b"Normal ECG"))
+        ),
     }
     ids = list(range(12))
     offset = 6 + 16 + 10 * len(ids)  # after the preamble and section 0 (0-based)
@@ -281,8 +319,11 @@ def main() -> None:
     parser.add_argument("--ptbxl", type=Path, default=REPO.parent / "shared" / "data" / "ecg" / "ptbxl")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, build in (("ge_muse_rest.xml", ge_muse), ("ge_cardiosoft_rest.xml", ge_cardiosoft),
-                        ("hl7_aecg_rest.xml", hl7_aecg)):
+    for name, build in (
+        ("ge_muse_rest.xml", ge_muse),
+        ("ge_cardiosoft_rest.xml", ge_cardiosoft),
+        ("hl7_aecg_rest.xml", hl7_aecg),
+    ):
         (OUT / name).write_text(build(args.ptbxl), encoding="utf-8" if "aecg" in name else "latin-1")
         print(f"wrote {OUT / name}")
     (OUT / "scp_ecg_rest.scp").write_bytes(scp_ecg(args.ptbxl))

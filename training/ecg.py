@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +28,11 @@ from torch import nn
 
 from datasets.ecg.augment import ecg_augment
 from datasets.ecg.transforms import TARGET_SAMPLING_RATE, WINDOW_SECONDS, ecg_preprocess
+from datasets.sources import load_cinc
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
 from models.card import DEMO_ECG_INTENDED_USE, InputSpec, ModelCard
 from models.card import TrainingData as CardTrainingData
 from models.ecg.factory import build_ecg_model
-from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
 from models.registry import ModelRegistry, RegisteredModel
 from training import metrics as _metrics
 from training.common import SINGLE_PROCESS, BatchAugment, Replica, prepare_model
@@ -60,11 +62,10 @@ EVAL_BATCH_SIZE = 256
 EcgTrainingData = TrainingData  # kept importable under its old name
 
 
-def load_cinc_folder(folder: str | Path, limit: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_cinc_folder(folder: str | Path, limit: int | None = None, progress: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """PhysioNet/CinC 2021 WFDB records under ``folder`` → (X [n,12,5000], Y [n,L], record ids)
     with the served labels (``datasets.sources.cinc``). Unreadable records are skipped with a warning."""
-    from datasets.sources import load_cinc
-
     X, dataset = load_cinc(folder, limit=limit).load_inputs(progress=progress)
     if len(X) < 2:
         raise ValueError(f"only {len(X)} usable records under {folder}")
@@ -78,7 +79,8 @@ def load_ecg_training_data(config: TrainConfig, progress: bool = False) -> Train
         return load_default_data(config, progress=progress, held_out_fold=data.held_out_fold)
     if data.source != "synthetic":
         return from_source(open_training_source(config), config, progress=progress)
-    from datasets.ecg.synthetic import GENERATOR_VERSION, make_synthetic_ecg_dataset
+    # neurokit2 (the simulator) takes seconds to import: only the synthetic demo pays for it.
+    from datasets.ecg.synthetic import GENERATOR_VERSION, make_synthetic_ecg_dataset  # noqa: PLC0415
 
     X, Y = make_synthetic_ecg_dataset(data.n, data.seed, cache_dir=data.path, progress=progress)
     X_test = Y_test = None
@@ -157,7 +159,8 @@ def fit_ecg(config: TrainConfig, *, progress: bool = True, resume: bool = False,
 
 
 def train_ecg(config: TrainConfig, registry: ModelRegistry | None = None, progress: bool = True,
-              resume: bool = False, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> RegisteredModel:
+              resume: bool = False, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+              ) -> RegisteredModel:
     """Train per ``config``, export, check ONNX parity, write the card and register the model.
 
     Args:

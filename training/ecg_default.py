@@ -57,9 +57,9 @@ class DefaultEcgData(TrainingData):
 
     F_train: np.ndarray | None = None
     F_val: np.ndarray | None = None
-    F_test: np.ndarray | None = None            # only with a held-out fold (hold-out estimate runs)
+    F_test: np.ndarray | None = None  # only with a held-out fold (hold-out estimate runs)
     features: list[str] = field(default_factory=list)
-    folds_train: np.ndarray | None = None       # strat_fold per training case (0: CinC)
+    folds_train: np.ndarray | None = None  # strat_fold per training case (0: CinC)
 
     def fingerprint(self) -> str:
         return fingerprint_arrays(self.X_train, self.Y_train, self.F_train)
@@ -68,14 +68,21 @@ class DefaultEcgData(TrainingData):
 def resolve_ecg_data_dir(path: str | Path | None) -> Path:
     """The folder with ``ptbxl/`` and ``cinc2021/``: ``path``, else $PREREAD_SHARED_DATA/ecg, else
     ../shared/data/ecg beside the repository."""
-    candidates = [Path(path)] if path is not None else (
-        ([Path(os.environ[SHARED_DATA_ENV]) / "ecg"] if os.environ.get(SHARED_DATA_ENV) else [])
-        + [REPO.parent / "shared" / "data" / "ecg"])
+    candidates = (
+        [Path(path)]
+        if path is not None
+        else (
+            ([Path(os.environ[SHARED_DATA_ENV]) / "ecg"] if os.environ.get(SHARED_DATA_ENV) else [])
+            + [REPO.parent / "shared" / "data" / "ecg"]
+        )
+    )
     for candidate in candidates:
         if (candidate / "ptbxl" / "ptbxl_database.csv").is_file():
             return candidate
-    raise FileNotFoundError(f"real ECGs not found (tried {', '.join(map(str, candidates))}): expected ptbxl/ "
-                            f"and cinc2021/ there; set data.path or ${SHARED_DATA_ENV}")
+    raise FileNotFoundError(
+        f"real ECGs not found (tried {', '.join(map(str, candidates))}): expected ptbxl/ "
+        f"and cinc2021/ there; set data.path or ${SHARED_DATA_ENV}"
+    )
 
 
 def _measure_file(path: str) -> Any:
@@ -91,17 +98,25 @@ def _measurement_code_digest() -> str:
     return digest.hexdigest()
 
 
-def measurement_features(dataset: SourceDataset, cache_dir: Path | None, progress: bool
-                         ) -> tuple[np.ndarray, list[str]]:
+def measurement_features(
+    dataset: SourceDataset, cache_dir: Path | None, progress: bool
+) -> tuple[np.ndarray, list[str]]:
     """(features [n, k], names) of every case; cached by the cases and the measurement code."""
-    key = hashlib.sha256(json.dumps({"ids": dataset.ids, "path": str(dataset.path),
-                                     "measure": _measurement_code_digest()}, sort_keys=True).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            {"ids": dataset.ids, "path": str(dataset.path), "measure": _measurement_code_digest()}, sort_keys=True
+        ).encode()
+    ).hexdigest()[:24]
     cache = Path(cache_dir) / f"{dataset.format}-measurements-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         with np.load(cache) as stored:
             return stored["F"], [str(n) for n in stored["names"]]
-    measured = [_measure_file(row["file"]) for row in tqdm(dataset.meta.to_dict("records"), disable=not progress,
-                                                         desc=f"{dataset.format} measurements", unit="ECG")]
+    measured = [
+        _measure_file(row["file"])
+        for row in tqdm(
+            dataset.meta.to_dict("records"), disable=not progress, desc=f"{dataset.format} measurements", unit="ECG"
+        )
+    ]
     names: list[str] = []
     for m in measured:
         names += [n for n in feature_names(m) if n not in names]
@@ -122,8 +137,7 @@ def _align(F: np.ndarray, names: list[str], target: list[str]) -> np.ndarray:
     return out
 
 
-def load_default_data(config: TrainConfig, progress: bool = False, held_out_fold: int | None = None
-                      ) -> DefaultEcgData:
+def load_default_data(config: TrainConfig, progress: bool = False, held_out_fold: int | None = None) -> DefaultEcgData:
     """PTB-XL folds 1–8 + CinC samples (train) and PTB-XL fold 9 (validation), inputs and features.
 
     ``held_out_fold`` (one of 1–8): that fold is left out of training and tuning and becomes the test
@@ -147,18 +161,32 @@ def load_default_data(config: TrainConfig, progress: bool = False, held_out_fold
     X_train = np.concatenate([X_p[train], X_c])
     counts = {"ptbxl_train": int(train.sum()), "cinc_train": len(X_c), "ptbxl_val": int(val.sum())}
     return DefaultEcgData(
-        X_train=X_train, Y_train=np.concatenate([Y_p[train], Y_c]), X_val=X_p[val], Y_val=Y_p[val],
-        X_test=X_p[test] if test.any() else None, Y_test=Y_p[test] if test.any() else None,
+        X_train=X_train,
+        Y_train=np.concatenate([Y_p[train], Y_c]),
+        X_val=X_p[val],
+        Y_val=Y_p[val],
+        X_test=X_p[test] if test.any() else None,
+        Y_test=Y_p[test] if test.any() else None,
         F_test=F_p[test] if test.any() else None,
-        description=(f"Real ECGs: PTB-XL (Wagner et al. 2020, CC BY 4.0) strat folds 1-8 ({counts['ptbxl_train']} "
-                     f"records) + {len(X_c)} PhysioNet/CinC 2021 samples for training, fold 9 "
-                     f"({counts['ptbxl_val']} records) for early stopping, fusion weights and thresholds; "
-                     f"labels: the PTB-XL diagnostic superclasses"),
-        source="ptbxl+cinc", labels=list(SUPERCLASS_CODES), label_names=LABEL_NAMES, label_set="superclass",
-        counts=counts, notes=list(ptb.notes) + list(cinc.notes),
-        split_ids={"train": [ptb.ids[i] for i in np.flatnonzero(train)] + cinc.ids,
-                   "val": [ptb.ids[i] for i in np.flatnonzero(val)],
-                   "test": [ptb.ids[i] for i in np.flatnonzero(test)]},
-        F_train=np.concatenate([F_p[train], F_c]), F_val=F_p[val], features=names,
+        description=(
+            f"Real ECGs: PTB-XL (Wagner et al. 2020, CC BY 4.0) strat folds 1-8 ({counts['ptbxl_train']} "
+            f"records) + {len(X_c)} PhysioNet/CinC 2021 samples for training, fold 9 "
+            f"({counts['ptbxl_val']} records) for early stopping, fusion weights and thresholds; "
+            f"labels: the PTB-XL diagnostic superclasses"
+        ),
+        source="ptbxl+cinc",
+        labels=list(SUPERCLASS_CODES),
+        label_names=LABEL_NAMES,
+        label_set="superclass",
+        counts=counts,
+        notes=list(ptb.notes) + list(cinc.notes),
+        split_ids={
+            "train": [ptb.ids[i] for i in np.flatnonzero(train)] + cinc.ids,
+            "val": [ptb.ids[i] for i in np.flatnonzero(val)],
+            "test": [ptb.ids[i] for i in np.flatnonzero(test)],
+        },
+        F_train=np.concatenate([F_p[train], F_c]),
+        F_val=F_p[val],
+        features=names,
         folds_train=np.concatenate([folds[train], np.zeros(len(X_c), dtype=folds.dtype)]),
     )

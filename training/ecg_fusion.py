@@ -24,8 +24,10 @@ from training.metrics import choose_thresholds, operating_points
 C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 N_BOOT = 1000
-FOLD_9_CAVEAT = ("fold 9 chose the early-stopping epoch, each label's network/measurement weight and threshold: "
-                 "its AUROCs are optimistic; cv_* are leave-one-fold-out estimates over folds 1-8")
+FOLD_9_CAVEAT = (
+    "fold 9 chose the early-stopping epoch, each label's network/measurement weight and threshold: "
+    "its AUROCs are optimistic; cv_* are leave-one-fold-out estimates over folds 1-8"
+)
 
 
 def _standardisation(F: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,6 +82,7 @@ def _macro_statistic(Y: np.ndarray, P: np.ndarray, codes: list[str]):
         values = {code: auroc(Y[index, j], P[index, j], warn=False) for j, code in enumerate(codes)}
         finite = [v for v in values.values() if np.isfinite(v)]
         return {"macro": float(np.mean(finite)) if finite else float("nan"), **values}
+
     return statistic
 
 
@@ -89,20 +92,41 @@ def auroc_with_intervals(Y: np.ndarray, P: np.ndarray, codes: list[str], seed: i
     keep = ~np.isnan(Y).all(axis=1)
     Y, P = Y[keep], P[keep]
     result = bootstrap(_macro_statistic(Y, P, codes), len(Y), strata=strata_from_labels(Y), n_boot=N_BOOT, seed=seed)
-    rounded = {name: {k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else v) for k, v in entry.items()}
-               for name, entry in result.items()}
-    return {"macro": rounded.pop("macro"), "per_label": rounded, "n": len(Y),
-            "positives": {code: int(np.nansum(Y[:, j] > 0.5)) for j, code in enumerate(codes)}}
+    rounded = {
+        name: {k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else v) for k, v in entry.items()}
+        for name, entry in result.items()
+    }
+    return {
+        "macro": rounded.pop("macro"),
+        "per_label": rounded,
+        "n": len(Y),
+        "positives": {code: int(np.nansum(Y[:, j] > 0.5)) for j, code in enumerate(codes)},
+    }
 
 
-def fit_fusion(F_train: np.ndarray, Y_train: np.ndarray, folds_train: np.ndarray, F_val: np.ndarray,
-               Y_val: np.ndarray, P_val_net: np.ndarray, features: list[str], codes: list[str],
-               threshold_method: str) -> tuple[FusionHead, dict[str, float], dict[str, Any]]:
+def fit_fusion(
+    F_train: np.ndarray,
+    Y_train: np.ndarray,
+    folds_train: np.ndarray,
+    F_val: np.ndarray,
+    Y_val: np.ndarray,
+    P_val_net: np.ndarray,
+    features: list[str],
+    codes: list[str],
+    threshold_method: str,
+) -> tuple[FusionHead, dict[str, float], dict[str, Any]]:
     """The fitted head, its thresholds on fold 9 and the card metrics."""
     fill, mean, scale = _standardisation(F_train)
-    head = FusionHead(labels=codes, features=features, fill=fill.tolist(), mean=mean.tolist(), scale=scale.tolist(),
-                      coef=[[0.0] * len(features)] * len(codes), intercept=[0.0] * len(codes),
-                      network_weight=[1.0] * len(codes))
+    head = FusionHead(
+        labels=codes,
+        features=features,
+        fill=fill.tolist(),
+        mean=mean.tolist(),
+        scale=scale.tolist(),
+        coef=[[0.0] * len(features)] * len(codes),
+        intercept=[0.0] * len(codes),
+        network_weight=[1.0] * len(codes),
+    )
     Z_train = head.standardise(F_train)
     Cs, oof_logits = choose_c(Z_train, Y_train, folds_train)
     fitted = [_fit_label(Z_train, Y_train[:, j], C) for j, C in enumerate(Cs)]
@@ -121,11 +145,11 @@ def fit_fusion(F_train: np.ndarray, Y_train: np.ndarray, folds_train: np.ndarray
         "val_auroc_ci": auroc_with_intervals(Y_val, P_val, codes),
         "val_auroc_network_ci": auroc_with_intervals(Y_val, P_val_net, codes),
         "val_auroc_measurements_ci": auroc_with_intervals(Y_val, 1 / (1 + np.exp(-z_meas)), codes),
-        "cv_auroc_measurements_ci": auroc_with_intervals(Y_train[oof_rows], 1 / (1 + np.exp(-oof_logits[oof_rows])),
-                                                         codes),
+        "cv_auroc_measurements_ci": auroc_with_intervals(
+            Y_train[oof_rows], 1 / (1 + np.exp(-oof_logits[oof_rows])), codes
+        ),
         "val_operating_points": operating_points(Y_val, P_val, thresholds, codes),
-        "fusion": {"C": dict(zip(codes, Cs)), "network_weight": dict(zip(codes, weights)),
-                   "n_features": len(features)},
+        "fusion": {"C": dict(zip(codes, Cs)), "network_weight": dict(zip(codes, weights)), "n_features": len(features)},
         "fold_9_caveat": FOLD_9_CAVEAT,
     }
     return head, thresholds, metrics

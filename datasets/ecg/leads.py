@@ -21,8 +21,20 @@ _LEAD_BY_UPPER.update({"DI": "I", "DII": "II", "DIII": "III"})
 
 # DICOM CID 3001 "ECG Leads": SCPECG codes (scheme SCPECG) and ISO/IEEE 11073 MDC codes (scheme MDC).
 _LEAD_BY_CODE = {}
-for _number, _name in [(1, "I"), (2, "II"), (61, "III"), (62, "aVR"), (63, "aVL"), (64, "aVF"),
-                       (3, "V1"), (4, "V2"), (5, "V3"), (6, "V4"), (7, "V5"), (8, "V6")]:
+for _number, _name in [
+    (1, "I"),
+    (2, "II"),
+    (61, "III"),
+    (62, "aVR"),
+    (63, "aVL"),
+    (64, "aVF"),
+    (3, "V1"),
+    (4, "V2"),
+    (5, "V3"),
+    (6, "V4"),
+    (7, "V5"),
+    (8, "V6"),
+]:
     _LEAD_BY_CODE[f"5.6.3-9-{_number}"] = _name
     _LEAD_BY_CODE[f"2:{_number}"] = _name
 
@@ -44,7 +56,7 @@ def normalize_lead_name(name: Any) -> str | None:
     upper = text.upper().replace("_", " ").strip()
     for prefix in ("MDC ECG LEAD ", "ECG LEAD ", "LEAD "):
         if upper.startswith(prefix):
-            upper = upper[len(prefix):].strip()
+            upper = upper[len(prefix) :].strip()
             break
     upper = _PARENTHESIS.sub("", upper).replace(" ", "")
     return _LEAD_BY_UPPER.get(upper)
@@ -77,10 +89,18 @@ def mv_factor(unit: Any) -> float | None:
         return None
     u = str(unit).strip().replace("µ", "u").replace("μ", "u").lower()
     return {
-        "mv": 1.0, "millivolt": 1.0, "millivolts": 1.0,
-        "uv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
-        "nv": 1e-6, "nanovolt": 1e-6, "nanovolts": 1e-6,
-        "v": 1e3, "volt": 1e3, "volts": 1e3,
+        "mv": 1.0,
+        "millivolt": 1.0,
+        "millivolts": 1.0,
+        "uv": 1e-3,
+        "microvolt": 1e-3,
+        "microvolts": 1e-3,
+        "nv": 1e-6,
+        "nanovolt": 1e-6,
+        "nanovolts": 1e-6,
+        "v": 1e3,
+        "volt": 1e3,
+        "volts": 1e3,
     }.get(u)
 
 

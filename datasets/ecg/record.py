@@ -9,14 +9,34 @@ import numpy as np
 
 # The standard 12 leads, in the order networks see them (PTB-XL / CinC order).
 STANDARD_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+    "I",
+    "II",
+    "III",
+    "aVR",
+    "aVL",
+    "aVF",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
 )
 
 # The global measurements a cart prints, under the names the read uses for ours (INTERFACES.md,
 # "The read"), so the machine's numbers and ours line up key by key.
 MACHINE_MEASUREMENT_KEYS: tuple[str, ...] = (
-    "heart_rate_bpm", "rr_interval_ms", "pr_interval_ms", "p_duration_ms", "qrs_duration_ms",
-    "qt_interval_ms", "qtc_bazett_ms", "qtc_fridericia_ms", "p_axis_deg", "qrs_axis_deg", "t_axis_deg",
+    "heart_rate_bpm",
+    "rr_interval_ms",
+    "pr_interval_ms",
+    "p_duration_ms",
+    "qrs_duration_ms",
+    "qt_interval_ms",
+    "qtc_bazett_ms",
+    "qtc_fridericia_ms",
+    "p_axis_deg",
+    "qrs_axis_deg",
+    "t_axis_deg",
 )
 
 

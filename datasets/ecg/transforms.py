@@ -18,8 +18,20 @@ from monai.transforms import Compose, MapTransform, Transform
 from scipy import signal as sps
 
 __all__ = [
-    "TARGET_SAMPLING_RATE", "WINDOW_SECONDS", "BandPass", "BandPassd", "EcgDict", "FixedWindow", "FixedWindowd",
-    "Normalize", "Normalized", "RemoveBaseline", "RemoveBaselined", "Resample", "Resampled", "ecg_preprocess",
+    "TARGET_SAMPLING_RATE",
+    "WINDOW_SECONDS",
+    "BandPass",
+    "BandPassd",
+    "EcgDict",
+    "FixedWindow",
+    "FixedWindowd",
+    "Normalize",
+    "Normalized",
+    "RemoveBaseline",
+    "RemoveBaselined",
+    "Resample",
+    "Resampled",
+    "ecg_preprocess",
     "preprocess_signals",
 ]
 
@@ -32,6 +44,7 @@ SIGNALS, RATE = "signals", "sampling_rate"
 
 
 # ----------------------------------------------------------------------------------------- arrays
+
 
 class Resample(Transform):
     """Polyphase resampling to ``target_rate`` (anti-aliased; exact for rational rate ratios)."""
@@ -93,7 +106,7 @@ class FixedWindow(Transform):
             start = 0
         else:
             start = int(self.rng.integers(0, n - length + 1))
-        return signals[..., start: start + length]
+        return signals[..., start : start + length]
 
 
 class Normalize(Transform):
@@ -108,6 +121,7 @@ class Normalize(Transform):
 
 
 # ----------------------------------------------------------------------------------------- dicts
+
 
 class _EcgMapTransform(MapTransform):
     """Applies ``self._array`` to each key; the rate-aware ones pass ``data[rate_key]`` along."""
@@ -168,8 +182,13 @@ class RemoveBaselined(_EcgMapTransform):
 class FixedWindowd(_EcgMapTransform):
     """Dictionary form of :class:`FixedWindow`."""
 
-    def __init__(self, seconds: float = WINDOW_SECONDS, mode: str = "center", rng: np.random.Generator | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        seconds: float = WINDOW_SECONDS,
+        mode: str = "center",
+        rng: np.random.Generator | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.seconds, self.mode = seconds, mode
         self._array = FixedWindow(seconds, mode, rng)
@@ -188,13 +207,15 @@ class Normalized(_EcgMapTransform):
 
 def ecg_preprocess(window_mode: str = "center", rng: np.random.Generator | None = None) -> Compose:
     """The network input pipeline: 500 Hz, 0.5–45 Hz, median-centred, 10 s, float32 mV."""
-    return Compose([
-        Resampled(TARGET_SAMPLING_RATE),
-        BandPassd(),
-        RemoveBaselined(),
-        FixedWindowd(WINDOW_SECONDS, mode=window_mode, rng=rng),
-        Normalized(),
-    ])
+    return Compose(
+        [
+            Resampled(TARGET_SAMPLING_RATE),
+            BandPassd(),
+            RemoveBaselined(),
+            FixedWindowd(WINDOW_SECONDS, mode=window_mode, rng=rng),
+            Normalized(),
+        ]
+    )
 
 
 _READING_PIPELINE = ecg_preprocess("center")

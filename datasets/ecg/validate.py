@@ -9,8 +9,10 @@ implausible amplitudes, all leads flat.
 
 ``check_sampling_rate`` and ``check_duration`` are the same two rules for readers to apply to a file's
 header *before* they decode its samples, so a bad header is refused without reading (or storing) the
-signal: a missing, zero or negative sampling rate is an error, never a silent default. Leads that are flat on their own (a lead-off electrode) do not fail the record; they are listed
-in ``meta["flat_leads"]`` so the reader can see them.
+signal: a missing, zero or negative sampling rate is an error, never a silent default.
+
+Leads that are flat on their own (a lead-off electrode) do not fail the record; they are listed in
+``meta["flat_leads"]`` so the reader can see them.
 """
 
 from __future__ import annotations
@@ -111,15 +113,21 @@ def validate_record(record: EcgRecord, rules: ValidationRules | None = None) -> 
         meta["flat_leads"] = sorted(flat_leads, key=STANDARD_LEADS.index)
     return EcgRecord(
         signals=np.ascontiguousarray(np.vstack([rows[lead] for lead in STANDARD_LEADS]), dtype=np.float64),
-        leads=STANDARD_LEADS, sampling_rate=rate, patient=dict(record.patient), meta=meta,
-        labels=list(record.labels), machine=record.machine,
+        leads=STANDARD_LEADS,
+        sampling_rate=rate,
+        patient=dict(record.patient),
+        meta=meta,
+        labels=list(record.labels),
+        machine=record.machine,
     )
 
 
 def _check_shape(record: EcgRecord) -> np.ndarray:
     signals = np.asarray(record.signals)
     if signals.ndim != 2:
-        raise EcgInputError("signals", f"expected one row of samples per lead, got an array with {signals.ndim} dimension(s)")
+        raise EcgInputError(
+            "signals", f"expected one row of samples per lead, got an array with {signals.ndim} dimension(s)"
+        )
     if not np.issubdtype(signals.dtype, np.number) or np.issubdtype(signals.dtype, np.complexfloating):
         raise EcgInputError("signals", f"expected numeric samples, got {signals.dtype}")
     if signals.shape[0] != len(record.leads):
@@ -142,8 +150,11 @@ def _check_leads(names: list, rules: ValidationRules) -> tuple[list[str], list[s
         raise EcgInputError("leads", f"lead(s) given more than once: {_lead_list(duplicates)}")
     missing = [lead for lead in STANDARD_LEADS if lead not in normalized]
     derivable = (
-        rules.derive_limb_leads and missing and set(missing) <= set(LIMB_DERIVED)
-        and "I" in normalized and "II" in normalized
+        rules.derive_limb_leads
+        and missing
+        and set(missing) <= set(LIMB_DERIVED)
+        and "I" in normalized
+        and "II" in normalized
     )
     if missing and not derivable:
         reason = f"missing lead(s) {_lead_list(missing)}; a 12-lead ECG needs {_lead_list(STANDARD_LEADS)}"
@@ -196,7 +207,9 @@ def _check_values(signals: np.ndarray, normalized: list[str], rules: ValidationR
         )
     flat = np.ptp(signals, axis=1) < FLAT_PTP_MV
     if flat.all():
-        raise EcgInputError("signals", "all leads are flat (no signal); check the electrodes and cables and record again")
+        raise EcgInputError(
+            "signals", "all leads are flat (no signal); check the electrodes and cables and record again"
+        )
     return flat
 
 

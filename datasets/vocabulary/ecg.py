@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "CINC2021_SCORED",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-class PtbxlSuperclass(str, Enum):
+class PtbxlSuperclass(StrEnum):
     """The five PTB-XL diagnostic superclasses. A record can have several (multi-label)."""
 
     NORM = "NORM"
@@ -123,19 +123,25 @@ PTBXL_DIAGNOSTIC_STATEMENTS: tuple[ScpStatement, ...] = (
     ScpStatement("LVH", "left ventricular hypertrophy", PtbxlSuperclass.HYP, "LVH"),
     ScpStatement("RAO/RAE", "right atrial overload/enlargement", PtbxlSuperclass.HYP, "RAO/RAE"),
     ScpStatement("RVH", "right ventricular hypertrophy", PtbxlSuperclass.HYP, "RVH"),
-    ScpStatement("SEHYP", "septal hypertrophy", PtbxlSuperclass.HYP, "SEHYP"),)
+    ScpStatement("SEHYP", "septal hypertrophy", PtbxlSuperclass.HYP, "SEHYP"),
+)
 
 _STATEMENT_BY_CODE = {statement.code: statement for statement in PTBXL_DIAGNOSTIC_STATEMENTS}
 
 
-def superclasses_of(scp_codes: Mapping[str, float] | Iterable[str], min_likelihood: float = 0.0) -> set[PtbxlSuperclass]:
+def superclasses_of(
+    scp_codes: Mapping[str, float] | Iterable[str], min_likelihood: float = 0.0
+) -> set[PtbxlSuperclass]:
     """The superclasses of a PTB-XL record's ``scp_codes`` ({statement: likelihood 0-100}).
 
     As the PTB-XL benchmark aggregates: a diagnostic statement counts whatever its likelihood unless
     ``min_likelihood`` > 0; non-diagnostic (form, rhythm) statements give no superclass."""
     items = scp_codes.items() if isinstance(scp_codes, Mapping) else ((code, 100.0) for code in scp_codes)
-    return {_STATEMENT_BY_CODE[code].superclass for code, likelihood in items
-            if code in _STATEMENT_BY_CODE and (min_likelihood <= 0 or float(likelihood or 0) >= min_likelihood)}
+    return {
+        _STATEMENT_BY_CODE[code].superclass
+        for code, likelihood in items
+        if code in _STATEMENT_BY_CODE and (min_likelihood <= 0 or float(likelihood or 0) >= min_likelihood)
+    }
 
 
 def statements_of(superclass: PtbxlSuperclass | str) -> tuple[str, ...]:
@@ -187,8 +193,7 @@ CINC2021_SCORED: tuple[CincScoredClass, ...] = (
 )
 
 # The challenge scores each pair as one class.
-_CINC_EQUIVALENT = {"733534002": "164909002", "713427006": "59118001", "284470004": "63593006",
-                    "427172004": "17338001"}
+_CINC_EQUIVALENT = {"733534002": "164909002", "713427006": "59118001", "284470004": "63593006", "427172004": "17338001"}
 _CINC_EQUIVALENT.update({b: a for a, b in list(_CINC_EQUIVALENT.items())})
 
 SNOMED_NORMAL_SINUS_RHYTHM = "426783006"
@@ -199,22 +204,43 @@ SNOMED_NORMAL_SINUS_RHYTHM = "426783006"
 # premature beats, T inversion, Q wave) have no superclass in PTB-XL either.
 SNOMED_TO_SUPERCLASS: dict[str, PtbxlSuperclass] = {
     # CD: AV blocks, bundle branch and fascicular blocks, IVCD, WPW
-    "270492004": PtbxlSuperclass.CD, "195042002": PtbxlSuperclass.CD, "54016002": PtbxlSuperclass.CD,
-    "28189009": PtbxlSuperclass.CD, "27885002": PtbxlSuperclass.CD, "6374002": PtbxlSuperclass.CD,
-    "733534002": PtbxlSuperclass.CD, "164909002": PtbxlSuperclass.CD, "713427006": PtbxlSuperclass.CD,
-    "59118001": PtbxlSuperclass.CD, "713426002": PtbxlSuperclass.CD, "251120003": PtbxlSuperclass.CD,
-    "445118002": PtbxlSuperclass.CD, "445211001": PtbxlSuperclass.CD, "698252002": PtbxlSuperclass.CD,
+    "270492004": PtbxlSuperclass.CD,
+    "195042002": PtbxlSuperclass.CD,
+    "54016002": PtbxlSuperclass.CD,
+    "28189009": PtbxlSuperclass.CD,
+    "27885002": PtbxlSuperclass.CD,
+    "6374002": PtbxlSuperclass.CD,
+    "733534002": PtbxlSuperclass.CD,
+    "164909002": PtbxlSuperclass.CD,
+    "713427006": PtbxlSuperclass.CD,
+    "59118001": PtbxlSuperclass.CD,
+    "713426002": PtbxlSuperclass.CD,
+    "251120003": PtbxlSuperclass.CD,
+    "445118002": PtbxlSuperclass.CD,
+    "445211001": PtbxlSuperclass.CD,
+    "698252002": PtbxlSuperclass.CD,
     "74390002": PtbxlSuperclass.CD,
     # HYP: LVH, RVH, atrial enlargement, septal hypertrophy
-    "164873001": PtbxlSuperclass.HYP, "89792004": PtbxlSuperclass.HYP, "67741000119109": PtbxlSuperclass.HYP,
-    "446358003": PtbxlSuperclass.HYP, "446813000": PtbxlSuperclass.HYP, "55827005": PtbxlSuperclass.HYP,
+    "164873001": PtbxlSuperclass.HYP,
+    "89792004": PtbxlSuperclass.HYP,
+    "67741000119109": PtbxlSuperclass.HYP,
+    "446358003": PtbxlSuperclass.HYP,
+    "446813000": PtbxlSuperclass.HYP,
+    "55827005": PtbxlSuperclass.HYP,
     # MI: myocardial infarction (unspecified, acute, anterior)
-    "164865005": PtbxlSuperclass.MI, "57054005": PtbxlSuperclass.MI, "54329005": PtbxlSuperclass.MI,
+    "164865005": PtbxlSuperclass.MI,
+    "57054005": PtbxlSuperclass.MI,
+    "54329005": PtbxlSuperclass.MI,
     # STTC: ischaemia (any, acute, anterior, inferior), non-specific ST-T change, T-wave abnormality, long QT.
     # ST elevation / depression alone are form statements in PTB-XL (STE_, STD_): no superclass.
-    "164861001": PtbxlSuperclass.STTC, "413444003": PtbxlSuperclass.STTC, "426434006": PtbxlSuperclass.STTC,
-    "425419005": PtbxlSuperclass.STTC, "428750005": PtbxlSuperclass.STTC, "55930002": PtbxlSuperclass.STTC,
-    "164934002": PtbxlSuperclass.STTC, "111975006": PtbxlSuperclass.STTC,
+    "164861001": PtbxlSuperclass.STTC,
+    "413444003": PtbxlSuperclass.STTC,
+    "426434006": PtbxlSuperclass.STTC,
+    "425419005": PtbxlSuperclass.STTC,
+    "428750005": PtbxlSuperclass.STTC,
+    "55930002": PtbxlSuperclass.STTC,
+    "164934002": PtbxlSuperclass.STTC,
+    "111975006": PtbxlSuperclass.STTC,
 }
 
 

@@ -27,9 +27,21 @@ __all__ = ["FusionHead", "feature_names", "feature_vector", "logit"]
 STD_CLIP = 5.0  # standardised features beyond ±5 SD are clipped: one wild measurement cannot dominate
 # Global measurement keys used as features when the suite provides them (others are bookkeeping).
 GLOBAL_FEATURES = (
-    "heart_rate_bpm", "rr_sd_ms", "rr_irregularity", "rr_successive_irregularity", "pr_interval_ms",
-    "p_duration_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms", "qtc_fridericia_ms",
-    "sokolow_lyon_mv", "cornell_mv", "qrs_limb_max_mv", "qrs_precordial_max_mv", "p_wave_consistency",
+    "heart_rate_bpm",
+    "rr_sd_ms",
+    "rr_irregularity",
+    "rr_successive_irregularity",
+    "pr_interval_ms",
+    "p_duration_ms",
+    "qrs_duration_ms",
+    "qt_interval_ms",
+    "qtc_bazett_ms",
+    "qtc_fridericia_ms",
+    "sokolow_lyon_mv",
+    "cornell_mv",
+    "qrs_limb_max_mv",
+    "qrs_precordial_max_mv",
+    "p_wave_consistency",
 )
 # Axes enter as (cos, sin): -179° and +179° are neighbours, not opposites.
 AXIS_FEATURES = ("p_axis_deg", "qrs_axis_deg", "t_axis_deg")
@@ -121,6 +133,9 @@ class FusionHead(BaseModel):
 
     def apply(self, network_probs: np.ndarray, measured: Sequence[Any]) -> np.ndarray:
         """What the read uses: network probabilities [n, labels] and each ECG's measurements."""
-        F = np.stack([feature_vector(m, self.features) for m in measured]) if len(measured) else \
-            np.zeros((0, len(self.features)))
+        F = (
+            np.stack([feature_vector(m, self.features) for m in measured])
+            if len(measured)
+            else np.zeros((0, len(self.features)))
+        )
         return self.combine(network_probs, F)

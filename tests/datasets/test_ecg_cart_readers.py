@@ -50,6 +50,7 @@ def _ptbxl(ecg_id: int):
 
 # ------------------------------------------------------------------------------------- interface
 
+
 def test_every_reader_implements_the_interface():
     names = [reader.name for reader in READERS]
     assert len(names) == len(set(names))
@@ -64,17 +65,43 @@ def test_every_reader_implements_the_interface():
 
 # The cart's printed global measurements, as in each file's <globalmeasurements>.
 PHILIPS_MACHINE = {
-    "2020-5-18_15-48-11.xml": {"heart_rate_bpm": 64, "rr_interval_ms": 938, "pr_interval_ms": 164,
-                               "p_duration_ms": 104, "qrs_duration_ms": 102, "qt_interval_ms": 399,
-                               "qtc_bazett_ms": 412, "qtc_fridericia_ms": 408, "p_axis_deg": 27,
-                               "qrs_axis_deg": 22, "t_axis_deg": 80},
-    "ad4d3d80-d165_1-04_orig.xml": {"heart_rate_bpm": 41, "pr_interval_ms": 144, "qrs_duration_ms": 102,
-                                    "qt_interval_ms": 564, "qtc_bazett_ms": 466, "qtc_fridericia_ms": 497,
-                                    "qrs_axis_deg": 85},
-    "3191723_ZZDEMOPTONLY_1-04_orig.xml": {"heart_rate_bpm": 84, "pr_interval_ms": 144, "qrs_duration_ms": 84,
-                                           "qt_interval_ms": 352, "qtc_bazett_ms": 417, "qrs_axis_deg": 78},
-    "129DYPRG.XML": {"heart_rate_bpm": 41, "pr_interval_ms": 151, "qrs_duration_ms": 135, "qt_interval_ms": 476,
-                     "qrs_axis_deg": -21},
+    "2020-5-18_15-48-11.xml": {
+        "heart_rate_bpm": 64,
+        "rr_interval_ms": 938,
+        "pr_interval_ms": 164,
+        "p_duration_ms": 104,
+        "qrs_duration_ms": 102,
+        "qt_interval_ms": 399,
+        "qtc_bazett_ms": 412,
+        "qtc_fridericia_ms": 408,
+        "p_axis_deg": 27,
+        "qrs_axis_deg": 22,
+        "t_axis_deg": 80,
+    },
+    "ad4d3d80-d165_1-04_orig.xml": {
+        "heart_rate_bpm": 41,
+        "pr_interval_ms": 144,
+        "qrs_duration_ms": 102,
+        "qt_interval_ms": 564,
+        "qtc_bazett_ms": 466,
+        "qtc_fridericia_ms": 497,
+        "qrs_axis_deg": 85,
+    },
+    "3191723_ZZDEMOPTONLY_1-04_orig.xml": {
+        "heart_rate_bpm": 84,
+        "pr_interval_ms": 144,
+        "qrs_duration_ms": 84,
+        "qt_interval_ms": 352,
+        "qtc_bazett_ms": 417,
+        "qrs_axis_deg": 78,
+    },
+    "129DYPRG.XML": {
+        "heart_rate_bpm": 41,
+        "pr_interval_ms": 151,
+        "qrs_duration_ms": 135,
+        "qt_interval_ms": 476,
+        "qrs_axis_deg": -21,
+    },
 }
 
 
@@ -116,12 +143,16 @@ def test_philips_statements_and_implausible_p_duration():
 
 # ------------------------------------------------------------------------------------- GE, HL7
 
-@pytest.mark.parametrize("fixture, reader, ecg_id, lsb_uv", [
-    ("ge_muse_rest.xml", "ge_muse", 3, 4.88),
-    ("ge_cardiosoft_rest.xml", "ge_cardiosoft", 2, 5.0),
-    ("hl7_aecg_rest.xml", "hl7_aecg", 4, 5.0),
-    ("scp_ecg_rest.scp", "scp_ecg", 5, 5.0),
-])
+
+@pytest.mark.parametrize(
+    "fixture, reader, ecg_id, lsb_uv",
+    [
+        ("ge_muse_rest.xml", "ge_muse", 3, 4.88),
+        ("ge_cardiosoft_rest.xml", "ge_cardiosoft", 2, 5.0),
+        ("hl7_aecg_rest.xml", "hl7_aecg", 4, 5.0),
+        ("scp_ecg_rest.scp", "scp_ecg", 5, 5.0),
+    ],
+)
 def test_cart_xml_decodes_the_original_waveform(fixture, reader, ecg_id, lsb_uv):
     data = (FIXTURES / fixture).read_bytes()
     # the bytes decide, whatever the sender calls the upload
@@ -140,9 +171,17 @@ def test_ge_muse_machine_read():
     record = read_ecg((FIXTURES / "ge_muse_rest.xml").read_bytes())
     machine = record.machine
     assert machine.measurements == {
-        "heart_rate_bpm": 64, "pr_interval_ms": 158, "qrs_duration_ms": 90, "qt_interval_ms": 392,
-        "qtc_bazett_ms": 404, "qtc_fridericia_ms": 400, "p_axis_deg": 52, "qrs_axis_deg": 61, "t_axis_deg": 44,
-        "p_duration_ms": 104.0}
+        "heart_rate_bpm": 64,
+        "pr_interval_ms": 158,
+        "qrs_duration_ms": 90,
+        "qt_interval_ms": 392,
+        "qtc_bazett_ms": 404,
+        "qtc_fridericia_ms": 400,
+        "p_axis_deg": 52,
+        "qrs_axis_deg": 61,
+        "t_axis_deg": 44,
+        "p_duration_ms": 104.0,
+    }
     assert [s.text for s in machine.statements] == ["Normal sinus rhythm", "Normal ECG"]
     assert record.meta["manufacturer"] == "GE Healthcare" and record.meta["filter_low_hz"] == pytest.approx(0.16)
     assert record.patient["sex"] == "F" and record.patient["age"] == 37
@@ -168,14 +207,18 @@ def test_scp_ecg_machine_read_and_damage():
     data = (FIXTURES / "scp_ecg_rest.scp").read_bytes()
     record = read_ecg(data, None, "ecg.scp")
     assert record.patient == {"id": "GZ-0005", "sex": "F", "age": 19}
-    assert record.machine.measurements == {"rr_interval_ms": 857, "p_axis_deg": 60, "qrs_axis_deg": 70,
-                                           "t_axis_deg": 50}
+    assert record.machine.measurements == {
+        "rr_interval_ms": 857,
+        "p_axis_deg": 60,
+        "qrs_axis_deg": 70,
+        "t_axis_deg": 50,
+    }
     assert [s.text for s in record.machine.statements] == ["Sinus rhythm", "Normal ECG"]
     _expect("file", read_ecg, data[: len(data) // 2], None, "ecg.scp")  # truncated upload
     # sample interval 0 µs in section 6: no sampling rate, refused
     index = data.index(bytes([12, 0x04]))  # section 3 body; section 6 follows it
     section6 = data.index((5000).to_bytes(2, "little") + (2000).to_bytes(2, "little"), index)
-    broken = data[: section6 + 2] + b"\x00\x00" + data[section6 + 4:]
+    broken = data[: section6 + 2] + b"\x00\x00" + data[section6 + 4 :]
     with pytest.raises(EcgInputError) as info:
         read_ecg(broken)
     assert info.value.field in ("file", "sampling_rate") and "interval" in info.value.reason
@@ -191,7 +234,9 @@ def test_cardiosoft_bad_headers():
     for rate in ("0", "-500", ""):
         bad = text.replace('<SampleRate units="Hz">500</SampleRate>', f'<SampleRate units="Hz">{rate}</SampleRate>')
         _expect("SampleRate", read_ecg, bad.encode("latin-1"))
-    exercise = text.replace("<ObservationType>RestECG</ObservationType>", "<ObservationType>ExerciseECG</ObservationType>")
+    exercise = text.replace(
+        "<ObservationType>RestECG</ObservationType>", "<ObservationType>ExerciseECG</ObservationType>"
+    )
     _expect("ObservationType", read_ecg, exercise.encode("latin-1"))
     broken = text[: len(text) // 2].encode("latin-1")
     _expect("file", read_ecg, broken)
@@ -207,6 +252,7 @@ def test_hl7_aecg_without_sample_increment_is_refused():
 
 # ------------------------------------------------------------------------------------- item 8
 
+
 def _wfdb_copy(tmp_path: Path, record_line_fields: list[str] | None) -> Path:
     """A copy of CinC record E07500 whose header's record line is replaced."""
     source = shared_data_dir() / "ecg" / "cinc2021" / "E07500"
@@ -218,8 +264,10 @@ def _wfdb_copy(tmp_path: Path, record_line_fields: list[str] | None) -> Path:
     return tmp_path / "E07500.hea"
 
 
-@pytest.mark.parametrize("fs, words", [(None, "missing"), ("0", "positive"), ("-1", "positive"),
-                                       ("-250/1000", "positive"), ("abc", "number")])
+@pytest.mark.parametrize(
+    "fs, words",
+    [(None, "missing"), ("0", "positive"), ("-1", "positive"), ("-250/1000", "positive"), ("abc", "number")],
+)
 def test_wfdb_header_sampling_rate_missing_zero_negative_is_refused(tmp_path, fs, words):
     first = (shared_data_dir() / "ecg" / "cinc2021" / "E07500.hea").read_text().split("\n")[0].split()
     fields = first[:2] + ([fs] if fs is not None else [])
@@ -253,5 +301,6 @@ def test_json_and_validation_refuse_over_60_seconds():
     with pytest.raises(EcgInputError) as info:
         validate_record(type(record)(signals=long_signals, leads=record.leads, sampling_rate=500.0))
     assert info.value.field == "duration"
-    assert validate_record(type(record)(signals=long_signals, leads=record.leads, sampling_rate=500.0),
-                           ValidationRules(max_seconds=120)).duration_s == pytest.approx(70.0)
+    assert validate_record(
+        type(record)(signals=long_signals, leads=record.leads, sampling_rate=500.0), ValidationRules(max_seconds=120)
+    ).duration_s == pytest.approx(70.0)

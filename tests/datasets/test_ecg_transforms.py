@@ -16,8 +16,13 @@ def record():
     return read_wfdb(shared_data_dir() / "ecg" / "cinc2021" / "E07500.hea").in_standard_order()
 
 
-PAIRS = [(T.Resample(250), T.Resampled(250)), (T.BandPass(), T.BandPassd()), (T.RemoveBaseline(), T.RemoveBaselined()),
-         (T.FixedWindow(8.0, "start"), T.FixedWindowd(8.0, "start")), (T.Normalize(2.0), T.Normalized(2.0))]
+PAIRS = [
+    (T.Resample(250), T.Resampled(250)),
+    (T.BandPass(), T.BandPassd()),
+    (T.RemoveBaseline(), T.RemoveBaselined()),
+    (T.FixedWindow(8.0, "start"), T.FixedWindowd(8.0, "start")),
+    (T.Normalize(2.0), T.Normalized(2.0)),
+]
 
 
 @pytest.mark.parametrize("array, mapped", PAIRS, ids=lambda t: type(t).__name__)

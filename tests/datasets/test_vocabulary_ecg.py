@@ -69,14 +69,17 @@ def test_cinc_scored_classes():
         assert cinc_equivalent(cinc_equivalent(code)) == code and cinc_equivalent(code) in codes
 
 
-@pytest.mark.parametrize("dx, expected, norm_known", [
-    (["426783006"], {"NORM"}, True),                      # sinus rhythm only: normal
-    (["59118001", "426177001"], {"CD"}, True),           # RBBB: conduction disturbance, not normal
-    (["164873001"], {"HYP"}, True),
-    (["428750005", "111975006"], {"STTC"}, True),
-    (["426783006", "39732003"], set(), False),           # sinus rhythm + axis deviation: unknown
-    (["427084000"], set(), False),                       # sinus tachycardia alone: rhythm, not a superclass
-])
+@pytest.mark.parametrize(
+    "dx, expected, norm_known",
+    [
+        (["426783006"], {"NORM"}, True),  # sinus rhythm only: normal
+        (["59118001", "426177001"], {"CD"}, True),  # RBBB: conduction disturbance, not normal
+        (["164873001"], {"HYP"}, True),
+        (["428750005", "111975006"], {"STTC"}, True),
+        (["426783006", "39732003"], set(), False),  # sinus rhythm + axis deviation: unknown
+        (["427084000"], set(), False),  # sinus tachycardia alone: rhythm, not a superclass
+    ],
+)
 def test_snomed_superclasses(dx, expected, norm_known):
     found, known = snomed_superclasses(dx)
     assert {s.value for s in found} == expected and known is norm_known

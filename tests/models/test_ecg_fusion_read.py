@@ -28,10 +28,16 @@ class ConstantBackend:
 
 def _card(fusion: FusionHead | None) -> ModelCard:
     return ModelCard(
-        name="ecg", task="ecg", architecture="xresnet1d18", labels=list(SUPERCLASS_CODES),
-        label_names=list(SUPERCLASS_CODES), input=InputSpec(shape=[None, 12, 5000], preprocessing="x"),
+        name="ecg",
+        task="ecg",
+        architecture="xresnet1d18",
+        labels=list(SUPERCLASS_CODES),
+        label_names=list(SUPERCLASS_CODES),
+        input=InputSpec(shape=[None, 12, 5000], preprocessing="x"),
         training_data=TrainingData(description="test", n_train=1, n_val=1, fingerprint_sha256="0" * 64),
-        intended_use="test", fusion=fusion.model_dump() if fusion else None)
+        intended_use="test",
+        fusion=fusion.model_dump() if fusion else None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +52,16 @@ def test_card_fusion_changes_the_findings(record):
     rate = names.index("heart_rate_bpm")
     coef = np.zeros((5, len(names)))
     coef[1, rate] = 1.0  # MI's measurement logit rises with the heart rate (a test head, not a model)
-    head = FusionHead(labels=list(SUPERCLASS_CODES), features=names, fill=[0.0] * len(names),
-                      mean=[60.0 if i == rate else 0.0 for i in range(len(names))], scale=[20.0] * len(names),
-                      coef=coef.tolist(), intercept=[0.0] * 5, network_weight=[1.0, 0.0, 1.0, 1.0, 1.0])
+    head = FusionHead(
+        labels=list(SUPERCLASS_CODES),
+        features=names,
+        fill=[0.0] * len(names),
+        mean=[60.0 if i == rate else 0.0 for i in range(len(names))],
+        scale=[20.0] * len(names),
+        coef=coef.tolist(),
+        intercept=[0.0] * 5,
+        network_weight=[1.0, 0.0, 1.0, 1.0, 1.0],
+    )
     rules = TriageRules.from_yaml(REPO / "configs" / "triage" / "ecg.yaml")
     item = EcgInput(record.signals, record.sampling_rate)
     plain = EcgPreReader(ConstantBackend(), _card(None), rules).read_batch([item])[0]

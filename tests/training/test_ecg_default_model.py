@@ -48,7 +48,9 @@ def test_protocol_and_labels(data):
 
 
 def test_features_follow_the_measurement_suite(data):
-    assert {"qrs_duration_ms", "qtc_bazett_ms", "sokolow_lyon_mv", "qrs_axis_deg_cos", "V2.st_j_mv"} <= set(data.features)
+    assert {"qrs_duration_ms", "qtc_bazett_ms", "sokolow_lyon_mv", "qrs_axis_deg_cos", "V2.st_j_mv"} <= set(
+        data.features
+    )
     measured = {"qrs_axis_deg": 90.0, "heart_rate_bpm": None}
     vector = feature_vector(measured, ["qrs_axis_deg_cos", "qrs_axis_deg_sin", "heart_rate_bpm", "missing"])
     assert vector[0] == pytest.approx(0.0, abs=1e-12) and vector[1] == pytest.approx(1.0)
@@ -61,8 +63,17 @@ def test_measurements_learn_the_superclasses(data):
     folds never fitted on (leave-one-fold-out) and on fold 9, every superclass is well above chance,
     and normal ECGs score higher for NORM than infarcts do."""
     stand_in = np.full(data.Y_val.shape, 0.5)
-    head, thresholds, metrics = fit_fusion(data.F_train, data.Y_train, data.folds_train, data.F_val, data.Y_val,
-                                           stand_in, data.features, data.labels, "youden")
+    head, thresholds, metrics = fit_fusion(
+        data.F_train,
+        data.Y_train,
+        data.folds_train,
+        data.F_val,
+        data.Y_val,
+        stand_in,
+        data.features,
+        data.labels,
+        "youden",
+    )
     assert head.network_weight and set(thresholds) == set(SUPERCLASS_CODES)
     cv, val = metrics["cv_auroc_measurements_ci"], metrics["val_auroc_measurements_ci"]
     assert cv["macro"]["value"] > 0.8 and val["macro"]["value"] > 0.8
@@ -79,13 +90,29 @@ def test_measurements_learn_the_superclasses(data):
 
 
 def test_combine_weights():
-    head = FusionHead(labels=["A"], features=["x"], fill=[0.0], mean=[0.0], scale=[1.0], coef=[[2.0]],
-                      intercept=[0.0], network_weight=[1.0])
+    head = FusionHead(
+        labels=["A"],
+        features=["x"],
+        fill=[0.0],
+        mean=[0.0],
+        scale=[1.0],
+        coef=[[2.0]],
+        intercept=[0.0],
+        network_weight=[1.0],
+    )
     network = np.array([[0.9]])
     assert head.combine(network, np.array([[-3.0]]))[0, 0] == pytest.approx(0.9)
     measured = head.model_copy(update={"network_weight": [0.0]})
     assert measured.combine(network, np.array([[1.0]]))[0, 0] == pytest.approx(1 / (1 + np.exp(-2.0)))
     assert measured.combine(network, np.array([[np.nan]]))[0, 0] == pytest.approx(0.5)  # filled with the median
     with pytest.raises(ValueError):
-        FusionHead(labels=["A"], features=["x"], fill=[], mean=[0.0], scale=[1.0], coef=[[1.0]], intercept=[0.0],
-                   network_weight=[1.0])
+        FusionHead(
+            labels=["A"],
+            features=["x"],
+            fill=[],
+            mean=[0.0],
+            scale=[1.0],
+            coef=[[1.0]],
+            intercept=[0.0],
+            network_weight=[1.0],
+        )

@@ -56,12 +56,17 @@ __all__ = [
 
 # In sniffing order: formats with a magic number first, then XML by root element.
 READERS: tuple[EcgReader, ...] = (
-    DicomWaveformReader(), WfdbReader(), ScpEcgReader(), JsonReader(),
-    PhilipsSierraReader(), GeMuseReader(), GeCardioSoftReader(), Hl7AecgReader(),
+    DicomWaveformReader(),
+    WfdbReader(),
+    ScpEcgReader(),
+    JsonReader(),
+    PhilipsSierraReader(),
+    GeMuseReader(),
+    GeCardioSoftReader(),
+    Hl7AecgReader(),
 )
 _XML_READERS = tuple(r for r in READERS if ".xml" in r.suffixes)
-_KNOWN = ("a DICOM ECG waveform, a WFDB zip, JSON, Philips Sierra XML, GE MUSE or CardioSoft XML, "
-          "HL7 aECG or SCP-ECG")
+_KNOWN = "a DICOM ECG waveform, a WFDB zip, JSON, Philips Sierra XML, GE MUSE or CardioSoft XML, HL7 aECG or SCP-ECG"
 
 
 def reader_for(body: bytes, content_type: str | None = None, filename: str | None = None) -> EcgReader:
@@ -75,8 +80,10 @@ def reader_for(body: bytes, content_type: str | None = None, filename: str | Non
             return reader
     root = xml_root_name(head)
     if root is not None:
-        raise EcgInputError("file", f"an XML document with root element <{root}>, which is not an ECG format "
-                                    f"read here (expected {_KNOWN})")
+        raise EcgInputError(
+            "file",
+            f"an XML document with root element <{root}>, which is not an ECG format read here (expected {_KNOWN})",
+        )
     for reader in READERS:
         if reader not in _XML_READERS and reader.accepts_content_type(content_type):
             return reader

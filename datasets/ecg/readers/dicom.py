@@ -186,10 +186,13 @@ def read_dicom_waveform(source: Any) -> EcgRecord:
         # (type 1) waveform, or an object without even a SOP class, is a damaged upload.
         if not sop_class or sop_class in ECG_SOP_CLASSES:
             if not sop_class:
-                raise EcgInputError("file", "the DICOM file is incomplete: no SOP Class UID and no waveform data (truncated upload?)")
+                raise EcgInputError(
+                    "file", "the DICOM file is incomplete: no SOP Class UID and no waveform data (truncated upload?)"
+                )
             raise EcgInputError(
                 "file",
-                f"the DICOM file is incomplete: a {ECG_SOP_CLASSES[sop_class]} object without its waveform data (truncated upload?)",
+                f"the DICOM file is incomplete: a {ECG_SOP_CLASSES[sop_class]} object without its waveform data "
+                "(truncated upload?)",
             )
         raise EcgInputError(
             "WaveformSequence",
@@ -219,11 +222,11 @@ def read_dicom_waveform(source: Any) -> EcgRecord:
 def _patient(ds) -> tuple[dict[str, Any], str | None]:
     """(patient fields, the acquisition date-time text) of a DICOM ECG."""
     patient: dict[str, Any] = {}
-    if (value := _dicom_str(ds, "PatientID")):
+    if value := _dicom_str(ds, "PatientID"):
         patient["id"] = value
-    if (value := _dicom_str(ds, "PatientName")):
+    if value := _dicom_str(ds, "PatientName"):
         patient["name"] = value
-    if (value := parse_sex(_dicom_str(ds, "PatientSex"))):
+    if value := parse_sex(_dicom_str(ds, "PatientSex")):
         patient["sex"] = value
     birth = _dicom_str(ds, "PatientBirthDate")
     if birth:
@@ -252,7 +255,7 @@ def _meta(ds, group, index: int, units: str, acquisition: str | None) -> dict[st
         ("institution_name", "InstitutionName"),
         ("station_name", "StationName"),
     ]:
-        if (value := _dicom_str(ds, keyword)):
+        if value := _dicom_str(ds, keyword):
             meta[key] = value
     if acquisition:
         meta["acquisition_datetime"] = _dicom_datetime(acquisition)
@@ -280,9 +283,15 @@ def _sop_class_name(uid: str | None) -> str:
 
 def _decode_group(ds, group, index: int) -> tuple[np.ndarray, tuple[str, ...], float, str]:
     label = str(group.get("MultiplexGroupLabel", "") or f"#{index}").strip()
-    for keyword in ("NumberOfWaveformChannels", "NumberOfWaveformSamples", "SamplingFrequency",
-                    "WaveformBitsAllocated", "WaveformSampleInterpretation", "WaveformData",
-                    "ChannelDefinitionSequence"):
+    for keyword in (
+        "NumberOfWaveformChannels",
+        "NumberOfWaveformSamples",
+        "SamplingFrequency",
+        "WaveformBitsAllocated",
+        "WaveformSampleInterpretation",
+        "WaveformData",
+        "ChannelDefinitionSequence",
+    ):
         if keyword not in group or group.get(keyword) is None:
             raise EcgInputError("WaveformSequence", f"waveform group {label!r} has no {keyword}")
     n_channels = int(group.NumberOfWaveformChannels)
@@ -325,8 +334,6 @@ def _decode_group(ds, group, index: int) -> tuple[np.ndarray, tuple[str, ...], f
     factors, units = _channel_mv_factors(channels, normalized)
     signals = np.ascontiguousarray((values * factors[None, :]).T, dtype=np.float64)
     return signals, normalized, rate, units
-
-
 
 
 def _channel_mv_factors(channels, normalized: tuple[str, ...]) -> tuple[np.ndarray, str]:

@@ -64,16 +64,23 @@ def _muse_extras(data: bytes, annotations: dict[str, str]) -> dict[str, float]:
     base = parse_number(_text(measurements, "ECGSampleBase"))
     exponent = parse_number(_text(measurements, "ECGSampleExponent")) or 0
     if base and base > 0:
-        extras["p_duration_ms"] = round((offset - onset) * 1000.0 / (base * 10 ** exponent), 1)
+        extras["p_duration_ms"] = round((offset - onset) * 1000.0 / (base * 10**exponent), 1)
     return extras
 
 
 # CardioSoft <RestingECGMeasurements> element → the read's measurement name. QTCInterval is the
 # 12SL program's QTc, Bazett's formula unless the cart is configured otherwise.
 _CARDIOSOFT_MEASUREMENTS = {
-    "VentricularRate": "heart_rate_bpm", "RRInterval": "rr_interval_ms", "PQInterval": "pr_interval_ms",
-    "PDuration": "p_duration_ms", "QRSDuration": "qrs_duration_ms", "QTInterval": "qt_interval_ms",
-    "QTCInterval": "qtc_bazett_ms", "PAxis": "p_axis_deg", "RAxis": "qrs_axis_deg", "TAxis": "t_axis_deg",
+    "VentricularRate": "heart_rate_bpm",
+    "RRInterval": "rr_interval_ms",
+    "PQInterval": "pr_interval_ms",
+    "PDuration": "p_duration_ms",
+    "QRSDuration": "qrs_duration_ms",
+    "QTInterval": "qt_interval_ms",
+    "QTCInterval": "qtc_bazett_ms",
+    "PAxis": "p_axis_deg",
+    "RAxis": "qrs_axis_deg",
+    "TAxis": "t_axis_deg",
 }
 
 
@@ -100,8 +107,11 @@ def _strip(root) -> tuple[np.ndarray, tuple[str, ...], float]:
     per_lsb = parse_number(resolution.text) if resolution is not None else None
     unit_factor = mv_factor(re.sub(r"(?i)perlsb$", "", units or ""))
     if per_lsb is None or per_lsb <= 0 or unit_factor is None:
-        raise EcgInputError("Resolution", f"expected the amplitude per sample step, e.g. <Resolution units=\"uVperLsb\">5"
-                                          f"</Resolution>; got {per_lsb!r} {units!r}")
+        raise EcgInputError(
+            "Resolution",
+            f'expected the amplitude per sample step, e.g. <Resolution units="uVperLsb">5'
+            f"</Resolution>; got {per_lsb!r} {units!r}",
+        )
     waveforms = [child for child in strip if _local(child.tag) == "WaveformData"]
     if not waveforms:
         raise EcgInputError("WaveformData", "the <StripData> holds no <WaveformData lead=...> elements")
@@ -128,25 +138,28 @@ def _cardiosoft_machine(root) -> MachineInterpretation | None:
             measurements[key] = float(value)
     interpretation = _child(root, "Interpretation")
     statements = []
-    for element in (interpretation.iter() if interpretation is not None else []):
+    for element in interpretation.iter() if interpretation is not None else []:
         if _local(element.tag) in ("DiagnosisText", "ConclusionText") and element.text and element.text.strip():
             statements.append(MachineStatement(text=element.text.strip()))
     version = _text(measured, "DiagnosisVersion")
-    machine = MachineInterpretation(measurements=measurements, statements=statements,
-                                    source=f"GE CardioSoft ({version})" if version else "GE CardioSoft")
+    machine = MachineInterpretation(
+        measurements=measurements,
+        statements=statements,
+        source=f"GE CardioSoft ({version})" if version else "GE CardioSoft",
+    )
     return None if machine.is_empty() else machine
 
 
 def _cardiosoft_patient(root) -> dict[str, Any]:
     info = _child(root, "PatientInfo")
     patient: dict[str, Any] = {}
-    if (pid := _text(info, "PID")):
+    if pid := _text(info, "PID"):
         patient["id"] = pid
     name = _child(info, "Name")
     full = " ".join(part for part in (_text(name, "GivenName"), _text(name, "FamilyName")) if part)
     if full:
         patient["name"] = full
-    if (sex := parse_sex(_text(info, "Gender"))):
+    if sex := parse_sex(_text(info, "Gender")):
         patient["sex"] = sex
     if (age := parse_number(_text(info, "Age"))) is not None and age >= 0:
         patient["age"] = age
@@ -174,9 +187,18 @@ class GeCardioSoftReader(EcgReader):
             raise EcgInputError("file", f"expected a <CardiologyXML> document, found <{_local(root.tag)}>")
         observation = _text(root, "ObservationType")
         if observation and observation.lower() not in ("restecg", "resting ecg", "restingecg"):
-            raise EcgInputError("ObservationType", f"this CardioSoft file is a {observation!r} observation, not a "
-                                                   "resting ECG (exercise and Holter recordings are not read here)")
+            raise EcgInputError(
+                "ObservationType",
+                f"this CardioSoft file is a {observation!r} observation, not a "
+                "resting ECG (exercise and Holter recordings are not read here)",
+            )
         signals, leads, rate = _strip(root)
         meta: dict[str, Any] = {"format": self.name, "manufacturer": "GE Healthcare"}
-        return EcgRecord(signals=np.ascontiguousarray(signals), leads=leads, sampling_rate=rate,
-                         patient=_cardiosoft_patient(root), meta=meta, machine=_cardiosoft_machine(root))
+        return EcgRecord(
+            signals=np.ascontiguousarray(signals),
+            leads=leads,
+            sampling_rate=rate,
+            patient=_cardiosoft_patient(root),
+            meta=meta,
+            machine=_cardiosoft_machine(root),
+        )

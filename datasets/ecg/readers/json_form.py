@@ -16,6 +16,7 @@ from datasets.ecg.validate import check_duration
 
 __all__ = ["JsonReader", "read_json"]
 
+
 def read_json(obj: Any) -> EcgRecord:
     """Read the JSON ECG form ``{"sampling_rate": Hz, "leads": {"I": [...], ...}, "units": "mV"|"uV",
     "patient": {...}, "site": "..."}`` (units default to mV).
@@ -39,9 +40,11 @@ def read_json(obj: Any) -> EcgRecord:
 
     leads_obj = obj.get("leads")
     if leads_obj is None:
-        raise EcgInputError("leads", "missing; give each lead's samples, e.g. {\"I\": [...], \"II\": [...], ...}")
+        raise EcgInputError("leads", 'missing; give each lead\'s samples, e.g. {"I": [...], "II": [...], ...}')
     if not isinstance(leads_obj, dict):
-        raise EcgInputError("leads", f"expected an object mapping lead names to sample lists, got {_json_type(leads_obj)}")
+        raise EcgInputError(
+            "leads", f"expected an object mapping lead names to sample lists, got {_json_type(leads_obj)}"
+        )
     if not leads_obj:
         raise EcgInputError("leads", "no leads given")
     names = list(leads_obj)
@@ -61,7 +64,9 @@ def read_json(obj: Any) -> EcgRecord:
             check_duration(row.shape[0], float(rate))
             length, first = row.shape[0], lead
         elif row.shape[0] != length:
-            raise EcgInputError(field, f"has {row.shape[0]} samples but lead {first} has {length}; all leads must be the same length")
+            raise EcgInputError(
+                field, f"has {row.shape[0]} samples but lead {first} has {length}; all leads must be the same length"
+            )
         rows.append(row)
     signals = np.ascontiguousarray(np.vstack(rows) * factor, dtype=np.float64)
 
@@ -91,7 +96,9 @@ def _numeric_row(values: list, field: str) -> np.ndarray:
     if arr.dtype.kind in "iuf":
         return arr.astype(np.float64)
     if arr.dtype.kind == "O":
-        bad = next((v for v in values if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
+        bad = next(
+            (v for v in values if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None
+        )
         if bad is None:
             return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         raise EcgInputError(field, f"expected a list of numbers, found {_json_type(bad)} {bad!r:.40}")

@@ -70,6 +70,10 @@ class PhilipsSierraReader(EcgReader):
         data = source_bytes(source, self.name)
         kit = parse_with(SierraXMLParser, data, ".xml", self.description)
         pr_interval = kit.measurements.pr_interval
-        record = to_ecg_record(kit, self.name, self.description,
-                               extra_measurements=_global_p_duration(data, float(pr_interval) if pr_interval else None))
+        record = to_ecg_record(
+            kit,
+            self.name,
+            self.description,
+            extra_measurements=_global_p_duration(data, float(pr_interval) if pr_interval else None),
+        )
         return _drop_calibration_tail(record)

@@ -19,6 +19,7 @@ from datasets.ecg.record import EcgRecord
 
 __all__ = ["ScpEcgReader"]
 
+
 class ScpEcgReader(EcgReader):
     """SCP-ECG record (``.scp``): CRC, record length, then section 0 (the pointer section)."""
 

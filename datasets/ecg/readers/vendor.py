@@ -29,9 +29,16 @@ __all__ = ["machine_interpretation", "parse_with", "to_ecg_record"]
 
 # ecgdatakit GlobalMeasurements attribute → the read's measurement name.
 _MEASUREMENT_NAMES = {
-    "heart_rate": "heart_rate_bpm", "rr_interval": "rr_interval_ms", "pr_interval": "pr_interval_ms",
-    "qrs_duration": "qrs_duration_ms", "qt_interval": "qt_interval_ms", "qtc_bazett": "qtc_bazett_ms",
-    "qtc_fridericia": "qtc_fridericia_ms", "p_axis": "p_axis_deg", "qrs_axis": "qrs_axis_deg", "t_axis": "t_axis_deg",
+    "heart_rate": "heart_rate_bpm",
+    "rr_interval": "rr_interval_ms",
+    "pr_interval": "pr_interval_ms",
+    "qrs_duration": "qrs_duration_ms",
+    "qt_interval": "qt_interval_ms",
+    "qtc_bazett": "qtc_bazett_ms",
+    "qtc_fridericia": "qtc_fridericia_ms",
+    "p_axis": "p_axis_deg",
+    "qrs_axis": "qrs_axis_deg",
+    "t_axis": "t_axis_deg",
 }
 
 
@@ -47,8 +54,9 @@ def parse_with(parser: type[Parser], data: bytes, suffix: str, description: str)
             except ECGDataKitError as exc:
                 raise EcgInputError("file", f"not a readable {description} ({_kit_message(exc, path)})") from None
             except Exception as exc:  # noqa: BLE001 - damaged input surfaces as many exception types
-                raise EcgInputError("file", f"the {description} could not be decoded "
-                                            f"({type(exc).__name__}: {_kit_message(exc, path)})") from None
+                raise EcgInputError(
+                    "file", f"the {description} could not be decoded ({type(exc).__name__}: {_kit_message(exc, path)})"
+                ) from None
 
 
 def _kit_message(exc: Exception, path: Path) -> str:
@@ -95,14 +103,18 @@ def machine_interpretation(kit: KitRecord, extra: dict[str, float] | None = None
         if value is not None:
             measurements[key] = float(value)
     measurements.update(extra or {})
-    statements = [MachineStatement(text=str(text).strip(), reason=(str(reason).strip() or None) if reason else None)
-                  for text, reason in kit.interpretation.statements if str(text).strip()]
+    statements = [
+        MachineStatement(text=str(text).strip(), reason=(str(reason).strip() or None) if reason else None)
+        for text, reason in kit.interpretation.statements
+        if str(text).strip()
+    ]
     device = kit.recording.device
     source = " ".join(part for part in (device.manufacturer, device.model) if part) or None
     if device.software_version:
         source = f"{source or 'device'} (software {device.software_version})"
-    machine = MachineInterpretation(measurements=measurements, statements=statements,
-                                    severity=kit.interpretation.severity or None, source=source)
+    machine = MachineInterpretation(
+        measurements=measurements, statements=statements, severity=kit.interpretation.severity or None, source=source
+    )
     return None if machine.is_empty() else machine
 
 
@@ -110,8 +122,9 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, (date, datetime)) else None
 
 
-def to_ecg_record(kit: KitRecord, fmt: str, description: str,
-                  extra_measurements: dict[str, float] | None = None) -> EcgRecord:
+def to_ecg_record(
+    kit: KitRecord, fmt: str, description: str, extra_measurements: dict[str, float] | None = None
+) -> EcgRecord:
     """Map a parsed ecgdatakit record onto the project's EcgRecord (meta["format"] = ``fmt``)."""
     signals, leads, rate, ignored = _lead_rows(kit, description)
     patient: dict[str, Any] = {}
@@ -120,22 +133,32 @@ def to_ecg_record(kit: KitRecord, fmt: str, description: str,
     name = " ".join(part for part in (kit.patient.first_name, kit.patient.last_name) if part)
     if name:
         patient["name"] = name
-    if (sex := parse_sex(kit.patient.sex)):
+    if sex := parse_sex(kit.patient.sex):
         patient["sex"] = sex
     if kit.patient.age is not None and kit.patient.age >= 0:
         patient["age"] = kit.patient.age
-    if (birth := _iso(kit.patient.birth_date)):
+    if birth := _iso(kit.patient.birth_date):
         patient["birth_date"] = birth[:10]
     device = kit.recording.device
     meta: dict[str, Any] = {"format": fmt}
-    for key, value in (("manufacturer", device.manufacturer), ("manufacturer_model_name", device.model),
-                       ("software_version", device.software_version), ("institution_name", device.institution),
-                       ("acquisition_datetime", _iso(kit.recording.date)),
-                       ("filter_low_hz", kit.recording.acquisition.filters.highpass),
-                       ("filter_high_hz", kit.recording.acquisition.filters.lowpass)):
+    for key, value in (
+        ("manufacturer", device.manufacturer),
+        ("manufacturer_model_name", device.model),
+        ("software_version", device.software_version),
+        ("institution_name", device.institution),
+        ("acquisition_datetime", _iso(kit.recording.date)),
+        ("filter_low_hz", kit.recording.acquisition.filters.highpass),
+        ("filter_high_hz", kit.recording.acquisition.filters.lowpass),
+    ):
         if value not in (None, ""):
             meta[key] = value
     if ignored:
         meta["ignored_leads"] = ignored
-    return EcgRecord(signals=signals, leads=leads, sampling_rate=rate, patient=patient, meta=meta,
-                     machine=machine_interpretation(kit, extra_measurements))
+    return EcgRecord(
+        signals=signals,
+        leads=leads,
+        sampling_rate=rate,
+        patient=patient,
+        meta=meta,
+        machine=machine_interpretation(kit, extra_measurements),
+    )

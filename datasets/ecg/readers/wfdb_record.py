@@ -84,9 +84,13 @@ def _read_wfdb_zip(data: bytes) -> EcgRecord:
                 )
         infos = [info for info in infos if not _junk_member(info.filename)]
         if len(infos) > MAX_ZIP_MEMBERS:
-            raise EcgInputError("file", f"the zip holds {len(infos)} files; one WFDB record (.hea + signal files) expected")
+            raise EcgInputError(
+                "file", f"the zip holds {len(infos)} files; one WFDB record (.hea + signal files) expected"
+            )
         if sum(info.file_size for info in infos) > MAX_ZIP_BYTES:
-            raise EcgInputError("file", f"the zip unpacks to more than {MAX_ZIP_BYTES // 2**20} MiB; one ECG record expected")
+            raise EcgInputError(
+                "file", f"the zip unpacks to more than {MAX_ZIP_BYTES // 2**20} MiB; one ECG record expected"
+            )
         headers = [info for info in infos if info.filename.lower().endswith(".hea")]
         if not headers:
             raise EcgInputError("file", "the zip holds no WFDB header (.hea) file")
@@ -159,9 +163,13 @@ def _read_wfdb_record(record: Path) -> EcgRecord:
         meta["label_system"] = "SNOMED-CT"
     if rec.base_date is not None:
         meta["acquisition_datetime"] = (
-            f"{rec.base_date.isoformat()}T{rec.base_time.isoformat()}" if rec.base_time is not None else rec.base_date.isoformat()
+            f"{rec.base_date.isoformat()}T{rec.base_time.isoformat()}"
+            if rec.base_time is not None
+            else rec.base_date.isoformat()
         )
-    return EcgRecord(signals=signals, leads=leads, sampling_rate=float(rec.fs), patient=patient, meta=meta, labels=labels)
+    return EcgRecord(
+        signals=signals, leads=leads, sampling_rate=float(rec.fs), patient=patient, meta=meta, labels=labels
+    )
 
 
 def check_header(header: Path) -> None:
@@ -172,13 +180,22 @@ def check_header(header: Path) -> None:
         text = header.read_text(encoding="latin-1")
     except OSError as exc:
         raise EcgInputError("file", f"cannot open {header.name}: {exc.strerror or exc}") from None
-    record_line = next((line.split("#")[0].split() for line in text.splitlines()
-                        if line.strip() and not line.lstrip().startswith("#")), None)
+    record_line = next(
+        (
+            line.split("#")[0].split()
+            for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ),
+        None,
+    )
     if not record_line or len(record_line) < 2:
         raise EcgInputError("file", f"{header.name} has no record line (name, number of signals, sampling rate ...)")
     if len(record_line) < 3:
-        raise EcgInputError("sampling_rate", f"missing from the WFDB header {header.name}: its record line "
-                                             f"{' '.join(record_line)!r} gives no sampling frequency")
+        raise EcgInputError(
+            "sampling_rate",
+            f"missing from the WFDB header {header.name}: its record line "
+            f"{' '.join(record_line)!r} gives no sampling frequency",
+        )
     # "500", "500/1000" (counter frequency), "500/1000(0)" (base counter): the rate is before the '/'.
     rate_text = record_line[2].split("/")[0]
     rate_value = parse_number(rate_text)
