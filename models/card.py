@@ -92,6 +92,9 @@ class ModelCard(BaseModel):
         default_factory=dict, description="label code → True when real training data held both positives and negatives "
         "of it; False: learned from phantoms/synthetic data only, or never seen positive. Empty (older cards): "
         "every label counts as learned")
+    fusion: dict[str, Any] | None = Field(
+        default=None, description="models.ecg.fusion.FusionHead: how the network's outputs are combined with the "
+                                  "measurements at read time (None: the network's probabilities are the read's)")
 
     def drives_level(self, code: str) -> bool:
         """Whether a finding may set a triage level: only labels learned from real data do."""

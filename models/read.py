@@ -65,6 +65,11 @@ class Finding(_Model):
     # False for a finding the model never learned from real data (e.g. phantoms only): shown, but it
     # never drives a triage level.
     drives_level: bool = True
+    # "network" (the model's probability at its threshold), "rule" (re-stated from its definition on
+    # the measurements: probability 1 or 0), or "rule+network" (the network, gated by a rule).
+    source: str = "network"
+    # The network's own probability when a rule re-stated the finding.
+    network_probability: float | None = None
 
 
 class Statement(_Model):

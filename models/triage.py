@@ -31,12 +31,35 @@ class MeasurementRule(BaseModel):
     value: float
     level: Level
     reason: str | None = None
+    # A second condition on another measurement (e.g. QTc > 500 only with a QRS under 120 ms).
+    and_measurement: MeasurementRule | None = None
 
     def check(self, measurements: dict) -> str | None:
         value = measurements.get(self.measurement)
         if value is None or not _OPS[self.op](float(value), self.value):
             return None
+        if self.and_measurement is not None and self.and_measurement.check(measurements) is None:
+            return None
         return self.reason or f"{self.measurement} {float(value):.0f} {self.op} {self.value:g}"
+
+
+class StatementRule(BaseModel):
+    """E.g. ``{statement: st_elevation_stemi_criteria, level: critical}``: a statement made from its
+    definition on the measurements (models/ecg/statements.py) raises the level; optional measurement
+    condition (``af_rapid_ventricular_response`` only over 150 bpm ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    statement: str
+    level: Level
+    reason: str | None = None
+    and_measurement: MeasurementRule | None = None
+
+    def check(self, statements: set[str], measurements: dict) -> str | None:
+        if self.statement not in statements:
+            return None
+        if self.and_measurement is not None and self.and_measurement.check(measurements) is None:
+            return None
+        return self.reason or self.statement.replace("_", " ")
 
 
 class FindingRule(BaseModel):
@@ -91,6 +114,10 @@ class TriageRules(BaseModel):
     # False: the score only orders studies; levels come from the rules alone (for models whose
     # probabilities are not calibrated, where a level must mean a validated operating point).
     score_sets_level: bool = True
+    statement_rules: list[StatementRule] = []
+    # The level of a study that failed its quality check (no findings-driven level; the reader sees
+    # that a repeat is needed while the patient may still be at the clinic).
+    unreadable_level: Level = "urgent"
     # Score floor given to a study a hard rule raised, so it sorts with its level.
     level_score_floor: dict[Level, float] = {"critical": 0.8, "urgent": 0.5, "routine": 0.0}
 
@@ -127,10 +154,17 @@ class TriageResult(BaseModel):
 
 
 def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRules,
-           positive: dict[str, bool] | None = None) -> TriageResult:
-    """Score and level from the findings that may drive a level (the caller leaves out the others)
-    and the measurements; ``positive`` (code → positive at its threshold) feeds the rules that fire
-    at an operating point."""
+           positive: dict[str, bool] | None = None, statements: set[str] | None = None,
+           unreadable: str | None = None) -> TriageResult:
+    """Score and level from the findings that may drive a level (the caller leaves out the others:
+    findings never learned from real data, and for ECGs those not positive at their operating
+    point) and the measurements. ``positive`` (code → positive at its threshold) feeds the rules
+    that fire at an operating point; ``statements`` the statement rules. ``unreadable``: the quality
+    verdict's action when the study cannot be read; then no finding, statement or measurement sets
+    the level."""
+    if unreadable is not None:
+        level_: Level = rules.unreadable_level
+        return TriageResult(level=level_, score=rules.level_score_floor[level_], reasons=[unreadable])
     weighted = [
         (rules.finding_weights.get(code, 0.0) * float(p), code) for code, p in probabilities.items()
     ]
@@ -147,6 +181,7 @@ def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRul
 
     fired = [(r.level, r.check(measurements)) for r in rules.measurement_rules]
     fired += [(r.level, r.check(probabilities, measurements, positive)) for r in rules.finding_rules]
+    fired += [(r.level, r.check(statements or set(), measurements)) for r in rules.statement_rules]
     for rule_level, reason in fired:
         if reason is None:
             continue

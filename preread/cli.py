@@ -196,7 +196,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bench.serving_bench import run_bench
 
     return run_bench(args.task, json_path=args.json, quick=args.quick, triton=not args.no_triton,
-                     haproxy=args.haproxy, batch=args.batch)
+                     haproxy=args.haproxy, batch=args.batch, whole_read_only=args.whole_read_only)
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.add_argument("--no-triton", action="store_true", help="skip the Triton row")
+    bench_p.add_argument("--whole-read-only", action="store_true",
+                         help="ecg: only the whole pre-read in-process table (no Ray Serve, no Triton)")
     bench_p.add_argument("--batch", type=int, default=32, help="tensors per request and per batch on every path")
     bench_p.add_argument("--haproxy", choices=["on", "off", "both"], default="both",
                          help="Ray Serve's HAProxy ingress for the HTTP rows (default: measure both)")

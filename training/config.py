@@ -33,7 +33,7 @@ class ModelSection(_Section):
 
 # Where training data come from. Generated: synthetic (ECG), phantom (CXR). Real layouts are read by
 # the adapters in datasets.sources (one module per layout); dicom and worklist serve both tasks.
-ECG_SOURCES = ("synthetic", "cinc", "ptbxl", "dicom", "worklist")
+ECG_SOURCES = ("synthetic", "cinc", "ptbxl", "ptbxl+cinc", "dicom", "worklist")
 CXR_SOURCES = ("nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom", "worklist")
 GENERATED_SOURCES = ("synthetic", "phantom", "nih+phantom")
 DEFAULT_GENERATED_N = 2000
@@ -41,17 +41,18 @@ DEFAULT_GENERATED_N = 2000
 LABEL_SETS = {
     "synthetic": ("preread",), "phantom": ("preread",), "nih+phantom": ("preread",), "nih": ("preread",),
     "chexpert": ("preread",), "medmnist": ("preread",), "dicom": ("preread",), "worklist": ("preread",),
-    "cinc": ("preread", "snomed"),
+    "cinc": ("preread", "snomed", "superclass"),
+    "ptbxl+cinc": ("superclass",),
     "ptbxl": ("preread", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm", "all"),
 }
 
 
 class DataSection(_Section):
-    source: Literal["synthetic", "cinc", "ptbxl", "nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom",
+    source: Literal["synthetic", "cinc", "ptbxl", "ptbxl+cinc", "nih", "phantom", "nih+phantom", "chexpert", "medmnist", "dicom",
                     "worklist"] = Field(
         "synthetic", validation_alias=AliasChoices("format", "source"),
         description="the data's layout (key `format`, or `source` as in older configs): synthetic | cinc | ptbxl "
-                    "(ECG); nih | chexpert | medmnist | phantom | nih+phantom (chest X-ray); dicom | worklist (both)")
+                    "| ptbxl+cinc (ECG; the last is the default model's real data, training/ecg_default.py); nih | chexpert | medmnist | phantom | nih+phantom (chest X-ray); dicom | worklist (both)")
     n: int | None = Field(None, ge=2, description=f"synthetic / phantom / nih+phantom: records or phantoms to generate "
                           f"(default {DEFAULT_GENERATED_N}); real layouts: use at most this many cases (None: all)")
     seed: int = 0
@@ -78,6 +79,9 @@ class DataSection(_Section):
                                                           "become 1, 0 or unknown (masked out of the loss)")
     unmentioned: Literal["zeros", "ignore"] = Field("zeros", description="chexpert: blank (not mentioned) labels")
     views: Literal["frontal", "lateral", "all"] = Field("frontal", description="chexpert: which films to use")
+    held_out_fold: int | None = Field(None, ge=1, le=8, description="ptbxl+cinc: a PTB-XL training fold left out of "
+                                      "training and tuning and reported as the test split (a hold-out estimate "
+                                      "of the whole recipe); None: train on folds 1-8")
     cache_dir: Path | None = Field(None, description="real layouts: keep the preprocessed inputs here and reuse "
                                    "them (keyed by the cases and the preprocessing)")
     image_size: int = Field(224, ge=32, le=1024, description="cxr: network input side in pixels (letterboxed square)")
@@ -89,7 +93,7 @@ class DataSection(_Section):
     def _consistent(self) -> "DataSection":
         if self.source in GENERATED_SOURCES and self.n is None:
             self.n = DEFAULT_GENERATED_N
-        if self.source not in ("synthetic", "phantom", "nih", "nih+phantom") and self.path is None:
+        if self.source not in ("synthetic", "phantom", "nih", "nih+phantom", "ptbxl+cinc") and self.path is None:
             what = {"cinc": "a folder of CinC 2021 .hea/.mat records", "ptbxl": "the PTB-XL root",
                     "chexpert": "the CheXpert folder or CSV", "medmnist": "the MedMNIST .npz",
                     "dicom": "a folder with labels.csv", "worklist": "the signed-reads export"}[self.source]

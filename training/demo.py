@@ -1,6 +1,6 @@
 """Demo models: what `preread serve` trains when the registry lacks a served model, with the
-project's own training code and configs/train/*-demo.yaml (each a tracked run like any
-`preread train`). Also the one way the CLI trains from a config file."""
+project's own training code: the default ECG model on real ECGs (configs/train/ecg-default.yaml)
+and the chest X-ray demo (configs/train/cxr-demo.yaml), each a tracked run like any `preread train`. Also the one way the CLI trains from a config file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from training.distributed import train
 from training.tracking import train_tracked
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-demo.yaml",
+DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-default.yaml",
                  "cxr": REPO / "configs" / "train" / "cxr-demo.yaml"}
 
 

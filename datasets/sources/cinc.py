@@ -18,6 +18,10 @@ Label sets:
            ``labels_from_snomed``; the Dx line lists every diagnosis the record was annotated with,
            so an unmapped code means "none of ours" (0), not unknown.
   snomed   one column per SNOMED CT code present in the folder (most frequent first).
+  superclass  the five PTB-XL diagnostic superclasses implied by the diagnoses
+           (``datasets.vocabulary.ecg.snomed_superclasses``): MI, STTC, CD, HYP 1 when implied, else 0;
+           NORM 1 when sinus rhythm is the only diagnosis, 0 when another superclass is implied, else
+           unknown (NaN).
 A record without a Dx line (or ``Dx: Unknown``) is NaN for every label.
 """
 
@@ -30,8 +34,9 @@ import numpy as np
 import pandas as pd
 
 from datasets.sources.base import SourceDataset, SourceLayoutError, check_choice, ecg_file_loader, served_labels
+from datasets.vocabulary.ecg import SUPERCLASS_CODES, PtbxlSuperclass, snomed_superclasses
 
-LABEL_SETS = ("preread", "snomed")
+LABEL_SETS = ("preread", "snomed", "superclass")
 
 # Record-name prefixes → source database (the "site" of a CinC case).
 CINC_SOURCES = {"A": "CPSC", "Q": "CPSC-Extra", "I": "StPetersburg", "S": "PTB", "HR": "PTB-XL",
@@ -90,6 +95,10 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
     if label_set == "preread":
         labels, names = served_labels("ecg")
         positives = [labels_from_snomed(dx) for dx in codes_per_record]
+    elif label_set == "superclass":
+        labels, names = list(SUPERCLASS_CODES), [PtbxlSuperclass(c).display_name for c in SUPERCLASS_CODES]
+        implied = [snomed_superclasses(dx) for dx in codes_per_record]
+        positives = [sorted(member.value for member in found) for found, _ in implied]
     else:
         counts = Counter(code for dx in codes_per_record for code in set(dx))
         labels = [code for code, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
@@ -103,6 +112,8 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
             continue
         for code in found:
             Y[i, column[code]] = 1.0
+        if label_set == "superclass" and not implied[i][1]:
+            Y[i, column[PtbxlSuperclass.NORM.value]] = np.nan  # normal or not: the diagnoses do not say
     unlabelled = sum(1 for dx in codes_per_record if not dx)
     notes = [f"labels: {label_set} (SNOMED CT codes from the '# Dx:' header lines"
              + (", mapped with datasets.vocabulary.ecg_labels.labels_from_snomed)" if label_set == "preread" else ")")]

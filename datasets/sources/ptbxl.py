@@ -51,6 +51,7 @@ from datasets.sources.base import (
     read_table,
     served_labels,
 )
+from datasets.vocabulary.ecg import PtbxlSuperclass
 
 LABEL_SETS = ("diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm", "all", "preread")
 SAMPLING_RATES = (100, 500)
@@ -72,9 +73,8 @@ PTBXL_TO_ECG = {
     "PAC": "PREM", "PVC": "PREM", "BIGU": "PREM",
 }
 
-# What a doctor reads for the superdiagnostic classes (PTB-XL paper, table 3).
-SUPERCLASS_NAMES = {"NORM": "Normal ECG", "MI": "Myocardial infarction", "STTC": "ST/T change",
-                    "CD": "Conduction disturbance", "HYP": "Hypertrophy"}
+# What a doctor reads for the superdiagnostic classes (the vocabulary's one definition).
+SUPERCLASS_NAMES = {member.value: member.display_name for member in PtbxlSuperclass}
 
 DATABASE_COLUMNS = ("ecg_id", "patient_id", "scp_codes", "strat_fold")
 STATEMENT_COLUMNS = ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")

@@ -31,6 +31,9 @@ class QualityReason(StrEnum):
     ECG_LIMB_LEAD_REVERSAL = "ecg_limb_lead_reversal"
     """The limb electrodes look swapped (e.g. negative P and QRS in I, positive in aVR)."""
 
+    ECG_NO_BEATS = "ecg_no_beats"
+    """Too few heartbeats could be found to measure anything (noise, artefact, or no signal)."""
+
     # --- Chest X-ray -----------------------------------------------------------------------------
     CXR_NOT_CHEST = "cxr_not_chest"
     """The image is not a chest radiograph (e.g. a CT slice, a hand)."""

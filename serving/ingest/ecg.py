@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from datasets.ecg.errors import EcgInputError
-from datasets.ecg.readers import read_ecg
+from datasets.ecg.readers import READERS, read_ecg
 from datasets.ecg.record import EcgRecord
 from datasets.ecg.validate import validate_record
 from models.ecg.pipeline import EcgInput
@@ -36,8 +36,9 @@ log = logging.getLogger("preread.ecg")
 
 EcgReadFn = Callable[[EcgInput], Awaitable[PreRead]]
 
-CONTENT_TYPES = {"dicom": "application/dicom", "wfdb": "application/zip", "json": "application/json"}
-SUFFIX = {"dicom": ".dcm", "wfdb": ".zip", "json": ".json"}
+# How a stored original is labelled, per reader (DICOM, WFDB zip, JSON, the carts' XML, SCP-ECG).
+CONTENT_TYPES = {reader.name: reader.content_types[0] for reader in READERS if reader.content_types}
+SUFFIX = {reader.name: reader.suffixes[0] for reader in READERS if reader.suffixes}
 
 
 def uid_from_digest(digest: str, namespace: str) -> str:
@@ -123,7 +124,9 @@ class EcgWorkflow:
         self.queue.hold(study_uid)
         try:
             read = await self.read_fn(EcgInput(np.asarray(record.signals, dtype=np.float32),
-                                               float(record.sampling_rate), site))
+                                               float(record.sampling_rate), site, dict(record.patient)))
+            if record.machine is not None:  # the cart's own measurements and statements, shown beside ours
+                read = read.model_copy(update={"machine": record.machine.to_json()})
         except Exception as exc:  # the model replica died or refused: keep the study, say why, retry later
             log.warning("AI read failed for study %s: %s: %s", study_uid, type(exc).__name__, exc)
             await asyncio.to_thread(self.queue.record_failure, study_uid, f"{type(exc).__name__}: {exc}")

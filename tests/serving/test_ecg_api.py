@@ -161,7 +161,8 @@ def test_health_ready_and_metrics_need_no_token(local_client):
 
 def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ecg_reader, cinc_dir):
     """A card with per-site thresholds (`preread evaluate --write-site-thresholds`): the demo site's
-    ECGs are called at its own AF threshold, the other site's at the card's."""
+    ECGs are called at its own PREM threshold, the other site's at the card's. (PREM: a network finding;
+    AF is re-stated from its definition on the rhythm, whatever a threshold says.)"""
     from fastapi.testclient import TestClient
 
     from models.card import SITE_THRESHOLDS_KEY
@@ -170,7 +171,7 @@ def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ec
     from tests.serving.conftest import Client, make_config
 
     points = {"computed_at": "2026-11-30T08:00:00+00:00", "source": "worklist export",
-              "sites": {"demo": {"AF": {"threshold": 0.0}}}}
+              "sites": {"demo": {"PREM": {"threshold": 0.0}}}}
     card = ecg_reader.card.model_copy(update={"metrics": {**ecg_reader.card.metrics, SITE_THRESHOLDS_KEY: points}})
     reader = EcgPreReader(ecg_reader.backend, card, ecg_reader.rules)
     cfg = make_config(tmp_path, ecg_registry)
@@ -183,9 +184,9 @@ def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ec
                           headers={**client.auth(sites=(site,)), "content-type": "application/zip"})
             assert r.status_code == 201, r.text
             reads[site] = r.json()["read"]
-    af = {site: next(f for f in read["findings"] if f["code"] == "AF") for site, read in reads.items()}
-    assert af["demo"]["threshold"] == 0.0 and af["demo"]["positive"] is True
-    assert af["other"]["threshold"] == ecg_reader.card.thresholds["AF"]
+    prem = {site: next(f for f in read["findings"] if f["code"] == "PREM") for site, read in reads.items()}
+    assert prem["demo"]["threshold"] == 0.0 and prem["demo"]["positive"] is True
+    assert prem["other"]["threshold"] == ecg_reader.card.thresholds["PREM"]
     assert reads["demo"]["operating_point"]["site"] == "demo" and reads["other"]["operating_point"]["site"] is None
 
 

@@ -58,20 +58,21 @@ def test_ptbxl_training_registers_its_label_set_and_serving_refuses_unweighted_l
     assert evaluation.labels == card.labels and list(evaluation.meta["id"]) == ["19", "20"]
     assert evaluation.Y.tolist() == [[0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]   # NST_ → STTC; NORM
 
-    # Serving it with the default ECG triage rules would put an MI in "routine": refused at load time.
+    # Serving it with triage rules that do not weigh its labels would put an MI in "routine": refused at
+    # load time. (The default ECG rules weigh the PTB-XL superclasses.)
+    import re
+
+    unweighted = re.sub(r"(?m)^  (MI|STTC|CD|HYP):.*\n", "", TRIAGE.read_text())
+    (tmp_path / "unweighted-triage.yaml").write_text(unweighted)
     with pytest.raises(ValueError, match="CD, HYP, MI, STTC.*finding_weights"):
-        EcgPreReader.from_registry(registry.root, registered.ref, TRIAGE)
-    rules = TRIAGE.read_text().replace("finding_weights:\n", "finding_weights:\n  MI: 1.0\n  STTC: 0.6\n  CD: 0.5\n"
-                                                                "  HYP: 0.3\n")
-    (tmp_path / "ptbxl-triage.yaml").write_text(rules)
-    reader = EcgPreReader.from_registry(registry.root, registered.ref, tmp_path / "ptbxl-triage.yaml")
+        EcgPreReader.from_registry(registry.root, registered.ref, tmp_path / "unweighted-triage.yaml")
+    reader = EcgPreReader.from_registry(registry.root, registered.ref, TRIAGE)
     from datasets.ecg.readers import read_wfdb
     from models.ecg.pipeline import EcgInput
 
     record = read_wfdb(ptbxl_root / "records500" / "00000" / "00001_hr").in_standard_order()
-    read = reader.read_batch([EcgInput(record.signals, record.sampling_rate)])[0].to_json()
-    assert [f["code"] for f in read["findings"]] == card.labels and read["triage"]["level"] in ("critical", "urgent",
-                                                                                                  "routine")
+    read = reader.read_batch([EcgInput(record.signals, record.sampling_rate)])[0]
+    assert [f.code for f in read.findings] == card.labels and read.triage.level in ("critical", "urgent", "routine")
 
 
 def test_cinc2021_records_train_end_to_end(cinc_dir, tmp_path):

@@ -1,0 +1,5 @@
+"""The ECG measurement suite (a vectorised delineator; see suite.py for the list of measurements)."""
+
+from datasets.ecg.measure.suite import MEASURE_KEYS, METHOD, EcgMeasurements, measure
+
+__all__ = ["MEASURE_KEYS", "METHOD", "EcgMeasurements", "measure"]

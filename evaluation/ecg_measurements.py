@@ -1,0 +1,218 @@
+"""Agreement of our ECG measurement suite with the measurements real carts made of the same ECGs.
+
+References available without network (../shared/data and pydicom's test files):
+- Philips Sierra XML files (ecg/philips): the cart's ``<globalmeasurements>`` (heart rate, PR, P
+  duration, QRS, QT, QTcB/QTcF, frontal P/QRS/T axes); waveforms decoded with ``sierraecg``.
+- pydicom's ``waveform_ecg.dcm`` (a Mortara cart): RR, PR, QRS, QT, QTc and axes as waveform
+  annotations.
+- PTB-XL (ecg/ptbxl): the cardiologist's ``heart_axis`` class (normal, LAD/ALAD, RAD/ARAD, ...).
+- CinC 2021 (ecg/cinc2021): sinus tachycardia / bradycardia labels (a rate on either side of 100 / 60).
+
+``python -m evaluation.ecg_measurements`` prints the mean and SD of the differences (ours − cart) per
+measurement, the table docs/models.md reports.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from datasets.ecg.measure import EcgMeasurements, measure
+from datasets.ecg.record import STANDARD_LEADS, EcgRecord
+
+# Cart tag → our measurement name.
+PHILIPS_TAGS = {
+    "heartrate": "heart_rate_bpm", "print": "pr_interval_ms", "pdur": "p_duration_ms", "qrsdur": "qrs_duration_ms",
+    "qtint": "qt_interval_ms", "qtcb": "qtc_bazett_ms", "qtcf": "qtc_fridericia_ms", "pfrontaxis": "p_axis_deg",
+    "qrsfrontaxis": "qrs_axis_deg", "tfrontaxis": "t_axis_deg",
+    # Philips format 1.03 spellings
+    "meanventrate": "heart_rate_bpm", "meanprint": "pr_interval_ms", "meanqrsdur": "qrs_duration_ms",
+    "meanqtint": "qt_interval_ms", "meanqtc": "qtc_bazett_ms",
+}
+MORTARA_NAMES = {
+    "PR Interval": "pr_interval_ms", "QRS Duration": "qrs_duration_ms", "QT Interval": "qt_interval_ms",
+    "QTc Interval": "qtc_bazett_ms", "P Axis": "p_axis_deg", "QRS Axis": "qrs_axis_deg", "T Axis": "t_axis_deg",
+}
+# Physiologically impossible cart values are the cart's "not measured" (e.g. a P duration of 508 ms).
+PLAUSIBLE = {"p_duration_ms": (40, 250), "pr_interval_ms": (60, 500), "qrs_duration_ms": (40, 250),
+             "qt_interval_ms": (200, 700)}
+# IEC 60601-2-25 style limits on the mean difference (ms).
+IEC_MEAN_LIMIT_MS = {"pr_interval_ms": 10.0, "qrs_duration_ms": 10.0, "qt_interval_ms": 25.0}
+
+
+@dataclass
+class Reference:
+    name: str
+    record: EcgRecord
+    cart: dict[str, float] = field(default_factory=dict)
+
+
+def _plausible(key: str, value: float) -> bool:
+    low, high = PLAUSIBLE.get(key, (-1e9, 1e9))
+    return low <= value <= high
+
+
+def philips_reference(path: Path) -> Reference:
+    import sierraecg
+
+    raw = path.read_bytes()
+    text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8", "replace")
+    block = re.search(r"<globalmeasurements.*?</globalmeasurements>", text, re.DOTALL)
+    cart = {}
+    for tag, value in re.findall(r"<(\w+)[^>]*>\s*(-?\d+(?:\.\d+)?)\s*</\1>", block.group(0) if block else ""):
+        key = PHILIPS_TAGS.get(tag)
+        if key and key not in cart and _plausible(key, float(value)):
+            cart[key] = float(value)
+    resolution = re.search(r"<(?:signal)?resolution>\s*(\d+(?:\.\d+)?)", text)
+    uv = float(resolution.group(1)) if resolution else 5.0
+    ecg = sierraecg.read_file(str(path))
+    by_label = {lead.label: lead for lead in ecg.leads}
+    signals = np.stack([np.asarray(by_label[name].samples, dtype=np.float64) for name in STANDARD_LEADS]) * uv / 1000
+    rate = float(by_label["I"].sampling_freq)
+    # Sierra files declare 11 s per lead; the cart's analysis covers the 10 s strip it prints, and the
+    # last second holds a transition from another lead group (it adds beats that are not in the strip).
+    signals = signals[:, : int(10 * rate)]
+    return Reference(path.name, EcgRecord(signals, STANDARD_LEADS, rate, meta={"format": "philips"}), cart)
+
+
+def mortara_reference() -> Reference:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from datasets.ecg.readers import read_dicom_waveform
+
+    path = get_testdata_file("waveform_ecg.dcm")
+    ds = pydicom.dcmread(path)
+    cart = {}
+    for item in ds.get("WaveformAnnotationSequence", []):
+        concept = item.get("ConceptNameCodeSequence")
+        key = MORTARA_NAMES.get(concept[0].CodeMeaning) if concept else None
+        if key and item.get("NumericValue") is not None:
+            cart[key] = float(item.NumericValue)
+        elif concept and concept[0].CodeMeaning == "RR Interval" and item.get("NumericValue"):
+            cart["heart_rate_bpm"] = 60000.0 / float(item.NumericValue)
+    return Reference("pydicom waveform_ecg.dcm (Mortara)", read_dicom_waveform(path).in_standard_order(), cart)
+
+
+def cart_references(shared_data: Path) -> list[Reference]:
+    files = sorted(p for p in (shared_data / "ecg" / "philips").iterdir() if p.suffix.lower() == ".xml")
+    return [philips_reference(p) for p in files] + [mortara_reference()]
+
+
+def _axis_diff(a: float, b: float) -> float:
+    return (a - b + 180.0) % 360.0 - 180.0
+
+
+def agreement(refs: list[Reference]) -> dict[str, dict[str, float]]:
+    """Per measurement: n, mean and SD of (ours − cart), and the per-record differences."""
+    diffs: dict[str, list[float]] = {}
+    for ref in refs:
+        ours: EcgMeasurements = measure(ref.record)
+        for key, cart_value in ref.cart.items():
+            value = ours.get(key)
+            if value is None:
+                diffs.setdefault(key, [])
+                continue
+            d = _axis_diff(value, cart_value) if key.endswith("_deg") else value - cart_value
+            diffs.setdefault(key, []).append(d)
+    table = {}
+    for key, values in diffs.items():
+        arr = np.asarray(values, dtype=np.float64)
+        table[key] = {"n": int(arr.size), "mean": float(arr.mean()) if arr.size else float("nan"),
+                      "sd": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"), "diffs": [round(float(x), 1) for x in arr]}
+    return table
+
+
+
+
+# --- PTB-XL: the cardiologists' statements and heart axis against ours ---------------------------------
+
+# PTB-XL SCP codes (any of them) → our statements (any of them) that say the same thing.
+PTBXL_STATEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sinus (SR, SARRH, STACH, SBRAD)": (("SR", "SARRH", "STACH", "SBRAD"),
+                                        ("sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia")),
+    "STACH": (("STACH",), ("sinus_tachycardia",)), "SBRAD": (("SBRAD",), ("sinus_bradycardia",)),
+    "AFIB/AFLT": (("AFIB", "AFLT"), ("atrial_fibrillation",)), "1AVB": (("1AVB",), ("first_degree_av_block",)),
+    "CRBBB": (("CRBBB",), ("right_bundle_branch_block",)), "CLBBB": (("CLBBB",), ("left_bundle_branch_block",)),
+    "LVOLT": (("LVOLT",), ("low_qrs_voltage",)), "LVH": (("LVH",), ("lvh_by_voltage",)),
+    "PACE": (("PACE",), ("paced_rhythm",)),
+}
+# PTB-XL heart_axis class → the frontal QRS axis range (degrees) it stands for.
+PTBXL_AXIS = {"MID": (-30, 90), "LAD": (-30, 0), "ALAD": (-90, -30), "RAD": (90, 120), "ARAD": (90, 180)}
+
+
+def ptbxl_records(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10))):
+    """(row, EcgRecord) for the PTB-XL sample records of ``folds``."""
+    import ast
+
+    import pandas as pd
+
+    from datasets.ecg.readers import read_wfdb
+
+    root = shared_data / "ecg" / "ptbxl"
+    db = pd.read_csv(root / "ptbxl_database.csv")
+    db = db[db.strat_fold.isin(folds)]
+    for _, row in db.iterrows():
+        header = root / f"{row.filename_hr}.hea"
+        if not header.exists():
+            continue
+        record = read_wfdb(header).in_standard_order()
+        record.patient.update(sex="F" if row.sex == 1 else "M", age=row.age)
+        yield row, ast.literal_eval(row.scp_codes), record
+
+
+def ptbxl_agreement(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10))) -> dict[str, dict[str, float]]:
+    """Per statement: records with the PTB-XL code (any likelihood) and how many we stated (sensitivity),
+    records without it and how many we stated anyway (false positives); and the heart-axis classes."""
+    from datasets.ecg.quality import assess_quality
+    from models.ecg.statements import Patient, interpret
+
+    counts = {code: {"pos": 0, "tp": 0, "neg": 0, "fp": 0} for code in PTBXL_STATEMENTS}
+    axis = {name: {"n": 0, "in_range": 0} for name in PTBXL_AXIS}
+    for row, scp, record in ptbxl_records(shared_data, folds):
+        m = measure(record)
+        if not assess_quality(m, record.duration_s).acceptable:
+            continue
+        made = {s.code for s in interpret(m, {}, {}, Patient(record.patient["sex"], record.patient["age"]))}
+        for code, (scp_codes, statements) in PTBXL_STATEMENTS.items():
+            c = counts[code]
+            stated = bool(made.intersection(statements))
+            if any(k in scp for k in scp_codes):
+                c["pos"] += 1
+                c["tp"] += stated
+            else:
+                c["neg"] += 1
+                c["fp"] += stated
+        qrs_axis = m.get("qrs_axis_deg")
+        if isinstance(row.heart_axis, str) and row.heart_axis in PTBXL_AXIS and qrs_axis is not None:
+            low, high = PTBXL_AXIS[row.heart_axis]
+            axis[row.heart_axis]["n"] += 1
+            axis[row.heart_axis]["in_range"] += int(low - 10 <= qrs_axis <= high + 10)
+    return {"statements": counts, "axis": axis}
+
+
+def main() -> None:
+    from tests.conftest import shared_data_dir
+
+    data = shared_data_dir()
+    table = agreement(cart_references(data))
+    print("Ours - cart (4 Philips Sierra XML files, 1 Mortara DICOM):")
+    print(f"{'measurement':22s} {'n':>3s} {'mean diff':>10s} {'SD':>8s}   per record")
+    for key in sorted(table):
+        row = table[key]
+        print(f"{key:22s} {row['n']:3d} {row['mean']:10.1f} {row['sd']:8.1f}   {row['diffs']}")
+    result = ptbxl_agreement(data)
+    print("\nPTB-XL sample (folds 1-9, acceptable quality): cardiologists' codes vs our statements")
+    print(f"{'code':32s} {'with':>5s} {'stated':>7s} {'without':>8s} {'stated':>7s}")
+    for code, c in result["statements"].items():
+        print(f"{code:32s} {c['pos']:5d} {c['tp']:7d} {c['neg']:8d} {c['fp']:7d}")
+    print("\nPTB-XL heart_axis class: QRS axis within the class's range (±10°)")
+    for name, c in result["axis"].items():
+        print(f"{name:6s} {c['in_range']:3d} / {c['n']:3d}")
+
+
+if __name__ == "__main__":
+    main()
