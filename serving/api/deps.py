@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request
 
@@ -25,7 +25,7 @@ from serving.store.schema import Study
 
 
 def get_services(request: Request) -> Services:
-    svc = request.app.state.get_services()
+    svc: Services | None = request.app.state.get_services()
     if svc is None:
         raise HTTPException(503, "service starting")
     return svc
@@ -100,7 +100,7 @@ def only_site(who: Principal) -> str | None:
     return who.sites[0] if len(who.sites) == 1 and who.sites[0] != "*" else None
 
 
-def enforce_rate_limit(svc: Services, site: str, kind: str = "http") -> None:
+def enforce_rate_limit(svc: Services, site: str, kind: Literal["http", "dicom"] = "http") -> None:
     """429 with Retry-After when ``site`` is over its ingest rate (serving/ingest/ratelimit.py)."""
     wait = limiter_for(svc, kind).check(site)
     if wait > 0:

@@ -24,13 +24,13 @@ from serving.services import RawModel
 ModelCall = Callable[..., Awaitable[Any]]
 
 
-def model_handle(task: str) -> DeploymentHandle:
+def model_handle(task: str) -> DeploymentHandle[Any]:
     # Not checked at creation: under `serve deploy` the model applications start beside the
     # ingress; calls wait until their replicas are up (readiness says so meanwhile).
     return serve.get_deployment_handle(MODEL_DEPLOYMENTS[task], app_name=model_app_name(task), _check_exists=False)
 
 
-def model_caller(task: str, handle: DeploymentHandle, method: str = "read") -> ModelCall:
+def model_caller(task: str, handle: DeploymentHandle[Any], method: str = "read") -> ModelCall:
     """An async function calling ``handle.<method>`` with the caller's priority (serving.priority)
     and recording the call in the ingress's metrics, with the replica's queue/compute timing."""
     remote = getattr(handle, method)

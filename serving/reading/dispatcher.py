@@ -177,7 +177,8 @@ class Dispatcher:
                 await asyncio.to_thread(queue.release, study_uid)
                 return "skipped"
             if study.modality == "ECG":
-                read = await self.svc.ecg.read_stored(study)
+                with request_priority(study.priority):  # [priority] as it arrived (e.g. a C-STORE HIGH)
+                    read = await self.svc.ecg.read_stored(study)
                 return "ai_read" if read is not None else "ai_failed"
             return await self._read_image(study, started)
         except Exception as exc:

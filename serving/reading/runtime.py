@@ -81,6 +81,8 @@ class DicomRuntime:
         self.dispatcher.stop()
         self.scp.stop()
         if self._own_loop is not None:
+            if self._task is not None:  # its in-flight reads' leases lapse; another worker takes them over
+                self._own_loop.loop.call_soon_threadsafe(self._task.cancel)
             self._own_loop.stop()
 
 

@@ -275,7 +275,7 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
     # batch with one routine read). FIFO would finish them last (ranks 16-18).
     assert already <= 8, f"the routine queue was mostly done before the critical reads were sent: {order}"
     assert max(critical_ranks) < already + 6, f"completion order {order}, {already} done when critical arrived"
-    assert max(r["timing"]["batch_size"] for r in reads) <= 2
+    assert max(r.timing["batch_size"] for r in reads) <= 2
 
 
 def test_the_ecg_api_takes_a_priority_and_refuses_unknown_ones(local_client, cinc_dir):

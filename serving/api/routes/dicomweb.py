@@ -114,6 +114,33 @@ def _transfer_syntax(data: bytes) -> str | None:
         return None
 
 
+def _multipart_boundary(request: Request) -> str:
+    """The boundary of a multipart/related; type="application/dicom" request (415/400 otherwise)."""
+    main, params = _content_type_params(request.headers.get("content-type", ""))
+    if main != "multipart/related":
+        raise HTTPException(415, "STOW-RS takes multipart/related; type=\"application/dicom\", "
+                                 f"not {main or 'no content type'}")
+    part_type = params.get("type", "application/dicom").lower()
+    if part_type != "application/dicom":
+        raise HTTPException(415, f"only type=\"application/dicom\" parts are supported, not {part_type!r}")
+    boundary = params.get("boundary")
+    if not boundary:
+        raise HTTPException(400, "multipart/related without a boundary parameter")
+    return boundary
+
+
+def _sending_site(svc: Services, who: Principal, site: str | None) -> str:
+    """The site the objects are sent for: named, or the caller's only one; the caller's and configured."""
+    site = site or only_site(who)
+    if not site:
+        raise HTTPException(400, "say which site sends these objects (?site=...)")
+    if not who.can_access_site(site):
+        raise HTTPException(403, f"user {who.user!r} may not send for site {site!r}")
+    if site not in svc.config.site_ids():
+        raise HTTPException(400, f"site {site!r} is not configured")
+    return site
+
+
 router = APIRouter(prefix="/dicomweb", tags=["DICOMweb"])
 
 
@@ -125,26 +152,10 @@ router = APIRouter(prefix="/dicomweb", tags=["DICOMweb"])
 async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: str | None = None,
                site: str | None = Query(None),
                no_ai: bool = Query(False, description="the patient declined an automated pre-read")) -> JSONResponse:
-    main, params = _content_type_params(request.headers.get("content-type", ""))
-    if main != "multipart/related":
-        raise HTTPException(415, "STOW-RS takes multipart/related; type=\"application/dicom\", "
-                                 f"not {main or 'no content type'}")
-    part_type = params.get("type", "application/dicom").lower()
-    if part_type != "application/dicom":
-        raise HTTPException(415, f"only type=\"application/dicom\" parts are supported, not {part_type!r}")
-    boundary = params.get("boundary")
-    if not boundary:
-        raise HTTPException(400, "multipart/related without a boundary parameter")
-    site = site or only_site(who)
-    if not site:
-        raise HTTPException(400, "say which site sends these objects (?site=...)")
-    if not who.can_access_site(site):
-        raise HTTPException(403, f"user {who.user!r} may not send for site {site!r}")
-    if site not in svc.config.site_ids():
-        raise HTTPException(400, f"site {site!r} is not configured")
+    boundary = _multipart_boundary(request)
+    site = _sending_site(svc, who, site)
     enforce_rate_limit(svc, site)
-    limit = svc.config.dicom.max_stow_bytes
-    payload = await read_body(request, limit, "STOW-RS")
+    payload = await read_body(request, svc.config.dicom.max_stow_bytes, "STOW-RS")
     try:
         parts = split_multipart(payload, boundary)
     except ValueError as exc:
