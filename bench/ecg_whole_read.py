@@ -16,6 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+from rich.table import Table
+
+from datasets.ecg.readers import read_ecg
+from datasets.ecg.validate import validate_record
+from models.ecg.pipeline import EcgInput, measure_and_check
 
 GOAL_PER_S = 40.0
 
@@ -27,10 +35,22 @@ class Upload:
     label: str
 
 
+def dicom_ecg_bodies(n: int) -> list[bytes]:
+    """n copies of pydicom's real 12-lead ECG, each with new Study/Series/SOP UIDs."""
+    template = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
+    bodies = []
+    for _ in range(n):
+        template.StudyInstanceUID, template.SeriesInstanceUID = generate_uid(), generate_uid()
+        template.SOPInstanceUID = generate_uid()
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        buffer = io.BytesIO()
+        template.save_as(buffer, enforce_file_format=True)
+        bodies.append(buffer.getvalue())
+    return bodies
+
+
 def sample_uploads(shared_data: Path, n: int) -> list[Upload]:
     """``n`` uploads alternating DICOM waveform / WFDB zip."""
-    from bench.serving_bench import dicom_ecg_bodies
-
     headers = sorted((shared_data / "ecg" / "cinc2021").glob("*.hea"))
     if not headers:
         raise SystemExit(f"bench ecg: no CinC records under {shared_data / 'ecg' / 'cinc2021'}")
@@ -51,10 +71,6 @@ def sample_uploads(shared_data: Path, n: int) -> list[Upload]:
 def whole_read(reader, uploads: list[Upload], batch: int) -> dict[str, float]:
     """ECGs/s through parse → validate → EcgPreReader.read_batch, in batches of ``batch``; and the
     per-ECG milliseconds of parsing, of the measurement+quality step alone, and of the network alone."""
-    from datasets.ecg.readers import read_ecg
-    from datasets.ecg.validate import validate_record
-    from models.ecg.pipeline import EcgInput, _measure
-
     def parse(upload: Upload) -> EcgInput:
         record = validate_record(read_ecg(upload.body, upload.content_type))
         return EcgInput(record.signals, record.sampling_rate, patient=dict(record.patient))
@@ -72,7 +88,7 @@ def whole_read(reader, uploads: list[Upload], batch: int) -> dict[str, float]:
     items = [parse(u) for u in uploads[: 2 * batch]]
     t0 = time.perf_counter()
     for item in items:
-        _measure(item)
+        measure_and_check(item)
     measure_ms = (time.perf_counter() - t0) * 1000 / len(items)
     tensors = np.stack([reader.preprocess(item) for item in items[:batch]]).astype(np.float32)
     t0 = time.perf_counter()
@@ -93,8 +109,6 @@ def whole_read_by_kind(reader, uploads: list[Upload], batch: int) -> dict[str, d
 
 
 def print_whole_read(rows: dict[str, dict[str, float]], console) -> None:
-    from rich.table import Table
-
     table = Table(title="Whole ECG pre-read in-process (parse + validate + measure + quality + network + "
                         "statements + triage)")
     for column in ("uploads", "ECGs", "batch", "ECGs/s", "goal", "CPU ms/ECG", "2 cores by CPU time",

@@ -13,7 +13,6 @@ worklist row; new UIDs each request so nothing is deduplicated).
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import time
@@ -27,24 +26,6 @@ from bench.harness import batched_reads_per_s, percentile  # noqa: F401 - re-exp
 REPO = Path(__file__).resolve().parents[1]
 # The real samples beside the repository (../shared/data), as the tests find them.
 SHARED_DATA = Path(os.environ.get("PREREAD_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def dicom_ecg_bodies(n: int) -> list[bytes]:
-    """n copies of pydicom's real 12-lead ECG, each with new Study/Series/SOP UIDs."""
-    import pydicom
-    from pydicom.data import get_testdata_file
-    from pydicom.uid import generate_uid
-
-    template = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
-    bodies = []
-    for _ in range(n):
-        template.StudyInstanceUID, template.SeriesInstanceUID = generate_uid(), generate_uid()
-        template.SOPInstanceUID = generate_uid()
-        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
-        buffer = io.BytesIO()
-        template.save_as(buffer, enforce_file_format=True)
-        bodies.append(buffer.getvalue())
-    return bodies
 
 
 async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
@@ -98,11 +79,11 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
                   batch: int = 32, whole_read_only: bool = False) -> int:
     from rich.console import Console
 
-    from bench.ecg_whole_read import print_whole_read, sample_uploads, whole_read_by_kind
+    from bench import ecg_whole_read as whole_read  # noqa: PLC0415 - the ECG reading stack only for `bench ecg`
     from bench.harness import Comparison, LoadPlan, run_comparison, token, write_result
-    from models.ecg.pipeline import EcgPreReader
-    from serving.config import load_config
-    from training.demo import ensure_demo_models
+    from models.ecg.pipeline import EcgPreReader  # noqa: PLC0415 - `bench cxr` must not load the ECG stack
+    from serving.config import load_config  # noqa: PLC0415 - as the other bench imports here
+    from training.demo import ensure_demo_models  # noqa: PLC0415 - loads torch and the training code
 
     console = Console(width=150)
     base_cfg = load_config().resolved()
@@ -112,12 +93,13 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
     full_concurrencies = [1, 8] if quick else [1, 8, 32]
     per_level = 16 if quick else 40
     # The whole pre-read, in-process: parse + validate + measure + quality + network + statements + triage.
-    bodies = dicom_ecg_bodies(per_level * len(full_concurrencies) * len(haproxy_modes))
+    bodies = whole_read.dicom_ecg_bodies(per_level * len(full_concurrencies) * len(haproxy_modes))
     model = base_cfg.models["ecg"]
     reader = EcgPreReader.from_registry(base_cfg.registry.open(), model.ref, base_cfg.triage_path("ecg"),
                                         backend="onnxruntime")
-    whole = whole_read_by_kind(reader, sample_uploads(SHARED_DATA, 64 if quick else 256), plan.batch)
-    print_whole_read(whole, console)
+    whole = whole_read.whole_read_by_kind(reader, whole_read.sample_uploads(SHARED_DATA, 64 if quick else 256),
+                                         plan.batch)
+    whole_read.print_whole_read(whole, console)
     preread_per_s = whole["mixed"]["per_s"]
     if whole_read_only:
         if json_path:

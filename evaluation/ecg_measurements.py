@@ -14,14 +14,26 @@ measurement, the table docs/models.md reports.
 
 from __future__ import annotations
 
+import ast
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pydicom
+import sierraecg
+from pydicom.data import get_testdata_file
 
 from datasets.ecg.measure import EcgMeasurements, measure
+from datasets.ecg.quality import assess_quality
+from datasets.ecg.readers import read_dicom_waveform, read_wfdb
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
+from models.ecg.statements import Patient, interpret
+
+# The real samples beside the repository (../shared/data), as the tests and benches find them.
+SHARED_DATA = Path(os.environ.get("PREREAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 # Cart tag → our measurement name.
 PHILIPS_TAGS = {
@@ -56,7 +68,6 @@ def _plausible(key: str, value: float) -> bool:
 
 
 def philips_reference(path: Path) -> Reference:
-    import sierraecg
 
     raw = path.read_bytes()
     text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8", "replace")
@@ -79,10 +90,7 @@ def philips_reference(path: Path) -> Reference:
 
 
 def mortara_reference() -> Reference:
-    import pydicom
-    from pydicom.data import get_testdata_file
 
-    from datasets.ecg.readers import read_dicom_waveform
 
     path = get_testdata_file("waveform_ecg.dcm")
     ds = pydicom.dcmread(path)
@@ -122,7 +130,8 @@ def agreement(refs: list[Reference]) -> dict[str, dict[str, float]]:
     for key, values in diffs.items():
         arr = np.asarray(values, dtype=np.float64)
         table[key] = {"n": int(arr.size), "mean": float(arr.mean()) if arr.size else float("nan"),
-                      "sd": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"), "diffs": [round(float(x), 1) for x in arr]}
+                      "sd": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"),
+                      "diffs": [round(float(x), 1) for x in arr]}
     return table
 
 
@@ -146,11 +155,8 @@ PTBXL_AXIS = {"MID": (-30, 90), "LAD": (-30, 0), "ALAD": (-90, -30), "RAD": (90,
 
 def ptbxl_records(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10))):
     """(row, EcgRecord) for the PTB-XL sample records of ``folds``."""
-    import ast
 
-    import pandas as pd
 
-    from datasets.ecg.readers import read_wfdb
 
     root = shared_data / "ecg" / "ptbxl"
     db = pd.read_csv(root / "ptbxl_database.csv")
@@ -167,8 +173,6 @@ def ptbxl_records(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10)
 def ptbxl_agreement(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10))) -> dict[str, dict[str, float]]:
     """Per statement: records with the PTB-XL code (any likelihood) and how many we stated (sensitivity),
     records without it and how many we stated anyway (false positives); and the heart-axis classes."""
-    from datasets.ecg.quality import assess_quality
-    from models.ecg.statements import Patient, interpret
 
     counts = {code: {"pos": 0, "tp": 0, "neg": 0, "fp": 0} for code in PTBXL_STATEMENTS}
     axis = {name: {"n": 0, "in_range": 0} for name in PTBXL_AXIS}
@@ -195,9 +199,8 @@ def ptbxl_agreement(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 1
 
 
 def main() -> None:
-    from tests.conftest import shared_data_dir
 
-    data = shared_data_dir()
+    data = SHARED_DATA
     table = agreement(cart_references(data))
     print("Ours - cart (4 Philips Sierra XML files, 1 Mortara DICOM):")
     print(f"{'measurement':22s} {'n':>3s} {'mean diff':>10s} {'SD':>8s}   per record")

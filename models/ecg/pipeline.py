@@ -62,7 +62,8 @@ def _patient(raw: dict[str, Any]) -> Patient:
     return Patient(sex=sex if sex in ("M", "F") else None, age=age)
 
 
-def _measure(item: EcgInput) -> tuple[EcgMeasurements, QualityVerdict]:
+def measure_and_check(item: EcgInput) -> tuple[EcgMeasurements, QualityVerdict]:
+    """The measurement suite and the quality verdict of one ECG (the CPU-heavy half of a read)."""
     record = EcgRecord(np.asarray(item.signals), STANDARD_LEADS, item.sampling_rate)
     measured = measure(record)
     verdict = assess_quality(measured, record.duration_s)
@@ -106,7 +107,7 @@ class EcgPreReader:
         quality, statements, findings and triage."""
         if not items:
             return []
-        measured = _POOL.map(_measure, items)
+        measured = _POOL.map(measure_and_check, items)
         started = time.perf_counter()
         batch = np.stack([self.preprocess(item) for item in items]).astype(np.float32, copy=False)
         probabilities = self.backend.predict(batch)

@@ -127,9 +127,9 @@ def _values(**values) -> EcgMeasurements:
     return m
 
 
-SINUS_70 = {"heart_rate_bpm": 70.0, "rr_successive_irregularity": 0.02, "p_wave_consistency": 0.95, "pr_interval_ms": 160,
-                "p_axis_deg": 50, "qrs_duration_ms": 90, "qtc_bazett_ms": 420, "qrs_axis_deg": 40, "qrs_limb_max_mv": 1.0,
-                "qrs_precordial_max_mv": 1.5, "sokolow_lyon_mv": 2.0, "cornell_mv": 1.0}
+SINUS_70 = {"heart_rate_bpm": 70.0, "rr_successive_irregularity": 0.02, "p_wave_consistency": 0.95,
+            "pr_interval_ms": 160, "p_axis_deg": 50, "qrs_duration_ms": 90, "qtc_bazett_ms": 420, "qrs_axis_deg": 40,
+            "qrs_limb_max_mv": 1.0, "qrs_precordial_max_mv": 1.5, "sokolow_lyon_mv": 2.0, "cornell_mv": 1.0}
 
 
 @pytest.mark.parametrize("change, expected, absent", [

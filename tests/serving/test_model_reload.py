@@ -77,7 +77,7 @@ def test_a_background_poll_follows_the_alias(tmp_path, ecg_registry):
 def test_preread_models_promote_reaches_the_running_service_without_a_restart(serve_client):
     """The CLI moves champion in the service's MLflow registry; ECG reads then come from the new
     version (the replicas poll the alias every reload_interval_s)."""
-    from bench.serving_bench import dicom_ecg_bodies
+    from bench.ecg_whole_read import dicom_ecg_bodies
 
     registry = serve_client.cfg.registry.open()
     champion = registry.resolve("ecg@champion")

@@ -7,6 +7,7 @@ one zero-phase filter pass per band, one peak search, one fancy-indexed gather o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -52,8 +53,6 @@ def to_analysis_rate(signals: np.ndarray, rate: float) -> np.ndarray:
     """Resample (polyphase, anti-aliased) to ANALYSIS_RATE when the record is at another rate."""
     if abs(rate - ANALYSIS_RATE) < 1e-6:
         return signals
-    from fractions import Fraction
-
     ratio = Fraction(ANALYSIS_RATE / rate).limit_denominator(1000)
     return sps.resample_poly(signals, ratio.numerator, ratio.denominator, axis=-1)
 

@@ -94,7 +94,8 @@ def _level_crossing(signal: np.ndarray, peak: int, limit: int, fraction: float) 
     running_min = np.minimum.accumulate(side)
     height = side[0] - running_min
     # a rise after the wave has mostly ended (not the notch of a bifid P wave)
-    rising = np.flatnonzero((running_min < side[0] - 0.6 * (side[0] - side.min())) & (side - running_min > 0.3 * height))
+    mostly_ended = running_min < side[0] - 0.6 * (side[0] - side.min())
+    rising = np.flatnonzero(mostly_ended & (side - running_min > 0.3 * height))
     if len(rising):
         side = side[: int(rising[0])]
     floor = float(side.min())
