@@ -25,7 +25,7 @@ from training.cxr import train_cxr
 
 REPO = Path(__file__).resolve().parents[2]
 TRIAGE = REPO / "configs" / "triage" / "cxr.yaml"
-FINDING_KEYS = {"code", "name", "probability", "threshold", "positive", "drives_level"}
+FINDING_KEYS = {"code", "name", "probability", "threshold", "positive", "drives_level", "source", "network_probability"}
 
 
 @pytest.fixture(autouse=True)
