@@ -18,8 +18,7 @@ from tests.serving.dicom_helpers import wait_for, wrapped_nih
 
 ORTHANC = shutil.which("Orthanc") or (shutil.which("/usr/sbin/Orthanc"))
 
-pytestmark = [pytest.mark.ray, pytest.mark.dicom_net,
-              pytest.mark.skipif(not ORTHANC, reason="Orthanc is not installed")]
+pytestmark = [pytest.mark.ray, pytest.mark.dicom_net, pytest.mark.peer("orthanc")]
 
 
 @pytest.fixture
@@ -58,8 +57,6 @@ def orthanc(serve_client, tmp_path):
 
 
 def test_orthanc_round_trip(serve_client, cxr_registry, orthanc, nih_dir):
-    if cxr_registry is None:
-        pytest.skip("no CXR model could be trained (training.cxr unavailable)")
     png = sorted((nih_dir / "Pneumonia").glob("*.png"))[1]
     data = wrapped_nih(png, study_uid=pydicom.uid.generate_uid())
     uploaded = orthanc.post("/instances", content=data, headers={"content-type": "application/dicom"})

@@ -21,6 +21,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from tests.conftest import require_peer
 from tests.serving.conftest import cinc_zip, free_port, make_config
 from tests.serving.dicom_helpers import wait_for
 from tests.serving.reliability.helpers import CStoreSender, local_service
@@ -88,7 +89,7 @@ def test_database_down_is_refused_with_503_and_0xa700_then_recovers(tmp_path, ec
     cluster = PgCluster()
     if cluster.skip:
         cluster.close()
-        pytest.skip(cluster.skip)
+        require_peer("postgresql", cluster.skip)
     try:
         from tests.serving.worklist_fixtures import fresh_pg_database
 
