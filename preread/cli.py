@@ -248,6 +248,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.training_bench import run_training_bench
 
         return run_training_bench(json_path=args.json, quick=args.quick)
+    if args.task == "timings":
+        from bench.timing_bench import run_timing_bench
+
+        return run_timing_bench(json_path=args.json, quick=args.quick)
     from bench.serving_bench import run_bench
 
     return run_bench(args.task, json_path=args.json, quick=args.quick, triton=not args.no_triton,
@@ -353,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs Ray Serve vs Triton; "
                              "`bench train`: training samples/s per model")
-    bench_p.add_argument("task", choices=["ecg", "cxr", "train"])
+    bench_p.add_argument("task", choices=["ecg", "cxr", "train", "timings"])
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.add_argument("--no-triton", action="store_true", help="skip the Triton row")
