@@ -49,6 +49,9 @@ class DicomConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=1, le=65535)
     ae_title: str = "PREREAD"
+    # Associations calling another AE title than ``ae_title`` are rejected (A-ASSOCIATE-RJ, reason 7):
+    # a modality set up for another node must not send us its patients. False accepts any called AE.
+    check_called_ae: bool = True
     # A study is routed once no instance has arrived for this long (series come one by one).
     study_stable_seconds: float = Field(2.0, ge=0)
     # A worker renews its lease on a study every lease/3 s while it reads; a lease not renewed for
