@@ -20,6 +20,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from bench.service_process import MARK, ServiceProcess, write_config
+from serving.app import INGRESS_APP, MODEL_DEPLOYMENTS, model_app_name
 from serving.auth import TokenService, load_secret
 from tests.serving.dicom_helpers import wait_for
 from tests.serving.reliability.helpers import CStoreSender
@@ -46,9 +47,9 @@ def _processes(instance: str) -> dict[str, int]:
             continue
         if f"{MARK}={instance}".encode() not in environ or "ServeReplica" not in cmdline:
             continue
-        if "ServeReplica:preread:" in cmdline:
+        if f"ServeReplica:{INGRESS_APP}:ingress" in cmdline:
             found["ingress"] = pid
-        elif "ServeReplica:ecg:" in cmdline:
+        elif f"ServeReplica:{model_app_name('ecg')}:{MODEL_DEPLOYMENTS['ecg']}" in cmdline:
             found["ecg"] = pid
     return found
 
