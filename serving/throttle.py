@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Literal, Sequence
 
+from sqlalchemy import or_, select
+
 from serving.config import LoginThrottleConfig
+from serving.store.db import Database, as_utc
+from serving.store.schema import AuditEntry
+
+FAILED_LOGIN = "login_failed"
 
 Scope = Literal["account", "client"]
 # (account, client, since) → (failure times of that account, failure times from that client) since then
@@ -56,3 +62,20 @@ class LoginThrottle:
             if wait > 0:
                 return Lockout(scope, wait, len(recent))
         return None
+
+
+def audited_failures(db: Database) -> FailureLookup:
+    """Failure times from the audit trail (``login_failed`` rows: user = the account tried, client = the
+    address), shared by every replica."""
+
+    def lookup(account: str, client: str, since: datetime) -> tuple[list[datetime], list[datetime]]:
+        query = (select(AuditEntry.user, AuditEntry.client, AuditEntry.at)
+                 .where(AuditEntry.action == FAILED_LOGIN, AuditEntry.at >= since,
+                        or_(AuditEntry.user == account, AuditEntry.client == client)))
+        with db.session() as session:
+            rows = session.execute(query).all()
+        by_account = [as_utc(at) for user, _, at in rows if user == account]
+        by_client = [as_utc(at) for _, where, at in rows if where == client]
+        return by_account, by_client
+
+    return lookup
