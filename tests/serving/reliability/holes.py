@@ -28,6 +28,8 @@ class Case:
     way: str            # "ecg" (POST /api/v1/ecg), "stow" or "cstore"
     data: bytes
     content_type: str = "application/dicom"
+    # why this case is not refused on this branch yet (a fix that lives in another change), else None
+    pending: str | None = None
 
 
 def encode(ds: pydicom.Dataset, syntax_label: str | None = None) -> bytes:
@@ -76,7 +78,11 @@ def ecg_cases() -> list[Case]:
         body = ecg_json(seed=903)
         body["sampling_rate"] = rate
         cases.append(Case(f"ecg-rate-{label}", "ecg", json.dumps(body).encode(), "application/json"))
-    cases += [Case(f"ecg-wfdb-rate-{label}", "ecg", wfdb_zip(rate), "application/zip")
+    # A header without a rate (or a negative one) reads as wfdb's default 250 Hz: the WFDB reader itself
+    # refuses it (datasets/ecg/readers, issue 14); until that change is merged these two are pending.
+    reader_fix = "the WFDB reader refuses a missing or negative header rate (datasets/ecg/readers, issue 14)"
+    cases += [Case(f"ecg-wfdb-rate-{label}", "ecg", wfdb_zip(rate), "application/zip",
+                   pending=reader_fix if label != "zero" else None)
               for label, rate in (("missing", None), ("zero", "0"), ("negative", "-500"))]
     return cases
 
@@ -87,7 +93,7 @@ def wfdb_zip(rate: str | None) -> bytes:
     samples = 5000
     signal = (np.sin(np.linspace(0, 60, samples)) * 200).astype("<i2")
     data = np.tile(signal[:, None], (1, 12)).tobytes()
-    head = f"rec 12{' ' + rate if rate is not None else ''} {samples}\n" + "".join(
+    head = (f"rec 12 {rate} {samples}\n" if rate is not None else "rec 12\n") + "".join(
         f"rec.dat 16 1000/mV 16 0 0 0 0 {lead}\n" for lead in leads)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:

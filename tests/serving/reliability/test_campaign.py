@@ -152,7 +152,8 @@ def test_the_campaign_leaves_no_5xx_no_traceback_no_a7xx_and_memory_near_its_sta
     for round_ in range(2):  # twice: what one round leaves behind must not grow on the next
         for case in corpus():
             if case.way == "ecg":
-                assert c.ecg(case.name, case.data, case.content_type).status_code == 422, case.name
+                status = c.ecg(case.name, case.data, case.content_type).status_code
+                assert status == 422 or (case.pending and status < 500), f"{case.name}: {status}"
             elif case.way == "stow":
                 assert c.stow(case.name, *stow_body(case.data)).status_code == 409, case.name
             else:

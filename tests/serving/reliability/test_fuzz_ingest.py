@@ -232,7 +232,9 @@ def _instances(service) -> int:
         return session.scalar(select(func.count()).select_from(Instance))
 
 
-@pytest.mark.parametrize("case", HOLES, ids=[c.name for c in HOLES])
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.pending)) if c.pending else c for c in HOLES
+], ids=[c.name for c in HOLES])
 def test_known_holes_are_refused_on_every_way_in(service, sender, state_dir, case: Case):
     before = _instances(service)
     if case.way == "ecg":
