@@ -134,7 +134,8 @@ def _warm_up(c: Campaign, sender: CStoreSender, ct: pydicom.Dataset) -> None:
         assert c.ecg("warm-ecg", json.dumps(ecg_json(seed=700 + seed)), "application/json").status_code == 201
     for _ in range(3):
         body, ctype = stow_body(encode(fresh(ct)))
-        assert c.stow("warm-stow", body, ctype).status_code == 200
+        status = c.stow("warm-stow", body, ctype).status_code
+        assert status == 200, status
         assert c.cstore(sender, Case("warm-cstore", "cstore", encode(fresh(ct)))) == 0
 
 
@@ -155,7 +156,8 @@ def test_the_campaign_leaves_no_5xx_no_traceback_no_a7xx_and_memory_near_its_sta
                 status = c.ecg(case.name, case.data, case.content_type).status_code
                 assert status == 422 or (case.pending and status < 500), f"{case.name}: {status}"
             elif case.way == "stow":
-                assert c.stow(case.name, *stow_body(case.data)).status_code == 409, case.name
+                status = c.stow(case.name, *stow_body(case.data)).status_code
+                assert status == 409, f"{case.name}: {status}"
             else:
                 status = c.cstore(sender, case)
                 assert (status & 0xFF00) != 0xA700 and status != 0, f"{case.name}: {status:#06x}"
