@@ -38,7 +38,7 @@ def _missing_chromium() -> str | None:
 
 
 def _missing_triton() -> str | None:
-    from serving.triton.server import TritonNotInstalled, find_tritonserver
+    from serving.replica.triton.server import TritonNotInstalled, find_tritonserver
 
     try:
         find_tritonserver()

@@ -33,6 +33,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from datasets.ecg.record import EcgRecord
+from datasets.vocabulary.sop import ECG_SOP_CLASSES
 
 MAX_UID_LENGTH = 64
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -52,10 +53,6 @@ ECG_META_UIDS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid"
 WAVEFORM_SYNTAXES = frozenset({
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
 })
-ECG_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG",
-}
 VALID_BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
 
 # DIMSE statuses that tell the sender not to resend (PS3.4 B.2.3): 0xA900 "Data Set does not match

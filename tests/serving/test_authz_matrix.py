@@ -26,7 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 
-from serving.auth import TokenService, load_secret
+from serving.auth.tokens import TokenService, load_secret
 from tests.serving.conftest import Client, make_config
 from tests.serving.worklist_fixtures import ecg_json
 
@@ -152,7 +152,7 @@ def _call(m, route: str, headers: dict):
 
 
 def _refusals(m, user: str) -> list[dict]:
-    from serving.worklist import audit
+    from serving.store import audit
 
     return [audit.as_dict(e) for e in audit.entries(m.services.db, limit=50, user=user, action="refused")]
 
@@ -195,7 +195,7 @@ def test_anonymous_and_forged_tokens_are_refused_and_audited(matrix, route):
     assert _call(matrix, route, {}).status_code == 401
     forged = TokenService("x" * 40).issue("mallory", "admin", ["*"])
     assert _call(matrix, route, {"Authorization": f"Bearer {forged}"}).status_code == 401
-    from serving.worklist import audit
+    from serving.store import audit
 
     refused = [audit.as_dict(e) for e in audit.entries(matrix.services.db, limit=5000, action="refused")]
     mine = [e for e in refused if e["detail"]["path"] == ROUTES[route][1].split("?")[0].format(**matrix.uids)

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 
-from serving.worklist import audit
-from serving.worklist.users import create_user
+from serving.auth.users import create_user
+from serving.store import audit
 from tests.serving.conftest import Client, free_port, make_config
 from tests.serving.reliability.helpers import local_service
 from tests.serving.reliability.holes import encode, fresh, stow_body

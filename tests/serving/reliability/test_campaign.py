@@ -20,8 +20,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from bench.service_process import MARK, ServiceProcess, write_config
-from serving.app import INGRESS_APP, MODEL_DEPLOYMENTS, model_app_name
-from serving.auth import TokenService, load_secret
+from serving.auth.tokens import TokenService, load_secret
+from serving.replica.deployment import INGRESS_APP, MODEL_DEPLOYMENTS, model_app_name
 from tests.serving.dicom_helpers import wait_for
 from tests.serving.reliability.helpers import CStoreSender
 from tests.serving.reliability.holes import Case, corpus, encode, fresh, stow_body, write_case

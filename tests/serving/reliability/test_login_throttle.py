@@ -1,4 +1,4 @@
-"""Login throttling decisions (serving/throttle.py): per account and per client address, lockout after
+"""Login throttling decisions (serving/auth/throttle.py): per account and per client address, lockout after
 the limit, lifted when it has run out; counted from the audited failures the replicas share."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from serving.config import LoginThrottleConfig
-from serving.throttle import LoginThrottle, locked_for
+from serving.auth.throttle import LoginThrottle, locked_for
 
 pytestmark = pytest.mark.reliability
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.dicom.dicomweb import split_multipart
+from serving.api.routes.dicomweb import split_multipart
 from serving.ingest.spool import BodyTooLarge, MalformedMultipart, iter_parts, spool
 
 pytestmark = pytest.mark.reliability

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from serving.auth import TokenService
+from serving.auth.tokens import TokenService
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.reliability
