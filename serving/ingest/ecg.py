@@ -101,8 +101,8 @@ class EcgWorkflow:
             for warning in check_ecg_record(record, self.limits):
                 log.warning("ECG accepted with a warning: %s", warning)
             return record
-        except IngestRefused as exc:
-            raise EcgInputError(exc.field, exc.reason) from exc
+        except IngestRefused as exc:  # "object": the upload as a whole, which the ECG API calls "file"
+            raise EcgInputError("file" if exc.field == "object" else exc.field, exc.reason) from exc
         except EcgInputError:
             raise
         except (MemoryError, RecursionError) as exc:
