@@ -68,7 +68,8 @@ def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
     @app.middleware("http")
     async def audit_refusals(request: Request, call_next):
         response = await call_next(request)
-        if response.status_code in REFUSALS and request.url.path.startswith(DATA_PATHS):
+        path = request.url.path
+        if response.status_code in REFUSALS and path.startswith(DATA_PATHS) and path not in OWN_AUDIT:
             await asyncio.to_thread(_record_refusal, get_services(), request, response.status_code)
         return response
 
@@ -81,6 +82,7 @@ def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
 # was genuine), from where, what, and the answer. Repeats of the same refusal are aggregated per window.
 REFUSALS = frozenset({401, 403, 404})
 DATA_PATHS = ("/api/", "/fhir/", "/dicomweb/", "/v2/")
+OWN_AUDIT = frozenset({"/api/v1/login"})  # audits its failures itself (login_failed, login_locked)
 
 
 def _record_refusal(svc: Services | None, request: Request, status: int) -> None:
