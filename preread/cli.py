@@ -70,11 +70,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from serving.auth.tokens import TokenService, load_secret
+    from serving.auth.tokens import SecretMissing, TokenService, read_secret
     from serving.config import load_config
 
-    cfg = load_config(args.config).resolved()
-    tokens = TokenService(load_secret(cfg.auth.secret_file), cfg.auth.token_ttl_hours)
+    # The running service's config (--config, $PREREAD_CONFIG, else the repository's); its relative
+    # state paths are the service's working directory's: here, or the folder above configs/.
+    raw = load_config(args.config)
+    candidates = [raw.resolved().auth.secret_file, raw.resolved(raw.config_dir.parent).auth.secret_file]
+    try:
+        secret = read_secret(candidates)
+    except SecretMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = raw.resolved()
+    tokens = TokenService(secret, cfg.auth.token_ttl_hours)
     sites = [s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else []
     unknown = [s for s in sites if s != "*" and s not in cfg.site_ids()]
     if unknown:
@@ -193,6 +202,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.training_bench import run_training_bench
 
         return run_training_bench(json_path=args.json, quick=args.quick)
+    if args.task == "timings":
+        from bench.timing_bench import run_timing_bench
+
+        return run_timing_bench(json_path=args.json, quick=args.quick)
     from bench.serving_bench import run_bench
 
     return run_bench(args.task, json_path=args.json, quick=args.quick, triton=not args.no_triton,
@@ -256,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     token_p.add_argument("--role", required=True, choices=["grassroots", "reader", "datasci", "admin"])
     token_p.add_argument("--sites", default="", help="comma-separated site ids, or *")
     token_p.add_argument("--ttl-hours", type=float)
-    token_p.add_argument("--config")
+    token_p.add_argument("--config", help="the running service's config (default $PREREAD_CONFIG, else "
+                         "configs/serving.yaml); its secret is read, never created")
     token_p.set_defaults(func=cmd_token)
 
     train_p = sub.add_parser("train", help="train a model and register it")
@@ -298,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs Ray Serve vs Triton; "
                              "`bench train`: training samples/s per model")
-    bench_p.add_argument("task", choices=["ecg", "cxr", "train"])
+    bench_p.add_argument("task", choices=["ecg", "cxr", "train", "timings"])
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.add_argument("--no-triton", action="store_true", help="skip the Triton row")

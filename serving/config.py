@@ -50,6 +50,9 @@ class DicomConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(11112, ge=1, le=65535)
     ae_title: str = "PREREAD"
+    # Associations calling another AE title than ``ae_title`` are rejected (A-ASSOCIATE-RJ, reason 7):
+    # a modality set up for another node must not send us its patients. False accepts any called AE.
+    check_called_ae: bool = True
     # A study is routed once no instance has arrived for this long (series come one by one).
     study_stable_seconds: float = Field(2.0, ge=0)
     # A worker renews its lease on a study every lease/3 s while it reads; a lease not renewed for
@@ -145,12 +148,25 @@ class BootstrapUser(_Strict):
     password_env: str | None = None
 
 
+class LoginThrottleConfig(_Strict):
+    """Failed logins (audited as ``login_failed``) counted per account and per client address over
+    ``window_seconds``: at the limit, that account or address is locked for ``lockout_seconds`` after its
+    last failure (429 with Retry-After, audited as ``login_locked``; even the right password waits)."""
+
+    enabled: bool = True
+    max_failures_per_account: int = Field(5, ge=1)
+    max_failures_per_client: int = Field(20, ge=1)
+    window_seconds: float = Field(900.0, gt=0)
+    lockout_seconds: float = Field(900.0, gt=0)
+
+
 class AuthConfig(_Strict):
     # The secret that signs tokens: $PREREAD_SECRET if set, else this file (created 0600 on first use).
     secret_file: Path = Path("var/secret.key")
     token_ttl_hours: float = Field(12.0, gt=0)
     # Web logins (POST /api/v1/login) get tokens with this lifetime.
     login_ttl_hours: float = Field(8.0, gt=0)
+    login_throttle: LoginThrottleConfig = LoginThrottleConfig()
     users: list[BootstrapUser] = [
         BootstrapUser(username="demo-reader", role="reader", sites=["demo"], display_name="Demo county reader",
                       password_env="PREREAD_DEMO_READER_PASSWORD"),
@@ -272,7 +288,15 @@ class WorklistConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
+    """What one request may make the service hold or allocate (serving/ingest/validate.py)."""
+
     max_ecg_bytes: int = 20 * 1024 * 1024
+    # A resting ECG is 10 s; longer than this is a Holter or stress recording, not for this service.
+    max_ecg_seconds: float = Field(60.0, gt=0)
+    # What decoding one image's Pixel Data may allocate (rows x columns x samples x frames x bits / 8).
+    max_decoded_bytes: int = Field(1024 * 1024 * 1024, gt=0)
+    # Request bodies above this are spooled to a temporary file instead of held in memory.
+    spool_in_memory_bytes: int = Field(1024 * 1024, gt=0)
 
 
 class RecoveryConfig(_Strict):

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving import logs
+from serving import logs, memory
 from serving.auth.tokens import TokenService, load_secret
 from serving.config import ServingConfig
 from serving.ingest.dicom import DicomIngest
 from serving.ingest.ecg import EcgReadFn, EcgWorkflow
+from serving.ingest.validate import IngestLimits
 from serving.metrics import watch_worklist
 from serving.store.db import Aging, Database
 from serving.store.objects import ObjectStore
@@ -46,6 +47,7 @@ class RawModel:
 
 
 def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = True) -> Services:
+    memory.return_large_blocks()  # large request buffers go back to the system when freed (serving/memory.py)
     secret = load_secret(config.auth.secret_file)
     logs.install(secrets=[secret, logs.database_password(config.database.url)])  # before anything logs
     db = Database(config.database.url)
@@ -55,7 +57,7 @@ def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = T
     tokens = TokenService(secret, config.auth.token_ttl_hours)
     workflow = EcgWorkflow(db, store, ecg_read, config.site_ids(),
                            mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids,
-                           queue=WorkQueue.from_config(db, config))
+                           queue=WorkQueue.from_config(db, config), limits=IngestLimits.from_config(config))
     dicom = DicomIngest.from_config(config, db, store, workflow)
     aging = Aging(**{level.value: minutes for level, minutes in config.worklist.aging_minutes.items()})
     watch_worklist(db, aging)  # preread_worklist_depth counts this database at each scrape

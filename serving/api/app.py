@@ -8,6 +8,7 @@ while it starts). Under Ray Serve the ingress builds it on each replica (serving
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from serving import metrics
+from serving.api.deps import client_of
 from serving.api.routes import (
     audit,
     dicomweb,
@@ -34,6 +36,7 @@ from serving.api.routes import (
     worklist,
 )
 from serving.services import Services
+from serving.store.audit import record_view
 from serving.store.objects import StorageUnavailable
 
 log = logging.getLogger("preread.api")
@@ -62,9 +65,36 @@ def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
         metrics.REQUESTS.labels(getattr(route, "path", "unmatched"), request.method, str(response.status_code)).inc()
         return response
 
+    @app.middleware("http")
+    async def audit_refusals(request: Request, call_next):
+        response = await call_next(request)
+        path = request.url.path
+        if response.status_code in REFUSALS and path.startswith(DATA_PATHS) and path not in OWN_AUDIT:
+            await asyncio.to_thread(_record_refusal, get_services(), request, response.status_code)
+        return response
+
     for router in ROUTERS:
         app.include_router(router)
     return app
+
+
+# Every refused call to a data route is an audit event (docs/threat-model.md, R): who (when the token
+# was genuine), from where, what, and the answer. Repeats of the same refusal are aggregated per window.
+REFUSALS = frozenset({401, 403, 404})
+DATA_PATHS = ("/api/", "/fhir/", "/dicomweb/", "/v2/")
+OWN_AUDIT = frozenset({"/api/v1/login"})  # audits its failures itself (login_failed, login_locked)
+
+
+def _record_refusal(svc: Services | None, request: Request, status: int) -> None:
+    if svc is None:
+        return
+    who = getattr(request.state, "principal", None)
+    try:
+        record_view(svc.db, "refused", svc.config.audit.view_window_seconds,
+                          user=who.user if who else None, role=who.role if who else None, client=client_of(request),
+                          detail={"path": request.url.path, "method": request.method, "status": status})
+    except Exception as exc:  # the refusal stands; losing its audit row must not turn it into a 500
+        log.error("could not audit a refused %s %s: %s", request.method, request.url.path, type(exc).__name__)
 
 
 def _refuse_rather_than_half_accept(app: FastAPI) -> None:

@@ -10,6 +10,7 @@ The replica's services come from ``request.app.state.get_services`` (set by serv
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from serving import metrics
 from serving.auth.tokens import AuthError, Principal
 from serving.auth.users import token_revoked
 from serving.ingest.ratelimit import limiter_for
+from serving.ingest.spool import BodyTooLarge, spool
 from serving.services import Services
 from serving.store import audit
 from serving.store.schema import Study
@@ -67,8 +69,8 @@ def require(*roles: str) -> Callable[..., Principal]:
 # The roles each kind of route admits (docs/threat-model.md: the authorization matrix).
 SenderDep = Annotated[Principal, Depends(require("grassroots", "admin"))]
 ReaderDep = Annotated[Principal, Depends(require("reader", "admin"))]
+# Identified study data (API, FHIR, DICOMweb): never datasci, who gets de-identified exports only.
 ViewerDep = Annotated[Principal, Depends(require("reader", "grassroots", "admin"))]
-DicomViewerDep = Annotated[Principal, Depends(require("reader", "grassroots", "admin", "datasci"))]
 RefuserDep = Annotated[Principal, Depends(require("grassroots", "reader", "admin"))]
 DatasciDep = Annotated[Principal, Depends(require("datasci", "admin"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
@@ -110,12 +112,18 @@ def enforce_rate_limit(svc: Services, site: str, kind: Literal["http", "dicom"] 
                             headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
+async def spool_body(request: Request, limit: int, what: str) -> tempfile.SpooledTemporaryFile:
+    """The request body in a spooled temporary file (in memory up to ``limits.spool_in_memory_bytes``, then
+    on disk), refused with 413 as soon as it passes ``limit`` bytes (serving/ingest/spool.py)."""
+    in_memory = request.app.state.get_services().config.limits.spool_in_memory_bytes
+    try:
+        return await spool(request.stream(), limit, in_memory)
+    except BodyTooLarge as exc:
+        raise HTTPException(413, f"{what} body exceeds the limit of {limit} bytes") from exc
+
+
 async def read_body(request: Request, limit: int, what: str) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes (never read whole first)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"{what} body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The request body as one bytes object (its chunks never held beside it), refused with 413 as soon
+    as it passes ``limit`` bytes."""
+    with await spool_body(request, limit, what) as body:
+        return body.read()

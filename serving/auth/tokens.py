@@ -56,6 +56,25 @@ def load_secret(secret_file: str | Path) -> str:
     return path.read_text().strip()
 
 
+class SecretMissing(Exception):
+    """The deployment's secret is not where a command that only uses it looked (never created there)."""
+
+
+def read_secret(candidates: list[Path]) -> str:
+    """$PREREAD_SECRET, else the first existing secret file among ``candidates``. Never creates one: a
+    token signed with a new secret is refused by the running service, so a missing secret is an error."""
+    env = os.environ.get("PREREAD_SECRET")
+    if env:
+        return env
+    for path in candidates:
+        if Path(path).is_file():
+            return Path(path).read_text().strip()
+    tried = ", ".join(str(p) for p in dict.fromkeys(candidates))
+    raise SecretMissing(f"no deployment secret found (looked at {tried}). Run this from the service's working "
+                        "directory, pass the running service's config with --config or $PREREAD_CONFIG, or set "
+                        "$PREREAD_SECRET; no new secret is created (the service would refuse its tokens)")
+
+
 class TokenService:
     def __init__(self, secret: str, ttl_hours: float = 12.0):
         if len(secret) < 32:

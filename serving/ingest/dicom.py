@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_fragments
-from pydicom.errors import InvalidDicomError
 
 from datasets.ecg.errors import EcgInputError
 from datasets.ecg.record import EcgRecord
 from datasets.vocabulary.sop import ECG_SOP_CLASSES
 from serving import logs, metrics
 from serving.config import ServingConfig
-from serving.ingest.ecg import EcgWorkflow, SiteError
+from serving.ingest import validate
+from serving.ingest.validate import IngestLimits
+from serving.ingest.ecg import CROSS_SITE_REASON, EcgWorkflow, SiteError, refuse_cross_site
 from serving.privacy import mask_id, mask_name
 from serving.store.db import Database, DicomAttributes, NewInstance
 from serving.store.objects import ObjectStore
@@ -33,8 +32,6 @@ from serving.store.work import WorkQueue
 
 log = logging.getLogger("preread.dicom.ingest")
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
@@ -68,92 +65,53 @@ def _text(ds: Dataset, keyword: str, n: int = 64) -> str | None:
     return str(value).strip()[:n] or None
 
 
-def validate_dicom(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Dataset:
-    """Bytes (a DICOM Part 10 file) → a fully parsed Dataset, or DicomInputError naming the problem."""
-    if not data:
-        raise DicomInputError("empty object")
-    if len(data) > max_bytes:
-        raise DicomInputError(f"object of {len(data)} bytes exceeds the limit of {max_bytes} bytes", 0xA700)
+def validate_dicom(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, limits: IngestLimits | None = None) -> Dataset:
+    """Bytes (a DICOM Part 10 file) → a fully parsed Dataset, or DicomInputError naming the problem with a
+    status that tells the sender not to resend (the one validator: serving/ingest/validate.py)."""
+    limits = limits or IngestLimits(max_object_bytes=max_bytes)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except InvalidDicomError as exc:
-        raise DicomInputError(f"not DICOM: {exc}") from exc
-    except Exception as exc:  # pydicom raises many kinds on garbage
-        raise DicomInputError(f"undecodable DICOM: {type(exc).__name__}: {exc}") from exc
-    sop_class = _text(ds, "SOPClassUID") if "SOPClassUID" in ds._dict else None
-    sop_uid = _text(ds, "SOPInstanceUID") if "SOPInstanceUID" in ds._dict else None
-
-    def fail(reason: str, status: int = 0xC000):
-        return DicomInputError(reason, status, sop_class, sop_uid)
-
-    # A declared length longer than what follows: pydicom reads what is there without a word.
-    for tag, elem in list(ds._dict.items()):
-        length, value = getattr(elem, "length", None), getattr(elem, "value", None)
-        if isinstance(value, (bytes, bytearray)) and length not in (None, 0xFFFFFFFF) and len(value) < length:
-            raise fail(f"truncated: element {pydicom.tag.Tag(tag)} declares {length} bytes, only {len(value)} present")
-    try:
-        for elem in ds.iterall():  # converts every raw element: malformed values raise here
-            _ = elem.value
-    except Exception as exc:
-        raise fail(f"undecodable element: {type(exc).__name__}: {exc}") from exc
-    for keyword in REQUIRED_UIDS:
-        value = ds.get(keyword)
-        if not value:
-            raise fail(f"missing {keyword}")
-        if len(str(value)) > 64 or not _UID.match(str(value)):
-            raise fail(f"{keyword} {str(value)[:70]!r} is not a valid UID")
-    _check_pixels(ds, fail)
-    return ds
+        checked = validate.validate_dicom(data, limits)
+    except validate.IngestRefused as exc:
+        raise DicomInputError(f"{exc.field}: {exc.reason}", exc.dimse_status, *_identity(data)) from exc
+    for warning in checked.warnings:
+        log.warning("accepted with a warning: %s", warning)
+    return checked.dataset
 
 
-def _check_pixels(ds: Dataset, fail) -> None:
-    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    if "Rows" in ds and "Columns" in ds and not has_pixels:
-        raise fail("image header without Pixel Data (truncated object?)")
-    if "PixelData" not in ds:
-        return
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    pixel_data = ds.PixelData
+def _identity(data: bytes) -> tuple[str | None, str | None]:
+    """SOP Class and Instance UIDs of a refused object, for the failure answer (when they are readable)."""
     try:
-        encapsulated = syntax is not None and syntax.is_encapsulated
-    except ValueError as exc:  # a UID in the meta that is not a transfer syntax (the fuzzer found it)
-        raise fail(f"Transfer Syntax UID {str(syntax)[:64]!r} is not a transfer syntax") from exc
-    if encapsulated:
-        try:
-            fragments = sum(1 for _ in generate_fragments(pixel_data))
-        except Exception as exc:
-            raise fail(f"encapsulated Pixel Data is malformed: {exc}") from exc
-        if fragments < 2:  # the Basic Offset Table item + at least one fragment
-            raise fail("encapsulated Pixel Data has no fragments (truncated?)")
-        return
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        return _uid_or_none(ds.get("SOPClassUID")), _uid_or_none(ds.get("SOPInstanceUID"))
+    except Exception:  # the object is refused already; its identity is a courtesy
+        return None, None
+
+
+def _uid_or_none(value) -> str | None:
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise fail(f"image attributes missing or malformed: {exc}") from exc
-    expected = (rows * cols * samples * frames * bits + 7) // 8
-    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
-        expected = expected * 2 // 3
-    if len(pixel_data) < expected:
-        raise fail(f"truncated: Pixel Data has {len(pixel_data)} bytes, {rows}x{cols}x{samples}x{frames} "
-                   f"at {bits} bits needs {expected}")
+        return validate.check_uid(value, "uid") if value else None
+    except validate.IngestRefused:
+        return None
 
 
 class DicomIngest:
     def __init__(self, db: Database, store: ObjectStore, ecg: EcgWorkflow | None, sites: set[str],
                  mask_names: bool = True, mask_ids: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
-                 queue: WorkQueue | None = None):
+                 queue: WorkQueue | None = None, limits: IngestLimits | None = None):
         self.db, self.store, self.ecg = db, store, ecg
         self.sites = sites
         self.mask_names, self.mask_ids, self.max_bytes = mask_names, mask_ids, max_bytes
+        self.limits = limits or IngestLimits(max_object_bytes=max_bytes)
         self.queue = queue  # told of each new original, to wake the dispatcher
 
     @classmethod
     def from_config(cls, cfg: ServingConfig, db: Database, store: ObjectStore, ecg: EcgWorkflow) -> DicomIngest:
         return cls(db, store, ecg, cfg.site_ids(), cfg.privacy.mask_patient_names, cfg.privacy.mask_patient_ids,
-                   cfg.dicom.max_instance_bytes, ecg.queue)
+                   cfg.dicom.max_instance_bytes, ecg.queue, IngestLimits.from_config(cfg))
+
+    def validate(self, data: bytes) -> Dataset:
+        """The one validator with this deployment's limits (DicomInputError when refused)."""
+        return validate_dicom(data, limits=self.limits)
 
     def accept(self, data: bytes, site: str, source: str, sender: str | None,
                dataset: Dataset | None = None, role: str = "original", no_ai: bool = False,
@@ -165,7 +123,7 @@ class DicomIngest:
         if site not in self.sites:
             raise DicomInputError(f"site {site!r} is not configured", 0x0110)
         try:
-            ds = dataset if dataset is not None else validate_dicom(data, self.max_bytes)
+            ds = dataset if dataset is not None else self.validate(data)
         except DicomInputError:
             metrics.REJECTED.labels("DICOM", "object").inc()
             raise
@@ -176,17 +134,18 @@ class DicomIngest:
         if existing is not None:
             study = existing[0]
             if study.site != site:
-                raise DicomInputError(f"SOP instance {sop_uid} already belongs to another site", 0x0110,
-                                      sop_class, sop_uid)
+                refuse_cross_site(self.db, site, study.site, sender or source, study.study_uid, sop_uid, source)
+                raise DicomInputError(CROSS_SITE_REASON, 0x0110, sop_class, sop_uid)
             return DicomAccepted(study.study_uid, existing[1].series_uid or series_uid, sop_uid, sop_class,
                                  site, False, study.status)
         owner = study_site(self.db, study_uid)
         if owner is not None and owner != site:
-            raise DicomInputError(f"study {study_uid} belongs to another site", 0x0110, sop_class, sop_uid)
+            refuse_cross_site(self.db, site, owner, sender or source, study_uid, sop_uid, source)
+            raise DicomInputError(CROSS_SITE_REASON, 0x0110, sop_class, sop_uid)
 
         if sop_class in ECG_SOP_CLASSES and role == "original" and self.ecg is not None:
             try:
-                record = self.ecg.parse(data, "application/dicom", None)
+                record = self.ecg.parse(data, "application/dicom", None, dicom_checked=True)
             except EcgInputError as exc:
                 log.warning("ECG object %s not readable as a 12-lead ECG (%s): stored without AI read", sop_uid, exc)
                 return self._store(data, ds, site, source, sender, role, NO_AI_READ,

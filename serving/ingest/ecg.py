@@ -25,7 +25,9 @@ from datasets.ecg.validate import validate_record
 from models.ecg.pipeline import EcgInput
 from models.read import PreRead
 from serving import logs
+from serving.ingest.validate import IngestLimits, IngestRefused, check_ecg_record, validate_dicom
 from serving.privacy import mask_id, mask_name
+from serving.store import audit
 from serving.store.db import Database, NewInstance
 from serving.store.objects import ObjectStore
 from serving.store.queries import study_site
@@ -61,21 +63,47 @@ class SiteError(Exception):
         self.status, self.reason = status, reason
 
 
+# Said to a site that sends into another site's study: neither whose it is nor that it exists elsewhere
+# beyond "not for you" (the administrator finds the details in the audit trail).
+CROSS_SITE_REASON = ("this Study or SOP Instance UID cannot be used by this site; nothing was stored "
+                     "(send the object with its own UIDs)")
+
+
+def refuse_cross_site(db: Database, site: str, owner: str, sender: str | None, study_uid: str,
+                      sop_uid: str | None, source: str) -> None:
+    """Record a site sending into another site's study as a security event (both sites named there)."""
+    log.warning("refused %s from site %s into a study of another site (security_cross_site)", source, site)
+    audit.record(db, "security_cross_site", user=sender, study_uid=study_uid,
+                 detail={"site": site, "owner": owner, "sop_instance_uid": sop_uid, "source": source})
+
+
 class EcgWorkflow:
     def __init__(self, db: Database, store: ObjectStore, read_fn: EcgReadFn, known_sites: set[str],
-                 mask_names: bool = True, mask_ids: bool = True, queue: WorkQueue | None = None):
+                 mask_names: bool = True, mask_ids: bool = True, queue: WorkQueue | None = None,
+                 limits: IngestLimits | None = None):
         self.db, self.store, self.read_fn = db, store, read_fn
         self.queue = queue or WorkQueue(db)
         self.known_sites = known_sites
         self.mask_names, self.mask_ids = mask_names, mask_ids
+        self.limits = limits or IngestLimits()
 
-    @staticmethod
-    def parse(body: bytes, content_type: str | None, filename: str | None) -> EcgRecord:
-        """Bytes → validated record in standard lead order; EcgInputError names the problem. A reader
-        that trips over malformed input in a way it did not foresee (fuzzing finds these: an unknown
-        VR in a DICOM header, a WFDB header with absurd numbers) is still a bad upload, not a crash."""
+    def parse(self, body: bytes, content_type: str | None, filename: str | None,
+              dicom_checked: bool = False) -> EcgRecord:
+        """Bytes → validated record in standard lead order; EcgInputError names the problem. The one
+        ingest validator (serving/ingest/validate.py) checks a DICOM body as it checks STOW-RS and C-STORE
+        (``dicom_checked``: already done by the caller) and every record's UIDs, rate, duration and
+        patient fields. A reader that trips over malformed input in a way it did not foresee (fuzzing
+        finds these: an unknown VR in a DICOM header, a WFDB header with absurd numbers) is still a bad
+        upload, not a crash."""
         try:
-            return validate_record(read_ecg(body, content_type=content_type, filename=filename))
+            if not dicom_checked and body[128:132] == b"DICM":
+                validate_dicom(body, self.limits)
+            record = validate_record(read_ecg(body, content_type=content_type, filename=filename))
+            for warning in check_ecg_record(record, self.limits):
+                log.warning("ECG accepted with a warning: %s", warning)
+            return record
+        except IngestRefused as exc:  # "object": the upload as a whole, which the ECG API calls "file"
+            raise EcgInputError("file" if exc.field == "object" else exc.field, exc.reason) from exc
         except EcgInputError:
             raise
         except (MemoryError, RecursionError) as exc:
@@ -98,8 +126,8 @@ class EcgWorkflow:
         existing = self.db.find_instance(sop_uid)
         owner = existing[0].site if existing is not None else study_site(self.db, study_uid)
         if owner is not None and owner != site:
-            raise SiteError(409, "this ECG (the same SOP Instance UID or Study Instance UID, or the same file) "
-                                 "belongs to another site's study")
+            refuse_cross_site(self.db, site, owner, sender, study_uid, sop_uid, "http")
+            raise SiteError(409, CROSS_SITE_REASON)
         # A repeat costs no new file (put finds the same bytes stored) and no new row (accept_instance).
         stored = self.store.put(body, SUFFIX.get(fmt, ".bin"))
         patient = record.patient

@@ -87,12 +87,15 @@ class _SharedPortServer(ThreadedAssociationServer):
 
 class StorageScp:
     """C-ECHO + C-STORE SCP. Calling AE titles map to sites; an unknown one is rejected at
-    association (A-ASSOCIATE-RJ, reason 3: calling AE title not recognised)."""
+    association (A-ASSOCIATE-RJ, reason 3: calling AE title not recognised), and so is a called AE title
+    other than ours when ``check_called_ae`` (reason 7: called AE title not recognised)."""
 
     def __init__(self, ingest: DicomIngest, ae_title: str, host: str, port: int,
                  ae_sites: dict[str, str], on_ecg: OnEcg | None = None,
-                 limiter: SiteRateLimiter | None = None, tls: Any = None, plain: bool = True):
+                 limiter: SiteRateLimiter | None = None, tls: Any = None, plain: bool = True,
+                 check_called_ae: bool = True):
         self.ingest, self.ae_title, self.host, self.port = ingest, ae_title, host, port
+        self.check_called_ae = check_called_ae
         self.ae_sites = {ae.strip(): site for ae, site in ae_sites.items()}
         self.on_ecg = on_ecg
         self.limiter, self.tls, self.plain = limiter, tls, plain or tls is None
@@ -105,7 +108,7 @@ class StorageScp:
         tls = cfg.tls.dicom
         kwargs.setdefault("limiter", SiteRateLimiter(cfg.rate_limits, "dicom"))
         return cls(ingest, cfg.dicom.ae_title, cfg.dicom.host, cfg.dicom.port, ae_sites, on_ecg,
-                   tls=tls, plain=tls is None or tls.plain_too, **kwargs)
+                   tls=tls, plain=tls is None or tls.plain_too, check_called_ae=cfg.dicom.check_called_ae, **kwargs)
 
     def _ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
@@ -114,6 +117,7 @@ class StorageScp:
         for uid in STORAGE_SOP_CLASSES:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         ae.require_calling_aet = sorted(self.ae_sites)
+        ae.require_called_aet = self.check_called_ae  # pynetdicom: the called AE must be ae_title (reason 7)
         ae.network_timeout = 60
         ae.acse_timeout = 30
         ae.dimse_timeout = 60

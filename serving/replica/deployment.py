@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from models.cxr.pipeline import CxrPreReader
 from models.ecg.pipeline import EcgPreReader
 from models.read import PreRead
-from serving import metrics
+from serving import memory, metrics
 from serving.auth.tokens import TokenService, load_secret
 from serving.config import ServingConfig
 from serving.replica.batching import PriorityBatcher
@@ -79,6 +79,7 @@ class _ModelDeployment:
 
     def _setup(self, cfg: ServingConfig, reader_class: type[EcgPreReader] | type[CxrPreReader]) -> None:
         _read_large_bodies_whole()
+        memory.return_large_blocks()  # batches of signals and images go back to the system when freed
         model = cfg.models[self.task]
         registry = cfg.registry.open()
         self.reader = ReloadingReader(registry, model.ref, lambda: reader_class.from_registry(

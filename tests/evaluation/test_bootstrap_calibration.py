@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,7 +41,6 @@ def test_bootstrap_returns_interval_around_point():
 def test_bootstrap_auroc_coverage_near_nominal():
     """Percentile stratified bootstrap for AUROC: 95% intervals cover the true AUROC in ~95% of
     simulated data sets (binormal scores, true AUROC = Φ(d/√2))."""
-    start = time.monotonic()
     d, n_pos, n_neg = 1.0, 60, 90
     truth = norm.cdf(d / np.sqrt(2))
     rng = np.random.default_rng(2024)
@@ -54,8 +51,7 @@ def test_bootstrap_auroc_coverage_near_nominal():
         ci = bootstrap(lambda i: {"auroc": auroc(y[i], s[i], warn=False)}, len(y), y, n_boot=200, seed=rep)["auroc"]
         hits += ci["ci_low"] <= truth <= ci["ci_high"]
     coverage = hits / reps
-    assert 0.88 <= coverage <= 0.99, coverage
-    assert time.monotonic() - start < 60
+    assert 0.88 <= coverage <= 0.99, coverage  # its speed: `preread bench timings`
 
 
 def test_ece_and_reliability():

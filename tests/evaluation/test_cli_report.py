@@ -67,23 +67,39 @@ def test_site_thresholds_written_to_card(tiny_registry, cinc_dir, tmp_path):
 
 
 def test_promote_with_gate_on_real_models(tiny_registry, cinc_dir, tmp_path):
-    """Two tiny real models on the 30 real records: the gate's decision and evidence are stored
-    with the challenger; a challenger compared with itself passes and gets the alias."""
-    from models.registry import ModelRegistry
+    """Two tiny real models on the 30 real records, each case with its known outcome: a gate that no
+    version can pass (every label needs 1,000 cases and undefined labels block) refuses ecg/2, exits
+    non-zero and leaves the alias; a challenger identical to the champion (the non-inferiority bound is
+    exactly 0) passes, exits 0 and takes the alias. The decision and evidence are stored with it."""
+    from models.registry import MODEL_FILES, ModelRegistry
 
     registry_root = tmp_path / "registry"
     shutil.copytree(tiny_registry, registry_root)
-    gate = tmp_path / "gate.yaml"
+    blocking, gate = tmp_path / "blocking.yaml", tmp_path / "gate.yaml"
+    blocking.write_text("n_boot: 50\nmin_cases_per_class: 1000\nundefined_labels: block\n")
     gate.write_text("n_boot: 100\ncritical_findings: {ecg: [STE]}\n")
+
     code = main(["models", "--registry", str(registry_root), "promote", "ecg/2", "--gate",
-                 "--data", f"cinc:{cinc_dir}", "--gate-config", str(gate)])
+                 "--data", f"cinc:{cinc_dir}", "--gate-config", str(blocking)])
     registry = ModelRegistry(registry_root)
     evidence = json.loads((registry.resolve("ecg/2").path / "gate.json").read_text())
     assert evidence["champion"] == "ecg/1" and evidence["challenger"] == "ecg/2"
     assert evidence["comparison"]["n_cases"] == 30
-    assert registry.resolve("ecg/2").card.metrics["gate"]["passed"] == evidence["passed"]
-    assert (code == 0) == evidence["passed"]
-    assert registry.aliases("ecg")["champion"] == (2 if evidence["passed"] else 1)
+    assert evidence["passed"] is False and code != 0
+    assert registry.resolve("ecg/2").card.metrics["gate"]["passed"] is False
+    assert registry.aliases("ecg")["champion"] == 1
+
+    champion = registry.resolve("ecg/1")
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for name in MODEL_FILES:
+        shutil.copyfile(champion.path / name, twin / name)
+    twin_version = registry.register("ecg", twin, champion.card).version
+    code = main(["models", "--registry", str(registry_root), "promote", f"ecg/{twin_version}", "--gate",
+                 "--data", f"cinc:{cinc_dir}", "--gate-config", str(gate)])
+    assert code == 0
+    assert json.loads((registry.resolve(f"ecg/{twin_version}").path / "gate.json").read_text())["passed"] is True
+    assert registry.aliases("ecg")["champion"] == twin_version
     # identical scores: the non-inferiority bound is exactly 0 → passes
     from evaluation.cli import run_gate
     from evaluation.datasets import load_eval_dataset

@@ -4,7 +4,6 @@ configs pointing at temporary state, the in-process app, and one shared Ray Serv
 from __future__ import annotations
 
 import io
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,25 +115,18 @@ def local_client(tmp_path, ecg_registry, ecg_reader):
 
 
 @pytest.fixture(scope="session")
-def cxr_registry(ecg_registry, tmp_path_factory) -> str | None:
-    """The session registry with a tiny CXR model from training.cxr (seconds) added, or None if
-    the CXR trainer is unavailable (the DICOM path then lists radiographs as no_ai_read)."""
+def cxr_registry(ecg_registry, tmp_path_factory) -> str:
+    """The session registry with a tiny CXR model from training.cxr (seconds) added. A training that
+    fails is an error of every test that needs it (never a warning and a skip)."""
+    from models.registry import open_registry
+    from training.config import load_train_config
+    from training.cxr import train_cxr
+
     if _registered(ecg_registry, "cxr"):
         return ecg_registry
-    try:
-        from models.registry import open_registry
-        from training.config import load_train_config
-        from training.cxr import train_cxr
-    except ImportError as exc:
-        warnings.warn(f"no CXR trainer ({exc}): serving without a CXR model")
-        return None
     config = load_train_config(TINY_CXR_TRAINING)
     config = config.model_copy(update={"checkpoint_dir": tmp_path_factory.mktemp("cxr-checkpoints")})
-    try:
-        train_cxr(config, registry=open_registry(ecg_registry), progress=False)
-    except Exception as exc:  # keep the other serving tests running; the CXR tests say why
-        warnings.warn(f"tiny CXR training failed ({type(exc).__name__}: {exc}): serving without a CXR model")
-        return None
+    train_cxr(config, registry=open_registry(ecg_registry), progress=False)
     return ecg_registry
 
 

@@ -95,8 +95,13 @@ def test_another_sites_study_is_refused(ingest):
     ingest.accept(data, "demo", source="scp", sender="DEMOSITE")
     ds = pydicom.dcmread(CT)
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    with pytest.raises(DicomInputError, match="another site"):
+    with pytest.raises(DicomInputError, match="cannot be used by this site") as refused:
         ingest.accept(encode(ds), "other", source="scp", sender="OTHERSITE")
+    assert "demo" not in refused.value.reason  # whose study it is stays in the audit trail
+    from serving.store import audit
+
+    (event,) = [audit.as_dict(e) for e in audit.entries(ingest.db, action="security_cross_site")]
+    assert event["detail"]["owner"] == "demo" and event["detail"]["site"] == "other"
 
 
 def test_routing_rules_from_config():

@@ -44,7 +44,7 @@ def test_v2_needs_datasci_or_admin_and_a_known_model(local_client):
 
 @pytest.mark.ray
 def test_tritonclient_talks_to_preread_on_ray(serve_client, cinc_dir):
-    tritonclient_http = pytest.importorskip("tritonclient.http")
+    import tritonclient.http as tritonclient_http
     url = str(serve_client.http.base_url).removeprefix("http://").rstrip("/")
     client = tritonclient_http.InferenceServerClient(url=url)
     headers = serve_client.auth(role="datasci")

@@ -133,7 +133,7 @@ def test_sr_rejects_bad_input(source):
         build_ai_sr([source], [finding], {"version": "1"})
 
 
-@pytest.mark.skipif(shutil.which("dcmdump") is None, reason="dcmtk (dcmdump) not installed")
+@pytest.mark.peer("dcmtk")
 def test_dcmdump_parses_sr_and_sc(source, tmp_path):
     sr_path, sc_path = tmp_path / "sr.dcm", tmp_path / "sc.dcm"
     sr_path.write_bytes(dicom_bytes(build_ai_sr([source], all_findings(), MODEL)))

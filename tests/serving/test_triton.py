@@ -18,19 +18,14 @@ import yaml
 from models.backends import TritonUnavailable, load_backend
 from models.registry import open_registry
 from serving.config import ModelServingConfig
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require_peer
 from tests.serving.conftest import free_port, make_config
 
 
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory, ecg_registry):
     """`preread triton` on the session's tiny ECG model, as an operator would run it."""
-    from serving.replica.triton.server import TritonNotInstalled, find_tritonserver
-
-    try:
-        find_tritonserver()
-    except TritonNotInstalled as exc:
-        pytest.skip(f"Triton not available: {exc}")
+    require_peer("triton")
     state = tmp_path_factory.mktemp("triton")
     cfg = make_config(state, ecg_registry)
     config_path = state / "serving.yaml"
@@ -50,7 +45,8 @@ def triton(tmp_path_factory, ecg_registry):
     try:
         while True:
             if process.poll() is not None:
-                pytest.skip(f"`preread triton` could not start Triton here:\n{log_path.read_text()[-3000:]}")
+                # Triton is installed (require_peer passed): `preread triton` exiting is our failure
+                pytest.fail(f"`preread triton` exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as reply:
                     if reply.status == 200:

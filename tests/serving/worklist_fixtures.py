@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import PG_BIN, require_peer
 from tests.serving.conftest import Client, free_port, make_config
 
-PG_BIN = Path(os.environ.get("PREREAD_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD = "correct-horse-battery"
 
 
@@ -29,7 +29,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
         return cmd
     runuser = shutil.which("runuser")
     if runuser is None:
-        pytest.skip("running as root and runuser is missing: initdb refuses root")
+        require_peer("postgresql", "running as root and runuser is missing: initdb refuses root")
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
@@ -94,7 +94,7 @@ def postgres_server():
     cluster = PgCluster()
     if cluster.skip:
         cluster.close()
-        pytest.skip(cluster.skip)
+        require_peer("postgresql", cluster.skip)
     try:
         yield cluster.url
     finally:

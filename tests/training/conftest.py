@@ -53,8 +53,8 @@ from tests.datasets.conftest import nih_csv_root, ptbxl_root  # noqa: E402,F401
 def local_ray():
     """The running Ray instance if there is one (e.g. the serving tests'), else a small local one
     for this module (stopped afterwards, so a later session fixture can start its own)."""
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.train.torch", reason="ray[train] is not installed")
+    import ray
+    import ray.train.torch  # noqa: F401 (ray[train] is a hard dependency: its absence is an error)
     if ray.is_initialized():
         yield ray
         return

@@ -14,18 +14,30 @@ import asyncio
 import io
 import logging
 import re
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from serving.api.deps import DicomViewerDep, SenderDep, ServicesDep, enforce_rate_limit, only_site, read_body, study_for
+from serving import memory
+from serving.api.deps import (
+    SenderDep,
+    ServicesDep,
+    ViewerDep,
+    client_of,
+    enforce_rate_limit,
+    only_site,
+    spool_body,
+    study_for,
+)
 from serving.auth.tokens import Principal
-from serving.ingest.dicom import DicomInputError, validate_dicom
-from serving.privacy import mask_id
+from serving.ingest.dicom import DicomAccepted, DicomIngest, DicomInputError
+from serving.ingest.spool import MalformedMultipart, iter_parts
+from serving.privacy import mask_dicom_json, mask_id
 from serving.services import Services
+from serving.store import audit
 from serving.store.objects import StorageUnavailable
 from serving.store.queries import search_studies
 from serving.store.schema import Study
@@ -60,37 +72,6 @@ def _content_type_params(header: str) -> tuple[str, dict[str, str]]:
         key, _, value = item.partition("=")
         params[key.strip().lower()] = value.strip().strip('"')
     return main.lower(), params
-
-
-def split_multipart(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
-    """multipart/related body → [(part headers (lower-case names), content)]. ValueError if malformed."""
-    delimiter = b"--" + boundary.encode("latin-1")
-    if delimiter not in body:
-        raise ValueError("multipart boundary not found in the body")
-    start = body.index(delimiter)
-    if b"--" + boundary.encode("latin-1") + b"--" not in body[start:]:
-        raise ValueError("multipart body has no closing boundary (truncated request?)")
-    parts = []
-    chunks = body[start + len(delimiter):].split(b"\r\n" + delimiter)
-    for chunk in chunks:
-        if chunk.startswith(b"--"):
-            break  # the closing delimiter
-        chunk = chunk.removeprefix(b"\r\n")
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            if chunk.startswith(b"\r\n"):  # a part with no headers
-                head, content = b"", chunk[2:]
-            else:
-                raise ValueError("multipart part without a header/body separator")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            if ":" in line:
-                key, _, value = line.partition(":")
-                headers[key.strip().lower()] = value.strip()
-        parts.append((headers, content))
-    else:
-        raise ValueError("multipart body has no closing boundary (truncated request?)")
-    return parts
 
 
 def multipart_response(objects: list[tuple[bytes, str | None]]) -> Response:
@@ -155,54 +136,22 @@ async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: st
     boundary = _multipart_boundary(request)
     site = _sending_site(svc, who, site)
     enforce_rate_limit(svc, site)
-    payload = await read_body(request, svc.config.dicom.max_stow_bytes, "STOW-RS")
+    # The body goes to a temporary file as it arrives and is split from there, one part at a time:
+    # a 200 MiB body costs a read window, not 200 MiB (serving/ingest/spool.py).
+    body_file = await spool_body(request, svc.config.dicom.max_stow_bytes, "STOW-RS")
     try:
-        parts = split_multipart(payload, boundary)
-    except ValueError as exc:
-        raise HTTPException(400, f"malformed multipart/related body: {exc}") from exc
-    if not parts:
-        raise HTTPException(400, "multipart/related body has no parts")
-
-    ingest = svc.dicom
-    stored, failed, ecg_reads, unavailable = [], [], [], 0
+        stored, failed, ecg_reads, unavailable = await asyncio.to_thread(
+            _store_parts, svc, body_file, boundary, site, who, study_uid, no_ai)
+    finally:
+        body_file.close()
+        memory.trim()
     base = str(request.base_url).rstrip("/")
-    for headers, content in parts:
-        ctype = _content_type_params(headers.get("content-type", "application/dicom"))[0]
-        if ctype != "application/dicom":
-            failed.append(_failed(None, None, 0xC000, f"part of type {ctype} is not application/dicom"))
-            continue
-        try:
-            dataset = await asyncio.to_thread(validate_dicom, content, ingest.max_bytes)
-            if study_uid and str(dataset.StudyInstanceUID) != study_uid:
-                # PS3.18 10.5: an instance of another study than the one in the URL is refused.
-                raise DicomInputError(f"instance belongs to study {dataset.StudyInstanceUID}, not {study_uid}",
-                                      0xA900, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID))
-            accepted = await asyncio.to_thread(ingest.accept, content, site, "stow", who.user, dataset,
-                                               no_ai=no_ai)
-        except DicomInputError as exc:
-            failed.append(_failed(exc.sop_class_uid, exc.sop_instance_uid, exc.status, exc.reason))
-            continue
-        except StorageUnavailable as exc:
-            log.error("STOW-RS refused a part: %s", exc)
-            failed.append(_failed(None, None, 0xA700, "storage unavailable, resend later"))
-            unavailable += 1
-            continue
-        except DBAPIError as exc:
-            if isinstance(exc, IntegrityError):
-                raise
-            # Earlier parts may be stored already: answer per part, not with one 503 for all.
-            log.error("STOW-RS refused a part: database unavailable: %s", type(exc).__name__)
-            failed.append(_failed(None, None, 0xA700, "database unavailable, resend later"))
-            unavailable += 1
-            continue
-        if accepted.ecg_record is not None:
-            ecg_reads.append((accepted.study_uid, accepted.ecg_record, accepted.site))
-        stored.append({
-            "00081150": _attr("UI", accepted.sop_class_uid),
-            "00081155": _attr("UI", accepted.sop_instance_uid),
-            "00081190": _attr("UR", f"{base}/dicomweb/studies/{accepted.study_uid}/series/"
-                                    f"{accepted.series_uid}/instances/{accepted.sop_instance_uid}"),
-        })
+    stored = [{
+        "00081150": _attr("UI", accepted.sop_class_uid),
+        "00081155": _attr("UI", accepted.sop_instance_uid),
+        "00081190": _attr("UR", f"{base}/dicomweb/studies/{accepted.study_uid}/series/"
+                                f"{accepted.series_uid}/instances/{accepted.sop_instance_uid}"),
+    } for accepted in stored]
     for uid, record, site in ecg_reads:
         await svc.ecg.read(uid, record, site)
     body: dict[str, Any] = {}
@@ -216,6 +165,62 @@ async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: st
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
 
+def _store_parts(svc: Services, body_file: BinaryIO, boundary: str, site: str, who: Principal,
+                 study_uid: str | None, no_ai: bool) -> tuple[list[DicomAccepted], list, list, int]:
+    """Validate and store each part of a spooled STOW-RS body: (stored, failed part answers, ECG reads
+    to run, parts refused because storage or the database is down). HTTPException 400 when the body
+    cannot be split."""
+    ingest = svc.dicom
+    stored, failed, ecg_reads, unavailable = [], [], [], 0
+    try:
+        for part in iter_parts(body_file, boundary, svc.config.limits.spool_in_memory_bytes):
+            with part.body:
+                ctype = _content_type_params(part.headers.get("content-type", "application/dicom"))[0]
+                if ctype != "application/dicom":
+                    failed.append(_failed(None, None, 0xC000, f"part of type {ctype} is not application/dicom"))
+                    continue
+                if part.size > ingest.max_bytes:  # never read into memory
+                    failed.append(_failed(None, None, 0xC000, f"object of {part.size} bytes exceeds the limit "
+                                                              f"of {ingest.max_bytes} bytes"))
+                    continue
+                answer = _store_part(ingest, part.read(), site, who, study_uid, no_ai)
+            if isinstance(answer, DicomAccepted):
+                stored.append(answer)
+                if answer.ecg_record is not None:
+                    ecg_reads.append((answer.study_uid, answer.ecg_record, answer.site))
+            else:
+                failed.append(answer)
+                unavailable += answer["00081197"]["Value"] == [0xA700]
+    except MalformedMultipart as exc:
+        raise HTTPException(400, f"malformed multipart/related body: {exc}") from exc
+    if not stored and not failed:
+        raise HTTPException(400, "multipart/related body has no parts")
+    return stored, failed, ecg_reads, unavailable
+
+
+def _store_part(ingest: DicomIngest, content: bytes, site: str, who: Principal, study_uid: str | None,
+                no_ai: bool) -> DicomAccepted | dict[str, Any]:
+    """One part validated and stored (its DicomAccepted), or its FailedSOPSequence item."""
+    try:
+        dataset = ingest.validate(content)
+        if study_uid and str(dataset.StudyInstanceUID) != study_uid:
+            # PS3.18 10.5: an instance of another study than the one in the URL is refused.
+            raise DicomInputError(f"instance belongs to study {dataset.StudyInstanceUID}, not {study_uid}",
+                                  0xA900, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID))
+        return ingest.accept(content, site, "stow", who.user, dataset, no_ai=no_ai)
+    except DicomInputError as exc:
+        return _failed(exc.sop_class_uid, exc.sop_instance_uid, exc.status, exc.reason)
+    except StorageUnavailable as exc:
+        log.error("STOW-RS refused a part: %s", exc)
+        return _failed(None, None, 0xA700, "storage unavailable, resend later")
+    except DBAPIError as exc:
+        if isinstance(exc, IntegrityError):
+            raise
+        # Earlier parts may be stored already: answer per part, not with one 503 for all.
+        log.error("STOW-RS refused a part: database unavailable: %s", type(exc).__name__)
+        return _failed(None, None, 0xA700, "database unavailable, resend later")
+
+
 # --- QIDO-RS --------------------------------------------------------------------------------
 def _query(request: Request, *names: str) -> str | None:
     for name in names:
@@ -227,7 +232,7 @@ def _query(request: Request, *names: str) -> str | None:
 
 @router.get("/studies",
             response_model=list[DicomJson], response_class=DicomJSONResponse)
-def qido_studies(request: Request, svc: ServicesDep, who: DicomViewerDep, limit: int = Query(100, ge=1, le=1000),
+def qido_studies(request: Request, svc: ServicesDep, who: ViewerDep, limit: int = Query(100, ge=1, le=1000),
                  offset: int = Query(0, ge=0)) -> JSONResponse:
     patient_id = _query(request, "PatientID", "00100020")
     if patient_id and svc.config.privacy.mask_patient_ids:
@@ -259,18 +264,30 @@ def qido_studies(request: Request, svc: ServicesDep, who: DicomViewerDep, limit:
             "00201206": _attr("IS", len({i.series_uid for i in study.instances})),
             "00201208": _attr("IS", len(study.instances)),
         })
+    _audit_view(request, svc, who)
     return JSONResponse(out, media_type=DICOM_JSON)
 
 
-def _study(svc: Services, who: Principal, study_uid: str) -> Study:
-    return study_for(svc, who, study_uid)
+def _study(request: Request, svc: Services, who: Principal, study_uid: str) -> Study:
+    """The study (404 for another site's, as if it did not exist), its access audited."""
+    study = study_for(svc, who, study_uid)
+    _audit_view(request, svc, who, study_uid)
+    return study
+
+
+def _audit_view(request: Request, svc: Services, who: Principal, study_uid: str | None = None) -> None:
+    """Every QIDO-RS, WADO-RS and metadata access is an audit event; a viewer's repeats of the same
+    request are aggregated per window like the worklist polls (serving/store/audit.py record_view)."""
+    audit.record_view(svc.db, "view_dicomweb", svc.config.audit.view_window_seconds, user=who.user, role=who.role,
+                      study_uid=study_uid, client=client_of(request),
+                      detail={"path": request.url.path, "query": str(request.query_params)[:256]})
 
 
 @router.get("/studies/{study_uid}/series",
             response_model=list[DicomJson], response_class=DicomJSONResponse)
 def qido_series(study_uid: str, request: Request, svc: ServicesDep,
-                who: DicomViewerDep) -> JSONResponse:
-    study = _study(svc, who, study_uid)
+                who: ViewerDep) -> JSONResponse:
+    study = _study(request, svc, who, study_uid)
     modality = _query(request, "Modality", "00080060")
     series: dict[str, list] = {}
     for instance in study.instances:
@@ -289,8 +306,8 @@ def qido_series(study_uid: str, request: Request, svc: ServicesDep,
 @router.get("/studies/{study_uid}/series/{series_uid}/instances",
             response_model=list[DicomJson], response_class=DicomJSONResponse)
 def qido_instances(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
-                   who: DicomViewerDep) -> JSONResponse:
-    study = _study(svc, who, study_uid)
+                   who: ViewerDep) -> JSONResponse:
+    study = _study(request, svc, who, study_uid)
     base = str(request.base_url).rstrip("/")
     out = [{
         "00080016": _attr("UI", i.sop_class_uid),
@@ -311,7 +328,7 @@ def _retrieve(request: Request, svc: Services, who: Principal, study_uid: str, s
     if not any(t in accept for t in ("multipart/related", "application/dicom", "*/*")) or \
             ("multipart/related" in accept and "type=" in accept and "application/dicom" not in accept):
         raise HTTPException(406, "WADO-RS here returns multipart/related; type=\"application/dicom\"")
-    study = _study(svc, who, study_uid)
+    study = _study(request, svc, who, study_uid)
     instances = [i for i in study.instances
                  if (series_uid is None or i.series_uid == series_uid)
                  and (sop_uid is None or i.sop_instance_uid == sop_uid)
@@ -327,7 +344,7 @@ def _retrieve(request: Request, svc: Services, who: Principal, study_uid: str, s
 
 def _metadata(request: Request, svc: Services, who: Principal, study_uid: str, series_uid: str | None = None,
               sop_uid: str | None = None) -> JSONResponse:
-    study = _study(svc, who, study_uid)
+    study = _study(request, svc, who, study_uid)
     base = str(request.base_url).rstrip("/")
     out = []
     for i in study.instances:
@@ -336,7 +353,9 @@ def _metadata(request: Request, svc: Services, who: Principal, study_uid: str, s
             continue
         ds = pydicom.dcmread(io.BytesIO(svc.store.get(i.storage_key)), stop_before_pixels=True)
         url = f"{base}/dicomweb/studies/{study_uid}/series/{i.series_uid}/instances/{i.sop_instance_uid}"
-        out.append(ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _e, u=url: u))
+        item = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _e, u=url: u)
+        # Identity stays in the original (WADO-RS); metadata is masked like the worklist (privacy.*).
+        out.append(mask_dicom_json(item, svc.config.privacy.mask_patient_names, svc.config.privacy.mask_patient_ids))
     if not out:
         raise HTTPException(404, "no such DICOM instance in this study")
     return JSONResponse(out, media_type=DICOM_JSON)
@@ -344,41 +363,41 @@ def _metadata(request: Request, svc: Services, who: Principal, study_uid: str, s
 
 @router.get("/studies/{study_uid}/metadata",
             response_model=list[DicomJson], response_class=DicomJSONResponse)
-def study_metadata(study_uid: str, request: Request, svc: ServicesDep, who: DicomViewerDep) -> Response:
+def study_metadata(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/metadata",
             response_model=list[DicomJson], response_class=DicomJSONResponse)
 def series_metadata(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
-                    who: DicomViewerDep) -> Response:
+                    who: ViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid, series_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
             response_model=list[DicomJson], response_class=DicomJSONResponse)
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep,
-                      who: DicomViewerDep) -> Response:
+                      who: ViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid, series_uid, sop_uid)
 
 
 @router.get("/studies/{study_uid}",
             response_class=Response, responses=MULTIPART_DICOM)
-def wado_study(study_uid: str, request: Request, svc: ServicesDep, who: DicomViewerDep) -> Response:
+def wado_study(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}",
             response_class=Response, responses=MULTIPART_DICOM)
 def wado_series(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
-                who: DicomViewerDep) -> Response:
+                who: ViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid, series_uid)
 
 
 @router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
             response_class=Response, responses=MULTIPART_DICOM)
 def wado_instance(study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep,
-                  who: DicomViewerDep) -> Response:
+                  who: ViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid, series_uid, sop_uid)
 
 

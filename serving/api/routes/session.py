@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request
 from serving.api.deps import PrincipalDep, ServicesDep, client_of, log_action
 from serving.api.schemas import LoginBody, LoginOut, LogoutOut, Me
 from serving.auth import users
+from serving.auth.throttle import LoginThrottle, audited_failures
 from serving.config import ServingConfig
 from serving.services import Services
 from serving.store import audit
@@ -30,6 +32,7 @@ def bootstrap(svc: Services) -> None:
 @router.post("/api/v1/login", response_model=LoginOut)
 def login(body: LoginBody, request: Request, svc: ServicesDep) -> LoginOut:
     bootstrap(svc)
+    refuse_if_locked(svc, request, body.username[:128])
     try:
         user = users.authenticate(svc.db, body.username, body.password)
     except users.LoginFailed:
@@ -43,6 +46,21 @@ def login(body: LoginBody, request: Request, svc: ServicesDep) -> LoginOut:
                  client=client_of(request))
     return LoginOut(token=token, token_type="bearer", user=user.username, display_name=user.display_name,
                     role=user.role, sites=sites, expires_at=(utcnow() + ttl).isoformat())
+
+
+def refuse_if_locked(svc: Services, request: Request, username: str) -> None:
+    """429 with Retry-After while the account or the client address is locked out after failed logins
+    (serving/auth/throttle.py); the password is not even checked, and the refusal is audited."""
+    client = client_of(request)
+    lock = LoginThrottle(svc.config.auth.login_throttle, audited_failures(svc.db)).check(username, client, utcnow())
+    if lock is None:
+        return
+    audit.record(svc.db, "login_locked", user=username, client=client,
+                 detail={"path": request.url.path, "scope": lock.scope, "failures": lock.failures,
+                         "retry_after_s": round(lock.retry_after_s)})
+    wait = max(1, math.ceil(lock.retry_after_s))
+    raise HTTPException(429, f"too many failed logins for this {lock.scope}: locked, try again in {wait} s",
+                        headers={"Retry-After": str(wait)})
 
 
 @router.post("/api/v1/logout", response_model=LogoutOut)

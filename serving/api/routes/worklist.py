@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from datasets.vocabulary import TriageLevel
-from serving.api.deps import ServicesDep, ViewerDep, client_of, study_for
+from serving.api.deps import ReaderDep, ServicesDep, ViewerDep, client_of, study_for
 from serving.api.schemas import InstanceOut, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
 from serving.store import audit
@@ -19,7 +19,7 @@ router = APIRouter(tags=["worklist"])
 
 
 @router.get("/api/v1/worklist", response_model=Worklist)
-def worklist(request: Request, svc: ServicesDep, who: ViewerDep, site: str | None = None,
+def worklist(request: Request, svc: ServicesDep, who: ReaderDep, site: str | None = None,
              modality: str | None = None,
              status: str | None = Query(None, description="comma-separated statuses"),
              level: TriageLevel | None = Query(None),

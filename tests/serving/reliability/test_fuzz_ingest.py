@@ -25,12 +25,16 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
+from sqlalchemy import func, select
+
+from serving.store.schema import Instance
 
 from tests.serving.conftest import free_port, make_config
 from tests.serving.dicom_helpers import wrapped_nih
 from tests.serving.reliability.helpers import (
     CStoreSender, dataset_start, local_service, mutated_bytes, mutated_json_ecg, mutated_wfdb_zip, with_new_uids,
 )
+from tests.serving.reliability.holes import Case, corpus, stow_body, write_case
 from tests.serving.worklist_fixtures import ecg_json
 
 pytestmark = pytest.mark.reliability
@@ -215,3 +219,40 @@ def test_cstore(service, sender, data, state_dir):
 
 def test_service_is_ready_after_the_campaign(service):
     assert_still_ready(service)
+
+
+# --- the classes an outside test found (issue 17): refused on every way in, with a reason and a
+# "do not resend" status, and nothing stored -----------------------------------------------------------
+HOLES = corpus()
+DO_NOT_RESEND = range(0xA900, 0xAA00), range(0xC000, 0xD000)
+
+
+def _instances(service) -> int:
+    with service.services.db.session() as session:
+        return session.scalar(select(func.count()).select_from(Instance))
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.pending)) if c.pending else c for c in HOLES
+], ids=[c.name for c in HOLES])
+def test_known_holes_are_refused_on_every_way_in(service, sender, state_dir, case: Case):
+    before = _instances(service)
+    if case.way == "ecg":
+        r = _post_ecg(service, case.data, case.content_type)
+        assert r.status_code == 422, f"{case.name}: {r.status_code} {r.text[:300]}"
+        detail = r.json()["detail"]
+        assert detail["field"] and detail["reason"] and len(r.text) < 2000, detail
+    elif case.way == "stow":
+        body, ctype = stow_body(case.data)
+        r = service.http.post("/dicomweb/studies", content=body, headers={"content-type": ctype, **service.auth()})
+        assert r.status_code == 409, f"{case.name}: {r.status_code} {r.text[:300]}"
+        (failed,) = r.json()["00081198"]["Value"]
+        status = failed["00081197"]["Value"][0]
+        assert any(status in band for band in DO_NOT_RESEND), f"{case.name}: {status:#06x}"
+        assert failed["00000902"]["Value"][0], "a refusal without a reason"
+    else:
+        answer = sender.send(write_case(state_dir, case))
+        status = int(answer.Status)
+        assert any(status in band for band in DO_NOT_RESEND), f"{case.name}: {status:#06x} {answer}"
+        assert answer.get("ErrorComment"), "a refusal without a reason"
+    assert _instances(service) == before, f"{case.name}: refused but something was stored"
