@@ -4,11 +4,24 @@ from __future__ import annotations
 
 
 def mask_name(name: str | None) -> str | None:
-    """'Zhang^San' / 'Zhang San' → 'Z**** S**': enough for a reader to match a phone call, not to identify."""
+    """'Zhang^San' / 'Zhang San' → 'Z**** S**'; '张^三' / '张三' → '张*'; a DICOM PN with its alphabetic and
+    ideographic groups ('Zhang^San=张^三') → 'Z**** S**=张*': enough for a reader to match a phone call, not
+    to identify. A Chinese name keeps only its first character (the family name, or its first half)."""
     if not name:
         return name
-    parts = [p for p in str(name).replace("^", " ").split() if p]
+    return "=".join(_mask_group(group) for group in str(name).split("="))
+
+
+def _mask_group(group: str) -> str:
+    parts = [p for p in group.replace("^", " ").split() if p]
+    if any(_is_cjk(ch) for ch in group):
+        joined = "".join(parts)  # 张^三 is one name of two characters: never show a given name in full
+        return joined[:1] + "*" * max(1, len(joined) - 1) if joined else ""
     return " ".join(p[0] + "*" * (len(p) - 1) for p in parts)
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\U00020000" <= ch <= "\U0003134f"
 
 
 def mask_id(patient_id: str | None) -> str | None:
