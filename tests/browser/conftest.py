@@ -64,10 +64,13 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     runtime.stop()
 
 
-def open_page(chromium, base_url: str, errors: list[str], height: int = 1000):
-    """A new page on the app's start page; uncaught page errors are collected into ``errors``."""
+def open_page(chromium, base_url: str, errors: list[str], height: int = 1000, locale: str | None = "en"):
+    """A new page on the app's start page; uncaught page errors are collected into ``errors``. ``locale``
+    is the user's choice on the page (kept in localStorage); None leaves the deployment's default."""
     page = chromium.new_page(viewport={"width": 1400, "height": height})
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    if locale:
+        page.add_init_script(f"localStorage.setItem('preread.locale', {locale!r})")
     page.goto(base_url + "/")
     return page
 
