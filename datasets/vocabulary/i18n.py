@@ -127,6 +127,11 @@ def quality_text(locale: str | None, code: str, leads: list[str] | tuple[str, ..
     return translate(locale, "quality", str(code), default, leads=_lead_list(leads, locale))
 
 
+def triage_reason(locale: str | None, reason: str) -> str:
+    """A triage rule's reason (configs/triage/*.yaml writes it in English; the catalog is keyed by it)."""
+    return translate(locale, "triage", reason, reason)
+
+
 def measurement_name(locale: str | None, key: str) -> str:
     return translate(locale, "measurement", key, key.replace("_", " "))
 
