@@ -99,7 +99,7 @@ function step(delta) {
 
 window.addEventListener("hashchange", () => {
   if (route().view !== "study") state.listHash = location.hash;
-  show().catch(() => {});
+  show();   // a failure surfaces as a page error (a 401's rejection is absorbed above)
 });
 
 // Keys in the study view: n/p (or →/←) next/previous study, c claim, s sign, Esc back to the list.

@@ -41,8 +41,8 @@ export function showMany(ids) { for (const s of VIEWS) $("#" + s).hidden = !ids.
 export function waiting(arrived) {
   const minutes = Math.max(0, (Date.now() - new Date(arrived).getTime()) / 60000);
   const h = Math.floor(minutes / 60), m = Math.floor(minutes % 60), s = Math.floor((minutes * 60) % 60);
-  return (h ? t("time.h", { n: h }) + " " : "") + t("time.min", { n: String(m).padStart(h ? 2 : 1, "0") }) + " " +
-    t("time.s", { n: String(s).padStart(2, "0") });
+  if (h) return t("time.h", { n: h }) + " " + t("time.min", { n: String(m).padStart(2, "0") });  // seconds matter only in the first hour
+  return t("time.min", { n: m }) + " " + t("time.s", { n: String(s).padStart(2, "0") });
 }
 
 export async function detail(response) {

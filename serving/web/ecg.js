@@ -9,8 +9,16 @@ import { t } from "/static/i18n.js";
 
 const LAYOUT = [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]];
 export const CSS_PX_PER_MM = 96 / 25.4;
-export const ZOOMS = [1, 1.5, 2, 3];
+export const ZOOMS = [0.5, 0.6, 0.75, 1, 1.5, 2, 3];
 const PULSE_MM = 5, WIDTH_MM = 250, ROW_MM = 37.5, MARGIN_MM = 4;
+const TOTAL_WIDTH_MM = WIDTH_MM + PULSE_MM + 2 * MARGIN_MM;
+
+// The largest zoom step at which the whole 10 s fits ``widthPx`` (the view opens there; the caption
+// states the resulting scale, and "true size" sets 1).
+export function fitZoom(widthPx) {
+  const fitting = ZOOMS.filter((z) => TOTAL_WIDTH_MM * CSS_PX_PER_MM * z <= widthPx);
+  return fitting.length ? fitting[fitting.length - 1] : ZOOMS[0];
+}
 
 export async function fetchEcg(uid) {
   const response = await api(`/api/v1/studies/${encodeURIComponent(uid)}/ecg`);
@@ -26,7 +34,7 @@ function line(ctx, x1, y1, x2, y2, color, width) {
 export function drawEcg(canvas, ecg, zoom) {
   const pxPerMm = CSS_PX_PER_MM * zoom;
   const ratio = window.devicePixelRatio || 1;
-  const widthMm = WIDTH_MM + PULSE_MM + 2 * MARGIN_MM, heightMm = 4 * ROW_MM + 2 * MARGIN_MM;
+  const widthMm = TOTAL_WIDTH_MM, heightMm = 4 * ROW_MM + 2 * MARGIN_MM;
   canvas.style.width = `${widthMm * pxPerMm}px`;      // fixed CSS size: the stated scale holds
   canvas.style.height = `${heightMm * pxPerMm}px`;
   canvas.width = Math.round(widthMm * pxPerMm * ratio);

@@ -3,14 +3,15 @@
 "use strict";
 
 import { $, api, detail, el, state } from "/static/core.js";
-import { drawEcg, fetchEcg, scaleCaption, ZOOMS } from "/static/ecg.js";
+import { drawEcg, fetchEcg, fitZoom, scaleCaption, ZOOMS } from "/static/ecg.js";
 import { findingName, formatDateTime, formatTime, levelName, measurementName, measurementUnit, qualityText,
          statementName, statusName, t, term } from "/static/i18n.js";
 import { loadImages } from "/static/image.js";
+import { ruleReasons } from "/static/worklist.js";
 
 const MEASURES = ["heart_rate_bpm", "pr_interval_ms", "p_duration_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms",
                   "qtc_fridericia_ms", "p_axis_deg", "qrs_axis_deg", "t_axis_deg"];
-const ecgView = { zoom: 1, current: null, prior: null };
+const ecgView = { zoom: null, current: null, prior: null };
 
 export async function openStudy(uid) {
   const response = await api("/api/v1/studies/" + encodeURIComponent(uid));
@@ -55,7 +56,8 @@ function renderHead(study, read) {
   $("#model-line").textContent = model.name ? t("study.model", { name: model.name, version: model.version }) + (model.demo ? " " + t("study.demo_model") : "")
     : (study.ai_error ? t("study.ai_failed", { error: study.ai_error }) : t("study.no_ai"));
   const triage = read.triage;
-  $("#triage-reasons").textContent = triage ? `${t("study.triage")}：${levelName(triage.level)} · ${t("worklist.reason_score", { score: Number(triage.score).toFixed(2), level: levelName(triage.level) })}` : "";
+  $("#triage-reasons").textContent = triage ? `${t("study.triage")}：` + [t("worklist.reason_score", { score: Number(triage.score).toFixed(2), level: levelName(triage.level) }),
+    ...ruleReasons(triage.reasons)].join(" · ") : "";
 }
 
 function renderFindings(study) {
@@ -119,16 +121,30 @@ function renderQuality(read) {
 function renderPrior(read, prior) {
   const box = $("#prior"); box.replaceChildren();
   if (!read.prior) { box.append(el("p", { class: "muted", id: "no-prior" }, t("study.no_prior"))); return; }
-  const kind = term("report", "kind." + (read.modality === "ECG" ? "ECG" : "CXR"), read.modality);
+  box.append(el("p", { id: "prior-sentence" }, priorSentence(read, prior)));
   const p = read.prior;
-  const sentence = p.text || (p.new_statements.length ? t("study.prior_sentence_new", { kind, date: p.date, items: p.new_statements.map((c) => statementName(c)).join("、") })
-    : t("study.prior_sentence_same", { kind, date: p.date }));
-  box.append(el("p", { id: "prior-sentence" }, sentence));
-  if (p.resolved_statements && p.resolved_statements.length) box.append(el("p", {}, t("study.resolved_statements", { items: p.resolved_statements.map((c) => statementName(c)).join("、") })));
   if (prior) box.append(el("a", { href: "#/study/" + encodeURIComponent(p.study_uid) }, t("study.prior_open")));
 }
 
+// 与 2026-11-02 心电图比较：新出现心房颤动；窦性心律已消失 — rebuilt from the codes in the page's locale
+// (the stored ``text`` is in the locale the read was made in), like serving/reading/priors.py.
+function priorSentence(read, prior) {
+  const p = read.prior, ecg = read.modality === "ECG";
+  const priorRead = (prior && prior.ai_read) || {};
+  const names = Object.fromEntries([...(priorRead.statements || []), ...(read.statements || []), ...(priorRead.findings || []), ...(read.findings || [])]
+    .map((x) => [x.code, x.name]));
+  const name = (code) => (ecg ? statementName(code, names[code]) : findingName(read.modality, code, names[code]));
+  const list = (codes) => codes.map(name).join(term("report", "list_separator"));
+  const clauses = [];
+  if (p.new_statements.length) clauses.push(term("report", "prior.new", null, { items: list(p.new_statements) }));
+  if (p.resolved_statements.length) clauses.push(term("report", "prior.resolved", null, { items: list(p.resolved_statements) }));
+  if (!clauses.length) clauses.push(term("report", "prior.unchanged"));
+  const kind = term("report", "kind." + (ecg ? "ECG" : "CXR"), read.modality);
+  return term("report", "prior.prefix", null, { kind, date: p.date || "?" }) + clauses.join(term("report", "prior.clause_separator"));
+}
+
 export function redrawEcg() {
+  if (ecgView.zoom === null) ecgView.zoom = fitZoom($("#ecg-box").clientWidth - 4);
   $("#ecg-scale").textContent = scaleCaption(ecgView.zoom);
   if (ecgView.current) drawEcg($("#ecg"), ecgView.current, ecgView.zoom);
   $("#ecg-prior-box").hidden = !ecgView.prior;
@@ -139,7 +155,7 @@ export function redrawEcg() {
 }
 
 export function zoomEcg(step) {
-  const i = Math.max(0, Math.min(ZOOMS.length - 1, ZOOMS.indexOf(ecgView.zoom) + step));
+  const i = Math.max(0, Math.min(ZOOMS.length - 1, ZOOMS.indexOf(ecgView.zoom || 1) + step));
   ecgView.zoom = step === 0 ? 1 : ZOOMS[i];
   redrawEcg();
 }

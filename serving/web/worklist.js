@@ -60,8 +60,15 @@ export function reasonText(item) {
   const parts = [t("worklist.reason_score", { score: item.score.toFixed(2), level: levelName(item.level) })];
   const driving = (item.top_findings || []).map((f) => findingName(item.modality, f.code, f.name));
   if (driving.length) parts.push(t("worklist.reason_from", { finding: driving.join("、") }));
-  for (const reason of item.rule_reasons || []) parts.push(reason);
+  parts.push(...ruleReasons(item.triage_reasons));
   return parts.join(" · ");
+}
+
+// The triage rules that fired, in the page's locale (the catalog is keyed by the rule's English text).
+// The read's own "score 0.50 from STE" line is left out: the score shown is the row's, after the level's
+// floor and aging, so only the row's score may be printed beside it.
+export function ruleReasons(reasons) {
+  return (reasons || []).filter((r) => !/^score [0-9.]+ from /.test(r)).map((r) => term("triage", r, r));
 }
 
 export async function refreshWorklist() {
@@ -94,8 +101,11 @@ export async function refreshWorklist() {
   if (state.selected >= 0) select(state.selected);
 }
 
+// A DICOM person name's groups (alphabetic=ideographic) shown side by side: "Z**** S** / 张*".
+export function personName(name) { return name ? name.split("=").filter(Boolean).join(" / ") : ""; }
+
 function patientCell(item) {
-  return [item.patient_name, item.patient_sex, item.patient_age].filter(Boolean).join(" · ") || item.patient_id || "—";
+  return [personName(item.patient_name), item.patient_sex, item.patient_age].filter(Boolean).join(" · ") || item.patient_id || "—";
 }
 
 function renderRows(items, offset) {
