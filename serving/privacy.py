@@ -31,3 +31,27 @@ def mask_id(patient_id: str | None) -> str | None:
     text = str(patient_id)
     keep = 4 if len(text) > 6 else 1
     return "*" * (len(text) - keep) + text[-keep:]
+
+
+IDENTITY_FIELDS = ("patient_id", "issuer", "name", "birth_date", "sex")
+"""What a site's identity rule (``priors.identity`` in the serving config) may combine."""
+
+
+def identity_string(rule: tuple[str, ...] | list[str], *, site: str, patient_id: str | None, issuer: str | None = None,
+                    name: str | None = None, birth_date: str | None = None, sex: str | None = None) -> str | None:
+    """The canonical text of a patient's identity under ``rule`` (patient ID + issuer of patient ID by
+    default), before any masking; None when a field the rule needs is missing (then no prior is
+    looked for: a wrong prior is worse than none). A missing issuer means the sending site's own
+    register (IDs are issued per hospital information system). The caller keys it (HMAC with the
+    deployment secret) so the stored key reveals nothing and masked IDs never decide who is who."""
+    values = {"patient_id": (patient_id or "").strip(), "issuer": (issuer or "").strip() or f"site:{site}",
+              "name": (name or "").strip().upper(), "birth_date": (birth_date or "").strip(),
+              "sex": (sex or "").strip().upper()}
+    parts = []
+    for field in rule:
+        if field not in values:
+            raise ValueError(f"unknown identity field {field!r}; known: {', '.join(IDENTITY_FIELDS)}")
+        if not values[field]:
+            return None
+        parts.append(f"{field}={values[field]}")
+    return "|".join(parts) if parts else None

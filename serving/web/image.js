@@ -17,11 +17,26 @@ function applyTransform() {
 
 export function resetView() { view.zoom = 1; view.x = 0; view.y = 0; applyTransform(); }
 
-function zoomBy(factor) { view.zoom = Math.min(8, Math.max(1, view.zoom * factor)); if (view.zoom === 1) { view.x = 0; view.y = 0; } applyTransform(); }
+// Zoom about a point of the frame (the pointer for the wheel, the centre for the buttons): the film
+// under it stays put, in both frames.
+function zoomBy(factor, at) {
+  const clip = $("#current-frame .image-clip");
+  const px = at ? at.x : clip.clientWidth / 2, py = at ? at.y : clip.clientHeight / 2;
+  const zoom = Math.min(8, Math.max(1, view.zoom * factor));
+  view.x = px - (px - view.x) * (zoom / view.zoom);
+  view.y = py - (py - view.y) * (zoom / view.zoom);
+  view.zoom = zoom;
+  if (zoom === 1) { view.x = 0; view.y = 0; }
+  applyTransform();
+}
 
 export function bindImageControls() {
-  for (const frame of document.querySelectorAll(".image-frame")) {
-    frame.addEventListener("wheel", (event) => { event.preventDefault(); zoomBy(event.deltaY < 0 ? 1.25 : 0.8); }, { passive: false });
+  for (const frame of document.querySelectorAll(".image-clip")) {
+    frame.addEventListener("wheel", (event) => {
+      event.preventDefault();
+      const box = frame.getBoundingClientRect();
+      zoomBy(event.deltaY < 0 ? 1.25 : 0.8, { x: event.clientX - box.left, y: event.clientY - box.top });
+    }, { passive: false });
     let drag = null;
     frame.addEventListener("pointerdown", (event) => { drag = { x: event.clientX - view.x, y: event.clientY - view.y }; frame.setPointerCapture(event.pointerId); });
     frame.addEventListener("pointermove", (event) => { if (drag) { view.x = event.clientX - drag.x; view.y = event.clientY - drag.y; applyTransform(); } });

@@ -7,7 +7,7 @@ import { drawEcg, fetchEcg, fitZoom, scaleCaption, ZOOMS } from "/static/ecg.js"
 import { findingName, formatDateTime, formatTime, levelName, measurementName, measurementUnit, qualityText,
          statementName, statusName, t, term } from "/static/i18n.js";
 import { loadImages } from "/static/image.js";
-import { ruleReasons } from "/static/worklist.js";
+import { personName, ruleReasons } from "/static/worklist.js";
 
 const MEASURES = ["heart_rate_bpm", "pr_interval_ms", "p_duration_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms",
                   "qtc_fridericia_ms", "p_axis_deg", "qrs_axis_deg", "t_axis_deg"];
@@ -25,6 +25,7 @@ export async function openStudy(uid) {
   renderFindings(study);
   renderMeasurements(read, prior);
   renderStatements(read);
+  for (const node of document.querySelectorAll(".ecg-only")) node.hidden = study.modality !== "ECG";
   renderQuality(read);
   renderPrior(read, prior);
   renderReadingState(study);
@@ -49,7 +50,7 @@ async function priorStudy(uid) {
 function renderHead(study, read) {
   const model = read.model || {};
   $("#study-head").replaceChildren(
-    el("h2", {}, `${term("report", "kind." + (study.modality === "ECG" ? "ECG" : "CXR"), study.modality)} · ${study.site} · ${study.patient_name || study.patient_id || t("study.unknown_patient")}`),
+    el("h2", {}, `${term("report", "kind." + (study.modality === "ECG" ? "ECG" : "CXR"), study.modality)} · ${study.site} · ${personName(study.patient_name) || study.patient_id || t("study.unknown_patient")}`),
     el("p", { class: "muted" }, t("study.head", { uid: study.study_uid, time: formatDateTime(study.arrived_at) }), " ",
       el("span", { class: "level " + (study.level || "none") }, study.level ? levelName(study.level) : t("worklist.no_level")),
       " ", el("a", { href: "#/study/" + encodeURIComponent(study.study_uid), id: "study-link" }, t("study.link"))));

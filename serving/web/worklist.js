@@ -101,8 +101,16 @@ export async function refreshWorklist() {
   if (state.selected >= 0) select(state.selected);
 }
 
-// A DICOM person name's groups (alphabetic=ideographic) shown side by side: "Z**** S** / 张*".
-export function personName(name) { return name ? name.split("=").filter(Boolean).join(" / ") : ""; }
+// A DICOM person name as people write it: components joined (with a space in Latin script, without one
+// in Chinese), its groups (alphabetic=ideographic) side by side: "Li^Si=李^四" → "Li Si / 李四".
+export function personName(name) {
+  if (!name) return "";
+  const cjk = /[\u3400-\u9fff\uf900-\ufaff]/;
+  return name.split("=").filter(Boolean).map((group) => {
+    const parts = group.split("^").filter(Boolean);
+    return cjk.test(group) ? parts.join("") : parts.join(" ");
+  }).join(" / ");
+}
 
 function patientCell(item) {
   return [personName(item.patient_name), item.patient_sex, item.patient_age].filter(Boolean).join(" · ") || item.patient_id || "—";
