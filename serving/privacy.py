@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from dataclasses import dataclass
+
 
 def mask_name(name: str | None) -> str | None:
     """'Zhang^San' / 'Zhang San' → 'Z**** S**'; '张^三' / '张三' → '张*'; a DICOM PN with its alphabetic and
@@ -55,3 +59,20 @@ def identity_string(rule: tuple[str, ...] | list[str], *, site: str, patient_id:
             return None
         parts.append(f"{field}={values[field]}")
     return "|".join(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class PatientKeyer:
+    """``Study.patient_key``: HMAC-SHA256 (the deployment secret) of the identity under the site's rule,
+    or None when the rule's fields are missing. Made at ingest, before the ID and name are masked."""
+
+    secret: str
+    rule: tuple[str, ...] = ("patient_id", "issuer")
+
+    def __call__(self, *, site: str, patient_id: str | None, issuer: str | None = None, name: str | None = None,
+                 birth_date: str | None = None, sex: str | None = None) -> str | None:
+        text = identity_string(self.rule, site=site, patient_id=patient_id, issuer=issuer, name=name,
+                               birth_date=birth_date, sex=sex)
+        if text is None:
+            return None
+        return hmac.new(self.secret.encode(), f"patient:{text}".encode(), hashlib.sha256).hexdigest()[:32]

@@ -339,6 +339,8 @@ def read_dicom_waveform(source: Any) -> EcgRecord:
         patient["id"] = value
     if (value := _dicom_str(ds, "PatientName")):
         patient["name"] = value
+    if (value := _dicom_str(ds, "IssuerOfPatientID")):
+        patient["issuer"] = value  # with the ID, who the patient is (comparison with priors)
     if (value := _sex(_dicom_str(ds, "PatientSex"))):
         patient["sex"] = value
     birth = _dicom_str(ds, "PatientBirthDate")

@@ -22,7 +22,7 @@ added by a new feature shows in English until it is translated.
 from __future__ import annotations
 
 import string
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def bcp47(locale: str | None) -> str:
     return BCP47[normalize_locale(locale)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entries(locale: str) -> dict[tuple[str, str], str]:
     """(context, key) → text of one catalog. Empty and fuzzy entries count as missing."""
     path = LOCALES_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po"

@@ -209,7 +209,8 @@ class Dispatcher:
         # [priority] from the object and the priority the study arrived with (serving/priority.py)
         with request_priority(highest(dicom_priority(ds), study.priority)):
             read = await read_fn(record)
-        results = await asyncio.to_thread(store_results, db, self.svc.store, study, ds, read)
+        results = await asyncio.to_thread(store_results, db, self.svc.store, study, ds, read,
+                                            self.cfg.locale)
         read.source = {"sop_instance_uid": instance.sop_instance_uid, "series_uid": instance.series_uid,
                        "rule": route.rule.name}
         read.results = results

@@ -14,10 +14,16 @@ page and the report print "no prior" when ``prior`` is None.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from datasets.vocabulary import i18n
 from models.read import PreRead, PriorComparison
+from serving.services import Services
+from serving.store.db import Database, as_utc
+from serving.store.priors import find_prior
+
+log = logging.getLogger("preread.priors")
 
 ECG_DELTAS = ("heart_rate_bpm", "pr_interval_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms",
               "qtc_fridericia_ms", "p_axis_deg", "qrs_axis_deg", "t_axis_deg")
@@ -97,3 +103,31 @@ def comparison_text(locale: str | None, modality: str, date: str | None, new: li
     prefix = i18n.translate(locale, "report", "prior.prefix", date=date or "?",
                             kind=i18n.translate(locale, "report", f"kind.{kind}"))
     return prefix + i18n.translate(locale, "report", "prior.clause_separator").join(clauses)
+
+
+class PriorComparer:
+    """``WorkQueue.annotate``: a read about to be recorded gets its comparison with the patient's prior
+    (or says there is none: ``prior`` None). Never fails a read: a prior that cannot be compared (an old
+    stored read that no longer validates) is logged and left out."""
+
+    def __init__(self, db: Database, locale: str | None):
+        self.db, self.locale = db, locale
+
+    def __call__(self, study_uid: str, read: PreRead) -> PreRead:
+        try:
+            study = self.db.get_study(study_uid)
+            prior = find_prior(self.db, study) if study is not None else None
+            if prior is None or prior.pre_read is None:
+                return read.model_copy(update={"prior": None})
+            day = study_day(prior.study_date, as_utc(prior.arrived_at))
+            return read.model_copy(update={"prior": compare(read, prior.pre_read, prior.study_uid, day, self.locale)})
+        except Exception as exc:  # the comparison is an aid: the read itself must still be recorded
+            log.warning("no prior comparison for %s: %s: %s", study_uid, type(exc).__name__, exc)
+            return read
+
+
+def install(services: Services) -> None:
+    """Compare every read this replica records with the patient's prior (unless ``priors.enabled`` is
+    off). Called by the composition roots (serving/app.py, serving/local.py) after build_services."""
+    cfg = services.config
+    services.ecg.queue.annotate = PriorComparer(services.db, cfg.locale) if cfg.priors.enabled else None

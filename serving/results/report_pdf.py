@@ -310,7 +310,9 @@ def _details(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> None:
     pdf.ln(2)
     pdf.multi_cell(width, 5, t("report", "agree_yes" if report.agree else "agree_no"), new_x="LMARGIN", new_y="NEXT")
     pdf.multi_cell(width, 5, _signature(t, report), new_x="LMARGIN", new_y="NEXT")
-    model = f"{read.model.name} v{read.model.version}" + (f" — {t('disclaimer', 'demo_model')}" if read.model.demo else "")
+    model = f"{read.model.name} v{read.model.version}"
+    if read.model.demo:
+        model += f" — {t('disclaimer', 'demo_model')}"
     pdf.set_font(FONT, size=8)
     pdf.multi_cell(width, 4.5, f"{t('report', 'model')}：{model}", new_x="LMARGIN", new_y="NEXT")
 

@@ -215,7 +215,8 @@ def build_ai_sr(
     )
     if locale is None:
         # ASCII only: the source's character set (often ISO_IR 100) must be able to encode it.
-        sr.SeriesDescription = f"AI pre-read {name} v{version} - preliminary, unverified" + (" (DEMO model)" if demo else "")
+        sr.SeriesDescription = (f"AI pre-read {name} v{version} - preliminary, unverified"
+                                + (" (DEMO model)" if demo else ""))
     else:
         sr.SpecificCharacterSet = i18n.DICOM_CHARSET[i18n.normalize_locale(locale)]
         sr.SeriesDescription = (i18n.translate(locale, "report", "sr.series_description", name=name, version=version)

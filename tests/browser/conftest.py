@@ -34,8 +34,8 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     path's dispatcher running (STOW-RS in, routing, CXR read, SR + heatmap SC stored)."""
     import uvicorn
 
-    from serving.reading.runtime import start_local_dicom
     from serving.local import create_local_app
+    from serving.reading.runtime import start_local_dicom
 
     port = free_port()
     cfg = make_config(tmp_path, ecg_registry, port=port)

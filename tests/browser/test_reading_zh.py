@@ -45,7 +45,8 @@ def chromium(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fontconfig")
     (folder / "fonts.conf").write_text(
         '<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd">'
-        f"<fontconfig><dir>{DEJAVU}</dir><cachedir>{folder / 'cache'}</cachedir></fontconfig>")
+        f"<fontconfig><dir>{DEJAVU}</dir><cachedir>{folder / 'cache'}</cachedir></fontconfig>"
+    )
     env = dict(os.environ, FONTCONFIG_FILE=str(folder / "fonts.conf"))
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, env=env)
@@ -100,24 +101,26 @@ def test_zh_worklist_and_ecg_with_prior_render_with_real_glyphs(chromium, live_s
     ARTIFACTS.mkdir(exist_ok=True)
     with httpx.Client(base_url=live_server.base_url, timeout=120) as http:
         token = http.post("/api/v1/login", json={"username": "clinic-li", "password": PASSWORD}).json()["token"]
-        prior, current = post_ecgs(http, token, [same_patient(ecg_json(bpm=68, seed=3)),
-                                                 same_patient(ecg_json(bpm=125, seed=4))])
+        prior, current = post_ecgs(
+            http, token, [same_patient(ecg_json(bpm=68, seed=3)), same_patient(ecg_json(bpm=125, seed=4))]
+        )
         post_ecgs(http, token, [ecg_json(bpm=75, seed=5)])  # another patient: no prior
     read = current["read"]
     assert read["prior"] and read["prior"]["study_uid"] == prior["study_uid"], read.get("prior")
     assert read["prior"]["deltas"]["heart_rate_bpm"] > 40
 
     errors: list[str] = []
-    page = open_page(chromium, live_server.base_url, errors, locale=None)   # the deployment default: zh-CN
+    page = open_page(chromium, live_server.base_url, errors, locale=None)  # the deployment default: zh-CN
     page.set_viewport_size({"width": 1366, "height": 900})
     sign_in(page, "dr-wang", PASSWORD)
     page.wait_for_selector("#worklist tbody tr")
     page.evaluate("document.fonts.ready")
     assert page.inner_text("#worklist-view h2") == "阅片工作列表"
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
-    for selector in ("#worklist-view h2", "#worklist thead", f"#worklist tbody tr[data-uid='{current['study_uid']}'] td.patient"):
+    row = f"#worklist tbody tr[data-uid='{current['study_uid']}']"
+    for selector in ("#worklist-view h2", "#worklist thead", f"{row} td.patient"):
         assert_real_glyphs(page, selector)
-    assert "张*" in page.inner_text(f"#worklist tbody tr[data-uid='{current['study_uid']}']")   # masked per config
+    assert "张*" in page.inner_text(row)  # masked per config
     shipped, system = page.evaluate(GLYPH_PROBE, "PrereadCJK"), page.evaluate(GLYPH_PROBE, "'DejaVu Sans'")
     assert shipped["distinct"] and not system["distinct"], "the probe must tell boxes from glyphs"
     assert abs(shipped["width"] - system["width"]) > 5, (shipped, system)
@@ -139,8 +142,11 @@ def test_zh_worklist_and_ecg_with_prior_render_with_real_glyphs(chromium, live_s
     # the other patient's ECG says there is no prior
     page.keyboard.press("Escape")
     page.wait_for_selector("#worklist-view:not([hidden])")
-    other = [r for r in page.locator("#worklist tbody tr").all() if r.get_attribute("data-uid") not in
-             (current["study_uid"], prior["study_uid"])][0]
+    other = [
+        r
+        for r in page.locator("#worklist tbody tr").all()
+        if r.get_attribute("data-uid") not in (current["study_uid"], prior["study_uid"])
+    ][0]
     other.click()
     page.wait_for_selector("#no-prior")
     assert page.inner_text("#no-prior") == "该患者无同类既往检查。"
@@ -154,9 +160,20 @@ def seed_studies(db, n: int) -> list[str]:
     levels = ["critical", "urgent", "routine"]
     for i in range(n):
         uid = f"2.25.{uuid.uuid4().int}"
-        study, _, _ = db.accept_instance(NewInstance(
-            sop_instance_uid=f"{uid}.1", study_uid=uid, site="demo", modality="ECG", content_type="application/json",
-            storage_key=f"seed/{i}", sha256="0" * 64, size_bytes=1, source="test", patient_name=f"Patient^{i:03d}"))
+        study, _, _ = db.accept_instance(
+            NewInstance(
+                sop_instance_uid=f"{uid}.1",
+                study_uid=uid,
+                site="demo",
+                modality="ECG",
+                content_type="application/json",
+                storage_key=f"seed/{i}",
+                sha256="0" * 64,
+                size_bytes=1,
+                source="test",
+                patient_name=f"Patient^{i:03d}",
+            )
+        )
         uids.append(uid)
     with db.session() as session:
         for i, uid in enumerate(uids):
@@ -184,8 +201,9 @@ def test_paging_deep_link_filters_and_keys(chromium, live_server):
     assert last.get_attribute("data-index") == "300"
     token = page.evaluate("sessionStorage.getItem('preread.token')")
     with httpx.Client(base_url=live_server.base_url, timeout=60) as http:
-        expected = http.get("/api/v1/worklist", params={"offset": 299, "limit": 1},
-                            headers={"Authorization": f"Bearer {token}"}).json()
+        expected = http.get(
+            "/api/v1/worklist", params={"offset": 299, "limit": 1}, headers={"Authorization": f"Bearer {token}"}
+        ).json()
     assert expected["total"] == 450 and expected["items"][0]["study_uid"] == last.get_attribute("data-uid")
     assert "page=6" in page.url
     # score, level and reason agree on every row
@@ -201,7 +219,8 @@ def test_paging_deep_link_filters_and_keys(chromium, live_server):
     page.wait_for_function("() => document.querySelector('#page-range').textContent.includes('共 150 条')")
 
     # keys: j j Enter opens the third row; Escape goes back; a deep link opens a study
-    page.keyboard.press("j"); page.keyboard.press("j"); page.keyboard.press("j")
+    for _ in range(3):
+        page.keyboard.press("j")
     third = page.locator("#worklist tbody tr.selected").get_attribute("data-uid")
     assert third == page.locator("#worklist tbody tr").nth(2).get_attribute("data-uid")
     page.keyboard.press("Enter")
@@ -224,7 +243,9 @@ def test_signed_report_pdf_downloads_with_the_chinese_impression(chromium, live_
     with httpx.Client(base_url=live_server.base_url, timeout=120) as http:
         token = http.post("/api/v1/login", json={"username": "clinic-wu", "password": PASSWORD}).json()["token"]
         (study,) = post_ecgs(http, token, [same_patient(ecg_json(bpm=130, seed=9))])
-        early = http.get(f"/api/v1/studies/{study['study_uid']}/report.pdf", headers={"Authorization": f"Bearer {token}"})
+        early = http.get(
+            f"/api/v1/studies/{study['study_uid']}/report.pdf", headers={"Authorization": f"Bearer {token}"}
+        )
     assert early.status_code == 409 and "signed" in early.json()["detail"]
     errors: list[str] = []
     page = open_page(chromium, live_server.base_url, errors, locale=None)
@@ -242,13 +263,32 @@ def test_signed_report_pdf_downloads_with_the_chinese_impression(chromium, live_
     download.value.save_as(pdf)
     if shutil.which("pdftotext") is None:
         pytest.skip("pdftotext (poppler-utils) missing: scripts/install-peers.sh installs it")
-    text = re.sub(r"\s+", "", subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout)
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    text = re.sub(r"\s+", "", text)
     assert re.sub(r"\s+", "", IMPRESSION) in text
     assert "AI初步预读已由孙医生审核" in text and "十二导联心电图报告" in text
-    subprocess.run(["pdftoppm", "-f", "1", "-l", "1", "-r", "70", "-png", "-singlefile", str(pdf),
-                    str(ARTIFACTS / "zh-04-report-pdf-page1")], check=True)
-    fhir = httpx.get(f"{live_server.base_url}/fhir/DiagnosticReport", params={"study": study["study_uid"]},
-                     headers={"Authorization": f"Bearer {page.evaluate('sessionStorage.getItem(\"preread.token\")')}"}).json()
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-r",
+            "70",
+            "-png",
+            "-singlefile",
+            str(pdf),
+            str(ARTIFACTS / "zh-04-report-pdf-page1"),
+        ],
+        check=True,
+    )
+    reader_token = page.evaluate("sessionStorage.getItem('preread.token')")
+    fhir = httpx.get(
+        f"{live_server.base_url}/fhir/DiagnosticReport",
+        params={"study": study["study_uid"]},
+        headers={"Authorization": f"Bearer {reader_token}"},
+    ).json()
     assert fhir["status"] == "final" and fhir["presentedForm"][0]["contentType"] == "application/pdf"
     assert fhir["conclusion"] == IMPRESSION
     assert errors == [], errors

@@ -5,7 +5,7 @@ from serving.privacy import mask_name
 
 def test_chinese_names_keep_only_the_first_character():
     assert mask_name("张三") == "张*"
-    assert mask_name("张^三") == "张*"        # the PN separator must not expose the given name
+    assert mask_name("张^三") == "张*"  # the PN separator must not expose the given name
     assert mask_name("欧阳^娜娜") == "欧***"
 
 
