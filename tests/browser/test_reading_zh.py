@@ -6,6 +6,7 @@ impression in Chinese. Screenshots go to test-artifacts/ (docs/reading-worklist.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -55,7 +56,8 @@ def chromium(tmp_path_factory):
 
 
 def platform_fonts(page, selector: str) -> list[dict]:
-    """The fonts Chromium actually used to draw the text of ``selector`` (DevTools protocol)."""
+    """The fonts Chromium actually used to draw the text of ``selector`` (its own text nodes, not its
+    children's; DevTools protocol)."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("DOM.enable")
     cdp.send("CSS.enable")
@@ -118,7 +120,7 @@ def test_zh_worklist_and_ecg_with_prior_render_with_real_glyphs(chromium, live_s
     assert page.inner_text("#worklist-view h2") == "阅片工作列表"
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
     row = f"#worklist tbody tr[data-uid='{current['study_uid']}']"
-    for selector in ("#worklist-view h2", "#worklist thead", f"{row} td.patient"):
+    for selector in ("#worklist-view h2", "#worklist thead th:nth-child(2)", f"{row} td.patient", f"{row} span.level"):
         assert_real_glyphs(page, selector)
     assert "张*" in page.inner_text(row)  # masked per config
     shipped, system = page.evaluate(GLYPH_PROBE, "PrereadCJK"), page.evaluate(GLYPH_PROBE, "'DejaVu Sans'")
@@ -134,7 +136,13 @@ def test_zh_worklist_and_ecg_with_prior_render_with_real_glyphs(chromium, live_s
     assert "与" in page.inner_text("#prior-sentence") and "心电图比较" in page.inner_text("#prior-sentence")
     delta = page.inner_text("#measurements td.delta[data-key='heart_rate_bpm']")
     assert re.fullmatch(r"\+\d+", delta), delta
-    assert float(page.get_attribute("#ecg", "data-px-per-mm")) == pytest.approx(96 / 25.4)
+    # the stated screen scale is the drawn one (the view opens at the zoom step that fits); "true size" is 96/25.4
+    px_per_mm = float(page.get_attribute("#ecg", "data-px-per-mm"))
+    assert f"{px_per_mm:.2f}" in page.inner_text("#ecg-scale")
+    css_width = page.evaluate("parseFloat(document.querySelector('#ecg').style.width)")
+    assert css_width == pytest.approx(263 * px_per_mm, abs=1)  # 5 mm pulse + 250 mm + 2 × 4 mm margin
+    page.click("#ecg-zoom-reset")
+    page.wait_for_function("() => Math.abs(document.querySelector('#ecg').dataset.pxPerMm - 96 / 25.4) < 1e-6")
     assert_real_glyphs(page, "#prelim-banner")
     assert_real_glyphs(page, "#prior-sentence")
     page.screenshot(path=str(ARTIFACTS / "zh-02-ecg-with-prior.png"), full_page=True)
@@ -291,5 +299,69 @@ def test_signed_report_pdf_downloads_with_the_chinese_impression(chromium, live_
     ).json()
     assert fhir["status"] == "final" and fhir["presentedForm"][0]["contentType"] == "application/pdf"
     assert fhir["conclusion"] == IMPRESSION
+    assert errors == [], errors
+    page.close()
+
+
+def test_chest_film_with_its_prior_side_by_side(chromium, live_server, nih_dir):
+    """Two films of one patient (same patient ID, the site's register) arrive by STOW-RS and are read by
+    the real tiny CXR model; the later one names the earlier as its prior, and the page shows both films
+    with one zoom and window."""
+    import pydicom
+
+    from tests.serving.dicom_helpers import wait_for, wrapped_nih
+
+    svc = live_server.services
+    create_user(svc.db, "dr-qian", PASSWORD, "reader", ["demo"], "钱医生")
+    create_user(svc.db, "clinic-he", PASSWORD, "grassroots", ["demo"], "何村卫生室")
+    films = sorted((nih_dir / "Pneumonia").glob("*.png"))[:2]
+    uids = []
+    with httpx.Client(base_url=live_server.base_url, timeout=120) as http:
+        token = http.post("/api/v1/login", json={"username": "clinic-he", "password": PASSWORD}).json()["token"]
+        for png in films:
+            body = wrapped_nih(png, patient_id="GZ-000777", patient_name="Li^Si", patient_sex="M")
+            boundary = "b0undary"
+            multipart = (
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                + body
+                + f"\r\n--{boundary}--\r\n".encode()
+            )
+            r = http.post(
+                "/dicomweb/studies",
+                content=multipart,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "content-type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                },
+            )
+            assert r.status_code == 200, r.text
+            uid = str(pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True).StudyInstanceUID)
+            wait_for(
+                lambda u=uid: (s := svc.db.get_study(u)) is not None and s.status == "ai_read" and s,
+                180,
+                what=f"study {uid} to be read",
+            )
+            uids.append(uid)
+    later = svc.db.get_study(uids[1])
+    assert later.ai_read["prior"] and later.ai_read["prior"]["study_uid"] == uids[0]
+    assert svc.db.get_study(uids[0]).ai_read["prior"] is None  # the first film has none, and says so
+
+    errors: list[str] = []
+    page = open_page(chromium, live_server.base_url, errors, locale=None)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    sign_in(page, "dr-qian", PASSWORD)
+    page.wait_for_selector("#worklist tbody tr")
+    page.goto(f"{live_server.base_url}/#/study/{uids[1]}")
+    page.wait_for_selector("#study-image[data-loaded='true']")
+    page.wait_for_selector("#prior-frame:not([hidden])")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#prior-image'); return i.complete && i.naturalWidth > 0; }"
+    )
+    assert "既往胸片" in page.inner_text("#prior-caption")
+    assert "胸片比较" in page.inner_text("#prior-sentence")
+    page.click("#img-zoom-in")
+    transforms = page.evaluate("[...document.querySelectorAll('.image-stack')].map((s) => s.style.transform)")
+    assert len(set(transforms)) == 1 and "scale(1.25)" in transforms[0]
+    page.screenshot(path=str(ARTIFACTS / "zh-03-xray-with-prior.png"))
     assert errors == [], errors
     page.close()
