@@ -74,7 +74,7 @@ def _entries(locale: str) -> dict[tuple[str, str], str]:
             for message in catalog if message.id and message.string and not message.fuzzy}
 
 
-class _KeepMissing(dict):
+class _KeepMissing(dict[str, Any]):
     """Leaves ``{name}`` in place for a placeholder the caller did not fill, instead of raising."""
 
     def __missing__(self, key: str) -> str:
