@@ -4,9 +4,13 @@
 import { $, api, el, fetchImage, setSrc, studyLink } from "/static/core.js";
 import { formatDateTime, levelName, statusName, t } from "/static/i18n.js";
 
+// The clinic's list pages like the worklist (100 a page, newest first, the total shown).
+const SUBMISSIONS_PAGE = 100;
+let submissionsOffset = 0;
+
 export async function refreshSubmissions() {
   if ($("#submissions-view").hidden) return;
-  const response = await api("/api/v1/submissions");
+  const response = await api(`/api/v1/submissions?limit=${SUBMISSIONS_PAGE}&offset=${submissionsOffset}`);
   if (!response.ok) return;
   const body = await response.json();
   const tbody = $("#submissions tbody"); tbody.replaceChildren();
@@ -20,8 +24,10 @@ export async function refreshSubmissions() {
     row.addEventListener("click", (event) => { if (event.target.tagName !== "A") location.hash = studyLink(item.study_uid); });
     tbody.append(row);
   }
-  const more = $("#submissions-more");
-  if (more) more.textContent = body.total !== undefined ? t("worklist.range", { first: body.items.length ? 1 : 0, last: body.items.length, total: body.total }) : "";
+  const first = body.items.length ? submissionsOffset + 1 : 0, last = submissionsOffset + body.items.length;
+  $("#submissions-more").textContent = t("worklist.range", { first, last, total: body.total });
+  $("#sub-prev").disabled = submissionsOffset === 0;
+  $("#sub-next").disabled = last >= body.total;
 }
 
 export async function refreshAudit() {
@@ -70,6 +76,8 @@ export async function refreshMonitoring() {
 }
 
 export function bindAdmin() {
+  $("#sub-prev").addEventListener("click", () => { submissionsOffset = Math.max(0, submissionsOffset - SUBMISSIONS_PAGE); refreshSubmissions(); });
+  $("#sub-next").addEventListener("click", () => { submissionsOffset += SUBMISSIONS_PAGE; refreshSubmissions(); });
   $("#audit-refresh").addEventListener("click", () => refreshAudit());
   for (const id of ["#m-freq", "#m-modality", "#m-metric"]) $(id).addEventListener("change", () => refreshMonitoring());
   $("#m-refresh").addEventListener("click", () => refreshMonitoring());
