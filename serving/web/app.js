@@ -88,6 +88,10 @@ $("#login-form").addEventListener("submit", async (event) => {
 
 $("#logout-btn").addEventListener("click", async () => {
   try { await api("/api/v1/logout", { method: "POST" }); } catch (e) { /* already logged out */ }
+  // the next user starts at their own home, not at the study the last one had open (a deep link
+  // followed while signed out still opens after the login)
+  history.replaceState(null, "", location.pathname);
+  state.listHash = null;
   logoutLocal("");
 });
 
