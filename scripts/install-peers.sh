@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests talk to (Debian packages): dcmtk, Orthanc + DICOMweb plugin,
-# Chromium + driver, PostgreSQL; and Triton Inference Server (the nvidia-pytriton wheel's
+# Chromium + driver, PostgreSQL, poppler-utils (pdftotext: the printed report tests); and Triton Inference Server (the nvidia-pytriton wheel's
 # tritonserver, into the project's virtualenv). Best effort: without root, apt or the package index
 # the tests that need a peer are skipped with the reason, never reported as passed.
 set -u
@@ -13,7 +13,7 @@ if [ -x "$VENV_PY" ] && ! "$VENV_PY" -c 'import importlib.util,sys; sys.exit(imp
   echo "[peers] installing $triton_pin (tritonserver) ..."
   "$VENV_PY" -m pip install -q --no-deps "$triton_pin" || echo "[peers] could not install $triton_pin; Triton tests will be skipped"
 fi
-want=(dcmtk orthanc orthanc-dicomweb chromium chromium-driver postgresql)
+want=(dcmtk orthanc orthanc-dicomweb chromium chromium-driver postgresql poppler-utils)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

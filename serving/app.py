@@ -30,6 +30,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.api.app import build_api
 from serving.config import DeploymentConfig, ServingConfig, load_config
+from serving.reading import priors
 from serving.reading.client import model_caller, model_handle, raw_model
 from serving.reading.runtime import DicomRuntime
 from serving.replica.deployment import (
@@ -69,6 +70,7 @@ class Ingress:
         tasks = [task for task in MODEL_DEPLOYMENTS if task in cfg.models]
         handles = {task: model_handle(task) for task in tasks}
         services = build_services(cfg, model_caller("ecg", handles["ecg"]), migrate=False)  # the driver migrated
+        priors.install(services)
         readers = {}
         loop = asyncio.get_event_loop()
         for task in tasks:

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from datasets.vocabulary import TriageLevel
+from datasets.vocabulary import TriageLevel, i18n
 from models.registry import (
     DEFAULT_REGISTRY_URI,
     TRACKING_URI_ENV,
@@ -180,6 +180,22 @@ class AuthConfig(_Strict):
 class PrivacyConfig(_Strict):
     mask_patient_names: bool = True
     mask_patient_ids: bool = True
+
+
+class PriorsConfig(_Strict):
+    """Comparison with the patient's prior study (serving/reading/priors.py)."""
+
+    enabled: bool = True
+    # Who counts as the same patient: patient ID + issuer of patient ID (a missing issuer is the
+    # sending site's own register), or the site's rule, e.g. [patient_id, name, birth_date].
+    identity: list[Literal["patient_id", "issuer", "name", "birth_date", "sex"]] = ["patient_id", "issuer"]
+
+    @field_validator("identity")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("priors.identity needs at least one field (patient_id, issuer, name, birth_date, sex)")
+        return value
 
 
 class TritonEndpointConfig(_Strict):
@@ -389,6 +405,10 @@ class ServingConfig(_Strict):
     registry: RegistryConfig = RegistryConfig()
     auth: AuthConfig = AuthConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    # The language of the page, the reports and the read's words (codes never change with it): a BCP 47
+    # tag with a catalog under datasets/vocabulary/locales/ (zh-CN, en).
+    locale: str = "zh-CN"
+    priors: PriorsConfig = PriorsConfig()
     models: dict[str, ModelServingConfig] = {"ecg": ModelServingConfig(ref="ecg@champion")}
     deployments: DeploymentsConfig = DeploymentsConfig()
     triage: TriageConfig = TriageConfig()
@@ -405,6 +425,14 @@ class ServingConfig(_Strict):
 
     def site_ids(self) -> set[str]:
         return {site.id for site in self.sites}
+
+    @field_validator("locale")
+    @classmethod
+    def _locale_has_a_catalog(cls, value: str) -> str:
+        try:
+            return i18n.bcp47(i18n.normalize_locale(value))
+        except i18n.UnknownLocale as exc:
+            raise ValueError(str(exc)) from exc
 
     @field_validator("rate_limits")
     @classmethod

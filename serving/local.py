@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from models.ecg.pipeline import EcgInput, EcgPreReader
 from serving.api.app import build_api
 from serving.config import ServingConfig
+from serving.reading import priors
 from serving.reading.client import raw_model
 from serving.services import Services, build_services
 
@@ -27,6 +28,7 @@ def create_local_app(cfg: ServingConfig, reader: EcgPreReader | None = None) -> 
         return (await asyncio.to_thread(reader.read_batch, [item]))[0]
 
     services = build_services(cfg, read_ecg)
+    priors.install(services)
     services.models_ready["ecg"] = True
 
     async def infer_ecg(batch, priority=None):

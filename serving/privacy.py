@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from dataclasses import dataclass
+
 
 def mask_name(name: str | None) -> str | None:
-    """'Zhang^San' / 'Zhang San' → 'Z**** S**': enough for a reader to match a phone call, not to identify."""
+    """'Zhang^San' / 'Zhang San' → 'Z**** S**'; '张^三' / '张三' → '张*'; a DICOM PN with its alphabetic and
+    ideographic groups ('Zhang^San=张^三') → 'Z**** S**=张*': enough for a reader to match a phone call, not
+    to identify. A Chinese name keeps only its first character (the family name, or its first half)."""
     if not name:
         return name
-    parts = [p for p in str(name).replace("^", " ").split() if p]
+    return "=".join(_mask_group(group) for group in str(name).split("="))
+
+
+def _mask_group(group: str) -> str:
+    parts = [p for p in group.replace("^", " ").split() if p]
+    if any(_is_cjk(ch) for ch in group):
+        joined = "".join(parts)  # 张^三 is one name of two characters: never show a given name in full
+        return joined[:1] + "*" * max(1, len(joined) - 1) if joined else ""
     return " ".join(p[0] + "*" * (len(p) - 1) for p in parts)
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\U00020000" <= ch <= "\U0003134f"
 
 
 def mask_id(patient_id: str | None) -> str | None:
@@ -46,3 +63,44 @@ def mask_dicom_json(item: dict, names: bool = True, ids: bool = True) -> dict:
             if tag in item:
                 item[tag] = {"vr": item[tag].get("vr", "UN")}
     return item
+
+
+IDENTITY_FIELDS = ("patient_id", "issuer", "name", "birth_date", "sex")
+"""What a site's identity rule (``priors.identity`` in the serving config) may combine."""
+
+
+def identity_string(rule: tuple[str, ...] | list[str], *, site: str, patient_id: str | None, issuer: str | None = None,
+                    name: str | None = None, birth_date: str | None = None, sex: str | None = None) -> str | None:
+    """The canonical text of a patient's identity under ``rule`` (patient ID + issuer of patient ID by
+    default), before any masking; None when a field the rule needs is missing (then no prior is
+    looked for: a wrong prior is worse than none). A missing issuer means the sending site's own
+    register (IDs are issued per hospital information system). The caller keys it (HMAC with the
+    deployment secret) so the stored key reveals nothing and masked IDs never decide who is who."""
+    values = {"patient_id": (patient_id or "").strip(), "issuer": (issuer or "").strip() or f"site:{site}",
+              "name": (name or "").strip().upper(), "birth_date": (birth_date or "").strip(),
+              "sex": (sex or "").strip().upper()}
+    parts = []
+    for field in rule:
+        if field not in values:
+            raise ValueError(f"unknown identity field {field!r}; known: {', '.join(IDENTITY_FIELDS)}")
+        if not values[field]:
+            return None
+        parts.append(f"{field}={values[field]}")
+    return "|".join(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class PatientKeyer:
+    """``Study.patient_key``: HMAC-SHA256 (the deployment secret) of the identity under the site's rule,
+    or None when the rule's fields are missing. Made at ingest, before the ID and name are masked."""
+
+    secret: str
+    rule: tuple[str, ...] = ("patient_id", "issuer")
+
+    def __call__(self, *, site: str, patient_id: str | None, issuer: str | None = None, name: str | None = None,
+                 birth_date: str | None = None, sex: str | None = None) -> str | None:
+        text = identity_string(self.rule, site=site, patient_id=patient_id, issuer=issuer, name=name,
+                               birth_date=birth_date, sex=sex)
+        if text is None:
+            return None
+        return hmac.new(self.secret.encode(), f"patient:{text}".encode(), hashlib.sha256).hexdigest()[:32]

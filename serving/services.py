@@ -18,6 +18,7 @@ from serving.ingest.dicom import DicomIngest
 from serving.ingest.ecg import EcgReadFn, EcgWorkflow
 from serving.ingest.validate import IngestLimits
 from serving.metrics import watch_worklist
+from serving.privacy import PatientKeyer
 from serving.store.db import Aging, Database
 from serving.store.objects import ObjectStore
 from serving.store.work import WorkQueue
@@ -55,9 +56,12 @@ def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = T
         db.migrate()
     store = ObjectStore(config.storage.root)
     tokens = TokenService(secret, config.auth.token_ttl_hours)
+    queue = WorkQueue.from_config(db, config)  # app.py / local.py add the prior comparison (reading room)
     workflow = EcgWorkflow(db, store, ecg_read, config.site_ids(),
                            mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids,
-                           queue=WorkQueue.from_config(db, config), limits=IngestLimits.from_config(config))
+                           queue=queue, limits=IngestLimits.from_config(config),
+                           patient_key=PatientKeyer(secret, tuple(config.priors.identity))
+                           if config.priors.enabled else None)
     dicom = DicomIngest.from_config(config, db, store, workflow)
     aging = Aging(**{level.value: minutes for level, minutes in config.worklist.aging_minutes.items()})
     watch_worklist(db, aging)  # preread_worklist_depth counts this database at each scrape

@@ -23,13 +23,16 @@ from serving.api.deps import client_of
 from serving.api.routes import (
     audit,
     dicomweb,
+    docs,
     ecg,
     exports,
     fhir,
     health,
+    i18n,
     kserve,
     monitoring,
     reading,
+    report,
     session,
     submissions,
     web,
@@ -41,8 +44,9 @@ from serving.store.objects import StorageUnavailable
 
 log = logging.getLogger("preread.api")
 
-ROUTERS = (health.router, ecg.router, worklist.router, session.router, reading.router, submissions.router,
-           exports.router, audit.router, fhir.router, dicomweb.router, kserve.router, monitoring.router, web.router)
+ROUTERS = (health.router, ecg.router, worklist.router, session.router, reading.router, report.router,
+           submissions.router, exports.router, audit.router, fhir.router, dicomweb.router, kserve.router,
+           monitoring.router, i18n.router, docs.router, web.router)
 
 
 def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
@@ -53,7 +57,8 @@ def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
             session.bootstrap(svc)
         yield
 
-    app = FastAPI(title="preread", version="0.1.0", lifespan=lifespan,
+    # /docs and /redoc come from serving/api/routes/docs.py (assets served here, no CDN)
+    app = FastAPI(title="preread", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="AI pre-read service: ECGs and X-rays in, triaged preliminary reads out.")
     app.state.get_services = get_services
     _refuse_rather_than_half_accept(app)

@@ -66,7 +66,10 @@ class WorklistItem(BaseModel):
 
 class Worklist(BaseModel):
     items: list[WorklistItem]
-    count: int
+    count: int                    # items on this page
+    total: int = 0                # items the same filters hold over all pages
+    offset: int = 0
+    limit: int = 200
     generated_at: datetime
 
 
@@ -208,6 +211,8 @@ class Submission(BaseModel):
 class Submissions(BaseModel):
     items: list[Submission]
     count: int
+    total: int = 0
+    offset: int = 0
 
 
 # --- exports and audit --------------------------------------------------------------------------------

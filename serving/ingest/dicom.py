@@ -161,6 +161,14 @@ class DicomIngest:
                                  study.status, record if accepted.created and not study.no_ai else None)
         return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai, priority)
 
+    def _patient_key(self, site: str, ds: Dataset, patient_id: str | None, patient_name: str | None) -> str | None:
+        """Who the patient is for priors (the ECG workflow's keyer, made before masking)."""
+        keyer = self.ecg.patient_key if self.ecg is not None else None
+        if keyer is None:
+            return None
+        return keyer(site=site, patient_id=patient_id, issuer=_text(ds, "IssuerOfPatientID"), name=patient_name,
+                     birth_date=_text(ds, "PatientBirthDate", 8), sex=_text(ds, "PatientSex", 8))
+
     def _store(self, data: bytes, ds: Dataset, site: str, source: str, sender: str | None, role: str,
                status: str, error: str | None, no_ai: bool = False, priority: str | None = None) -> DicomAccepted:
         stored = self.store.put(data, ".dcm")
@@ -175,6 +183,7 @@ class DicomIngest:
             series_uid=str(ds.SeriesInstanceUID), sop_class_uid=str(ds.SOPClassUID),
             patient_id=(mask_id(patient_id) if self.mask_ids else patient_id) if patient_id else None,
             patient_name=(mask_name(patient_name) if self.mask_names else patient_name) if patient_name else None,
+            patient_key=self._patient_key(site, ds, patient_id, patient_name),
             patient_sex=_text(ds, "PatientSex", 8), patient_age=_text(ds, "PatientAge", 16),
             description=description, status=status, no_ai=no_ai, priority=priority,
         )

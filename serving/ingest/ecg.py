@@ -26,7 +26,7 @@ from models.ecg.pipeline import EcgInput
 from models.read import PreRead
 from serving import logs
 from serving.ingest.validate import IngestLimits, IngestRefused, check_ecg_record, validate_dicom
-from serving.privacy import mask_id, mask_name
+from serving.privacy import PatientKeyer, mask_id, mask_name
 from serving.store import audit
 from serving.store.db import Database, NewInstance
 from serving.store.objects import ObjectStore
@@ -80,8 +80,9 @@ def refuse_cross_site(db: Database, site: str, owner: str, sender: str | None, s
 class EcgWorkflow:
     def __init__(self, db: Database, store: ObjectStore, read_fn: EcgReadFn, known_sites: set[str],
                  mask_names: bool = True, mask_ids: bool = True, queue: WorkQueue | None = None,
-                 limits: IngestLimits | None = None):
+                 limits: IngestLimits | None = None, patient_key: PatientKeyer | None = None):
         self.db, self.store, self.read_fn = db, store, read_fn
+        self.patient_key = patient_key  # who the patient is, for priors (None: no priors)
         self.queue = queue or WorkQueue(db)
         self.known_sites = known_sites
         self.mask_names, self.mask_ids = mask_names, mask_ids
@@ -140,6 +141,7 @@ class EcgWorkflow:
             sop_class_uid=record.meta.get("sop_class_uid"),
             patient_id=self._mask(patient.get("id"), mask_id, self.mask_ids),
             patient_name=self._mask(patient.get("name"), mask_name, self.mask_names),
+            patient_key=self._patient_key(site, patient),
             patient_sex=_short(patient.get("sex"), 8), patient_age=_short(patient.get("age"), 16),
             description=f"12-lead ECG ({fmt})", lease_by=self.queue.worker_id, no_ai=no_ai,
         ))
@@ -189,6 +191,13 @@ class EcgWorkflow:
                                     f"stored original unreadable: {exc}", True)
             return None
         return await self.read(study.study_uid, record, study.site)
+
+    def _patient_key(self, site: str, patient: dict[str, Any]) -> str | None:
+        if self.patient_key is None:
+            return None
+        return self.patient_key(site=site, patient_id=_short(patient.get("id"), 64),
+                                issuer=_short(patient.get("issuer"), 64), name=_short(patient.get("name"), 128),
+                                birth_date=_short(patient.get("birth_date"), 16), sex=_short(patient.get("sex"), 8))
 
     @staticmethod
     def _mask(value: Any, fn: Callable[[str], str], enabled: bool) -> str | None:

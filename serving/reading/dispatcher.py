@@ -213,7 +213,8 @@ class Dispatcher:
             read = await read_fn(record)
         if read.cam_maps:  # a replica that left the heatmap pictures to us (we hold the image)
             await asyncio.to_thread(render_deferred_heatmaps, read, record)
-        results = await asyncio.to_thread(store_results, db, self.svc.store, study, ds, read)
+        results = await asyncio.to_thread(store_results, db, self.svc.store, study, ds, read,
+                                            self.cfg.locale)
         read.source = {"sop_instance_uid": instance.sop_instance_uid, "series_uid": instance.series_uid,
                        "rule": route.rule.name}
         read.results = results

@@ -12,6 +12,7 @@ from typing import Any
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
+from datasets.vocabulary import i18n
 from serving.store.db import as_utc
 from serving.store.schema import Study
 
@@ -39,7 +40,10 @@ def _status(study: Study) -> str:
     return study.report_status if study.report_status in ("final", "amended") else "preliminary"
 
 
-def diagnostic_report(study: Study, base_url: str = "") -> DiagnosticReport:
+def diagnostic_report(study: Study, base_url: str = "", locale: str | None = None) -> DiagnosticReport:
+    """``locale`` (the deployment's): finding names and the preliminary conclusion in that language,
+    ``language`` set to match; the signed conclusion is the reader's impression as written. A signed
+    report is presented as its PDF (``GET /api/v1/studies/{uid}/report.pdf``)."""
     status = _status(study)
     read = study.pre_read
     findings = read.findings if read else []
@@ -49,12 +53,17 @@ def diagnostic_report(study: Study, base_url: str = "") -> DiagnosticReport:
     method = {"text": f"AI pre-read {name} v{version}"}
     contained: list[Observation] = []
 
+    kind = "ECG" if study.modality == "ECG" else "CXR"
+
+    def shown(f) -> str:
+        return i18n.finding_name(locale, kind, f.code, f.name or f.code) if locale else (f.name or f.code)
+
     for i, f in enumerate(findings):
         positive = final_findings.get(f.code, f.positive) if status != "preliminary" else f.positive
         obs: dict[str, Any] = {
             "resourceType": "Observation", "id": f"finding-{i}", "status": status,
-            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": f.name or f.code}],
-                     "text": f.name or f.code},
+            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": shown(f)}],
+                     "text": shown(f)},
             "valueBoolean": positive,
             "component": [{
                 "code": {"text": "AI probability"},
@@ -80,10 +89,15 @@ def diagnostic_report(study: Study, base_url: str = "") -> DiagnosticReport:
             "valueQuantity": quantity,
         }))
 
-    conclusion = final.get("impression") if status != "preliminary" else (
-        "Preliminary AI read, not reviewed by a doctor: " + ", ".join(
-            f"{f.name or f.code} ({f.probability:.2f})" for f in findings if f.positive
-        ) if findings else "Preliminary: no AI read available")
+    if status != "preliminary":
+        conclusion = final.get("impression")
+    elif findings:
+        called = i18n.translate(locale, "report", "list_separator").join(
+            f"{shown(f)} ({f.probability:.2f})" for f in findings if f.positive)
+        conclusion = i18n.translate(locale, "report", "fhir.preliminary",
+                                    findings=called or i18n.translate(locale, "report", "fhir.no_positive"))
+    else:
+        conclusion = i18n.translate(locale, "report", "fhir.no_read")
     issued = as_utc(study.signed_at) if status != "preliminary" and study.signed_at else as_utc(study.read_at or study.arrived_at)
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
@@ -104,7 +118,15 @@ def diagnostic_report(study: Study, base_url: str = "") -> DiagnosticReport:
         report["resultsInterpreter"] = [{"display": study.signed_by}]
     else:
         report["performer"] = [{"display": method["text"]}]
+    if locale:
+        report["language"] = i18n.bcp47(locale)
     if base_url:
-        report["presentedForm"] = [{"contentType": "application/json", "url": f"{base_url}/api/v1/studies/{study.study_uid}",
-                                    "title": "Study with AI read"}]
+        report["presentedForm"] = [{"contentType": "application/json", "title": "Study with AI read",
+                                    "url": f"{base_url}/api/v1/studies/{study.study_uid}"}]
+        if status != "preliminary":  # the printable report, first: what a receiving EHR shows
+            report["presentedForm"].insert(0, {
+                "contentType": "application/pdf", "language": i18n.bcp47(locale),
+                "url": f"{base_url}/api/v1/studies/{study.study_uid}/report.pdf",
+                "title": i18n.translate(locale, "report", "fhir.pdf_title"),
+                "creation": issued.isoformat()})
     return DiagnosticReport.model_validate({k: v for k, v in report.items() if v is not None})

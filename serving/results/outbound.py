@@ -37,8 +37,9 @@ class ResultObject:
     dataset: pydicom.Dataset
 
 
-def result_objects(source: pydicom.Dataset, read: PreRead) -> list[ResultObject]:
-    """The SR of ``read`` (always) and the SC of its first heatmap (when the read has its pixels)."""
+def result_objects(source: pydicom.Dataset, read: PreRead, locale: str | None = None) -> list[ResultObject]:
+    """The SR of ``read`` (always; its text in ``locale`` when given) and the SC of its first heatmap
+    (when the read has its pixels)."""
     model = read.model.model_dump(mode="json")
     source_header = pydicom.Dataset(source)  # shallow copy without pixels for the SR evidence
     source_header.file_meta = source.file_meta
@@ -53,7 +54,8 @@ def result_objects(source: pydicom.Dataset, read: PreRead) -> list[ResultObject]
 
     findings = [finding.model_dump(mode="json") for finding in read.findings]
     sr = build_ai_sr([source_header], findings, model, read.triage.model_dump(mode="json"),
-                     series_instance_uid=uid("ai_sr", "series"), sop_instance_uid=uid("ai_sr", "instance"))
+                     series_instance_uid=uid("ai_sr", "series"), sop_instance_uid=uid("ai_sr", "instance"),
+                     locale=locale)
     objects = [ResultObject("ai_sr", sr)]
     top = read.heatmaps[0] if read.heatmaps else None
     if top is not None and top.code in read.pixels:
@@ -67,10 +69,10 @@ def result_objects(source: pydicom.Dataset, read: PreRead) -> list[ResultObject]
 
 
 def store_results(db: Database, store: ObjectStore, study: Study, source: pydicom.Dataset,
-                  read: PreRead) -> dict[str, dict[str, str]]:
+                  read: PreRead, locale: str | None = None) -> dict[str, dict[str, str]]:
     """Build and store the result objects; role → their UIDs and WADO-RS link (``PreRead.results``)."""
     out: dict[str, dict[str, str]] = {}
-    for item in result_objects(source, read):
+    for item in result_objects(source, read, locale):
         ds = item.dataset
         stored = store.put(encode(ds), ".dcm")
         modality = str(ds.get("Modality") or "OT")

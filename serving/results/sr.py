@@ -40,6 +40,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from datasets.vocabulary import i18n
 from datasets.vocabulary.cxr_labels import label_by_code
 from serving.results import codes
 
@@ -97,8 +98,13 @@ def _check_finding(finding: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finding_group(finding: dict[str, Any], algorithm: hd.sr.AlgorithmIdentification,
-                   source_images: list[hd.sr.SourceImageForMeasurementGroup]) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+                   source_images: list[hd.sr.SourceImageForMeasurementGroup],
+                   locale: str | None = None) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     finding_concept = codes.finding_concept(finding)
+    if locale is not None:  # the same code; its meaning in the report's language
+        finding_concept = hd.sr.CodedConcept(
+            value=finding_concept.value, scheme_designator=finding_concept.scheme_designator,
+            meaning=i18n.finding_name(locale, "CXR", str(finding["code"]), finding_concept.meaning))
     measurements = [hd.sr.Measurement(name=codes.PROBABILITY, value=finding["probability"], unit=codes.NO_UNITS)]
     if finding["threshold"] is not None:
         measurements.append(hd.sr.Measurement(name=codes.THRESHOLD, value=finding["threshold"], unit=codes.NO_UNITS))
@@ -143,6 +149,7 @@ def build_ai_sr(
     sop_instance_uid: str | None = None,
     procedure_reported: hd.sr.CodedConcept | None = None,
     institution_name: str | None = None,
+    locale: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the AI pre-read SR for the image(s) in ``source_datasets`` (see the module docstring).
 
@@ -156,6 +163,9 @@ def build_ai_sr(
         series_number, instance_number: of the new SR.
         series_instance_uid, sop_instance_uid: new ones are generated when not given.
         procedure_reported: default SCT 399208008 "Plain chest X-ray".
+        locale: the deployment's (zh-CN ...): finding meanings and the series description in that
+            language, with Specific Character Set ISO_IR 192 (UTF-8) to carry it. None keeps ASCII
+            English text in the source's character set.
     """
     _check_sources(source_datasets)
     checked = [_check_finding(dict(finding)) for finding in findings]
@@ -173,7 +183,7 @@ def build_ai_sr(
     )
     algorithm = algorithm_identification(model)
     source_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in source_datasets]
-    groups = [_finding_group(finding, algorithm, source_images) for finding in checked]
+    groups = [_finding_group(finding, algorithm, source_images, locale) for finding in checked]
     if triage is not None:
         groups.append(_triage_group(triage, algorithm, source_images))
 
@@ -203,8 +213,14 @@ def build_ai_sr(
         is_verified=False,  # VerificationFlag UNVERIFIED
         institution_name=institution_name,
     )
-    # ASCII only: the source's character set (often ISO_IR 100) must be able to encode it.
-    sr.SeriesDescription = f"AI pre-read {name} v{version} - preliminary, unverified" + (" (DEMO model)" if demo else "")
+    if locale is None:
+        # ASCII only: the source's character set (often ISO_IR 100) must be able to encode it.
+        sr.SeriesDescription = (f"AI pre-read {name} v{version} - preliminary, unverified"
+                                + (" (DEMO model)" if demo else ""))
+    else:
+        sr.SpecificCharacterSet = i18n.DICOM_CHARSET[i18n.normalize_locale(locale)]
+        sr.SeriesDescription = (i18n.translate(locale, "report", "sr.series_description", name=name, version=version)
+                                + (i18n.translate(locale, "report", "sr.demo") if demo else ""))[:64]
     sr.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
     return sr
 

@@ -60,6 +60,7 @@ class NewInstance:
     sop_class_uid: str | None = None
     patient_id: str | None = None
     patient_name: str | None = None
+    patient_key: str | None = None  # serving/privacy.py identity_string, keyed (see Study.patient_key)
     patient_sex: str | None = None
     patient_age: str | None = None
     description: str | None = None
@@ -156,7 +157,7 @@ class Database:
                     leased = new.lease_by is not None and new.status == RECEIVED and not new.no_ai
                     study = Study(
                         study_uid=new.study_uid, site=new.site, modality=new.modality,
-                        patient_id=new.patient_id, patient_name=new.patient_name,
+                        patient_id=new.patient_id, patient_name=new.patient_name, patient_key=new.patient_key,
                         patient_sex=new.patient_sex, patient_age=new.patient_age,
                         description=new.description, arrived_at=now,
                         status=NO_AI_READ if new.no_ai else new.status, no_ai=new.no_ai,
@@ -225,7 +226,22 @@ class Database:
         caller asks for a filter."""
         now = now or utcnow()
         rank = self._effective_rank(aging, now, sqlite=self.engine.dialect.name == "sqlite")
-        query = select(Study)
+        query = self._worklist_filter(select(Study), rank, sites, modality, statuses, level, site)
+        query = query.order_by(rank, nulls_last(Study.score.desc()), Study.arrived_at, Study.id)
+        with self.session() as session:
+            return list(session.scalars(query.limit(limit).offset(offset)).all())
+
+    def worklist_total(self, sites: Sequence[str] | None, aging: Aging, now: datetime | None = None, *,
+                       modality: str | None = None, statuses: Sequence[str] | None = None,
+                       level: str | None = None, site: str | None = None) -> int:
+        """How many studies the same worklist query holds (the page shows "251–300 of 450")."""
+        rank = self._effective_rank(aging, now or utcnow(), sqlite=self.engine.dialect.name == "sqlite")
+        query = self._worklist_filter(select(func.count(Study.id)), rank, sites, modality, statuses, level, site)
+        with self.session() as session:
+            return int(session.scalar(query))
+
+    @staticmethod
+    def _worklist_filter(query, rank, sites, modality, statuses, level, site):
         if sites is not None:
             query = query.where(Study.site.in_(list(sites)))
         if site:
@@ -235,9 +251,7 @@ class Database:
         query = query.where(Study.status.in_(list(statuses or OPEN_STATUSES)))
         if level:
             query = query.where(rank == LEVEL_ORDER.index(level))
-        query = query.order_by(rank, nulls_last(Study.score.desc()), Study.arrived_at, Study.id)
-        with self.session() as session:
-            return list(session.scalars(query.limit(limit).offset(offset)).all())
+        return query
 
     def open_depth_by_level(self, aging: Aging, now: datetime | None = None) -> dict[str, int]:
         """Open studies per effective level (after aging), all sites: the worklist's depth, for

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from serving.store.db import Database
@@ -51,10 +51,21 @@ def search_studies(db: Database, sites: Sequence[str] | None, *, study_uid: str 
         return list(session.scalars(query).all())
 
 
-def recent_studies(db: Database, sites: Sequence[str] | None, limit: int = 100) -> list[Study]:
-    """The latest studies of ``sites`` (all when None), newest first: a clinic's submissions."""
+def recent_studies(db: Database, sites: Sequence[str] | None, limit: int = 100, offset: int = 0) -> list[Study]:
+    """The latest studies of ``sites`` (all when None), newest first: a clinic's submissions, a page
+    at a time."""
     query = select(Study)
     if sites is not None:
         query = query.where(Study.site.in_(list(sites)))
+    query = query.order_by(Study.arrived_at.desc(), Study.id.desc()).limit(limit).offset(offset)
     with db.session() as session:
-        return list(session.scalars(query.order_by(Study.arrived_at.desc(), Study.id.desc()).limit(limit)).all())
+        return list(session.scalars(query).all())
+
+
+def count_studies(db: Database, sites: Sequence[str] | None) -> int:
+    """How many studies ``sites`` have (all when None): the total beside a page of submissions."""
+    query = select(func.count(Study.id))
+    if sites is not None:
+        query = query.where(Study.site.in_(list(sites)))
+    with db.session() as session:
+        return int(session.scalar(query))

@@ -39,6 +39,10 @@ class Study(Base):
     modality: Mapped[str] = mapped_column(String(16))
     patient_id: Mapped[str | None] = mapped_column(String(64))      # masked per config
     patient_name: Mapped[str | None] = mapped_column(String(128))   # masked per config
+    # Who the patient is for comparisons with priors: a keyed hash (HMAC with the deployment secret) of
+    # the site's identity rule (patient ID + issuer by default) made at ingest before masking; None
+    # when the rule's fields were missing (then no prior is looked for).
+    patient_key: Mapped[str | None] = mapped_column(String(64), index=True)
     patient_sex: Mapped[str | None] = mapped_column(String(8))
     patient_age: Mapped[str | None] = mapped_column(String(16))
     description: Mapped[str | None] = mapped_column(String(256))

@@ -74,6 +74,9 @@ class WorkQueue:
         self._lock = threading.Lock()
         self._last_renewal = datetime.min.replace(tzinfo=UTC)
         self._arrival_listeners: list[Callable[[str | None], None]] = []
+        # What the reading room adds to a read just before it is recorded (the comparison with the
+        # patient's prior: serving/reading/priors.py); composed in serving/services.py.
+        self.annotate: Callable[[str, PreRead], PreRead] | None = None
 
     # --- arrivals -------------------------------------------------------------------------------
     def on_arrival(self, listener: Callable[[str | None], None]) -> None:
@@ -195,6 +198,8 @@ class WorkQueue:
 
     def record_pre_read(self, study_uid: str, read: PreRead, now: datetime | None = None) -> bool:
         """``record_read`` of a typed pre-read: its JSON, level, score and model identity."""
+        if self.annotate is not None:
+            read = self.annotate(study_uid, read)
         return self.record_read(study_uid, read.to_json(), read.triage.level.value, read.triage.score,
                                 read.model.name, str(read.model.version), now)
 

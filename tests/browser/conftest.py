@@ -36,8 +36,8 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     path's dispatcher running (STOW-RS in, routing, CXR read, SR + heatmap SC stored)."""
     import uvicorn
 
-    from serving.reading.runtime import start_local_dicom
     from serving.local import create_local_app
+    from serving.reading.runtime import start_local_dicom
 
     port = free_port()
     cfg = make_config(tmp_path, ecg_registry, port=port)
@@ -66,10 +66,13 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     runtime.stop()
 
 
-def open_page(chromium, base_url: str, errors: list[str], height: int = 1000):
-    """A new page on the app's start page; uncaught page errors are collected into ``errors``."""
+def open_page(chromium, base_url: str, errors: list[str], height: int = 1000, locale: str | None = "en"):
+    """A new page on the app's start page; uncaught page errors are collected into ``errors``. ``locale``
+    is the user's choice on the page (kept in localStorage); None leaves the deployment's default."""
     page = chromium.new_page(viewport={"width": 1400, "height": height})
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    if locale:
+        page.add_init_script(f"localStorage.setItem('preread.locale', {locale!r})")
     page.goto(base_url + "/")
     return page
 

@@ -132,7 +132,7 @@ def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, l
     sign_in(page, "dr-zhao", PASSWORD)
     row = page.locator(f"#worklist tbody tr[data-uid='{uid}']")
     row.wait_for()
-    assert "DX" in row.inner_text() and "ai read" in row.inner_text()
+    assert "chest film" in row.inner_text() and "AI read" in row.inner_text()
     row.click()
     loaded = "(sel) => { const i = document.querySelector(sel); return i.complete && i.naturalWidth > 0; }"
     page.wait_for_function(loaded, arg="#study-image")

@@ -226,6 +226,8 @@ def _patient(ds) -> tuple[dict[str, Any], str | None]:
         patient["id"] = value
     if value := _dicom_str(ds, "PatientName"):
         patient["name"] = value
+    if value := _dicom_str(ds, "IssuerOfPatientID"):
+        patient["issuer"] = value  # with the ID, who the patient is (comparison with priors)
     if value := parse_sex(_dicom_str(ds, "PatientSex")):
         patient["sex"] = value
     birth = _dicom_str(ds, "PatientBirthDate")

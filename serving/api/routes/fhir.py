@@ -22,6 +22,6 @@ class FhirJSONResponse(JSONResponse):
 def fhir_report(request: Request, svc: ServicesDep, who: ViewerDep,
                 study: str = Query(..., description="Study Instance UID")) -> FhirJSONResponse:
     found = study_for(svc, who, study)
-    resource = diagnostic_report(found, str(request.base_url).rstrip("/"))
+    resource = diagnostic_report(found, str(request.base_url).rstrip("/"), svc.config.locale)
     log_action(svc, request, who, "view_fhir", study)
     return FhirJSONResponse(resource.model_dump(mode="json", exclude_none=True))

@@ -78,8 +78,15 @@ def report(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -
 @router.get("/api/v1/studies/{study_uid}/ecg", response_model=EcgSignals)
 def ecg_signals(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> EcgSignals:
     study = study_for(svc, who, study_uid)
+    out = ecg_display_signals(svc, study)
+    log_action(svc, request, who, "view_ecg", study_uid)
+    return out
+
+
+def ecg_display_signals(svc: Services, study: Study) -> EcgSignals:
+    """The stored original's signals in mV at about 250 Hz (the page and the printed report draw them)."""
     if study.modality != "ECG":
-        raise HTTPException(404, f"study {study_uid} is not an ECG")
+        raise HTTPException(404, f"study {study.study_uid} is not an ECG")
     original = next((i for i in study.instances if (i.role or "original") == "original"), None)
     if original is None:
         raise HTTPException(404, "the ECG original is not stored")
@@ -91,10 +98,9 @@ def ecg_signals(study_uid: str, request: Request, svc: ServicesDep, who: ViewerD
     step = max(1, int(round(fs / ECG_DISPLAY_HZ)))
     signals = np.asarray(record.signals, dtype=np.float64)[:, ::step]
     leads = {}
-    for name, row in zip(record.leads, signals):
+    for name, row in zip(record.leads, signals, strict=True):
         leads[name] = [None if not math.isfinite(v) else round(float(v), 3) for v in row]
-    log_action(svc, request, who, "view_ecg", study_uid)
-    return EcgSignals(study_uid=study_uid, sampling_rate=fs / step, original_sampling_rate=fs, units="mV",
+    return EcgSignals(study_uid=study.study_uid, sampling_rate=fs / step, original_sampling_rate=fs, units="mV",
                       seconds=signals.shape[1] * step / fs, leads=leads)
 
 
@@ -130,6 +136,16 @@ def refuse_ai(study_uid: str, request: Request, svc: ServicesDep, who: RefuserDe
 
 def image_response(svc: Services, study: Study, role: str, window: float | None = None,
                    level: float | None = None) -> Response:
+    png, used = render_png(svc, study, role, window, level)
+    # the window actually applied, in the image's own units, so the viewer's sliders can start from it
+    headers = {"X-Window-Width": f"{used[0]:g}", "X-Window-Center": f"{used[1]:g}"} if used else {}
+    return Response(png, media_type="image/png", headers=headers)
+
+
+def render_png(svc: Services, study: Study, role: str, window: float | None = None,
+               level: float | None = None) -> tuple[bytes, tuple[float, float] | None]:
+    """The study's ``role`` instance (original image, ai_sc heatmap) as PNG bytes and the window applied
+    (the viewer and the printed report)."""
     inst = next((i for i in study.instances if (i.role or "original") == role), None)
     if inst is None:
         raise HTTPException(404, f"no {'image' if role == 'original' else 'heatmap'} for study {study.study_uid} yet")
@@ -139,14 +155,11 @@ def image_response(svc: Services, study: Study, role: str, window: float | None 
         raise HTTPException(404, "object missing from the store") from exc
     if inst.content_type == "image/png" and window is None:
         # PNGs are windowed as 8-bit grey (see _to_png): the viewer's sliders start there
-        return Response(data, media_type="image/png", headers={"X-Window-Width": "256", "X-Window-Center": "128"})
+        return data, (256.0, 128.0)
     try:
-        png, used = _to_png(data, inst.content_type, window, level)
+        return _to_png(data, inst.content_type, window, level)
     except Exception as exc:  # an object we cannot render is a 404 for the viewer, not a crash
         raise HTTPException(404, f"cannot render {inst.content_type}: {type(exc).__name__}") from exc
-    # the window actually applied, in the image's own units, so the viewer's sliders can start from it
-    headers = {"X-Window-Width": f"{used[0]:g}", "X-Window-Center": f"{used[1]:g}"} if used else {}
-    return Response(png, media_type="image/png", headers=headers)
 
 
 def _to_png(data: bytes, content_type: str, window: float | None,

@@ -9,7 +9,7 @@ from models.read import PreRead
 from serving.api.deps import SenderDep, ServicesDep, log_action
 from serving.api.schemas import ReadSummary, Submission, Submissions
 from serving.store.db import as_utc
-from serving.store.queries import recent_studies
+from serving.store.queries import count_studies, recent_studies
 from serving.store.schema import SIGNED
 
 router = APIRouter(tags=["grassroots"])
@@ -17,8 +17,8 @@ router = APIRouter(tags=["grassroots"])
 
 @router.get("/api/v1/submissions", response_model=Submissions)
 def submissions(request: Request, svc: ServicesDep, who: SenderDep,
-                limit: int = Query(100, ge=1, le=1000)) -> Submissions:
-    studies = recent_studies(svc.db, who.site_scope(), limit)
+                limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Submissions:
+    studies = recent_studies(svc.db, who.site_scope(), limit, offset)
     items = [Submission(
         study_uid=s.study_uid, site=s.site, modality=s.modality, patient_id=s.patient_id,
         arrived_at=as_utc(s.arrived_at).isoformat(), status=s.status, ai_level=s.level,
@@ -29,7 +29,7 @@ def submissions(request: Request, svc: ServicesDep, who: SenderDep,
         links={"study": f"/api/v1/studies/{s.study_uid}", "fhir": f"/fhir/DiagnosticReport?study={s.study_uid}"},
     ) for s in studies]
     log_action(svc, request, who, "view_submissions", count=len(items))
-    return Submissions(items=items, count=len(items))
+    return Submissions(items=items, count=len(items), total=count_studies(svc.db, who.site_scope()), offset=offset)
 
 
 def _summary(read: PreRead | None) -> ReadSummary | None:

@@ -27,9 +27,10 @@ def worklist(request: Request, svc: ServicesDep, who: ReaderDep, site: str | Non
     if site and not who.can_access_site(site):
         raise HTTPException(403, f"user {who.user!r} may not see site {site!r}")
     now = utcnow()
-    studies = svc.db.worklist(who.site_scope(), svc.aging, now, modality=modality,
-                              level=level.value if level else None, site=site,
-                              statuses=status.split(",") if status else None, limit=limit, offset=offset)
+    filters = dict(modality=modality, level=level.value if level else None, site=site,
+                   statuses=status.split(",") if status else None)
+    studies = svc.db.worklist(who.site_scope(), svc.aging, now, limit=limit, offset=offset, **filters)
+    total = svc.db.worklist_total(who.site_scope(), svc.aging, now, **filters)
     items = [_worklist_item(s, svc, now) for s in studies]
     # The page polls every few seconds: repeats of the same view are aggregated per window.
     audit.record_view(svc.db, "view_worklist", svc.config.audit.view_window_seconds, user=who.user,
@@ -37,7 +38,7 @@ def worklist(request: Request, svc: ServicesDep, who: ReaderDep, site: str | Non
                       detail={"path": request.url.path, "limit": limit, "offset": offset,
                               "filters": {"site": site, "modality": modality, "status": status,
                                           "level": level.value if level else None}})
-    return Worklist(items=items, count=len(items), generated_at=now)
+    return Worklist(items=items, count=len(items), total=total, offset=offset, limit=limit, generated_at=now)
 
 
 @router.get("/api/v1/studies/{study_uid}", response_model=StudyDetail)
