@@ -23,6 +23,7 @@ from serving.deps import ApiDeps
 from serving.ecg_workflow import SiteError
 from serving.priority import PriorityError, parse_priority, request_priority
 from serving.ratelimit import limiter_for
+from serving.request_encoding import RequestDecompression
 from serving.schemas import EcgAccepted, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
 from serving.storage import StorageUnavailable
@@ -60,6 +61,12 @@ def build_api(get_services: Callable[[], Services | None], extra_routers: Sequen
         log.error("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": {"reason": "storage unavailable: nothing was stored; try again later"}},
                             status_code=503, headers={"Retry-After": "30"})
+
+    def inflated_limit() -> int:  # gzip/deflate request bodies: inflated no larger than any route accepts
+        svc = get_services()
+        return 1024**3 if svc is None else max(svc.config.dicom.max_stow_bytes, svc.config.limits.max_ecg_bytes)
+
+    app.add_middleware(RequestDecompression, max_bytes=inflated_limit)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
