@@ -297,6 +297,12 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    from preread.send.cli import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="preread", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--config", help="serving config YAML (default configs/serving.yaml)")
     serve_p.add_argument("--port", type=int, help="override the HTTP port")
     serve_p.set_defaults(func=cmd_serve)
+
+    send_p = sub.add_parser("send", help="the clinic's store-and-forward sender (docs/sender.md)")
+    from preread.send.cli import add_arguments as add_send_arguments
+
+    add_send_arguments(send_p)
+    send_p.set_defaults(func=cmd_send)
 
     token_p = sub.add_parser("token", help="issue an access token signed with the deployment's secret")
     token_p.add_argument("--user", required=True)
