@@ -91,7 +91,15 @@ class Sender:
             log.info("%s not sent: %s; retry in %.1f s", item.label, outcome.reason, delay)
         self.stop_event.wait(delay)  # the link is the problem, not the item: everything waits
 
+    def learn_server(self) -> None:
+        """Which request encodings the service inflates (its Accept-Encoding), before the first upload."""
+        try:
+            self.uploader.learn_encodings(self.client.get("/healthz", timeout=10))
+        except Exception as exc:  # the link is down: uploads learn it from their first answer instead
+            log.info("service not reachable yet (%s)", type(exc).__name__)
+
     def _upload_loop(self) -> None:
+        self.learn_server()
         while not self.stop_event.is_set():
             try:
                 if self.upload_once() is None:

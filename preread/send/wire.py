@@ -82,7 +82,7 @@ def compress_dicom(data: bytes) -> bytes:
 
 def _jpegls(ds: pydicom.Dataset) -> bytes:
     copy = pydicom.dcmread(io.BytesIO(_write(ds)), force=True)  # compress() changes the dataset in place
-    copy.compress(JPEGLSLossless)
+    copy.compress(JPEGLSLossless, generate_instance_uid=False)  # the same instance: idempotent at the county
     return _write(copy)
 
 

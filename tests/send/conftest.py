@@ -92,8 +92,23 @@ def county_service(state: Path, registry: str | None, ecg_reader) -> tuple:
     return county, close
 
 
+@pytest.fixture(scope="module")
+def county(tmp_path_factory):
+    """One county per test module (tests that count what the county holds take ``fresh_county``)."""
+    county, close = county_service(tmp_path_factory.mktemp("county"), None, FakeEcgReader())
+    yield county
+    close()
+
+
+@pytest.fixture(autouse=True)
+def _link_up(request):
+    yield
+    if "county" in request.fixturenames:
+        request.getfixturevalue("county").proxy.set_mode("up")
+
+
 @pytest.fixture
-def county(tmp_path):
+def fresh_county(tmp_path):
     county, close = county_service(tmp_path / "county", None, FakeEcgReader())
     yield county
     close()
@@ -107,7 +122,7 @@ def sender_config(tmp_path: Path, county: County, **overrides: Any) -> Path:
     cfg = {"server_url": county.proxy.url, "token_file": "token.txt", "site": "demo", "state_dir": "state",
            "watch_folder": "inbox", "watch_poll_s": 0.2,
            "listener": {"enabled": True, "ae_title": "CLINICSEND", "host": "127.0.0.1", "port": free_port()},
-           "disk_reserve_mb": 0, "retry": {"initial_s": 0.2, "max_s": 2.0, "request_timeout_s": 5.0},
+           "disk_reserve_mb": 0, "retry": {"initial_s": 0.2, "max_s": 1.5, "request_timeout_s": 3.0},
            "results": {"poll_s": 0.5}}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

@@ -20,14 +20,14 @@ from tests.send.conftest import County, SenderProcess, drop_in, sender_config, w
 from tests.send.studies import Study
 
 
-def flap(county: County, stop: threading.Event, seed: int, up_s: float = 1.5) -> list[str]:
-    """The link goes up and down until ``stop``: mostly up, sometimes refused, stalled or resetting."""
+def flap(county: County, stop: threading.Event, seed: int, up_s: float = 2.0, down_s: float = 0.8) -> list[str]:
+    """The link goes up and down until ``stop``: up a while, then refused, stalled or resetting."""
     rng, modes = random.Random(seed), []
     while not stop.is_set():
-        mode = rng.choice(["up", "up", "down", "stall", "reset"])
+        mode = "up" if not modes or modes[-1] != "up" else rng.choice(["down", "stall", "reset"])
         county.proxy.set_mode(mode)
         modes.append(mode)
-        stop.wait(rng.uniform(0.3, up_s if mode == "up" else 1.0))
+        stop.wait(rng.uniform(0.5, up_s) if mode == "up" else rng.uniform(0.2, down_s))
     county.proxy.set_mode("up")
     return modes
 
@@ -62,6 +62,7 @@ def run_store_and_forward(tmp_path: Path, county: County, ecgs: list[Study], fil
     config = sender_config(tmp_path, county)
     state, inbox = config.parent / "state", config.parent / "inbox"
     listener_port = __import__("yaml").safe_load(config.read_text())["listener"]["port"]
+    started = time.monotonic()
     sender = SenderProcess(config).start()
     stop = threading.Event()
     flapper = threading.Thread(target=flap, args=(county, stop, seed), daemon=True)
@@ -81,7 +82,9 @@ def run_store_and_forward(tmp_path: Path, county: County, ecgs: list[Study], fil
         wait_until(lambda: not any(inbox.iterdir()), timeout_s, f"the watch folder to empty\n{sender.tail()}")
         stop.set()
         flapper.join()
+        print(f"[e2e] link steady after {time.monotonic() - started:.1f} s; proxy {county.proxy.stats}", flush=True)
         wait_until(lambda: _done(state, total), timeout_s, f"every result back at the clinic\n{sender.tail()}", 0.5)
+        print(f"[e2e] all results back after {time.monotonic() - started:.1f} s", flush=True)
     finally:
         stop.set()
         sender.stop()
