@@ -23,7 +23,7 @@ import yaml
 from bench.service_process import free_port
 from serving.auth import TokenService, load_secret
 from tests.conftest import REPO_ROOT
-from tests.send.proxy import FaultProxy
+from bench.link_proxy import FaultProxy
 from tests.serving.conftest import ecg_registry, make_config  # noqa: F401 - the fixture, for the slow test
 from tests.serving.dicom_helpers import FakeCxrReader, UvicornThread, wait_for
 
