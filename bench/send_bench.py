@@ -35,7 +35,13 @@ LINK_KBIT_S, DROP_RATE = 256, 0.05
 
 
 def studies(quick: bool) -> dict[str, list]:
-    from tests.send.studies import cinc_zips, ptbxl_jsons, ptbxl_zips, radiographs, waveform_dicoms
+    from tests.send.studies import (
+        cinc_zips,
+        ptbxl_jsons,
+        ptbxl_zips,
+        radiographs,
+        waveform_dicoms,
+    )
 
     n = 3 if quick else 10
     return {"ECG WFDB zip (CinC)": cinc_zips(DATA / "ecg" / "cinc2021", n),

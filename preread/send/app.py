@@ -9,12 +9,15 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from preread.send.accept import Intake, Verdict
 from preread.send.config import SendConfig
 from preread.send.listener import CStoreListener
 from preread.send.queue import Item, SendQueue
 from preread.send.results import Alert, Notifier, ResultsFetcher
-from preread.send.upload import Outcome, Uploader, Verdict as Sent, backoff_s, http_client
+from preread.send.upload import Outcome, Uploader, backoff_s, http_client
+from preread.send.upload import Verdict as Sent
 from preread.send.watch import FolderWatcher
 from preread.send.wire import TokenBucket
 
@@ -95,7 +98,7 @@ class Sender:
         """Which request encodings the service inflates (its Accept-Encoding), before the first upload."""
         try:
             self.uploader.learn_encodings(self.client.get("/healthz", timeout=10))
-        except Exception as exc:  # the link is down: uploads learn it from their first answer instead
+        except httpx.HTTPError as exc:  # the link is down: uploads learn it from their first answer instead
             log.info("service not reachable yet (%s)", type(exc).__name__)
 
     def _upload_loop(self) -> None:

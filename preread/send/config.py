@@ -12,7 +12,14 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -83,7 +90,7 @@ class SendConfig(BaseModel):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _tls_unless_loopback(self) -> "SendConfig":
+    def _tls_unless_loopback(self) -> SendConfig:
         if urlparse(self.server_url).scheme == "http" and not self.allow_plain_http and not is_loopback(self.server_url):
             raise ValueError(f"server_url {self.server_url} is plain HTTP: the token and the patients' data would "
                              "cross the network unencrypted; use https:// (or allow_plain_http: true for a lab)")
@@ -118,7 +125,7 @@ class SendConfig(BaseModel):
             raise SendConfigError(f"token_file {self.token_file} is empty")
         return token
 
-    def resolved(self, base: Path) -> "SendConfig":
+    def resolved(self, base: Path) -> SendConfig:
         """Relative paths taken from ``base`` (the config file's folder)."""
         def fix(path: Path | None) -> Path | None:
             return None if path is None else (path if path.is_absolute() else (base / path))

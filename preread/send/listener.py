@@ -22,7 +22,7 @@ class CStoreListener:
         self.cfg, self.intake = cfg, intake
         self.server = None
 
-    def start(self) -> "CStoreListener":
+    def start(self) -> CStoreListener:
         ae = AE(ae_title=self.cfg.ae_title)
         for context in StoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -43,7 +43,7 @@ class CStoreListener:
         calling = event.assoc.requestor.ae_title.strip() if event.assoc else "?"
         try:
             data = event.encoded_dataset(include_meta=True)
-        except Exception as exc:  # a malformed request: say so, keep listening
+        except Exception as exc:  # noqa: BLE001 - a malformed request: say so, keep listening
             log.warning("C-STORE from %s: cannot read the dataset: %s", calling, exc)
             return CANNOT_UNDERSTAND
         verdict = self.intake.take(data, f"c-store-{calling}.dcm", f"c-store:{calling}")

@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 
 from preread.send.accept import Accepted, Intake, Quarantined, Refused
-from preread.send.parcel import WFDB_SIGNAL_SUFFIXES, ParcelError, wfdb_files, zip_record
+from preread.send.parcel import (
+    WFDB_SIGNAL_SUFFIXES,
+    ParcelError,
+    wfdb_files,
+    zip_record,
+)
 
 log = logging.getLogger("preread.send.watch")
 SKIP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".reason.txt")

@@ -19,8 +19,8 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGLSLossless
@@ -60,7 +60,7 @@ def compress_dicom(data: bytes) -> bytes:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         syntax = ds.file_meta.TransferSyntaxUID
-    except Exception as exc:  # the uploader sends the original; the service gives the reason if it refuses
+    except Exception as exc:  # noqa: BLE001 - the uploader sends the original; the service gives the reason if it refuses
         log.warning("cannot re-encode a DICOM object (%s: %s): sent as it is", type(exc).__name__, exc)
         return data
     if syntax.is_compressed or syntax == DeflatedExplicitVRLittleEndian:
@@ -72,7 +72,7 @@ def compress_dicom(data: bytes) -> bytes:
     for encode in candidates:
         try:
             out = encode(ds)
-        except Exception as exc:  # e.g. no JPEG-LS plugin on this PC: the next candidate
+        except Exception as exc:  # noqa: BLE001 - e.g. no JPEG-LS plugin on this PC: the next candidate
             log.debug("%s not usable: %s: %s", encode.__name__, type(exc).__name__, exc)
             continue
         if len(out) < len(data):
@@ -117,7 +117,7 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     @classmethod
-    def kbit(cls, kbit_s: float | None) -> "TokenBucket":
+    def kbit(cls, kbit_s: float | None) -> TokenBucket:
         return cls(kbit_s * 1000 / 8 if kbit_s else None)
 
     def take(self, n: int) -> None:

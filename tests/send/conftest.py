@@ -14,16 +14,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 import yaml
 
+from bench.link_proxy import FaultProxy
 from bench.service_process import free_port
 from serving.auth import TokenService, load_secret
 from tests.conftest import REPO_ROOT
-from bench.link_proxy import FaultProxy
 from tests.serving.conftest import ecg_registry, make_config  # noqa: F401 - the fixture, for the slow test
 from tests.serving.dicom_helpers import FakeCxrReader, UvicornThread, wait_for
 
@@ -32,7 +32,7 @@ class FakeEcgReader:
     """The EcgPreReader contract without a network: a read whose quality and level follow a digest
     of the signals (1 in 7 "repeat the ECG", 1 in 7 critical), so notifications can be checked."""
 
-    model = {"name": "ecg", "version": "0-test", "architecture": "fake", "demo": True}
+    model: ClassVar[dict[str, Any]] = {"name": "ecg", "version": "0-test", "architecture": "fake", "demo": True}
 
     def read_batch(self, items) -> list[dict[str, Any]]:
         return [self.read(np.asarray(item.signals, dtype=np.float32)) for item in items]
@@ -141,7 +141,7 @@ class SenderProcess:
         self.config, self.proc = config, None
         self.log = config.parent / "sender-stdout.log"
 
-    def start(self) -> "SenderProcess":
+    def start(self) -> SenderProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "preread.send", "--config", str(self.config),

@@ -16,7 +16,13 @@ from pathlib import Path
 import pydicom
 
 from serving.store.work import ai_read_counts
-from tests.send.conftest import County, SenderProcess, drop_in, sender_config, wait_until
+from tests.send.conftest import (
+    County,
+    SenderProcess,
+    drop_in,
+    sender_config,
+    wait_until,
+)
 from tests.send.studies import Study
 
 
@@ -75,7 +81,7 @@ def run_store_and_forward(tmp_path: Path, county: County, ecgs: list[Study], fil
         total = len(ecgs) + len(films)
         for k in range(kills):  # kill -9 once a share of the work went out, then start again
             goal = total * (k + 1) // (kills + 1)
-            wait_until(lambda: sum(i["state"] == "sent" for i in clinic_rows(state)[0]) >= goal, timeout_s,
+            wait_until(lambda goal=goal: sum(i["state"] == "sent" for i in clinic_rows(state)[0]) >= goal, timeout_s,
                        f"{goal} items sent before kill {k + 1}\n{sender.tail()}", 0.1)
             sender.kill9()
             sender = SenderProcess(config).start()
@@ -109,7 +115,8 @@ def county_totals(db) -> tuple[int, int]:
     holds: a resend stored twice would show here."""
     from sqlalchemy import func, select
 
-    from serving.store.schema import Instance, Study as StudyRow
+    from serving.store.schema import Instance
+    from serving.store.schema import Study as StudyRow
 
     with db.session() as session:
         return (session.scalar(select(func.count()).select_from(Instance).where(Instance.source != "ai")),

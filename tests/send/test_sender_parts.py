@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from preread.send.accept import Accepted, Quarantined, Refused
+from preread.send.accept import Accepted, Refused
 from preread.send.app import Sender
 from preread.send.config import SendConfigError, load_send_config
 from preread.send.parcel import Kind, identify
@@ -110,8 +110,8 @@ def test_watch_folder_quarantines_what_it_cannot_read_and_takes_loose_wfdb(tmp_p
 
 
 def test_cstore_listener_queues_before_it_answers(tmp_path, county, nih_dir):
-    from tests.send.e2e import cstore
     from tests.send.conftest import wait_until
+    from tests.send.e2e import cstore
 
     config = sender_config(tmp_path, county)
     sender = Sender(load_send_config(config), bell=False)
@@ -274,3 +274,19 @@ def test_service_inflates_gzip_bodies_and_refuses_bad_ones(county, shared_data):
         assert corrupt.status_code == 400
         unknown = http.post("/api/v1/ecg", content=doc, headers={**auth, "Content-Encoding": "br"})
         assert unknown.status_code == 415
+
+
+def test_the_sender_imports_nothing_of_the_service():
+    """The clinic PC has no service, models, torch or Ray: importing every sender module must not pull them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = ("import sys, preread.send.app, preread.send.cli, preread.send.check, preread.send.view;"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'serving', 'models', 'datasets', 'training',"
+            " 'evaluation', 'torch', 'ray', 'fastapi', 'sqlalchemy'}))")
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

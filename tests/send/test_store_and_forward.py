@@ -7,7 +7,13 @@ import pytest
 
 from tests.send.conftest import FakeEcgReader, county_service
 from tests.send.e2e import run_store_and_forward
-from tests.send.studies import cinc_zips, ptbxl_jsons, ptbxl_zips, radiographs, waveform_dicoms
+from tests.send.studies import (
+    cinc_zips,
+    ptbxl_jsons,
+    ptbxl_zips,
+    radiographs,
+    waveform_dicoms,
+)
 
 
 def expect_exactly_once(report: dict) -> None:
