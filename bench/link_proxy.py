@@ -1,7 +1,8 @@
 """A TCP proxy between the clinic sender and the county service that breaks the link on purpose:
 ``down`` (connections refused: reset at once), ``stall`` (accepted, nothing forwarded), ``reset``
-(every connection reset after a few KiB), random mid-transfer resets (``drop_rate`` per connection)
-and a bandwidth cap (a shaping proxy: ``rate_bytes_s`` per direction)."""
+(every connection reset after a few KiB), random mid-transfer resets (``drop_rate``: per connection;
+``segment_drop_rate``: per 16 KiB forwarded — a lost segment on a real link ends as a broken
+connection) and a bandwidth cap (a shaping proxy: ``rate_bytes_s`` per direction)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ class Pacer:
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, drop_rate: float = 0.0, rate_bytes_s: float | None = None, seed: int = 0):
-        self.target_port, self.drop_rate = target_port, drop_rate
+    def __init__(self, target_port: int, drop_rate: float = 0.0, rate_bytes_s: float | None = None, seed: int = 0,
+                 segment_drop_rate: float = 0.0):
+        self.target_port, self.drop_rate, self.segment_drop_rate = target_port, drop_rate, segment_drop_rate
         self.mode = "up"
         self.rng = random.Random(seed)
         self.up_pacer, self.down_pacer = Pacer(rate_bytes_s), Pacer(rate_bytes_s)
@@ -108,6 +110,9 @@ class FaultProxy:
                 if not data:
                     dst.shutdown(socket.SHUT_WR)
                     return
+                if self.segment_drop_rate and self.rng.random() < self.segment_drop_rate:
+                    self.stats["reset"] += 1
+                    raise ConnectionResetError("injected segment loss")
                 if shared["budget"] is not None:
                     shared["budget"] -= len(data)
                     if shared["budget"] < 0:

@@ -3,8 +3,10 @@
 1. bytes on the wire per study vs the raw file, per kind (WFDB zips as carts write them, ECG JSON,
    DICOM 12-lead waveforms, NIH chest films wrapped as DX), with the sender's lossless encodings;
 2. the time to drain a day's queue of a county's clinics (~40 studies: 32 ECGs, 8 films) through a
-   shaping proxy at 256 kbit/s each way that resets 5% of connections mid-transfer, until every
-   study is stored at the county, and until every AI read is back at the clinic.
+   shaping proxy at 256 kbit/s each way with 5% drops, until every
+   study is stored at the county, and until every AI read is back at the clinic. "5% drops": each
+   16 KiB segment forwarded is lost with probability 0.05, which breaks its connection (TCP cannot
+   lose a segment silently: the request fails and the sender must send again).
 
 The county is the real service in-process (API, ingest, store, dispatcher) with stand-in readers:
 the read itself is not what is measured here. Prints a table; writes JSON (default
@@ -78,7 +80,7 @@ def drain(queue: list, workdir: Path) -> dict:
     from tests.send.conftest import FakeEcgReader, county_service, sender_config
 
     county, close = county_service(workdir / "county", None, FakeEcgReader())
-    shaped = FaultProxy(county.port, drop_rate=DROP_RATE, rate_bytes_s=LINK_KBIT_S * 1000 / 8, seed=11)
+    shaped = FaultProxy(county.port, segment_drop_rate=DROP_RATE, rate_bytes_s=LINK_KBIT_S * 1000 / 8, seed=11)
     county.proxy.close()
     county.proxy = shaped
     config = sender_config(workdir, county, listener={"enabled": False}, watch_folder=None,
@@ -130,7 +132,7 @@ def main() -> int:
     console.print(table)
     with tempfile.TemporaryDirectory(prefix="send-bench-") as tmp:
         result = drain(day_queue(groups, args.quick), Path(tmp))
-    table = Table(title=f"a day's queue over {LINK_KBIT_S} kbit/s, {DROP_RATE:.0%} of connections reset")
+    table = Table(title=f"a day's queue over {LINK_KBIT_S} kbit/s, {DROP_RATE:.0%} of 16 KiB segments lost")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in result.items():

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +26,7 @@ from serving.auth import TokenService, load_secret
 from tests.conftest import REPO_ROOT
 from tests.serving.conftest import ecg_registry, make_config  # noqa: F401 - the fixture, for the slow test
 from tests.serving.dicom_helpers import FakeCxrReader, UvicornThread, wait_for
+from tests.serving.reliability.test_security import pki  # noqa: F401 - the test PKI fixture, for the HTTPS test
 
 
 class FakeEcgReader:
@@ -58,7 +59,7 @@ class County:
     port: int
     token: str
     reader_token: str
-    extra: dict = field(default_factory=dict)
+    app: Any = None
 
 
 def county_service(state: Path, registry: str | None, ecg_reader) -> tuple:
@@ -82,7 +83,7 @@ def county_service(state: Path, registry: str | None, ecg_reader) -> tuple:
     proxy = FaultProxy(cfg.http.port, seed=7)
     tokens = TokenService(load_secret(cfg.auth.secret_file))
     county = County(cfg, services, proxy, cfg.http.port, tokens.issue("clinic-a", "grassroots", ["demo"]),
-                    tokens.issue("county-doctor", "reader", ["demo"]))
+                    tokens.issue("county-doctor", "reader", ["demo"]), app)
 
     def close() -> None:
         proxy.close()

@@ -10,6 +10,7 @@ import io
 import json
 import random
 import sqlite3
+import threading
 import zipfile
 from pathlib import Path
 
@@ -290,3 +291,43 @@ def test_the_sender_imports_nothing_of_the_service():
                          env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_https_server_certificate_is_verified(tmp_path, county, pki, cinc_dir):
+    """Over HTTPS the sender sends only to a server whose certificate its CA file vouches for; with
+    the wrong CA `--check` fails on TLS and the study stays queued (retried, never refused)."""
+    import uvicorn
+
+    from bench.service_process import free_port
+    from preread.send.check import run_checks
+    from preread.send.upload import Verdict
+    from tests.serving.dicom_helpers import wait_for
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(county.app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off", ssl_certfile=str(pki["server_crt"]),
+                                           ssl_keyfile=str(pki["server_key"])))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, 0.05, "uvicorn with TLS")
+    try:
+        study = cinc_zips(cinc_dir, 1)[0]
+        for ca, good in ((pki["ca_crt"], True), (pki["other_crt"], False)):
+            config = sender_config(tmp_path / ("good" if good else "bad"), county, server_url=f"https://localhost:{port}",
+                                   ca_file=str(ca), listener={"enabled": False})
+            cfg = load_send_config(config)
+            tls = {line.name: line for line in run_checks(cfg, timeout_s=10)}["tls"]
+            assert tls.ok is good, tls
+            sender = Sender(cfg, bell=False)
+            sender.stop_event.set()  # no backoff wait in handle()
+            sender.intake.take(study.data, study.name, "test")
+            item = sender.queue.next_due()
+            outcome = sender.uploader.send(item, sender.queue.read_bytes(item))
+            assert outcome.verdict is (Verdict.SENT if good else Verdict.RETRY), outcome
+            if not good:
+                assert "CERTIFICATE_VERIFY_FAILED" in outcome.reason or "certificate" in outcome.reason.lower()
+            sender.client.close()
+            sender.queue.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
