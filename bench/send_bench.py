@@ -8,7 +8,7 @@
    16 KiB segment forwarded is lost with probability 0.05, which breaks its connection (TCP cannot
    lose a segment silently: the request fails and the sender must send again).
 
-The county is the real service in-process (API, ingest, store, dispatcher) with stand-in readers:
+Also `preread bench send [--quick] [--json FILE]`. The county is the real service in-process (API, ingest, store, dispatcher) with stand-in readers:
 the read itself is not what is measured here. Prints a table; writes JSON (default
 bench/results/send.json).
 """
@@ -34,6 +34,7 @@ from preread.send.wire import prepare
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 LINK_KBIT_S, DROP_RATE = 256, 0.05
+DEFAULT_JSON = REPO / "bench" / "results" / "send.json"
 
 
 def studies(quick: bool) -> dict[str, list]:
@@ -119,9 +120,13 @@ def _r(value: float | None) -> float | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "send.json"))
+    parser.add_argument("--json", default=str(DEFAULT_JSON))
     args = parser.parse_args()
-    groups = studies(args.quick)
+    return run_send_bench(args.json, args.quick)
+
+
+def run_send_bench(json_path: str | Path | None = None, quick: bool = False) -> int:
+    groups = studies(quick)
     rows = wire_rows(groups)
     console = Console()
     table = Table(title="bytes on the wire per study (lossless)")
@@ -131,16 +136,17 @@ def main() -> int:
         table.add_row(r["kind"], str(r["n"]), f"{r['raw_bytes']:,}", f"{r['wire_bytes']:,}", f"{r['wire_over_raw']:.2f}")
     console.print(table)
     with tempfile.TemporaryDirectory(prefix="send-bench-") as tmp:
-        result = drain(day_queue(groups, args.quick), Path(tmp))
+        result = drain(day_queue(groups, quick), Path(tmp))
     table = Table(title=f"a day's queue over {LINK_KBIT_S} kbit/s, {DROP_RATE:.0%} of 16 KiB segments lost")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in result.items():
         table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"wire": rows, "drain": result, "quick": args.quick}, indent=2))
-    console.print(f"written {args.json}")
+    path = Path(json_path or DEFAULT_JSON)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"wire": rows, "drain": result, "quick": quick}, indent=2))
+    console.print(f"written {path}")
     return 0
 
 

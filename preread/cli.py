@@ -244,6 +244,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.task == "send":
+        from bench.send_bench import run_send_bench
+
+        return run_send_bench(json_path=args.json, quick=args.quick)
     if args.task == "train":
         from bench.training_bench import run_training_bench
 
@@ -364,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_p.set_defaults(func=cmd_evaluate)
 
     bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs Ray Serve vs Triton; "
-                             "`bench train`: training samples/s per model")
-    bench_p.add_argument("task", choices=["ecg", "cxr", "train"])
+                             "`bench train`: training samples/s per model; "
+                             "`bench send`: the clinic sender on a thin link")
+    bench_p.add_argument("task", choices=["ecg", "cxr", "train", "send"])
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.add_argument("--no-triton", action="store_true", help="skip the Triton row")

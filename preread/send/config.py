@@ -58,7 +58,9 @@ class RetryConfig(BaseModel):
 
 class ResultsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    poll_s: float = Field(30.0, gt=0, description="how often the AI read / signed report of a sent study is asked for")
+    poll_s: float = Field(30.0, gt=0, description="how often a sent study's AI read is asked for")
+    max_poll_s: float = Field(1800.0, gt=0, description="once the AI read is back, the wait for the signature "
+                                                        "doubles from poll_s up to this (a thin link's bytes)")
     keep_polling_days: float = Field(14.0, gt=0, description="stop asking for a signature after this long")
 
 

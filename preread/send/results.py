@@ -119,7 +119,7 @@ class ResultsFetcher:
         uid = study["study_uid"]
         headers = {"Authorization": f"Bearer {self.cfg.token()}"}
         response = self.client.get(f"/api/v1/studies/{uid}", headers=headers)
-        next_poll = time.time() + self.cfg.results.poll_s
+        next_poll = time.time() + self._interval(study)
         if response.status_code != 200:
             log.info("results of %s: HTTP %d", uid, response.status_code)
             self.queue.update_study(uid, next_poll_at=next_poll, polls=study["polls"] + 1)
@@ -134,6 +134,13 @@ class ResultsFetcher:
         if report_status in SIGNED_REPORT or detail.get("signed_at"):
             values["report_file"] = str(self._fetch_report(uid, headers))
         self.queue.update_study(uid, **values)
+
+    def _interval(self, study: dict[str, Any]) -> float:
+        """poll_s until the AI read is back; then doubling up to max_poll_s while a doctor has yet to sign."""
+        cfg = self.cfg.results
+        if not study.get("read_file"):
+            return cfg.poll_s
+        return min(cfg.max_poll_s, cfg.poll_s * 2 ** min(study["polls"], 16))
 
     def _fetch_report(self, uid: str, headers: dict[str, str]) -> Path:
         pdf = self.client.get(f"/api/v1/studies/{uid}/report.pdf", headers=headers)

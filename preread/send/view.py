@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -58,7 +59,7 @@ def _result_state(study: dict[str, Any] | None, item: dict[str, Any]) -> StudySt
     if study is None:
         return StudyState(label, modality, uid, "sent", "", "", since)
     if study["report_file"]:
-        return StudyState(label, modality, uid, "signed", study["report_file"].rsplit("/", 1)[-1], "bold", since)
+        return StudyState(label, modality, uid, "signed", Path(study["report_file"]).name, "bold", since)
     if study["read_file"]:
         level = study["level"] or "?"
         detail = "repeat the ECG" if study["quality_ok"] == 0 else f"level {level}"

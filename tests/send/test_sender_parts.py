@@ -331,3 +331,21 @@ def test_https_server_certificate_is_verified(tmp_path, county, pki, cinc_dir):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_command_line_queues_files_shows_states_and_names_bad_config(tmp_path, county, cinc_dir, capsys):
+    from preread.cli import build_parser
+
+    config = sender_config(tmp_path, county, listener={"enabled": False})
+    study = cinc_zips(cinc_dir, 1)[0]
+    path = tmp_path / study.name
+    path.write_bytes(study.data)
+    args = build_parser().parse_args(["send", "--config", str(config), "--no-view", "--until-done", str(path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert f"queued      {path}" in out and "AI read" in out and path.exists()  # the original stays
+    status = build_parser().parse_args(["send", "--config", str(config), "--status"])
+    assert status.func(status) == 0 and "E07500.zip" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("server_url: ftp://x\ntoken_file: t\n")
+    bad = build_parser().parse_args(["send", "--config", str(tmp_path / "bad.yaml")])
+    assert bad.func(bad) == 2 and "server_url" in capsys.readouterr().err
