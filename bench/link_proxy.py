@@ -13,6 +13,7 @@ import threading
 import time
 
 MODES = ("up", "down", "stall", "reset")
+SEGMENT = 16 * 1024
 
 
 class Pacer:
@@ -110,9 +111,13 @@ class FaultProxy:
                 if not data:
                     dst.shutdown(socket.SHUT_WR)
                     return
-                if self.segment_drop_rate and self.rng.random() < self.segment_drop_rate:
-                    self.stats["reset"] += 1
-                    raise ConnectionResetError("injected segment loss")
+                if self.segment_drop_rate:  # one draw per 16 KiB forwarded, however the reads split them
+                    before = shared.setdefault(counter, 0)
+                    shared[counter] = before + len(data)
+                    for _ in range(shared[counter] // SEGMENT - before // SEGMENT):
+                        if self.rng.random() < self.segment_drop_rate:
+                            self.stats["reset"] += 1
+                            raise ConnectionResetError("injected segment loss")
                 if shared["budget"] is not None:
                     shared["budget"] -= len(data)
                     if shared["budget"] < 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -122,6 +123,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default=str(DEFAULT_JSON))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("preread.send").setLevel(logging.INFO)  # progress: each upload and retry
     return run_send_bench(args.json, args.quick)
 
 
