@@ -1,6 +1,7 @@
 # preread — the two set-up commands of the README:
 #   make run    create .venv, install, build demo models if the registry is empty, serve
-#   make test   create .venv, install (and the test peers: dcmtk, Orthanc, Chromium, PostgreSQL), audit the
+#   make test   create .venv, install, lint (ruff, import contract, mypy: `make lint`), install the test
+#               peers (dcmtk, Orthanc, Chromium, PostgreSQL), audit the
 #               pinned dependencies (pip-audit; scripts/dep-audit.sh says the policy), run the default
 #               test suite (all but the `slow` marker; `make test-slow` runs those)
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow peers audit bench clean
+.PHONY: run test test-slow peers audit lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,16 @@ run: $(STAMP)
 peers:
 	bash scripts/install-peers.sh
 
-test: $(STAMP) peers audit
+test: $(STAMP) lint peers audit
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The habits that keep the house in order (pyproject.toml): ruff (lint + format check), the import
+# contract of ../shared/DESIGN.md's layering (import-linter), mypy on the typed packages.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # Known vulnerabilities in requirements.lock fail the build; an unreachable vulnerability database
 # is reported loudly but does not (PREREAD_AUDIT_STRICT=1 makes it fail).

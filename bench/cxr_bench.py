@@ -47,7 +47,7 @@ def _ensure_cxr_registry(base_cfg, quick: bool, console):
     """The serving config's registry if it holds a CXR model; otherwise, for --quick, a temp registry
     with the tiny test CXR model and the served ECG model copied in; otherwise train the demo model."""
     from models.registry import ModelRegistry, copy_model
-    from preread.cli import ensure_demo_models
+    from training.demo import ensure_demo_models
 
     ensure_demo_models(base_cfg, ["ecg"])
     if not base_cfg.registry.open().is_empty("cxr") or not quick:
@@ -138,7 +138,7 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     from models.cxr.pipeline import CxrPreReader
     from serving.config import load_config
     from serving.store.db import Database
-    from serving.triton.server import free_port
+    from serving.replica.triton.server import free_port
 
     console = Console(width=150)
     cfg_loaded = load_config().resolved()

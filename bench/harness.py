@@ -266,12 +266,12 @@ def load_levels(url: str, tensors: np.ndarray, plan: LoadPlan, headers: dict[str
 @contextlib.contextmanager
 def triton_server(cfg, task: str, plan: LoadPlan) -> Iterator[Any]:
     """Triton serving the task's registered ONNX with the same batching as preread's deployment."""
-    from serving.triton.repository import write_repository
-    from serving.triton.server import TritonServer
+    from serving.replica.triton.repository import write_repository
+    from serving.replica.triton.server import TritonServer
 
     repository = Path(tempfile.mkdtemp(prefix="preread-bench-triton-"))
     # The same batching as preread's replica in bench_config (and no priority levels: they
-    # stall Triton 2.51's batcher, see serving/triton/repository.py).
+    # stall Triton 2.51's batcher, see serving/replica/triton/repository.py).
     write_repository(repository, cfg, [task], intra_op_threads=plan.threads, max_batch_size=plan.batch,
                      max_queue_delay_us=2000, preferred_batch_sizes=[])
     with TritonServer(repository) as server:
@@ -338,7 +338,7 @@ def bench_config(base_cfg, task: str, state: Path, plan: LoadPlan, models: list[
 
 
 def token(cfg, role: str = "datasci", sites: tuple[str, ...] = ("demo",)) -> str:
-    from serving.auth import TokenService, load_secret
+    from serving.auth.tokens import TokenService, load_secret
 
     return TokenService(load_secret(cfg.auth.secret_file)).issue("bench", role, list(sites))
 
@@ -372,7 +372,7 @@ def _ceiling(around: list[dict]) -> dict[str, float]:
 def run_comparison(job: Comparison, console) -> dict[str, Any]:
     from models.flops import onnx_flops
     from serving.store.db import Database
-    from serving.triton.server import free_port
+    from serving.replica.triton.server import free_port
 
     plan = job.plan
     say = console.print

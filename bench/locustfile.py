@@ -54,7 +54,7 @@ def _placeholder(tag: int) -> str:
 
 def _cxr_templates() -> list[bytes]:
     from datasets.imaging import wrap_png_as_dicom
-    from serving.dicom.ingest import encode
+    from serving.ingest.dicom import encode
 
     pngs = sorted((DATA / "cxr" / "nih").rglob("*.png"))[:8]
     out = []

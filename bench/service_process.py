@@ -21,7 +21,7 @@ import httpx
 import yaml
 
 from bench.serving_bench import percentile
-from serving.triton.server import free_port
+from serving.replica.triton.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Every process of one service (the driver, Ray's GCS, raylet, workers, replicas) inherits this
@@ -96,7 +96,7 @@ def write_config(state: Path, registry: str | Path, sites: list[dict[str, Any]],
 
 def site_tokens(cfg: dict[str, Any], role: str = "grassroots") -> dict[str, str]:
     """One API token per configured site (signed with the service's key; creates it if new)."""
-    from serving.auth import TokenService, load_secret
+    from serving.auth.tokens import TokenService, load_secret
 
     tokens = TokenService(load_secret(Path(cfg["auth"]["secret_file"])))
     return {s["id"]: tokens.issue(f"load-{s['id']}", role, [s["id"]]) for s in cfg["sites"]}

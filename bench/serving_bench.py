@@ -101,7 +101,7 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
     from datasets.ecg.readers import read_ecg
     from datasets.ecg.validate import validate_record
     from models.ecg.pipeline import EcgInput, EcgPreReader
-    from preread.cli import ensure_demo_models
+    from training.demo import ensure_demo_models
     from serving.config import load_config
 
     console = Console(width=150)

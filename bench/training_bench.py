@@ -58,10 +58,10 @@ CASES = [
 def build(case: Case) -> tuple[nn.Module, int]:
     if case.task == "ecg":
         from models.ecg.factory import build_ecg_model
-        from models.ecg.labels import ECG_LABEL_CODES
+        from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
         return build_ecg_model(case.architecture, len(ECG_LABEL_CODES), **case.params), len(ECG_LABEL_CODES)
-    from models.cxr.labels import CXR_LABEL_CODES
+    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
     from models.cxr.network import build_cxr_model
 
     return build_cxr_model(case.architecture, len(CXR_LABEL_CODES), **case.params), len(CXR_LABEL_CODES)

@@ -109,11 +109,12 @@ def predict(model, inputs, backend: str = "onnxruntime"):
     import numpy as np
 
     from models.backends import load_backend
+    from models.networks import build_network
 
     kind = backend
     if kind in ("onnxruntime", "onnx") and not (Path(model.path) / "model.onnx").is_file():
         kind = "torch"
-    engine = load_backend(model.path, kind=kind)
+    engine = load_backend(model.path, kind=kind, build_network=build_network)
     out = [engine.predict(inputs[i:i + PREDICT_BATCH]) for i in range(0, len(inputs), PREDICT_BATCH)]
     return np.concatenate(out).astype(np.float64)
 

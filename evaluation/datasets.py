@@ -31,12 +31,10 @@ import numpy as np
 import pandas as pd
 
 from datasets.sources import FORMATS, SourceDataset, open_source
-from datasets.sources.base import parse_age as _parse_age
 from datasets.sources.chexpert import CHEXPERT_TO_CXR  # noqa: F401 - re-exported
 from datasets.sources.cinc import CINC_SOURCES  # noqa: F401 - re-exported
 from datasets.sources.ptbxl import LABEL_SETS as PTBXL_LABEL_SETS
 from datasets.sources.ptbxl import PTBXL_TO_ECG  # noqa: F401 - re-exported
-from datasets.sources.worklist import findings_to_set as _findings_to_set  # noqa: F401 - used by monitoring
 from datasets.sources.worklist import signed_reads_dataset
 
 # Metadata columns an evaluation reports subgroups on or shows; adapter-internal ones stay out.
@@ -69,11 +67,6 @@ def parse_data_spec(spec: str) -> tuple[str, Path, dict[str, str]]:
     return fmt, Path(path).expanduser(), dict(parse_qsl(query))
 
 
-def _age(value: Any) -> float | None:
-    """40, "40", "040Y" → years (kept for evaluation.monitoring)."""
-    return _parse_age(value)
-
-
 def _image_size(card) -> tuple[int, int]:
     shape = list(card.input.shape) if card is not None else [None, 3, 224, 224]
     return int(shape[-1]), int(shape[1]) if len(shape) == 4 else 1
@@ -82,7 +75,7 @@ def _image_size(card) -> tuple[int, int]:
 def _ptbxl_label_set(card, options: dict[str, str]) -> str:
     if "label_set" in options:
         return options["label_set"]
-    from models.ecg.labels import ECG_LABEL_CODES
+    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
     if card is None or set(card.labels) <= set(ECG_LABEL_CODES):
         return "preread"

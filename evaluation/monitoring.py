@@ -18,6 +18,9 @@ import pandas as pd
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+from datasets.sources.worklist import findings_to_set
+from datasets.vocabulary.age import age_in_years
+
 SIGNED_READS_SQL = text("""
     SELECT c.id AS correction_id, c.study_uid, c.signed_at, c.agree, c.ai_findings, c.final_findings,
            c.model_name, c.model_version, s.site, s.modality, s.patient_sex, s.patient_age, s.ai_read, s.arrived_at
@@ -69,16 +72,12 @@ def _ai_findings(read: Any) -> dict[str, dict[str, float | bool]]:
 
 
 def _age(value: Any) -> float:
-    from evaluation.datasets import _age as parse
-
-    age = parse(value)
+    age = age_in_years(value)
     return float("nan") if age is None else age
 
 
 def _final_positive(final: Any) -> set[str]:
-    from evaluation.datasets import _findings_to_set
-
-    found = _findings_to_set(_json(final) if isinstance(final, str) else final)
+    found = findings_to_set(_json(final) if isinstance(final, str) else final)
     return {k for k, v in found.items() if v} if isinstance(found, dict) else set(found)
 
 

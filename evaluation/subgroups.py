@@ -10,29 +10,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from datasets.vocabulary.age import age_group
 from evaluation.metrics import auroc, threshold_metrics
 
 DEFAULT_BY = ("site", "sex", "age_band", "manufacturer")
-AGE_BANDS = ((0, 18, "<18"), (18, 40, "18-39"), (40, 65, "40-64"), (65, 80, "65-79"), (80, 200, "80+"))
+age_band = age_group  # the clinical subgroup bands (datasets/vocabulary/age.py)
 
 
 @dataclass(frozen=True)
 class SmallSampleRule:
     min_n: int = 30
     min_pos: int = 5
-
-
-def age_band(age) -> str:
-    try:
-        value = float(age)
-    except (TypeError, ValueError):
-        return "unknown"
-    if np.isnan(value) or value < 0:
-        return "unknown"
-    for low, high, name in AGE_BANDS:
-        if low <= value < high:
-            return name
-    return "unknown"
 
 
 def with_age_band(meta: pd.DataFrame) -> pd.DataFrame:

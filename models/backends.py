@@ -13,16 +13,17 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from models.card import ModelCard
-from models.export import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
 ONNX_FILENAME = "model.onnx"
+ONNX_INPUT_NAME = "input"     # the tensor names models/export.py writes and the ONNX backends read
+ONNX_OUTPUT_NAME = "logits"
 TORCHSCRIPT_FILENAME = "model.pt"
 STATE_DICT_FILENAME = "state_dict.pt"
 
@@ -64,6 +65,7 @@ def _cuda_available() -> bool:
 
 
 PRECISIONS = ("fp32", "fp16")
+NetworkBuilder = Callable[[ModelCard], Any]  # card → a fresh torch.nn.Module (models/networks.py)
 
 
 def float16_model(onnx_path: str | Path):
@@ -177,7 +179,7 @@ class TritonBackend:
     included — called with tritonclient over HTTP or gRPC, tensors in binary.
 
     The server's model takes the preprocessed batch (``input``) and returns ``probabilities``
-    (a preread-written Triton repository, see serving/triton) or ``logits`` (an ONNX model served
+    (a preread-written Triton repository, see serving/replica/triton) or ``logits`` (an ONNX model served
     by Triton's onnxruntime backend), which are turned into probabilities here.
     ``model_version`` defaults to the registry version whose card the caller reads with, so labels
     and thresholds always belong to the network that answers.
@@ -274,7 +276,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model_dir: str | Path, device: str | None = None, prefer_torchscript: bool = True,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", build_network: NetworkBuilder | None = None):
         import torch
 
         if precision not in PRECISIONS:
@@ -290,6 +292,9 @@ class TorchBackend:
                 self.module = torch.jit.load(str(script_path), map_location=self.device)
             self.source = TORCHSCRIPT_FILENAME
         elif state_path.is_file():
+            if build_network is None:
+                raise ValueError(f"{self.model_dir}: rebuilding the network from {STATE_DICT_FILENAME} needs its "
+                                 "builder (build_network=..., e.g. models.networks.build_network)")
             self.module = build_network(self.card)
             state = torch.load(state_path, map_location="cpu", weights_only=True)
             self.module.load_state_dict(state)
@@ -312,19 +317,6 @@ class TorchBackend:
             tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
             logits = self.module(tensor.half() if self.precision == "fp16" else tensor)
             return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32)
-
-
-def build_network(card: ModelCard):
-    """A fresh network for ``card`` (weights not loaded)."""
-    if card.task == "ecg":
-        from models.ecg.factory import build_ecg_model
-
-        return build_ecg_model(card.architecture, len(card.labels), **card.architecture_params)
-    if card.task == "cxr":
-        from models.cxr.network import build_cxr_model
-
-        return build_cxr_model(card.architecture, len(card.labels), **card.architecture_params)
-    raise ValueError(f"no network builder for task {card.task!r}; register a TorchScript {TORCHSCRIPT_FILENAME}")
 
 
 BACKEND_KINDS = {"onnxruntime": "onnxruntime", "onnx": "onnxruntime", "ort": "onnxruntime",
@@ -357,6 +349,7 @@ def load_backend(model_dir: str | Path, kind: str = "onnxruntime", **opts) -> In
         return TritonBackend(card=card, **triton)
     for key in TRITON_OPTIONS:
         opts.pop(key, None)
+    build_network = opts.pop("build_network", None)
     if resolved == "onnxruntime":
         onnx_path = model_dir / ONNX_FILENAME
         if not onnx_path.is_file():
@@ -368,4 +361,4 @@ def load_backend(model_dir: str | Path, kind: str = "onnxruntime", **opts) -> In
     opts.pop("intra_op_threads", None)
     opts.pop("providers", None)
     opts.pop("device_id", None)
-    return TorchBackend(model_dir, **opts)
+    return TorchBackend(model_dir, build_network=build_network, **opts)

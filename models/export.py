@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-ONNX_INPUT_NAME = "input"
-ONNX_OUTPUT_NAME = "logits"
+from models.backends import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, TorchBackend
+from models.networks import build_network
+
 ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4  # max |sigmoid(torch) − sigmoid(onnxruntime)| accepted for registration
 
@@ -122,10 +123,9 @@ def export_registered(registered, out: str | Path, fmt: str = "onnx") -> Path:
     if source.is_file():
         shutil.copyfile(source, out)
     else:
-        from models.backends import TorchBackend
-
         card = registered.card
-        network = TorchBackend(registered.path, device="cpu", prefer_torchscript=False).module
+        network = TorchBackend(registered.path, device="cpu", prefer_torchscript=False,
+                               build_network=build_network).module
         example = torch.zeros([1 if d is None else d for d in card.input.shape], dtype=torch.float32)
         (export_onnx if fmt == "onnx" else export_torchscript)(network, out, example)
     shutil.copyfile(Path(registered.path) / "card.json", out.with_name(out.name + ".card.json"))

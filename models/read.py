@@ -12,9 +12,11 @@ human-readable ``name``/``text`` fields are in the locale the read was made or r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datasets.vocabulary import QualityReason, TriageLevel
 
@@ -42,6 +44,14 @@ class OperatingPoint(_Model):
     source: str = "model card"
     # Extra detail a card can carry (validation sensitivity/specificity, the data it was chosen on).
     detail: dict[str, Any] = Field(default_factory=dict)
+    # A site's own operating points: the labels they replace and when they were computed.
+    labels: list[str] = Field(default_factory=list)
+    computed_at: str | None = None
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _named_source(cls, value: Any) -> Any:
+        return "site operating point" if value is None else value
 
 
 class Finding(_Model):
@@ -108,10 +118,25 @@ class HeatmapRef(_Model):
     code: str
     name: str
     probability: float | None = None
+    # (rows, columns) of the heatmap, in the original image's geometry.
+    shape: list[int] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HeatmapPixels:
+    """The pictures of one heatmap, kept beside the read (``PreRead.pixels``), never in its JSON:
+    they are stored as the Secondary Capture the results room makes of them."""
+
+    heatmap: np.ndarray
+    """float32 [rows, cols] in [0, 1], in the original image's geometry."""
+    overlay_rgb: np.ndarray
+    """uint8 [rows, cols, 3]: the heatmap blended over the image, as a reader sees it."""
 
 
 class PreRead(_Model):
     """A preliminary AI read of one study: ECG or chest X-ray."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, arbitrary_types_allowed=True)
 
     modality: Literal["ECG", "CXR"]
     preliminary: bool = True
@@ -133,6 +158,10 @@ class PreRead(_Model):
     machine: dict[str, Any] | None = None
     timing: dict[str, Any] = Field(default_factory=dict)
     locale: str = "en"
+    # The result objects stored for this read (role → SOP Instance UID, series UID, WADO-RS link).
+    results: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Heatmap pictures by finding code: travel with the object (a replica → the ingress), never in JSON.
+    pixels: dict[str, HeatmapPixels] = Field(default_factory=dict, exclude=True, repr=False)
 
     @property
     def level(self) -> TriageLevel:

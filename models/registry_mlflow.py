@@ -27,11 +27,12 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from models.card import CARD_FILENAME, ModelCard
-from models.registry import (
+from models.registry_base import (
     MODEL_FILES,
     ModelNotFound,
     RegisteredModel,

@@ -14,9 +14,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Level = Literal["critical", "urgent", "routine"]
-LEVELS: tuple[Level, ...] = ("critical", "urgent", "routine")
-LEVEL_RANK: dict[str, int] = {"critical": 0, "urgent": 1, "routine": 2}
+from datasets.vocabulary import LEVEL_RANK, TriageLevel
+
+Level = TriageLevel
+LEVELS: tuple[TriageLevel, ...] = tuple(TriageLevel)
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 

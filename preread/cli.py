@@ -15,64 +15,6 @@ import sys
 import threading
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-demo.yaml", "cxr": REPO / "configs" / "train" / "cxr-demo.yaml"}
-
-
-def ensure_demo_models(cfg, names: list[str] | None = None) -> list[str]:
-    """Train and register the demo model for every served model the registry lacks. Returns the
-    names trained. Uses the project's own training code and configs/train/*-demo.yaml; each
-    training is a tracked run like any `preread train`. Exits with the reason if the registry
-    cannot be reached."""
-    from models.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry, RegistryUnavailable, copy_model
-
-    registry = cfg.registry.open()
-    # Models an earlier preread kept in the file registry's default folder move over instead of retraining.
-    legacy = ModelRegistry(DEFAULT_REGISTRY_ROOT.resolve())
-    trained = []
-    try:
-        registry.check()
-        for name in names or list(cfg.models):
-            if not registry.is_empty(name):
-                continue
-            if not isinstance(registry, ModelRegistry) and not legacy.is_empty(name):
-                moved = copy_model(legacy, registry, name)
-                print(f"[preread] moved {name} versions {sorted(moved)} from {legacy.root} into {registry.location}",
-                      flush=True)
-                continue
-            config_path = DEMO_TRAINING.get(name)
-            if config_path is None or not config_path.exists():
-                raise SystemExit(f"model {name!r} is not registered and there is no demo training for it")
-            print(f"[preread] registry {registry.location} has no '{name}' model: training the demo model "
-                  f"({config_path.name}) ...", flush=True)
-            _train(name, config_path, registry)
-            trained.append(name)
-    except RegistryUnavailable as exc:
-        raise SystemExit(f"error: {exc}") from None
-    return trained
-
-
-def trainer(task: str):
-    """The training function for a task's configs: training.distributed.train, which runs train_ecg or
-    train_cxr in this process, or on Ray Train when the config's distributed.num_workers > 1."""
-    if task not in ("ecg", "cxr"):
-        raise SystemExit(f"unknown task {task!r}")
-    from training.distributed import train
-
-    return train
-
-
-def _train(task: str, config_path: Path, registry=None):
-    """Train per the config file as a tracked MLflow run (unless tracking.enabled is false) and register."""
-    from training.config import load_train_config
-    from training.tracking import train_tracked
-
-    config = load_train_config(config_path)
-    if config.task != task:
-        raise SystemExit(f"{config_path} is a {config.task!r} training config, not {task!r}")
-    return train_tracked(config, registry, trainer(task), config_path=config_path)
-
-
 def open_cli_registry(args: argparse.Namespace):
     """``--registry`` (a folder or an MLflow URI), else the serving config's registry section."""
     from models.registry import open_registry
@@ -86,6 +28,8 @@ def open_cli_registry(args: argparse.Namespace):
 # --- commands ------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     from serving.config import load_config
+
+    from training.demo import ensure_demo_models  # torch and Ray: loaded by the commands that need them
 
     cfg = load_config(args.config).resolved()
     if args.port:
@@ -126,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from serving.auth import TokenService, load_secret
+    from serving.auth.tokens import TokenService, load_secret
     from serving.config import load_config
 
     cfg = load_config(args.config).resolved()
@@ -150,10 +94,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.registry import RegistryUnavailable
     from training.config import TrainConfigError
     from training.tracking import RegistrationFailed, TrackingError
+    from training.demo import train_from_config
 
     try:
         registry = open_cli_registry(args)
-        registered = _train(args.task, Path(args.config), registry)
+        registered = train_from_config(args.task, Path(args.config), registry)
     except (TrainConfigError, TrackingError, RegistryUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -263,8 +208,8 @@ def cmd_triton(args: argparse.Namespace) -> int:
     import tempfile
 
     from serving.config import load_config
-    from serving.triton.repository import write_repository
-    from serving.triton.server import TritonNotInstalled, TritonServer, TritonStartError
+    from serving.replica.triton.repository import write_repository
+    from serving.replica.triton.server import TritonNotInstalled, TritonServer, TritonStartError
 
     cfg = load_config(args.config).resolved()
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(cfg.models)

@@ -4,7 +4,7 @@
 # tritonserver, into the project's virtualenv). Best effort: without root, apt or the package index
 # the tests that need a peer are skipped with the reason, never reported as passed.
 set -u
-# Triton: only its server binary and Python-backend stubs are used (serving/triton/server.py). The
+# Triton: only its server binary and Python-backend stubs are used (serving/replica/triton/server.py). The
 # wheel pins numpy<2, which its Python API needs and we do not use, so it goes in without its
 # dependencies (version pinned in requirements.lock).
 VENV_PY="${VENV:-.venv}/bin/python"

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from datasets.vocabulary import TriageLevel
 from models.registry import (
     DEFAULT_REGISTRY_URI,
     TRACKING_URI_ENV,
@@ -111,14 +112,14 @@ class RegistryConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _artifacts_for_databases(self) -> "RegistryConfig":
+    def _artifacts_for_databases(self) -> RegistryConfig:
         if self.uri and self.artifact_root is None and registry_kind(self.uri) == "mlflow" \
                 and self.uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
             raise ValueError("registry.artifact_root is required with a database registry URI "
                              "(a folder every node can read, or s3://…); or use an MLflow server URL")
         return self
 
-    def resolved(self, base: Path) -> "RegistryConfig":
+    def resolved(self, base: Path) -> RegistryConfig:
         """Absolute: the URI ($MLFLOW_TRACKING_URI or the default filled in), a SQLite file or a
         folder, the cache — so Ray replicas, whose working directory differs, find the same store."""
         uri = absolute_location(self.uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_REGISTRY_URI, base)
@@ -188,7 +189,7 @@ class ModelServingConfig(_Strict):
     reload_interval_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="after")
-    def _triton_needs_a_server(self) -> "ModelServingConfig":
+    def _triton_needs_a_server(self) -> ModelServingConfig:
         if self.backend == "triton" and self.triton is None:
             raise ValueError("backend 'triton' needs a triton section (url, protocol) naming the server")
         return self
@@ -212,7 +213,7 @@ class DeploymentConfig(_Strict):
     max_ongoing_requests: int = Field(64, ge=1)
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
-    # Batch sizes Triton's dynamic batcher prefers (serving.triton); empty = as large as it can.
+    # Batch sizes Triton's dynamic batcher prefers (serving.replica.triton); empty = as large as it can.
     preferred_batch_sizes: list[int] = []
     # Waiting this long promotes queued work one priority level (routine → urgent → critical).
     priority_aging_s: float = Field(5.0, gt=0)
@@ -225,7 +226,7 @@ class DeploymentConfig(_Strict):
     downscale_delay_s: float = Field(120.0, ge=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DeploymentConfig":
+    def _consistent(self) -> DeploymentConfig:
         # A replica that admits fewer requests than its batch size can never fill a batch.
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) must be ≥ max_batch_size "
@@ -261,8 +262,8 @@ class DeploymentsConfig(_Strict):
 
 class WorklistConfig(_Strict):
     # Minutes a study may wait at a level before it is escalated one level (critical: flagged overdue).
-    aging_minutes: dict[Literal["critical", "urgent", "routine"], float] = {
-        "critical": 15, "urgent": 60, "routine": 240,
+    aging_minutes: dict[TriageLevel, float] = {
+        TriageLevel.CRITICAL: 15, TriageLevel.URGENT: 60, TriageLevel.ROUTINE: 240,
     }
     # A reader's claim on a study expires after this many minutes unless renewed (claimed again).
     claim_minutes: float = Field(20.0, gt=0)
@@ -296,7 +297,7 @@ class SiteRateLimits(_Strict):
 
 
 class RateLimitConfig(_Strict):
-    """Per-site ingest rate limits (serving/ratelimit.py), per ingress replica. Over the limit: HTTP
+    """Per-site ingest rate limits (serving/ingest/ratelimit.py), per ingress replica. Over the limit: HTTP
     429 with Retry-After; C-STORE 0xA700 (out of resources) with the wait in the Error Comment."""
 
     enabled: bool = True
@@ -341,7 +342,7 @@ class AuditConfig(_Strict):
 
 
 class DeidConfig(_Strict):
-    """De-identified training exports (serving/deid.py, PS3.15 Annex E Basic Profile)."""
+    """De-identified training exports (serving/results/deid.py, PS3.15 Annex E Basic Profile)."""
 
     # The re-identification keys (pseudonym ↔ original identifiers, date offsets): kept apart from
     # the worklist database and from every export, readable by the service account only.
@@ -400,7 +401,7 @@ class ServingConfig(_Strict):
                              f"the sites' AE titles: {sorted(aes)}")
         return value
 
-    def resolved(self, base: str | Path | None = None) -> "ServingConfig":
+    def resolved(self, base: str | Path | None = None) -> ServingConfig:
         """A copy with state paths made absolute against ``base`` (default: the working directory).
         Ray replicas need this: their working directory is not the driver's."""
         base = Path(base or Path.cwd()).resolve()

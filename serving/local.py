@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from models.ecg.pipeline import EcgInput, EcgPreReader
-from serving.api import build_api
+from serving.api.app import build_api
 from serving.config import ServingConfig
+from serving.reading.client import raw_model
 from serving.services import Services, build_services
 
 
@@ -30,8 +31,6 @@ def create_local_app(cfg: ServingConfig, reader: EcgPreReader | None = None) -> 
 
     async def infer_ecg(batch, priority=None):
         return await asyncio.to_thread(reader.backend.predict, batch), None
-
-    from serving.app import raw_model  # noqa: PLC0415 - same description as under Ray
 
     services.raw_models["ecg"] = raw_model(cfg, "ecg", infer_ecg)
     return build_api(lambda: services), services

@@ -22,7 +22,7 @@ import re
 import threading
 import traceback
 from collections import OrderedDict
-from typing import Iterable
+from collections.abc import Iterable
 
 from serving.privacy import mask_id, mask_name
 
@@ -152,7 +152,7 @@ def install(secrets: Iterable[str | None] = ()) -> None:
 def database_password(url: str) -> str | None:
     """The password in a database URL, to register as a secret."""
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # noqa: PLC0415 - logs load before anything heavy
 
         return make_url(url).password
     except Exception:

@@ -52,7 +52,7 @@ MODEL_BATCH = Histogram("preread_model_batch_size", "Items in the batch a call r
 def record_model_call(model: str, path: str, seconds: float, timing: dict[str, Any] | None,
                       ok: bool = True) -> None:
     """One model call seen from the ingress: its round trip, and the replica's ``timing``
-    (queue_ms, compute_ms, batch_size, priority — what serving.batching.Batched.timing gives)."""
+    (queue_ms, compute_ms, batch_size, priority — what serving.replica.batching.Batched.timing gives)."""
     MODEL_CALLS.labels(model, path, "ok" if ok else "error").inc()
     MODEL_LATENCY.labels(model, path).observe(seconds)
     if ok and timing and "queue_ms" in timing:
@@ -102,7 +102,7 @@ class ReplicaMetrics:
         self.model = model
         self._depth_sent: tuple[float, dict[str, int]] = (0.0, {})
         try:
-            from ray.util import metrics as ray_metrics
+            from ray.util import metrics as ray_metrics  # noqa: PLC0415 - only inside a Ray replica
 
             ms = [b * 1000 for b in LATENCY_BUCKETS]
             self.calls = ray_metrics.Counter("preread_replica_requests", "Calls served by a model replica",

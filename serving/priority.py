@@ -7,12 +7,12 @@ The rule (docs/serving.md, "Priority"):
   a village doctor with a chest-pain patient says so); routine when not given.
 - DICOM: the stored object's Requested Procedure Priority (0040,1003), top level or in the Request
   Attributes Sequence: STAT → critical, HIGH → urgent; the C-STORE request's own Priority
-  (0000,0700) HIGH → urgent. The highest of these wins; routine otherwise.
-- A recovery replay after a restart, or a re-read, is routine: nobody is waiting at the modality.
+  (0000,0700) HIGH → urgent, kept with the study (``Study.priority``) so whichever replica leases
+  the study reads it so. The highest of these wins; routine otherwise.
 - KServe v2 raw calls: the request parameter ``priority`` — a level name, or Triton's numbers
   (1 highest … 3; 0 = the default, routine).
 
-A replica under load serves queued critical work before urgent before routine (serving.batching);
+A replica under load serves queued critical work before urgent before routine (serving.replica.batching);
 waiting promotes work one level per ``aging_s`` so routine work is never starved.
 
 The level travels inside the ingress in a context variable (``request_priority``), so the
@@ -22,14 +22,15 @@ knows the priority wraps the read, and the model call reads ``current_priority()
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
-Level = Literal["critical", "urgent", "routine"]
-LEVELS: tuple[str, ...] = ("critical", "urgent", "routine")
+from datasets.vocabulary import LEVEL_RANK, TriageLevel
+
+Level = Literal["critical", "urgent", "routine"]  # the values of TriageLevel, as strings on the wire
+LEVELS: tuple[str, ...] = tuple(level.value for level in TriageLevel)
 DEFAULT: Level = "routine"
 
 # DICOM (0040,1003) Requested Procedure Priority: defined terms STAT, HIGH, ROUTINE, MEDIUM, LOW.
@@ -44,7 +45,7 @@ class PriorityError(ValueError):
 
 def rank(level: str) -> int:
     """0 for critical, 1 urgent, 2 routine (lower is served first)."""
-    return LEVELS.index(level)
+    return LEVEL_RANK[level]
 
 
 def parse_priority(value: Any) -> Level:
@@ -103,30 +104,3 @@ def request_priority(level: str | None) -> Iterator[Level]:
 
 def current_priority() -> Level:
     return _current.get()  # type: ignore[return-value]
-
-
-class CommandPriorityHints:
-    """C-STORE (0000,0700) priorities seen at arrival, by study UID, until the dispatcher reads the
-    study. In memory on purpose: the SCP and the dispatcher live in the same ingress replica, and a
-    study read after a restart is a recovery replay (routine by the rule above). Bounded."""
-
-    def __init__(self, max_studies: int = 10_000):
-        self._hints: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_studies = max_studies
-
-    def note(self, study_uid: str, command_priority: int | None) -> None:
-        if command_priority != DIMSE_PRIORITY_HIGH:
-            return
-        with self._lock:
-            self._hints[study_uid] = command_priority
-            self._hints.move_to_end(study_uid)
-            while len(self._hints) > self.max_studies:
-                self._hints.popitem(last=False)
-
-    def pop(self, study_uid: str) -> int | None:
-        with self._lock:
-            return self._hints.pop(study_uid, None)
-
-
-COMMAND_PRIORITY = CommandPriorityHints()

@@ -6,17 +6,19 @@ The API reaches everything through this container, so the same routes run under 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import numpy as np
 
 from serving import logs
-from serving.auth import TokenService, load_secret
+from serving.auth.tokens import TokenService, load_secret
 from serving.config import ServingConfig
-from serving.ecg_workflow import EcgReadFn, EcgWorkflow
-from serving.storage import ObjectStore
+from serving.ingest.dicom import DicomIngest
+from serving.ingest.ecg import EcgReadFn, EcgWorkflow
+from serving.metrics import watch_worklist
 from serving.store.db import Aging, Database
+from serving.store.objects import ObjectStore
 from serving.store.work import WorkQueue
 
 
@@ -27,10 +29,11 @@ class Services:
     store: ObjectStore
     tokens: TokenService
     ecg: EcgWorkflow
+    dicom: DicomIngest
     aging: Aging
     models_ready: dict[str, bool] = field(default_factory=dict)
     # Raw model access for the KServe v2 protocol: name → (metadata, async infer(batch, priority)).
-    raw_models: dict[str, "RawModel"] = field(default_factory=dict)
+    raw_models: dict[str, RawModel] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,8 +56,7 @@ def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = T
     workflow = EcgWorkflow(db, store, ecg_read, config.site_ids(),
                            mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids,
                            queue=WorkQueue.from_config(db, config))
-    aging = Aging(**config.worklist.aging_minutes)
-    from serving.metrics import watch_worklist  # noqa: PLC0415
-
+    dicom = DicomIngest.from_config(config, db, store, workflow)
+    aging = Aging(**{level.value: minutes for level, minutes in config.worklist.aging_minutes.items()})
     watch_worklist(db, aging)  # preread_worklist_depth counts this database at each scrape
-    return Services(config, db, store, tokens, workflow, aging)
+    return Services(config, db, store, tokens, workflow, dicom, aging)

@@ -56,7 +56,7 @@ from datasets.sources.nih import folder_codes  # noqa: F401 - kept importable fr
 from datasets.sources.splits import split_by_patient  # noqa: F401 - kept importable from here
 from models.card import InputSpec, ModelCard
 from models.card import TrainingData as CardTrainingData
-from models.cxr.labels import CXR_LABEL_CODES, CXR_LABEL_NAMES, codes_from_nih, multi_hot
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES, codes_from_nih, multi_hot
 from models.cxr.network import build_cxr_model
 from models.registry import ModelRegistry, RegisteredModel
 from training import metrics as _metrics

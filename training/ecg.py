@@ -27,7 +27,7 @@ from datasets.ecg.transforms import TARGET_SAMPLING_RATE, WINDOW_SECONDS, ecg_pr
 from models.card import DEMO_ECG_INTENDED_USE, InputSpec, ModelCard
 from models.card import TrainingData as CardTrainingData
 from models.ecg.factory import build_ecg_model
-from models.ecg.labels import ECG_LABEL_CODES, ECG_LABELS
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
 from models.registry import ModelRegistry, RegisteredModel
 from training import metrics as _metrics
 from training.common import SINGLE_PROCESS, BatchAugment, Replica, prepare_model

@@ -9,17 +9,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from evaluation.metrics import auroc
+
 THRESHOLD_RANGE = (0.05, 0.95)
 
 
 def per_label_auroc(Y: np.ndarray, P: np.ndarray, codes: Sequence[str]) -> dict[str, float | None]:
-    """AUROC per label code; None where the data hold only one class for a label."""
-    from sklearn.metrics import roc_auc_score
-
+    """AUROC per label code (evaluation.metrics.auroc, the project's one definition); None where
+    the data hold only one class for a label."""
     out: dict[str, float | None] = {}
     for index, code in enumerate(codes):
-        y, p = known(Y[:, index], P[:, index])
-        out[code] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+        value = auroc(Y[:, index], P[:, index], warn=False)
+        out[code] = None if np.isnan(value) else value
     return out
 
 

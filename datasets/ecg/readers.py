@@ -28,6 +28,7 @@ import numpy as np
 
 from datasets.ecg.errors import EcgInputError
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
+from datasets.vocabulary.sop import ECG_SOP_CLASSES
 
 __all__ = [
     "normalize_lead_name",
@@ -140,11 +141,6 @@ def _number(text: str) -> int | float | None:
 # --------------------------------------------------------------------------------------------------
 # DICOM waveform
 
-ECG_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG Waveform Storage",
-    "1.2.840.10008.5.1.4.1.1.9.1.3": "Ambulatory ECG Waveform Storage",
-}
 
 _INTEGER_INTERPRETATIONS = {"SB", "UB", "SS", "US", "SL", "UL", "SV", "UV"}
 

@@ -20,7 +20,7 @@ How a record is made:
   4. Noise. Baseline wander (respiration and slower drift), mains hum (50/60 Hz), EMG-like broadband
      noise, per-lead electrode gain.
 
-Label semantics (our codes, see ``models.ecg.labels``): exactly one rhythm label — NORM (sinus,
+Label semantics (our codes, see ``datasets.vocabulary.ecg_labels``): exactly one rhythm label — NORM (sinus,
 60–100 bpm), STACH, SBRAD or AF — plus any of STE, WQRS, PREM. Rates are drawn a few bpm away
 from the 60/100 bpm boundaries so that a label is never ambiguous.
 
@@ -49,7 +49,7 @@ from datasets.ecg.transforms import TARGET_SAMPLING_RATE, WINDOW_SECONDS, prepro
 # Bump whenever generated signals change: it keys the on-disk caches.
 GENERATOR_VERSION = 1
 
-# Same order as models.ecg.labels.ECG_LABEL_CODES (checked by tests/datasets/test_ecg_synthetic.py).
+# Same order as datasets.vocabulary.ecg_labels.ECG_LABEL_CODES (checked by tests/datasets/test_ecg_synthetic.py).
 LABEL_CODES: tuple[str, ...] = ("NORM", "AF", "STACH", "SBRAD", "STE", "WQRS", "PREM")
 RHYTHM_LABELS: tuple[str, ...] = ("NORM", "STACH", "SBRAD", "AF")
 MORPHOLOGY_LABELS: tuple[str, ...] = ("STE", "WQRS", "PREM")

@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from datasets.vocabulary.age import age_in_years as parse_age  # noqa: F401 - the one age parser, re-exported for the sources
 from tqdm.auto import tqdm
 
 META_COLUMNS = ("id", "patient_id", "split", "site", "sex", "age", "manufacturer")
@@ -224,18 +226,6 @@ def normalise_sex(value: Any) -> str:
     return {"m": "male", "male": "male", "f": "female", "female": "female"}.get(text, "unknown")
 
 
-def parse_age(value: Any) -> float | None:
-    """40, "40", "040Y" (DICOM AS; months/weeks/days → fractions of a year) → years; else None."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return None
-    text = str(value).strip().upper()
-    factor = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}.get(text[-1:])
-    try:
-        return float(text[:-1]) * factor if factor else float(text)
-    except ValueError:
-        return None
-
-
 def multi_hot(positives: Sequence[Iterable[str]], labels: Sequence[str],
               known: Sequence[Iterable[str] | None] | None = None) -> np.ndarray:
     """Rows of positive codes → [n, L] of 1/0; with ``known`` (per row: the codes the source speaks
@@ -309,11 +299,11 @@ def image_file_loader(image_size: int, channels: int, column: str = "file") -> I
 def served_labels(task: str) -> tuple[list[str], list[str]]:
     """(codes, names) of the label set preread serves for ``task``."""
     if task == "ecg":
-        from models.ecg.labels import ECG_LABELS
+        from datasets.vocabulary.ecg_labels import ECG_LABELS
 
         return [label.code for label in ECG_LABELS], [label.name for label in ECG_LABELS]
     if task == "cxr":
-        from models.cxr.labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
+        from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
 
         return list(CXR_LABEL_CODES), list(CXR_LABEL_NAMES)
     raise ValueError(f"unknown task {task!r}; expected 'ecg' or 'cxr'")

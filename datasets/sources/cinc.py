@@ -14,7 +14,7 @@ I: St Petersburg INCART, S: PTB, HR: PTB-XL, E: Georgia, JS: Chapman-Shaoxing / 
 case's ``site``. The challenge defines no split and no patient ids (each record its own patient).
 
 Label sets:
-  preread  the served ECG labels (``models.ecg.labels``): SNOMED codes mapped with
+  preread  the served ECG labels (``datasets.vocabulary.ecg_labels``): SNOMED codes mapped with
            ``labels_from_snomed``; the Dx line lists every diagnosis the record was annotated with,
            so an unmapped code means "none of ours" (0), not unknown.
   snomed   one column per SNOMED CT code present in the folder (most frequent first).
@@ -64,7 +64,7 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
     import wfdb
 
     from datasets.ecg.readers import parse_cinc_comments
-    from models.ecg.labels import labels_from_snomed
+    from datasets.vocabulary.ecg_labels import labels_from_snomed
 
     check_choice("cinc", "label_set", label_set, LABEL_SETS)
     root = Path(path)
@@ -105,7 +105,7 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
             Y[i, column[code]] = 1.0
     unlabelled = sum(1 for dx in codes_per_record if not dx)
     notes = [f"labels: {label_set} (SNOMED CT codes from the '# Dx:' header lines"
-             + (", mapped with models.ecg.labels.labels_from_snomed)" if label_set == "preread" else ")")]
+             + (", mapped with datasets.vocabulary.ecg_labels.labels_from_snomed)" if label_set == "preread" else ")")]
     if unlabelled:
         notes.append(f"{unlabelled} record(s) without a Dx line are unknown for every label")
     return SourceDataset(

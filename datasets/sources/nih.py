@@ -45,7 +45,7 @@ CSV_COLUMNS = ("Image Index", "Finding Labels")
 def folder_codes(name: str) -> list[str]:
     """Label codes of a class folder: ``No_findings`` → [], ``Pneumonia`` → [PNEUMONIA, ANY],
     ``Cardiomegaly|Effusion`` → both + ANY. Unknown names raise ValueError."""
-    from models.cxr.labels import codes_from_nih
+    from datasets.vocabulary.cxr_labels import codes_from_nih
 
     if name.lower().replace("_", " ") in NORMAL_FOLDERS:
         return []
@@ -70,7 +70,7 @@ def load_nih(path: str | Path, *, image_size: int = 224, channels: int = 1, limi
 
 
 def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
-    from models.cxr.labels import codes_from_nih
+    from datasets.vocabulary.cxr_labels import codes_from_nih
 
     table = read_table(csv_file, "nih", CSV_COLUMNS)
     files = index_files(root, IMAGE_SUFFIXES)

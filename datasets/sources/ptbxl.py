@@ -23,7 +23,7 @@ Label sets, derived from scp_statements.csv exactly as the PTB-XL benchmark (Str
   form             the 19 form statements
   rhythm           the 12 rhythm statements
   all              all 71 statements
-  preread          the served ECG labels (``models.ecg.labels``) via ``PTBXL_TO_ECG``, so a PTB-XL
+  preread          the served ECG labels (``datasets.vocabulary.ecg_labels``) via ``PTBXL_TO_ECG``, so a PTB-XL
                    model is read with the triage rules in configs/triage/ecg.yaml
 
 As in the benchmark, a statement counts whatever its likelihood (the ``scp_codes`` values: 0–100

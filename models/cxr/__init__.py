@@ -4,7 +4,7 @@ Preprocessing lives in ``datasets.imaging`` (shared with training); this package
 depends on the network.
 """
 
-from models.cxr.labels import (
+from datasets.vocabulary.cxr_labels import (
     ANY_ABNORMALITY,
     CXR_LABEL_CODES,
     CXR_LABEL_NAMES,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.cxr.labels import NUM_CXR_LABELS
+from datasets.vocabulary.cxr_labels import NUM_CXR_LABELS
 
 # architecture name → Grad-CAM target layer (the last spatial feature map, post-activation).
 CAM_TARGET_LAYERS: dict[str, str] = {

@@ -44,7 +44,9 @@ from datasets.imaging.record import ImageRecord
 from datasets.imaging.transforms import heatmap_to_original, preprocess_with_geometry
 from models.backends import STATE_DICT_FILENAME, InferenceBackend, load_backend
 from models.card import ModelCard
-from models.cxr.labels import ANY_ABNORMALITY
+from models.cxr.network import build_cxr_model
+from datasets.vocabulary.cxr_labels import ANY_ABNORMALITY
+from models.read import HeatmapPixels, PreRead
 from models.registry import Registry, open_registry
 from models.triage import TriageRules, triage
 
@@ -57,11 +59,9 @@ OVERLAY_MAX_SIDE = 1024
 
 def build_cxr_network(card: ModelCard):
     """A fresh PyTorch network for a chest X-ray card (weights not loaded)."""
-    from models.backends import build_network
-
     if card.task != "cxr":
         raise ValueError(f"card is for task {card.task!r}, not 'cxr'")
-    return build_network(card)
+    return build_cxr_model(card.architecture, len(card.labels), **card.architecture_params)
 
 
 def load_cam_network(model_dir: str | Path, card: ModelCard | None = None, device: str | None = None):
@@ -88,19 +88,13 @@ def _input_geometry(card: ModelCard) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def json_view(read: dict[str, Any]) -> dict[str, Any]:
-    """A read without its pixel arrays (heatmap, overlay_rgb), for JSON storage and API answers.
+def json_view(read: PreRead) -> dict[str, Any]:
+    """A read without its pixel arrays (``PreRead.pixels``), for JSON storage and API answers.
 
-    Each heatmap entry keeps ``code``, ``name``, ``probability`` and gains ``shape`` (rows, cols);
-    the pictures themselves travel as the Secondary Capture / PNG the caller makes of them.
+    Each heatmap entry keeps ``code``, ``name``, ``probability`` and ``shape`` (rows, cols); the
+    pictures themselves travel as the Secondary Capture / PNG the caller makes of them.
     """
-    out = {key: value for key, value in read.items() if key != "heatmaps"}
-    out["heatmaps"] = [
-        {**{k: v for k, v in heat.items() if k not in ("heatmap", "overlay_rgb")},
-         "shape": [int(n) for n in np.shape(heat.get("heatmap"))]}
-        for heat in read.get("heatmaps", [])
-    ]
-    return out
+    return read.to_json()
 
 
 class CxrPreReader:
@@ -156,7 +150,7 @@ class CxrPreReader:
                 cam_network = load_cam_network(registered.path, card, cam_device)
             except FileNotFoundError as exc:
                 log.warning("%s: no heatmaps for this model (%s)", registered.ref, exc)
-        return cls(load_backend(Path(registered.path), backend, **backend_options), card,
+        return cls(load_backend(Path(registered.path), backend, build_network=build_cxr_network, **backend_options), card,
                    TriageRules.from_yaml(triage_rules), cam_network=cam_network,
                    threshold_overrides=threshold_overrides)
 
@@ -175,7 +169,7 @@ class CxrPreReader:
         """(network input (C, S, S), letterbox geometry) — THE preprocessing training used."""
         return preprocess_with_geometry(record, size=self.size, channels=self.channels)
 
-    def read_batch(self, records: Sequence[ImageRecord]) -> list[dict[str, Any]]:
+    def read_batch(self, records: Sequence[ImageRecord]) -> list[PreRead]:
         """Read a batch: one backend call for all probabilities, then triage and Grad-CAM per image."""
         if not records:
             return []
@@ -227,7 +221,7 @@ class CxrPreReader:
         return out
 
     def _read(self, record: ImageRecord, network_input: np.ndarray, probs: np.ndarray,
-              batch_timing: dict[str, Any]) -> dict[str, Any]:
+              batch_timing: dict[str, Any]) -> PreRead:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
         thresholds, site_point = self.thresholds_for(getattr(record, "site", None))
         findings = [
@@ -244,7 +238,7 @@ class CxrPreReader:
         if isinstance(record, ImageRecord):
             source.update(sop_instance_uid=record.sop_instance_uid, study_instance_uid=record.study_instance_uid,
                           photometric=record.photometric)
-        return {
+        return PreRead.model_validate({
             "modality": "CXR",
             "preliminary": True,
             "disclaimer": DISCLAIMER,
@@ -252,7 +246,9 @@ class CxrPreReader:
             "findings": findings,
             "operating_point": site_point or {"site": None, "source": "model card"},
             "triage": result.model_dump(),
-            "heatmaps": heatmaps,
+            "heatmaps": [{"code": h["code"], "name": h["name"], "probability": h.get("probability"),
+                          "shape": [int(n) for n in np.shape(h["heatmap"])]} for h in heatmaps],
+            "pixels": {h["code"]: HeatmapPixels(h["heatmap"], h["overlay_rgb"]) for h in heatmaps},
             "source": source,
             "timing": {**batch_timing, "gradcam_ms": round(gradcam_ms, 2)},
-        }
+        })

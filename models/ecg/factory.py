@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from models.card import ModelCard
+
 from models.ecg.inception1d import Inception1d
 from models.ecg.xresnet1d import XRESNET1D_LAYERS, xresnet1d
 
@@ -25,3 +27,10 @@ def build_ecg_model(architecture: str, num_labels: int, **kwargs) -> nn.Module:
             kwargs["filters"] = kwargs.pop("width")
         return Inception1d(num_labels, **kwargs)
     raise ValueError(f"unknown ECG architecture {architecture!r}; known: {', '.join(ECG_ARCHITECTURES)}")
+
+
+def build_ecg_network(card: ModelCard) -> nn.Module:
+    """A fresh network for an ECG model card (weights not loaded)."""
+    if card.task != "ecg":
+        raise ValueError(f"card is for task {card.task!r}, not 'ecg'")
+    return build_ecg_model(card.architecture, len(card.labels), **card.architecture_params)

@@ -18,6 +18,8 @@ from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from datasets.ecg.transforms import preprocess_signals
 from models.backends import InferenceBackend, load_backend
 from models.card import ModelCard
+from models.ecg.factory import build_ecg_network
+from models.read import PreRead
 from models.registry import Registry, open_registry
 from models.triage import TriageRules, triage
 
@@ -50,7 +52,7 @@ class EcgPreReader:
         registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
-        return cls(load_backend(Path(registered.path), backend, **backend_options), card,
+        return cls(load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options), card,
                    TriageRules.from_yaml(triage_rules))
 
     @property
@@ -63,7 +65,7 @@ class EcgPreReader:
     def preprocess(self, item: EcgInput) -> np.ndarray:
         return preprocess_signals(item.signals, item.sampling_rate)
 
-    def read_batch(self, items: Sequence[EcgInput]) -> list[dict[str, Any]]:
+    def read_batch(self, items: Sequence[EcgInput]) -> list[PreRead]:
         """Read a batch: one network call for all, then measurements and triage per ECG."""
         started = time.perf_counter()
         batch = np.stack([self.preprocess(item) for item in items]).astype(np.float32, copy=False)
@@ -76,7 +78,7 @@ class EcgPreReader:
         return reads
 
     def _read(self, probs: np.ndarray, measurements: dict, model_ms: float, batch_size: int,
-              site: str | None = None) -> dict[str, Any]:
+              site: str | None = None) -> PreRead:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
         thresholds, site_point = self.card.thresholds_for_site(site)
         findings = [
@@ -85,7 +87,7 @@ class EcgPreReader:
             for code, p in by_code.items()
         ]
         result = triage(by_code, measurements, self.rules)
-        return {
+        return PreRead.model_validate({
             "modality": "ECG",
             "preliminary": True,
             "disclaimer": DISCLAIMER,
@@ -95,4 +97,4 @@ class EcgPreReader:
             "measurements": measurements,
             "triage": result.model_dump(),
             "timing": {"batch_model_ms": round(model_ms, 2), "batch_size": batch_size},
-        }
+        })

@@ -17,7 +17,10 @@ from rich.live import Live
 from rich.logging import RichHandler
 
 from preread.send.accept import Accepted, Quarantined, Refused
+from preread.send.app import Sender
+from preread.send.check import run_checks
 from preread.send.config import SendConfig, SendConfigError, load_send_config
+from preread.send.view import render
 
 DEFAULT_CONFIG = Path("configs") / "send.yaml"
 
@@ -41,14 +44,10 @@ def main(args: argparse.Namespace) -> int:
     console = Console(stderr=False)
     if args.check:
         return _check(cfg, console)
-    from preread.send.app import Sender  # pynetdicom and the queue only when sending
-
     live = sys.stdout.isatty() and not args.no_view and not args.status
     _logging(cfg, console, live)
     sender = Sender(cfg, bell=live)
     if args.status:
-        from preread.send.view import render
-
         console.print(render(sender.queue, limit=10_000))
         return 0
     if args.files:
@@ -74,7 +73,7 @@ def _logging(cfg: SendConfig, console: Console, live: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _queue_files(sender, files: list[Path], console: Console) -> int:
+def _queue_files(sender: Sender, files: list[Path], console: Console) -> int:
     refused = 0
     for path, verdict in sender.add_paths(files):
         if isinstance(verdict, Accepted):
@@ -87,9 +86,7 @@ def _queue_files(sender, files: list[Path], console: Console) -> int:
     return refused
 
 
-def _run(sender, console: Console, live: bool, until_done: bool) -> int:
-    from preread.send.view import render
-
+def _run(sender: Sender, console: Console, live: bool, until_done: bool) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -113,8 +110,6 @@ def _run(sender, console: Console, live: bool, until_done: bool) -> int:
 
 
 def _check(cfg: SendConfig, console: Console) -> int:
-    from preread.send.check import run_checks
-
     failed = 0
     for line in run_checks(cfg):
         mark = "[green]ok  [/]" if line.ok and not line.warning else ("[yellow]warn[/]" if line.ok else "[red]FAIL[/]")

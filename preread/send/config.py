@@ -93,7 +93,8 @@ class SendConfig(BaseModel):
 
     @model_validator(mode="after")
     def _tls_unless_loopback(self) -> SendConfig:
-        if urlparse(self.server_url).scheme == "http" and not self.allow_plain_http and not is_loopback(self.server_url):
+        plain = urlparse(self.server_url).scheme == "http"
+        if plain and not self.allow_plain_http and not is_loopback(self.server_url):
             raise ValueError(f"server_url {self.server_url} is plain HTTP: the token and the patients' data would "
                              "cross the network unencrypted; use https:// (or allow_plain_http: true for a lab)")
         return self

@@ -10,7 +10,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from xml.etree import ElementTree
 
 import pydicom
@@ -32,7 +32,7 @@ class ParcelError(ValueError):
         self.reason = reason
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     DICOM = "dicom"  # STOW-RS
     ECG_ZIP = "ecg-zip"  # POST /api/v1/ecg, application/zip (WFDB .hea + signal files)
     ECG_JSON = "ecg-json"  # POST /api/v1/ecg, application/json

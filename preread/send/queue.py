@@ -181,14 +181,16 @@ class SendQueue:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("UPDATE items SET state = ?, study_uid = ?, sent_at = ?, wire_bytes = ?, last_error = NULL"
                              " WHERE id = ?", (SENT, study_uid, now, wire_bytes, item.id))
-            self._db.execute("INSERT OR IGNORE INTO studies (study_uid, modality, label, first_sent_at) VALUES (?,?,?,?)",
+            self._db.execute("INSERT OR IGNORE INTO studies (study_uid, modality, label, first_sent_at)"
+                             " VALUES (?,?,?,?)",
                              (study_uid, item.modality, item.label, now))
             self._db.execute("COMMIT")
         self._drop_file(item)
 
     def mark_retry(self, item: Item, error: str, delay_s: float) -> None:
         with self._lock:
-            self._db.execute("UPDATE items SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            self._db.execute("UPDATE items SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+                             " WHERE id = ?",
                              (error, time.time() + delay_s, item.id))
 
     def mark_refused(self, item: Item, reason: str) -> None:

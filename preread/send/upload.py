@@ -15,7 +15,7 @@ import json
 import random
 import ssl
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ NEVER = {400, 409, 413, 415, 422}
 TOKEN_PROBLEM = {401, 403}
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     SENT = "sent"
     RETRY = "retry"
     REFUSED = "refused"

@@ -47,7 +47,8 @@ def study_states(queue: SendQueue) -> list[StudyState]:
         elif queued:
             retry = f"; last try: {queued[0]['last_error']}" if queued[0]["last_error"] else ""
             part = f"{len(items) - len(queued)}/{len(items)} sent" if len(items) > 1 else "waiting for the link"
-            out.append(StudyState(first["label"], first["modality"], uid, "queued", part + retry, "", first["queued_at"]))
+            out.append(StudyState(first["label"], first["modality"], uid, "queued", part + retry, "",
+                                  first["queued_at"]))
         else:
             out.append(_result_state(studies.get(uid), first))
     return out

@@ -12,7 +12,8 @@ from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from models.cxr.labels import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, Coding, label_by_code
+from datasets.vocabulary import TriageLevel
+from datasets.vocabulary.cxr_labels import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, Coding, label_by_code
 
 PRESENT = codes.SCT.Present            # SCT 52101004
 ABSENT = codes.SCT.Absent              # SCT 272519000 (the DICOM code for "Absent")
@@ -29,9 +30,9 @@ TRIAGE = CodedConcept("TRIAGE", PRIVATE_SCHEME, "AI triage")
 TRIAGE_LEVEL = CodedConcept("TRIAGE_LEVEL", PRIVATE_SCHEME, "AI triage level")
 TRIAGE_SCORE = CodedConcept("TRIAGE_SCORE", PRIVATE_SCHEME, "AI triage score")
 TRIAGE_LEVELS: dict[str, CodedConcept] = {
-    "critical": CodedConcept("CRITICAL", PRIVATE_SCHEME, "Critical: read now"),
-    "urgent": CodedConcept("URGENT", PRIVATE_SCHEME, "Urgent: read within the hour"),
-    "routine": CodedConcept("ROUTINE", PRIVATE_SCHEME, "Routine"),
+    TriageLevel.CRITICAL: CodedConcept("CRITICAL", PRIVATE_SCHEME, "Critical: read now"),
+    TriageLevel.URGENT: CodedConcept("URGENT", PRIVATE_SCHEME, "Urgent: read within the hour"),
+    TriageLevel.ROUTINE: CodedConcept("ROUTINE", PRIVATE_SCHEME, "Routine"),
 }
 TRIAGE_LEVEL_BY_VALUE = {concept.value: level for level, concept in TRIAGE_LEVELS.items()}
 TRIAGE_TRACKING_ID = "TRIAGE"

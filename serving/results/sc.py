@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from serving.results import codes
-from serving.results.sr import DEFAULT_MANUFACTURER, _model_fields
+from serving.results.sr import DEFAULT_MANUFACTURER, model_identity_fields
 
 HEATMAP_LABEL = "AI heatmap \u2013 preliminary, not for diagnosis"
 DEFAULT_SC_SERIES_NUMBER = 901
@@ -28,7 +28,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     # DejaVu Sans ships with matplotlib (a project dependency) and has the en dash and most
     # scripts; Pillow's built-in font is the fallback.
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 - for its font file only, when a banner is drawn
 
         path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
         return ImageFont.truetype(str(path), size)
@@ -92,7 +92,7 @@ def build_heatmap_sc(
         finding: what the map explains (e.g. ``"Pneumonia 0.83"``), appended to the banner.
         draw_label: draw the banner (Burned In Annotation is YES only if so).
     """
-    name, version, manufacturer, demo = _model_fields(model)
+    name, version, manufacturer, demo = model_identity_fields(model)
     rgb = np.asarray(overlay_rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"overlay must be (rows, cols, 3) RGB, got {rgb.shape}")

@@ -40,7 +40,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from models.cxr.labels import label_by_code
+from datasets.vocabulary.cxr_labels import label_by_code
 from serving.results import codes
 
 DEFAULT_SR_SERIES_NUMBER = 900
@@ -53,7 +53,7 @@ def device_uid(model_name: str, model_version: str) -> str:
     return generate_uid(entropy_srcs=["preread model", str(model_name), str(model_version)])
 
 
-def _model_fields(model: dict[str, Any]) -> tuple[str, str, str, bool]:
+def model_identity_fields(model: dict[str, Any]) -> tuple[str, str, str, bool]:
     try:
         name, version = str(model["name"]), str(model["version"])
     except KeyError as exc:
@@ -62,7 +62,7 @@ def _model_fields(model: dict[str, Any]) -> tuple[str, str, str, bool]:
 
 
 def algorithm_identification(model: dict[str, Any]) -> hd.sr.AlgorithmIdentification:
-    name, version, _, demo = _model_fields(model)
+    name, version, _, demo = model_identity_fields(model)
     return hd.sr.AlgorithmIdentification(name=name, version=version,
                                          parameters=[DEMO_PARAMETER] if demo else None)
 
@@ -162,7 +162,7 @@ def build_ai_sr(
     codes_seen = [finding["code"] for finding in checked]
     if len(set(codes_seen)) != len(codes_seen):
         raise ValueError(f"duplicate finding codes: {codes_seen}")
-    name, version, manufacturer, demo = _model_fields(model)
+    name, version, manufacturer, demo = model_identity_fields(model)
 
     observer = hd.sr.ObserverContext(
         observer_type=codes.DEVICE,

@@ -1,6 +1,5 @@
-"""The worklist store: SQLAlchemy 2 models, Alembic migrations, and the queries the API needs.
-
-SQLite by default (a file under ./var/), PostgreSQL by URL; the same migrations run on both.
+"""The worklist store: SQLAlchemy 2 models, Alembic migrations, every query (``db``, ``queries``,
+``claims``, ``audit``), the durable work queue (``work``) and the object files (``objects``).
 """
 
 from serving.store.db import Database

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -15,22 +16,30 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from datasets.vocabulary import LEVEL_RANK, TriageLevel
 from serving.store.schema import (
-    AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, Instance, Study, utcnow,
+    AI_FAILED,
+    AI_READ,
+    CLAIMED,
+    NO_AI_READ,
+    RECEIVED,
+    Instance,
+    Study,
+    utcnow,
 )
 
 # What the worklist says of a study whose patient declined the automated read.
 NO_AI_REASON = "the patient declined an automated pre-read (no AI read)"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 OPEN_STATUSES = (RECEIVED, AI_READ, NO_AI_READ, AI_FAILED, CLAIMED)
-LEVEL_ORDER = ("critical", "urgent", "routine")
+LEVEL_ORDER = tuple(level.value for level in TriageLevel)  # most urgent first
 
 
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -59,6 +68,9 @@ class NewInstance:
     # queue's sweeper does not take it while that read runs; None leaves it to the sweeper.
     lease_by: str | None = None
     no_ai: bool = False             # the patient declined the automated read
+    # How soon a model should read it (a level; e.g. from the C-STORE request's Priority): the
+    # study keeps the most urgent its objects arrived with.
+    priority: str | None = None
 
 
 @dataclass
@@ -152,6 +164,7 @@ class Database:
                         study_date=attrs.study_date, accession_number=attrs.accession_number,
                         last_instance_at=now, ai_attempts=1 if leased else 0,
                         processing_since=now if leased else None, processing_by=new.lease_by if leased else None,
+                        priority=new.priority,
                     )
                     session.add(study)
                     session.flush()
@@ -159,6 +172,8 @@ class Database:
                     if new.no_ai and not study.no_ai:  # a refusal sent with a later object holds for the study
                         study.no_ai, study.ai_error = True, NO_AI_REASON
                     study.last_instance_at = now
+                    if new.priority and (study.priority is None or LEVEL_RANK[new.priority] < LEVEL_RANK[study.priority]):
+                        study.priority = new.priority
                     if study.status == NO_AI_READ and new.status == RECEIVED and not study.no_ai \
                             and study.read_at is None:
                         # A new series may be one a model reads: route the study again.
@@ -243,7 +258,7 @@ class Database:
         routine_to_critical = now - timedelta(minutes=aging.routine + aging.urgent)
         urgent_to_critical = now - timedelta(minutes=aging.urgent)
         # SQLite stores our UTC datetimes as naive ISO strings; compare like with like there.
-        naive = (lambda v: v.astimezone(timezone.utc).replace(tzinfo=None)) if sqlite else (lambda v: v)
+        naive = (lambda v: v.astimezone(UTC).replace(tzinfo=None)) if sqlite else (lambda v: v)
         level = func.coalesce(Study.level, "routine")
         return case(
             (level == "critical", 0),

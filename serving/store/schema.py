@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from datasets.vocabulary.statuses import StudyStatus
+from models.read import PreRead
+
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     pass
 
 
-# Study status, in the order a study moves through them.
-RECEIVED = "received"      # stored, waiting for the AI read (the durable queue of pending work)
-AI_READ = "ai_read"        # preliminary AI read attached, waiting for a reader
-NO_AI_READ = "no_ai_read"  # stored and listed, but no model reads this kind of object
-AI_FAILED = "ai_failed"    # the model could not read it; still listed for a human
-CLAIMED = "claimed"
-SIGNED = "signed"
-STATUSES = (RECEIVED, AI_READ, NO_AI_READ, AI_FAILED, CLAIMED, SIGNED)
+# Study status (datasets/vocabulary/statuses.py says what each means), as the strings stored.
+RECEIVED = StudyStatus.RECEIVED.value
+AI_READ = StudyStatus.AI_READ.value
+NO_AI_READ = StudyStatus.NO_AI_READ.value
+AI_FAILED = StudyStatus.AI_FAILED.value
+CLAIMED = StudyStatus.CLAIMED.value
+SIGNED = StudyStatus.SIGNED.value
+STATUSES = tuple(status.value for status in StudyStatus)
 
 
 class Study(Base):
@@ -66,10 +69,19 @@ class Study(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The patient declined an automated read (PIPL art. 24): no model reads this study.
     no_ai: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # How soon a model replica should read it (critical|urgent|routine; None: decided from the
+    # objects), e.g. from a C-STORE request's Priority: kept with the study, so whichever replica
+    # leases it reads it with that priority (serving/priority.py).
+    priority: Mapped[str | None] = mapped_column(String(16))
     last_instance_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    instances: Mapped[list["Instance"]] = relationship(back_populates="study", order_by="Instance.id")
+    instances: Mapped[list[Instance]] = relationship(back_populates="study", order_by="Instance.id")
+
+    @property
+    def pre_read(self) -> PreRead | None:
+        """The AI read as the typed object (models.read.PreRead), or None before there is one."""
+        return PreRead.model_validate(self.ai_read) if self.ai_read else None
 
     __table_args__ = (Index("ix_studies_worklist", "status", "level", "arrived_at"),
                       Index("ix_studies_queue", "status", "next_attempt_at"))

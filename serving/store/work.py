@@ -22,14 +22,17 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, case, false, or_, select, update
+from sqlalchemy import and_, case, false, func, or_, select, update
 
+from models.read import PreRead
+from serving.store import audit
 from serving.store.db import Database, as_utc
-from serving.store.schema import AI_FAILED, AI_READ, NO_AI_READ, RECEIVED, Study, utcnow
+from serving.store.schema import AI_FAILED, AI_READ, NO_AI_READ, RECEIVED, AuditEntry, Study, utcnow
 
 READ_BY = "preread"  # the audit trail's user for AI reads
 
@@ -48,7 +51,7 @@ class RetryPolicy:
 def _db_time(db: Database, value: datetime) -> datetime:
     """SQLite keeps our UTC datetimes as naive strings: compare like with like there."""
     if db.engine.dialect.name == "sqlite":
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -69,10 +72,21 @@ class WorkQueue:
         self.worker_id = worker_id or worker_name()
         self._held: set[str] = set()
         self._lock = threading.Lock()
-        self._last_renewal = datetime.min.replace(tzinfo=timezone.utc)
+        self._last_renewal = datetime.min.replace(tzinfo=UTC)
+        self._arrival_listeners: list[Callable[[str | None], None]] = []
+
+    # --- arrivals -------------------------------------------------------------------------------
+    def on_arrival(self, listener: Callable[[str | None], None]) -> None:
+        """Call ``listener(modality)`` whenever ``arrived`` is told of new work (the dispatcher's wake)."""
+        self._arrival_listeners.append(listener)
+
+    def arrived(self, modality: str | None = None) -> None:
+        """New work was stored (from any thread): wake whoever reads the queue."""
+        for listener in list(self._arrival_listeners):
+            listener(modality)
 
     @classmethod
-    def from_config(cls, db: Database, cfg: Any) -> "WorkQueue":
+    def from_config(cls, db: Database, cfg: Any) -> WorkQueue:
         recovery = cfg.recovery
         return cls(db, lease_seconds=cfg.dicom.lease_seconds, stable_seconds=cfg.dicom.study_stable_seconds,
                    policy=RetryPolicy(recovery.max_attempts, recovery.backoff_base_seconds,
@@ -159,10 +173,8 @@ class WorkQueue:
     # --- outcomes -------------------------------------------------------------------------------
     def record_read(self, study_uid: str, read: dict[str, Any], level: str, score: float, model_name: str,
                     model_version: str, now: datetime | None = None) -> bool:
-        """Attach the AI read — once. Returns False when the study already had one (a duplicate
-        computation) or the patient declined the AI read: nothing changes then."""
-        from serving.worklist import audit  # noqa: PLC0415 - the audit trail sits on top of the store
-
+        """Attach the AI read (its stored JSON) — once. Returns False when the study already had one
+        (a duplicate computation) or the patient declined the AI read: nothing changes then."""
         now = now or utcnow()
         self.drop(study_uid)
         with audit.appending(self.db) as session:
@@ -180,6 +192,11 @@ class WorkQueue:
                          client=self.worker_id, detail={"model": model_name, "version": str(model_version),
                                                         "level": level, "attempt": attempts})
         return True
+
+    def record_pre_read(self, study_uid: str, read: PreRead, now: datetime | None = None) -> bool:
+        """``record_read`` of a typed pre-read: its JSON, level, score and model identity."""
+        return self.record_read(study_uid, read.to_json(), read.triage.level.value, read.triage.score,
+                                read.model.name, str(read.model.version), now)
 
     def record_failure(self, study_uid: str, error: str, final: bool = False, now: datetime | None = None) -> str:
         """A failed attempt: listed as ai_failed with the reason and when it is tried again (or that
@@ -234,10 +251,6 @@ def refuse_ai(db: Database, study_uid: str, reason: str = "the patient declined 
 
 def ai_read_counts(db: Database, study_uids: Iterable[str] | None = None) -> dict[str, int]:
     """How many ``ai_read`` audit events each study has (exactly-once checks)."""
-    from sqlalchemy import func
-
-    from serving.store.schema import AuditEntry
-
     query = (select(AuditEntry.study_uid, func.count(AuditEntry.id)).where(AuditEntry.action == "ai_read")
              .group_by(AuditEntry.study_uid))
     with db.session() as session:

@@ -34,7 +34,7 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     path's dispatcher running (STOW-RS in, routing, CXR read, SR + heatmap SC stored)."""
     import uvicorn
 
-    from serving.dicom.dispatcher import start_local_dicom
+    from serving.reading.runtime import start_local_dicom
     from serving.local import create_local_app
 
     port = free_port()

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from serving.worklist.users import create_user
+from serving.auth.users import create_user
 from tests.browser.conftest import ARTIFACTS, open_page, sign_in
 from tests.serving.worklist_fixtures import ecg_json
 

@@ -28,7 +28,7 @@ def measured_rr(record) -> np.ndarray:
 
 
 def test_label_codes_match_the_models_label_set():
-    from models.ecg.labels import ECG_LABEL_CODES
+    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
     assert LABEL_CODES == ECG_LABEL_CODES
     assert set(synthetic.RHYTHM_LABELS) | set(synthetic.MORPHOLOGY_LABELS) == set(LABEL_CODES)

@@ -14,8 +14,8 @@ import pytest
 from datasets.sources import SourceLayoutError, open_source
 from datasets.sources.ptbxl import Statements
 from datasets.sources.splits import assign_splits, split_by_patient
-from models.cxr.labels import CXR_LABEL_CODES
-from models.ecg.labels import ECG_LABEL_CODES
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 from tests.datasets.layouts import CINC2020_RECORDS, PTBXL_SCP_CODES, ptbxl_fold
 
 CXR = list(CXR_LABEL_CODES)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.datasets import load_eval_dataset, parse_data_spec, signed_reads_to_dataset
-from models.ecg.labels import ECG_LABEL_CODES, ECG_LABELS
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
 
 
 def _ecg_card():
@@ -24,7 +24,7 @@ def _ecg_card():
 
 def _cxr_card(size=32):
     from models.card import InputSpec, ModelCard, TrainingData
-    from models.cxr.labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
+    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
 
     return ModelCard(name="cxr", task="cxr", architecture="densenet121", labels=list(CXR_LABEL_CODES),
                      label_names=list(CXR_LABEL_NAMES),
@@ -69,7 +69,7 @@ def test_ptbxl_adapter_uses_fold_10(cinc_dir, tmp_path):
 
 def test_nih_class_folders(nih_dir):
     data = load_eval_dataset(f"nih:{nih_dir}?limit=50", _cxr_card())
-    from models.cxr.labels import CXR_LABEL_CODES
+    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 
     pneumonia = list(CXR_LABEL_CODES).index("PNEUMONIA")
     assert len(data) == 40 and data.inputs.shape == (40, 3, 32, 32)
@@ -79,7 +79,7 @@ def test_nih_class_folders(nih_dir):
 
 
 def test_nih_csv_and_chexpert_and_medmnist(nih_dir, tmp_path):
-    from models.cxr.labels import CXR_LABEL_CODES
+    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 
     images = sorted((nih_dir / "Pneumonia").glob("*.png"))[:2] + sorted((nih_dir / "No_findings").glob("*.png"))[:1]
     (tmp_path / "img").mkdir()
@@ -190,7 +190,7 @@ def test_monitoring_does_not_import_serving():
 
 def test_dicom_folder_with_labels_csv(nih_dir, tmp_path):
     from datasets.imaging.wrap import wrap_png_as_dicom
-    from models.cxr.labels import CXR_LABEL_CODES
+    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 
     pngs = sorted((nih_dir / "Pneumonia").glob("*.png"))[:2]
     lines = ["file,PNEUMONIA,site"]

@@ -31,7 +31,7 @@ def exported_model_dir(tmp_path_factory, real_ecg_inputs) -> Path:
 
     from models.card import InputSpec, ModelCard, TrainingData
     from models.ecg.factory import build_ecg_model
-    from models.ecg.labels import ECG_LABEL_CODES, ECG_LABELS
+    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
     from models.export import export_onnx, export_torchscript
 
     directory = tmp_path_factory.mktemp("exported")

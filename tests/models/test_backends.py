@@ -7,13 +7,14 @@ import shutil
 import numpy as np
 import pytest
 
+from models.networks import build_network
 from models.backends import InferenceBackend, OnnxRuntimeBackend, TorchBackend, load_backend
-from models.ecg.labels import ECG_LABEL_CODES
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
 
 def test_onnxruntime_and_torch_agree_on_real_ecgs(exported_model_dir, real_ecg_inputs):
     ort_backend = load_backend(exported_model_dir, "onnxruntime", intra_op_threads=1)
-    torch_backend = load_backend(exported_model_dir, "torch", device="cpu")
+    torch_backend = load_backend(exported_model_dir, "torch", device="cpu", build_network=build_network)
     for backend in (ort_backend, torch_backend):
         assert isinstance(backend, InferenceBackend)
     assert isinstance(ort_backend, OnnxRuntimeBackend) and ort_backend.name == "onnxruntime"
@@ -31,7 +32,7 @@ def test_torch_backend_rebuilds_from_state_dict(exported_model_dir, real_ecg_inp
     directory.mkdir()
     for name in ("state_dict.pt", "card.json"):
         shutil.copy(exported_model_dir / name, directory / name)
-    from_state = TorchBackend(directory, device="cpu")
+    from_state = TorchBackend(directory, device="cpu", build_network=build_network)
     assert from_state.source == "state_dict.pt"
     reference = load_backend(exported_model_dir, "onnx").predict(real_ecg_inputs[:3])
     assert np.abs(from_state.predict(real_ecg_inputs[:3]) - reference).max() <= 1e-4

@@ -15,8 +15,9 @@ import torch
 from pydicom.data import get_testdata_file
 
 from datasets.imaging import preprocess_image, read_dicom_image, wrap_png_as_dicom
-from models.cxr.labels import CXR_LABEL_CODES
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 from models.cxr.pipeline import CxrPreReader, json_view, load_cam_network
+from models.read import PreRead
 from models.registry import ModelRegistry
 from models.triage import LEVELS
 from training.config import TrainConfig, load_train_config
@@ -24,7 +25,7 @@ from training.cxr import train_cxr
 
 REPO = Path(__file__).resolve().parents[2]
 TRIAGE = REPO / "configs" / "triage" / "cxr.yaml"
-FINDING_KEYS = {"code", "name", "probability", "threshold", "positive"}
+FINDING_KEYS = {"code", "name", "probability", "threshold", "positive", "drives_level"}
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,8 @@ def cr_path() -> str:
     return path
 
 
-def check_read(read: dict, shape: tuple[int, int]) -> None:
+def check_read(pre_read: PreRead, shape: tuple[int, int]) -> None:
+    read, pixels = pre_read.to_json(), pre_read.pixels
     assert read["modality"] == "CXR" and read["preliminary"] is True and read["disclaimer"]
     assert [f["code"] for f in read["findings"]] == list(CXR_LABEL_CODES)
     for finding in read["findings"]:
@@ -82,9 +84,10 @@ def check_read(read: dict, shape: tuple[int, int]) -> None:
     assert len(read["heatmaps"]) == min(3, len(positives))
     for heat in read["heatmaps"]:
         assert heat["code"] in {f["code"] for f in positives}
-        assert heat["heatmap"].shape == shape and heat["heatmap"].dtype == np.float32
-        assert heat["heatmap"].min() >= 0.0 and heat["heatmap"].max() <= 1.0
-        rgb = heat["overlay_rgb"]
+        heatmap = pixels[heat["code"]].heatmap
+        assert heatmap.shape == shape and heatmap.dtype == np.float32
+        assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+        rgb = pixels[heat["code"]].overlay_rgb
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3 and max(rgb.shape[:2]) <= 1024
         assert rgb.shape[0] / rgb.shape[1] == pytest.approx(shape[0] / shape[1], rel=0.01)
 
@@ -98,10 +101,11 @@ def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_p
     cr = read_dicom_image(cr_path)
     assert cr.photometric == "MONOCHROME1" and cr.shape == (1955, 1841)
 
-    reads = reader.read_batch([nih, cr])
-    assert len(reads) == 2
-    check_read(reads[0], (1024, 1024))
-    check_read(reads[1], (1955, 1841))
+    pre_reads = reader.read_batch([nih, cr])
+    assert len(pre_reads) == 2
+    check_read(pre_reads[0], (1024, 1024))
+    check_read(pre_reads[1], (1955, 1841))
+    reads = [r.to_json() for r in pre_reads]
     for read in reads:
         # Top 3 positives by probability, specific findings before ANY; the forced ones are positive.
         positives = [f for f in read["findings"] if f["positive"]]
@@ -110,9 +114,9 @@ def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_p
         assert [h["code"] for h in read["heatmaps"]] == [f["code"] for f in ranked[:3]]
         assert len(read["heatmaps"]) == 3
         assert read["timing"]["batch_size"] == 2 and read["timing"]["gradcam_ms"] > 0
-    assert reads[1]["heatmaps"][0]["overlay_rgb"].shape == (1024, 964, 3)
+    assert pre_reads[1].pixels[reads[1]["heatmaps"][0]["code"]].overlay_rgb.shape == (1024, 964, 3)
     assert reads[1]["source"]["photometric"] == "MONOCHROME1"
-    stored = json.loads(json.dumps(json_view(reads[1])))  # what goes into the store / API answer
+    stored = json.loads(json.dumps(json_view(pre_reads[1])))  # what goes into the store / API answer
     assert [h["shape"] for h in stored["heatmaps"]] == [[1955, 1841]] * 3
     assert stored["findings"] == reads[1]["findings"] and "heatmap" not in stored["heatmaps"][0]
     assert reader.read_batch([]) == []
@@ -121,7 +125,7 @@ def test_read_wrapped_nih_png_and_monochrome1_cr(registry_root, nih_source, cr_p
 def test_no_positive_no_heatmap(registry_root, cr_path):
     reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE,
                                         threshold_overrides={code: 1.0 for code in CXR_LABEL_CODES})
-    (read,) = reader.read_batch([read_dicom_image(cr_path)])
+    (read,) = [r.to_json() for r in reader.read_batch([read_dicom_image(cr_path)])]
     assert not any(f["positive"] for f in read["findings"]) and read["heatmaps"] == []
     with pytest.raises(KeyError):
         CxrPreReader.from_registry(registry_root, "cxr", TRIAGE, threshold_overrides={"STE": 0.5})
@@ -134,8 +138,8 @@ def test_backends_and_cam_network_agree(registry_root, nih_source, cr_path):
     torch_reader = CxrPreReader.from_registry(registry_root, "cxr/1", TRIAGE, backend="torch", heatmaps=False,
                                               device="cpu")
     assert not ort_reader.heatmaps_available and torch_reader.model_identity["backend"] == "torch"
-    p_ort = np.array([[f["probability"] for f in r["findings"]] for r in ort_reader.read_batch(records)])
-    p_torch = np.array([[f["probability"] for f in r["findings"]] for r in torch_reader.read_batch(records)])
+    p_ort = np.array([[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in ort_reader.read_batch(records))])
+    p_torch = np.array([[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in torch_reader.read_batch(records))])
     np.testing.assert_allclose(p_ort, p_torch, atol=2e-4)  # reported probabilities are rounded to 1e-4
 
     registered = ModelRegistry(registry_root).resolve("cxr")
@@ -151,7 +155,8 @@ def test_sr_and_sc_built_from_the_read_round_trip(registry_root, nih_source):
 
     only_pneumonia = {code: 1.0 for code in CXR_LABEL_CODES} | {"PNEUMONIA": 0.0}
     reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE, threshold_overrides=only_pneumonia)
-    (read,) = reader.read_batch([read_dicom_image(dicom_bytes(nih_source))])
+    (pre_read,) = reader.read_batch([read_dicom_image(dicom_bytes(nih_source))])
+    read = pre_read.to_json()
     sr = build_ai_sr([nih_source], read["findings"], read["model"], read["triage"])
     parsed = pydicom.dcmread(io.BytesIO(dicom_bytes(sr)))
     assert parsed.VerificationFlag == "UNVERIFIED" and parsed.StudyInstanceUID == nih_source.StudyInstanceUID
@@ -170,6 +175,6 @@ def test_sr_and_sc_built_from_the_read_round_trip(registry_root, nih_source):
     assert [f["code"] for f in back if f["positive"]] == ["PNEUMONIA"]
     (heat,) = read["heatmaps"]
     assert heat["code"] == "PNEUMONIA"
-    sc = build_heatmap_sc(nih_source, heat["overlay_rgb"], read["model"], finding=f"{heat['name']} {heat['probability']:.2f}")
+    sc = build_heatmap_sc(nih_source, pre_read.pixels[heat["code"]].overlay_rgb, read["model"], finding=f"{heat['name']} {heat['probability']:.2f}")
     pixels = pydicom.dcmread(io.BytesIO(dicom_bytes(sc))).pixel_array
     assert pixels.shape[1:] == (1024, 3) and pixels.shape[0] >= 1024  # the overlay + the burned-in banner

@@ -11,7 +11,7 @@ import torch
 
 from models.ecg.factory import ECG_ARCHITECTURES, build_ecg_model
 from models.ecg.inception1d import Inception1d
-from models.ecg.labels import ECG_LABEL_CODES
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 from models.ecg.xresnet1d import XResNet1d
 from models.export import ONNX_INPUT_NAME, ParityError, check_parity, export_onnx, export_torchscript, require_parity
 

@@ -46,8 +46,8 @@ def test_ecg_reader_uses_the_sending_sites_operating_points(exported_model_dir: 
     reader = EcgPreReader(load_backend(exported_model_dir), card,
                           TriageRules.from_yaml(REPO_ROOT / "configs" / "triage" / "ecg.yaml"))
     record = read_wfdb(cinc_dir / "E07500.hea").in_standard_order()
-    global_read, demo_read = reader.read_batch([EcgInput(record.signals, record.sampling_rate),
-                                                EcgInput(record.signals, record.sampling_rate, site="demo")])
+    global_read, demo_read = (r.to_json() for r in reader.read_batch([
+        EcgInput(record.signals, record.sampling_rate), EcgInput(record.signals, record.sampling_rate, site="demo")]))
     by_code = {f["code"]: f for f in global_read["findings"]}
     demo = {f["code"]: f for f in demo_read["findings"]}
     assert demo["AF"]["threshold"] == 0.0 and demo["AF"]["positive"] is True

@@ -22,7 +22,7 @@ import yaml
 
 from bench.link_proxy import FaultProxy
 from bench.service_process import free_port
-from serving.auth import TokenService, load_secret
+from serving.auth.tokens import TokenService, load_secret
 from tests.conftest import REPO_ROOT
 from tests.serving.conftest import ecg_registry, make_config  # noqa: F401 - the fixture, for the slow test
 from tests.serving.dicom_helpers import FakeCxrReader, UvicornThread, wait_for
@@ -64,8 +64,8 @@ class County:
 
 def county_service(state: Path, registry: str | None, ecg_reader) -> tuple:
     """(County, closer): the in-process service on a free port, behind a FaultProxy."""
-    from serving.api import build_api
-    from serving.dicom.dispatcher import start_local_dicom
+    from serving.api.app import build_api
+    from serving.reading.runtime import start_local_dicom
     from serving.services import build_services
 
     cfg = make_config(state, registry or state / "no-registry")

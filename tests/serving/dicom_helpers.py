@@ -13,14 +13,15 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from serving.dicom.ingest import encode
+from models.read import HeatmapPixels, PreRead
+from serving.ingest.dicom import encode
 
 DCMTK = shutil.which("storescu") and shutil.which("echoscu")
 needs_dcmtk = pytest.mark.skipif(not DCMTK, reason="dcmtk (storescu/echoscu) is not installed")
 
 
 class FakeCxrReader:
-    """The CxrPreReader contract (read_batch → dicts with findings, triage, heatmaps), without a
+    """The CxrPreReader contract (read_batch → PreReads with findings, triage, heatmaps), without a
     network: for the parts of the DICOM path that do not depend on what the model says."""
 
     model = {"name": "cxr", "version": "0-test", "architecture": "fake", "demo": True}
@@ -28,7 +29,7 @@ class FakeCxrReader:
     def __init__(self):
         self.calls = 0
 
-    def read_batch(self, records) -> list[dict[str, Any]]:
+    def read_batch(self, records) -> list[PreRead]:
         out = []
         for record in records:
             self.calls += 1
@@ -36,16 +37,16 @@ class FakeCxrReader:
             gray = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
             overlay = np.stack([gray, gray // 2, gray // 3], axis=-1)
             p = float(np.clip(pixels.mean(), 0.05, 0.95))
-            out.append({
-                "modality": "CXR", "preliminary": True, "model": dict(self.model),
+            out.append(PreRead.model_validate({
+                "modality": "CXR", "preliminary": True, "model": dict(self.model), "disclaimer": "test",
                 "findings": [
                     {"code": "PNEUMONIA", "name": "Pneumonia", "probability": p, "threshold": 0.3, "positive": p >= 0.3},
                     {"code": "EFFUSION", "name": "Pleural effusion", "probability": 0.1, "threshold": 0.5, "positive": False},
                 ],
                 "triage": {"level": "urgent" if p >= 0.3 else "routine", "score": p, "reasons": ["fake"]},
-                "heatmaps": [{"code": "PNEUMONIA", "name": "Pneumonia", "heatmap": np.zeros((8, 8), np.float32),
-                              "overlay_rgb": overlay}],
-            })
+                "heatmaps": [{"code": "PNEUMONIA", "name": "Pneumonia", "shape": [8, 8]}],
+                "pixels": {"PNEUMONIA": HeatmapPixels(np.zeros((8, 8), np.float32), overlay)},
+            }))
         return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.auth import TokenService, load_secret
+from serving.auth.tokens import TokenService, load_secret
 from tests.serving.conftest import Client, make_config
 from tests.serving.worklist_fixtures import ecg_json
 

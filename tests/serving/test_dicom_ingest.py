@@ -13,9 +13,9 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from serving.config import load_config
-from serving.dicom.ingest import DicomIngest, DicomInputError, encode, validate_dicom
-from serving.dicom.routing import Router, RoutingRule
-from serving.storage import ObjectStore
+from serving.ingest.dicom import DicomIngest, DicomInputError, encode, validate_dicom
+from serving.reading.routing import Router, RoutingRule
+from serving.store.objects import ObjectStore
 from serving.store.db import Database
 from tests.conftest import REPO_ROOT
 
@@ -119,7 +119,7 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     import asyncio
     from datetime import timedelta
 
-    from serving.dicom.dispatcher import Dispatcher
+    from serving.reading.dispatcher import Dispatcher
     from serving.store.schema import utcnow
     from serving.store.work import RetryPolicy, WorkQueue
 
@@ -129,7 +129,7 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     db.migrate()
     queue = WorkQueue(db, lease_seconds=60, stable_seconds=0, policy=RetryPolicy(max_attempts=2))
     svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue))
-    ingest = DicomIngest.from_services(svc)
+    ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     ingest.ecg = None
     png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
     dx = ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE")
@@ -146,7 +146,7 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     async def replica_died(record):
         raise RuntimeError("model replica died")
 
-    dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": replica_died}, ingest)
+    dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": replica_died})
     assert asyncio.run(dispatcher.process(dx.study_uid)) == "ai_failed"
     study = db.get_study(dx.study_uid)
     assert study.status == "ai_failed" and "model replica died" in study.ai_error
@@ -158,7 +158,7 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     ct = ingest.accept(CT.read_bytes(), "demo", source="scp", sender="DEMOSITE")
     png2 = sorted((nih_dir / "No_findings").glob("*.png"))[0]
     dx2 = ingest.accept(wrapped_dx(png2), "demo", source="scp", sender="DEMOSITE")
-    plain = Dispatcher(svc, Router.from_file(cfg.routing_path()), {}, ingest)
+    plain = Dispatcher(svc, Router.from_file(cfg.routing_path()), {})
     assert asyncio.run(plain.tick()) == 2
     assert "not served" in db.get_study(dx2.study_uid).ai_error
     assert db.get_study(ct.study_uid).status == "no_ai_read"
@@ -169,7 +169,7 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
     leases the next study as soon as a slot frees up (rounds of 16 would wait for the slow one)."""
     import asyncio
 
-    from serving.dicom.dispatcher import Dispatcher
+    from serving.reading.dispatcher import Dispatcher
     from serving.store.work import WorkQueue
     from tests.serving.dicom_helpers import FakeCxrReader
 
@@ -180,7 +180,7 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
     db.migrate()
     svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"),
                           ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)))
-    ingest = DicomIngest.from_services(svc)
+    ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     pngs = sorted(nih_dir.rglob("*.png"))[:18]
     slow, *fast = [ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE").study_uid
                    for png in pngs]  # the slow one arrived first: leased first
@@ -194,7 +194,7 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
                 await release_slow.wait()
             return fake.read_batch([record])[0]
 
-        dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr}, ingest)
+        dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr})
         running = asyncio.create_task(dispatcher.run())
 
         async def statuses(uids, want, seconds=60.0):
@@ -217,3 +217,47 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
     fast_done, slow_meanwhile, slow_done = asyncio.run(main())
     assert fast_done == ["ai_read"] * 17, "studies waited behind the slow read"
     assert slow_meanwhile == "received" and slow_done == ["ai_read"]
+
+
+def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_path, nih_dir):
+    """The dispatcher polls rarely here (10 min): a stored image study is read once it is stable
+    because the arrival wakes the sweep (before, the wake event was never set: arrivals waited for
+    the poll interval)."""
+    import asyncio
+
+    from serving.reading.dispatcher import Dispatcher
+    from serving.store.work import WorkQueue
+    from tests.serving.dicom_helpers import FakeCxrReader
+
+    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
+    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
+        "study_stable_seconds": 0.2, "poll_seconds": 600.0})})
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    queue = WorkQueue.from_config(db, cfg)
+    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue))
+    ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
+    fake = FakeCxrReader()
+
+    async def read_cxr(record):
+        return fake.read_batch([record])[0]
+
+    async def main():
+        dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr})
+        running = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.5)  # the first sweep found nothing; the next poll is 10 minutes away
+        png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
+        uid = (await asyncio.to_thread(ingest.accept, wrapped_dx(png), "demo", "scp", "DEMOSITE")).study_uid
+        deadline = asyncio.get_running_loop().time() + 60
+        status = None
+        while asyncio.get_running_loop().time() < deadline:
+            status = (await asyncio.to_thread(db.get_study, uid)).status
+            if status == "ai_read":
+                break
+            await asyncio.sleep(0.05)
+        dispatcher.stop()
+        dispatcher.wake("ECG")  # let the stopped loop see it now, not in 10 minutes
+        await asyncio.wait_for(running, 10)
+        return status
+
+    assert asyncio.run(main()) == "ai_read", "the arrival did not wake the dispatcher"

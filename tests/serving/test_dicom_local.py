@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from serving.dicom.ingest import encode
+from serving.ingest.dicom import encode
 from serving.results import findings_from_sr, triage_from_sr
 from tests.serving.conftest import Client, free_port, make_config
 from tests.serving.dicom_helpers import (
@@ -27,7 +27,7 @@ TEST_FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm"
 
 @pytest.fixture(scope="module")
 def dicom_local(tmp_path_factory, ecg_registry, ecg_reader):
-    from serving.dicom.dispatcher import start_local_dicom
+    from serving.reading.runtime import start_local_dicom
     from serving.local import create_local_app
 
     state = tmp_path_factory.mktemp("dicom-local")
@@ -246,12 +246,12 @@ def test_stow_an_ecg_goes_the_ecg_path(dicom_local):
 @needs_dcmtk
 @pytest.mark.dicom_net
 def test_storage_failure_answers_out_of_resources(dicom_local, monkeypatch, tmp_path):
-    from serving.storage import StorageUnavailable
+    from serving.store.objects import StorageUnavailable
 
     def disk_full(*args, **kwargs):
         raise StorageUnavailable("object store cannot take writes: disk full")
 
-    monkeypatch.setattr(dicom_local.runtime.ingest.store, "put", disk_full)
+    monkeypatch.setattr(dicom_local.runtime.services.dicom.store, "put", disk_full)
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.SOPInstanceUID, ds.StudyInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
     path = tmp_path / "ct.dcm"

@@ -13,7 +13,7 @@ import pytest
 
 from models.ecg.pipeline import EcgPreReader
 from models.registry import ModelRegistry, open_registry
-from serving.model_reload import ReloadingReader
+from serving.replica.reload import ReloadingReader
 from tests.conftest import REPO_ROOT
 from tests.mlflow_store import new_mlflow_store
 

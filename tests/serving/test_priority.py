@@ -7,9 +7,8 @@ import asyncio
 import pydicom
 import pytest
 
-from serving.batching import PriorityBatcher
+from serving.replica.batching import PriorityBatcher
 from serving.priority import (
-    CommandPriorityHints,
     PriorityError,
     current_priority,
     dicom_priority,
@@ -202,13 +201,25 @@ def test_priority_context_is_per_task_and_restored():
     assert current_priority() == "routine"
 
 
-def test_command_priority_hints_keep_only_high_and_are_bounded():
-    hints = CommandPriorityHints(max_studies=2)
-    hints.note("a", 0x0000)
-    assert hints.pop("a") is None
-    for uid in ("a", "b", "c"):
-        hints.note(uid, 0x0001)
-    assert hints.pop("a") is None and hints.pop("c") == 0x0001 and hints.pop("c") is None
+def test_a_study_keeps_the_most_urgent_priority_its_objects_arrived_with(tmp_path):
+    """The C-STORE priority is kept with the study in the database (any replica that leases the
+    study reads it), not in one process's memory; a later, less urgent object does not lower it."""
+    from serving.store.db import Database, DicomAttributes, NewInstance
+
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+
+    def arrive(sop: str, study: str, priority: str | None) -> None:
+        db.accept_instance(NewInstance(sop, study, "demo", "DX", "application/dicom", f"k{sop}", "0", 1, "scp",
+                                       priority=priority), DicomAttributes(modality="DX"))
+
+    arrive("1.1", "9.1", None)
+    assert db.get_study("9.1").priority is None
+    arrive("1.2", "9.1", "urgent")
+    arrive("1.3", "9.1", "routine")
+    assert db.get_study("9.1").priority == "urgent"
+    arrive("2.1", "9.2", "critical")
+    assert Database(db.engine.url.render_as_string(hide_password=False)).get_study("9.2").priority == "critical"
 
 
 @pytest.mark.ray
@@ -256,7 +267,7 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
         time.sleep(0.2)
     finally:
         serve.delete("priority-test")
-    assert [r["timing"]["priority"] for r in reads[-3:]] == ["critical"] * 3
+    assert [r.timing["priority"] for r in reads[-3:]] == ["critical"] * 3
     order = sorted(finished, key=finished.get)
     critical_ranks = [order.index(f"c{i}") for i in range(3)]
     # 16 routine reads in batches of 2. When the critical reads arrived, `already` routine reads were
@@ -288,11 +299,10 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
 
     from datasets.imaging import wrap_png_as_dicom
     from serving.config import load_config
-    from serving.dicom.dispatcher import Dispatcher
-    from serving.dicom.ingest import DicomIngest, encode
-    from serving.dicom.routing import Router
-    from serving.priority import COMMAND_PRIORITY
-    from serving.storage import ObjectStore
+    from serving.reading.dispatcher import Dispatcher
+    from serving.ingest.dicom import DicomIngest, encode
+    from serving.reading.routing import Router
+    from serving.store.objects import ObjectStore
     from serving.store.db import Database
     from serving.store.work import WorkQueue
     from tests.conftest import REPO_ROOT
@@ -304,7 +314,7 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     # The dispatcher records reads through the durable work queue the ECG workflow owns.
     svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"),
                           ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)))
-    ingest = DicomIngest.from_services(svc)
+    ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     seen: dict[str, str] = {}
     fake = FakeCxrReader()
 
@@ -317,9 +327,10 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     stat.RequestedProcedurePriority = "STAT"
     studies = {}
     for name, ds in (("stat", stat), ("high", high), ("plain", plain)):
-        studies[name] = ingest.accept(encode(ds), "demo", source="scp", sender="DEMOSITE").study_uid
-    COMMAND_PRIORITY.note(studies["high"], 0x0001)  # what the SCP notes for a C-STORE with Priority HIGH
-    dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr}, ingest)
+        # "high": what the SCP passes for a C-STORE request with Priority HIGH (serving/ingest/scp.py)
+        studies[name] = ingest.accept(encode(ds), "demo", source="scp", sender="DEMOSITE",
+                                      priority="urgent" if name == "high" else None).study_uid
+    dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr})
     for uid in studies.values():
         assert asyncio.run(dispatcher.process(uid)) == "ai_read"
     assert {name: seen[uid] for name, uid in studies.items()} == {"stat": "critical", "high": "urgent",

@@ -9,7 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from datasets.ecg.readers import read_wfdb
-from serving.storage import ObjectStore
+from serving.store.objects import ObjectStore
 from serving.store.db import Database, NewInstance
 from tests.serving.conftest import cinc_records, cinc_zip
 

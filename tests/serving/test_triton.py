@@ -25,7 +25,7 @@ from tests.serving.conftest import free_port, make_config
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory, ecg_registry):
     """`preread triton` on the session's tiny ECG model, as an operator would run it."""
-    from serving.triton.server import TritonNotInstalled, find_tritonserver
+    from serving.replica.triton.server import TritonNotInstalled, find_tritonserver
 
     try:
         find_tritonserver()
@@ -148,14 +148,14 @@ def test_the_served_pre_read_through_the_triton_backend(triton, registered, tmp_
     from models.ecg.pipeline import EcgInput
 
     record = read_wfdb(cinc_dir / "E07500.hea").in_standard_order()
-    expected = local.read_batch([EcgInput(record.signals.astype(np.float32), record.sampling_rate)])[0]
+    expected = local.read_batch([EcgInput(record.signals.astype(np.float32), record.sampling_rate)])[0].to_json()
     got = {f["code"]: f["probability"] for f in read["findings"]}
     assert got == pytest.approx({f["code"]: f["probability"] for f in expected["findings"]}, abs=1e-4)
     assert read["triage"]["level"] == expected["triage"]["level"]
 
 
 def test_priority_levels_are_opt_in(tmp_path, ecg_registry):
-    from serving.triton.repository import TritonModelOptions, write_model
+    from serving.replica.triton.repository import TritonModelOptions, write_model
 
     plain = write_model(tmp_path / "plain", ecg_registry, "ecg@champion", TritonModelOptions())
     assert "priority_levels" not in (plain / "config.pbtxt").read_text()

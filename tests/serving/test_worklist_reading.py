@@ -10,7 +10,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from sqlalchemy import select, update
 
 from serving.store.schema import AuditEntry, Correction, Study
-from serving.worklist import audit
+from serving.store import audit
 from tests.serving.worklist_fixtures import *  # noqa: F401,F403
 from tests.serving.worklist_fixtures import PASSWORD, ecg_json, login, post_ecg
 
@@ -130,7 +130,7 @@ def test_two_readers_claim_at_once_exactly_one_wins(reading_client):
     c = reading_client
     clinic = login(c, "clinic-demo")
     uids = [post_ecg(c, ecg_json(bpm=70, seed=20 + i), clinic)["study_uid"] for i in range(3)]
-    from serving.worklist import reading
+    from serving.store import claims as reading
 
     for uid in uids:
         barrier = threading.Barrier(4)

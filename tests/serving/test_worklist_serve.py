@@ -8,7 +8,7 @@ import json
 import pytest
 
 from serving.store.db import Database
-from serving.worklist.users import create_user
+from serving.auth.users import create_user
 from tests.serving.worklist_fixtures import ecg_json
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

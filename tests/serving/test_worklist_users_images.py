@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from serving.config import BootstrapUser
 from serving.store.db import NewInstance
 from serving.store.schema import Instance, User
-from serving.worklist import users
+from serving.auth import users
 from tests.serving.worklist_fixtures import login
 
 

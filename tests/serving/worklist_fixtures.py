@@ -124,7 +124,7 @@ def reading_client(tmp_path, db_url, ecg_registry, ecg_reader):
     from fastapi.testclient import TestClient
 
     from serving.local import create_local_app
-    from serving.worklist.users import create_user
+    from serving.auth.users import create_user
 
     cfg = make_config(tmp_path, ecg_registry)
     cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": db_url}),

@@ -164,7 +164,7 @@ def test_serve_trains_missing_demo_models_once_and_reuses_them(tmp_path, monkeyp
     """What `make run` does on an empty registry (the tiny config standing in for the demo one)."""
     import yaml
 
-    import preread.cli as cli
+    import training.demo as cli
     from serving.config import load_config
 
     config = tiny_ecg_config(tmp_path, epochs=1).model_dump(mode="json", exclude_defaults=True)

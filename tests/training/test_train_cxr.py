@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from datasets.imaging import preprocess_image, read_image_file
+from models.networks import build_network
 from models.backends import load_backend
-from models.cxr.labels import CXR_LABEL_CODES
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 from models.registry import ModelRegistry
 from training.config import TrainConfig, TrainConfigError, load_train_config
 from training.cxr import (
@@ -88,7 +89,7 @@ def test_tiny_training_registers_a_demo_model(straight, nih_dir):
     paths = sorted((nih_dir / "Pneumonia").glob("*.png"))[:2] + sorted((nih_dir / "No_findings").glob("*.png"))[:2]
     batch = np.stack([preprocess_image(read_image_file(p), size=64) for p in paths])
     p_ort = load_backend(registered.path, "onnxruntime").predict(batch)
-    p_torch = load_backend(registered.path, "torch", device="cpu").predict(batch)
+    p_torch = load_backend(registered.path, "torch", device="cpu", build_network=build_network).predict(batch)
     assert p_ort.shape == (4, 15)
     assert np.abs(p_ort - p_torch).max() <= 1e-4
     assert [p.name for p in Path(config.checkpoint_dir).iterdir()] == ["last.pt"]

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.networks import build_network
 from models.backends import load_backend
 from models.card import DEMO_ECG_INTENDED_USE
-from models.ecg.labels import ECG_LABEL_CODES
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 from models.registry import ModelRegistry
 from tests.training.conftest import tiny_ecg_config
 from training.ecg import choose_thresholds, train_ecg
@@ -38,7 +39,7 @@ def test_tiny_training_registers_a_demo_model(tiny_config, tmp_path, real_inputs
     json.loads((registered.path / "card.json").read_text())  # strict JSON (no NaN)
     # Both backends read the registered version and agree on real ECGs.
     p_ort = load_backend(registered.path, "onnxruntime").predict(real_inputs)
-    p_torch = load_backend(registered.path, "torch", device="cpu").predict(real_inputs)
+    p_torch = load_backend(registered.path, "torch", device="cpu", build_network=build_network).predict(real_inputs)
     assert p_ort.shape == (len(real_inputs), len(ECG_LABEL_CODES))
     assert np.abs(p_ort - p_torch).max() <= 1e-4
     # Staging directories are cleaned up; the checkpoint stays for resuming.

@@ -69,7 +69,7 @@ def test_ptbxl_training_registers_its_label_set_and_serving_refuses_unweighted_l
     from models.ecg.pipeline import EcgInput
 
     record = read_wfdb(ptbxl_root / "records500" / "00000" / "00001_hr").in_standard_order()
-    read = reader.read_batch([EcgInput(record.signals, record.sampling_rate)])[0]
+    read = reader.read_batch([EcgInput(record.signals, record.sampling_rate)])[0].to_json()
     assert [f["code"] for f in read["findings"]] == card.labels and read["triage"]["level"] in ("critical", "urgent",
                                                                                                   "routine")
 

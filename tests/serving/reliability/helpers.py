@@ -152,7 +152,7 @@ def local_service(cfg, ecg_reader):
     store and ECG model in-process, with the C-STORE SCP and the dispatcher (a fake CXR reader)."""
     from fastapi.testclient import TestClient
 
-    from serving.dicom.dispatcher import start_local_dicom
+    from serving.reading.runtime import start_local_dicom
     from serving.local import create_local_app
     from tests.serving.conftest import Client
     from tests.serving.dicom_helpers import FakeCxrReader, wait_for

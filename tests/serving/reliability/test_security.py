@@ -205,7 +205,7 @@ def test_https_from_the_serve_options(tmp_path, pki, ecg_registry, ecg_reader):
 
 
 def test_token_expiry(local_client):
-    from serving.auth import TokenService, load_secret
+    from serving.auth.tokens import TokenService, load_secret
 
     tokens = TokenService(load_secret(local_client.cfg.auth.secret_file))
     short = tokens.issue("dr-short", "reader", ["demo"], ttl=timedelta(seconds=1))
@@ -221,7 +221,7 @@ IDS = ("530102199001011234", "110101198001010011")
 
 
 def test_logs_carry_no_secrets_and_no_patient_names(tmp_path, ecg_registry, ecg_reader, monkeypatch):
-    from serving.worklist.users import create_user
+    from serving.auth.users import create_user
 
     password = "correct-horse-staple-42"
     db_password = "pg-s3cret-pw"

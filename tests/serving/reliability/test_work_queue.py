@@ -12,7 +12,7 @@ import pytest
 from serving.store.db import Database, NewInstance
 from serving.store.schema import utcnow
 from serving.store.work import RetryPolicy, WorkQueue, ai_read_counts, refuse_ai
-from serving.worklist import audit
+from serving.store import audit
 from tests.serving.worklist_fixtures import db_url, postgres_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.reliability

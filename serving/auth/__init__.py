@@ -1,0 +1,1 @@
+"""Auth: access tokens and the roles (``tokens``), users, passwords and token revocation (``users``)."""
