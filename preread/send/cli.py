@@ -77,12 +77,13 @@ def _queue_files(sender: Sender, files: list[Path], console: Console) -> int:
     refused = 0
     for path, verdict in sender.add_paths(files):
         if isinstance(verdict, Accepted):
-            console.print(f"queued      {path}" + ("" if verdict.created else "  (already queued)"))
+            line, style = f"queued      {path}" + ("" if verdict.created else "  (already queued)"), None
         elif isinstance(verdict, Quarantined):
-            console.print(f"[yellow]quarantined {path}: {verdict.reason} → {verdict.path}[/]")
-        elif isinstance(verdict, Refused):
-            console.print(f"[red]refused     {path}: {verdict.reason}[/]")
-            refused += 1
+            line, style = f"quarantined {path}: {verdict.reason} → {verdict.path}", "yellow"
+        else:
+            line, style = f"refused     {path}: {verdict.reason}", "red"
+            refused += isinstance(verdict, Refused)
+        console.print(line, style=style, soft_wrap=True, markup=False, highlight=False)
     return refused
 
 
@@ -102,10 +103,9 @@ def _run(sender: Sender, console: Console, live: bool, until_done: bool) -> int:
             while not stop.wait(1.0):
                 if until_done and sender.done():
                     break
+            console.print(render(sender.queue, sender.link_state))  # where each study stands, once
     finally:
         sender.stop(threads)
-    if not live:
-        console.print(render(sender.queue, sender.link_state))
     return 0
 
 

@@ -48,9 +48,9 @@ def alert_for(modality: str, read: dict[str, Any]) -> str | None:
     """What the clinic must hear about now, or None."""
     quality = read.get("quality") or {}
     if modality == "ECG" and quality.get("acceptable") is False:
-        reasons = "; ".join(str(r.get("message") or r.get("code") or r) if isinstance(r, dict) else str(r)
+        reasons = "; ".join(str(r.get("text") or r.get("code") or r) if isinstance(r, dict) else str(r)
                             for r in quality.get("reasons") or []) or "quality not acceptable"
-        return f"repeat the ECG: {reasons}"
+        return f"{quality.get('action') or 'repeat the ECG'}: {reasons}"
     level = (read.get("triage") or {}).get("level")
     if level == "critical":
         positive = [f.get("name") or f.get("code") for f in read.get("findings") or [] if f.get("positive")]

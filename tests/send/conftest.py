@@ -22,6 +22,7 @@ import yaml
 
 from bench.link_proxy import FaultProxy
 from bench.service_process import free_port
+from models.read import PreRead
 from serving.auth.tokens import TokenService, load_secret
 from tests.conftest import REPO_ROOT
 from tests.serving.conftest import ecg_registry, make_config  # noqa: F401 - the fixture, for the slow test
@@ -35,20 +36,22 @@ class FakeEcgReader:
 
     model: ClassVar[dict[str, Any]] = {"name": "ecg", "version": "0-test", "architecture": "fake", "demo": True}
 
-    def read_batch(self, items) -> list[dict[str, Any]]:
+    def read_batch(self, items) -> list[PreRead]:
         return [self.read(np.asarray(item.signals, dtype=np.float32)) for item in items]
 
-    def read(self, signals: np.ndarray) -> dict[str, Any]:
+    def read(self, signals: np.ndarray) -> PreRead:
         bucket = int(hashlib.sha256(signals.tobytes()).hexdigest(), 16) % 7
         acceptable = bucket != 0
         level = "critical" if bucket == 1 else "routine"
-        return {"modality": "ECG", "preliminary": True, "model": dict(self.model),
+        return PreRead.model_validate({"modality": "ECG", "preliminary": True, "model": dict(self.model),
+                "disclaimer": "test stand-in, not a model",
                 "findings": [{"code": "MI", "name": "Myocardial infarction", "probability": 0.9 if level == "critical"
                               else 0.1, "threshold": 0.5, "positive": level == "critical"}],
                 "measurements": {"heart_rate_bpm": 70.0},
                 "quality": {"acceptable": acceptable, "reasons": [] if acceptable else [
-                    {"code": "noisy_leads", "message": "leads too noisy: repeat the ECG"}]},
-                "triage": {"level": level, "score": 0.9 if level == "critical" else 0.2, "reasons": ["fake"]}}
+                    {"code": "ecg_noisy_lead", "text": "leads too noisy", "leads": ["V1"]}],
+                    "action": None if acceptable else "repeat the ECG"},
+                "triage": {"level": level, "score": 0.9 if level == "critical" else 0.2, "reasons": ["fake"]}})
 
 
 @dataclass
