@@ -52,7 +52,7 @@ def run_checks(cfg: SendConfig, timeout_s: float = 15.0) -> list[CheckLine]:
             return lines
         lines.append(CheckLine("link", health.status_code == 200, f"{cfg.server_url}/healthz HTTP "
                                                                    f"{health.status_code} in {rtt_ms:.0f} ms"))
-        lines.append(_clock(health))
+        lines.append(clock_check(health))
         encodings = health.headers.get("accept-encoding", "")
         lines.append(CheckLine("compression", True, f"service accepts request encodings: {encodings}" if encodings
                                else "service advertises no request encoding: JSON/XML ECGs go uncompressed "
@@ -82,7 +82,7 @@ def _tls(cfg: SendConfig, host: str, port: int, timeout_s: float) -> CheckLine:
     return CheckLine("tls", True, detail, warning=days is not None and days < 30)
 
 
-def _clock(response: httpx.Response) -> CheckLine:
+def clock_check(response: httpx.Response) -> CheckLine:
     date = response.headers.get("date")
     if not date:
         return CheckLine("clock", True, "the service sent no Date header: skew not measured", True)

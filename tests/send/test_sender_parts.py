@@ -11,6 +11,7 @@ import json
 import random
 import sqlite3
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -349,3 +350,17 @@ def test_command_line_queues_files_shows_states_and_names_bad_config(tmp_path, c
     (tmp_path / "bad.yaml").write_text("server_url: ftp://x\ntoken_file: t\n")
     bad = build_parser().parse_args(["send", "--config", str(tmp_path / "bad.yaml")])
     assert bad.func(bad) == 2 and "server_url" in capsys.readouterr().err
+
+
+def test_clock_skew_against_the_service_date_header():
+    from email.utils import formatdate
+
+    from preread.send.check import clock_check
+
+    def answer(offset_s: float) -> httpx.Response:
+        return httpx.Response(200, headers={"Date": formatdate(time.time() + offset_s, usegmt=True)})
+
+    assert clock_check(answer(0)).ok and not clock_check(answer(0)).warning
+    assert clock_check(answer(-90)).ok and clock_check(answer(-90)).warning  # the PC is 90 s ahead: warn
+    late = clock_check(answer(600))
+    assert not late.ok and "behind" in late.detail and "set the clock" in late.detail
