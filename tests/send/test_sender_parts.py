@@ -338,7 +338,7 @@ def test_command_line_queues_files_shows_states_and_names_bad_config(tmp_path, c
     from preread.cli import build_parser
 
     config = sender_config(tmp_path, county, listener={"enabled": False})
-    study = cinc_zips(cinc_dir, 1)[0]
+    study = cinc_zips(cinc_dir, 6)[5]  # a record no other test of this module's county sends (or signs)
     path = tmp_path / study.name
     path.write_bytes(study.data)
     args = build_parser().parse_args(["send", "--config", str(config), "--no-view", "--until-done", str(path)])
@@ -346,7 +346,7 @@ def test_command_line_queues_files_shows_states_and_names_bad_config(tmp_path, c
     out = capsys.readouterr().out
     assert f"queued      {path}" in out and "AI read" in out and path.exists()  # the original stays
     status = build_parser().parse_args(["send", "--config", str(config), "--status"])
-    assert status.func(status) == 0 and "E07500.zip" in capsys.readouterr().out
+    assert status.func(status) == 0 and "E07505.zip" in capsys.readouterr().out
     (tmp_path / "bad.yaml").write_text("server_url: ftp://x\ntoken_file: t\n")
     bad = build_parser().parse_args(["send", "--config", str(tmp_path / "bad.yaml")])
     assert bad.func(bad) == 2 and "server_url" in capsys.readouterr().err
