@@ -198,6 +198,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.task == "send":
+        from bench.send_bench import run_send_bench
+
+        return run_send_bench(json_path=args.json, quick=args.quick)
     if args.task == "train":
         from bench.training_bench import run_training_bench
 
@@ -255,6 +259,12 @@ def cmd_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    from preread.send.cli import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="preread", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--config", help="serving config YAML (default configs/serving.yaml)")
     serve_p.add_argument("--port", type=int, help="override the HTTP port")
     serve_p.set_defaults(func=cmd_serve)
+
+    send_p = sub.add_parser("send", help="the clinic's store-and-forward sender (docs/sender.md)")
+    from preread.send.cli import add_arguments as add_send_arguments
+
+    add_send_arguments(send_p)
+    send_p.set_defaults(func=cmd_send)
 
     token_p = sub.add_parser("token", help="issue an access token signed with the deployment's secret")
     token_p.add_argument("--user", required=True)
@@ -311,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_p.set_defaults(func=cmd_evaluate)
 
     bench_p = sub.add_parser("bench", help="serving benchmark: in-process vs Ray Serve vs Triton; "
-                             "`bench train`: training samples/s per model")
-    bench_p.add_argument("task", choices=["ecg", "cxr", "train", "timings"])
+                             "`bench train`: training samples/s per model; "
+                             "`bench send`: the clinic sender on a thin link")
+    bench_p.add_argument("task", choices=["ecg", "cxr", "train", "timings", "send"])
     bench_p.add_argument("--json", help="write results as JSON here")
     bench_p.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     bench_p.add_argument("--no-triton", action="store_true", help="skip the Triton row")

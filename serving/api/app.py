@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from serving import metrics
 from serving.api.deps import client_of
+from serving.api.encoding import RequestDecompression
 from serving.api.routes import (
     audit,
     dicomweb,
@@ -62,6 +63,12 @@ def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
                   description="AI pre-read service: ECGs and X-rays in, triaged preliminary reads out.")
     app.state.get_services = get_services
     _refuse_rather_than_half_accept(app)
+
+    def inflated_limit() -> int:  # gzip/deflate request bodies: inflated no larger than any route accepts
+        svc = get_services()
+        return 1024**3 if svc is None else max(svc.config.dicom.max_stow_bytes, svc.config.limits.max_ecg_bytes)
+
+    app.add_middleware(RequestDecompression, max_bytes=inflated_limit)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
