@@ -112,7 +112,7 @@ def enforce_rate_limit(svc: Services, site: str, kind: Literal["http", "dicom"] 
                             headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
-async def spool_body(request: Request, limit: int, what: str) -> tempfile.SpooledTemporaryFile:
+async def spool_body(request: Request, limit: int, what: str) -> tempfile.SpooledTemporaryFile[bytes]:
     """The request body in a spooled temporary file (in memory up to ``limits.spool_in_memory_bytes``, then
     on disk), refused with 413 as soon as it passes ``limit`` bytes (serving/ingest/spool.py)."""
     in_memory = request.app.state.get_services().config.limits.spool_in_memory_bytes
@@ -126,4 +126,5 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
     """The request body as one bytes object (its chunks never held beside it), refused with 413 as soon
     as it passes ``limit`` bytes."""
     with await spool_body(request, limit, what) as body:
-        return body.read()
+        data: bytes = body.read()
+        return data
