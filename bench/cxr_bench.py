@@ -24,9 +24,9 @@ from bench.harness import batched_reads_per_s, percentile
 REPO = Path(__file__).resolve().parents[1]
 NIH_DIR = Path(os.environ.get("PREREAD_NIH_DIR", REPO.parent / "shared" / "data" / "cxr" / "nih"))
 STABLE_S = 0.2
-POLL_S = 0.05          # how often this bench looks for finished studies
+POLL_S = 0.05  # how often this bench looks for finished studies
 DISPATCH_POLL_S = 0.5  # the service's own dispatcher (its default): faster polling would burn the
-                       # CPU the raw-tensor rows measure, on every tick, all run long
+# CPU the raw-tensor rows measure, on every tick, all run long
 
 
 def nih_pngs(limit: int | None = None) -> list[Path]:
@@ -38,7 +38,7 @@ def nih_pngs(limit: int | None = None) -> list[Path]:
 
 def wrapped_studies(pngs: list[Path], n: int) -> list[Any]:
     """n DX datasets cycling through ``pngs``, each with fresh Study/Series/SOP UIDs."""
-    from datasets.imaging.wrap import wrap_png_as_dicom
+    from datasets.imaging.wrap import wrap_png_as_dicom  # noqa: PLC0415
 
     return [wrap_png_as_dicom(pngs[i % len(pngs)]) for i in range(n)]
 
@@ -46,15 +46,15 @@ def wrapped_studies(pngs: list[Path], n: int) -> list[Any]:
 def _ensure_cxr_registry(base_cfg, quick: bool, console):
     """The serving config's registry if it holds a CXR model; otherwise, for --quick, a temp registry
     with the tiny test CXR model and the served ECG model copied in; otherwise train the demo model."""
-    from models.registry import ModelRegistry, copy_model
-    from training.demo import ensure_demo_models
+    from models.registry import ModelRegistry, copy_model  # noqa: PLC0415
+    from training.demo import ensure_demo_models  # noqa: PLC0415
 
     ensure_demo_models(base_cfg, ["ecg"])
     if not base_cfg.registry.open().is_empty("cxr") or not quick:
         ensure_demo_models(base_cfg, ["cxr"])
         return base_cfg, None
-    from training.config import load_train_config
-    from training.cxr import train_cxr
+    from training.config import load_train_config  # noqa: PLC0415
+    from training.cxr import train_cxr  # noqa: PLC0415
 
     temp = Path(tempfile.mkdtemp(prefix="preread-bench-registry-"))
     copy_model(base_cfg.registry.open(), ModelRegistry(temp), "ecg")
@@ -66,12 +66,11 @@ def _ensure_cxr_registry(base_cfg, quick: bool, console):
 
 
 def _store_worker(port: int, ae_title: str, studies: list, results: dict, lock: threading.Lock) -> None:
-    from pynetdicom import AE
-    from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
+    from pynetdicom import AE  # noqa: PLC0415
+    from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation  # noqa: PLC0415
 
     ae = AE(ae_title="DEMOSITE")
-    ae.add_requested_context(DigitalXRayImageStorageForPresentation,
-                             ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    ae.add_requested_context(DigitalXRayImageStorageForPresentation, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
     assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
     if not assoc.is_established:
         with lock:
@@ -95,8 +94,13 @@ def dicom_load(cfg, db, studies: list, concurrency: int, timeout_s: float = 120.
     lock = threading.Lock()
     shares = [studies[i::concurrency] for i in range(concurrency)]
     started = time.perf_counter()
-    threads = [threading.Thread(target=_store_worker, args=(cfg.dicom.port, cfg.dicom.ae_title, share, results, lock),
-                                daemon=True) for share in shares if share]
+    threads = [
+        threading.Thread(
+            target=_store_worker, args=(cfg.dicom.port, cfg.dicom.ae_title, share, results, lock), daemon=True
+        )
+        for share in shares
+        if share
+    ]
     for thread in threads:
         thread.start()
     pending = {ds.StudyInstanceUID for ds in studies}
@@ -119,12 +123,17 @@ def dicom_load(cfg, db, studies: list, concurrency: int, timeout_s: float = 120.
     latencies = [(done_at[uid] - results[uid]["sent"]) * 1000.0 for uid in ok if results.get(uid, {}).get("sent")]
     store_ms = [(r["stored"] - r["sent"]) * 1000.0 for r in results.values() if r.get("sent")]
     return {
-        "concurrency": concurrency, "studies": len(studies), "ai_read": len(ok),
-        "failures": len(studies) - len(ok), "timed_out": len(pending),
+        "concurrency": concurrency,
+        "studies": len(studies),
+        "ai_read": len(ok),
+        "failures": len(studies) - len(ok),
+        "timed_out": len(pending),
         "other_statuses": sorted({s for s in final_status.values() if s != "ai_read"}),
         "per_s": len(ok) / elapsed if elapsed > 0 else float("nan"),
-        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-        "p99_ms": percentile(latencies, 99), "c_store_p50_ms": percentile(store_ms, 50),
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99),
+        "c_store_p50_ms": percentile(store_ms, 50),
     }
 
 
@@ -133,14 +142,14 @@ def whole_read_in_process(reader, studies: list, batch: int) -> float:
     DICOM bytes decoded, the acceptance check, the batched read with heatmaps on the image, and the SR
     and Secondary Capture built and encoded (``serving.results.outbound.result_objects``, as the
     reading room does; no store, no network)."""
-    import io
+    import io  # noqa: PLC0415
 
-    import pydicom
+    import pydicom  # noqa: PLC0415
 
-    from datasets.imaging.dicom import read_dicom_image
-    from models.cxr.overlay import render_deferred_heatmaps
-    from serving.ingest.dicom import encode
-    from serving.results.outbound import result_objects
+    from datasets.imaging.dicom import read_dicom_image  # noqa: PLC0415
+    from models.cxr.overlay import render_deferred_heatmaps  # noqa: PLC0415
+    from serving.ingest.dicom import encode  # noqa: PLC0415
+    from serving.results.outbound import result_objects  # noqa: PLC0415
 
     payloads = [encode(ds) for ds in studies]
 
@@ -156,7 +165,7 @@ def whole_read_in_process(reader, studies: list, batch: int) -> float:
     one_batch(payloads[:batch])  # warm-up
     started = time.perf_counter()
     for start in range(0, len(payloads), batch):
-        one_batch(payloads[start:start + batch])
+        one_batch(payloads[start : start + batch])
     return len(payloads) / (time.perf_counter() - started)
 
 
@@ -171,8 +180,9 @@ def dicom_paced(cfg, db, studies: list, rate_per_s: float, timeout_s: float = 12
         delay = started + index / rate_per_s - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        thread = threading.Thread(target=_store_worker, args=(cfg.dicom.port, cfg.dicom.ae_title, [ds], results, lock),
-                                  daemon=True)
+        thread = threading.Thread(
+            target=_store_worker, args=(cfg.dicom.port, cfg.dicom.ae_title, [ds], results, lock), daemon=True
+        )
         thread.start()
         threads.append(thread)
     pending = {ds.StudyInstanceUID for ds in studies}
@@ -191,28 +201,43 @@ def dicom_paced(cfg, db, studies: list, rate_per_s: float, timeout_s: float = 12
         thread.join(timeout=5)
     ok = [uid for uid, status in statuses.items() if status == "ai_read"]
     latencies = [(done_at[uid] - results[uid]["sent"]) * 1000.0 for uid in ok if results.get(uid, {}).get("sent")]
-    return {"rate_per_s": rate_per_s, "studies": len(studies), "ai_read": len(ok), "failures": len(studies) - len(ok),
-            "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-            "p99_ms": percentile(latencies, 99)}
+    return {
+        "rate_per_s": rate_per_s,
+        "studies": len(studies),
+        "ai_read": len(ok),
+        "failures": len(studies) - len(ok),
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99),
+    }
 
 
-def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: bool = True,
-                  haproxy_modes: tuple[bool, ...] = (False, True), batch: int = 32) -> int:
-    import numpy as np
-    from rich.console import Console
+def run_cxr_bench(
+    json_path: str | None = None,
+    quick: bool = False,
+    triton: bool = True,
+    haproxy_modes: tuple[bool, ...] = (False, True),
+    batch: int = 32,
+) -> int:
+    import numpy as np  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415
 
-    from bench.harness import Comparison, LoadPlan, run_comparison, write_result
-    from datasets.imaging.dicom import read_dicom_image
-    from models.cxr.pipeline import CxrPreReader
-    from serving.config import load_config
-    from serving.replica.triton.server import free_port
-    from serving.store.db import Database
+    from bench.harness import Comparison, LoadPlan, run_comparison, write_result  # noqa: PLC0415
+    from datasets.imaging.dicom import read_dicom_image  # noqa: PLC0415
+    from models.cxr.pipeline import CxrPreReader  # noqa: PLC0415
+    from serving.config import load_config  # noqa: PLC0415
+    from serving.replica.triton.server import free_port  # noqa: PLC0415
+    from serving.store.db import Database  # noqa: PLC0415
 
     console = Console(width=150)
     cfg_loaded = load_config().resolved()
     base_cfg, temp_registry = _ensure_cxr_registry(cfg_loaded, quick, console)
-    plan = LoadPlan(batch=batch, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
-                    requests=12 if quick else 40, half_load_requests=12 if quick else 40)
+    plan = LoadPlan(
+        batch=batch,
+        concurrencies=[1, 4] if quick else [1, 2, 4, 8],
+        requests=12 if quick else 40,
+        half_load_requests=12 if quick else 40,
+    )
     n_studies = 12 if quick else 32
     concurrencies = [1, 4] if quick else [1, 4, 8]
     n_images = 16 if quick else 40
@@ -223,8 +248,9 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     in_process: dict[str, float] = {}
     reader = None
     for heatmaps in (False, True):
-        reader = CxrPreReader.from_registry(base_cfg.registry.open(), model.ref, base_cfg.triage_path("cxr"),
-                                            backend="onnxruntime", heatmaps=heatmaps)
+        reader = CxrPreReader.from_registry(
+            base_cfg.registry.open(), model.ref, base_cfg.triage_path("cxr"), backend="onnxruntime", heatmaps=heatmaps
+        )
         if heatmaps and not reader.heatmaps_available:
             break
         key = "with_heatmaps" if heatmaps else "no_heatmaps"
@@ -233,16 +259,18 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     tensors = np.stack([reader.preprocess(records[i % len(records)])[0] for i in range(plan.batch)]).astype(np.float32)
     whole_per_s = None
     if reader is not None and reader.heatmaps_available:
-        whole_per_s = whole_read_in_process(reader, wrapped_studies(pngs, n_images),
-                                            base_cfg.deployments.cxr.max_batch_size)
-        console.print(f"in-process whole read (decode, acceptance, read, heatmaps, SR + SC): "
-                      f"{whole_per_s:.2f} studies/s")
+        whole_per_s = whole_read_in_process(
+            reader, wrapped_studies(pngs, n_images), base_cfg.deployments.cxr.max_batch_size
+        )
+        console.print(
+            f"in-process whole read (decode, acceptance, read, heatmaps, SR + SC): {whole_per_s:.2f} studies/s"
+        )
     n_paced = 10 if quick else 30
     studies = wrapped_studies(pngs, (n_studies * len(concurrencies) + 4 + n_paced) * len(haproxy_modes))
     used = [0]
 
     def take(n: int) -> list:
-        chunk = studies[used[0]: used[0] + n]
+        chunk = studies[used[0] : used[0] + n]
         used[0] += n
         return chunk
 
@@ -256,29 +284,58 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
             row = dicom_load(cfg, db, take(n_studies), concurrency)
             row["label"] = f"whole pre-read: C-STORE → worklist ai_read (stable {STABLE_S} s, poll {DISPATCH_POLL_S} s)"
             row["requests"] = row["studies"]
-            say(f"  C-STORE c={concurrency}: {row['per_s']:.2f} studies/s p50 {row['p50_ms']:.0f} ms "
-                f"failures {row['failures']} {row['other_statuses']}")
+            say(
+                f"  C-STORE c={concurrency}: {row['per_s']:.2f} studies/s p50 {row['p50_ms']:.0f} ms "
+                f"failures {row['failures']} {row['other_statuses']}"
+            )
             rows.append(row)
         paced = dicom_paced(cfg, db, take(n_paced), 1.0)
-        paced.update(label="whole pre-read at 1 study/s (open loop): C-STORE → ai_read", concurrency="open",
-                     requests=paced["studies"], per_s=1.0)
-        say(f"  C-STORE at 1 study/s: p50 {paced['p50_ms']:.0f} ms p95 {paced['p95_ms']:.0f} ms "
-            f"(goal p95 ≤ 5000) failures {paced['failures']}")
+        paced.update(
+            label="whole pre-read at 1 study/s (open loop): C-STORE → ai_read",
+            concurrency="open",
+            requests=paced["studies"],
+            per_s=1.0,
+        )
+        say(
+            f"  C-STORE at 1 study/s: p50 {paced['p50_ms']:.0f} ms p95 {paced['p95_ms']:.0f} ms "
+            f"(goal p95 ≤ 5000) failures {paced['failures']}"
+        )
         rows.append(paced)
         best = max((row["per_s"] for row in rows if row.get("concurrency") != "open"), default=float("nan"))
         if whole_per_s:
-            say(f"  served whole path ÷ in-process whole read: {best:.2f} / {whole_per_s:.2f} = "
-                f"{best / whole_per_s:.2f} (goal ≥ 0.8)")
+            say(
+                f"  served whole path ÷ in-process whole read: {best:.2f} / {whole_per_s:.2f} = "
+                f"{best / whole_per_s:.2f} (goal ≥ 0.8)"
+            )
         return rows
 
-    extra = [{"label": f"whole pre-read in-process, batch {base_cfg.deployments.cxr.max_batch_size}, "
-                       f"{key.replace('_', ' ')}", "per_s": value}
-             for key, value in in_process.items()]
-    job = Comparison(task="cxr", unit="images", base_cfg=base_cfg, tensors=tensors, plan=plan, models=["ecg", "cxr"],
-                     triton=triton, haproxy_modes=haproxy_modes, dicom=True,
-                     dicom_updates={"port": free_port(), "study_stable_seconds": STABLE_S, "poll_seconds": DISPATCH_POLL_S,
-                                    "results_destination": None},
-                     full_path=full_path, extra_rows=extra)
+    extra = [
+        {
+            "label": f"whole pre-read in-process, batch {base_cfg.deployments.cxr.max_batch_size}, "
+            f"{key.replace('_', ' ')}",
+            "per_s": value,
+        }
+        for key, value in in_process.items()
+    ]
+    job = Comparison(
+        task="cxr",
+        unit="images",
+        base_cfg=base_cfg,
+        tensors=tensors,
+        plan=plan,
+        models=["ecg", "cxr"],
+        triton=triton,
+        haproxy_modes=haproxy_modes,
+        dicom=True,
+        dicom_updates={
+            "port": free_port(),
+            "study_stable_seconds": STABLE_S,
+            "poll_seconds": DISPATCH_POLL_S,
+            "results_destination": None,
+        },
+        full_path=full_path,
+        extra_rows=extra,
+    )
     try:
         result = run_comparison(job, console)
     finally:
@@ -287,15 +344,23 @@ def run_cxr_bench(json_path: str | None = None, quick: bool = False, triton: boo
     served_best = [row["per_s"] for row in result["full_path"] if row.get("concurrency") != "open"]
     paced_rows = [row for row in result["full_path"] if row.get("concurrency") == "open"]
     ratio = max(served_best) / whole_per_s if served_best and whole_per_s else None
-    result.update(in_process_whole_read_per_s=whole_per_s, served_over_in_process_whole=ratio,
-                  c_store_to_read_p95_ms_at_1_per_s=max((row["p95_ms"] for row in paced_rows), default=None))
-    console.print(f"[bold]CXR whole path: served ÷ in-process = {result['served_over_in_process_whole']} "
-                  f"(goal ≥ 0.8); C-STORE-to-read p95 at 1 study/s = {result['c_store_to_read_p95_ms_at_1_per_s']} ms "
-                  f"(goal ≤ 5000)[/]")
-    result.update(in_process_preread_no_heatmaps_per_s=in_process.get("no_heatmaps"),
-                  in_process_preread_with_heatmaps_per_s=in_process.get("with_heatmaps"),
-                  study_stable_seconds=STABLE_S, quick=quick,
-                  registry="temp (tests/data/cxr-tiny.yaml)" if temp_registry is not None else str(base_cfg.registry.uri))
+    result.update(
+        in_process_whole_read_per_s=whole_per_s,
+        served_over_in_process_whole=ratio,
+        c_store_to_read_p95_ms_at_1_per_s=max((row["p95_ms"] for row in paced_rows), default=None),
+    )
+    console.print(
+        f"[bold]CXR whole path: served ÷ in-process = {result['served_over_in_process_whole']} "
+        f"(goal ≥ 0.8); C-STORE-to-read p95 at 1 study/s = {result['c_store_to_read_p95_ms_at_1_per_s']} ms "
+        f"(goal ≤ 5000)[/]"
+    )
+    result.update(
+        in_process_preread_no_heatmaps_per_s=in_process.get("no_heatmaps"),
+        in_process_preread_with_heatmaps_per_s=in_process.get("with_heatmaps"),
+        study_stable_seconds=STABLE_S,
+        quick=quick,
+        registry="temp (tests/data/cxr-tiny.yaml)" if temp_registry is not None else str(base_cfg.registry.uri),
+    )
     write_result(result, json_path, REPO, console)
     failures = sum(level["failures"] for mode in result["serve"].values() for level in mode["levels"])
     failures += sum(row["failures"] for row in result["full_path"])

@@ -71,6 +71,7 @@ def sample_uploads(shared_data: Path, n: int) -> list[Upload]:
 def whole_read(reader, uploads: list[Upload], batch: int) -> dict[str, float]:
     """ECGs/s through parse → validate → EcgPreReader.read_batch, in batches of ``batch``; and the
     per-ECG milliseconds of parsing, of the measurement+quality step alone, and of the network alone."""
+
     def parse(upload: Upload) -> EcgInput:
         record = validate_record(read_ecg(upload.body, upload.content_type))
         return EcgInput(record.signals, record.sampling_rate, patient=dict(record.patient))
@@ -80,7 +81,7 @@ def whole_read(reader, uploads: list[Upload], batch: int) -> dict[str, float]:
     parse_s = 0.0
     for i in range(0, len(uploads), batch):
         t0 = time.perf_counter()
-        items = [parse(u) for u in uploads[i: i + batch]]
+        items = [parse(u) for u in uploads[i : i + batch]]
         parse_s += time.perf_counter() - t0
         reads = reader.read_batch(items)
         assert len(reads) == len(items)
@@ -94,10 +95,17 @@ def whole_read(reader, uploads: list[Upload], batch: int) -> dict[str, float]:
     t0 = time.perf_counter()
     reader.backend.predict(tensors)
     network_ms = (time.perf_counter() - t0) * 1000 / len(tensors)
-    return {"per_s": len(uploads) / elapsed, "n": len(uploads), "batch": batch,
-            # CPU time of this process (all threads) per ECG: what 2 idle cores could do is 2000 / this.
-            "cpu_ms": cpu * 1000 / len(uploads), "per_s_2_cores_from_cpu": 2000.0 / (cpu * 1000 / len(uploads)),
-            "parse_ms": parse_s * 1000 / len(uploads), "measure_quality_ms": measure_ms, "network_ms": network_ms}
+    return {
+        "per_s": len(uploads) / elapsed,
+        "n": len(uploads),
+        "batch": batch,
+        # CPU time of this process (all threads) per ECG: what 2 idle cores could do is 2000 / this.
+        "cpu_ms": cpu * 1000 / len(uploads),
+        "per_s_2_cores_from_cpu": 2000.0 / (cpu * 1000 / len(uploads)),
+        "parse_ms": parse_s * 1000 / len(uploads),
+        "measure_quality_ms": measure_ms,
+        "network_ms": network_ms,
+    }
 
 
 def whole_read_by_kind(reader, uploads: list[Upload], batch: int) -> dict[str, dict[str, float]]:
@@ -109,19 +117,44 @@ def whole_read_by_kind(reader, uploads: list[Upload], batch: int) -> dict[str, d
 
 
 def print_whole_read(rows: dict[str, dict[str, float]], console) -> None:
-    table = Table(title="Whole ECG pre-read in-process (parse + validate + measure + quality + network + "
-                        "statements + triage)")
-    for column in ("uploads", "ECGs", "batch", "ECGs/s", "goal", "CPU ms/ECG", "2 cores by CPU time",
-                   "parse ms/ECG", "measure+quality ms/ECG", "network ms/ECG"):
+    table = Table(
+        title="Whole ECG pre-read in-process (parse + validate + measure + quality + network + statements + triage)"
+    )
+    for column in (
+        "uploads",
+        "ECGs",
+        "batch",
+        "ECGs/s",
+        "goal",
+        "CPU ms/ECG",
+        "2 cores by CPU time",
+        "parse ms/ECG",
+        "measure+quality ms/ECG",
+        "network ms/ECG",
+    ):
         table.add_column(column, justify="right")
-    names = {"mixed": "DICOM + WFDB alternating", "application/dicom": "DICOM (Mortara, 1000 Hz)",
-             "application/zip": "WFDB zip (CinC, 500 Hz)"}
+    names = {
+        "mixed": "DICOM + WFDB alternating",
+        "application/dicom": "DICOM (Mortara, 1000 Hz)",
+        "application/zip": "WFDB zip (CinC, 500 Hz)",
+    }
     for kind, result in rows.items():
-        table.add_row(names.get(kind, kind), str(result["n"]), str(result["batch"]), f"{result['per_s']:.1f}",
-                      f"≥ {GOAL_PER_S:g}", f"{result['cpu_ms']:.1f}", f"{result['per_s_2_cores_from_cpu']:.1f}/s",
-                      f"{result['parse_ms']:.1f}", f"{result['measure_quality_ms']:.1f}", f"{result['network_ms']:.1f}")
+        table.add_row(
+            names.get(kind, kind),
+            str(result["n"]),
+            str(result["batch"]),
+            f"{result['per_s']:.1f}",
+            f"≥ {GOAL_PER_S:g}",
+            f"{result['cpu_ms']:.1f}",
+            f"{result['per_s_2_cores_from_cpu']:.1f}/s",
+            f"{result['parse_ms']:.1f}",
+            f"{result['measure_quality_ms']:.1f}",
+            f"{result['network_ms']:.1f}",
+        )
     console.print(table)
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
-        console.print(f"[yellow]machine busy (load {load:.1f} on {os.cpu_count()} cores): ECGs/s is low by the "
-                      "sharing; the CPU-time column is the capacity of idle cores[/yellow]")
+        console.print(
+            f"[yellow]machine busy (load {load:.1f} on {os.cpu_count()} cores): ECGs/s is low by the "
+            "sharing; the CPU-time column is the capacity of idle cores[/yellow]"
+        )

@@ -20,20 +20,21 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 
 @dataclass
 class LoadPlan:
-    batch: int                          # tensors per request (= the model's max_batch_size)
-    concurrencies: list[int]            # requests in flight
-    requests: int                       # per level
+    batch: int  # tensors per request (= the model's max_batch_size)
+    concurrencies: list[int]  # requests in flight
+    requests: int  # per level
     half_load_requests: int = 40
-    threads: int = 0                    # ONNX Runtime intra-op threads; 0 = the fastest here now
+    threads: int = 0  # ONNX Runtime intra-op threads; 0 = the fastest here now
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -56,7 +57,7 @@ def batched_reads_per_s(reader, items: list, batch_size: int, repeats: int = 1) 
 def cpu_seconds(pids: list[int] | None = None, descendants_of: int | None = None) -> float:
     """User+system CPU seconds of processes ``pids`` and/or all descendants of ``descendants_of``
     (still alive; Ray's and Triton's processes live for the whole phase being measured)."""
-    import psutil
+    import psutil  # noqa: PLC0415
 
     procs = []
     for pid in pids or []:
@@ -90,7 +91,7 @@ def machine_load() -> dict[str, float]:
 
 def matmul_peak_gflops(threads: int, n: int = 1024, seconds: float = 2.0) -> float:
     """Best fp32 GFLOP/s of torch.matmul on n×n matrices with ``threads`` threads."""
-    import torch
+    import torch  # noqa: PLC0415
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -103,7 +104,7 @@ def matmul_peak_gflops(threads: int, n: int = 1024, seconds: float = 2.0) -> flo
             started = time.perf_counter()
             for _ in range(4):
                 torch.matmul(a, b)
-            best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - started) / 1e9)
+            best = max(best, 4 * 2 * n**3 / (time.perf_counter() - started) / 1e9)
         return best
     finally:
         torch.set_num_threads(previous)
@@ -122,7 +123,7 @@ def best_threads(onnx_path: Path, tensors: np.ndarray, plan: LoadPlan, say: Call
 
 def in_process(onnx_path: Path, tensors: np.ndarray, plan: LoadPlan, seconds: float = 6.0) -> dict[str, Any]:
     """(a): items/s and per-batch time of OnnxRuntimeBackend on batches of ``plan.batch``."""
-    from models.backends import OnnxRuntimeBackend
+    from models.backends import OnnxRuntimeBackend  # noqa: PLC0415
 
     backend = OnnxRuntimeBackend(onnx_path, intra_op_threads=plan.threads)
     batch = tensors[: plan.batch]
@@ -136,18 +137,30 @@ def in_process(onnx_path: Path, tensors: np.ndarray, plan: LoadPlan, seconds: fl
         times.append(time.perf_counter() - started)
     total = sum(times)
     items = len(times) * len(batch)
-    return {"per_s": items / total, "batch_ms_p50": percentile([t * 1000 for t in times], 50),
-            "batch_ms_p95": percentile([t * 1000 for t in times], 95), "batches": len(times),
-            "cpu_ms_per_item": (cpu_seconds([os.getpid()]) - cpu_before) * 1000 / items,
-            "reference": backend.predict(batch)}
+    return {
+        "per_s": items / total,
+        "batch_ms_p50": percentile([t * 1000 for t in times], 50),
+        "batch_ms_p95": percentile([t * 1000 for t in times], 95),
+        "batches": len(times),
+        "cpu_ms_per_item": (cpu_seconds([os.getpid()]) - cpu_before) * 1000 / items,
+        "reference": backend.predict(batch),
+    }
 
 
 def v2_body(tensors: np.ndarray, priority: str | None = None) -> tuple[bytes, dict[str, str]]:
     """A binary KServe v2 request (what tritonclient sends) and its headers."""
     raw = np.ascontiguousarray(tensors, dtype=np.float32).tobytes()
-    header = {"inputs": [{"name": "input", "shape": list(tensors.shape), "datatype": "FP32",
-                          "parameters": {"binary_data_size": len(raw)}}],
-              "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}
+    header = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(tensors.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }
     if priority:
         header["parameters"] = {"priority": priority}
     head = json.dumps(header).encode()
@@ -161,11 +174,11 @@ def decode_v2(content: bytes, header_length: str | None) -> np.ndarray:
         return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
     head = json.loads(content[: int(header_length)])
     out = head["outputs"][0]
-    return np.frombuffer(content[int(header_length):], dtype=np.float32).reshape(out["shape"])
+    return np.frombuffer(content[int(header_length) :], dtype=np.float32).reshape(out["shape"])
 
 
 async def _closed_loop(url: str, body: bytes, headers: dict, concurrency: int, requests: int) -> dict[str, Any]:
-    import httpx
+    import httpx  # noqa: PLC0415
 
     latencies: list[float] = []
     failures: list[str] = []
@@ -191,9 +204,18 @@ async def _closed_loop(url: str, body: bytes, headers: dict, concurrency: int, r
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
         server_after, client_after = server_and_client_cpu()
-    return {"concurrency": concurrency, "requests": requests, "failures": len(failures), "errors": failures[:3],
-            "elapsed_s": elapsed, "req_per_s": requests / elapsed, "latencies": latencies, "first": first,
-            "server_cpu_s": server_after - server_cpu, "client_cpu_s": client_after - client_cpu}
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "failures": len(failures),
+        "errors": failures[:3],
+        "elapsed_s": elapsed,
+        "req_per_s": requests / elapsed,
+        "latencies": latencies,
+        "first": first,
+        "server_cpu_s": server_after - server_cpu,
+        "client_cpu_s": client_after - client_cpu,
+    }
 
 
 async def worker_warmup(client, url, body, headers) -> None:
@@ -203,7 +225,7 @@ async def worker_warmup(client, url, body, headers) -> None:
 
 async def _open_loop(url: str, body: bytes, headers: dict, rate_per_s: float, requests: int) -> dict[str, Any]:
     """Requests at a fixed rate (evenly spaced arrivals), whatever the answers do."""
-    import httpx
+    import httpx  # noqa: PLC0415
 
     latencies: list[float] = []
     failures = 0
@@ -226,8 +248,13 @@ async def _open_loop(url: str, body: bytes, headers: dict, rate_per_s: float, re
             tasks.append(asyncio.create_task(one(client)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
-    return {"rate_per_s": rate_per_s, "requests": requests, "failures": failures, "elapsed_s": elapsed,
-            "latencies": latencies}
+    return {
+        "rate_per_s": rate_per_s,
+        "requests": requests,
+        "failures": failures,
+        "elapsed_s": elapsed,
+        "latencies": latencies,
+    }
 
 
 def summarise(raw: dict[str, Any], batch: int) -> dict[str, Any]:
@@ -241,8 +268,14 @@ def summarise(raw: dict[str, Any], batch: int) -> dict[str, Any]:
     return raw
 
 
-def load_levels(url: str, tensors: np.ndarray, plan: LoadPlan, headers: dict[str, str] | None = None,
-                reference: np.ndarray | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def load_levels(
+    url: str,
+    tensors: np.ndarray,
+    plan: LoadPlan,
+    headers: dict[str, str] | None = None,
+    reference: np.ndarray | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Closed-loop levels, then the half-load open-loop run at half the best level's rate."""
     body, v2_headers = v2_body(tensors[: plan.batch])
     headers = {**v2_headers, **(headers or {})}
@@ -250,15 +283,19 @@ def load_levels(url: str, tensors: np.ndarray, plan: LoadPlan, headers: dict[str
     for concurrency in plan.concurrencies:
         raw = asyncio.run(_closed_loop(url, body, headers, concurrency, plan.requests))
         if reference is not None and raw["first"]:
-            np.testing.assert_allclose(raw["first"][0], reference, atol=1e-4,
-                                       err_msg=f"{url} answers differ from ONNX Runtime in-process")
+            np.testing.assert_allclose(
+                raw["first"][0], reference, atol=1e-4, err_msg=f"{url} answers differ from ONNX Runtime in-process"
+            )
         level = summarise(raw, plan.batch)
         levels.append(level)
-        progress(f"  c={concurrency}: {level['per_s']:.1f}/s p50 {level['p50_ms']:.0f} ms p95 {level['p95_ms']:.0f} ms"
-                 f" server CPU {level['server_cpu_ms_per_item']:.2f} ms/item failures {level['failures']}")
+        progress(
+            f"  c={concurrency}: {level['per_s']:.1f}/s p50 {level['p50_ms']:.0f} ms p95 {level['p95_ms']:.0f} ms"
+            f" server CPU {level['server_cpu_ms_per_item']:.2f} ms/item failures {level['failures']}"
+        )
     best = max(levels, key=lambda level: level["per_s"])
-    half = summarise(asyncio.run(_open_loop(url, body, headers, best["req_per_s"] / 2, plan.half_load_requests)),
-                     plan.batch)
+    half = summarise(
+        asyncio.run(_open_loop(url, body, headers, best["req_per_s"] / 2, plan.half_load_requests)), plan.batch
+    )
     progress(f"  half load ({half['rate_per_s']:.1f} req/s): p50 {half['p50_ms']:.0f} ms p95 {half['p95_ms']:.0f} ms")
     return {"levels": levels, "saturation": best, "half_load": half}
 
@@ -266,14 +303,21 @@ def load_levels(url: str, tensors: np.ndarray, plan: LoadPlan, headers: dict[str
 @contextlib.contextmanager
 def triton_server(cfg, task: str, plan: LoadPlan) -> Iterator[Any]:
     """Triton serving the task's registered ONNX with the same batching as preread's deployment."""
-    from serving.replica.triton.repository import write_repository
-    from serving.replica.triton.server import TritonServer
+    from serving.replica.triton.repository import write_repository  # noqa: PLC0415
+    from serving.replica.triton.server import TritonServer  # noqa: PLC0415
 
     repository = Path(tempfile.mkdtemp(prefix="preread-bench-triton-"))
     # The same batching as preread's replica in bench_config (and no priority levels: they
     # stall Triton 2.51's batcher, see serving/replica/triton/repository.py).
-    write_repository(repository, cfg, [task], intra_op_threads=plan.threads, max_batch_size=plan.batch,
-                     max_queue_delay_us=2000, preferred_batch_sizes=[])
+    write_repository(
+        repository,
+        cfg,
+        [task],
+        intra_op_threads=plan.threads,
+        max_batch_size=plan.batch,
+        max_queue_delay_us=2000,
+        preferred_batch_sizes=[],
+    )
     with TritonServer(repository) as server:
         yield server
 
@@ -282,10 +326,10 @@ def triton_server(cfg, task: str, plan: LoadPlan) -> Iterator[Any]:
 def ray_serve(cfg, haproxy: bool, num_cpus: float | None = None) -> Iterator[str]:
     """Ray + Serve with preread's applications deployed; yields the HTTP base URL. HAProxy mode is
     read by Ray Serve at start, so each mode gets its own Ray instance."""
-    import ray
-    from ray import serve
+    import ray  # noqa: PLC0415
+    from ray import serve  # noqa: PLC0415
 
-    from serving.app import deploy
+    from serving.app import deploy  # noqa: PLC0415
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if haproxy else "0"
@@ -304,7 +348,7 @@ def ray_serve(cfg, haproxy: bool, num_cpus: float | None = None) -> Iterator[str
 
 
 def _wait_ready(base: str, timeout_s: float = 120.0) -> None:
-    import httpx
+    import httpx  # noqa: PLC0415
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -315,30 +359,45 @@ def _wait_ready(base: str, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"{base}/readyz not ready after {timeout_s:.0f} s")
 
 
-def bench_config(base_cfg, task: str, state: Path, plan: LoadPlan, models: list[str], port: int, dicom: bool = False,
-                 dicom_updates: dict | None = None):
+def bench_config(
+    base_cfg,
+    task: str,
+    state: Path,
+    plan: LoadPlan,
+    models: list[str],
+    port: int,
+    dicom: bool = False,
+    dicom_updates: dict | None = None,
+):
     """The serving config for a bench run: temp state, the measured model with the bench's batch
     and threads, one replica."""
-    from serving.config import DeploymentConfig
+    from serving.config import DeploymentConfig  # noqa: PLC0415
 
     models_cfg = {name: base_cfg.models[name] for name in models}
     models_cfg[task] = models_cfg[task].model_copy(update={"intra_op_threads": plan.threads, "backend": "onnxruntime"})
-    deployment: DeploymentConfig = getattr(base_cfg.deployments, task).model_copy(update={
-        "num_replicas": 1, "max_batch_size": plan.batch, "max_ongoing_requests": max(64, 4 * plan.batch),
-        "batch_wait_timeout_s": 0.002})
-    return base_cfg.model_copy(update={
-        "models": models_cfg,
-        "deployments": base_cfg.deployments.model_copy(update={task: deployment}),
-        "dicom": base_cfg.dicom.model_copy(update={"enabled": dicom, **(dicom_updates or {})}),
-        "http": base_cfg.http.model_copy(update={"port": port}),
-        "storage": base_cfg.storage.model_copy(update={"root": state / "objects"}),
-        "database": base_cfg.database.model_copy(update={"url": f"sqlite:///{state / 'bench.db'}"}),
-        "auth": base_cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
-    })
+    deployment: DeploymentConfig = getattr(base_cfg.deployments, task).model_copy(
+        update={
+            "num_replicas": 1,
+            "max_batch_size": plan.batch,
+            "max_ongoing_requests": max(64, 4 * plan.batch),
+            "batch_wait_timeout_s": 0.002,
+        }
+    )
+    return base_cfg.model_copy(
+        update={
+            "models": models_cfg,
+            "deployments": base_cfg.deployments.model_copy(update={task: deployment}),
+            "dicom": base_cfg.dicom.model_copy(update={"enabled": dicom, **(dicom_updates or {})}),
+            "http": base_cfg.http.model_copy(update={"port": port}),
+            "storage": base_cfg.storage.model_copy(update={"root": state / "objects"}),
+            "database": base_cfg.database.model_copy(update={"url": f"sqlite:///{state / 'bench.db'}"}),
+            "auth": base_cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
+        }
+    )
 
 
 def token(cfg, role: str = "datasci", sites: tuple[str, ...] = ("demo",)) -> str:
-    from serving.auth.tokens import TokenService, load_secret
+    from serving.auth.tokens import TokenService, load_secret  # noqa: PLC0415
 
     return TokenService(load_secret(cfg.auth.secret_file)).issue("bench", role, list(sites))
 
@@ -350,7 +409,7 @@ class Comparison:
     the bench config and the service's base URL while (b) runs)."""
 
     task: str
-    unit: str                              # "ECGs" / "images"
+    unit: str  # "ECGs" / "images"
     base_cfg: Any
     tensors: np.ndarray
     plan: LoadPlan
@@ -370,9 +429,9 @@ def _ceiling(around: list[dict]) -> dict[str, float]:
 
 
 def run_comparison(job: Comparison, console) -> dict[str, Any]:
-    from models.flops import onnx_flops
-    from serving.store.db import Database
-    from serving.replica.triton.server import free_port
+    from models.flops import onnx_flops  # noqa: PLC0415
+    from serving.replica.triton.server import free_port  # noqa: PLC0415
+    from serving.store.db import Database  # noqa: PLC0415
 
     plan = job.plan
     say = console.print
@@ -382,17 +441,21 @@ def run_comparison(job: Comparison, console) -> dict[str, Any]:
     if plan.threads <= 0:
         plan.threads = best_threads(registered.onnx_path, job.tensors, plan, say)
     peak = matmul_peak_gflops(os.cpu_count() or 1)
-    say(f"[bold]{job.task.upper()} serving benchmark[/] {registered.ref} ({registered.card.architecture}), "
+    say(
+        f"[bold]{job.task.upper()} serving benchmark[/] {registered.ref} ({registered.card.architecture}), "
         f"{flops / 1e6:.1f} MFLOP per {job.unit[:-1]}, batch {plan.batch}, {plan.threads} threads; "
-        f"fp32 matmul peak {peak:.1f} GFLOP/s; load {loads['start']}")
+        f"fp32 matmul peak {peak:.1f} GFLOP/s; load {loads['start']}"
+    )
     in_process_runs: list[dict] = []
 
     def measure_in_process() -> dict:
         run = in_process(registered.onnx_path, job.tensors, plan)
         run.pop("reference", None)
         in_process_runs.append(run)
-        say(f"(a) in-process: {run['per_s']:.1f} {job.unit}/s, batch of {plan.batch} in {run['batch_ms_p50']:.1f} ms, "
-            f"CPU {run['cpu_ms_per_item']:.2f} ms/item")
+        say(
+            f"(a) in-process: {run['per_s']:.1f} {job.unit}/s, batch of {plan.batch} in {run['batch_ms_p50']:.1f} ms, "
+            f"CPU {run['cpu_ms_per_item']:.2f} ms/item"
+        )
         return run
 
     reference = in_process(registered.onnx_path, job.tensors, plan, seconds=0.5)["reference"]
@@ -410,8 +473,13 @@ def run_comparison(job: Comparison, console) -> dict[str, Any]:
         try:
             with triton_server(job.base_cfg, job.task, plan) as server:
                 say(f"(c) Triton {server.http_url}")
-                outcome = load_levels(f"http://{server.http_url}/v2/models/{job.task}/infer", job.tensors, plan,
-                                      reference=reference, progress=say)
+                outcome = load_levels(
+                    f"http://{server.http_url}/v2/models/{job.task}/infer",
+                    job.tensors,
+                    plan,
+                    reference=reference,
+                    progress=say,
+                )
             served("triton", outcome)
         except Exception as exc:  # no Triton here: the row says why
             say(f"[yellow](c) Triton not run: {type(exc).__name__}: {exc}[/]")
@@ -425,8 +493,14 @@ def run_comparison(job: Comparison, console) -> dict[str, Any]:
         Database(cfg.database.url).migrate()
         say(f"(b) preread on Ray Serve, {mode}")
         with ray_serve(cfg, haproxy) as base:
-            outcome = load_levels(f"{base}/v2/models/{job.task}/infer", job.tensors, plan,
-                                  headers={"Authorization": f"Bearer {token(cfg)}"}, reference=reference, progress=say)
+            outcome = load_levels(
+                f"{base}/v2/models/{job.task}/infer",
+                job.tensors,
+                plan,
+                headers={"Authorization": f"Bearer {token(cfg)}"},
+                reference=reference,
+                progress=say,
+            )
             if job.full_path is not None:
                 for row in job.full_path(cfg, base, say):
                     full_rows.append({**row, "proxy": mode})
@@ -440,28 +514,45 @@ def run_comparison(job: Comparison, console) -> dict[str, Any]:
     serve_per_s = best["saturation"]["per_s"]
     triton_per_s = triton["saturation"]["per_s"] if triton_ok else None
     result = {
-        "task": job.task, "unit": job.unit, "model": {"ref": registered.ref, "architecture": registered.card.architecture},
-        "device": "cpu", "threads": plan.threads, "batch": plan.batch, "flops_per_item": flops,
+        "task": job.task,
+        "unit": job.unit,
+        "model": {"ref": registered.ref, "architecture": registered.card.architecture},
+        "device": "cpu",
+        "threads": plan.threads,
+        "batch": plan.batch,
+        "flops_per_item": flops,
         "matmul_peak_gflops": peak,
         "in_process_per_s": float(np.mean([r["per_s"] for r in in_process_runs])),
         "in_process_runs": in_process_runs,
-        "serve_per_s": serve_per_s, "serve_proxy": best_mode, "triton_per_s": triton_per_s,
-        "p50_ms": best["saturation"]["p50_ms"], "p95_ms": best["saturation"]["p95_ms"],
+        "serve_per_s": serve_per_s,
+        "serve_proxy": best_mode,
+        "triton_per_s": triton_per_s,
+        "p50_ms": best["saturation"]["p50_ms"],
+        "p95_ms": best["saturation"]["p95_ms"],
         "p99_ms": best["saturation"]["p99_ms"],
         # ratios against the in-process runs measured just before and after each served phase
         "serve_over_in_process": serve_per_s / best["ceiling"]["per_s"],
         "serve_over_triton": (serve_per_s / best["ceiling"]["per_s"]) / (triton_per_s / triton["ceiling"]["per_s"])
-        if triton_ok else None,
+        if triton_ok
+        else None,
         "serve_over_triton_raw": serve_per_s / triton_per_s if triton_ok else None,
         "half_load_p95_over_model": best["half_load"]["p95_ms"] / best["ceiling"]["batch_ms_p50"],
-        "cpu_efficiency": {mode: phases[mode]["ceiling"]["cpu_ms_per_item"]
-                           / phases[mode]["saturation"]["server_cpu_ms_per_item"]
-                           for mode in phases if "error" not in phases[mode]},
-        "gflops": {"in_process": best["ceiling"]["per_s"] * flops / 1e9, "serve": serve_per_s * flops / 1e9,
-                   "triton": triton_per_s * flops / 1e9 if triton_ok else None},
-        "serve": {mode: phases[mode] for mode in serve_modes}, "triton": triton,
-        "full_path": full_rows, "extra": job.extra_rows,
-        "machine_load": loads, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpu_efficiency": {
+            mode: phases[mode]["ceiling"]["cpu_ms_per_item"] / phases[mode]["saturation"]["server_cpu_ms_per_item"]
+            for mode in phases
+            if "error" not in phases[mode]
+        },
+        "gflops": {
+            "in_process": best["ceiling"]["per_s"] * flops / 1e9,
+            "serve": serve_per_s * flops / 1e9,
+            "triton": triton_per_s * flops / 1e9 if triton_ok else None,
+        },
+        "serve": {mode: phases[mode] for mode in serve_modes},
+        "triton": triton,
+        "full_path": full_rows,
+        "extra": job.extra_rows,
+        "machine_load": loads,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print_table(result, console)
     return result
@@ -477,16 +568,30 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
 
     def row(label, concurrency, per_s, level=None, ceiling=None, cpu=None):
         g = per_s * flops / 1e9 if per_s else None
-        rows.append((label, str(concurrency), f"{per_s:.1f}" if per_s else "-",
-                     *(f"{level[k]:.0f}" if level else "" for k in ("p50_ms", "p95_ms", "p99_ms")),
-                     f"{per_s / ceiling:.2f}" if ceiling else "", f"{cpu:.2f}" if cpu else "",
-                     f"{g:.1f}" if g else "", f"{100 * g / peak:.0f}" if g else ""))
+        rows.append(
+            (
+                label,
+                str(concurrency),
+                f"{per_s:.1f}" if per_s else "-",
+                *(f"{level[k]:.0f}" if level else "" for k in ("p50_ms", "p95_ms", "p99_ms")),
+                f"{per_s / ceiling:.2f}" if ceiling else "",
+                f"{cpu:.2f}" if cpu else "",
+                f"{g:.1f}" if g else "",
+                f"{100 * g / peak:.0f}" if g else "",
+            )
+        )
 
     for i, run in enumerate(result["in_process_runs"]):
-        row(f"(a) ONNX Runtime in-process, batch {result['batch']} (run {i + 1})", "-", run["per_s"],
-            cpu=run["cpu_ms_per_item"])
+        row(
+            f"(a) ONNX Runtime in-process, batch {result['batch']} (run {i + 1})",
+            "-",
+            run["per_s"],
+            cpu=run["cpu_ms_per_item"],
+        )
     served = [("(c) Triton, Python backend + ORT", result["triton"])] if result["triton"] else []
-    served = [(f"(b) preread v2 binary, Ray Serve {mode}", outcome) for mode, outcome in result["serve"].items()] + served
+    served = [
+        (f"(b) preread v2 binary, Ray Serve {mode}", outcome) for mode, outcome in result["serve"].items()
+    ] + served
     for label, outcome in served:
         if "error" in outcome:
             rows.append((label, "-", "not run", "", "", "", "", "", "", ""))
@@ -499,25 +604,41 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     for extra in result["extra"]:
         rows.append((extra["label"], "-", f"{extra['per_s']:.2f}", "", "", "", "", "", "", ""))
     for full in result["full_path"]:
-        rows.append((f"{full['label']}, {full['proxy']}", str(full["concurrency"]), f"{full['per_s']:.2f}",
-                     f"{full['p50_ms']:.0f}", f"{full['p95_ms']:.0f}", f"{full['p99_ms']:.0f}", "", "", "", ""))
+        rows.append(
+            (
+                f"{full['label']}, {full['proxy']}",
+                str(full["concurrency"]),
+                f"{full['per_s']:.2f}",
+                f"{full['p50_ms']:.0f}",
+                f"{full['p95_ms']:.0f}",
+                f"{full['p99_ms']:.0f}",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
     return rows
 
 
 def summary_line(result: dict[str, Any]) -> str:
     triton_ratio = f"{result['serve_over_triton']:.2f}" if result["serve_over_triton"] else "n/a"
     efficiency = ", ".join(f"{mode} {value:.2f}" for mode, value in result["cpu_efficiency"].items())
-    return (f"(b)/(a) at saturation {result['serve_over_in_process']:.2f} (goal ≥ 0.85, {result['serve_proxy']}); "
-            f"(b)/(c) {triton_ratio} (goal ≥ 1, each against its own (a)); p95 at half load ÷ model's batch time "
-            f"{result['half_load_p95_over_model']:.2f} (goal ≤ 2); CPU per item (a) ÷ served: {efficiency}")
+    return (
+        f"(b)/(a) at saturation {result['serve_over_in_process']:.2f} (goal ≥ 0.85, {result['serve_proxy']}); "
+        f"(b)/(c) {triton_ratio} (goal ≥ 1, each against its own (a)); p95 at half load ÷ model's batch time "
+        f"{result['half_load_p95_over_model']:.2f} (goal ≤ 2); CPU per item (a) ÷ served: {efficiency}"
+    )
 
 
 def print_table(result: dict[str, Any], console) -> None:
-    from rich.table import Table
+    from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title=f"preread {result['task'].upper()} serving benchmark — one run, this machine "
-                        f"(batch {result['batch']}, {result['threads']} ORT threads, "
-                        f"matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s on all cores)")
+    table = Table(
+        title=f"preread {result['task'].upper()} serving benchmark — one run, this machine "
+        f"(batch {result['batch']}, {result['threads']} ORT threads, "
+        f"matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s on all cores)"
+    )
     for column in COLUMNS:
         table.add_column(column.format(unit=result["unit"]), justify="right")
     for cells in table_rows(result):

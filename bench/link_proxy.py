@@ -32,8 +32,14 @@ class Pacer:
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, drop_rate: float = 0.0, rate_bytes_s: float | None = None, seed: int = 0,
-                 segment_drop_rate: float = 0.0):
+    def __init__(
+        self,
+        target_port: int,
+        drop_rate: float = 0.0,
+        rate_bytes_s: float | None = None,
+        seed: int = 0,
+        segment_drop_rate: float = 0.0,
+    ):
         self.target_port, self.drop_rate, self.segment_drop_rate = target_port, drop_rate, segment_drop_rate
         self.mode = "up"
         self.rng = random.Random(seed)
@@ -85,8 +91,9 @@ class FaultProxy:
                 self.stats["stalled"] += 1
                 self._track(client)  # held open, never forwarded, until the link changes
                 continue
-            budget = self.rng.randint(512, 64 * 1024) if (mode == "reset" or self.rng.random() < self.drop_rate) \
-                else None
+            budget = (
+                self.rng.randint(512, 64 * 1024) if (mode == "reset" or self.rng.random() < self.drop_rate) else None
+            )
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
             except OSError:
@@ -95,10 +102,12 @@ class FaultProxy:
             upstream.settimeout(None)
             self._track(client, upstream)
             shared = {"budget": budget}
-            threading.Thread(target=self._pump, args=(client, upstream, self.up_pacer, "bytes_up", shared),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self.down_pacer, "bytes_down", shared),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(client, upstream, self.up_pacer, "bytes_up", shared), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, self.down_pacer, "bytes_down", shared), daemon=True
+            ).start()
 
     def _track(self, *socks: socket.socket) -> None:
         with self._lock:

@@ -30,29 +30,76 @@ from pathlib import Path
 from typing import Any
 
 from bench.service_process import (
-    REPO, ServiceProcess, ensure_registry, site_list, site_tokens, write_config, zero_loss_report,
+    REPO,
+    ServiceProcess,
+    ensure_registry,
+    site_list,
+    site_tokens,
+    write_config,
+    zero_loss_report,
 )
 
 SITES = 60
 ECG_PER_DAY, CXR_PER_DAY = 400, 200
 
 
-def run_locust(base: str, tokens: Path, acks: Path, csv_prefix: Path, seconds: int, rate: float, ecg_share: float,
-               data: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PREREAD_LOAD_TOKENS": str(tokens), "PREREAD_LOAD_ACKS": str(acks),
-           "PREREAD_LOAD_RATE": str(rate), "PREREAD_LOAD_ECG_SHARE": str(ecg_share), "PREREAD_LOAD_DATA": str(data)}
-    subprocess.run([sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py"), "--headless",
-                    "-u", str(SITES), "-r", str(SITES), "-t", f"{seconds}s", "--host", base, "--csv", str(csv_prefix),
-                    "--only-summary", "--stop-timeout", "60", "--loglevel", "WARNING"], env=env, check=False)
+def run_locust(
+    base: str, tokens: Path, acks: Path, csv_prefix: Path, seconds: int, rate: float, ecg_share: float, data: Path
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PREREAD_LOAD_TOKENS": str(tokens),
+        "PREREAD_LOAD_ACKS": str(acks),
+        "PREREAD_LOAD_RATE": str(rate),
+        "PREREAD_LOAD_ECG_SHARE": str(ecg_share),
+        "PREREAD_LOAD_DATA": str(data),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(REPO / "bench" / "locustfile.py"),
+            "--headless",
+            "-u",
+            str(SITES),
+            "-r",
+            str(SITES),
+            "-t",
+            f"{seconds}s",
+            "--host",
+            base,
+            "--csv",
+            str(csv_prefix),
+            "--only-summary",
+            "--stop-timeout",
+            "60",
+            "--loglevel",
+            "WARNING",
+        ],
+        env=env,
+        check=False,
+    )
 
 
 def locust_stats(csv_prefix: Path) -> list[dict[str, Any]]:
     rows = []
     with open(f"{csv_prefix}_stats.csv") as fh:
         for row in csv.DictReader(fh):
-            rows.append({"name": row["Name"], "requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
-                         "p50_ms": float(row["50%"]), "p95_ms": float(row["95%"]), "p99_ms": float(row["99%"]),
-                         "max_ms": float(row["Max Response Time"]), "per_s": round(float(row["Requests/s"]), 2)})
+            rows.append(
+                {
+                    "name": row["Name"],
+                    "requests": int(row["Request Count"]),
+                    "failures": int(row["Failure Count"]),
+                    "p50_ms": float(row["50%"]),
+                    "p95_ms": float(row["95%"]),
+                    "p99_ms": float(row["99%"]),
+                    "max_ms": float(row["Max Response Time"]),
+                    "per_s": round(float(row["Requests/s"]), 2),
+                }
+            )
     return rows
 
 
@@ -60,13 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--scale", type=float, default=10.0, help="times the county's daily volume")
-    parser.add_argument("--registry", default=None,
-                        help="a registry location: an MLflow URI (sqlite:///…, http://…) or a folder")
+    parser.add_argument(
+        "--registry", default=None, help="a registry location: an MLflow URI (sqlite:///…, http://…) or a folder"
+    )
     parser.add_argument("--drain-minutes", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "load.json")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--keep-state", action="store_true",
-                        help="keep the temporary state (database, objects, serve.log) after a clean run")
+    parser.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep the temporary state (database, objects, serve.log) after a clean run",
+    )
     args = parser.parse_args(argv)
 
     state = Path(tempfile.mkdtemp(prefix="preread-load-"))
@@ -76,29 +127,57 @@ def main(argv: list[str] | None = None) -> int:
     seconds = int(args.minutes * 60)
     total = (ECG_PER_DAY + CXR_PER_DAY) * args.scale
     rate = total / seconds / SITES
-    print(f"[load] {SITES} sites, {total:.0f} studies in {seconds} s = {total / seconds:.1f}/s "
-          f"({rate:.3f}/s per site); state in {state}", flush=True)
+    print(
+        f"[load] {SITES} sites, {total:.0f} studies in {seconds} s = {total / seconds:.1f}/s "
+        f"({rate:.3f}/s per site); state in {state}",
+        flush=True,
+    )
     (state / "tokens.json").write_text(json.dumps(site_tokens(cfg)))
     service = ServiceProcess(config, state / "serve.log").start()
     try:
         service.wait_ready()
         acks_path, csv_prefix = state / "acks.jsonl", state / "locust"
         started = time.time()
-        run_locust(service.base, state / "tokens.json", acks_path, csv_prefix, seconds, rate,
-                   ECG_PER_DAY / (ECG_PER_DAY + CXR_PER_DAY), args.data)
+        run_locust(
+            service.base,
+            state / "tokens.json",
+            acks_path,
+            csv_prefix,
+            seconds,
+            rate,
+            ECG_PER_DAY / (ECG_PER_DAY + CXR_PER_DAY),
+            args.data,
+        )
         elapsed = time.time() - started
-        acks = [json.loads(line) for line in acks_path.read_text().splitlines() if line.strip()] \
-            if acks_path.exists() else []
-        result = zero_loss_report(cfg["database"]["url"], Path(cfg["storage"]["root"]),
-                                  [a["study_uid"] for a in acks], args.drain_minutes * 60)
+        acks = (
+            [json.loads(line) for line in acks_path.read_text().splitlines() if line.strip()]
+            if acks_path.exists()
+            else []
+        )
+        result = zero_loss_report(
+            cfg["database"]["url"],
+            Path(cfg["storage"]["root"]),
+            [a["study_uid"] for a in acks],
+            args.drain_minutes * 60,
+        )
     finally:
         service.stop()
     stats = locust_stats(csv_prefix)
-    report = {"sites": SITES, "daily_ecg": ECG_PER_DAY, "daily_cxr": CXR_PER_DAY, "scale": args.scale,
-              "seconds": seconds, "target_per_s": round(total / seconds, 2), "elapsed_s": round(elapsed, 1),
-              "acknowledged": len(acks), "acknowledged_per_s": round(len(acks) / elapsed, 2),
-              "requests": stats, **result, "cpu_count": os.cpu_count(),
-              "zero_loss": result["missing"] == 0 and result["without_file"] == 0 and result["read_more_than_once"] == 0}
+    report = {
+        "sites": SITES,
+        "daily_ecg": ECG_PER_DAY,
+        "daily_cxr": CXR_PER_DAY,
+        "scale": args.scale,
+        "seconds": seconds,
+        "target_per_s": round(total / seconds, 2),
+        "elapsed_s": round(elapsed, 1),
+        "acknowledged": len(acks),
+        "acknowledged_per_s": round(len(acks) / elapsed, 2),
+        "requests": stats,
+        **result,
+        "cpu_count": os.cpu_count(),
+        "zero_loss": result["missing"] == 0 and result["without_file"] == 0 and result["read_more_than_once"] == 0,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     _print(report)
@@ -110,24 +189,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title=f"preread load test: {report['scale']:g}× a county's day in {report['seconds']} s "
-                        f"(target {report['target_per_s']}/s)")
+    table = Table(
+        title=f"preread load test: {report['scale']:g}× a county's day in {report['seconds']} s "
+        f"(target {report['target_per_s']}/s)"
+    )
     for col in ("request", "count", "failures", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         table.add_column(col, justify="right" if col != "request" else "left")
     for row in report["requests"]:
-        table.add_row(row["name"], str(row["requests"]), str(row["failures"]), f"{row['per_s']:.2f}",
-                      f"{row['p50_ms']:.0f}", f"{row['p95_ms']:.0f}", f"{row['p99_ms']:.0f}", f"{row['max_ms']:.0f}")
+        table.add_row(
+            row["name"],
+            str(row["requests"]),
+            str(row["failures"]),
+            f"{row['per_s']:.2f}",
+            f"{row['p50_ms']:.0f}",
+            f"{row['p95_ms']:.0f}",
+            f"{row['p99_ms']:.0f}",
+            f"{row['max_ms']:.0f}",
+        )
     console = Console()
     console.print(table)
     t = report["time_to_read_s"]
-    console.print(f"acknowledged {report['acknowledged']} objects ({report['acknowledged_studies']} studies); "
-                  f"missing {report['missing']}, without file {report['without_file']}, unread {report['unread']}, "
-                  f"ai_failed {report['ai_failed']}, read more than once {report['read_more_than_once']}; "
-                  f"arrival → AI read p50 {t['p50']} s, p95 {t['p95']} s, p99 {t['p99']} s; "
-                  f"zero loss: {report['zero_loss']}")
+    console.print(
+        f"acknowledged {report['acknowledged']} objects ({report['acknowledged_studies']} studies); "
+        f"missing {report['missing']}, without file {report['without_file']}, unread {report['unread']}, "
+        f"ai_failed {report['ai_failed']}, read more than once {report['read_more_than_once']}; "
+        f"arrival → AI read p50 {t['p50']} s, p95 {t['p95']} s, p99 {t['p99']} s; "
+        f"zero loss: {report['zero_loss']}"
+    )
 
 
 if __name__ == "__main__":

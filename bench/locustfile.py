@@ -29,8 +29,9 @@ from pathlib import Path
 from locust import HttpUser, constant_throughput, events, task
 
 DATA = Path(os.environ.get("PREREAD_LOAD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-TOKENS: dict[str, str] = json.loads(Path(os.environ["PREREAD_LOAD_TOKENS"]).read_text()) \
-    if os.environ.get("PREREAD_LOAD_TOKENS") else {}
+TOKENS: dict[str, str] = (
+    json.loads(Path(os.environ["PREREAD_LOAD_TOKENS"]).read_text()) if os.environ.get("PREREAD_LOAD_TOKENS") else {}
+)
 RATE = float(os.environ.get("PREREAD_LOAD_RATE", "0.1"))
 ECG_SHARE = float(os.environ.get("PREREAD_LOAD_ECG_SHARE", "0.67"))
 BOUNDARY = "preread-load-boundary"
@@ -53,8 +54,8 @@ def _placeholder(tag: int) -> str:
 
 
 def _cxr_templates() -> list[bytes]:
-    from datasets.imaging import wrap_png_as_dicom
-    from serving.ingest.dicom import encode
+    from datasets.imaging import wrap_png_as_dicom  # noqa: PLC0415
+    from serving.ingest.dicom import encode  # noqa: PLC0415
 
     pngs = sorted((DATA / "cxr" / "nih").rglob("*.png"))[:8]
     out = []
@@ -76,8 +77,19 @@ def _unique_uid() -> str:
 
 def _ack(kind: str, site: str, study_uid: str, sop_uid: str | None, status: int, seconds: float) -> None:
     with _acks_lock:
-        _acks.write(json.dumps({"kind": kind, "site": site, "study_uid": study_uid, "sop_uid": sop_uid,
-                                "status": status, "seconds": round(seconds, 4)}) + "\n")
+        _acks.write(
+            json.dumps(
+                {
+                    "kind": kind,
+                    "site": site,
+                    "study_uid": study_uid,
+                    "sop_uid": sop_uid,
+                    "status": status,
+                    "seconds": round(seconds, 4),
+                }
+            )
+            + "\n"
+        )
 
 
 class Site(HttpUser):
@@ -103,9 +115,13 @@ class Site(HttpUser):
         with zipfile.ZipFile(buffer, "w") as zf:  # a unique comment makes a new object (content UID)
             zf.writestr(f"{record}.hea", header.rstrip("\n") + f"\n# preread load {uuid.uuid4().hex}\n")
             zf.writestr(f"{record}.mat", mat)
-        with self.client.post(f"/api/v1/ecg?site={self.site}", data=buffer.getvalue(), name="ECG (WFDB zip)",
-                              headers={**self.headers, "content-type": "application/zip"},
-                              catch_response=True) as r:
+        with self.client.post(
+            f"/api/v1/ecg?site={self.site}",
+            data=buffer.getvalue(),
+            name="ECG (WFDB zip)",
+            headers={**self.headers, "content-type": "application/zip"},
+            catch_response=True,
+        ) as r:
             if r.status_code in (200, 201):
                 _ack("ecg", self.site, r.json()["study_uid"], None, r.status_code, r.elapsed.total_seconds())
                 r.success()
@@ -117,11 +133,21 @@ class Site(HttpUser):
         data = random.choice(CXRS)
         for placeholder, uid in ((_placeholder(1), study), (_placeholder(2), series), (_placeholder(3), sop)):
             data = data.replace(placeholder.encode(), uid.encode())
-        body = (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
-                + f"\r\n--{BOUNDARY}--\r\n".encode())
-        with self.client.post(f"/dicomweb/studies?site={self.site}", data=body, name="CXR (STOW-RS)", headers={
-                **self.headers, "content-type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'},
-                catch_response=True) as r:
+        body = (
+            f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + data
+            + f"\r\n--{BOUNDARY}--\r\n".encode()
+        )
+        with self.client.post(
+            f"/dicomweb/studies?site={self.site}",
+            data=body,
+            name="CXR (STOW-RS)",
+            headers={
+                **self.headers,
+                "content-type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
+            },
+            catch_response=True,
+        ) as r:
             if r.status_code == 200:
                 _ack("cxr", self.site, study, sop, r.status_code, r.elapsed.total_seconds())
                 r.success()

@@ -44,13 +44,19 @@ DEFAULT_JSON = REPO / "bench" / "results" / "send.json"
 def day_queue(quick: bool) -> dict[str, list]:
     ptbxl = DATA / "ecg" / "ptbxl"
     if quick:
-        return {"ECG WFDB zip (CinC)": cinc_zips(DATA / "ecg" / "cinc2021", 2), "ECG JSON (PTB-XL)":
-                ptbxl_jsons(ptbxl, 50, 1), "ECG DICOM waveform": waveform_dicoms(1),
-                "radiograph DX (NIH PNG wrapped)": radiographs(DATA / "cxr" / "nih", 1)}
-    return {"ECG WFDB zip (CinC)": cinc_zips(DATA / "ecg" / "cinc2021", 10),
-            "ECG WFDB zip (PTB-XL)": ptbxl_zips(ptbxl, 0, 10),
-            "ECG JSON (PTB-XL)": ptbxl_jsons(ptbxl, 50, 6), "ECG DICOM waveform": waveform_dicoms(6),
-            "radiograph DX (NIH PNG wrapped)": radiographs(DATA / "cxr" / "nih", 8)}
+        return {
+            "ECG WFDB zip (CinC)": cinc_zips(DATA / "ecg" / "cinc2021", 2),
+            "ECG JSON (PTB-XL)": ptbxl_jsons(ptbxl, 50, 1),
+            "ECG DICOM waveform": waveform_dicoms(1),
+            "radiograph DX (NIH PNG wrapped)": radiographs(DATA / "cxr" / "nih", 1),
+        }
+    return {
+        "ECG WFDB zip (CinC)": cinc_zips(DATA / "ecg" / "cinc2021", 10),
+        "ECG WFDB zip (PTB-XL)": ptbxl_zips(ptbxl, 0, 10),
+        "ECG JSON (PTB-XL)": ptbxl_jsons(ptbxl, 50, 6),
+        "ECG DICOM waveform": waveform_dicoms(6),
+        "radiograph DX (NIH PNG wrapped)": radiographs(DATA / "cxr" / "nih", 8),
+    }
 
 
 def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dict, list[dict]]:
@@ -58,9 +64,14 @@ def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dic
     shaped = FaultProxy(county.port, segment_drop_rate=DROP_RATE, rate_bytes_s=LINK_KBIT_S * 1000 / 8, seed=11)
     county.proxy.close()
     county.proxy = shaped
-    config = sender_config(workdir, county, listener={"enabled": False}, watch_folder=None,
-                           retry={"initial_s": 1.0, "max_s": 30.0, "request_timeout_s": 120.0},
-                           results={"poll_s": 5.0})
+    config = sender_config(
+        workdir,
+        county,
+        listener={"enabled": False},
+        watch_folder=None,
+        retry={"initial_s": 1.0, "max_s": 30.0, "request_timeout_s": 120.0},
+        results={"poll_s": 5.0},
+    )
     files = workdir / "day"
     files.mkdir()
     kind_of = {}
@@ -70,9 +81,14 @@ def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dic
             kind_of[s.name] = kind
     started = time.time()
     try:
-        subprocess.run([sys.executable, "-m", "preread.send", "--config", str(config), "--no-view", "--until-done",
-                        str(files)], check=True, timeout=3600, cwd=config.parent, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(
+            [sys.executable, "-m", "preread.send", "--config", str(config), "--no-view", "--until-done", str(files)],
+            check=True,
+            timeout=3600,
+            cwd=config.parent,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         wall = time.time() - started
     finally:
         shaped.close()
@@ -84,21 +100,34 @@ def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dic
     reads = [p.stat().st_mtime for p in (state / "results").glob("*/ai-read.json")]
     first = min(i["queued_at"] for i in items)
     raw = sum(i["size_bytes"] for i in items)
-    result = {"studies": len(items), "link_kbit_s": LINK_KBIT_S, "segment_drop_rate": DROP_RATE,
-              "sent": sum(i["state"] == "sent" for i in items), "results_back": len(reads),
-              "drain_s": round(max(i["sent_at"] or 0 for i in items) - first, 1),
-              "results_back_s": round(max(reads) - first, 1) if reads else None,
-              "sender_process_wall_s": round(wall, 1), "raw_bytes": raw,
-              "wire_bytes": sum(i["wire_bytes"] or 0 for i in items), "bytes_up_on_link": shaped.stats["bytes_up"],
-              "connections_broken": shaped.stats["reset"],
-              "uncompressed_no_loss_estimate_s": round(raw / (LINK_KBIT_S * 1000 / 8), 1)}
+    result = {
+        "studies": len(items),
+        "link_kbit_s": LINK_KBIT_S,
+        "segment_drop_rate": DROP_RATE,
+        "sent": sum(i["state"] == "sent" for i in items),
+        "results_back": len(reads),
+        "drain_s": round(max(i["sent_at"] or 0 for i in items) - first, 1),
+        "results_back_s": round(max(reads) - first, 1) if reads else None,
+        "sender_process_wall_s": round(wall, 1),
+        "raw_bytes": raw,
+        "wire_bytes": sum(i["wire_bytes"] or 0 for i in items),
+        "bytes_up_on_link": shaped.stats["bytes_up"],
+        "connections_broken": shaped.stats["reset"],
+        "uncompressed_no_loss_estimate_s": round(raw / (LINK_KBIT_S * 1000 / 8), 1),
+    }
     rows = []
     for kind in groups:
         mine = [i for i in items if kind_of.get(i["label"]) == kind]
         raw_sizes, wire_sizes = [i["size_bytes"] for i in mine], [i["wire_bytes"] or 0 for i in mine]
-        rows.append({"kind": kind, "n": len(mine), "raw_bytes": round(statistics.mean(raw_sizes)),
-                     "wire_bytes": round(statistics.mean(wire_sizes)),
-                     "wire_over_raw": round(sum(wire_sizes) / sum(raw_sizes), 3)})
+        rows.append(
+            {
+                "kind": kind,
+                "n": len(mine),
+                "raw_bytes": round(statistics.mean(raw_sizes)),
+                "wire_bytes": round(statistics.mean(wire_sizes)),
+                "wire_over_raw": round(sum(wire_sizes) / sum(raw_sizes), 3),
+            }
+        )
     return result, rows
 
 
@@ -110,8 +139,9 @@ def run_send_bench(json_path: str | Path | None = None, quick: bool = False) -> 
     for column in ("kind", "n", "raw bytes", "wire bytes", "wire / raw"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for r in rows:
-        table.add_row(r["kind"], str(r["n"]), f"{r['raw_bytes']:,}", f"{r['wire_bytes']:,}",
-                      f"{r['wire_over_raw']:.2f}")
+        table.add_row(
+            r["kind"], str(r["n"]), f"{r['raw_bytes']:,}", f"{r['wire_bytes']:,}", f"{r['wire_over_raw']:.2f}"
+        )
     console.print(table)
     table = Table(title=f"a day's queue over {LINK_KBIT_S} kbit/s, {DROP_RATE:.0%} of 16 KiB lost")
     table.add_column("measure")

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import httpx
 import yaml
@@ -33,8 +34,9 @@ class ProcessExited(RuntimeError):
     """The child process ended while we waited for it to answer."""
 
 
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float, interval: float = 0.5,
-                  request_timeout: float = 2.0) -> bool:
+def wait_for_http(
+    url: str, process: subprocess.Popen, timeout: float, interval: float = 0.5, request_timeout: float = 2.0
+) -> bool:
     """Poll ``url`` until it answers 200 (True) or ``timeout`` seconds pass (False); raises
     ProcessExited as soon as ``process`` has ended. For servers we start ourselves (preread serve,
     an MLflow tracking server in tests)."""
@@ -54,15 +56,27 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float, interval:
 def ensure_registry(registry: str | Path) -> None:
     """Tiny ECG and CXR models (the project's training code, tests/data configs) if none is there.
     ``registry``: an MLflow URI or a folder (models.registry.open_registry)."""
-    from models.registry import open_registry
+    from models.registry import open_registry  # noqa: PLC0415
 
     reg = open_registry(str(registry))
     for task in ("ecg", "cxr"):
         if reg.is_empty(task):
             print(f"[service] training a tiny {task} model into {registry} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "preread.cli", "train", task, "--config",
-                            str(REPO / "tests" / "data" / f"{task}-tiny.yaml"), "--registry", str(registry)],
-                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "preread.cli",
+                    "train",
+                    task,
+                    "--config",
+                    str(REPO / "tests" / "data" / f"{task}-tiny.yaml"),
+                    "--registry",
+                    str(registry),
+                ],
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
 
 
 def site_list(count: int) -> list[dict[str, Any]]:
@@ -70,8 +84,9 @@ def site_list(count: int) -> list[dict[str, Any]]:
     return [{"id": f"site{i:02d}", "name": f"Site {i}", "ae_titles": [f"SITE{i:02d}"]} for i in range(count)]
 
 
-def write_config(state: Path, registry: str | Path, sites: list[dict[str, Any]],
-                 overrides: dict[str, dict[str, Any]] | None = None) -> tuple[Path, dict[str, Any]]:
+def write_config(
+    state: Path, registry: str | Path, sites: list[dict[str, Any]], overrides: dict[str, dict[str, Any]] | None = None
+) -> tuple[Path, dict[str, Any]]:
     """configs/serving.yaml with every piece of state under ``state``, free ports and ``sites``;
     ``overrides`` update its sections (e.g. ``{"dicom": {"lease_seconds": 5}}``)."""
     cfg = yaml.safe_load((REPO / "configs" / "serving.yaml").read_text())
@@ -96,7 +111,7 @@ def write_config(state: Path, registry: str | Path, sites: list[dict[str, Any]],
 
 def site_tokens(cfg: dict[str, Any], role: str = "grassroots") -> dict[str, str]:
     """One API token per configured site (signed with the service's key; creates it if new)."""
-    from serving.auth.tokens import TokenService, load_secret
+    from serving.auth.tokens import TokenService, load_secret  # noqa: PLC0415
 
     tokens = TokenService(load_secret(Path(cfg["auth"]["secret_file"])))
     return {s["id"]: tokens.issue(f"load-{s['id']}", role, [s["id"]]) for s in cfg["sites"]}
@@ -112,22 +127,28 @@ class ServiceProcess:
         self.proc: subprocess.Popen | None = None
         self.instance = ""
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         self.instance = uuid.uuid4().hex
         env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", MARK: self.instance}
         env.pop("RAY_ADDRESS", None)  # `preread serve` starts its own local Ray
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "preread.cli", "serve", "--config", str(self.config)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                         cwd=self.config.parent)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "preread.cli", "serve", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=self.config.parent,
+            )
         return self
 
     def wait_ready(self, timeout: float = 600) -> None:
         try:
             ready = wait_for_http(f"{self.base}/readyz", self.proc, timeout, interval=2.0, request_timeout=5.0)
         except ProcessExited:
-            raise RuntimeError(f"preread serve exited with {self.proc.returncode}; log: {self.log}\n"
-                               + self.log.read_text()[-3000:]) from None
+            raise RuntimeError(
+                f"preread serve exited with {self.proc.returncode}; log: {self.log}\n" + self.log.read_text()[-3000:]
+            ) from None
         if not ready:
             raise TimeoutError(f"preread serve not ready after {timeout:.0f} s; log: {self.log}")
 
@@ -209,13 +230,14 @@ def _kill(pid: int) -> None:
         pass
 
 
-def zero_loss_report(db_url: str, store_root: Path, study_uids: Iterable[str], drain_s: float,
-                     progress: bool = True) -> dict[str, Any]:
+def zero_loss_report(
+    db_url: str, store_root: Path, study_uids: Iterable[str], drain_s: float, progress: bool = True
+) -> dict[str, Any]:
     """Waits up to ``drain_s`` for every study to have its AI read, then checks in the database that
     each is stored (row + instance files) and was read exactly once (``ai_read`` audit events);
     counts, examples, and the arrival → AI read percentiles."""
-    from serving.store.db import Database, as_utc
-    from serving.store.work import ai_read_counts
+    from serving.store.db import Database, as_utc  # noqa: PLC0415
+    from serving.store.work import ai_read_counts  # noqa: PLC0415
 
     db = Database(db_url)
     studies = sorted(set(study_uids))
@@ -242,11 +264,22 @@ def zero_loss_report(db_url: str, store_root: Path, study_uids: Iterable[str], d
     counts = ai_read_counts(db, studies)
     read_twice = [uid for uid, n in counts.items() if n > 1]
     db.engine.dispose()
-    return {"acknowledged_studies": len(studies), "missing": len(missing), "without_file": len(no_file),
-            "unread": len(unread), "ai_failed": len(failed), "read_more_than_once": len(read_twice),
-            "time_to_read_s": percentiles(to_read),
-            "examples": {"missing": missing[:5], "without_file": no_file[:5], "unread": unread[:5],
-                         "ai_failed": failed[:5], "read_more_than_once": read_twice[:5]}}
+    return {
+        "acknowledged_studies": len(studies),
+        "missing": len(missing),
+        "without_file": len(no_file),
+        "unread": len(unread),
+        "ai_failed": len(failed),
+        "read_more_than_once": len(read_twice),
+        "time_to_read_s": percentiles(to_read),
+        "examples": {
+            "missing": missing[:5],
+            "without_file": no_file[:5],
+            "unread": unread[:5],
+            "ai_failed": failed[:5],
+            "read_more_than_once": read_twice[:5],
+        },
+    }
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:

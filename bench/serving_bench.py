@@ -29,7 +29,7 @@ SHARED_DATA = Path(os.environ.get("PREREAD_SHARED_DATA", REPO.parent / "shared" 
 
 
 async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
-    import httpx
+    import httpx  # noqa: PLC0415
 
     latencies: list[float] = []
     failures = 0
@@ -54,16 +54,20 @@ async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: in
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {
-        "concurrency": concurrency, "requests": len(bodies), "failures": failures,
-        "per_s": len(bodies) / elapsed, "p50_ms": percentile(latencies, 50),
-        "p95_ms": percentile(latencies, 95), "p99_ms": percentile(latencies, 99),
+        "concurrency": concurrency,
+        "requests": len(bodies),
+        "failures": failures,
+        "per_s": len(bodies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99),
     }
 
 
 def cinc_tensors(n: int) -> np.ndarray:
     """n preprocessed real ECGs (the CinC 2021 samples, repeated as needed): float32 [n, 12, 5000]."""
-    from datasets.ecg.readers import read_wfdb
-    from datasets.ecg.transforms import preprocess_signals
+    from datasets.ecg.readers import read_wfdb  # noqa: PLC0415
+    from datasets.ecg.transforms import preprocess_signals  # noqa: PLC0415
 
     headers = sorted((SHARED_DATA / "ecg" / "cinc2021").glob("*.hea"))
     if not headers:
@@ -75,12 +79,18 @@ def cinc_tensors(n: int) -> np.ndarray:
     return np.stack(batch).astype(np.float32)
 
 
-def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_modes: tuple[bool, ...],
-                  batch: int = 32, whole_read_only: bool = False) -> int:
-    from rich.console import Console
+def run_ecg_bench(
+    json_path: str | None,
+    quick: bool,
+    triton: bool,
+    haproxy_modes: tuple[bool, ...],
+    batch: int = 32,
+    whole_read_only: bool = False,
+) -> int:
+    from rich.console import Console  # noqa: PLC0415
 
     from bench import ecg_whole_read as whole_read  # noqa: PLC0415 - the ECG reading stack only for `bench ecg`
-    from bench.harness import Comparison, LoadPlan, run_comparison, token, write_result
+    from bench.harness import Comparison, LoadPlan, run_comparison, token, write_result  # noqa: PLC0415
     from models.ecg.pipeline import EcgPreReader  # noqa: PLC0415 - `bench cxr` must not load the ECG stack
     from serving.config import load_config  # noqa: PLC0415 - as the other bench imports here
     from training.demo import ensure_demo_models  # noqa: PLC0415 - loads torch and the training code
@@ -88,23 +98,30 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
     console = Console(width=150)
     base_cfg = load_config().resolved()
     ensure_demo_models(base_cfg, ["ecg"])
-    plan = LoadPlan(batch=batch, concurrencies=[1, 4] if quick else [1, 2, 4, 8],
-                    requests=12 if quick else 40, half_load_requests=12 if quick else 40)
+    plan = LoadPlan(
+        batch=batch,
+        concurrencies=[1, 4] if quick else [1, 2, 4, 8],
+        requests=12 if quick else 40,
+        half_load_requests=12 if quick else 40,
+    )
     full_concurrencies = [1, 8] if quick else [1, 8, 32]
     per_level = 16 if quick else 40
     # The whole pre-read, in-process: parse + validate + measure + quality + network + statements + triage.
     bodies = whole_read.dicom_ecg_bodies(per_level * len(full_concurrencies) * len(haproxy_modes))
     model = base_cfg.models["ecg"]
-    reader = EcgPreReader.from_registry(base_cfg.registry.open(), model.ref, base_cfg.triage_path("ecg"),
-                                        backend="onnxruntime")
-    whole = whole_read.whole_read_by_kind(reader, whole_read.sample_uploads(SHARED_DATA, 64 if quick else 256),
-                                         plan.batch)
+    reader = EcgPreReader.from_registry(
+        base_cfg.registry.open(), model.ref, base_cfg.triage_path("ecg"), backend="onnxruntime"
+    )
+    whole = whole_read.whole_read_by_kind(
+        reader, whole_read.sample_uploads(SHARED_DATA, 64 if quick else 256), plan.batch
+    )
     whole_read.print_whole_read(whole, console)
     preread_per_s = whole["mixed"]["per_s"]
     if whole_read_only:
         if json_path:
-            Path(json_path).write_text(json.dumps({"whole_in_process_per_s": preread_per_s, "whole_read": whole},
-                                                  indent=2))
+            Path(json_path).write_text(
+                json.dumps({"whole_in_process_per_s": preread_per_s, "whole_read": whole}, indent=2)
+            )
         return 0
     used = [0]
 
@@ -112,7 +129,7 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
         rows = []
         grassroots = token(cfg, role="grassroots")
         for concurrency in full_concurrencies:
-            chunk = bodies[used[0]: used[0] + per_level]
+            chunk = bodies[used[0] : used[0] + per_level]
             used[0] += per_level
             if len(chunk) < per_level:
                 break
@@ -122,9 +139,18 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
             rows.append(row)
         return rows
 
-    job = Comparison(task="ecg", unit="ECGs", base_cfg=base_cfg, tensors=cinc_tensors(plan.batch), plan=plan,
-                     models=["ecg"], triton=triton, haproxy_modes=haproxy_modes, full_path=full_path,
-                     extra_rows=[{"label": "whole pre-read in-process (parse + read_batch)", "per_s": preread_per_s}])
+    job = Comparison(
+        task="ecg",
+        unit="ECGs",
+        base_cfg=base_cfg,
+        tensors=cinc_tensors(plan.batch),
+        plan=plan,
+        models=["ecg"],
+        triton=triton,
+        haproxy_modes=haproxy_modes,
+        full_path=full_path,
+        extra_rows=[{"label": "whole pre-read in-process (parse + read_batch)", "per_s": preread_per_s}],
+    )
     result = run_comparison(job, console)
     result["in_process_preread_per_s"] = preread_per_s
     result["whole_in_process_per_s"] = preread_per_s
@@ -138,12 +164,19 @@ def run_ecg_bench(json_path: str | None, quick: bool, triton: bool, haproxy_mode
     return 0 if failures == 0 else 1
 
 
-def run_bench(task: str, json_path: str | None = None, quick: bool = False, triton: bool = True,
-              haproxy: str = "both", batch: int = 32, whole_read_only: bool = False) -> int:
+def run_bench(
+    task: str,
+    json_path: str | None = None,
+    quick: bool = False,
+    triton: bool = True,
+    haproxy: str = "both",
+    batch: int = 32,
+    whole_read_only: bool = False,
+) -> int:
     """``batch``: tensors per KServe v2 request, and the batch of every path ((a), (b), (c))."""
     modes = {"on": (True,), "off": (False,), "both": (False, True)}[haproxy]
     if task == "cxr":
-        from bench.cxr_bench import run_cxr_bench
+        from bench.cxr_bench import run_cxr_bench  # noqa: PLC0415
 
         return run_cxr_bench(json_path, quick, triton, modes, batch)
     if task != "ecg":

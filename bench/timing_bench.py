@@ -39,7 +39,7 @@ def bootstrap_auroc_seconds(repeats: int, n_boot: int = 200) -> list[float]:
     for rep in range(repeats):
         scores = np.r_[rng.normal(1, 1, 60), rng.normal(0, 1, 90)]
         start = time.perf_counter()
-        bootstrap(lambda i: {"auroc": auroc(y[i], scores[i], warn=False)}, len(y), y, n_boot=n_boot, seed=rep)
+        bootstrap(lambda i: {"auroc": auroc(y[i], scores[i], warn=False)}, len(y), y, n_boot=n_boot, seed=rep)  # noqa: B023
         out.append(time.perf_counter() - start)
     return out
 
@@ -53,8 +53,12 @@ def run_timing_bench(json_path: str | None = None, quick: bool = False) -> int:
     print(f"{'measure':<50} {'n':>4} {'median':>10} {'p95':>10} {'max':>10}")
     table = {}
     for name, values in rows.items():
-        stats = {"n": len(values), "median": float(np.median(values)), "p95": float(np.percentile(values, 95)),
-                 "max": float(np.max(values))}
+        stats = {
+            "n": len(values),
+            "median": float(np.median(values)),
+            "p95": float(np.percentile(values, 95)),
+            "max": float(np.max(values)),
+        }
         table[name] = stats
         print(f"{name:<50} {stats['n']:>4} {stats['median']:>10.3f} {stats['p95']:>10.3f} {stats['max']:>10.3f}")
     if json_path:

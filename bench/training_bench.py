@@ -57,24 +57,24 @@ CASES = [
 
 def build(case: Case) -> tuple[nn.Module, int]:
     if case.task == "ecg":
-        from models.ecg.factory import build_ecg_model
-        from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
+        from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES  # noqa: PLC0415
+        from models.ecg.factory import build_ecg_model  # noqa: PLC0415
 
         return build_ecg_model(case.architecture, len(ECG_LABEL_CODES), **case.params), len(ECG_LABEL_CODES)
-    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
-    from models.cxr.network import build_cxr_model
+    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES  # noqa: PLC0415
+    from models.cxr.network import build_cxr_model  # noqa: PLC0415
 
     return build_cxr_model(case.architecture, len(CXR_LABEL_CODES), **case.params), len(CXR_LABEL_CODES)
 
 
 def augmentation(case: Case):
-    from training.common import BatchAugment
+    from training.common import BatchAugment  # noqa: PLC0415
 
     if case.task == "ecg":
-        from datasets.ecg.augment import ecg_augment
+        from datasets.ecg.augment import ecg_augment  # noqa: PLC0415
 
         return BatchAugment(ecg_augment())
-    from training.cxr import CxrAugment
+    from training.cxr import CxrAugment  # noqa: PLC0415
 
     return CxrAugment(case.input_shape[-1])
 
@@ -92,7 +92,7 @@ def matmul_peak_gflops(seconds: float = 1.5, n: int = 2048) -> float:
 
 
 def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
 
     counter = FlopCounterMode(display=False)
     with counter:
@@ -102,11 +102,12 @@ def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def time_steps(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, steps: int, warmup: int,
-               augment) -> tuple[list[float], list[float]]:
+def time_steps(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, steps: int, warmup: int, augment
+) -> tuple[list[float], list[float]]:
     """Seconds of each training step (the loop's step: loss, backward, clip, AdamW) without and
     with the batch's augmentation, the two interleaved so both see the same machine load."""
-    from training.loop import MaskedBCE
+    from training.loop import MaskedBCE  # noqa: PLC0415
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     criterion = MaskedBCE(torch.ones(Y.shape[1]), masked=False)
@@ -124,7 +125,7 @@ def time_steps(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, steps: int, w
     plain, augmented = [], []
     for i in range(warmup + steps):
         t_plain = step(lambda: X)
-        t_augmented = step(lambda: augment(X, seed=i))
+        t_augmented = step(lambda: augment(X, seed=i))  # noqa: B023
         if i >= warmup:
             plain.append(t_plain)
             augmented.append(t_augmented)
@@ -142,14 +143,24 @@ def bench_case(case: Case, steps: int, warmup: int) -> dict[str, Any]:
     # does); the medians are kept in the JSON.
     network_s, augmented_s = min(plain), min(augmented)
     parameters = sum(p.numel() for p in model.parameters())
-    return {"task": case.task, "architecture": case.architecture, "params": case.params, "note": case.note,
-            "input_shape": list(case.input_shape), "batch_size": case.batch_size, "parameters": parameters,
-            "gflop_per_sample": flops / case.batch_size / 1e9, "step_s": network_s,
-            "step_with_augmentation_s": augmented_s, "step_s_median": float(np.median(plain)),
-            "step_with_augmentation_s_median": float(np.median(augmented)),
-            "samples_per_s": case.batch_size / network_s,
-            "samples_per_s_with_augmentation": case.batch_size / augmented_s,
-            "achieved_gflops": flops / network_s / 1e9, "steps_timed": steps}
+    return {
+        "task": case.task,
+        "architecture": case.architecture,
+        "params": case.params,
+        "note": case.note,
+        "input_shape": list(case.input_shape),
+        "batch_size": case.batch_size,
+        "parameters": parameters,
+        "gflop_per_sample": flops / case.batch_size / 1e9,
+        "step_s": network_s,
+        "step_with_augmentation_s": augmented_s,
+        "step_s_median": float(np.median(plain)),
+        "step_with_augmentation_s_median": float(np.median(augmented)),
+        "samples_per_s": case.batch_size / network_s,
+        "samples_per_s_with_augmentation": case.batch_size / augmented_s,
+        "achieved_gflops": flops / network_s / 1e9,
+        "steps_timed": steps,
+    }
 
 
 def cpu_name() -> str:
@@ -163,14 +174,13 @@ def cpu_name() -> str:
 
 
 def run_training_bench(json_path: str | None = None, quick: bool = False) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
 
     console = Console(width=150)
     threads = torch.get_num_threads()
     load_before = os.getloadavg()
-    console.print(f"[bold]training bench[/] on {cpu_name()}, torch {torch.__version__}, "
-                  f"{threads} threads")
+    console.print(f"[bold]training bench[/] on {cpu_name()}, torch {torch.__version__}, {threads} threads")
     steps, warmup = (2, 1) if quick else (8, 2)
     rows, peaks = [], []
     for case in CASES:
@@ -178,8 +188,9 @@ def run_training_bench(json_path: str | None = None, quick: bool = False) -> int
             continue
         # The matmul peak is measured beside every model (the best of them is the machine's peak).
         peaks.append(matmul_peak_gflops(0.3 if quick else 1.0))
-        console.print(f"  {case.task} {case.architecture} (batch {case.batch_size}) ... "
-                      f"[dim](matmul {peaks[-1]:.0f} GFLOP/s)[/]")
+        console.print(
+            f"  {case.task} {case.architecture} (batch {case.batch_size}) ... [dim](matmul {peaks[-1]:.0f} GFLOP/s)[/]"
+        )
         rows.append(bench_case(case, steps if case.architecture != "densenet121" else 4, warmup))
     peaks.append(matmul_peak_gflops(0.3 if quick else 1.0))
     peak = max(peaks)
@@ -187,29 +198,58 @@ def run_training_bench(json_path: str | None = None, quick: bool = False) -> int
         row["fraction_of_peak"] = row["achieved_gflops"] / peak
 
     console.print(f"fp32 matmul peak {peak:.1f} GFLOP/s (2048², best of {len(peaks)} measurements in this run)")
-    table = Table(title=f"Training throughput, CPU ({threads} threads), fp32 — fwd + bwd + AdamW step, best of "
-                        f"{steps} steps")
-    for name in ("model", "input", "batch", "params", "GFLOP/sample", "samples/s", "with augment", "GFLOP/s",
-                 "÷ matmul peak"):
+    table = Table(
+        title=f"Training throughput, CPU ({threads} threads), fp32 — fwd + bwd + AdamW step, best of {steps} steps"
+    )
+    for name in (
+        "model",
+        "input",
+        "batch",
+        "params",
+        "GFLOP/sample",
+        "samples/s",
+        "with augment",
+        "GFLOP/s",
+        "÷ matmul peak",
+    ):
         table.add_column(name, justify="right" if name not in ("model", "input") else "left")
     for row in rows:
-        table.add_row(f"{row['task']} {row['architecture']}", "×".join(map(str, row["input_shape"])),
-                      str(row["batch_size"]), f"{row['parameters'] / 1e6:.2f} M", f"{row['gflop_per_sample']:.2f}",
-                      f"{row['samples_per_s']:.1f}", f"{row['samples_per_s_with_augmentation']:.1f}",
-                      f"{row['achieved_gflops']:.1f}", f"{row['fraction_of_peak']:.2f}")
+        table.add_row(
+            f"{row['task']} {row['architecture']}",
+            "×".join(map(str, row["input_shape"])),
+            str(row["batch_size"]),
+            f"{row['parameters'] / 1e6:.2f} M",
+            f"{row['gflop_per_sample']:.2f}",
+            f"{row['samples_per_s']:.1f}",
+            f"{row['samples_per_s_with_augmentation']:.1f}",
+            f"{row['achieved_gflops']:.1f}",
+            f"{row['fraction_of_peak']:.2f}",
+        )
     console.print(table)
     gpu = torch.cuda.is_available()
-    console.print("GPU (AMP + channels-last): " + ("present but not benched by this CPU table" if gpu
-                                                    else "not measured: no GPU on this machine"))
+    console.print(
+        "GPU (AMP + channels-last): "
+        + ("present but not benched by this CPU table" if gpu else "not measured: no GPU on this machine")
+    )
     # The load average says how much else ran on the cores meanwhile (a shared machine's numbers are noisy).
     load_after = os.getloadavg()
-    console.print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
-                  f"{os.cpu_count()} CPUs")
-    result = {"machine": {"processor": cpu_name(), "threads": threads,
-                          "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "gpu": torch.cuda.get_device_name(0) if gpu else None},
-              "load_average_before": load_before[0], "load_average_after": load_after[0],
-              "matmul_peak_gflops": peak, "matmul_gflops_measurements": peaks, "quick": quick, "models": rows, "gpu_measured": False}
+    console.print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after; {os.cpu_count()} CPUs")
+    result = {
+        "machine": {
+            "processor": cpu_name(),
+            "threads": threads,
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if gpu else None,
+        },
+        "load_average_before": load_before[0],
+        "load_average_after": load_after[0],
+        "matmul_peak_gflops": peak,
+        "matmul_gflops_measurements": peaks,
+        "quick": quick,
+        "models": rows,
+        "gpu_measured": False,
+    }
     out = Path(json_path) if json_path else REPO / "bench" / "results" / "training.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -12,7 +12,7 @@ paired bootstrap).
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,9 +56,15 @@ class _Groups:
         return np.concatenate([m[rng.integers(0, len(m), len(m))] for m in self.members])
 
 
-def bootstrap(statistic: Callable[[np.ndarray], dict[str, float]], n: int, strata: np.ndarray | None = None,
-              n_boot: int = DEFAULT_N_BOOT, alpha: float = DEFAULT_ALPHA, seed: int = 0,
-              return_replicates: bool = False) -> dict[str, dict[str, float]]:
+def bootstrap(
+    statistic: Callable[[np.ndarray], dict[str, float]],
+    n: int,
+    strata: np.ndarray | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
+    return_replicates: bool = False,
+) -> dict[str, dict[str, float]]:
     """Point estimate and percentile (1−alpha) interval for every number ``statistic`` returns.
 
     Returns ``{name: {"value", "ci_low", "ci_high", "n_boot"}}`` where ``n_boot`` counts replicates in

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -62,8 +63,9 @@ def load_gate_config(path: str | Path | None = None, **overrides) -> GateConfig:
 # --------------------------------------------------------------------------------------------------
 # DeLong (Sun & Xu 2014 fast algorithm) for two correlated AUROCs
 
+
 def _midrank(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # noqa: PLC0415
 
     return rankdata(x)
 
@@ -95,9 +97,18 @@ def delong_paired(y, s1, s2) -> dict[str, float]:
 
 # --------------------------------------------------------------------------------------------------
 
-def compare_models(Y: np.ndarray, P_champion: np.ndarray, P_challenger: np.ndarray, labels: Sequence[str],
-                   thresholds_champion: dict[str, float], thresholds_challenger: dict[str, float],
-                   n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
+
+def compare_models(
+    Y: np.ndarray,
+    P_champion: np.ndarray,
+    P_challenger: np.ndarray,
+    labels: Sequence[str],
+    thresholds_champion: dict[str, float],
+    thresholds_challenger: dict[str, float],
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Paired stratified bootstrap of per-label AUROC (both models and their difference) and of the
     sensitivities at each model's own thresholds. Same cases, same resamples, for both models."""
     Y = np.asarray(Y, dtype=np.float64)
@@ -128,7 +139,8 @@ def compare_models(Y: np.ndarray, P_champion: np.ndarray, P_challenger: np.ndarr
     for j, code in enumerate(labels):
         known = ~np.isnan(Y[:, j])
         per_label[code] = {
-            "n": int(known.sum()), "n_pos": int((Y[known, j] > 0.5).sum()),
+            "n": int(known.sum()),
+            "n_pos": int((Y[known, j] > 0.5).sum()),
             **{key.split("/", 1)[1]: value for key, value in boot.items() if key.startswith(code + "/")},
             "delong": delong_paired(Y[:, j], P1[:, j], P2[:, j]),
         }
@@ -144,14 +156,19 @@ class GateResult:
     comparison: dict[str, Any]
     champion: str | None = None
     challenger: str | None = None
-    decided_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def gate_decision(comparison: dict[str, Any], config: GateConfig, task: str | None = None,
-                  champion: str | None = None, challenger: str | None = None) -> GateResult:
+def gate_decision(
+    comparison: dict[str, Any],
+    config: GateConfig,
+    task: str | None = None,
+    champion: str | None = None,
+    challenger: str | None = None,
+) -> GateResult:
     """Apply the gate to a ``compare_models`` result (computed with alpha = 1 − confidence)."""
     checks: list[dict[str, Any]] = []
     reasons: list[str] = []
@@ -161,20 +178,30 @@ def gate_decision(comparison: dict[str, Any], config: GateConfig, task: str | No
         n_neg = entry["n"] - entry["n_pos"]
         if min(entry["n_pos"], n_neg) < config.min_cases_per_class or np.isnan(delta["value"]):
             ok = config.undefined_labels == "skip"
-            checks.append({"label": code, "check": "auroc", "passed": ok,
-                           "detail": f"AUROC undefined on the comparison set ({entry['n_pos']} positives, {n_neg} negatives)"
-                                     + ("; skipped" if ok else "; blocked by undefined_labels=block")})
+            checks.append(
+                {
+                    "label": code,
+                    "check": "auroc",
+                    "passed": ok,
+                    "detail": f"AUROC undefined on the comparison set ({entry['n_pos']} positives, {n_neg} negatives)"
+                    + ("; skipped" if ok else "; blocked by undefined_labels=block"),
+                }
+            )
             if not ok:
                 reasons.append(f"{code}: AUROC cannot be compared ({entry['n_pos']} positives)")
         else:
             if config.rule == "noninferiority":
                 ok = delta["ci_low"] > -config.max_auroc_drop
-                text = (f"ΔAUROC {delta['value']:+.4f} (95% CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
-                        f"lower bound must exceed −{config.max_auroc_drop}")
+                text = (
+                    f"ΔAUROC {delta['value']:+.4f} (95% CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
+                    f"lower bound must exceed −{config.max_auroc_drop}"
+                )
             else:
                 ok = not delta["ci_high"] < -config.max_auroc_drop
-                text = (f"ΔAUROC {delta['value']:+.4f} (CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
-                        f"blocked if the upper bound is below −{config.max_auroc_drop}")
+                text = (
+                    f"ΔAUROC {delta['value']:+.4f} (CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
+                    f"blocked if the upper bound is below −{config.max_auroc_drop}"
+                )
             checks.append({"label": code, "check": "auroc", "passed": bool(ok), "detail": text})
             if not ok:
                 reasons.append(f"{code}: {text}")
@@ -189,8 +216,15 @@ def gate_decision(comparison: dict[str, Any], config: GateConfig, task: str | No
             checks.append({"label": code, "check": "critical_sensitivity", "passed": bool(ok), "detail": text})
             if not ok:
                 reasons.append(f"{code}: {text}")
-    return GateResult(passed=not reasons, reasons=reasons, checks=checks, config=asdict(config),
-                      comparison=_jsonable(comparison), champion=champion, challenger=challenger)
+    return GateResult(
+        passed=not reasons,
+        reasons=reasons,
+        checks=checks,
+        config=asdict(config),
+        comparison=_jsonable(comparison),
+        champion=champion,
+        challenger=challenger,
+    )
 
 
 def _jsonable(obj):
@@ -213,13 +247,20 @@ def record_gate(model, result: GateResult, registry=None) -> Path | str:
     MLflow) and a summary in card.metrics["gate"] (the card file; a version tag in MLflow).
     ``model`` is a models.registry.RegisteredModel; without ``registry``, the file registry that
     holds ``model.path``. Returns where gate.json went."""
-    from models.registry import ModelRegistry
+    from models.registry import ModelRegistry  # noqa: PLC0415
 
     if registry is None:
         registry = ModelRegistry(Path(model.path).parents[1])
     data = _jsonable(result.to_dict())
-    summary = {"passed": result.passed, "champion": result.champion, "decided_at": result.decided_at,
-               "reasons": result.reasons, "evidence": GATE_FILENAME}
-    where = registry.annotate(model, metrics={"gate": summary}, files={GATE_FILENAME: json.dumps(data, indent=2) + "\n"})
+    summary = {
+        "passed": result.passed,
+        "champion": result.champion,
+        "decided_at": result.decided_at,
+        "reasons": result.reasons,
+        "evidence": GATE_FILENAME,
+    }
+    where = registry.annotate(
+        model, metrics={"gate": summary}, files={GATE_FILENAME: json.dumps(data, indent=2) + "\n"}
+    )
     location = where[GATE_FILENAME]
     return Path(location) if "://" not in location else location

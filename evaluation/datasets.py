@@ -22,9 +22,10 @@ Query options after ``?`` (``cinc:/data/x?limit=10``): ``limit`` (all formats), 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -47,10 +48,10 @@ class EvalDataset:
 
     name: str
     labels: list[str]
-    Y: np.ndarray                      # [n, L] float: 1, 0 or NaN (unknown)
-    meta: pd.DataFrame                 # one row per case: id, site, sex, age, manufacturer ...
-    inputs: np.ndarray | None = None   # [n, ...] float32 preprocessed model inputs
-    scores: np.ndarray | None = None   # [n, L] precomputed probabilities (worklist exports)
+    Y: np.ndarray  # [n, L] float: 1, 0 or NaN (unknown)
+    meta: pd.DataFrame  # one row per case: id, site, sex, age, manufacturer ...
+    inputs: np.ndarray | None = None  # [n, ...] float32 preprocessed model inputs
+    scores: np.ndarray | None = None  # [n, L] precomputed probabilities (worklist exports)
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -75,7 +76,7 @@ def _image_size(card) -> tuple[int, int]:
 def _ptbxl_label_set(card, options: dict[str, str]) -> str:
     if "label_set" in options:
         return options["label_set"]
-    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
+    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES  # noqa: PLC0415
 
     if card is None or set(card.labels) <= set(ECG_LABEL_CODES):
         return "preread"
@@ -83,8 +84,10 @@ def _ptbxl_label_set(card, options: dict[str, str]) -> str:
     candidate = source.partition(":")[2]
     if candidate in PTBXL_LABEL_SETS:
         return candidate
-    raise ValueError(f"the card's labels are not the served ECG labels; say which PTB-XL label set they are "
-                     f"with ?label_set= ({', '.join(PTBXL_LABEL_SETS)})")
+    raise ValueError(
+        f"the card's labels are not the served ECG labels; say which PTB-XL label set they are "
+        f"with ?label_set= ({', '.join(PTBXL_LABEL_SETS)})"
+    )
 
 
 def _source_options(fmt: str, card, options: dict[str, str]) -> dict[str, Any]:
@@ -103,14 +106,17 @@ def _source_options(fmt: str, card, options: dict[str, str]) -> dict[str, Any]:
     if fmt == "medmnist":
         out["splits"] = (options.get("split", "test"),)
     if fmt in ("dicom", "worklist"):
-        out.update(task=card.task if card is not None else "cxr", labels=list(card.labels) if card is not None else None)
+        out.update(
+            task=card.task if card is not None else "cxr", labels=list(card.labels) if card is not None else None
+        )
     if fmt == "worklist" and card is not None and options.get("all_models") != "1":
         out["model_name"] = card.name
     return out
 
 
-def to_eval_dataset(source: SourceDataset, card_labels: Sequence[str], name: str,
-                    with_inputs: bool = True) -> EvalDataset:
+def to_eval_dataset(
+    source: SourceDataset, card_labels: Sequence[str], name: str, with_inputs: bool = True
+) -> EvalDataset:
     """A SourceDataset → EvalDataset in card label order (inputs read unless scores are stored)."""
     inputs = None
     if source.scores is not None:
@@ -121,15 +127,22 @@ def to_eval_dataset(source: SourceDataset, card_labels: Sequence[str], name: str
                 scores[:, k] = source.scores[:, position[code]]
         missing = np.isnan(scores).any(axis=1)
         if missing.any():
-            warnings.warn(f"{int(missing.sum())} signed reads without AI probabilities for every label were dropped")
+            warnings.warn(f"{int(missing.sum())} signed reads without AI probabilities for every label were dropped")  # noqa: B028
         source, scores = source.where(~missing), scores[~missing]
     else:
         scores = None
         if with_inputs and len(source):
             inputs, source = source.load_inputs()
     meta = source.meta[[c for c in EVAL_META if c in source.meta.columns]].reset_index(drop=True)
-    return EvalDataset(name, list(card_labels), source.label_matrix(card_labels).astype(np.float64), meta,
-                       inputs=inputs, scores=scores, notes=list(source.notes))
+    return EvalDataset(
+        name,
+        list(card_labels),
+        source.label_matrix(card_labels).astype(np.float64),
+        meta,
+        inputs=inputs,
+        scores=scores,
+        notes=list(source.notes),
+    )
 
 
 def signed_reads_to_dataset(records: list[dict], card_labels: Sequence[str], name: str = "worklist") -> EvalDataset:
@@ -156,4 +169,3 @@ def load_eval_dataset(spec: str, card) -> EvalDataset:
     if "limit" in options:
         source = source.head(int(options["limit"]))
     return to_eval_dataset(source, list(card.labels), name)
-

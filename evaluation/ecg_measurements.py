@@ -37,20 +37,39 @@ SHARED_DATA = Path(os.environ.get("PREREAD_SHARED_DATA", Path(__file__).resolve(
 
 # Cart tag → our measurement name.
 PHILIPS_TAGS = {
-    "heartrate": "heart_rate_bpm", "print": "pr_interval_ms", "pdur": "p_duration_ms", "qrsdur": "qrs_duration_ms",
-    "qtint": "qt_interval_ms", "qtcb": "qtc_bazett_ms", "qtcf": "qtc_fridericia_ms", "pfrontaxis": "p_axis_deg",
-    "qrsfrontaxis": "qrs_axis_deg", "tfrontaxis": "t_axis_deg",
+    "heartrate": "heart_rate_bpm",
+    "print": "pr_interval_ms",
+    "pdur": "p_duration_ms",
+    "qrsdur": "qrs_duration_ms",
+    "qtint": "qt_interval_ms",
+    "qtcb": "qtc_bazett_ms",
+    "qtcf": "qtc_fridericia_ms",
+    "pfrontaxis": "p_axis_deg",
+    "qrsfrontaxis": "qrs_axis_deg",
+    "tfrontaxis": "t_axis_deg",
     # Philips format 1.03 spellings
-    "meanventrate": "heart_rate_bpm", "meanprint": "pr_interval_ms", "meanqrsdur": "qrs_duration_ms",
-    "meanqtint": "qt_interval_ms", "meanqtc": "qtc_bazett_ms",
+    "meanventrate": "heart_rate_bpm",
+    "meanprint": "pr_interval_ms",
+    "meanqrsdur": "qrs_duration_ms",
+    "meanqtint": "qt_interval_ms",
+    "meanqtc": "qtc_bazett_ms",
 }
 MORTARA_NAMES = {
-    "PR Interval": "pr_interval_ms", "QRS Duration": "qrs_duration_ms", "QT Interval": "qt_interval_ms",
-    "QTc Interval": "qtc_bazett_ms", "P Axis": "p_axis_deg", "QRS Axis": "qrs_axis_deg", "T Axis": "t_axis_deg",
+    "PR Interval": "pr_interval_ms",
+    "QRS Duration": "qrs_duration_ms",
+    "QT Interval": "qt_interval_ms",
+    "QTc Interval": "qtc_bazett_ms",
+    "P Axis": "p_axis_deg",
+    "QRS Axis": "qrs_axis_deg",
+    "T Axis": "t_axis_deg",
 }
 # Physiologically impossible cart values are the cart's "not measured" (e.g. a P duration of 508 ms).
-PLAUSIBLE = {"p_duration_ms": (40, 250), "pr_interval_ms": (60, 500), "qrs_duration_ms": (40, 250),
-             "qt_interval_ms": (200, 700)}
+PLAUSIBLE = {
+    "p_duration_ms": (40, 250),
+    "pr_interval_ms": (60, 500),
+    "qrs_duration_ms": (40, 250),
+    "qt_interval_ms": (200, 700),
+}
 # IEC 60601-2-25 style limits on the mean difference (ms).
 IEC_MEAN_LIMIT_MS = {"pr_interval_ms": 10.0, "qrs_duration_ms": 10.0, "qt_interval_ms": 25.0}
 
@@ -91,7 +110,6 @@ def philips_reference(path: Path) -> Reference:
 
 def mortara_reference() -> Reference:
 
-
     path = get_testdata_file("waveform_ecg.dcm")
     ds = pydicom.dcmread(path)
     cart = {}
@@ -129,24 +147,31 @@ def agreement(refs: list[Reference]) -> dict[str, dict[str, float]]:
     table = {}
     for key, values in diffs.items():
         arr = np.asarray(values, dtype=np.float64)
-        table[key] = {"n": int(arr.size), "mean": float(arr.mean()) if arr.size else float("nan"),
-                      "sd": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"),
-                      "diffs": [round(float(x), 1) for x in arr]}
+        table[key] = {
+            "n": int(arr.size),
+            "mean": float(arr.mean()) if arr.size else float("nan"),
+            "sd": float(arr.std(ddof=1)) if arr.size > 1 else float("nan"),
+            "diffs": [round(float(x), 1) for x in arr],
+        }
     return table
-
-
 
 
 # --- PTB-XL: the cardiologists' statements and heart axis against ours ---------------------------------
 
 # PTB-XL SCP codes (any of them) → our statements (any of them) that say the same thing.
 PTBXL_STATEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sinus (SR, SARRH, STACH, SBRAD)": (("SR", "SARRH", "STACH", "SBRAD"),
-                                        ("sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia")),
-    "STACH": (("STACH",), ("sinus_tachycardia",)), "SBRAD": (("SBRAD",), ("sinus_bradycardia",)),
-    "AFIB/AFLT": (("AFIB", "AFLT"), ("atrial_fibrillation",)), "1AVB": (("1AVB",), ("first_degree_av_block",)),
-    "CRBBB": (("CRBBB",), ("right_bundle_branch_block",)), "CLBBB": (("CLBBB",), ("left_bundle_branch_block",)),
-    "LVOLT": (("LVOLT",), ("low_qrs_voltage",)), "LVH": (("LVH",), ("lvh_by_voltage",)),
+    "sinus (SR, SARRH, STACH, SBRAD)": (
+        ("SR", "SARRH", "STACH", "SBRAD"),
+        ("sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia"),
+    ),
+    "STACH": (("STACH",), ("sinus_tachycardia",)),
+    "SBRAD": (("SBRAD",), ("sinus_bradycardia",)),
+    "AFIB/AFLT": (("AFIB", "AFLT"), ("atrial_fibrillation",)),
+    "1AVB": (("1AVB",), ("first_degree_av_block",)),
+    "CRBBB": (("CRBBB",), ("right_bundle_branch_block",)),
+    "CLBBB": (("CLBBB",), ("left_bundle_branch_block",)),
+    "LVOLT": (("LVOLT",), ("low_qrs_voltage",)),
+    "LVH": (("LVH",), ("lvh_by_voltage",)),
     "PACE": (("PACE",), ("paced_rhythm",)),
 }
 # PTB-XL heart_axis class → the frontal QRS axis range (degrees) it stands for.
@@ -155,8 +180,6 @@ PTBXL_AXIS = {"MID": (-30, 90), "LAD": (-30, 0), "ALAD": (-90, -30), "RAD": (90,
 
 def ptbxl_records(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 10))):
     """(row, EcgRecord) for the PTB-XL sample records of ``folds``."""
-
-
 
     root = shared_data / "ecg" / "ptbxl"
     db = pd.read_csv(root / "ptbxl_database.csv")

@@ -12,7 +12,7 @@ Threshold metrics use "positive" = ``score >= threshold`` (the convention of mod
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -42,8 +42,12 @@ def auroc(y, s, *, warn: bool = True, name: str = "") -> float:
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         if warn:
-            warnings.warn(f"AUROC{' for ' + name if name else ''} undefined: only one class present "
-                          f"({n_pos} positives, {n_neg} negatives); reported as NaN", MetricWarning, stacklevel=2)
+            warnings.warn(
+                f"AUROC{' for ' + name if name else ''} undefined: only one class present "
+                f"({n_pos} positives, {n_neg} negatives); reported as NaN",
+                MetricWarning,
+                stacklevel=2,
+            )
         return float("nan")
     ranks = rankdata(s)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
@@ -56,8 +60,12 @@ def auprc(y, s, *, warn: bool = True, name: str = "") -> float:
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == len(y):
         if warn:
-            warnings.warn(f"AUPRC{' for ' + name if name else ''} undefined: only one class present "
-                          f"({n_pos} positives of {len(y)}); reported as NaN", MetricWarning, stacklevel=2)
+            warnings.warn(
+                f"AUPRC{' for ' + name if name else ''} undefined: only one class present "
+                f"({n_pos} positives of {len(y)}); reported as NaN",
+                MetricWarning,
+                stacklevel=2,
+            )
         return float("nan")
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
@@ -72,8 +80,12 @@ def auprc(y, s, *, warn: bool = True, name: str = "") -> float:
 def confusion_counts(y, s, threshold: float) -> dict[str, int]:
     y, s = _clean(y, s)
     predicted = s >= threshold
-    return {"tp": int((predicted & y).sum()), "fp": int((predicted & ~y).sum()),
-            "tn": int((~predicted & ~y).sum()), "fn": int((~predicted & y).sum())}
+    return {
+        "tp": int((predicted & y).sum()),
+        "fp": int((predicted & ~y).sum()),
+        "tn": int((~predicted & ~y).sum()),
+        "fn": int((~predicted & y).sum()),
+    }
 
 
 def _ratio(num: float, den: float) -> float:
@@ -108,8 +120,14 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def multilabel_metrics(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], thresholds: dict[str, float] | Sequence[float],
-                       *, warn: bool = True) -> dict:
+def multilabel_metrics(
+    Y: np.ndarray,
+    P: np.ndarray,
+    labels: Sequence[str],
+    thresholds: dict[str, float] | Sequence[float],
+    *,
+    warn: bool = True,
+) -> dict:
     """Per-label metrics, their macro average (mean over labels where defined) and micro average
     (all label decisions pooled into one binary problem)."""
     Y = np.asarray(Y, dtype=np.float64)
@@ -122,19 +140,25 @@ def multilabel_metrics(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], thre
     # micro: decisions at each label's own threshold; scores shifted so the pooled cut is 0.
     micro_scores = (P - thr[None, :]).ravel()
     y_flat = Y.ravel()
-    micro = {"auroc": auroc(y_flat, P.ravel(), warn=warn, name="micro"),
-             "auprc": auprc(y_flat, P.ravel(), warn=warn, name="micro")}
+    micro = {
+        "auroc": auroc(y_flat, P.ravel(), warn=warn, name="micro"),
+        "auprc": auprc(y_flat, P.ravel(), warn=warn, name="micro"),
+    }
     micro.update(threshold_metrics(y_flat, micro_scores, 0.0))
     return {"per_label": per_label, "macro": macro, "micro": micro}
 
 
-def ptbxl_macro_auroc(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], label_set: Sequence[str] | None = None,
-                      *, warn: bool = True) -> float:
+def ptbxl_macro_auroc(
+    Y: np.ndarray, P: np.ndarray, labels: Sequence[str], label_set: Sequence[str] | None = None, *, warn: bool = True
+) -> float:
     """PTB-XL benchmark protocol (Strodthoff et al. 2021): macro AUROC over a label set on the
     test fold (strat_fold 10). Labels absent from the fold are skipped (NaN with a warning)."""
     chosen = list(label_set) if label_set is not None else list(labels)
-    values = [auroc(Y[:, list(labels).index(code)], P[:, list(labels).index(code)], warn=warn, name=code)
-              for code in chosen if code in labels]
+    values = [
+        auroc(Y[:, list(labels).index(code)], P[:, list(labels).index(code)], warn=warn, name=code)
+        for code in chosen
+        if code in labels
+    ]
     return _nanmean(values)
 
 
@@ -157,16 +181,18 @@ def ptbxl_macro_auroc(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], label
 # (always and only the normal class) scores 0.
 
 CHALLENGE_LABELS: tuple[str, ...] = ("NORM", "AF", "STACH", "SBRAD", "STE", "WQRS", "PREM")
-CHALLENGE_WEIGHTS = np.array([
-    # NORM   AF      STACH   SBRAD   STE     WQRS    PREM
-    [1.0,    0.25,   0.375,  0.45,   0.25,   0.275,  0.4125],  # NORM
-    [0.25,   1.0,    0.375,  0.3,    0.5,    0.475,  0.3375],  # AF
-    [0.375,  0.375,  1.0,    0.425,  0.375,  0.4,    0.4625],  # STACH
-    [0.45,   0.3,    0.425,  1.0,    0.3,    0.325,  0.4625],  # SBRAD
-    [0.25,   0.5,    0.375,  0.3,    1.0,    0.475,  0.3375],  # STE
-    [0.275,  0.475,  0.4,    0.325,  0.475,  1.0,    0.3625],  # WQRS
-    [0.4125, 0.3375, 0.4625, 0.4625, 0.3375, 0.3625, 1.0],     # PREM
-])
+CHALLENGE_WEIGHTS = np.array(
+    [
+        # NORM   AF      STACH   SBRAD   STE     WQRS    PREM
+        [1.0, 0.25, 0.375, 0.45, 0.25, 0.275, 0.4125],  # NORM
+        [0.25, 1.0, 0.375, 0.3, 0.5, 0.475, 0.3375],  # AF
+        [0.375, 0.375, 1.0, 0.425, 0.375, 0.4, 0.4625],  # STACH
+        [0.45, 0.3, 0.425, 1.0, 0.3, 0.325, 0.4625],  # SBRAD
+        [0.25, 0.5, 0.375, 0.3, 1.0, 0.475, 0.3375],  # STE
+        [0.275, 0.475, 0.4, 0.325, 0.475, 1.0, 0.3625],  # WQRS
+        [0.4125, 0.3375, 0.4625, 0.4625, 0.3375, 0.3625, 1.0],  # PREM
+    ]
+)
 CHALLENGE_NORMAL = "NORM"
 
 
@@ -179,8 +205,13 @@ def modified_confusion_matrix(labels: np.ndarray, outputs: np.ndarray) -> np.nda
     return (labels / normalization[:, None]).T.astype(np.float64) @ outputs.astype(np.float64)
 
 
-def challenge_score(Y: np.ndarray, Yhat: np.ndarray, labels: Sequence[str] = CHALLENGE_LABELS,
-                    weights: np.ndarray | None = None, normal: str = CHALLENGE_NORMAL) -> float:
+def challenge_score(
+    Y: np.ndarray,
+    Yhat: np.ndarray,
+    labels: Sequence[str] = CHALLENGE_LABELS,
+    weights: np.ndarray | None = None,
+    normal: str = CHALLENGE_NORMAL,
+) -> float:
     """The PhysioNet/CinC 2020–2021 Challenge metric for binary outputs ``Yhat`` [n, L].
 
     ``labels`` must be (a permutation of a subset of) CHALLENGE_LABELS unless ``weights`` is given.

@@ -10,8 +10,9 @@ evaluation/ must not import serving/, so the tables are read with plain SQL text
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,10 @@ def _ai_findings(read: Any) -> dict[str, dict[str, float | bool]]:
     if isinstance(items, dict):
         for code, value in items.items():
             if isinstance(value, dict):
-                out[code] = {"probability": float(value.get("probability", np.nan)), "positive": bool(value.get("positive"))}
+                out[code] = {
+                    "probability": float(value.get("probability", np.nan)),
+                    "positive": bool(value.get("positive")),
+                }
             else:
                 out[code] = {"probability": float(value), "positive": bool(float(value) >= 0.5)}
         return out
@@ -91,14 +95,33 @@ def signed_reads(db: str | Engine) -> pd.DataFrame:
         ai = _ai_findings(row["ai_findings"]) or _ai_findings(row["ai_read"])
         final = _final_positive(row["final_findings"])
         for code in sorted(set(ai) | final):
-            records.append({"study_uid": row["study_uid"], "site": row["site"], "modality": row["modality"],
-                            "signed_at": pd.to_datetime(row["signed_at"], utc=True), "finding": code,
-                            "model": f"{row['model_name']}/{row['model_version']}" if row["model_name"] else None,
-                            "ai_probability": ai.get(code, {}).get("probability", np.nan),
-                            "ai_positive": bool(ai.get(code, {}).get("positive", False)),
-                            "final_positive": code in final})
-    return pd.DataFrame(records, columns=["study_uid", "site", "modality", "signed_at", "finding", "model",
-                                          "ai_probability", "ai_positive", "final_positive"])
+            records.append(
+                {
+                    "study_uid": row["study_uid"],
+                    "site": row["site"],
+                    "modality": row["modality"],
+                    "signed_at": pd.to_datetime(row["signed_at"], utc=True),
+                    "finding": code,
+                    "model": f"{row['model_name']}/{row['model_version']}" if row["model_name"] else None,
+                    "ai_probability": ai.get(code, {}).get("probability", np.nan),
+                    "ai_positive": bool(ai.get(code, {}).get("positive", False)),
+                    "final_positive": code in final,
+                }
+            )
+    return pd.DataFrame(
+        records,
+        columns=[
+            "study_uid",
+            "site",
+            "modality",
+            "signed_at",
+            "finding",
+            "model",
+            "ai_probability",
+            "ai_positive",
+            "final_positive",
+        ],
+    )
 
 
 def _kappa(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,8 +133,9 @@ def _kappa(a: np.ndarray, b: np.ndarray) -> float:
     return float((po - pe) / (1 - pe)) if pe < 1 else float("nan")
 
 
-def agreement_table(db: str | Engine, freq: str | None = "W", by: Sequence[str] = ("site", "finding"),
-                    reads: pd.DataFrame | None = None) -> pd.DataFrame:
+def agreement_table(
+    db: str | Engine, freq: str | None = "W", by: Sequence[str] = ("site", "finding"), reads: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Agreement of the AI with signed reads per ``by`` and period (pandas frequency ``freq``:
     D, W, M; None: the whole time as one row per group, without a period column): n, AI positives,
     signed positives, agreement, Cohen's kappa, the AI's sensitivity and PPV against the signed read."""
@@ -127,10 +151,18 @@ def agreement_table(db: str | Engine, freq: str | None = "W", by: Sequence[str] 
     for key, group in reads.groupby(keys, sort=True):
         a, f = group["ai_positive"].to_numpy(bool), group["final_positive"].to_numpy(bool)
         both = int((a & f).sum())
-        rows.append({**dict(zip(keys, key)), "n": len(group), "ai_pos": int(a.sum()), "final_pos": int(f.sum()),
-                     "agreement": float(np.mean(a == f)), "kappa": _kappa(a, f),
-                     "sensitivity": both / f.sum() if f.sum() else float("nan"),
-                     "ppv": both / a.sum() if a.sum() else float("nan")})
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "n": len(group),
+                "ai_pos": int(a.sum()),
+                "final_pos": int(f.sum()),
+                "agreement": float(np.mean(a == f)),
+                "kappa": _kappa(a, f),
+                "sensitivity": both / f.sum() if f.sum() else float("nan"),
+                "ppv": both / a.sum() if a.sum() else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -160,19 +192,32 @@ def ai_reads(db: str | Engine) -> pd.DataFrame:
         age = _age(row["patient_age"])
         triage = read.get("triage", {}) if isinstance(read, dict) else {}
         for code, finding in _ai_findings(read).items():
-            records.append({"study_uid": row["study_uid"], "site": row["site"], "modality": row["modality"],
-                            "arrived_at": pd.to_datetime(row["arrived_at"], utc=True), "finding": code,
-                            "probability": finding["probability"], "triage_score": triage.get("score", np.nan),
-                            "age": age, "sex": row["patient_sex"]})
-    return pd.DataFrame(records, columns=["study_uid", "site", "modality", "arrived_at", "finding", "probability",
-                                          "triage_score", "age", "sex"])
+            records.append(
+                {
+                    "study_uid": row["study_uid"],
+                    "site": row["site"],
+                    "modality": row["modality"],
+                    "arrived_at": pd.to_datetime(row["arrived_at"], utc=True),
+                    "finding": code,
+                    "probability": finding["probability"],
+                    "triage_score": triage.get("score", np.nan),
+                    "age": age,
+                    "sex": row["patient_sex"],
+                }
+            )
+    return pd.DataFrame(
+        records,
+        columns=["study_uid", "site", "modality", "arrived_at", "finding", "probability", "triage_score", "age", "sex"],
+    )
 
 
-def drift_table(db: str | Engine, freq: str = "W", reference_periods: int = 1, reads: pd.DataFrame | None = None) -> pd.DataFrame:
+def drift_table(
+    db: str | Engine, freq: str = "W", reference_periods: int = 1, reads: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Input drift per site, finding and period against the site's first ``reference_periods``
     periods: PSI and KS statistic of the AI's probabilities, mean probability, positive rate at
     0.5, mean age and share of female patients."""
-    from scipy.stats import ks_2samp
+    from scipy.stats import ks_2samp  # noqa: PLC0415
 
     reads = ai_reads(db) if reads is None else reads
     columns = ["site", "finding", "period", "n", "mean_probability", "psi", "ks", "ks_p", "mean_age", "female_share"]
@@ -189,28 +234,38 @@ def drift_table(db: str | Engine, freq: str = "W", reference_periods: int = 1, r
             p = current["probability"].to_numpy()
             ks = ks_2samp(reference, p) if len(reference) and len(p) else None
             sex = current["sex"].astype(str).str.upper().str[:1]
-            rows.append({"site": site, "finding": code, "period": period, "n": len(current),
-                         "mean_probability": float(np.nanmean(p)) if len(p) else float("nan"),
-                         "psi": psi(reference, p), "ks": float(ks.statistic) if ks else float("nan"),
-                         "ks_p": float(ks.pvalue) if ks else float("nan"),
-                         "mean_age": float(current["age"].mean()) if current["age"].notna().any() else float("nan"),
-                         "female_share": float((sex == "F").mean()) if len(sex) else float("nan")})
+            rows.append(
+                {
+                    "site": site,
+                    "finding": code,
+                    "period": period,
+                    "n": len(current),
+                    "mean_probability": float(np.nanmean(p)) if len(p) else float("nan"),
+                    "psi": psi(reference, p),
+                    "ks": float(ks.statistic) if ks else float("nan"),
+                    "ks_p": float(ks.pvalue) if ks else float("nan"),
+                    "mean_age": float(current["age"].mean()) if current["age"].notna().any() else float("nan"),
+                    "female_share": float((sex == "F").mean()) if len(sex) else float("nan"),
+                }
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
 def plot_agreement(table: pd.DataFrame, path: str | Path | BinaryIO, metric: str = "agreement") -> Path | BinaryIO:
     """Line chart of ``metric`` over time, one panel per finding, one line per site; written to
     ``path`` (a file name, or a binary file object such as io.BytesIO) as PNG."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     findings = sorted(table["finding"].unique()) if len(table) else []
     n = max(1, len(findings))
     columns = min(3, n)  # small multiples: up to three findings a row
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False, sharex=True, sharey=True
+    )
     for ax, code in zip(axes.ravel(), findings):
         for site, group in table[table["finding"] == code].groupby("site"):
             ax.plot(group["period"], group[metric], "o-", label=str(site))
@@ -219,7 +274,7 @@ def plot_agreement(table: pd.DataFrame, path: str | Path | BinaryIO, metric: str
         ax.legend(fontsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel(metric)
-    for ax in axes.ravel()[len(findings):]:
+    for ax in axes.ravel()[len(findings) :]:
         ax.set_visible(bool(not findings and ax is axes[0, 0]))
     if len(table) and table["period"].nunique() == 1:
         # one period only: centre it instead of letting matplotlib span years around a single date

@@ -7,8 +7,9 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -38,7 +39,7 @@ def _grid(n: int):
 
 
 def roc_figure(Y, P, labels):
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import roc_curve  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for j, code in enumerate(labels):
@@ -54,7 +55,7 @@ def roc_figure(Y, P, labels):
 
 
 def pr_figure(Y, P, labels):
-    from sklearn.metrics import precision_recall_curve
+    from sklearn.metrics import precision_recall_curve  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for j, code in enumerate(labels):
@@ -62,8 +63,13 @@ def pr_figure(Y, P, labels):
         if 0 < y.sum() < len(y):
             precision, recall, _ = precision_recall_curve(y, p)
             ax.step(recall, precision, where="post", label=f"{code} (prev {y.mean():.2f})")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision–recall curves",
-           xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (PPV)",
+        title="Precision–recall curves",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
@@ -93,10 +99,16 @@ def confusion_figure(Y, P, labels, thresholds):
         matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
         ax.imshow(matrix, cmap="Blues")
         for (r, k), v in np.ndenumerate(matrix):
-            ax.text(k, r, str(v), ha="center", va="center", fontsize=11,
-                    color="white" if v > matrix.max() / 2 else "black")
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["pred −", "pred +"], yticklabels=["true −", "true +"],
-               title=f"{code} @ {thresholds[code]:.2f}")
+            ax.text(
+                k, r, str(v), ha="center", va="center", fontsize=11, color="white" if v > matrix.max() / 2 else "black"
+            )
+        ax.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["pred −", "pred +"],
+            yticklabels=["true −", "true +"],
+            title=f"{code} @ {thresholds[code]:.2f}",
+        )
     fig.suptitle("Confusion matrices at the card's thresholds")
     fig.tight_layout()
     return fig
@@ -137,9 +149,17 @@ img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.note{color:#555;font-si
 .pass{color:#080;font-weight:bold}.fail{color:#b00;font-weight:bold}"""
 
 
-def write_report(out_dir: str | Path, result: dict[str, Any], Y: np.ndarray, P: np.ndarray, labels: Sequence[str],
-                 thresholds: dict[str, float], subgroups: pd.DataFrame | None = None, pdf: bool = False,
-                 title: str = "Evaluation report") -> Path:
+def write_report(
+    out_dir: str | Path,
+    result: dict[str, Any],
+    Y: np.ndarray,
+    P: np.ndarray,
+    labels: Sequence[str],
+    thresholds: dict[str, float],
+    subgroups: pd.DataFrame | None = None,
+    pdf: bool = False,
+    title: str = "Evaluation report",
+) -> Path:
     """Write DIR/index.html (+ PNGs, metrics.json, optional report.pdf). Returns the index path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,18 +174,24 @@ def write_report(out_dir: str | Path, result: dict[str, Any], Y: np.ndarray, P: 
     headline = result.get("headline", {})
     rows = []
     for code in labels:
-        row = {"label": code, "n": result["per_label"][code]["n"], "positives": result["per_label"][code]["n_pos"],
-               "threshold": thresholds[code]}
+        row = {
+            "label": code,
+            "n": result["per_label"][code]["n"],
+            "positives": result["per_label"][code]["n_pos"],
+            "threshold": thresholds[code],
+        }
         for metric in ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv", "f1", "ece"):
             row[metric] = _ci(headline.get(f"{code}/{metric}"))
         rows.append(row)
     per_label_html = _table_raw(rows)
     summary_rows = [{"metric": key, "value (95% CI)": _ci(entry)} for key, entry in headline.items() if "/" not in key]
     summary_html = _table_raw(summary_rows)
-    sections = [f"<h1>{html.escape(title)}</h1>",
-                f"<p>Model <b>{html.escape(str(result.get('model', '')))}</b> on <b>{html.escape(str(result.get('data', '')))}</b>: "
-                f"{result.get('n_cases', len(Y))} cases; bootstrap: {result.get('n_boot')} stratified resamples, "
-                f"percentile 95% intervals.</p>"]
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Model <b>{html.escape(str(result.get('model', '')))}</b> on <b>{html.escape(str(result.get('data', '')))}</b>: "  # noqa: E501
+        f"{result.get('n_cases', len(Y))} cases; bootstrap: {result.get('n_boot')} stratified resamples, "
+        f"percentile 95% intervals.</p>",
+    ]
     for note in result.get("notes", []):
         sections.append(f'<p class="note">{html.escape(note)}</p>')
     for warning in result.get("warnings", []):
@@ -174,14 +200,18 @@ def write_report(out_dir: str | Path, result: dict[str, Any], Y: np.ndarray, P: 
     for name, (caption, _) in figures.items():
         sections.append(f'<h2>{html.escape(caption)}</h2><img src="{name}" alt="{html.escape(caption)}">')
     if subgroups is not None and len(subgroups):
-        sections.append("<h2>Subgroups</h2><p class='note'>Highlighted rows are too small to trust "
-                        "(see the warning column).</p>")
+        sections.append(
+            "<h2>Subgroups</h2><p class='note'>Highlighted rows are too small to trust (see the warning column).</p>"
+        )
         for attribute, frame in subgroups.groupby("attribute", sort=False):
             sections.append(f"<h3>{html.escape(str(attribute))}</h3>")
             sections.append(_table(frame.drop(columns=["attribute"]), warn_column="warning"))
     if result.get("site_thresholds"):
-        rows = [{"site": site, "label": code, **{k: v for k, v in entry.items() if k != "target_sensitivity"}}
-                for site, per in result["site_thresholds"].items() for code, entry in per.items()]
+        rows = [
+            {"site": site, "label": code, **{k: v for k, v in entry.items() if k != "target_sensitivity"}}
+            for site, per in result["site_thresholds"].items()
+            for code, entry in per.items()
+        ]
         sections.append("<h2>Per-site operating points</h2>")
         sections.append(_table(pd.DataFrame(rows), warn_column="warning"))
     if result.get("gate"):
@@ -189,17 +219,25 @@ def write_report(out_dir: str | Path, result: dict[str, Any], Y: np.ndarray, P: 
         verdict = '<span class="pass">PASSED</span>' if gate["passed"] else '<span class="fail">BLOCKED</span>'
         sections.append(f"<h2>Promotion gate: {verdict}</h2>")
         sections.append(_table(pd.DataFrame(gate["checks"])))
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>"
+    )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2, default=_json_default) + "\n",
-                                      encoding="utf-8")
+    (out / "metrics.json").write_text(
+        json.dumps(_jsonable(result), indent=2, default=_json_default) + "\n", encoding="utf-8"
+    )
     if pdf:
         with PdfPages(out / "report.pdf") as document:
             text = plt.figure(figsize=(8.27, 11.69))
-            lines = [title, f"model: {result.get('model')}", f"data: {result.get('data')}",
-                     f"cases: {result.get('n_cases')}", ""]
+            lines = [
+                title,
+                f"model: {result.get('model')}",
+                f"data: {result.get('data')}",
+                f"cases: {result.get('n_cases')}",
+                "",
+            ]
             lines += [f"{k}: {_plain(v)}" for k, v in headline.items() if "/" not in k]
             lines += [""] + [f"{k}: {_plain(v)}" for k, v in headline.items() if k.endswith("/auroc")]
             text.text(0.05, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=9)
@@ -224,8 +262,9 @@ def _table_raw(rows: list[dict]) -> str:
         return ""
     columns = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{v if isinstance(v, str) else _fmt(v)}</td>" for v in r.values()) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{v if isinstance(v, str) else _fmt(v)}</td>" for v in r.values()) + "</tr>" for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

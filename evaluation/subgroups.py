@@ -4,8 +4,8 @@ warning wherever a subgroup is too small to say much (configurable minimum cases
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,8 +33,15 @@ def with_age_band(meta: pd.DataFrame) -> pd.DataFrame:
     return meta
 
 
-def subgroup_table(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], thresholds: dict[str, float],
-                   meta: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, rule: SmallSampleRule = SmallSampleRule()) -> pd.DataFrame:
+def subgroup_table(
+    Y: np.ndarray,
+    P: np.ndarray,
+    labels: Sequence[str],
+    thresholds: dict[str, float],
+    meta: pd.DataFrame,
+    by: Sequence[str] = DEFAULT_BY,
+    rule: SmallSampleRule = SmallSampleRule(),
+) -> pd.DataFrame:
     """One row per (attribute, group, label): n, n_pos, AUROC, sensitivity, specificity, PPV, and a
     ``warning`` text where n < rule.min_n or positives < rule.min_pos (numbers then are unreliable)."""
     meta = with_age_band(meta.reset_index(drop=True))
@@ -58,8 +65,21 @@ def subgroup_table(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], threshol
                     problems.append(f"n={n} < {rule.min_n}")
                 if n_pos < rule.min_pos:
                     problems.append(f"positives={n_pos} < {rule.min_pos}")
-                rows.append({"attribute": attribute, "group": group, "label": code, "n": n, "n_pos": n_pos,
-                             "auroc": a, "sensitivity": t["sensitivity"], "specificity": t["specificity"],
-                             "ppv": t["ppv"], "warning": "too small: " + ", ".join(problems) if problems else ""})
-    return pd.DataFrame(rows, columns=["attribute", "group", "label", "n", "n_pos", "auroc", "sensitivity",
-                                       "specificity", "ppv", "warning"])
+                rows.append(
+                    {
+                        "attribute": attribute,
+                        "group": group,
+                        "label": code,
+                        "n": n,
+                        "n_pos": n_pos,
+                        "auroc": a,
+                        "sensitivity": t["sensitivity"],
+                        "specificity": t["specificity"],
+                        "ppv": t["ppv"],
+                        "warning": "too small: " + ", ".join(problems) if problems else "",
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=["attribute", "group", "label", "n", "n_pos", "auroc", "sensitivity", "specificity", "ppv", "warning"],
+    )

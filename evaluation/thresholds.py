@@ -3,14 +3,13 @@ and writing them into a registered model's card (``card.metrics["site_thresholds
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from evaluation.metrics import threshold_metrics
-
 from models.card import SITE_THRESHOLDS_KEY  # the pre-readers read them back from the card
 
 
@@ -29,8 +28,14 @@ def threshold_for_sensitivity(y, p, target: float) -> float | None:
     return float(positives[needed - 1])
 
 
-def site_operating_points(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], sites: Sequence[str],
-                          target_sensitivity: float = 0.9, min_pos: int = 5) -> dict[str, dict[str, dict]]:
+def site_operating_points(
+    Y: np.ndarray,
+    P: np.ndarray,
+    labels: Sequence[str],
+    sites: Sequence[str],
+    target_sensitivity: float = 0.9,
+    min_pos: int = 5,
+) -> dict[str, dict[str, dict]]:
     """``{site: {label: {threshold, sensitivity, specificity, n, n_pos, warning}}}``; sites or labels
     with fewer than ``min_pos`` positives get threshold None (keep the card's global threshold)."""
     sites = np.asarray([str(s) for s in sites])
@@ -42,8 +47,15 @@ def site_operating_points(Y: np.ndarray, P: np.ndarray, labels: Sequence[str], s
             y, p = Y[mask, j], P[mask, j]
             known = ~np.isnan(y)
             n_pos = int((y[known] > 0.5).sum())
-            entry = {"n": int(known.sum()), "n_pos": n_pos, "target_sensitivity": target_sensitivity,
-                     "threshold": None, "sensitivity": None, "specificity": None, "warning": ""}
+            entry = {
+                "n": int(known.sum()),
+                "n_pos": n_pos,
+                "target_sensitivity": target_sensitivity,
+                "threshold": None,
+                "sensitivity": None,
+                "specificity": None,
+                "warning": "",
+            }
             if n_pos < min_pos:
                 entry["warning"] = f"{n_pos} positives < {min_pos}: global threshold kept"
             else:
@@ -63,10 +75,10 @@ def write_site_thresholds(model, points: dict, source: str = "", registry=None) 
     ``models.registry.RegisteredModel``; without ``registry``, the file registry that holds
     ``model.path``. Returns the stored entry.
     """
-    from models.registry import ModelRegistry
+    from models.registry import ModelRegistry  # noqa: PLC0415
 
     if registry is None:
         registry = ModelRegistry(Path(model.path).parents[1])
-    entry = {"computed_at": datetime.now(timezone.utc).isoformat(), "source": source, "sites": points}
+    entry = {"computed_at": datetime.now(UTC).isoformat(), "source": source, "sites": points}
     registry.annotate(model, metrics={SITE_THRESHOLDS_KEY: entry})
     return entry

@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from models.registry import Registry, RegisteredModel
+from models.registry import RegisteredModel, Registry
 from models.registry_mlflow import MlflowRegistry, experiment_name, flatten, numbers
 
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics (100 params) per log_batch call
@@ -33,8 +34,11 @@ def _metrics(result: Mapping[str, Any]) -> list[tuple[str, float]]:
     found: list[tuple[str, float]] = []
     for key, entry in result.get("headline", {}).items():
         if isinstance(entry, Mapping):
-            found += [(key if part == "value" else f"{key}/{part}", v) for part, v in numbers("", entry)
-                      if part in ("value", "ci_low", "ci_high")]
+            found += [
+                (key if part == "value" else f"{key}/{part}", v)
+                for part, v in numbers("", entry)
+                if part in ("value", "ci_low", "ci_high")
+            ]
     for code, entry in result.get("per_label", {}).items():
         found += list(numbers(f"label/{code}", entry))
     gate = result.get("gate")
@@ -47,26 +51,37 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:100] or "data"
 
 
-def track_evaluation(registry: Registry, model: RegisteredModel, result: Mapping[str, Any], *,
-                     params: Mapping[str, Any], report_dir: str | Path | None = None) -> str | None:
+def track_evaluation(
+    registry: Registry,
+    model: RegisteredModel,
+    result: Mapping[str, Any],
+    *,
+    params: Mapping[str, Any],
+    report_dir: str | Path | None = None,
+) -> str | None:
     """Log an evaluation ``result`` (of ``run_evaluate``) as an MLflow run; returns the run id, or
     None when the registry is a folder (nothing to track into)."""
     if not isinstance(registry, MlflowRegistry):
         return None
-    from mlflow.entities import Metric, Param, RunStatus
+    from mlflow.entities import Metric, Param, RunStatus  # noqa: PLC0415
 
     client = registry.client
     data = str(result.get("data", params.get("data", "")))
-    tags = {"preread.kind": "evaluation", "preread.model": model.ref, "preread.data": data,
-            "mlflow.source.name": "preread evaluate", "mlflow.source.type": "LOCAL"}
+    tags = {
+        "preread.kind": "evaluation",
+        "preread.model": model.ref,
+        "preread.data": data,
+        "mlflow.source.name": "preread evaluate",
+        "mlflow.source.type": "LOCAL",
+    }
     info = registry.start_run(experiment_name(model.card.task), f"evaluate {model.ref} on {data}"[:250], tags)
     try:
         logged = [Param(key, value[:6000]) for key, value in flatten("", dict(params)) if value != "None"]
         for start in range(0, len(logged), 100):
-            registry._call(lambda: client.log_batch(info.run_id, params=logged[start:start + 100]))
+            registry._call(lambda: client.log_batch(info.run_id, params=logged[start : start + 100]))  # noqa: B023
         metrics = [Metric(key, value, 0, 0) for key, value in _metrics(result)]
         for start in range(0, len(metrics), MAX_BATCH):
-            registry._call(lambda: client.log_batch(info.run_id, metrics=metrics[start:start + MAX_BATCH]))
+            registry._call(lambda: client.log_batch(info.run_id, metrics=metrics[start : start + MAX_BATCH]))  # noqa: B023
         if report_dir is not None and Path(report_dir).is_dir():
             registry._call(lambda: client.log_artifacts(info.run_id, str(report_dir), "report"))
         else:
@@ -74,8 +89,11 @@ def track_evaluation(registry: Registry, model: RegisteredModel, result: Mapping
                 path = Path(tmp) / "metrics.json"
                 path.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
                 registry._call(lambda: client.log_artifact(info.run_id, str(path)))
-        registry._call(lambda: client.set_model_version_tag(
-            model.name, str(model.version), f"preread.evaluation.{_slug(data)}", info.run_id))
+        registry._call(
+            lambda: client.set_model_version_tag(
+                model.name, str(model.version), f"preread.evaluation.{_slug(data)}", info.run_id
+            )
+        )
     except BaseException:
         registry._call(lambda: client.set_terminated(info.run_id, RunStatus.to_string(RunStatus.FAILED)))
         raise

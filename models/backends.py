@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from models.card import ModelCard
 log = logging.getLogger(__name__)
 
 ONNX_FILENAME = "model.onnx"
-ONNX_INPUT_NAME = "input"     # the tensor names models/export.py writes and the ONNX backends read
+ONNX_INPUT_NAME = "input"  # the tensor names models/export.py writes and the ONNX backends read
 ONNX_OUTPUT_NAME = "logits"
 TORCHSCRIPT_FILENAME = "model.pt"
 STATE_DICT_FILENAME = "state_dict.pt"
@@ -30,7 +31,7 @@ STATE_DICT_FILENAME = "state_dict.pt"
 
 @runtime_checkable
 class InferenceBackend(Protocol):
-    name: str    # "onnxruntime" / "torch" ...
+    name: str  # "onnxruntime" / "torch" ...
     device: str  # "cpu" / "cuda" / "cuda:0"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ def _check_batch(batch: np.ndarray, expected: list[int | None] | None) -> np.nda
 
 def _cuda_available() -> bool:
     try:
-        import torch
+        import torch  # noqa: PLC0415
 
         return torch.cuda.is_available()
     except Exception:  # noqa: BLE001 - no usable torch means no CUDA for us
@@ -72,8 +73,8 @@ def float16_model(onnx_path: str | Path):
     """The ONNX model with float16 weights and compute, float32 inputs and outputs (casts at the
     edges), for GPUs: half the memory traffic, tensor cores. Not for the CPU provider, which has
     no float16 kernels for most ops."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    import onnx  # noqa: PLC0415
+    from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415
 
     return convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
 
@@ -89,10 +90,17 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, providers: list[str] | None = None,
-                 intra_op_threads: int | None = None, card: ModelCard | None = None,
-                 precision: str = "fp32", device_id: int = 0, spin: bool = False):
-        import onnxruntime as ort
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        card: ModelCard | None = None,
+        precision: str = "fp32",
+        device_id: int = 0,
+        spin: bool = False,
+    ):
+        import onnxruntime as ort  # noqa: PLC0415
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -127,8 +135,7 @@ class OnnxRuntimeBackend:
             if provider == "CUDAExecutionProvider":
                 # Heuristic cuDNN algorithm choice: exhaustive search would re-run for every new
                 # dynamic batch size that the serving batcher produces.
-                provider_list.append((provider, {"cudnn_conv_algo_search": "HEURISTIC",
-                                                 "device_id": self.device_id}))
+                provider_list.append((provider, {"cudnn_conv_algo_search": "HEURISTIC", "device_id": self.device_id}))
             else:
                 provider_list.append(provider)
         model: str | bytes = str(self.path)
@@ -160,7 +167,7 @@ class OnnxRuntimeBackend:
     def run_bound(self, batch: np.ndarray, device_type: str) -> np.ndarray:
         """Logits through IO binding with the input placed on ``device_type`` ("cuda" on GPUs;
         "cpu" runs the same code path on machines without one)."""
-        import onnxruntime as ort
+        import onnxruntime as ort  # noqa: PLC0415
 
         binding = self.session.io_binding()
         value = ort.OrtValue.ortvalue_from_numpy(batch, device_type, self.device_id)
@@ -187,8 +194,16 @@ class TritonBackend:
 
     name = "triton"
 
-    def __init__(self, url: str, model_name: str, model_version: str = "", protocol: str = "http",
-                 card: ModelCard | None = None, timeout_s: float = 30.0, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        model_version: str = "",
+        protocol: str = "http",
+        card: ModelCard | None = None,
+        timeout_s: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ):
         if protocol not in ("http", "grpc"):
             raise ValueError(f"Triton protocol must be 'http' or 'grpc', got {protocol!r}")
         self.url, self.model_name, self.model_version = url, model_name, str(model_version or "")
@@ -197,12 +212,13 @@ class TritonBackend:
         self.device = f"triton:{protocol}://{url}"
         self.where = f"Triton at {url} ({protocol})"
         if protocol == "http":
-            import tritonclient.http as client_module
+            import tritonclient.http as client_module  # noqa: PLC0415
 
             self.client = client_module.InferenceServerClient(
-                url=url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+                url=url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            )
         else:
-            import tritonclient.grpc as client_module
+            import tritonclient.grpc as client_module  # noqa: PLC0415
 
             self.client = client_module.InferenceServerClient(url=url)
         self._module = client_module
@@ -215,12 +231,13 @@ class TritonBackend:
         self.output_name = "probabilities" if "probabilities" in outputs else outputs[0]
         self.outputs_logits = self.output_name != "probabilities"
         if card is not None and list(card.input.shape)[1:] != self.input_shape[1:]:
-            raise TritonUnavailable(f"{self.where}: model {model_name} takes {model_input['shape']}, "
-                                    f"the card says {card.input.shape}")
+            raise TritonUnavailable(
+                f"{self.where}: model {model_name} takes {model_input['shape']}, the card says {card.input.shape}"
+            )
 
     def _call(self, what: str, fn, *args, **kwargs):
         """Run a client call; a connection problem becomes TritonUnavailable naming the server."""
-        from tritonclient.utils import InferenceServerException
+        from tritonclient.utils import InferenceServerException  # noqa: PLC0415
 
         try:
             return fn(*args, **kwargs)
@@ -236,16 +253,30 @@ class TritonBackend:
         live = self._call("server live", self.client.is_server_live, headers=self.headers)
         if not live:
             raise TritonUnavailable(f"{self.where} answers but is not live")
-        ready = self._call("model ready", self.client.is_model_ready, self.model_name, self.model_version,
-                           headers=self.headers)
+        ready = self._call(
+            "model ready", self.client.is_model_ready, self.model_name, self.model_version, headers=self.headers
+        )
         if not ready:
-            raise TritonUnavailable(f"{self.where} does not serve model {self.model_name!r} version "
-                                    f"{self.model_version or '(any)'} (not ready)")
+            raise TritonUnavailable(
+                f"{self.where} does not serve model {self.model_name!r} version "
+                f"{self.model_version or '(any)'} (not ready)"
+            )
         if self.protocol == "http":
-            return self._call("model metadata", self.client.get_model_metadata, self.model_name,
-                              self.model_version, headers=self.headers)
-        reply = self._call("model metadata", self.client.get_model_metadata, self.model_name, self.model_version,
-                           headers=self.headers, as_json=True)
+            return self._call(
+                "model metadata",
+                self.client.get_model_metadata,
+                self.model_name,
+                self.model_version,
+                headers=self.headers,
+            )
+        reply = self._call(
+            "model metadata",
+            self.client.get_model_metadata,
+            self.model_name,
+            self.model_version,
+            headers=self.headers,
+            as_json=True,
+        )
         for tensor in reply.get("inputs", []) + reply.get("outputs", []):
             tensor["shape"] = [int(d) for d in tensor.get("shape", [])]
         return reply
@@ -260,8 +291,16 @@ class TritonBackend:
         else:
             tensor.set_data_from_numpy(batch)
             wanted = self._module.InferRequestedOutput(self.output_name)
-        result = self._call("infer", self.client.infer, self.model_name, [tensor], model_version=self.model_version,
-                            outputs=[wanted], priority=int(priority), headers=self.headers)
+        result = self._call(
+            "infer",
+            self.client.infer,
+            self.model_name,
+            [tensor],
+            model_version=self.model_version,
+            outputs=[wanted],
+            priority=int(priority),
+            headers=self.headers,
+        )
         values = result.as_numpy(self.output_name)
         return _sigmoid(values) if self.outputs_logits else np.asarray(values, dtype=np.float32)
 
@@ -275,9 +314,15 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model_dir: str | Path, device: str | None = None, prefer_torchscript: bool = True,
-                 precision: str = "fp32", build_network: NetworkBuilder | None = None):
-        import torch
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str | None = None,
+        prefer_torchscript: bool = True,
+        precision: str = "fp32",
+        build_network: NetworkBuilder | None = None,
+    ):
+        import torch  # noqa: PLC0415
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -293,8 +338,10 @@ class TorchBackend:
             self.source = TORCHSCRIPT_FILENAME
         elif state_path.is_file():
             if build_network is None:
-                raise ValueError(f"{self.model_dir}: rebuilding the network from {STATE_DICT_FILENAME} needs its "
-                                 "builder (build_network=..., e.g. models.networks.build_network)")
+                raise ValueError(
+                    f"{self.model_dir}: rebuilding the network from {STATE_DICT_FILENAME} needs its "
+                    "builder (build_network=..., e.g. models.networks.build_network)"
+                )
             self.module = build_network(self.card)
             state = torch.load(state_path, map_location="cpu", weights_only=True)
             self.module.load_state_dict(state)
@@ -310,7 +357,7 @@ class TorchBackend:
             self.module.half()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        import torch
+        import torch  # noqa: PLC0415
 
         batch = _check_batch(batch, self.input_shape)
         with torch.inference_mode():
@@ -319,8 +366,15 @@ class TorchBackend:
             return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32)
 
 
-BACKEND_KINDS = {"onnxruntime": "onnxruntime", "onnx": "onnxruntime", "ort": "onnxruntime",
-                 "torch": "torch", "pytorch": "torch", "torchscript": "torch", "triton": "triton"}
+BACKEND_KINDS = {
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnxruntime",
+    "ort": "onnxruntime",
+    "torch": "torch",
+    "pytorch": "torch",
+    "torchscript": "torch",
+    "triton": "triton",
+}
 TRITON_OPTIONS = ("url", "model_name", "model_version", "protocol", "timeout_s", "headers")
 
 

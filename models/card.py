@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,22 +86,26 @@ class ModelCard(BaseModel):
     demo: bool = False
     intended_use: str
     framework: dict[str, str] = Field(default_factory=framework_versions)
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     training_run: TrackingRun | None = Field(default=None, description="the tracked run that produced the model")
     learned_from_real: dict[str, bool] = Field(
-        default_factory=dict, description="label code → True when real training data held both positives and negatives "
+        default_factory=dict,
+        description="label code → True when real training data held both positives and negatives "
         "of it; False: learned from phantoms/synthetic data only, or never seen positive. Empty (older cards): "
-        "every label counts as learned")
+        "every label counts as learned",
+    )
     fusion: dict[str, Any] | None = Field(
-        default=None, description="models.ecg.fusion.FusionHead: how the network's outputs are combined with the "
-                                  "measurements at read time (None: the network's probabilities are the read's)")
+        default=None,
+        description="models.ecg.fusion.FusionHead: how the network's outputs are combined with the "
+        "measurements at read time (None: the network's probabilities are the read's)",
+    )
 
     def drives_level(self, code: str) -> bool:
         """Whether a finding may set a triage level: only labels learned from real data do."""
         return self.learned_from_real.get(code, False) if self.learned_from_real else True
 
     @model_validator(mode="after")
-    def _consistent_labels(self) -> "ModelCard":
+    def _consistent_labels(self) -> ModelCard:
         if len(self.labels) != len(self.label_names):
             raise ValueError(f"{len(self.labels)} labels but {len(self.label_names)} label names")
         if len(set(self.labels)) != len(self.labels):
@@ -132,8 +136,12 @@ class ModelCard(BaseModel):
         if not applied:
             return thresholds, None
         entry = self.metrics[SITE_THRESHOLDS_KEY]
-        return thresholds, {"site": site, "labels": sorted(applied), "source": entry.get("source"),
-                            "computed_at": entry.get("computed_at")}
+        return thresholds, {
+            "site": site,
+            "labels": sorted(applied),
+            "source": entry.get("source"),
+            "computed_at": entry.get("computed_at"),
+        }
 
     def threshold_vector(self) -> np.ndarray:
         """Thresholds as float32 [L] in output order."""
@@ -151,7 +159,7 @@ class ModelCard(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelCard":
+    def load(cls, path: str | Path) -> ModelCard:
         path = Path(path)
         if path.is_dir():
             path = path / CARD_FILENAME

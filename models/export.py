@@ -28,7 +28,7 @@ class ParityError(RuntimeError):
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     """Export from a float32 CPU copy in eval mode: BatchNorm uses running stats, dropout is off,
     and the caller's (possibly CUDA, channels-last) training model is left untouched."""
-    import copy
+    import copy  # noqa: PLC0415
 
     clone = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float()
     return clone.eval()
@@ -46,12 +46,17 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, opset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation notices
         torch.onnx.export(
-            module, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=[ONNX_INPUT_NAME], output_names=[ONNX_OUTPUT_NAME],
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[ONNX_INPUT_NAME],
+            output_names=[ONNX_OUTPUT_NAME],
             dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,
         )
-    import onnx
+    import onnx  # noqa: PLC0415
 
     onnx.checker.check_model(str(path))
     return path
@@ -75,10 +80,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
-def check_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray | torch.Tensor,
-                 batch_size: int = 16) -> float:
+def check_parity(
+    model: nn.Module, onnx_path: str | Path, inputs: np.ndarray | torch.Tensor, batch_size: int = 16
+) -> float:
     """Max |sigmoid(PyTorch) − sigmoid(ONNX Runtime, CPU EP)| over ``inputs`` [N, ...]."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415
 
     module = _cpu_eval_copy(model)
     array = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
@@ -88,7 +94,7 @@ def check_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray | t
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     worst = 0.0
     for start in range(0, len(array), batch_size):
-        batch = array[start:start + batch_size]
+        batch = array[start : start + batch_size]
         with torch.no_grad():
             expected = module(torch.from_numpy(batch)).numpy()
         actual = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: batch})[0]
@@ -96,8 +102,9 @@ def check_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray | t
     return worst
 
 
-def require_parity(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray | torch.Tensor,
-                   tolerance: float = PARITY_TOLERANCE) -> float:
+def require_parity(
+    model: nn.Module, onnx_path: str | Path, inputs: np.ndarray | torch.Tensor, tolerance: float = PARITY_TOLERANCE
+) -> float:
     """``check_parity`` that raises ``ParityError`` above ``tolerance``; returns the difference."""
     diff = check_parity(model, onnx_path, inputs)
     if not diff <= tolerance:  # also catches NaN
@@ -110,7 +117,7 @@ def export_registered(registered, out: str | Path, fmt: str = "onnx") -> Path:
     to ``out`` — a file path, or a directory (→ DIR/NAME-vVERSION.onnx|.pt). ``registered`` is a
     ``models.registry.RegisteredModel``. A version registered without the requested file is
     exported from its state dict."""
-    import shutil
+    import shutil  # noqa: PLC0415
 
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"unknown export format {fmt!r}; use 'onnx' or 'torchscript'")
@@ -124,8 +131,9 @@ def export_registered(registered, out: str | Path, fmt: str = "onnx") -> Path:
         shutil.copyfile(source, out)
     else:
         card = registered.card
-        network = TorchBackend(registered.path, device="cpu", prefer_torchscript=False,
-                               build_network=build_network).module
+        network = TorchBackend(
+            registered.path, device="cpu", prefer_torchscript=False, build_network=build_network
+        ).module
         example = torch.zeros([1 if d is None else d for d in card.input.shape], dtype=torch.float32)
         (export_onnx if fmt == "onnx" else export_torchscript)(network, out, example)
     shutil.copyfile(Path(registered.path) / "card.json", out.with_name(out.name + ".card.json"))
@@ -151,16 +159,18 @@ def check_model_folder(folder: str | Path, card, tolerance: float = PARITY_TOLER
 
     def check_output(kind: str, logits: np.ndarray) -> None:
         if logits.shape != expected:
-            raise ValueError(f"{kind}: output shape {list(logits.shape)} for a batch of 2; the card's "
-                             f"{len(card.labels)} labels need {list(expected)}")
+            raise ValueError(
+                f"{kind}: output shape {list(logits.shape)} for a batch of 2; the card's "
+                f"{len(card.labels)} labels need {list(expected)}"
+            )
         if not np.isfinite(logits).all():
             raise ValueError(f"{kind}: non-finite outputs")
         outputs[kind] = logits
         passed.append(f"{kind}: input {shape} → {len(card.labels)} logits per input, batch of 2")
 
     if onnx_path.is_file():
-        import onnx
-        import onnxruntime as ort
+        import onnx  # noqa: PLC0415
+        import onnxruntime as ort  # noqa: PLC0415
 
         try:
             onnx.checker.check_model(str(onnx_path))

@@ -65,10 +65,32 @@ from models.registry_base import (  # the interface, re-exported: callers import
 from models.registry_mlflow import MlflowRegistry
 
 __all__ = [
-    "ALIASES_FILENAME", "CHALLENGER", "CHAMPION", "DEFAULT_MLFLOW_DB", "DEFAULT_REGISTRY_ROOT", "DEFAULT_REGISTRY_URI",
-    "LATEST", "MLFLOW_SCHEMES", "MODEL_FILES", "REGISTRY_ENV", "TRACKING_URI_ENV", "MlflowRegistry", "ModelNotFound",
-    "ModelRegistry", "RegisteredModel", "Registry", "RegistryUnavailable", "absolute_location", "check_alias",
-    "check_model_name", "check_source", "copy_model", "default_location", "open_registry", "parse_ref", "redact_uri",
+    "ALIASES_FILENAME",
+    "CHALLENGER",
+    "CHAMPION",
+    "DEFAULT_MLFLOW_DB",
+    "DEFAULT_REGISTRY_ROOT",
+    "DEFAULT_REGISTRY_URI",
+    "LATEST",
+    "MLFLOW_SCHEMES",
+    "MODEL_FILES",
+    "REGISTRY_ENV",
+    "TRACKING_URI_ENV",
+    "MlflowRegistry",
+    "ModelNotFound",
+    "ModelRegistry",
+    "RegisteredModel",
+    "Registry",
+    "RegistryUnavailable",
+    "absolute_location",
+    "check_alias",
+    "check_model_name",
+    "check_source",
+    "copy_model",
+    "default_location",
+    "open_registry",
+    "parse_ref",
+    "redact_uri",
     "registry_kind",
 ]
 
@@ -78,8 +100,12 @@ def default_location() -> str:
     return os.environ.get(REGISTRY_ENV) or os.environ.get(TRACKING_URI_ENV) or DEFAULT_REGISTRY_URI
 
 
-def open_registry(location: str | Path | Registry | Any | None = None, *, cache_dir: str | Path | None = None,
-                  artifact_root: str | None = None) -> Registry:
+def open_registry(
+    location: str | Path | Registry | Any | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    artifact_root: str | None = None,
+) -> Registry:
     """The registry at ``location``: a :class:`Registry` (returned as is), a folder (file registry),
     an MLflow URI, an object with ``uri`` / ``cache_dir`` / ``artifact_root`` attributes (the
     serving config's ``registry`` section), or None (:func:`default_location`).
@@ -110,6 +136,7 @@ def copy_model(source: Registry, target: Registry, name: str) -> dict[int, int]:
 
 # ---- files ----------------------------------------------------------------------------------
 
+
 class ModelRegistry(Registry):
     """The file registry: ROOT/NAME/VERSION folders (default ROOT: $PREREAD_REGISTRY or var/registry)."""
 
@@ -127,15 +154,17 @@ class ModelRegistry(Registry):
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and NAME_PATTERN.match(p.name) and self._version_numbers(p.name))
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and NAME_PATTERN.match(p.name) and self._version_numbers(p.name)
+        )
 
     def _version_numbers(self, name: str) -> list[int]:
         directory = self.root / name
         if not directory.is_dir():
             return []
-        return sorted(int(p.name) for p in directory.iterdir()
-                      if p.name.isdigit() and (p / CARD_FILENAME).is_file())
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / CARD_FILENAME).is_file())
 
     def aliases(self, name: str) -> dict[str, int]:
         path = self.root / name / ALIASES_FILENAME
@@ -148,8 +177,14 @@ class ModelRegistry(Registry):
         card = ModelCard.load(path / CARD_FILENAME)
         aliases = self.aliases(name) if aliases is None else aliases
         run_id = card.training_run.run_id if card.training_run is not None else None
-        return RegisteredModel(name=name, version=version, card=card, fetch=LocalFolder(path),
-                               aliases=tuple(sorted(a for a, v in aliases.items() if v == version)), run_id=run_id)
+        return RegisteredModel(
+            name=name,
+            version=version,
+            card=card,
+            fetch=LocalFolder(path),
+            aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
+            run_id=run_id,
+        )
 
     def check(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -171,8 +206,9 @@ class ModelRegistry(Registry):
                 pass
             yield
 
-    def register(self, name: str, source_dir: str | Path, card: ModelCard, *,
-                 run_id: str | None = None) -> RegisteredModel:
+    def register(
+        self, name: str, source_dir: str | Path, card: ModelCard, *, run_id: str | None = None
+    ) -> RegisteredModel:
         """Copy ``source_dir`` in as the next version of ``name`` (``run_id`` is only recorded on
         the card by whoever tracks the run).
 
@@ -214,8 +250,13 @@ class ModelRegistry(Registry):
                 aliases[alias] = version
             atomic_write_json(self.root / name / ALIASES_FILENAME, aliases)
 
-    def annotate(self, model: RegisteredModel, *, metrics: Mapping[str, Any] | None = None,
-                 files: Mapping[str, str] | None = None) -> dict[str, str]:
+    def annotate(
+        self,
+        model: RegisteredModel,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         """Files go into the version's folder; metrics into its card.json."""
         directory = self.root / model.name / str(model.version)
         where = {}

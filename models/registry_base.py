@@ -20,7 +20,7 @@ from models.card import ModelCard
 
 REGISTRY_ENV = "PREREAD_REGISTRY"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-DEFAULT_REGISTRY_ROOT = Path("var") / "registry"          # the file registry's default folder
+DEFAULT_REGISTRY_ROOT = Path("var") / "registry"  # the file registry's default folder
 DEFAULT_MLFLOW_DB = Path("var") / "mlflow" / "mlflow.db"  # the default registry: MLflow on SQLite
 DEFAULT_REGISTRY_URI = f"sqlite:///{DEFAULT_MLFLOW_DB.as_posix()}"
 CHAMPION = "champion"
@@ -101,8 +101,10 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
     elif "/" in ref:
         name, raw_version = ref.split("/", 1)
         if not raw_version.isdigit() or int(raw_version) < 1:
-            raise ModelNotFound(f"invalid model reference {ref!r}: the version after '/' must be a positive integer "
-                                "(use NAME, NAME@ALIAS or NAME/VERSION)")
+            raise ModelNotFound(
+                f"invalid model reference {ref!r}: the version after '/' must be a positive integer "
+                "(use NAME, NAME@ALIAS or NAME/VERSION)"
+            )
         version = int(raw_version)
     if not NAME_PATTERN.match(name) or (alias is not None and not alias):
         raise ModelNotFound(f"invalid model reference {ref!r} (use NAME, NAME@ALIAS or NAME/VERSION)")
@@ -113,8 +115,10 @@ def check_alias(alias: str) -> str:
     """The same alias rules on every backend (MLflow's included): a letter first; letters, digits,
     '.', '_', '-'; neither 'latest' nor 'v<number>'."""
     if not _ALIAS_PATTERN.match(alias) or alias.lower() == LATEST or _VERSION_LIKE_ALIAS.match(alias):
-        raise ValueError(f"invalid alias {alias!r}: starts with a letter; letters, digits, '.', '_', '-'; "
-                         "not 'latest' or 'v<number>'")
+        raise ValueError(
+            f"invalid alias {alias!r}: starts with a letter; letters, digits, '.', '_', '-'; "
+            "not 'latest' or 'v<number>'"
+        )
     return alias
 
 
@@ -146,6 +150,7 @@ def atomic_write_json(path: Path, data: object) -> None:
 
 # ---- locations ----------------------------------------------------------------------------------
 
+
 def redact_uri(uri: str) -> str:
     """``uri`` without a password (for messages and logs)."""
     parts = urlsplit(uri)
@@ -160,19 +165,25 @@ def registry_kind(location: str | Path) -> str:
     (with what to write instead)."""
     text = str(location).strip()
     if not text:
-        raise ValueError("empty registry location: give a folder (file registry) or an MLflow URI "
-                         f"such as {DEFAULT_REGISTRY_URI} or http://mlflow.example:5000")
+        raise ValueError(
+            "empty registry location: give a folder (file registry) or an MLflow URI "
+            f"such as {DEFAULT_REGISTRY_URI} or http://mlflow.example:5000"
+        )
     if isinstance(location, Path) or "://" not in text:
         if text.split(":", 1)[0] in ("databricks", "databricks-uc"):
             return "mlflow"
         return "files"
     scheme = text.split("://", 1)[0].lower().split("+", 1)[0]  # postgresql+psycopg → postgresql
     if scheme == "file":
-        raise ValueError(f"registry location {text!r}: use a plain folder path for the file registry, or "
-                         f"{DEFAULT_REGISTRY_URI} for a local MLflow store")
+        raise ValueError(
+            f"registry location {text!r}: use a plain folder path for the file registry, or "
+            f"{DEFAULT_REGISTRY_URI} for a local MLflow store"
+        )
     if scheme not in MLFLOW_SCHEMES:
-        raise ValueError(f"registry location {redact_uri(text)!r}: unsupported scheme {scheme!r} "
-                         f"(use a folder, or one of {', '.join(s + '://' for s in MLFLOW_SCHEMES[:6])}, databricks)")
+        raise ValueError(
+            f"registry location {redact_uri(text)!r}: unsupported scheme {scheme!r} "
+            f"(use a folder, or one of {', '.join(s + '://' for s in MLFLOW_SCHEMES[:6])}, databricks)"
+        )
     return "mlflow"
 
 
@@ -192,6 +203,7 @@ def absolute_location(location: str, base: str | Path | None = None) -> str:
 
 
 # ---- the interface ------------------------------------------------------------------------------
+
 
 class Registry(ABC):
     """What training, evaluation, serving and the CLI use; the same on every backend."""
@@ -216,8 +228,9 @@ class Registry(ABC):
         """The RegisteredModel for an existing version (card loaded, files fetched lazily)."""
 
     @abstractmethod
-    def register(self, name: str, source_dir: str | Path, card: ModelCard, *,
-                 run_id: str | None = None) -> RegisteredModel:
+    def register(
+        self, name: str, source_dir: str | Path, card: ModelCard, *, run_id: str | None = None
+    ) -> RegisteredModel:
         """Register the files in ``source_dir`` (model files and any extras; a card.json there is
         replaced by ``card``) as the next version of ``name``. Atomic. ``run_id``: the MLflow run
         that produced the model (MLflow keeps the files as that run's artifacts)."""
@@ -227,8 +240,13 @@ class Registry(ABC):
         """Point ``alias`` at ``version`` (None: remove it; ModelNotFound if it is not set)."""
 
     @abstractmethod
-    def annotate(self, model: RegisteredModel, *, metrics: Mapping[str, Any] | None = None,
-                 files: Mapping[str, str] | None = None) -> dict[str, str]:
+    def annotate(
+        self,
+        model: RegisteredModel,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         """Add evidence to a registered version after the fact (a gate decision, per-site
         thresholds): ``metrics`` entries appear in ``card.metrics`` of later resolves; ``files``
         (name → text) are stored with the version. Returns name → where each file went."""
@@ -237,7 +255,7 @@ class Registry(ABC):
     def evidence(self, model: RegisteredModel, filename: str) -> str:
         """The text of a file stored by :meth:`annotate` (FileNotFoundError if there is none)."""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027
         """Raise RegistryUnavailable (saying why) if the store cannot be used. Cheap."""
 
     # -- shared behaviour --
@@ -297,8 +315,9 @@ class Registry(ABC):
         version = int(version)
         numbers = self._version_numbers(name)
         if version not in numbers:
-            raise ModelNotFound(f"model {name!r} has no version {version} "
-                                f"(versions: {', '.join(map(str, numbers)) or 'none'})")
+            raise ModelNotFound(
+                f"model {name!r} has no version {version} (versions: {', '.join(map(str, numbers)) or 'none'})"
+            )
         self._write_alias(name, alias, version)
         return self._load(name, version, self.aliases(name))
 

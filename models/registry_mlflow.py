@@ -112,7 +112,7 @@ def artifact_root_uri(root: str | Path | None) -> str | None:
 
 def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
     """The id of experiment ``name``, created (artifacts under ``artifact_root/name``) if missing."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -134,7 +134,7 @@ def check_store(uri: str) -> None:
     for minutes), a SQLite folder that cannot be created."""
     shown = redact_uri(uri)
     if uri.startswith(("http://", "https://")):
-        import requests
+        import requests  # noqa: PLC0415
 
         try:
             response = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S)
@@ -142,23 +142,34 @@ def check_store(uri: str) -> None:
             raise RegistryUnavailable(
                 f"MLflow tracking server {shown} is unreachable ({type(exc).__name__}). Start it "
                 f"(mlflow server --backend-store-uri ... --port ...) or point the registry / tracking URI "
-                f"($MLFLOW_TRACKING_URI) elsewhere") from None
+                f"($MLFLOW_TRACKING_URI) elsewhere"
+            ) from None
         if response.status_code != 200:
-            raise RegistryUnavailable(f"MLflow tracking server {shown} answered its health check with "
-                                      f"HTTP {response.status_code}: is this an MLflow server?")
+            raise RegistryUnavailable(
+                f"MLflow tracking server {shown} answered its health check with "
+                f"HTTP {response.status_code}: is this an MLflow server?"
+            )
     db = sqlite_path(uri)
     if db is not None:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RegistryUnavailable(f"cannot create the MLflow store folder {db.parent}: {exc.strerror or exc}") from None
+            raise RegistryUnavailable(
+                f"cannot create the MLflow store folder {db.parent}: {exc.strerror or exc}"
+            ) from None
 
 
 def card_tags(card: ModelCard) -> dict[str, str]:
     """The card fields worth seeing in the MLflow UI's version list, as version tags."""
-    tags = {"task": card.task, "architecture": card.architecture, "demo": str(card.demo).lower(),
-            "labels": ",".join(card.labels), "data_fingerprint": card.training_data.fingerprint_sha256,
-            "data_source": card.training_data.source or "", CARD_TAG: CARD_FILENAME}
+    tags = {
+        "task": card.task,
+        "architecture": card.architecture,
+        "demo": str(card.demo).lower(),
+        "labels": ",".join(card.labels),
+        "data_fingerprint": card.training_data.fingerprint_sha256,
+        "data_source": card.training_data.source or "",
+        CARD_TAG: CARD_FILENAME,
+    }
     for key in ("val_macro_auroc", "test_macro_auroc", "onnx_parity_max_abs_diff", "torchscript_parity_max_abs_diff"):
         value = card.metrics.get(key)
         if isinstance(value, (int, float)):
@@ -190,7 +201,7 @@ class MlflowRegistry(Registry):
     def client(self):
         if self._client is None:
             check_store(self.uri)
-            from mlflow import MlflowClient
+            from mlflow import MlflowClient  # noqa: PLC0415
 
             self._client = self._call(lambda: MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
         return self._client
@@ -198,7 +209,7 @@ class MlflowRegistry(Registry):
     def _call(self, fn: Callable[[], T], missing: Callable[[], T] | None = None) -> T:
         """Run one MLflow call; 'does not exist' → ``missing()`` (or re-raised if None); a store
         that fails → RegistryUnavailable naming the store."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
         try:
             return fn()
@@ -223,7 +234,7 @@ class MlflowRegistry(Registry):
     def _all_versions(self, filter_string: str | None) -> list:
         found, token = [], None
         while True:
-            page = self._call(lambda: self.client.search_model_versions(filter_string, page_token=token))
+            page = self._call(lambda: self.client.search_model_versions(filter_string, page_token=token))  # noqa: B023
             found.extend(page)
             token = page.token
             if not token:
@@ -248,28 +259,42 @@ class MlflowRegistry(Registry):
 
     def versions(self, name: str) -> list[RegisteredModel]:
         aliases = self.aliases(name)
-        return [self._registered(v, aliases) for v in sorted(self._all_versions(f"name = '{name}'"),
-                                                              key=lambda v: int(v.version))]
+        return [
+            self._registered(v, aliases)
+            for v in sorted(self._all_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+        ]
 
     def _registered(self, found, aliases: Mapping[str, int]) -> RegisteredModel:
         name, version = found.name, int(found.version)
         card = self._card(found)
-        annotations = {key.removeprefix(METRICS_TAG_PREFIX): json.loads(value)
-                       for key, value in (found.tags or {}).items() if key.startswith(METRICS_TAG_PREFIX)}
+        annotations = {
+            key.removeprefix(METRICS_TAG_PREFIX): json.loads(value)
+            for key, value in (found.tags or {}).items()
+            if key.startswith(METRICS_TAG_PREFIX)
+        }
         card = card.model_copy(update={"name": name, "version": version, "metrics": {**card.metrics, **annotations}})
-        return RegisteredModel(name=name, version=version, card=card,
-                               fetch=functools.partial(self._download, found),
-                               aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
-                               run_id=found.run_id or None)
+        return RegisteredModel(
+            name=name,
+            version=version,
+            card=card,
+            fetch=functools.partial(self._download, found),
+            aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
+            run_id=found.run_id or None,
+        )
 
     def _local_dir(self, found) -> Path:
         return self.cache_dir / found.name / f"{found.version}-{_cache_key(found)}"
 
     def _fetch(self, artifact_uri: str, into: Path) -> Path:
-        import mlflow.artifacts
+        import mlflow.artifacts  # noqa: PLC0415
 
-        return Path(self._call(lambda: mlflow.artifacts.download_artifacts(
-            artifact_uri=artifact_uri, dst_path=str(into), tracking_uri=self.uri, registry_uri=self.uri)))
+        return Path(
+            self._call(
+                lambda: mlflow.artifacts.download_artifacts(
+                    artifact_uri=artifact_uri, dst_path=str(into), tracking_uri=self.uri, registry_uri=self.uri
+                )
+            )
+        )
 
     def _card(self, found) -> ModelCard:
         """The version's card: from the local copy if downloaded, else the card alone (cached)."""
@@ -286,13 +311,14 @@ class MlflowRegistry(Registry):
                     if not self._has_card(found):
                         raise ModelNotFound(
                             f"{found.name}/{found.version} in {self.location} has no {CARD_FILENAME}: it was not "
-                            "registered by preread (register a model folder with `preread models register`)") from None
+                            "registered by preread (register a model folder with `preread models register`)"
+                        ) from None
                     raise
                 os.replace(fetched, cached)
         return ModelCard.load(cached)
 
     def _has_card(self, found) -> bool:
-        import mlflow.artifacts
+        import mlflow.artifacts  # noqa: PLC0415
 
         listed = self._call(lambda: mlflow.artifacts.list_artifacts(artifact_uri=found.source, tracking_uri=self.uri))
         return any(Path(info.path).name == CARD_FILENAME for info in listed)
@@ -308,8 +334,10 @@ class MlflowRegistry(Registry):
         try:
             fetched = self._fetch(found.source, incoming)
             if not any((fetched / f).is_file() for f in MODEL_FILES):
-                raise ModelNotFound(f"{found.name}/{found.version} in {self.location} holds none of "
-                                    f"{', '.join(MODEL_FILES)} at {found.source}")
+                raise ModelNotFound(
+                    f"{found.name}/{found.version} in {self.location} holds none of "
+                    f"{', '.join(MODEL_FILES)} at {found.source}"
+                )
             card = ModelCard.load(fetched)  # the copy's card says which version it is, as the file registry's does
             card.model_copy(update={"name": found.name, "version": int(found.version)}).save(fetched)
             try:
@@ -338,19 +366,22 @@ class MlflowRegistry(Registry):
         experiment_id = self._call(lambda: ensure_experiment(self.client, experiment, self.artifact_root))
         return self._call(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))).info
 
-    def register(self, name: str, source_dir: str | Path, card: ModelCard, *,
-                 run_id: str | None = None) -> RegisteredModel:
+    def register(
+        self, name: str, source_dir: str | Path, card: ModelCard, *, run_id: str | None = None
+    ) -> RegisteredModel:
         """Upload ``source_dir`` as artifacts of ``run_id`` (else of a new registration run) and
         create the version from them. Nothing is registered unless every file was uploaded."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
         check_model_name(name)
         source_dir = check_source(source_dir)
         own_run = run_id is None
         if own_run:
-            run_id = self.start_run(experiment_name(card.task), f"register {name}",
-                                    {"mlflow.source.name": "preread models register",
-                                     "preread.source": str(source_dir)}).run_id
+            run_id = self.start_run(
+                experiment_name(card.task),
+                f"register {name}",
+                {"mlflow.source.name": "preread models register", "preread.source": str(source_dir)},
+            ).run_id
         try:
             with tempfile.TemporaryDirectory(prefix="preread-register-") as tmp:
                 staging = Path(tmp) / MODEL_ARTIFACT_PATH
@@ -359,14 +390,23 @@ class MlflowRegistry(Registry):
                 artifact_path = self._free_artifact_path(run_id)
                 self._call(lambda: self.client.log_artifacts(run_id, str(staging), artifact_path))
             try:
-                self._call(lambda: self.client.create_registered_model(
-                    name, description=f"preread {card.task} model; versions carry their card ({CARD_FILENAME})"))
+                self._call(
+                    lambda: self.client.create_registered_model(
+                        name, description=f"preread {card.task} model; versions carry their card ({CARD_FILENAME})"
+                    )
+                )
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            created = self._call(lambda: self.client.create_model_version(
-                name, f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=card_tags(card),
-                description=card.intended_use))
+            created = self._call(
+                lambda: self.client.create_model_version(
+                    name,
+                    f"runs:/{run_id}/{artifact_path}",
+                    run_id=run_id,
+                    tags=card_tags(card),
+                    description=card.intended_use,
+                )
+            )
         except BaseException:
             if own_run:
                 self._call(lambda: self.client.set_terminated(run_id, "FAILED"))
@@ -384,8 +424,13 @@ class MlflowRegistry(Registry):
             raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
         self._call(lambda: self.client.delete_registered_model_alias(name, alias))
 
-    def annotate(self, model: RegisteredModel, *, metrics: Mapping[str, Any] | None = None,
-                 files: Mapping[str, str] | None = None) -> dict[str, str]:
+    def annotate(
+        self,
+        model: RegisteredModel,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         if model.run_id is None:
             raise ValueError(f"{model.ref} has no MLflow run to keep evidence with")
         where = {}
@@ -393,17 +438,31 @@ class MlflowRegistry(Registry):
             if Path(filename).name != filename:
                 raise ValueError(f"cannot store evidence as {filename!r}")
             artifact_file = f"{EVIDENCE_ARTIFACT_PATH}/{model.name}-v{model.version}/{filename}"
-            self._call(lambda: self.client.log_text(model.run_id, text, artifact_file))
-            self._call(lambda: self.client.set_model_version_tag(
-                model.name, str(model.version), EVIDENCE_TAG_PREFIX + filename, artifact_file))
+            self._call(lambda: self.client.log_text(model.run_id, text, artifact_file))  # noqa: B023
+            self._call(
+                lambda: self.client.set_model_version_tag(
+                    model.name,
+                    str(model.version),
+                    EVIDENCE_TAG_PREFIX + filename,  # noqa: B023
+                    artifact_file,  # noqa: B023
+                )
+            )
             where[filename] = f"runs:/{model.run_id}/{artifact_file}"
         for key, value in (metrics or {}).items():
             encoded = json.dumps(value, default=str)
             if len(encoded) > MAX_TAG_VALUE:
-                raise ValueError(f"card.metrics[{key!r}] is {len(encoded)} characters as JSON; MLflow keeps at most "
-                                 f"{MAX_TAG_VALUE} per version tag (store it as a file instead)")
-            self._call(lambda: self.client.set_model_version_tag(
-                model.name, str(model.version), METRICS_TAG_PREFIX + key, encoded))
+                raise ValueError(
+                    f"card.metrics[{key!r}] is {len(encoded)} characters as JSON; MLflow keeps at most "
+                    f"{MAX_TAG_VALUE} per version tag (store it as a file instead)"
+                )
+            self._call(
+                lambda: self.client.set_model_version_tag(
+                    model.name,
+                    str(model.version),
+                    METRICS_TAG_PREFIX + key,  # noqa: B023
+                    encoded,  # noqa: B023
+                )
+            )
         return where
 
     def evidence(self, model: RegisteredModel, filename: str) -> str:
@@ -413,4 +472,3 @@ class MlflowRegistry(Registry):
             raise FileNotFoundError(f"{model.ref} has no evidence file {filename!r} in {self.location}")
         with tempfile.TemporaryDirectory(prefix="preread-evidence-") as tmp:
             return self._fetch(f"runs:/{found.run_id}/{artifact_file}", Path(tmp)).read_text(encoding="utf-8")
-

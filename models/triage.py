@@ -78,14 +78,16 @@ class FindingRule(BaseModel):
     and_measurement: MeasurementRule | None = None
 
     @model_validator(mode="after")
-    def _one_trigger(self) -> "FindingRule":
+    def _one_trigger(self) -> FindingRule:
         if (self.min_probability is None) == (not self.at_operating_point):
-            raise ValueError(f"finding rule for {self.finding}: give exactly one of min_probability or "
-                             "at_operating_point: true")
+            raise ValueError(
+                f"finding rule for {self.finding}: give exactly one of min_probability or at_operating_point: true"
+            )
         return self
 
-    def check(self, probabilities: dict[str, float], measurements: dict,
-              positive: dict[str, bool] | None = None) -> str | None:
+    def check(
+        self, probabilities: dict[str, float], measurements: dict, positive: dict[str, bool] | None = None
+    ) -> str | None:
         p = probabilities.get(self.finding)
         if p is None:
             return None
@@ -122,7 +124,7 @@ class TriageRules(BaseModel):
     level_score_floor: dict[Level, float] = {"critical": 0.8, "urgent": 0.5, "routine": 0.0}
 
     @model_validator(mode="after")
-    def _check(self) -> "TriageRules":
+    def _check(self) -> TriageRules:
         if not all(0.0 <= w <= 1.0 for w in self.finding_weights.values()):
             raise ValueError("finding_weights must lie in [0, 1]")
         if self.level_thresholds["critical"] < self.level_thresholds["urgent"]:
@@ -139,10 +141,11 @@ class TriageRules(BaseModel):
             raise ValueError(
                 f"{model} predicts label(s) {', '.join(missing)} that the {self.modality} triage rules do not weigh; "
                 "add each to finding_weights in the triage YAML (0 for a label that must not raise priority), "
-                "or serve a model trained on the served label set (label_set: preread)")
+                "or serve a model trained on the served label set (label_set: preread)"
+            )
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TriageRules":
+    def from_yaml(cls, path: str | Path) -> TriageRules:
         with open(path, encoding="utf-8") as fh:
             return cls.model_validate(yaml.safe_load(fh))
 
@@ -153,9 +156,14 @@ class TriageResult(BaseModel):
     reasons: list[str]
 
 
-def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRules,
-           positive: dict[str, bool] | None = None, statements: set[str] | None = None,
-           unreadable: str | None = None) -> TriageResult:
+def triage(
+    probabilities: dict[str, float],
+    measurements: dict,
+    rules: TriageRules,
+    positive: dict[str, bool] | None = None,
+    statements: set[str] | None = None,
+    unreadable: str | None = None,
+) -> TriageResult:
     """Score and level from the findings that may drive a level (the caller leaves out the others:
     findings never learned from real data, and for ECGs those not positive at their operating
     point) and the measurements. ``positive`` (code → positive at its threshold) feeds the rules
@@ -165,9 +173,7 @@ def triage(probabilities: dict[str, float], measurements: dict, rules: TriageRul
     if unreadable is not None:
         level_: Level = rules.unreadable_level
         return TriageResult(level=level_, score=rules.level_score_floor[level_], reasons=[unreadable])
-    weighted = [
-        (rules.finding_weights.get(code, 0.0) * float(p), code) for code, p in probabilities.items()
-    ]
+    weighted = [(rules.finding_weights.get(code, 0.0) * float(p), code) for code, p in probabilities.items()]
     score, top = max(weighted, default=(0.0, None))
     if not rules.score_sets_level:
         level = "routine"

@@ -50,8 +50,15 @@ def catalog_characters() -> set[str]:
 
 def extra_ranges() -> set[str]:
     """Latin, punctuation, arrows, CJK punctuation, fullwidth forms, degree/µ/± and friends."""
-    ranges = [(0x20, 0x7E), (0xA0, 0x17F), (0x2010, 0x206F), (0x2190, 0x21FF), (0x2212, 0x2265),
-              (0x3000, 0x303F), (0xFF00, 0xFFEF)]
+    ranges = [
+        (0x20, 0x7E),
+        (0xA0, 0x17F),
+        (0x2010, 0x206F),
+        (0x2190, 0x21FF),
+        (0x2212, 0x2265),
+        (0x3000, 0x303F),
+        (0xFF00, 0xFFEF),
+    ]
     return {chr(c) for lo, hi in ranges for c in range(lo, hi + 1)}
 
 
@@ -61,11 +68,11 @@ def build(source: Path, out_dir: Path) -> Path:
     text = "".join(sorted(gb2312_characters() | catalog_characters() | extra_ranges()))
     options = subset.Options()
     options.flavor = "woff2"
-    options.layout_features = ["*"]          # keep vertical forms, kerning, locl
-    options.name_IDs = ["*"]                 # keep the copyright and licence names (OFL 1.1)
+    options.layout_features = ["*"]  # keep vertical forms, kerning, locl
+    options.name_IDs = ["*"]  # keep the copyright and licence names (OFL 1.1)
     options.name_languages = ["*"]
     options.notdef_outline = True
-    options.hinting = False                  # CFF hints add size and little on screens today
+    options.hinting = False  # CFF hints add size and little on screens today
     subsetter = subset.Subsetter(options)
     subsetter.populate(text=text)
     subsetter.subset(font)
@@ -83,12 +90,15 @@ def ofl_text(debian_copyright: str) -> str:
     lines = debian_copyright.splitlines()
     start = max(i for i, line in enumerate(lines) if line.strip() == "License: SIL-1.1")
     body = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line and not line.startswith(" "):
             break
         body.append("" if line.strip() == "." else line[1:])
-    return "Noto Sans CJK: Copyright 2014-2021 Adobe (http://www.adobe.com/), with Reserved Font Name 'Source'.\n\n" + \
-        "\n".join(body).strip() + "\n"
+    return (
+        "Noto Sans CJK: Copyright 2014-2021 Adobe (http://www.adobe.com/), with Reserved Font Name 'Source'.\n\n"
+        + "\n".join(body).strip()
+        + "\n"
+    )
 
 
 def main() -> None:

@@ -47,8 +47,20 @@ from serving.store.db import Database
 log = logging.getLogger("preread.serve")
 
 MODEL_CLASSES = {"ecg": EcgModelDeployment, "cxr": CxrModelDeployment}
-__all__ = ["INGRESS_APP", "MODEL_DEPLOYMENTS", "app_builder", "build_app", "build_apps", "build_model_app",
-           "config_from_args", "deploy", "model_app_builder", "model_app_name", "model_route_prefix", "undeploy"]
+__all__ = [
+    "INGRESS_APP",
+    "MODEL_DEPLOYMENTS",
+    "app_builder",
+    "build_app",
+    "build_apps",
+    "build_model_app",
+    "config_from_args",
+    "deploy",
+    "model_app_builder",
+    "model_app_name",
+    "model_route_prefix",
+    "undeploy",
+]
 
 
 def replica_services() -> Services | None:
@@ -103,7 +115,6 @@ class Ingress:
                 await asyncio.sleep(2.0)
 
 
-
 def _options(deployment: Deployment, cfg: DeploymentConfig, batching: bool) -> Deployment:
     actor_options: dict[str, Any] = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}
     if cfg.resources:
@@ -122,9 +133,14 @@ def build_model_app(cfg: ServingConfig, task: str) -> Application:
     # No per-request access log on model replicas: every pre-read and tensor batch would add a
     # line (the ingress keeps its access log; the replicas' numbers are in the metrics).
     batching = getattr(cfg.deployments, task)
-    deployment = deployment.options(logging_config={"enable_access_log": False}, user_config={
-        "max_batch_size": batching.max_batch_size, "batch_wait_timeout_s": batching.batch_wait_timeout_s,
-        "priority_aging_s": batching.priority_aging_s})  # → reconfigure() on every replica, also on updates
+    deployment = deployment.options(
+        logging_config={"enable_access_log": False},
+        user_config={
+            "max_batch_size": batching.max_batch_size,
+            "batch_wait_timeout_s": batching.batch_wait_timeout_s,
+            "priority_aging_s": batching.priority_aging_s,
+        },
+    )  # → reconfigure() on every replica, also on updates
     return deployment.bind(cfg)
 
 
@@ -142,8 +158,11 @@ class AppSpec:
 
 def build_apps(cfg: ServingConfig) -> list[AppSpec]:
     """Every application of the service, in deployment order (models before the ingress)."""
-    specs = [AppSpec(model_app_name(task), model_route_prefix(task), build_model_app(cfg, task))
-             for task in MODEL_DEPLOYMENTS if task in cfg.models]
+    specs = [
+        AppSpec(model_app_name(task), model_route_prefix(task), build_model_app(cfg, task))
+        for task in MODEL_DEPLOYMENTS
+        if task in cfg.models
+    ]
     return specs + [AppSpec(INGRESS_APP, "/", build_app(cfg))]
 
 

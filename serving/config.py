@@ -62,10 +62,10 @@ class DicomConfig(_Strict):
     # Studies one ingress replica reads at once (enough for the model deployments to fill batches);
     # a new one starts whenever one finishes.
     max_in_flight: int = Field(16, ge=1)
-    routing: Path = Path("routing.yaml")             # relative to the config folder
+    routing: Path = Path("routing.yaml")  # relative to the config folder
     results_destination: DicomDestination | None = None
-    max_instance_bytes: int = Field(512 * 1024 * 1024, ge=1024)   # one object (C-STORE or STOW part)
-    max_stow_bytes: int = Field(1024 * 1024 * 1024, ge=1024)      # one STOW-RS request body
+    max_instance_bytes: int = Field(512 * 1024 * 1024, ge=1024)  # one object (C-STORE or STOW part)
+    max_stow_bytes: int = Field(1024 * 1024 * 1024, ge=1024)  # one STOW-RS request body
 
 
 class SiteConfig(_Strict):
@@ -91,10 +91,14 @@ class RegistryConfig(_Strict):
     if set, else the local default. ``root: FOLDER`` (older configs) means ``uri: FOLDER``."""
 
     uri: str | None = None
-    cache_dir: Path | None = Field(None, description="local copies of MLflow versions; None: beside a SQLite "
-                                   "store, else ~/.cache/preread/mlflow")
-    artifact_root: str | None = Field(None, description="where runs created through a database store keep "
-                                      "artifacts (a shared folder, s3://…); None: beside a SQLite store")
+    cache_dir: Path | None = Field(
+        None, description="local copies of MLflow versions; None: beside a SQLite store, else ~/.cache/preread/mlflow"
+    )
+    artifact_root: str | None = Field(
+        None,
+        description="where runs created through a database store keep "
+        "artifacts (a shared folder, s3://…); None: beside a SQLite store",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -116,10 +120,16 @@ class RegistryConfig(_Strict):
 
     @model_validator(mode="after")
     def _artifacts_for_databases(self) -> RegistryConfig:
-        if self.uri and self.artifact_root is None and registry_kind(self.uri) == "mlflow" \
-                and self.uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
-            raise ValueError("registry.artifact_root is required with a database registry URI "
-                             "(a folder every node can read, or s3://…); or use an MLflow server URL")
+        if (
+            self.uri
+            and self.artifact_root is None
+            and registry_kind(self.uri) == "mlflow"
+            and self.uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql")
+        ):
+            raise ValueError(
+                "registry.artifact_root is required with a database registry URI "
+                "(a folder every node can read, or s3://…); or use an MLflow server URL"
+            )
         return self
 
     def resolved(self, base: Path) -> RegistryConfig:
@@ -168,12 +178,27 @@ class AuthConfig(_Strict):
     login_ttl_hours: float = Field(8.0, gt=0)
     login_throttle: LoginThrottleConfig = LoginThrottleConfig()
     users: list[BootstrapUser] = [
-        BootstrapUser(username="demo-reader", role="reader", sites=["demo"], display_name="Demo county reader",
-                      password_env="PREREAD_DEMO_READER_PASSWORD"),
-        BootstrapUser(username="demo-clinic", role="grassroots", sites=["demo"], display_name="Demo village clinic",
-                      password_env="PREREAD_DEMO_CLINIC_PASSWORD"),
-        BootstrapUser(username="demo-admin", role="admin", sites=["*"], display_name="Demo administrator",
-                      password_env="PREREAD_DEMO_ADMIN_PASSWORD"),
+        BootstrapUser(
+            username="demo-reader",
+            role="reader",
+            sites=["demo"],
+            display_name="Demo county reader",
+            password_env="PREREAD_DEMO_READER_PASSWORD",
+        ),
+        BootstrapUser(
+            username="demo-clinic",
+            role="grassroots",
+            sites=["demo"],
+            display_name="Demo village clinic",
+            password_env="PREREAD_DEMO_CLINIC_PASSWORD",
+        ),
+        BootstrapUser(
+            username="demo-admin",
+            role="admin",
+            sites=["*"],
+            display_name="Demo administrator",
+            password_env="PREREAD_DEMO_ADMIN_PASSWORD",
+        ),
     ]
 
 
@@ -201,9 +226,9 @@ class PriorsConfig(_Strict):
 class TritonEndpointConfig(_Strict):
     """Where a model is served by Triton (``backend: triton``): any KServe v2 server works."""
 
-    url: str                                   # host:port (HTTP port for http, gRPC port for grpc)
+    url: str  # host:port (HTTP port for http, gRPC port for grpc)
     protocol: Literal["http", "grpc"] = "grpc"
-    model_name: str | None = None              # default: the registry model's name
+    model_name: str | None = None  # default: the registry model's name
     # default: the registry version being served, so the card (labels, thresholds) always
     # belongs to the network that answers; set it to read another version on purpose.
     model_version: str | None = None
@@ -214,8 +239,8 @@ class ModelServingConfig(_Strict):
     ref: str  # registry reference: NAME, NAME@ALIAS or NAME/VERSION
     # onnxruntime: CUDA provider (IO binding) where a GPU is usable, else CPU; pytorch; or triton.
     backend: Literal["onnxruntime", "pytorch", "triton"] = "onnxruntime"
-    intra_op_threads: int | None = Field(None, ge=1)   # ONNX Runtime CPU threads; None = all cores
-    precision: Literal["fp32", "fp16"] = "fp32"        # fp16 applies on GPUs only
+    intra_op_threads: int | None = Field(None, ge=1)  # ONNX Runtime CPU threads; None = all cores
+    precision: Literal["fp32", "fp16"] = "fp32"  # fp16 applies on GPUs only
     triton: TritonEndpointConfig | None = None
     # How often replicas check whether the alias in `ref` moved (a promotion); 0 turns it off.
     reload_interval_s: float = Field(10.0, ge=0)
@@ -261,8 +286,9 @@ class DeploymentConfig(_Strict):
     def _consistent(self) -> DeploymentConfig:
         # A replica that admits fewer requests than its batch size can never fill a batch.
         if self.max_ongoing_requests < self.max_batch_size:
-            raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) must be ≥ max_batch_size "
-                             f"({self.max_batch_size})")
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) must be ≥ max_batch_size ({self.max_batch_size})"
+            )
         if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
             raise ValueError(f"num_gpus ({self.num_gpus}) must be a fraction ≤ 1 or a whole number of GPUs")
         if self.min_replicas > self.max_replicas:
@@ -277,9 +303,13 @@ class DeploymentConfig(_Strict):
         if self.num_replicas != "auto":
             return None
         target = self.target_ongoing_requests or (max(2, self.max_batch_size // 2) if batching else 2)
-        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
-                "target_ongoing_requests": target, "upscale_delay_s": self.upscale_delay_s,
-                "downscale_delay_s": self.downscale_delay_s}
+        return {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": target,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }
 
 
 class DeploymentsConfig(_Strict):
@@ -295,7 +325,9 @@ class DeploymentsConfig(_Strict):
 class WorklistConfig(_Strict):
     # Minutes a study may wait at a level before it is escalated one level (critical: flagged overdue).
     aging_minutes: dict[TriageLevel, float] = {
-        TriageLevel.CRITICAL: 15, TriageLevel.URGENT: 60, TriageLevel.ROUTINE: 240,
+        TriageLevel.CRITICAL: 15,
+        TriageLevel.URGENT: 60,
+        TriageLevel.ROUTINE: 240,
     }
     # A reader's claim on a study expires after this many minutes unless renewed (claimed again).
     claim_minutes: float = Field(20.0, gt=0)
@@ -341,9 +373,9 @@ class RateLimitConfig(_Strict):
     429 with Retry-After; C-STORE 0xA700 (out of resources) with the wait in the Error Comment."""
 
     enabled: bool = True
-    http: RateBucket = RateBucket(per_second=5, burst=100)       # ECG uploads + STOW-RS requests
-    dicom: RateBucket = RateBucket(per_second=50, burst=1000)    # C-STORE instances
-    sites: dict[str, SiteRateLimits] = {}                       # per-site overrides by site id
+    http: RateBucket = RateBucket(per_second=5, burst=100)  # ECG uploads + STOW-RS requests
+    dicom: RateBucket = RateBucket(per_second=50, burst=1000)  # C-STORE instances
+    sites: dict[str, SiteRateLimits] = {}  # per-site overrides by site id
 
 
 class HttpTlsConfig(_Strict):
@@ -351,8 +383,8 @@ class HttpTlsConfig(_Strict):
 
     certfile: Path
     keyfile: Path
-    keyfile_password_env: str | None = None   # name of the variable holding the key's password
-    ca_file: Path | None = None               # CA bundle for client certificates
+    keyfile_password_env: str | None = None  # name of the variable holding the key's password
+    ca_file: Path | None = None  # CA bundle for client certificates
 
 
 class DicomTlsConfig(_Strict):
@@ -361,9 +393,9 @@ class DicomTlsConfig(_Strict):
     port: int = Field(2762, ge=1, le=65535)
     certfile: Path
     keyfile: Path
-    ca_file: Path | None = None               # CA bundle that signs the sites' client certificates
-    require_client_cert: bool = True          # mutual TLS: a site proves who it is
-    plain_too: bool = True                    # keep the plain SCP on dicom.port as well
+    ca_file: Path | None = None  # CA bundle that signs the sites' client certificates
+    require_client_cert: bool = True  # mutual TLS: a site proves who it is
+    plain_too: bool = True  # keep the plain SCP on dicom.port as well
     # A client certificate must name the calling AE title (subject CN or a DNS subjectAltName, case
     # ignored), so one site's certificate cannot send as another site. Where a site's certificate
     # carries another name (a hostname from the county's CA), map the AE title to the names allowed.
@@ -387,7 +419,7 @@ class DeidConfig(_Strict):
     # The re-identification keys (pseudonym ↔ original identifiers, date offsets): kept apart from
     # the worklist database and from every export, readable by the service account only.
     key_store: Path = Path("var/reid/keys.db")
-    dates: Literal["shift", "remove"] = "shift"   # Retain Longitudinal Temporal Information (modified dates)
+    dates: Literal["shift", "remove"] = "shift"  # Retain Longitudinal Temporal Information (modified dates)
     max_date_shift_days: int = Field(365, ge=1)
 
 
@@ -449,8 +481,9 @@ class ServingConfig(_Strict):
         aes = {ae.strip() for site in info.data.get("sites") or [] for ae in site.ae_titles}
         unknown = sorted(set(value.dicom.certificate_names) - aes) if value.dicom is not None else []
         if aes and unknown:
-            raise ValueError(f"tls.dicom.certificate_names names unknown AE titles {unknown}; "
-                             f"the sites' AE titles: {sorted(aes)}")
+            raise ValueError(
+                f"tls.dicom.certificate_names names unknown AE titles {unknown}; the sites' AE titles: {sorted(aes)}"
+            )
         return value
 
     def resolved(self, base: str | Path | None = None) -> ServingConfig:
@@ -464,21 +497,28 @@ class ServingConfig(_Strict):
         def absolute_files(section):
             if section is None:
                 return None
-            return section.model_copy(update={key: absolute(getattr(section, key))
-                                              for key in ("certfile", "keyfile", "ca_file") if getattr(section, key)})
+            return section.model_copy(
+                update={
+                    key: absolute(getattr(section, key))
+                    for key in ("certfile", "keyfile", "ca_file")
+                    if getattr(section, key)
+                }
+            )
 
         url = self.database.url
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = f"sqlite:///{absolute(Path(url.removeprefix('sqlite:///')))}"
-        return self.model_copy(update={
-            "storage": StorageConfig(root=absolute(self.storage.root)),
-            "database": DatabaseConfig(url=url),
-            "registry": self.registry.resolved(base),
-            "auth": self.auth.model_copy(update={"secret_file": absolute(self.auth.secret_file)}),
-            "deid": self.deid.model_copy(update={"key_store": absolute(self.deid.key_store)}),
-            "tls": TlsConfig(http=absolute_files(self.tls.http), dicom=absolute_files(self.tls.dicom)),
-            "config_dir": self.config_dir.resolve(),
-        })
+        return self.model_copy(
+            update={
+                "storage": StorageConfig(root=absolute(self.storage.root)),
+                "database": DatabaseConfig(url=url),
+                "registry": self.registry.resolved(base),
+                "auth": self.auth.model_copy(update={"secret_file": absolute(self.auth.secret_file)}),
+                "deid": self.deid.model_copy(update={"key_store": absolute(self.deid.key_store)}),
+                "tls": TlsConfig(http=absolute_files(self.tls.http), dicom=absolute_files(self.tls.dicom)),
+                "config_dir": self.config_dir.resolve(),
+            }
+        )
 
     def routing_path(self) -> Path:
         path = self.dicom.routing

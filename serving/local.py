@@ -21,8 +21,9 @@ from serving.services import Services, build_services
 def create_local_app(cfg: ServingConfig, reader: EcgPreReader | None = None) -> tuple[FastAPI, Services]:
     if reader is None:
         model = cfg.models["ecg"]
-        reader = EcgPreReader.from_registry(cfg.registry.open(), model.ref, cfg.triage_path("ecg"),
-                                            backend=model.backend, **model.backend_options())
+        reader = EcgPreReader.from_registry(
+            cfg.registry.open(), model.ref, cfg.triage_path("ecg"), backend=model.backend, **model.backend_options()
+        )
 
     async def read_ecg(item: EcgInput) -> dict[str, Any]:
         return (await asyncio.to_thread(reader.read_batch, [item]))[0]

@@ -31,11 +31,13 @@ _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)([^@\s]+)(@)")
 _KEY_VALUE = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|secret_key|token|access_token|api[_-]?key|authorization)"
-    r"(['\"]?\s*[:=]\s*['\"]?)([^\s'\",;}&]+)")
+    r"(['\"]?\s*[:=]\s*['\"]?)([^\s'\",;}&]+)"
+)
 # pydicom's dataset dump: (0010,0010) Patient's Name   PN: 'Zhang^San'  (also Other Patient IDs/Names, birth name)
 _DICOM_PATIENT = re.compile(r"(\(0010,\s?(?:0010|0020|1000|1001|1005|1060)\)[^:\n]*:\s*)([^\n]+)")
 _FIELD_PATIENT = re.compile(
-    r"(?i)\b(patient[_' ]?s?[_ ]?name|patientname|patient[_ ]?id|patientid)(['\"]?\s*[:=]\s*['\"]?)([^'\",}\n]+)")
+    r"(?i)\b(patient[_' ]?s?[_ ]?name|patientname|patient[_ ]?id|patientid)(['\"]?\s*[:=]\s*['\"]?)([^'\",}\n]+)"
+)
 _PERSON_NAME = re.compile(r"\b([A-Z][A-Za-z'-]+)\^([A-Za-z'-]+)(?:\^[A-Za-z'-]*)*")
 
 REDACTED = "[redacted]"
@@ -107,6 +109,7 @@ def _redacting_factory(previous):
         except Exception:  # a log call must never fail because of redaction
             record.msg, record.args = "[log record withheld: redaction failed]", ()
         return record
+
     factory.preread_redacting = True
     return factory
 

@@ -39,8 +39,7 @@ def return_large_blocks(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap and trim thresholds in this process (idempotent). False where there is no glibc."""
     if _LIBC is None:
         return False
-    ok = bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(_LIBC.mallopt(M_TRIM_THRESHOLD,
-                                                                                          mmap_threshold))
+    ok = bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(_LIBC.mallopt(M_TRIM_THRESHOLD, mmap_threshold))
     if not ok:
         log.warning("mallopt refused the mmap/trim thresholds: memory may not return after large requests")
     return ok

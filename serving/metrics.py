@@ -33,24 +33,45 @@ INGESTED = Counter("preread_ingested_total", "Objects accepted and stored", ["mo
 REJECTED = Counter("preread_rejected_total", "Objects refused, by field", ["modality", "field"], registry=REGISTRY)
 AI_READS = Counter("preread_ai_reads_total", "AI reads recorded", ["modality", "level"], registry=REGISTRY)
 AI_FAILURES = Counter("preread_ai_failures_total", "AI reads that failed", ["modality"], registry=REGISTRY)
-READ_SECONDS = Histogram("preread_read_seconds", "Time from accept to recorded AI read", ["modality"],
-                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+READ_SECONDS = Histogram(
+    "preread_read_seconds",
+    "Time from accept to recorded AI read",
+    ["modality"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
 
 # Model calls, per model and path ("read": a whole pre-read; "infer": raw tensors, KServe v2).
-MODEL_CALLS = Counter("preread_model_requests_total", "Model calls by outcome", ["model", "path", "outcome"],
-                      registry=REGISTRY)
-MODEL_LATENCY = Histogram("preread_model_latency_seconds", "Model call round trip as the caller sees it",
-                          ["model", "path"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-MODEL_QUEUE = Histogram("preread_model_queue_seconds", "Time queued on the model replica before its batch ran",
-                        ["model", "priority"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-MODEL_COMPUTE = Histogram("preread_model_compute_seconds", "Compute time of the batch a call ran in",
-                          ["model"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-MODEL_BATCH = Histogram("preread_model_batch_size", "Items in the batch a call ran in", ["model"],
-                        buckets=BATCH_BUCKETS, registry=REGISTRY)
+MODEL_CALLS = Counter(
+    "preread_model_requests_total", "Model calls by outcome", ["model", "path", "outcome"], registry=REGISTRY
+)
+MODEL_LATENCY = Histogram(
+    "preread_model_latency_seconds",
+    "Model call round trip as the caller sees it",
+    ["model", "path"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+MODEL_QUEUE = Histogram(
+    "preread_model_queue_seconds",
+    "Time queued on the model replica before its batch ran",
+    ["model", "priority"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+MODEL_COMPUTE = Histogram(
+    "preread_model_compute_seconds",
+    "Compute time of the batch a call ran in",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+MODEL_BATCH = Histogram(
+    "preread_model_batch_size", "Items in the batch a call ran in", ["model"], buckets=BATCH_BUCKETS, registry=REGISTRY
+)
 
 
-def record_model_call(model: str, path: str, seconds: float, timing: dict[str, Any] | None,
-                      ok: bool = True) -> None:
+def record_model_call(model: str, path: str, seconds: float, timing: dict[str, Any] | None, ok: bool = True) -> None:
     """One model call seen from the ingress: its round trip, and the replica's ``timing``
     (queue_ms, compute_ms, batch_size, priority — what serving.replica.batching.Batched.timing gives)."""
     MODEL_CALLS.labels(model, path, "ok" if ok else "error").inc()
@@ -69,8 +90,9 @@ class WorklistDepthCollector:
         self.db, self.aging = db, aging
 
     def collect(self):
-        family = GaugeMetricFamily("preread_worklist_depth", "Open studies by effective level (after aging)",
-                                   labels=["level"])
+        family = GaugeMetricFamily(
+            "preread_worklist_depth", "Open studies by effective level (after aging)", labels=["level"]
+        )
         try:
             depth = self.db.open_depth_by_level(self.aging)
         except Exception as exc:  # a scrape must not fail because the database hiccuped
@@ -105,16 +127,24 @@ class ReplicaMetrics:
             from ray.util import metrics as ray_metrics  # noqa: PLC0415 - only inside a Ray replica
 
             ms = [b * 1000 for b in LATENCY_BUCKETS]
-            self.calls = ray_metrics.Counter("preread_replica_requests", "Calls served by a model replica",
-                                             tag_keys=("model", "path", "outcome"))
-            self.queue = ray_metrics.Histogram("preread_replica_queue_ms", "Queue time on the replica (ms)",
-                                               boundaries=ms, tag_keys=("model", "priority"))
-            self.compute = ray_metrics.Histogram("preread_replica_compute_ms", "Batch compute time (ms)",
-                                                 boundaries=ms, tag_keys=("model",))
-            self.batch = ray_metrics.Histogram("preread_replica_batch_size", "Items per batch",
-                                               boundaries=list(BATCH_BUCKETS), tag_keys=("model",))
-            self.waiting = ray_metrics.Gauge("preread_replica_queue_depth", "Items waiting on the replica",
-                                             tag_keys=("model", "priority"))
+            self.calls = ray_metrics.Counter(
+                "preread_replica_requests", "Calls served by a model replica", tag_keys=("model", "path", "outcome")
+            )
+            self.queue = ray_metrics.Histogram(
+                "preread_replica_queue_ms",
+                "Queue time on the replica (ms)",
+                boundaries=ms,
+                tag_keys=("model", "priority"),
+            )
+            self.compute = ray_metrics.Histogram(
+                "preread_replica_compute_ms", "Batch compute time (ms)", boundaries=ms, tag_keys=("model",)
+            )
+            self.batch = ray_metrics.Histogram(
+                "preread_replica_batch_size", "Items per batch", boundaries=list(BATCH_BUCKETS), tag_keys=("model",)
+            )
+            self.waiting = ray_metrics.Gauge(
+                "preread_replica_queue_depth", "Items waiting on the replica", tag_keys=("model", "priority")
+            )
         except Exception as exc:  # metrics must never stop a model from serving
             log.warning("replica metrics disabled: %s", exc)
             self.calls = None

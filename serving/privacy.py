@@ -39,8 +39,8 @@ def mask_id(patient_id: str | None) -> str | None:
 
 # DICOM JSON (PS3.18 F.2) attributes that identify the patient: masked like the worklist in every
 # answer that is not the original object itself (QIDO-RS, WADO-RS /metadata).
-_JSON_NAMES = ("00100010", "00101001", "00101060")          # PatientName, OtherPatientNames, MotherBirthName
-_JSON_IDS = ("00100020", "00101000", "00101002")            # PatientID, OtherPatientIDs, its sequence
+_JSON_NAMES = ("00100010", "00101001", "00101060")  # PatientName, OtherPatientNames, MotherBirthName
+_JSON_IDS = ("00100020", "00101000", "00101002")  # PatientID, OtherPatientIDs, its sequence
 _JSON_DROPPED = ("00100030", "00100032", "00101040", "00102154", "00101050")  # birth date/time, address, phone
 
 
@@ -69,16 +69,28 @@ IDENTITY_FIELDS = ("patient_id", "issuer", "name", "birth_date", "sex")
 """What a site's identity rule (``priors.identity`` in the serving config) may combine."""
 
 
-def identity_string(rule: tuple[str, ...] | list[str], *, site: str, patient_id: str | None, issuer: str | None = None,
-                    name: str | None = None, birth_date: str | None = None, sex: str | None = None) -> str | None:
+def identity_string(
+    rule: tuple[str, ...] | list[str],
+    *,
+    site: str,
+    patient_id: str | None,
+    issuer: str | None = None,
+    name: str | None = None,
+    birth_date: str | None = None,
+    sex: str | None = None,
+) -> str | None:
     """The canonical text of a patient's identity under ``rule`` (patient ID + issuer of patient ID by
     default), before any masking; None when a field the rule needs is missing (then no prior is
     looked for: a wrong prior is worse than none). A missing issuer means the sending site's own
     register (IDs are issued per hospital information system). The caller keys it (HMAC with the
     deployment secret) so the stored key reveals nothing and masked IDs never decide who is who."""
-    values = {"patient_id": (patient_id or "").strip(), "issuer": (issuer or "").strip() or f"site:{site}",
-              "name": (name or "").strip().upper(), "birth_date": (birth_date or "").strip(),
-              "sex": (sex or "").strip().upper()}
+    values = {
+        "patient_id": (patient_id or "").strip(),
+        "issuer": (issuer or "").strip() or f"site:{site}",
+        "name": (name or "").strip().upper(),
+        "birth_date": (birth_date or "").strip(),
+        "sex": (sex or "").strip().upper(),
+    }
     parts = []
     for field in rule:
         if field not in values:
@@ -97,10 +109,19 @@ class PatientKeyer:
     secret: str
     rule: tuple[str, ...] = ("patient_id", "issuer")
 
-    def __call__(self, *, site: str, patient_id: str | None, issuer: str | None = None, name: str | None = None,
-                 birth_date: str | None = None, sex: str | None = None) -> str | None:
-        text = identity_string(self.rule, site=site, patient_id=patient_id, issuer=issuer, name=name,
-                               birth_date=birth_date, sex=sex)
+    def __call__(
+        self,
+        *,
+        site: str,
+        patient_id: str | None,
+        issuer: str | None = None,
+        name: str | None = None,
+        birth_date: str | None = None,
+        sex: str | None = None,
+    ) -> str | None:
+        text = identity_string(
+            self.rule, site=site, patient_id=patient_id, issuer=issuer, name=name, birth_date=birth_date, sex=sex
+        )
         if text is None:
             return None
         return hmac.new(self.secret.encode(), f"patient:{text}".encode(), hashlib.sha256).hexdigest()[:32]

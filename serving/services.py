@@ -57,11 +57,17 @@ def build_services(config: ServingConfig, ecg_read: EcgReadFn, migrate: bool = T
     store = ObjectStore(config.storage.root)
     tokens = TokenService(secret, config.auth.token_ttl_hours)
     queue = WorkQueue.from_config(db, config)  # app.py / local.py add the prior comparison (reading room)
-    workflow = EcgWorkflow(db, store, ecg_read, config.site_ids(),
-                           mask_names=config.privacy.mask_patient_names, mask_ids=config.privacy.mask_patient_ids,
-                           queue=queue, limits=IngestLimits.from_config(config),
-                           patient_key=PatientKeyer(secret, tuple(config.priors.identity))
-                           if config.priors.enabled else None)
+    workflow = EcgWorkflow(
+        db,
+        store,
+        ecg_read,
+        config.site_ids(),
+        mask_names=config.privacy.mask_patient_names,
+        mask_ids=config.privacy.mask_patient_ids,
+        queue=queue,
+        limits=IngestLimits.from_config(config),
+        patient_key=PatientKeyer(secret, tuple(config.priors.identity)) if config.priors.enabled else None,
+    )
     dicom = DicomIngest.from_config(config, db, store, workflow)
     aging = Aging(**{level.value: minutes for level, minutes in config.worklist.aging_minutes.items()})
     watch_worklist(db, aging)  # preread_worklist_depth counts this database at each scrape

@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 
-def server_context(certfile: Path, keyfile: Path, ca_file: Path | None = None, require_client_cert: bool = False,
-                   password: str | None = None) -> ssl.SSLContext:
+def server_context(
+    certfile: Path,
+    keyfile: Path,
+    ca_file: Path | None = None,
+    require_client_cert: bool = False,
+    password: str | None = None,
+) -> ssl.SSLContext:
     """A server-side context: TLS ≥ 1.2, our certificate, client certificates verified against
     ``ca_file`` (required or optional)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -60,8 +65,9 @@ def certificate_names(peer_cert: dict[str, Any] | None) -> set[str]:
     return names
 
 
-def certificate_matches_ae(peer_cert: dict[str, Any] | None, ae_title: str,
-                           allowed: dict[str, list[str]] | None = None) -> bool:
+def certificate_matches_ae(
+    peer_cert: dict[str, Any] | None, ae_title: str, allowed: dict[str, list[str]] | None = None
+) -> bool:
     """Whether a client certificate may speak for ``ae_title``: one of its names is the AE title
     itself or a name ``allowed`` (tls.dicom.certificate_names) maps it to; case and padding ignored."""
     wanted = {ae_title.strip().casefold()} | {n.strip().casefold() for n in (allowed or {}).get(ae_title.strip(), [])}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -100,8 +100,12 @@ def pytest_runtest_makereport(item, call):
     """Under CI, a skipped test (setup or call: a skipif, a pytest.skip in a fixture) is a failure."""
     outcome = yield
     report = outcome.get_result()
-    if (in_ci() and report.skipped and not hasattr(report, "wasxfail")
-            and item.get_closest_marker("ci_may_skip") is None):
+    if (
+        in_ci()
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("ci_may_skip") is None
+    ):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, which counts as a failure: {_skip_reason(report)}"
 
@@ -140,8 +144,15 @@ def nih_dir(shared_data: Path) -> Path:
     return shared_data / "cxr" / "nih"
 
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")

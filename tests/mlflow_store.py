@@ -47,9 +47,9 @@ def new_mlflow_store(folder: Path) -> str:
 def mlflow_server_command() -> list[str] | None:
     """How to start `mlflow server` here, or None if only the MLflow client (mlflow-skinny) is installed."""
     try:
-        import mlflow.server  # noqa: F401
         import graphene  # noqa: F401 - the full mlflow package's server dependency
         import gunicorn  # noqa: F401
+        import mlflow.server  # noqa: F401
     except ImportError:
         return None
     return [sys.executable, "-m", "mlflow", "server"]
@@ -68,17 +68,33 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runner
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                command + ["--backend-store-uri", new_mlflow_store(folder / "store"),
-                           "--artifacts-destination", str(folder / "artifacts"),
-                           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                command
+                + [
+                    "--backend-store-uri",
+                    new_mlflow_store(folder / "store"),
+                    "--artifacts-destination",
+                    str(folder / "artifacts"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         try:
             if wait_for_http(f"{self.url}/health", self.process, startup_timeout_s):
                 return
         except ProcessExited:
             raise RuntimeError(f"mlflow server exited ({self.process.returncode}): {self.log_tail()}") from None
         self.stop()
-        raise RuntimeError(f"mlflow server did not answer on {self.url} within {startup_timeout_s:.0f} s: {self.log_tail()}")
+        raise RuntimeError(
+            f"mlflow server did not answer on {self.url} within {startup_timeout_s:.0f} s: {self.log_tail()}"
+        )
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""

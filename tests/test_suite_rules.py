@@ -9,7 +9,7 @@ from tests.conftest import PEERS, require_peer
 
 pytestmark = pytest.mark.reliability
 
-SUITE = '''
+SUITE = """
 import pytest
 from tests.conftest import require_peer
 
@@ -35,16 +35,19 @@ def test_allowed_skip():
 
 def test_passes():
     pass
-'''
+"""
 
 
 @pytest.fixture
 def suite(pytester):
-    pytester.makeconftest("from tests.conftest import pytest_configure, pytest_runtest_setup, "
-                          "pytest_runtest_makereport, pytest_make_collect_report  # noqa: F401\n")
-    pytester.makepyfile(test_peers=SUITE,
-                        test_collect_skip="import pytest\npytest.importorskip('no_such_module_preread')\n"
-                                          "def test_never():\n    pass\n")
+    pytester.makeconftest(
+        "from tests.conftest import pytest_configure, pytest_runtest_setup, "
+        "pytest_runtest_makereport, pytest_make_collect_report  # noqa: F401\n"
+    )
+    pytester.makepyfile(
+        test_peers=SUITE,
+        test_collect_skip="import pytest\npytest.importorskip('no_such_module_preread')\ndef test_never():\n    pass\n",
+    )
     return pytester
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class Precision:
     def autocast(self, device: torch.device):
         return torch.autocast(device_type=device.type, dtype=self.dtype, enabled=self.enabled)
 
-    def make_scaler(self) -> "torch.amp.GradScaler":
+    def make_scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler("cuda", enabled=self.use_scaler)
 
 
@@ -144,9 +145,18 @@ def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: Any, epoch: int, early_stopping: EarlyStopping,
-                    generator: torch.Generator | None = None, **extra: Any) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    epoch: int,
+    early_stopping: EarlyStopping,
+    generator: torch.Generator | None = None,
+    **extra: Any,
+) -> Path:
     """Write everything needed to continue after ``epoch`` (0-based, completed). Atomic: written
     beside and renamed, so a crash mid-write leaves the previous checkpoint intact."""
     path = Path(path)
@@ -167,9 +177,17 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.opti
     return path
 
 
-def load_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: Any, early_stopping: EarlyStopping,
-                    generator: torch.Generator | None = None, device: torch.device | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    early_stopping: EarlyStopping,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """Restore a ``save_checkpoint`` file into the given objects; returns the whole payload
     (``epoch`` and any extras). RNG states are restored last, so nothing here shifts them."""
     # weights_only=False: the payload holds Python/NumPy RNG states. Only load checkpoints this
@@ -192,6 +210,7 @@ def load_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.opti
 # Data-parallel replicas
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Replica:
     """This process's place in a data-parallel run: rank 0 of 1 when training alone, one of
@@ -205,7 +224,7 @@ class Replica:
 
     rank: int = 0
     world_size: int = 1
-    device: torch.device | None = None     # the rank's device (Ray: ray.train.torch.get_device())
+    device: torch.device | None = None  # the rank's device (Ray: ray.train.torch.get_device())
 
     @property
     def is_main(self) -> bool:
@@ -225,7 +244,7 @@ class Replica:
         per_rank = math.ceil(len(order) / self.world_size)
         padding = per_rank * self.world_size - len(order)
         padded = torch.cat([order, order[:padding]]) if padding else order
-        return padded[self.rank::self.world_size]
+        return padded[self.rank :: self.world_size]
 
     def shard_length(self, n: int) -> int:
         return math.ceil(n / self.world_size)
@@ -236,7 +255,7 @@ class Replica:
         with those would score a mix of models, not the one rank 0 checkpoints."""
         if not self.distributed:
             return
-        import torch.distributed as dist
+        import torch.distributed as dist  # noqa: PLC0415
 
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
@@ -246,13 +265,13 @@ class Replica:
         ``range(n)`` and gathered in order on every rank (CPU float32 [n, width])."""
         if not self.distributed:
             return compute(torch.arange(n))
-        import torch.distributed as dist
+        import torch.distributed as dist  # noqa: PLC0415
 
         per_rank = math.ceil(n / self.world_size)
         index = torch.arange(self.rank * per_rank, min((self.rank + 1) * per_rank, n))
         rows = compute(index) if len(index) else torch.zeros((0, width))
         padded = torch.zeros((per_rank, width), dtype=torch.float32)
-        padded[:len(rows)] = rows.float()
+        padded[: len(rows)] = rows.float()
         comm = self.device if self.device is not None and self.device.type == "cuda" else torch.device("cpu")
         parts = [torch.zeros_like(padded, device=comm) for _ in range(self.world_size)]
         dist.all_gather(parts, padded.to(comm))
@@ -274,4 +293,5 @@ class BatchAugment:
         self.transform.set_random_state(seed=int(seed))
         out = [self.transform(sample) for sample in batch]
         return torch.stack([x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x) for x in out]).to(
-            batch.dtype)
+            batch.dtype
+        )

@@ -57,9 +57,9 @@ from datasets.imaging import (
 from datasets.sources import SourceDataset, open_source
 from datasets.sources.nih import folder_codes  # noqa: F401 - kept importable from here
 from datasets.sources.splits import split_by_patient
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES, codes_from_nih, multi_hot
 from models.card import InputSpec, ModelCard
 from models.card import TrainingData as CardTrainingData
-from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES, codes_from_nih, multi_hot
 from models.cxr.network import build_cxr_model
 from models.registry import ModelRegistry, RegisteredModel
 from training import metrics as _metrics
@@ -93,8 +93,9 @@ from training.metrics import json_safe as _json_safe
 
 log = logging.getLogger(__name__)
 
-DEMO_CXR_INTENDED_USE = ("DEMO model trained on synthetic chest phantoms and a few NIH ChestX-ray14 sample images. "
-                         "Not for clinical use.")
+DEMO_CXR_INTENDED_USE = (
+    "DEMO model trained on synthetic chest phantoms and a few NIH ChestX-ray14 sample images. Not for clinical use."
+)
 PREPROCESSING = "datasets.imaging.transforms.cxr_preprocess"
 TEST_SEED_OFFSET = 1_000_000  # phantom held-out test set: seed + this, never the training stream
 HOLDOUT_SEED_OFFSET = 7_919  # the held-out test patients: another stream than the validation draw
@@ -108,8 +109,9 @@ EVAL_BATCH_SIZE = 64
 CxrTrainingData = TrainingData  # kept importable under its old name
 
 
-def make_phantoms(n: int, seed: int, phantom_size: int, size: int, channels: int,
-                  prevalence: float) -> tuple[np.ndarray, np.ndarray]:
+def make_phantoms(
+    n: int, seed: int, phantom_size: int, size: int, channels: int, prevalence: float
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random chest phantoms through THE preprocessing, with their multi-hot targets."""
     rng = np.random.default_rng(seed)
     X = np.empty((n, channels, size, size), dtype=np.float32)
@@ -121,15 +123,17 @@ def make_phantoms(n: int, seed: int, phantom_size: int, size: int, channels: int
     return X, Y
 
 
-def hold_out_patients(dataset: SourceDataset, fraction: float, seed: int,
-                      also: set[str] = frozenset()) -> SourceDataset:
+def hold_out_patients(
+    dataset: SourceDataset, fraction: float, seed: int, also: set[str] = frozenset()
+) -> SourceDataset:
     """Mark about ``fraction`` of each stratum's patients (seeded) — and every patient in ``also`` —
     as the ``test`` split, before validation is drawn from the rest."""
     groups = [str(g) for g in dataset.meta["patient_id"]]
     test = set()
     if fraction > 0:
-        strata = ([str(s) for s in dataset.meta["stratum"]] if "stratum" in dataset.meta.columns
-                  else ["all"] * len(groups))
+        strata = (
+            [str(s) for s in dataset.meta["stratum"]] if "stratum" in dataset.meta.columns else ["all"] * len(groups)
+        )
         _, test_index = split_by_patient(groups, strata, fraction, seed + HOLDOUT_SEED_OFFSET)
         test = {int(i) for i in test_index}
     test |= {i for i, g in enumerate(groups) if g in also}
@@ -182,34 +186,57 @@ def load_cxr_training_data(config: TrainConfig, progress: bool = False) -> Train
     train_index, val_index = _split(len(X), data.val_fraction, data.seed)
     X_test = Y_test = None
     if data.test_n:
-        X_test, Y_test = make_phantoms(data.test_n, data.seed + TEST_SEED_OFFSET, data.phantom_size, size,
-                                       channels, data.phantom_prevalence)
-    phantom_description = (f"{data.n} synthetic chest phantoms ({', '.join(PHANTOM_FINDINGS)}; prevalence "
-                           f"{data.phantom_prevalence:g} each, {data.phantom_size} px, seed {data.seed})")
+        X_test, Y_test = make_phantoms(
+            data.test_n, data.seed + TEST_SEED_OFFSET, data.phantom_size, size, channels, data.phantom_prevalence
+        )
+    phantom_description = (
+        f"{data.n} synthetic chest phantoms ({', '.join(PHANTOM_FINDINGS)}; prevalence "
+        f"{data.phantom_prevalence:g} each, {data.phantom_size} px, seed {data.seed})"
+    )
     phantoms = TrainingData(
-        X_train=X[train_index], Y_train=Y[train_index], X_val=X[val_index], Y_val=Y[val_index],
-        X_test=X_test, Y_test=Y_test, description=phantom_description, source=data.source,
-        labels=list(CXR_LABEL_CODES), label_names=list(CXR_LABEL_NAMES),
-        val_origin=np.full(len(val_index), "phantom"), test_origin="phantom" if X_test is not None else None,
-        counts={"phantom_train": len(train_index), "phantom_val": len(val_index)})
+        X_train=X[train_index],
+        Y_train=Y[train_index],
+        X_val=X[val_index],
+        Y_val=Y[val_index],
+        X_test=X_test,
+        Y_test=Y_test,
+        description=phantom_description,
+        source=data.source,
+        labels=list(CXR_LABEL_CODES),
+        label_names=list(CXR_LABEL_NAMES),
+        val_origin=np.full(len(val_index), "phantom"),
+        test_origin="phantom" if X_test is not None else None,
+        counts={"phantom_train": len(train_index), "phantom_val": len(val_index)},
+    )
     parts = [p for p in (real, phantoms) if p is not None]
     # A real test split wins over the phantom one (the card reports one test set).
     test = next((p for p in parts if p.X_test is not None), None)
     return TrainingData(
-        X_train=np.concatenate([p.X_train for p in parts]), Y_train=np.concatenate([p.Y_train for p in parts]),
-        X_val=np.concatenate([p.X_val for p in parts]), Y_val=np.concatenate([p.Y_val for p in parts]),
-        X_test=test.X_test if test else None, Y_test=test.Y_test if test else None,
+        X_train=np.concatenate([p.X_train for p in parts]),
+        Y_train=np.concatenate([p.Y_train for p in parts]),
+        X_val=np.concatenate([p.X_val for p in parts]),
+        Y_val=np.concatenate([p.Y_val for p in parts]),
+        X_test=test.X_test if test else None,
+        Y_test=test.Y_test if test else None,
         description="; ".join(p.description for p in parts) + f"; input {size} px letterboxed",
-        source=data.source, labels=list(CXR_LABEL_CODES), label_names=list(CXR_LABEL_NAMES),
-        val_origin=np.concatenate([p.val_origin for p in parts]), test_origin=test.test_origin if test else None,
-        counts={k: v for p in parts for k, v in p.counts.items()}, notes=[n for p in parts for n in p.notes],
+        source=data.source,
+        labels=list(CXR_LABEL_CODES),
+        label_names=list(CXR_LABEL_NAMES),
+        val_origin=np.concatenate([p.val_origin for p in parts]),
+        test_origin=test.test_origin if test else None,
+        counts={k: v for p in parts for k, v in p.counts.items()},
+        notes=[n for p in parts for n in p.notes],
         split_ids=real.split_ids if real is not None else {},
-        learned_from_real={code: bool(real is not None and real.learned_from_real.get(code)) for code in CXR_LABEL_CODES})
+        learned_from_real={
+            code: bool(real is not None and real.learned_from_real.get(code)) for code in CXR_LABEL_CODES
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Metrics and thresholds
 # --------------------------------------------------------------------------------------------
+
 
 def per_label_auroc(Y: np.ndarray, P: np.ndarray, codes=CXR_LABEL_CODES) -> dict[str, float | None]:
     """AUROC per label code; None where the data hold only one class for a label."""
@@ -222,8 +249,9 @@ def choose_thresholds(Y: np.ndarray, P: np.ndarray, method: str, codes=CXR_LABEL
     return _metrics.choose_thresholds(Y, P, method, codes)
 
 
-def operating_points(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float],
-                     codes=CXR_LABEL_CODES) -> dict[str, dict[str, float | None]]:
+def operating_points(
+    Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float], codes=CXR_LABEL_CODES
+) -> dict[str, dict[str, float | None]]:
     return _metrics.operating_points(Y, P, thresholds, codes)
 
 
@@ -248,11 +276,12 @@ def _origin_aurocs(data: TrainingData, P: np.ndarray) -> dict[str, dict[str, flo
 # Augmentation
 # --------------------------------------------------------------------------------------------
 
+
 class CxrAugment(BatchAugment):
     """MONAI augmentation for preprocessed (normalised, letterboxed) chest images (C, H, W)."""
 
     def __init__(self, size: int):
-        from monai.transforms import (
+        from monai.transforms import (  # noqa: PLC0415
             Compose,
             RandAdjustContrast,
             RandAffine,
@@ -261,29 +290,41 @@ class CxrAugment(BatchAugment):
             RandShiftIntensity,
         )
 
-        super().__init__(Compose([
-            # Border padding: the letterbox margin is already black and an NIH film's edge is
-            # collimation; zeros would paint mid-gray (0 is the mean after normalisation).
-            RandAffine(prob=0.8, rotate_range=(np.deg2rad(5.0),), scale_range=(0.08, 0.08),
-                       translate_range=(0.04 * size, 0.04 * size), padding_mode="border", mode="bilinear"),
-            RandAdjustContrast(prob=0.3, gamma=(0.8, 1.25)),
-            RandScaleIntensity(factors=0.1, prob=0.5),
-            RandShiftIntensity(offsets=0.1, prob=0.5),
-            RandGaussianNoise(prob=0.3, mean=0.0, std=0.05),
-        ]))
+        super().__init__(
+            Compose(
+                [
+                    # Border padding: the letterbox margin is already black and an NIH film's edge is
+                    # collimation; zeros would paint mid-gray (0 is the mean after normalisation).
+                    RandAffine(
+                        prob=0.8,
+                        rotate_range=(np.deg2rad(5.0),),
+                        scale_range=(0.08, 0.08),
+                        translate_range=(0.04 * size, 0.04 * size),
+                        padding_mode="border",
+                        mode="bilinear",
+                    ),
+                    RandAdjustContrast(prob=0.3, gamma=(0.8, 1.25)),
+                    RandScaleIntensity(factors=0.1, prob=0.5),
+                    RandShiftIntensity(offsets=0.1, prob=0.5),
+                    RandGaussianNoise(prob=0.3, mean=0.0, std=0.05),
+                ]
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Loop
 # --------------------------------------------------------------------------------------------
 
+
 def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return to_device(batch, device, channels_last=True)
 
 
 def predict_logits(model: nn.Module, X: torch.Tensor, device: torch.device, precision) -> torch.Tensor:
-    return _predict_logits(model, X, device, precision, batch_size=EVAL_BATCH_SIZE, channels_last=True,
-                           n_labels=len(CXR_LABEL_CODES))
+    return _predict_logits(
+        model, X, device, precision, batch_size=EVAL_BATCH_SIZE, channels_last=True, n_labels=len(CXR_LABEL_CODES)
+    )
 
 
 def architecture_params(config: TrainConfig) -> dict[str, Any]:
@@ -291,22 +332,39 @@ def architecture_params(config: TrainConfig) -> dict[str, Any]:
     return {"in_channels": config.data.channels, **config.model.params}
 
 
-def fit_cxr(config: TrainConfig, *, progress: bool = True, resume: bool = False,
-            on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-            replica: Replica = SINGLE_PROCESS, checkpoints: Any = None) -> FitOutcome:
+def fit_cxr(
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    replica: Replica = SINGLE_PROCESS,
+    checkpoints: Any = None,
+) -> FitOutcome:
     """Load the data and train (no export): the part every rank of a distributed run does."""
     started = time.perf_counter()
     generator, device, precision = setup_run(config, "cxr", replica)
     data = load_cxr_training_data(config, progress=progress and replica.is_main)
-    log.info("CXR training on %s (AMP %s, rank %d/%d): %d train / %d val images (%s)", device, precision.enabled,
-             replica.rank, replica.world_size, len(data.X_train), len(data.X_val), data.counts)
+    log.info(
+        "CXR training on %s (AMP %s, rank %d/%d): %d train / %d val images (%s)",
+        device,
+        precision.enabled,
+        replica.rank,
+        replica.world_size,
+        len(data.X_train),
+        len(data.X_val),
+        data.counts,
+    )
 
-    model = prepare_model(build_cxr_model(config.model.architecture, len(data.labels), **architecture_params(config)),
-                          device)
+    model = prepare_model(
+        build_cxr_model(config.model.architecture, len(data.labels), **architecture_params(config)), device
+    )
     if config.augment.enabled:
-        batch_inputs = augmenting_inputs(CxrAugment(config.data.image_size), generator, device, replica,
-                                         channels_last=True)
+        batch_inputs = augmenting_inputs(
+            CxrAugment(config.data.image_size), generator, device, replica, channels_last=True
+        )
     else:
+
         def batch_inputs(X_train: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return _to_device(X_train[index], device)
 
@@ -314,22 +372,44 @@ def fit_cxr(config: TrainConfig, *, progress: bool = True, resume: bool = False,
         return model.to(memory_format=torch.channels_last)
 
     def summary(metrics: dict[str, Any]) -> str:
-        return "".join(f", {origin.upper()} val AUROC "
-                       f"{json.dumps({k: round(v, 3) for k, v in metrics[f'val_{origin}_auroc'].items()})}"
-                       for origin in _origins(data) if origin != "phantom")
+        return "".join(
+            f", {origin.upper()} val AUROC "
+            f"{json.dumps({k: round(v, 3) for k, v in metrics[f'val_{origin}_auroc'].items()})}"
+            for origin in _origins(data)
+            if origin != "phantom"
+        )
 
     stats: dict[str, Any] = {}
     model, history, early = fit(
-        config, model, data, codes=data.labels, device=device, precision=precision, generator=generator,
-        progress=progress, resume=resume, on_epoch_end=on_epoch_end,
-        predict=lambda m, X: predict_logits(m, X, device, precision), batch_inputs=batch_inputs,
-        extra_val_metrics=lambda probs: _origin_aurocs(data, probs), summary_suffix=summary,
-        after_resume=channels_last, replica=replica, checkpoints=checkpoints, stats=stats)
+        config,
+        model,
+        data,
+        codes=data.labels,
+        device=device,
+        precision=precision,
+        generator=generator,
+        progress=progress,
+        resume=resume,
+        on_epoch_end=on_epoch_end,
+        predict=lambda m, X: predict_logits(m, X, device, precision),
+        batch_inputs=batch_inputs,
+        extra_val_metrics=lambda probs: _origin_aurocs(data, probs),
+        summary_suffix=summary,
+        after_resume=channels_last,
+        replica=replica,
+        checkpoints=checkpoints,
+        stats=stats,
+    )
     return FitOutcome(model, data, history, early, device, precision, time.perf_counter() - started, stats)
 
 
-def train_cxr(config: TrainConfig, registry: ModelRegistry | None = None, progress: bool = True,
-              resume: bool = False, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> RegisteredModel:
+def train_cxr(
+    config: TrainConfig,
+    registry: ModelRegistry | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> RegisteredModel:
     """Train per ``config``, export, check ONNX parity, write the card and register the model.
 
     Args:
@@ -349,26 +429,40 @@ def train_cxr(config: TrainConfig, registry: ModelRegistry | None = None, progre
 
 def _pipeline_description(size: int, channels: int) -> dict[str, Any]:
     mean, std = normalisation_for(channels)
-    return {"size": size, "channels": channels, "letterbox": True, "pad_value": 0.0,
-            "mean": list(mean), "std": list(std),
-            "reader": "datasets.imaging.read_image (DICOM: modality LUT, VOI LUT/window, MONOCHROME1 inverted)"}
+    return {
+        "size": size,
+        "channels": channels,
+        "letterbox": True,
+        "pad_value": 0.0,
+        "mean": list(mean),
+        "std": list(std),
+        "reader": "datasets.imaging.read_image (DICOM: modality LUT, VOI LUT/window, MONOCHROME1 inverted)",
+    }
 
 
 def finalize_cxr(config: TrainConfig, registry: ModelRegistry, outcome: FitOutcome) -> RegisteredModel:
     """Thresholds and metrics of the best weights, export + parity, card, registration."""
     data, device, precision, model = outcome.data, outcome.device, outcome.precision, outcome.model
     thresholds, metrics = evaluate_best(
-        config, model, data, codes=data.labels, device=device,
+        config,
+        model,
+        data,
+        codes=data.labels,
+        device=device,
         predict=lambda m, X: predict_logits(m, X, device, precision),
-        history=outcome.history, early=outcome.early, train_seconds=outcome.train_seconds,
+        history=outcome.history,
+        early=outcome.early,
+        train_seconds=outcome.train_seconds,
         test_prefix=f"test_{data.test_origin}_" if data.test_origin == "phantom" else "test_",
         val_probs_hook=lambda probs: _origin_aurocs(data, probs),
-        extra_tail={"data_counts": data.counts, **outcome.card_metrics})
+        extra_tail={"data_counts": data.counts, **outcome.card_metrics},
+    )
     if data.X_test is not None and data.test_origin != "phantom":
         test_probs = torch.sigmoid(predict_logits(model, _to_tensor(data.X_test, device), device, precision)).numpy()
         metrics["test_held_out"] = held_out_report(data.Y_test, test_probs, thresholds, data.labels, seed=config.seed)
-        log.info("held-out test (%d films, never tuned on):\n%s", len(data.X_test),
-                 format_report(metrics["test_held_out"]))
+        log.info(
+            "held-out test (%d films, never tuned on):\n%s", len(data.X_test), format_report(metrics["test_held_out"])
+        )
     size, channels = config.data.image_size, config.data.channels
     # Phantoms (alone or beside the NIH sample PNGs) make a demo model; real layouts do not, unless
     # the config says so (a small real-data model is still not for clinical use).
@@ -383,12 +477,19 @@ def finalize_cxr(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
             labels=list(data.labels),
             label_names=list(data.label_names),
             thresholds=thresholds,
-            input=InputSpec(shape=[None, channels, size, size], preprocessing=PREPROCESSING,
-                            preprocessing_params=_pipeline_description(size, channels)),
-            training_data=CardTrainingData(description=data.description, source=data.source,
-                                       n_train=len(data.X_train), n_val=len(data.X_val),
-                                       n_test=len(data.X_test) if data.X_test is not None else None,
-                                       fingerprint_sha256=data.fingerprint()),
+            input=InputSpec(
+                shape=[None, channels, size, size],
+                preprocessing=PREPROCESSING,
+                preprocessing_params=_pipeline_description(size, channels),
+            ),
+            training_data=CardTrainingData(
+                description=data.description,
+                source=data.source,
+                n_train=len(data.X_train),
+                n_val=len(data.X_val),
+                n_test=len(data.X_test) if data.X_test is not None else None,
+                fingerprint_sha256=data.fingerprint(),
+            ),
             metrics=_json_safe(metrics),
             demo=demo,
             learned_from_real=dict(data.learned_from_real),

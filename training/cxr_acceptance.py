@@ -40,7 +40,7 @@ def _jitter(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     keep = rng.uniform(0.8, 1.0)
     h, w = int(rows * keep), int(cols * keep)
     top, left = rng.integers(0, rows - h + 1), rng.integers(0, cols - w + 1)
-    crop = np.clip(pixels[top:top + h, left:left + w], 0.0, 1.0) ** rng.uniform(0.7, 1.4)
+    crop = np.clip(pixels[top : top + h, left : left + w], 0.0, 1.0) ** rng.uniform(0.7, 1.4)
     if rng.random() < 0.5:
         # A frame around the exposed field, white or black (scanned films, collimation): seen in real
         # films, and the thing that fooled a first fit into "rotated and inverted".
@@ -74,7 +74,7 @@ def load_films(config_path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def fit_orientation(fit: list[np.ndarray], seed: int = 0) -> OrientationModel:
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     X, y = features_of(fit, rng, COPIES)
@@ -99,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     X, y = features_of(held_out, None, 1)
     predicted = model.probabilities(X).argmax(axis=1)
     similarities = np.array([model.similarity(p) for p in held_out])
-    print(f"fitted on {len(fit)} films x {COPIES} x {len(CLASSES)} variants; held-out {len(held_out)} films: "
-          f"orientation/polarity accuracy {float((predicted == y).mean()):.4f} over {len(y)} variants; "
-          f"chest cut-off {model.chest_cutoff:.3f}, held-out films below it: {int((similarities < model.chest_cutoff).sum())}")
+    print(
+        f"fitted on {len(fit)} films x {COPIES} x {len(CLASSES)} variants; held-out {len(held_out)} films: "
+        f"orientation/polarity accuracy {float((predicted == y).mean()):.4f} over {len(y)} variants; "
+        f"chest cut-off {model.chest_cutoff:.3f}, held-out films below it: {int((similarities < model.chest_cutoff).sum())}"  # noqa: E501
+    )
     model.save(args.out)
     print(f"wrote {args.out}")
     return 0

@@ -25,8 +25,10 @@ from training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 SHARED_DATA_ENV = "PREREAD_SHARED_DATA"
-REAL_DATA_INTENDED_USE = ("Preliminary read to prioritise a reading worklist; every read is reviewed and signed "
-                          "by a physician. Not a diagnosis.")
+REAL_DATA_INTENDED_USE = (
+    "Preliminary read to prioritise a reading worklist; every read is reviewed and signed "
+    "by a physician. Not a diagnosis."
+)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,14 +42,14 @@ class TrainingData:
     Y_test: np.ndarray | None
     description: str
     source: str
-    labels: list[str] = field(default_factory=list)           # label codes, column order of Y
+    labels: list[str] = field(default_factory=list)  # label codes, column order of Y
     label_names: list[str] = field(default_factory=list)
     label_set: str = "preread"
-    val_origin: np.ndarray | None = None                       # per validation case: "nih", "phantom" ...
+    val_origin: np.ndarray | None = None  # per validation case: "nih", "phantom" ...
     test_origin: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    split_ids: dict[str, list[str]] = field(default_factory=dict)   # case ids per split (real layouts)
+    split_ids: dict[str, list[str]] = field(default_factory=dict)  # case ids per split (real layouts)
     # label code → real training cases held both positives and negatives of it (the card's learned_from_real)
     learned_from_real: dict[str, bool] = field(default_factory=dict)
 
@@ -83,8 +85,11 @@ def source_options(config: TrainConfig) -> dict[str, Any]:
     fmt = "nih" if data.source == "nih+phantom" else data.source
     images = {"image_size": data.image_size, "channels": data.channels}
     options: dict[str, Any] = {
-        "ptbxl": {"label_set": data.label_set, "sampling_rate": data.sampling_rate,
-                  "min_likelihood": data.min_likelihood},
+        "ptbxl": {
+            "label_set": data.label_set,
+            "sampling_rate": data.sampling_rate,
+            "min_likelihood": data.min_likelihood,
+        },
         "cinc": {"label_set": data.label_set},
         "nih": images,
         "chexpert": {**images, "uncertain": data.uncertain, "unmentioned": data.unmentioned, "views": data.views},
@@ -110,8 +115,9 @@ def cap(dataset: SourceDataset, n: int | None) -> SourceDataset:
         return dataset
     if "stratum" not in dataset.meta.columns:
         return dataset.head(n)
-    queues = {s: list(np.flatnonzero(dataset.meta["stratum"].to_numpy() == s))
-              for s in dict.fromkeys(dataset.meta["stratum"])}
+    queues = {
+        s: list(np.flatnonzero(dataset.meta["stratum"].to_numpy() == s)) for s in dict.fromkeys(dataset.meta["stratum"])
+    }
     picked: list[int] = []
     while len(picked) < n:
         for items in queues.values():
@@ -126,8 +132,9 @@ def learned_labels(Y_train: np.ndarray, labels: list[str]) -> dict[str, bool]:
     return {code: bool(np.any(Y[:, i] > 0.5) and np.any(Y[:, i] <= 0.5)) for i, code in enumerate(labels)}
 
 
-def from_source(dataset: SourceDataset, config: TrainConfig, progress: bool = False,
-                origin: str | None = None) -> TrainingData:
+def from_source(
+    dataset: SourceDataset, config: TrainConfig, progress: bool = False, origin: str | None = None
+) -> TrainingData:
     """Read, preprocess and split a layout's cases into training arrays."""
     data = config.data
     origin = origin or dataset.format
@@ -136,24 +143,45 @@ def from_source(dataset: SourceDataset, config: TrainConfig, progress: bool = Fa
     parts = assign_splits(dataset, data.val_fraction, data.seed)
     train, val, test = parts["train"], parts["val"], parts["test"]
     if len(train) < 2 or len(val) < 1:
-        raise ValueError(f"{dataset.format} at {dataset.path}: {len(train)} training / {len(val)} validation cases; "
-                         "need at least 2 / 1 (more cases, more patients, or another data.val_fraction)")
+        raise ValueError(
+            f"{dataset.format} at {dataset.path}: {len(train)} training / {len(val)} validation cases; "
+            "need at least 2 / 1 (more cases, more patients, or another data.val_fraction)"
+        )
     ids = dataset.ids
     result = TrainingData(
-        X_train=X[train], Y_train=dataset.Y[train], X_val=X[val], Y_val=dataset.Y[val],
-        X_test=X[test] if len(test) else None, Y_test=dataset.Y[test] if len(test) else None,
-        description=(f"{dataset.description}; split {'as the layout defines' if dataset.has_split else 'by patient'}:"
-                     f" {len(train)} train / {len(val)} val / {len(test)} test"),
+        X_train=X[train],
+        Y_train=dataset.Y[train],
+        X_val=X[val],
+        Y_val=dataset.Y[val],
+        X_test=X[test] if len(test) else None,
+        Y_test=dataset.Y[test] if len(test) else None,
+        description=(
+            f"{dataset.description}; split {'as the layout defines' if dataset.has_split else 'by patient'}:"
+            f" {len(train)} train / {len(val)} val / {len(test)} test"
+        ),
         source=data.source if data.label_set == "preread" else f"{data.source}:{data.label_set}",
-        labels=list(dataset.labels), label_names=list(dataset.label_names), label_set=data.label_set,
-        val_origin=np.full(len(val), origin), test_origin=origin if len(test) else None,
-        counts={f"{origin}_train": len(train), f"{origin}_val": len(val), **({f"{origin}_test": len(test)}
-                                                                            if len(test) else {})},
+        labels=list(dataset.labels),
+        label_names=list(dataset.label_names),
+        label_set=data.label_set,
+        val_origin=np.full(len(val), origin),
+        test_origin=origin if len(test) else None,
+        counts={
+            f"{origin}_train": len(train),
+            f"{origin}_val": len(val),
+            **({f"{origin}_test": len(test)} if len(test) else {}),
+        },
         notes=list(dataset.notes),
         split_ids={"train": [ids[i] for i in train], "val": [ids[i] for i in val], "test": [ids[i] for i in test]},
         learned_from_real=learned_labels(dataset.Y[train], dataset.labels),
     )
     del X
-    log.info("%s: %d train / %d val / %d test cases, %d labels (%s)", dataset.format, len(train), len(val), len(test),
-             len(dataset.labels), data.label_set)
+    log.info(
+        "%s: %d train / %d val / %d test cases, %d labels (%s)",
+        dataset.format,
+        len(train),
+        len(val),
+        len(test),
+        len(dataset.labels),
+        data.label_set,
+    )
     return result

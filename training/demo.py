@@ -1,6 +1,6 @@
 """Demo models: what `preread serve` trains when the registry lacks a served model, with the
 project's own training code: the default ECG model on real ECGs (configs/train/ecg-default.yaml)
-and the chest X-ray demo (configs/train/cxr-demo.yaml), each a tracked run like any `preread train`. Also the one way the CLI trains from a config file."""
+and the chest X-ray demo (configs/train/cxr-demo.yaml), each a tracked run like any `preread train`. Also the one way the CLI trains from a config file."""  # noqa: E501
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from training.distributed import train
 from training.tracking import train_tracked
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_TRAINING = {"ecg": REPO / "configs" / "train" / "ecg-default.yaml",
-                 "cxr": REPO / "configs" / "train" / "cxr-demo.yaml"}
+DEMO_TRAINING = {
+    "ecg": REPO / "configs" / "train" / "ecg-default.yaml",
+    "cxr": REPO / "configs" / "train" / "cxr-demo.yaml",
+}
 
 
 def ensure_demo_models(cfg: Any, names: list[str] | None = None) -> list[str]:
@@ -34,14 +36,19 @@ def ensure_demo_models(cfg: Any, names: list[str] | None = None) -> list[str]:
                 continue
             if not isinstance(registry, ModelRegistry) and not legacy.is_empty(name):
                 moved = copy_model(legacy, registry, name)
-                print(f"[preread] moved {name} versions {sorted(moved)} from {legacy.root} into {registry.location}",
-                      flush=True)
+                print(
+                    f"[preread] moved {name} versions {sorted(moved)} from {legacy.root} into {registry.location}",
+                    flush=True,
+                )
                 continue
             config_path = DEMO_TRAINING.get(name)
             if config_path is None or not config_path.exists():
                 raise SystemExit(f"model {name!r} is not registered and there is no demo training for it")
-            print(f"[preread] registry {registry.location} has no '{name}' model: training the demo model "
-                  f"({config_path.name}) ...", flush=True)
+            print(
+                f"[preread] registry {registry.location} has no '{name}' model: training the demo model "
+                f"({config_path.name}) ...",
+                flush=True,
+            )
             train_from_config(name, config_path, registry)
             trained.append(name)
     except RegistryUnavailable as exc:

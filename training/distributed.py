@@ -26,8 +26,9 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -41,30 +42,39 @@ log = logging.getLogger(__name__)
 RESULT_FILENAME = "registered.json"
 
 
-def train(config: TrainConfig, registry: ModelRegistry | None = None, progress: bool = True, resume: bool = False,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> RegisteredModel:
+def train(
+    config: TrainConfig,
+    registry: ModelRegistry | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> RegisteredModel:
     """Train, export and register per ``config`` — alone or, with ``distributed.num_workers`` > 1,
     on Ray Train."""
     if config.distributed.num_workers > 1:
-        return train_distributed(config, registry=registry, progress=progress, resume=resume,
-                                 on_epoch_end=on_epoch_end)
+        return train_distributed(config, registry=registry, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
     if config.task == "ecg":
-        from training.ecg import train_ecg
+        from training.ecg import train_ecg  # noqa: PLC0415
 
         return train_ecg(config, registry=registry, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
-    from training.cxr import train_cxr
+    from training.cxr import train_cxr  # noqa: PLC0415
 
     return train_cxr(config, registry=registry, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
 
 
 def _absolute(config: TrainConfig) -> TrainConfig:
     """Paths resolved here (workers may run in another directory, or on another node)."""
-    data = config.data.model_copy(update={k: Path(v).resolve() for k, v in
-                                          (("path", config.data.path), ("cache_dir", config.data.cache_dir)) if v})
-    registry = config.registry.model_copy(update={"root": Path(config.registry.root).resolve()}
-                                          if config.registry.root else {})
-    return config.model_copy(update={"checkpoint_dir": Path(config.checkpoint_dir).resolve(), "data": data,
-                                     "registry": registry})
+    data = config.data.model_copy(
+        update={
+            k: Path(v).resolve() for k, v in (("path", config.data.path), ("cache_dir", config.data.cache_dir)) if v
+        }
+    )
+    registry = config.registry.model_copy(
+        update={"root": Path(config.registry.root).resolve()} if config.registry.root else {}
+    )
+    return config.model_copy(
+        update={"checkpoint_dir": Path(config.checkpoint_dir).resolve(), "data": data, "registry": registry}
+    )
 
 
 def run_name(config: TrainConfig) -> str:
@@ -86,7 +96,7 @@ class RayCheckpoints:
         self.last: Path | None = None  # the newest training state on this machine
 
     def latest(self) -> Path | None:
-        import ray.train
+        import ray.train  # noqa: PLC0415
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
@@ -99,7 +109,7 @@ class RayCheckpoints:
         return path
 
     def _report(self, metrics: dict[str, Any], files: Callable[[Path], None] | None) -> None:
-        import ray.train
+        import ray.train  # noqa: PLC0415
 
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) and v == v}
         if not self.replica.is_main or files is None:
@@ -114,15 +124,18 @@ class RayCheckpoints:
             self.last = self.local / CHECKPOINT_FILENAME
             write(self.last)
             shutil.copy2(self.last, folder / CHECKPOINT_FILENAME)
+
         self._report(metrics, files if self.replica.is_main else None)
 
     def report_final(self, result: dict[str, Any]) -> None:
         """The last report: the final training state again (so resuming a finished run goes straight
         to export) plus the registration, for the driver."""
+
         def files(folder: Path) -> None:
             if self.last is not None:
                 shutil.copy2(self.last, folder / CHECKPOINT_FILENAME)
             (folder / RESULT_FILENAME).write_text(json.dumps(result, indent=2))
+
         self._report({"registered": result.get("registered") or ""}, files if self.replica.is_main else None)
 
     def close(self) -> None:
@@ -131,9 +144,9 @@ class RayCheckpoints:
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One rank: train, then (rank 0) export and register, then the final report."""
-    import ray.train
-    import ray.train.torch
-    import torch.distributed as dist
+    import ray.train  # noqa: PLC0415
+    import ray.train.torch  # noqa: PLC0415
+    import torch.distributed as dist  # noqa: PLC0415
 
     config = TrainConfig.model_validate(loop_config["config"])
     context = ray.train.get_context()
@@ -142,15 +155,25 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     checkpoints = RayCheckpoints(replica)
     try:
         if config.task == "ecg":
-            from training.ecg import finalize_ecg as finalize
-            from training.ecg import fit_ecg as fit_task
+            from training.ecg import finalize_ecg as finalize  # noqa: PLC0415
+            from training.ecg import fit_ecg as fit_task  # noqa: PLC0415
         else:
-            from training.cxr import finalize_cxr as finalize
-            from training.cxr import fit_cxr as fit_task
-        outcome = fit_task(config, progress=loop_config["progress"], on_epoch_end=loop_config["on_epoch_end"],
-                           replica=replica, checkpoints=checkpoints)
-        mine = {"rank": replica.rank, "device": str(device), "samples": outcome.stats.get("samples", 0),
-                "epochs": outcome.stats.get("epochs", 0), "first_epoch_indices": outcome.stats.get("first_epoch_indices")}
+            from training.cxr import finalize_cxr as finalize  # noqa: PLC0415
+            from training.cxr import fit_cxr as fit_task  # noqa: PLC0415
+        outcome = fit_task(
+            config,
+            progress=loop_config["progress"],
+            on_epoch_end=loop_config["on_epoch_end"],
+            replica=replica,
+            checkpoints=checkpoints,
+        )
+        mine = {
+            "rank": replica.rank,
+            "device": str(device),
+            "samples": outcome.stats.get("samples", 0),
+            "epochs": outcome.stats.get("epochs", 0),
+            "first_epoch_indices": outcome.stats.get("first_epoch_indices"),
+        }
         ranks: list[Any] = [None] * replica.world_size
         dist.all_gather_object(ranks, mine)
         result: dict[str, Any] = {"world_size": replica.world_size}
@@ -168,21 +191,39 @@ def _summary(ranks: list[dict[str, Any]], n_train: int, config: TrainConfig, bac
     training set; they overlap only by the padding that evens the ranks out)."""
     shards = [set(r["first_epoch_indices"] or []) for r in ranks]
     covered = set().union(*shards) if shards else set()
-    return {"world_size": len(ranks), "backend": backend, "use_gpu": config.distributed.use_gpu,
-            "global_batch_size": config.optim.batch_size, "n_train": n_train,
-            "first_epoch_covered": len(covered), "first_epoch_total": sum(len(s) for s in shards),
-            "ranks": [{"rank": r["rank"], "device": r["device"], "samples": r["samples"], "epochs": r["epochs"],
-                       "first_epoch_shard": len(s)} for r, s in zip(ranks, shards)]}
+    return {
+        "world_size": len(ranks),
+        "backend": backend,
+        "use_gpu": config.distributed.use_gpu,
+        "global_batch_size": config.optim.batch_size,
+        "n_train": n_train,
+        "first_epoch_covered": len(covered),
+        "first_epoch_total": sum(len(s) for s in shards),
+        "ranks": [
+            {
+                "rank": r["rank"],
+                "device": r["device"],
+                "samples": r["samples"],
+                "epochs": r["epochs"],
+                "first_epoch_shard": len(s),
+            }
+            for r, s in zip(ranks, shards)
+        ],
+    }
 
 
-def train_distributed(config: TrainConfig, registry: ModelRegistry | None = None, progress: bool = True,
-                      resume: bool = False,
-                      on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> RegisteredModel:
+def train_distributed(
+    config: TrainConfig,
+    registry: ModelRegistry | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> RegisteredModel:
     """Train ``config`` with ``distributed.num_workers`` Ray Train workers; returns the version rank 0
     registered. ``on_epoch_end`` runs in the rank-0 worker (it is pickled there)."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    import ray  # noqa: PLC0415
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
+    from ray.train.torch import TorchConfig, TorchTrainer  # noqa: PLC0415
 
     config = _absolute(config)
     registry = registry or ModelRegistry(config.registry.root)
@@ -197,18 +238,33 @@ def train_distributed(config: TrainConfig, registry: ModelRegistry | None = None
         shutil.rmtree(storage / name, ignore_errors=True)  # a fresh run: Ray Train would restore it otherwise
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"config": config.model_dump(mode="json"), "registry": registry, "progress": progress,
-                           "on_epoch_end": on_epoch_end},
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "registry": registry,
+            "progress": progress,
+            "on_epoch_end": on_epoch_end,
+        },
         torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
-                                     resources_per_worker=dict(settings.resources_per_worker) or None),
-        run_config=RunConfig(name=name, storage_path=str(storage),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=settings.max_failures)),
+        scaling_config=ScalingConfig(
+            num_workers=settings.num_workers,
+            use_gpu=settings.use_gpu,
+            resources_per_worker=dict(settings.resources_per_worker) or None,
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=settings.max_failures),
+        ),
     )
     try:
-        log.info("Ray Train: %d workers (%s), run %s in %s", settings.num_workers,
-                 "GPU/NCCL" if settings.use_gpu else "CPU/Gloo", name, storage)
+        log.info(
+            "Ray Train: %d workers (%s), run %s in %s",
+            settings.num_workers,
+            "GPU/NCCL" if settings.use_gpu else "CPU/Gloo",
+            name,
+            storage,
+        )
         result = trainer.fit()
     except Exception as exc:  # Ray wraps the worker's exception; say which run failed
         raise RuntimeError(f"distributed training failed (run {name} in {storage}): {exc}") from exc

@@ -62,8 +62,9 @@ EVAL_BATCH_SIZE = 256
 EcgTrainingData = TrainingData  # kept importable under its old name
 
 
-def load_cinc_folder(folder: str | Path, limit: int | None = None, progress: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_cinc_folder(
+    folder: str | Path, limit: int | None = None, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """PhysioNet/CinC 2021 WFDB records under ``folder`` → (X [n,12,5000], Y [n,L], record ids)
     with the served labels (``datasets.sources.cinc``). Unreadable records are skipped with a warning."""
     X, dataset = load_cinc(folder, limit=limit).load_inputs(progress=progress)
@@ -85,19 +86,32 @@ def load_ecg_training_data(config: TrainConfig, progress: bool = False) -> Train
     X, Y = make_synthetic_ecg_dataset(data.n, data.seed, cache_dir=data.path, progress=progress)
     X_test = Y_test = None
     if data.test_n:
-        X_test, Y_test = make_synthetic_ecg_dataset(data.test_n, data.seed + TEST_SEED_OFFSET,
-                                                    cache_dir=data.path, progress=progress)
-    description = (f"Synthetic 12-lead ECGs simulated from neurokit2 beat templates (preread generator "
-                   f"v{GENERATOR_VERSION}), {data.n} records, seed {data.seed}")
+        X_test, Y_test = make_synthetic_ecg_dataset(
+            data.test_n, data.seed + TEST_SEED_OFFSET, cache_dir=data.path, progress=progress
+        )
+    description = (
+        f"Synthetic 12-lead ECGs simulated from neurokit2 beat templates (preread generator "
+        f"v{GENERATOR_VERSION}), {data.n} records, seed {data.seed}"
+    )
     train_index, val_index = _split(len(X), data.val_fraction, data.seed)
-    return TrainingData(X[train_index], Y[train_index], X[val_index], Y[val_index], X_test, Y_test,
-                        description=description, source=data.source, labels=list(ECG_LABEL_CODES),
-                        label_names=[label.name for label in ECG_LABELS])
+    return TrainingData(
+        X[train_index],
+        Y[train_index],
+        X[val_index],
+        Y[val_index],
+        X_test,
+        Y_test,
+        description=description,
+        source=data.source,
+        labels=list(ECG_LABEL_CODES),
+        label_names=[label.name for label in ECG_LABELS],
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Metrics and thresholds
 # --------------------------------------------------------------------------------------------
+
 
 def per_label_auroc(Y: np.ndarray, P: np.ndarray, codes=ECG_LABEL_CODES) -> dict[str, float | None]:
     """AUROC per label code; None where the data hold only one class for a label."""
@@ -109,8 +123,9 @@ def choose_thresholds(Y: np.ndarray, P: np.ndarray, method: str, codes=ECG_LABEL
     return _metrics.choose_thresholds(Y, P, method, codes)
 
 
-def operating_points(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float],
-                     codes=ECG_LABEL_CODES) -> dict[str, dict[str, float | None]]:
+def operating_points(
+    Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float], codes=ECG_LABEL_CODES
+) -> dict[str, dict[str, float | None]]:
     """Sensitivity and specificity per label at the card's thresholds."""
     return _metrics.operating_points(Y, P, thresholds, codes)
 
@@ -118,6 +133,7 @@ def operating_points(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float],
 # --------------------------------------------------------------------------------------------
 # Loop
 # --------------------------------------------------------------------------------------------
+
 
 def predict_logits(model: nn.Module, X: torch.Tensor, device: torch.device, precision) -> torch.Tensor:
     return _predict_logits(model, X, device, precision, batch_size=EVAL_BATCH_SIZE)
@@ -131,36 +147,67 @@ def _pipeline_description() -> dict[str, Any]:
     return {"window_mode": "center", "steps": steps}
 
 
-def fit_ecg(config: TrainConfig, *, progress: bool = True, resume: bool = False,
-            on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-            replica: Replica = SINGLE_PROCESS, checkpoints: Any = None) -> FitOutcome:
+def fit_ecg(
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    replica: Replica = SINGLE_PROCESS,
+    checkpoints: Any = None,
+) -> FitOutcome:
     """Load the data and train (no export): the part every rank of a distributed run does."""
     started = time.perf_counter()
     generator, device, precision = setup_run(config, "ecg", replica)
     data = load_ecg_training_data(config, progress=progress and replica.is_main)
     codes = data.labels
-    log.info("ECG training on %s (AMP %s, rank %d/%d): %d train / %d val records, labels %s", device,
-             precision.enabled, replica.rank, replica.world_size, len(data.X_train), len(data.X_val), ", ".join(codes))
+    log.info(
+        "ECG training on %s (AMP %s, rank %d/%d): %d train / %d val records, labels %s",
+        device,
+        precision.enabled,
+        replica.rank,
+        replica.world_size,
+        len(data.X_train),
+        len(data.X_val),
+        ", ".join(codes),
+    )
 
     model = prepare_model(build_ecg_model(config.model.architecture, len(codes), **config.model.build_kwargs()), device)
     batch_inputs = None
     if config.augment.enabled:
         a = config.augment
-        augment = BatchAugment(ecg_augment(a.probability, a.amplitude_scale, a.baseline_wander_mv, a.noise_std_mv,
-                                           a.max_shift_s))
+        augment = BatchAugment(
+            ecg_augment(a.probability, a.amplitude_scale, a.baseline_wander_mv, a.noise_std_mv, a.max_shift_s)
+        )
         batch_inputs = augmenting_inputs(augment, generator, device, replica)
     stats: dict[str, Any] = {}
     model, history, early = fit(
-        config, model, data, codes=codes, device=device, precision=precision, generator=generator,
-        progress=progress, resume=resume, on_epoch_end=on_epoch_end,
-        predict=lambda m, X: predict_logits(m, X, device, precision), batch_inputs=batch_inputs,
-        replica=replica, checkpoints=checkpoints, stats=stats)
+        config,
+        model,
+        data,
+        codes=codes,
+        device=device,
+        precision=precision,
+        generator=generator,
+        progress=progress,
+        resume=resume,
+        on_epoch_end=on_epoch_end,
+        predict=lambda m, X: predict_logits(m, X, device, precision),
+        batch_inputs=batch_inputs,
+        replica=replica,
+        checkpoints=checkpoints,
+        stats=stats,
+    )
     return FitOutcome(model, data, history, early, device, precision, time.perf_counter() - started, stats)
 
 
-def train_ecg(config: TrainConfig, registry: ModelRegistry | None = None, progress: bool = True,
-              resume: bool = False, on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-              ) -> RegisteredModel:
+def train_ecg(
+    config: TrainConfig,
+    registry: ModelRegistry | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> RegisteredModel:
     """Train per ``config``, export, check ONNX parity, write the card and register the model.
 
     Args:
@@ -183,23 +230,46 @@ def finalize_ecg(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
     data, device, precision = outcome.data, outcome.device, outcome.precision
     codes = data.labels
     thresholds, metrics = evaluate_best(
-        config, outcome.model, data, codes=codes, device=device,
+        config,
+        outcome.model,
+        data,
+        codes=codes,
+        device=device,
         predict=lambda m, X: predict_logits(m, X, device, precision),
-        history=outcome.history, early=outcome.early, train_seconds=outcome.train_seconds,
-        extra_tail={**({"data_counts": data.counts} if data.counts else {}), **outcome.card_metrics})
+        history=outcome.history,
+        early=outcome.early,
+        train_seconds=outcome.train_seconds,
+        extra_tail={**({"data_counts": data.counts} if data.counts else {}), **outcome.card_metrics},
+    )
     fusion = None
     if isinstance(data, DefaultEcgData):  # the network's fold-9 figures stay as val_auroc_network
-        P_val_net = torch.sigmoid(predict_logits(outcome.model, _to_tensor(data.X_val, device), device,
-                                                 precision)).numpy()
-        head, thresholds, fused = fit_fusion(data.F_train, data.Y_train, data.folds_train, data.F_val, data.Y_val,
-                                             P_val_net, data.features, codes, config.threshold_method)
-        metrics["val_auroc_network"], metrics["val_macro_auroc_network"] = metrics.pop("val_auroc"), \
-            metrics.pop("val_macro_auroc")
-        metrics.update(fused, val_macro_auroc=fused["val_auroc_ci"]["macro"]["value"],
-                       val_auroc={c: v["value"] for c, v in fused["val_auroc_ci"]["per_label"].items()})
+        P_val_net = torch.sigmoid(
+            predict_logits(outcome.model, _to_tensor(data.X_val, device), device, precision)
+        ).numpy()
+        head, thresholds, fused = fit_fusion(
+            data.F_train,
+            data.Y_train,
+            data.folds_train,
+            data.F_val,
+            data.Y_val,
+            P_val_net,
+            data.features,
+            codes,
+            config.threshold_method,
+        )
+        metrics["val_auroc_network"], metrics["val_macro_auroc_network"] = (
+            metrics.pop("val_auroc"),
+            metrics.pop("val_macro_auroc"),
+        )
+        metrics.update(
+            fused,
+            val_macro_auroc=fused["val_auroc_ci"]["macro"]["value"],
+            val_auroc={c: v["value"] for c, v in fused["val_auroc_ci"]["per_label"].items()},
+        )
         if data.F_test is not None:  # a held-out fold: neither trained nor tuned on
-            P_test_net = torch.sigmoid(predict_logits(outcome.model, _to_tensor(data.X_test, device), device,
-                                                      precision)).numpy()
+            P_test_net = torch.sigmoid(
+                predict_logits(outcome.model, _to_tensor(data.X_test, device), device, precision)
+            ).numpy()
             metrics["test_auroc_ci"] = auroc_with_intervals(data.Y_test, head.combine(P_test_net, data.F_test), codes)
             metrics["test_auroc_network_ci"] = auroc_with_intervals(data.Y_test, P_test_net, codes)
         fusion = head.model_dump()
@@ -209,8 +279,10 @@ def finalize_ecg(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
     demo = synthetic or data.source == "ptbxl+cinc"
     intended_use = config.intended_use or (DEMO_ECG_INTENDED_USE if synthetic else REAL_DATA_INTENDED_USE)
     if set(codes) != set(ECG_LABEL_CODES) and data.label_set != "superclass" and not config.intended_use:
-        intended_use += (f" Labels are PTB-XL/SNOMED {data.label_set} classes, not the served ECG labels: the "
-                         "triage rules must weigh each of them before this model can be served.")
+        intended_use += (
+            f" Labels are PTB-XL/SNOMED {data.label_set} classes, not the served ECG labels: the "
+            "triage rules must weigh each of them before this model can be served."
+        )
 
     def make_card(metrics: dict[str, Any]) -> ModelCard:
         return ModelCard(
@@ -221,18 +293,26 @@ def finalize_ecg(config: TrainConfig, registry: ModelRegistry, outcome: FitOutco
             labels=list(codes),
             label_names=list(data.label_names),
             thresholds=thresholds,
-            input=InputSpec(shape=[None, 12, int(TARGET_SAMPLING_RATE * WINDOW_SECONDS)],
-                            sampling_rate=float(TARGET_SAMPLING_RATE), window_s=float(WINDOW_SECONDS),
-                            preprocessing="datasets.ecg.transforms.ecg_preprocess",
-                            preprocessing_params=_pipeline_description()),
-            training_data=CardTrainingData(description=data.description, source=data.source,
-                                           n_train=len(data.X_train), n_val=len(data.X_val),
-                                           n_test=len(data.X_test) if data.X_test is not None else None,
-                                           fingerprint_sha256=data.fingerprint()),
+            input=InputSpec(
+                shape=[None, 12, int(TARGET_SAMPLING_RATE * WINDOW_SECONDS)],
+                sampling_rate=float(TARGET_SAMPLING_RATE),
+                window_s=float(WINDOW_SECONDS),
+                preprocessing="datasets.ecg.transforms.ecg_preprocess",
+                preprocessing_params=_pipeline_description(),
+            ),
+            training_data=CardTrainingData(
+                description=data.description,
+                source=data.source,
+                n_train=len(data.X_train),
+                n_val=len(data.X_val),
+                n_test=len(data.X_test) if data.X_test is not None else None,
+                fingerprint_sha256=data.fingerprint(),
+            ),
             metrics=_json_safe(metrics),
             demo=demo,
             intended_use=intended_use,
-            learned_from_real={code: False for code in data.labels} if synthetic
+            learned_from_real={code: False for code in data.labels}
+            if synthetic
             else learned_labels(data.Y_train, data.labels),
             fusion=fusion,
         )

@@ -18,8 +18,14 @@ from evaluation.metrics import auroc, threshold_metrics
 N_BOOT = 1000
 
 
-def held_out_report(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float], codes: Sequence[str],
-                    n_boot: int = N_BOOT, seed: int = 0) -> dict[str, dict[str, Any]]:
+def held_out_report(
+    Y: np.ndarray,
+    P: np.ndarray,
+    thresholds: dict[str, float],
+    codes: Sequence[str],
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """``{code: {auroc: {value, ci_low, ci_high}, sensitivity: {...}, specificity: {...}, threshold, n, n_pos}}``."""
     report: dict[str, dict[str, Any]] = {}
     for index, code in enumerate(codes):
@@ -32,12 +38,17 @@ def held_out_report(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float], 
 
         def statistic(sample: np.ndarray, y=y, p=p, threshold=threshold) -> dict[str, float]:
             at = threshold_metrics(y[sample], p[sample], threshold)
-            return {"auroc": auroc(y[sample], p[sample], warn=False),
-                    "sensitivity": at["sensitivity"], "specificity": at["specificity"]}
+            return {
+                "auroc": auroc(y[sample], p[sample], warn=False),
+                "sensitivity": at["sensitivity"],
+                "specificity": at["specificity"],
+            }
 
         intervals = bootstrap(statistic, len(y), strata=y.astype(int), n_boot=n_boot, seed=seed)
-        report[code] = {name: {key: round(value, 4) for key, value in entry.items() if key != "n_boot"}
-                        for name, entry in intervals.items()}
+        report[code] = {
+            name: {key: round(value, 4) for key, value in entry.items() if key != "n_boot"}
+            for name, entry in intervals.items()
+        }
         report[code].update(threshold=round(threshold, 4), n=len(y), n_pos=int(y.sum()))
     return report
 
@@ -46,8 +57,11 @@ def format_report(report: dict[str, dict[str, Any]]) -> str:
     """One line per label, for logs and docs."""
     lines = []
     for code, entry in report.items():
-        parts = [f"{name} {entry[name]['value']:.3f} ({entry[name]['ci_low']:.3f}–{entry[name]['ci_high']:.3f})"
-                 for name in ("auroc", "sensitivity", "specificity")]
-        lines.append(f"{code}: " + ", ".join(parts) + f" at {entry['threshold']:.3f}; n={entry['n']} "
-                     f"({entry['n_pos']} positive)")
+        parts = [
+            f"{name} {entry[name]['value']:.3f} ({entry[name]['ci_low']:.3f}–{entry[name]['ci_high']:.3f})"
+            for name in ("auroc", "sensitivity", "specificity")
+        ]
+        lines.append(
+            f"{code}: " + ", ".join(parts) + f" at {entry['threshold']:.3f}; n={entry['n']} ({entry['n_pos']} positive)"
+        )
     return "\n".join(lines)

@@ -17,9 +17,10 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,12 +61,13 @@ class FitOutcome:
     device: torch.device
     precision: Precision
     train_seconds: float
-    stats: dict[str, Any] = field(default_factory=dict)   # what this rank trained on (training.distributed)
-    card_metrics: dict[str, Any] = field(default_factory=dict)   # extra figures for the card (e.g. distributed)
+    stats: dict[str, Any] = field(default_factory=dict)  # what this rank trained on (training.distributed)
+    card_metrics: dict[str, Any] = field(default_factory=dict)  # extra figures for the card (e.g. distributed)
 
 
-def setup_run(config: TrainConfig, task: str,
-              replica: Replica = SINGLE_PROCESS) -> tuple[torch.Generator, torch.device, Precision]:
+def setup_run(
+    config: TrainConfig, task: str, replica: Replica = SINGLE_PROCESS
+) -> tuple[torch.Generator, torch.device, Precision]:
     """Check the config is for ``task``; threads, seeds (→ the loop's generator), device (the
     replica's under Ray) and precision."""
     if config.task != task:
@@ -87,7 +89,7 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def batches(n: int, batch_size: int, order: torch.Tensor) -> list[torch.Tensor]:
     """Batches of indices; a trailing batch of one sample is dropped (BatchNorm needs two)."""
-    out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    out = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if len(out) > 1 and len(out[-1]) < 2:
         out.pop()
     return out
@@ -112,14 +114,22 @@ def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor
 
 
-def predict_logits(model: nn.Module, X: torch.Tensor, device: torch.device, precision: Precision, *,
-                   batch_size: int, channels_last: bool = False, n_labels: int | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    X: torch.Tensor,
+    device: torch.device,
+    precision: Precision,
+    *,
+    batch_size: int,
+    channels_last: bool = False,
+    n_labels: int | None = None,
+) -> torch.Tensor:
     """Logits in batches of ``batch_size``; with ``n_labels``, an empty X gives an empty [0, n_labels]."""
     model.eval()
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(X), batch_size):
-            batch = to_device(X[start:start + batch_size], device, channels_last)
+            batch = to_device(X[start : start + batch_size], device, channels_last)
             with precision.autocast(device):
                 outputs.append(model(batch).float().cpu())
     if not outputs and n_labels is not None:
@@ -129,8 +139,9 @@ def predict_logits(model: nn.Module, X: torch.Tensor, device: torch.device, prec
 
 def config_hash(config: TrainConfig) -> str:
     """What determines the weights: a checkpoint only resumes the run it came from."""
-    relevant = config.model_dump(mode="json", include={"task", "model", "data", "optim", "seed", "early_stopping",
-                                                       "augment"})
+    relevant = config.model_dump(
+        mode="json", include={"task", "model", "data", "optim", "seed", "early_stopping", "augment"}
+    )
     relevant["world_size"] = config.distributed.num_workers
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
@@ -140,8 +151,7 @@ def class_pos_weight(Y_train: np.ndarray, device: torch.device) -> torch.Tensor:
     positives does not dominate the loss); unknown (NaN) cells count as neither."""
     positives = np.nansum(Y_train, axis=0)
     negatives = (Y_train == 0).sum(axis=0)
-    return torch.tensor(np.clip(negatives / np.maximum(positives, 1.0), 1.0, 50.0),
-                        dtype=torch.float32, device=device)
+    return torch.tensor(np.clip(negatives / np.maximum(positives, 1.0), 1.0, 50.0), dtype=torch.float32, device=device)
 
 
 class MaskedBCE:
@@ -157,7 +167,8 @@ class MaskedBCE:
             return nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
         known = ~torch.isnan(targets)
         per_cell = nn.functional.binary_cross_entropy_with_logits(
-            logits, torch.nan_to_num(targets), pos_weight=pos_weight, reduction="none")
+            logits, torch.nan_to_num(targets), pos_weight=pos_weight, reduction="none"
+        )
         return (per_cell * known).sum() / known.sum().clamp(min=1)
 
 
@@ -165,24 +176,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer, optim, total_steps: int):
     if optim.scheduler == "onecycle" and total_steps >= 4:
         # The warm-up must span at least two steps: OneCycleLR divides by its phase lengths
         # (runs of fewer than four steps, as in smoke tests, fall back to cosine annealing).
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optim.lr, total_steps=total_steps,
-                                                   pct_start=max(0.25, 2.0 / total_steps))
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=optim.lr, total_steps=total_steps, pct_start=max(0.25, 2.0 / total_steps)
+        )
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
-BatchInputs = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (X_train, index) -> model input
-Predict = Callable[[nn.Module, torch.Tensor], torch.Tensor]           # (model, X) -> logits on CPU
+BatchInputs = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (X_train, index) -> model input
+Predict = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (model, X) -> logits on CPU
 
 
-def augmenting_inputs(augment: BatchAugment, generator: torch.Generator, device: torch.device,
-                      replica: Replica = SINGLE_PROCESS, channels_last: bool = False) -> BatchInputs:
+def augmenting_inputs(
+    augment: BatchAugment,
+    generator: torch.Generator,
+    device: torch.device,
+    replica: Replica = SINGLE_PROCESS,
+    channels_last: bool = False,
+) -> BatchInputs:
     """Batch inputs through ``augment``, each batch seeded from the run's generator (its state is in
     the checkpoint: exact resume). Every rank draws the same seed, so the generators stay in step;
     the rank is folded in so ranks augment differently."""
+
     def batch_inputs(X: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         seed = (seed + 1_000_003 * replica.rank) % (2**31 - 1)
         return to_device(augment(X[index], seed), device, channels_last)
+
     return batch_inputs
 
 
@@ -199,15 +218,27 @@ class LocalCheckpoints:
         write(self.path)
 
 
-def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str], device: torch.device,
-        precision: Precision, generator: torch.Generator, progress: bool, resume: bool,
-        on_epoch_end: Callable[[int, dict[str, Any]], None] | None, predict: Predict,
-        batch_inputs: BatchInputs | None = None,
-        extra_val_metrics: Callable[[np.ndarray], dict[str, Any]] | None = None,
-        summary_suffix: Callable[[dict[str, Any]], str] | None = None,
-        after_resume: Callable[[nn.Module], nn.Module] | None = None,
-        replica: Replica = SINGLE_PROCESS, checkpoints: Any = None, stats: dict[str, Any] | None = None,
-        ) -> tuple[nn.Module, list[dict], EarlyStopping]:
+def fit(
+    config: TrainConfig,
+    model: nn.Module,
+    data: Any,
+    *,
+    codes: Sequence[str],
+    device: torch.device,
+    precision: Precision,
+    generator: torch.Generator,
+    progress: bool,
+    resume: bool,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+    predict: Predict,
+    batch_inputs: BatchInputs | None = None,
+    extra_val_metrics: Callable[[np.ndarray], dict[str, Any]] | None = None,
+    summary_suffix: Callable[[dict[str, Any]], str] | None = None,
+    after_resume: Callable[[nn.Module], nn.Module] | None = None,
+    replica: Replica = SINGLE_PROCESS,
+    checkpoints: Any = None,
+    stats: dict[str, Any] | None = None,
+) -> tuple[nn.Module, list[dict], EarlyStopping]:
     """Train ``model`` on ``data`` (X_train/Y_train/X_val/Y_val arrays) per ``config`` with
     per-epoch checkpoints (exact resume) and early stopping; loads the best weights at the end.
     Returns (model — unwrapped from DDP —, history, early stopping state).
@@ -218,13 +249,16 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
     X_train, Y_train = to_tensor(data.X_train, device), to_tensor(data.Y_train, device)
     X_val = to_tensor(data.X_val, device)
     if batch_inputs is None:
+
         def batch_inputs(X: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return X[index].to(device, non_blocking=True)
 
     no_positive = [code for j, code in enumerate(codes) if not (data.Y_train[:, j] == 1).any()]
     if no_positive and replica.is_main:
-        log.warning("no training case is positive for %s: the model cannot learn these labels from these data",
-                    ", ".join(no_positive))
+        log.warning(
+            "no training case is positive for %s: the model cannot learn these labels from these data",
+            ", ".join(no_positive),
+        )
     pos_weight = class_pos_weight(data.Y_train, device)
     criterion = MaskedBCE(pos_weight, masked=bool(np.isnan(data.Y_train).any()))
     val_criterion = MaskedBCE(pos_weight.cpu(), masked=bool(np.isnan(data.Y_val).any()))
@@ -232,8 +266,9 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
     optim = config.optim
     batch_size = replica.batch_size(optim.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    scheduler = make_scheduler(optimizer, optim,
-                               steps_per_epoch(replica.shard_length(len(data.X_train)), batch_size) * optim.epochs)
+    scheduler = make_scheduler(
+        optimizer, optim, steps_per_epoch(replica.shard_length(len(data.X_train)), batch_size) * optim.epochs
+    )
     scaler = precision.make_scaler()
     early = EarlyStopping(config.early_stopping.patience, config.early_stopping.mode, config.early_stopping.min_delta)
 
@@ -242,11 +277,20 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
     start_epoch, history, best_state, finished = 0, [], None, False
     start_from = checkpoints.latest()
     if start_from is not None:
-        payload = load_checkpoint(start_from, model=model, optimizer=optimizer, scheduler=scheduler,
-                                  scaler=scaler, early_stopping=early, generator=generator, device=device)
+        payload = load_checkpoint(
+            start_from,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            early_stopping=early,
+            generator=generator,
+            device=device,
+        )
         if payload.get("config_hash") != run_hash:
-            raise ValueError(f"checkpoint {start_from} belongs to a different training config; "
-                             "remove it or train with resume=False")
+            raise ValueError(
+                f"checkpoint {start_from} belongs to a different training config; remove it or train with resume=False"
+            )
         if after_resume is not None:
             model = after_resume(model)
         start_epoch, history = payload["epoch"] + 1, payload["history"]
@@ -255,19 +299,21 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
 
     base = model
     if replica.distributed:
-        from torch.nn.parallel import DistributedDataParallel
+        from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
 
         on_gpu = device.type == "cuda"
-        model = DistributedDataParallel(base, device_ids=[device.index] if on_gpu else None,
-                                        output_device=device.index if on_gpu else None)
+        model = DistributedDataParallel(
+            base, device_ids=[device.index] if on_gpu else None, output_device=device.index if on_gpu else None
+        )
 
     def validation_logits() -> torch.Tensor:
         if not replica.distributed:
             return predict(base, X_val)
         # The unwrapped module: DDP's forward would wait for the other ranks' (buffer sync).
         replica.sync_buffers(base)
-        return replica.gather_rows(lambda index: predict(base, X_val[index.to(X_val.device)]),
-                                   len(data.X_val), len(codes))
+        return replica.gather_rows(
+            lambda index: predict(base, X_val[index.to(X_val.device)]), len(data.X_val), len(codes)
+        )
 
     for epoch in range(start_epoch, optim.epochs):
         if finished:
@@ -277,8 +323,13 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
         if stats is not None:
             stats.setdefault("first_epoch_indices", order.tolist())
         running, seen = 0.0, 0
-        with tqdm(batches(len(order), batch_size, order), desc=f"epoch {epoch + 1}/{optim.epochs}",
-                  disable=not progress or not replica.is_main, leave=False, unit="batch") as bar:
+        with tqdm(
+            batches(len(order), batch_size, order),
+            desc=f"epoch {epoch + 1}/{optim.epochs}",
+            disable=not progress or not replica.is_main,
+            leave=False,
+            unit="batch",
+        ) as bar:
             for index in bar:
                 index = index.to(X_train.device)
                 xb = batch_inputs(X_train, index)
@@ -305,20 +356,40 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
         val_loss = float(val_criterion(val_logits, torch.from_numpy(data.Y_val)))
         val_probs = torch.sigmoid(val_logits).numpy()
         val_auroc = per_label_auroc(data.Y_val, val_probs, codes)
-        metrics = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
-                   "val_macro_auroc": macro(val_auroc), "val_auroc": val_auroc,
-                   **(extra_val_metrics(val_probs) if extra_val_metrics is not None else {}),
-                   "lr": optimizer.param_groups[0]["lr"]}
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": running / max(seen, 1),
+            "val_loss": val_loss,
+            "val_macro_auroc": macro(val_auroc),
+            "val_auroc": val_auroc,
+            **(extra_val_metrics(val_probs) if extra_val_metrics is not None else {}),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         history.append(metrics)
         if early.step(metrics[config.early_stopping.metric], epoch):
             best_state = state_dict_cpu(base)
         finished = early.should_stop or epoch == optim.epochs - 1
-        checkpoints.save(lambda path: save_checkpoint(
-            path, model=base, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch,
-            early_stopping=early, generator=generator, history=history, best_state=best_state,
-            finished=finished, config_hash=run_hash), metrics)
-        summary = (f"epoch {epoch + 1}/{optim.epochs}: train loss {metrics['train_loss']:.4f}, val loss "
-                   f"{val_loss:.4f}, val macro AUROC {metrics['val_macro_auroc']:.4f}")
+        checkpoints.save(
+            lambda path: save_checkpoint(
+                path,
+                model=base,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch,  # noqa: B023
+                early_stopping=early,
+                generator=generator,
+                history=history,
+                best_state=best_state,  # noqa: B023
+                finished=finished,  # noqa: B023
+                config_hash=run_hash,
+            ),
+            metrics,
+        )
+        summary = (
+            f"epoch {epoch + 1}/{optim.epochs}: train loss {metrics['train_loss']:.4f}, val loss "
+            f"{val_loss:.4f}, val macro AUROC {metrics['val_macro_auroc']:.4f}"
+        )
         if summary_suffix is not None:
             summary += summary_suffix(metrics)
         if progress and replica.is_main:
@@ -335,36 +406,62 @@ def fit(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str
     return base, history, early
 
 
-def evaluate_best(config: TrainConfig, model: nn.Module, data: Any, *, codes: Sequence[str], device: torch.device,
-                  predict: Predict, history: list[dict], early: EarlyStopping, train_seconds: float,
-                  extra_val: dict[str, Any] | None = None, extra_tail: dict[str, Any] | None = None,
-                  test_prefix: str = "test_",
-                  val_probs_hook: Callable[[np.ndarray], dict[str, Any]] | None = None,
-                  ) -> tuple[dict[str, float], dict[str, Any]]:
+def evaluate_best(
+    config: TrainConfig,
+    model: nn.Module,
+    data: Any,
+    *,
+    codes: Sequence[str],
+    device: torch.device,
+    predict: Predict,
+    history: list[dict],
+    early: EarlyStopping,
+    train_seconds: float,
+    extra_val: dict[str, Any] | None = None,
+    extra_tail: dict[str, Any] | None = None,
+    test_prefix: str = "test_",
+    val_probs_hook: Callable[[np.ndarray], dict[str, Any]] | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Thresholds (validation) and the card's metrics for the best weights → (thresholds, metrics).
     ``val_probs_hook(val_probs)`` adds metrics right after ``val_auroc``; ``extra_tail`` at the end."""
     val_probs = torch.sigmoid(predict(model, to_tensor(data.X_val, device))).numpy()
     thresholds = choose_thresholds(data.Y_val, val_probs, config.threshold_method, codes)
     val_auroc = per_label_auroc(data.Y_val, val_probs, codes)
     metrics: dict[str, Any] = {
-        "val_macro_auroc": macro(val_auroc), "val_auroc": val_auroc,
+        "val_macro_auroc": macro(val_auroc),
+        "val_auroc": val_auroc,
         **(val_probs_hook(val_probs) if val_probs_hook is not None else {}),
         "val_operating_points": operating_points(data.Y_val, val_probs, thresholds, codes),
         "best_epoch": (early.best_epoch + 1) if early.best_epoch is not None else None,
-        "epochs_run": len(history), "early_stopping_metric": config.early_stopping.metric,
-        "history": history, "train_seconds": round(train_seconds, 1), "device": str(device),
-        "threshold_method": config.threshold_method, **(extra_tail or {}),
+        "epochs_run": len(history),
+        "early_stopping_metric": config.early_stopping.metric,
+        "history": history,
+        "train_seconds": round(train_seconds, 1),
+        "device": str(device),
+        "threshold_method": config.threshold_method,
+        **(extra_tail or {}),
     }
     if data.X_test is not None:
         test_probs = torch.sigmoid(predict(model, to_tensor(data.X_test, device))).numpy()
         test_auroc = per_label_auroc(data.Y_test, test_probs, codes)
-        metrics.update({f"{test_prefix}macro_auroc": macro(test_auroc), f"{test_prefix}auroc": test_auroc,
-                        "test_operating_points": operating_points(data.Y_test, test_probs, thresholds, codes)})
+        metrics.update(
+            {
+                f"{test_prefix}macro_auroc": macro(test_auroc),
+                f"{test_prefix}auroc": test_auroc,
+                "test_operating_points": operating_points(data.Y_test, test_probs, thresholds, codes),
+            }
+        )
     return thresholds, metrics
 
 
-def export_and_register(config: TrainConfig, registry: ModelRegistry, model_cpu: nn.Module, X_val: np.ndarray,
-                        metrics: dict[str, Any], make_card: Callable[[dict[str, Any]], ModelCard]) -> RegisteredModel:
+def export_and_register(
+    config: TrainConfig,
+    registry: ModelRegistry,
+    model_cpu: nn.Module,
+    X_val: np.ndarray,
+    metrics: dict[str, Any],
+    make_card: Callable[[dict[str, Any]], ModelCard],
+) -> RegisteredModel:
     """Export ``model_cpu`` (state dict, ONNX, TorchScript) with parity checks on validation
     inputs (adding the parity figures to ``metrics``), then register it with
     ``make_card(metrics)`` and set the config's alias."""
@@ -378,14 +475,17 @@ def export_and_register(config: TrainConfig, registry: ModelRegistry, model_cpu:
         if config.export.onnx:
             export_onnx(model_cpu, staging / "model.onnx", example)
             metrics["onnx_parity_max_abs_diff"] = require_parity(
-                model_cpu, staging / "model.onnx", parity_inputs, tolerance=config.export.parity_tolerance)
+                model_cpu, staging / "model.onnx", parity_inputs, tolerance=config.export.parity_tolerance
+            )
         if config.export.torchscript:
             export_torchscript(model_cpu, staging / "model.pt", example)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 scripted = torch.jit.load(str(staging / "model.pt"))
             with torch.no_grad():
-                diff = float((torch.sigmoid(scripted(parity_inputs)) - torch.sigmoid(model_cpu(parity_inputs))).abs().max())
+                diff = float(
+                    (torch.sigmoid(scripted(parity_inputs)) - torch.sigmoid(model_cpu(parity_inputs))).abs().max()
+                )
             if diff > config.export.parity_tolerance:
                 raise RuntimeError(f"TorchScript export differs from the trained model by {diff:.3g}")
             metrics["torchscript_parity_max_abs_diff"] = diff

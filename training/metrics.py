@@ -5,7 +5,8 @@ name); every function here looks at each label's known cells only."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,8 +72,9 @@ def choose_thresholds(Y: np.ndarray, P: np.ndarray, method: str, codes: Sequence
     return thresholds
 
 
-def operating_points(Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float],
-                     codes: Sequence[str]) -> dict[str, dict[str, float | None]]:
+def operating_points(
+    Y: np.ndarray, P: np.ndarray, thresholds: dict[str, float], codes: Sequence[str]
+) -> dict[str, dict[str, float | None]]:
     """Sensitivity and specificity per label at the card's thresholds."""
     out = {}
     for index, code in enumerate(codes):

@@ -29,8 +29,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -70,7 +71,8 @@ def tracking_uri(config: TrainConfig, registry: Registry) -> str:
             raise TrackingError(
                 f"tracking.uri {redact_uri(config.tracking.uri)} differs from the MLflow registry {registry.location}: "
                 "a registered version's files are artifacts of its training run, so both must be one store "
-                "(leave tracking.uri unset)")
+                "(leave tracking.uri unset)"
+            )
         return registry.uri
     return absolute_location(config.tracking.uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_REGISTRY_URI)
 
@@ -85,11 +87,11 @@ def _git_commit() -> str | None:
 
 def plot_curves(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Loss and AUROC against epoch, as PNGs in ``out_dir``."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     epochs = [entry["epoch"] for entry in history]
     written = []
@@ -109,8 +111,14 @@ def plot_curves(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for code in labels:
         values = [(entry.get("val_auroc") or {}).get(code) for entry in history]
         axis.plot(epochs, [float("nan") if v is None else v for v in values], linewidth=0.8, alpha=0.6, label=code)
-    axis.plot(epochs, [entry.get("val_macro_auroc") for entry in history], color="black", linewidth=2.5,
-              marker="o", label="macro")
+    axis.plot(
+        epochs,
+        [entry.get("val_macro_auroc") for entry in history],
+        color="black",
+        linewidth=2.5,
+        marker="o",
+        label="macro",
+    )
     axis.set(xlabel="epoch", ylabel="validation AUROC", title="Validation AUROC", ylim=(0.0, 1.0))
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.legend(fontsize=7, ncol=2)
@@ -137,22 +145,35 @@ class TrainingRun:
 
     @property
     def link(self) -> TrackingRun:
-        return TrackingRun(run_id=self.run_id, experiment_id=self.experiment_id, experiment=self.experiment,
-                           tracking_uri=self.store.location)
+        return TrackingRun(
+            run_id=self.run_id,
+            experiment_id=self.experiment_id,
+            experiment=self.experiment,
+            tracking_uri=self.store.location,
+        )
 
     @classmethod
-    def start(cls, config: TrainConfig, registry: Registry, config_path: str | Path | None = None,
-              source: str = "preread train") -> "TrainingRun":
+    def start(
+        cls,
+        config: TrainConfig,
+        registry: Registry,
+        config_path: str | Path | None = None,
+        source: str = "preread train",
+    ) -> TrainingRun:
         """Create the run and log the config; TrackingError (saying what to do) if the store fails."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
         uri = tracking_uri(config, registry)
         store = registry if isinstance(registry, MlflowRegistry) else MlflowRegistry(uri)
         experiment = config.tracking.experiment or experiment_name(config.task)
-        run_name = config.tracking.run_name or (f"{config.model.architecture} {config.data.source} "
-                                                f"{time.strftime('%Y-%m-%d %H:%M')}")
-        tags = {"mlflow.source.name": f"{source} {config.task}", "mlflow.source.type": "LOCAL",
-                "preread.task": config.task}
+        run_name = config.tracking.run_name or (
+            f"{config.model.architecture} {config.data.source} {time.strftime('%Y-%m-%d %H:%M')}"
+        )
+        tags = {
+            "mlflow.source.name": f"{source} {config.task}",
+            "mlflow.source.type": "LOCAL",
+            "preread.task": config.task,
+        }
         try:
             tags["mlflow.user"] = getpass.getuser()
         except (KeyError, OSError):  # a container user without a passwd entry
@@ -168,19 +189,21 @@ class TrainingRun:
             run = cls(store, info.run_id, info.experiment_id, experiment, config)
             run._log_config(config_path)
         except (RegistryUnavailable, MlflowException) as exc:
-            raise TrackingError(f"experiment tracking: {exc}. Training was not started; fix the tracking store, "
-                                "or set tracking.enabled: false in the training config") from None
+            raise TrackingError(
+                f"experiment tracking: {exc}. Training was not started; fix the tracking store, "
+                "or set tracking.enabled: false in the training config"
+            ) from None
         log.info("tracking run %s in experiment %s at %s", run.run_id, experiment, store.location)
         return run
 
     # ---- during training ----------------------------------------------------------------
 
     def _log_config(self, config_path: str | Path | None) -> None:
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # noqa: PLC0415
 
         params = [Param(key, value) for key, value in flatten("", self.config.model_dump(mode="json"))]
         for start in range(0, len(params), MAX_BATCH):
-            self.store._call(lambda: self.client.log_batch(self.run_id, params=params[start:start + MAX_BATCH]))
+            self.store._call(lambda: self.client.log_batch(self.run_id, params=params[start : start + MAX_BATCH]))  # noqa: B023
         with tempfile.TemporaryDirectory(prefix="preread-config-") as tmp:
             validated = Path(tmp) / "validated.yaml"
             validated.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
@@ -194,13 +217,14 @@ class TrainingRun:
             action()
         except Exception as exc:  # noqa: BLE001
             if not self._warned:
-                log.warning("experiment tracking: %s failed (%s); training goes on, later failures are not repeated",
-                            what, exc)
+                log.warning(
+                    "experiment tracking: %s failed (%s); training goes on, later failures are not repeated", what, exc
+                )
                 self._warned = True
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """The ``on_epoch_end`` callback of train_ecg / train_cxr: one epoch's metrics at step = epoch."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # noqa: PLC0415
 
         step = int(metrics.get("epoch", epoch + 1))
         now = int(time.time() * 1000)
@@ -208,37 +232,51 @@ class TrainingRun:
         self._quietly(f"logging epoch {step}", lambda: self.client.log_batch(self.run_id, metrics=batch))
         self.logged_epochs.add(step)
 
-    def registry(self, inner: Registry) -> "TrackedRegistry":
+    def registry(self, inner: Registry) -> TrackedRegistry:
         return TrackedRegistry(inner, self)
 
     # ---- after training ------------------------------------------------------------------
 
     def log_card(self, card: ModelCard) -> None:
         """The card and the model's figures (what the registration will carry)."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # noqa: PLC0415
 
         now = int(time.time() * 1000)
         history = card.metrics.get("history") or []
         missed = [entry for entry in history if entry.get("epoch") not in self.logged_epochs]  # e.g. before a resume
-        batch = [Metric(key, value, now, int(entry["epoch"])) for entry in missed
-                 for key, value in numbers("", entry) if key != "epoch"]
+        batch = [
+            Metric(key, value, now, int(entry["epoch"]))
+            for entry in missed
+            for key, value in numbers("", entry)
+            if key != "epoch"
+        ]
         final = {k: v for k, v in card.metrics.items() if k not in NOT_PER_EPOCH}
         batch += [Metric(key, value, now, 0) for key, value in numbers("model", final)]
         for start in range(0, len(batch), 1000):
-            self._quietly("logging the model's metrics",
-                          lambda chunk=batch[start:start + 1000]: self.client.log_batch(self.run_id, metrics=chunk))
+            self._quietly(
+                "logging the model's metrics",
+                lambda chunk=batch[start : start + 1000]: self.client.log_batch(self.run_id, metrics=chunk),
+            )
         data = card.training_data
-        for key, value in {"preread.data.fingerprint_sha256": data.fingerprint_sha256,
-                           "preread.data.description": data.description[:5000],
-                           "preread.data.n_train": str(data.n_train), "preread.data.n_val": str(data.n_val),
-                           "preread.demo": str(card.demo).lower()}.items():
+        for key, value in {
+            "preread.data.fingerprint_sha256": data.fingerprint_sha256,
+            "preread.data.description": data.description[:5000],
+            "preread.data.n_train": str(data.n_train),
+            "preread.data.n_val": str(data.n_val),
+            "preread.demo": str(card.demo).lower(),
+        }.items():
             self._quietly("tagging the run", lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
-        self._quietly("storing the card", lambda: self.client.log_text(
-            self.run_id, card.model_dump_json(indent=2), "card.json"))
+        self._quietly(
+            "storing the card", lambda: self.client.log_text(self.run_id, card.model_dump_json(indent=2), "card.json")
+        )
         if history:
             with tempfile.TemporaryDirectory(prefix="preread-curves-") as tmp:
-                self._quietly("plotting the curves", lambda: [self.client.log_artifact(self.run_id, str(p), "curves")
-                                                              for p in plot_curves(history, Path(tmp))])
+                self._quietly(
+                    "plotting the curves",
+                    lambda: [
+                        self.client.log_artifact(self.run_id, str(p), "curves") for p in plot_curves(history, Path(tmp))
+                    ],
+                )
 
     def keep_unregistered(self, source_dir: Path, card: ModelCard) -> Path:
         """Copy an exported model that could not be registered to checkpoint_dir/unregistered/."""
@@ -250,16 +288,20 @@ class TrainingRun:
         return kept
 
     def finish(self, registered: RegisteredModel) -> None:
-        for key, value in {"preread.registered_model": registered.name,
-                           "preread.registered_version": str(registered.version)}.items():
+        for key, value in {
+            "preread.registered_model": registered.name,
+            "preread.registered_version": str(registered.version),
+        }.items():
             self._quietly("tagging the run", lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
         self._quietly("closing the run", lambda: self.client.set_terminated(self.run_id, "FINISHED"))
         log.info("run %s finished: registered %s", self.run_id, registered.ref)
 
     def fail(self, error: BaseException) -> None:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        self._quietly("tagging the run", lambda: self.client.set_tag(
-            self.run_id, "preread.error", f"{type(error).__name__}: {error}"[:5000]))
+        self._quietly(
+            "tagging the run",
+            lambda: self.client.set_tag(self.run_id, "preread.error", f"{type(error).__name__}: {error}"[:5000]),
+        )
         self._quietly("closing the run", lambda: self.client.set_terminated(self.run_id, status))
 
 
@@ -275,8 +317,9 @@ class TrackedRegistry:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def register(self, name: str, source_dir: str | Path, card: ModelCard, *,
-                 run_id: str | None = None) -> RegisteredModel:
+    def register(
+        self, name: str, source_dir: str | Path, card: ModelCard, *, run_id: str | None = None
+    ) -> RegisteredModel:
         card = card.model_copy(update={"training_run": self.run.link})
         self.run.log_card(card)
         same_store = isinstance(self.inner, MlflowRegistry) and self.inner.uri == self.run.store.uri
@@ -287,12 +330,19 @@ class TrackedRegistry:
             raise RegistrationFailed(
                 f"the model trained and passed its export checks, but registering it in {self.inner.location} "
                 f"failed ({exc}). It is kept at {kept}; register it with `preread models register {kept}` "
-                "once the registry is back") from exc
+                "once the registry is back"
+            ) from exc
 
 
-def train_tracked(config: TrainConfig, registry: Registry | str | Path | None,
-                  train: Callable[..., RegisteredModel], *, config_path: str | Path | None = None,
-                  source: str = "preread train", **train_kwargs: Any) -> RegisteredModel:
+def train_tracked(
+    config: TrainConfig,
+    registry: Registry | str | Path | None,
+    train: Callable[..., RegisteredModel],
+    *,
+    config_path: str | Path | None = None,
+    source: str = "preread train",
+    **train_kwargs: Any,
+) -> RegisteredModel:
     """``train(config, registry=..., on_epoch_end=..., **train_kwargs)`` (train_ecg, train_cxr, or
     any trainer with that signature) as a tracked run, unless ``config.tracking.enabled`` is off.
     The registry and the tracking store are checked before training starts."""

@@ -33,7 +33,7 @@ def _as_like(values: np.ndarray, reference: Any) -> Any:
     """``values`` as the type, dtype and device of ``reference`` (tensor or array)."""
     if isinstance(reference, np.ndarray):
         return values.astype(reference.dtype, copy=False)
-    import torch
+    import torch  # noqa: PLC0415
 
     return torch.as_tensor(values, dtype=reference.dtype, device=reference.device)
 
@@ -61,8 +61,13 @@ class RandBaselineWander(RandomizableTransform):
     """Add a slow sinusoid (one frequency in ``freq_hz``, a random phase and an amplitude up to
     ``max_mv`` per lead) — respiration moves every lead's baseline, by different amounts."""
 
-    def __init__(self, prob: float = 0.5, max_mv: float = 0.05, freq_hz: tuple[float, float] = (0.05, 0.5),
-                 sampling_rate: float = TARGET_SAMPLING_RATE):
+    def __init__(
+        self,
+        prob: float = 0.5,
+        max_mv: float = 0.05,
+        freq_hz: tuple[float, float] = (0.05, 0.5),
+        sampling_rate: float = TARGET_SAMPLING_RATE,
+    ):
         super().__init__(prob)
         self.max_mv, self.freq_hz, self.sampling_rate = float(max_mv), tuple(freq_hz), float(sampling_rate)
         self._params: tuple[float, np.ndarray, np.ndarray] | None = None
@@ -70,8 +75,11 @@ class RandBaselineWander(RandomizableTransform):
     def randomize(self, data: Any = None, leads: int = 12) -> None:
         super().randomize(None)
         if self._do_transform:
-            self._params = (float(self.R.uniform(*self.freq_hz)), self.R.uniform(0.0, self.max_mv, leads),
-                            self.R.uniform(0.0, 2 * np.pi, leads))
+            self._params = (
+                float(self.R.uniform(*self.freq_hz)),
+                self.R.uniform(0.0, self.max_mv, leads),
+                self.R.uniform(0.0, 2 * np.pi, leads),
+            )
 
     def __call__(self, signal: Any, randomize: bool = True) -> Any:
         if randomize:
@@ -112,9 +120,14 @@ class RandTimeShift(RandomizableTransform):
         return out
 
 
-def ecg_augment(probability: float = 0.5, amplitude_scale: float = 0.1, baseline_wander_mv: float = 0.05,
-                noise_std_mv: float = 0.02, max_shift_s: float = 0.4,
-                sampling_rate: float = TARGET_SAMPLING_RATE) -> Compose:
+def ecg_augment(
+    probability: float = 0.5,
+    amplitude_scale: float = 0.1,
+    baseline_wander_mv: float = 0.05,
+    noise_std_mv: float = 0.02,
+    max_shift_s: float = 0.4,
+    sampling_rate: float = TARGET_SAMPLING_RATE,
+) -> Compose:
     """The training augmentation for preprocessed 12-lead records (a MONAI ``Compose``); a zero
     strength leaves its transform out."""
     transforms: list = []

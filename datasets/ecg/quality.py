@@ -89,8 +89,12 @@ def _per_lead(m: EcgMeasurements) -> dict[QualityReason, list[str]]:
     noisy = ~flat & ~saturated & (high_frequency_noise(a.diagnostic, a.beats) >= NOISE_RMS_MV)
     wander = ~flat & (np.ptp(a.raw - a.diagnostic, axis=1) >= WANDER_PTP_MV)
     names = np.array(STANDARD_LEADS)
-    return {QualityReason.ECG_FLAT_LEAD: list(names[flat]), QualityReason.ECG_SATURATED_LEAD: list(names[saturated]),
-            QualityReason.ECG_NOISY_LEAD: list(names[noisy]), QualityReason.ECG_BASELINE_WANDER: list(names[wander])}
+    return {
+        QualityReason.ECG_FLAT_LEAD: list(names[flat]),
+        QualityReason.ECG_SATURATED_LEAD: list(names[saturated]),
+        QualityReason.ECG_NOISY_LEAD: list(names[noisy]),
+        QualityReason.ECG_BASELINE_WANDER: list(names[wander]),
+    }
 
 
 def limb_lead_reversal(m: EcgMeasurements) -> bool:
@@ -108,20 +112,30 @@ def limb_lead_reversal(m: EcgMeasurements) -> bool:
 
 
 _WORDS = {
-    QualityReason.ECG_FLAT_LEAD: "no signal (electrode off?)", QualityReason.ECG_SATURATED_LEAD: "clipped",
-    QualityReason.ECG_NOISY_LEAD: "noisy", QualityReason.ECG_BASELINE_WANDER: "baseline wander",
+    QualityReason.ECG_FLAT_LEAD: "no signal (electrode off?)",
+    QualityReason.ECG_SATURATED_LEAD: "clipped",
+    QualityReason.ECG_NOISY_LEAD: "noisy",
+    QualityReason.ECG_BASELINE_WANDER: "baseline wander",
 }
 
 
 def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
     problems: list[QualityProblem] = []
     if duration_s < MIN_SECONDS:
-        problems.append(QualityProblem(QualityReason.ECG_TOO_SHORT,
-                                       text=f"recording {duration_s:.1f} s long; at least {MIN_SECONDS:g} s needed"))
+        problems.append(
+            QualityProblem(
+                QualityReason.ECG_TOO_SHORT,
+                text=f"recording {duration_s:.1f} s long; at least {MIN_SECONDS:g} s needed",
+            )
+        )
     n_beats = m.values.get("n_beats") or 0
     if m.analysis is None or n_beats < MIN_BEATS or m.analysis.fiducials is None:
-        problems.append(QualityProblem(QualityReason.ECG_NO_BEATS,
-                                       text=m.error or f"only {n_beats} heartbeats found; at least {MIN_BEATS} needed"))
+        problems.append(
+            QualityProblem(
+                QualityReason.ECG_NO_BEATS,
+                text=m.error or f"only {n_beats} heartbeats found; at least {MIN_BEATS} needed",
+            )
+        )
     if m.analysis is not None:
         bad: set[str] = set()
         for code, leads in _per_lead(m).items():
@@ -135,8 +149,13 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
                     problem.blocking = False
     paced = (m.values.get("pacing_spike_fraction") or 0.0) >= 0.5  # no atrial P wave to judge the leads by
     if m.leads and not paced and limb_lead_reversal(m):
-        problems.append(QualityProblem(QualityReason.ECG_LIMB_LEAD_REVERSAL, ["I"],
-                                       "arm electrodes look reversed (P and QRS both negative in lead I)"))
+        problems.append(
+            QualityProblem(
+                QualityReason.ECG_LIMB_LEAD_REVERSAL,
+                ["I"],
+                "arm electrodes look reversed (P and QRS both negative in lead I)",
+            )
+        )
     blocking = [p for p in problems if p.blocking]
     action = None
     if blocking:

@@ -89,6 +89,7 @@ _MAX_P_MV, _MAX_T_MV = 0.22, 0.7
 # lead to the same range, which would make aVL as large as V3.
 _LEAD_PEAK_MV = dict(zip(STANDARD_LEADS, (0.8, 1.1, 0.6, 0.7, 0.5, 0.8, 0.9, 1.4, 1.5, 1.6, 1.4, 1.1)))
 
+
 # Approximate lead axes as unit vectors (x: patient's left, y: inferior, z: anterior); used to
 # project a cardiac vector (premature ventricular complexes) onto the 12 leads coherently.
 def _lead_axes() -> np.ndarray:
@@ -131,6 +132,7 @@ def _leads(*names: str) -> list[int]:
 # Templates
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BeatTemplates:
     """Per-variant beat components, each [variants, 12, samples] on the template time grid."""
@@ -139,7 +141,7 @@ class BeatTemplates:
     qrs: np.ndarray
     st_t: np.ndarray
     p_center_s: np.ndarray  # [variants] time of the P wave's centre relative to R
-    qrs_ms: np.ndarray      # [variants] measured QRS duration
+    qrs_ms: np.ndarray  # [variants] measured QRS duration
 
     @property
     def n_variants(self) -> int:
@@ -163,7 +165,7 @@ def _smooth_step(t: np.ndarray, start: float, end: float) -> np.ndarray:
 
 def _simulate_template_variant(variant: int) -> np.ndarray:
     """One ECGSYN run at 60 bpm with perturbed wave parameters → median beat [12, samples], mV."""
-    import neurokit2 as nk  # heavy import, needed only when the template cache is cold
+    import neurokit2 as nk  # heavy import, needed only when the template cache is cold  # noqa: PLC0415
 
     rng = np.random.default_rng([_TEMPLATE_SEED, variant])
     # Only amplitudes and the T wave vary between variants. ECGSYN's Q/R/S widths are kept: its
@@ -177,9 +179,18 @@ def _simulate_template_variant(variant: int) -> np.ndarray:
     duration_s = 8
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        frame = nk.ecg_simulate(duration=duration_s, sampling_rate=_TEMPLATE_RATE, heart_rate=60,
-                                heart_rate_std=0.5, method="multileads", noise=0,
-                                random_state=int(rng.integers(2**31)), ti=ti, ai=ai, bi=bi)
+        frame = nk.ecg_simulate(
+            duration=duration_s,
+            sampling_rate=_TEMPLATE_RATE,
+            heart_rate=60,
+            heart_rate_std=0.5,
+            method="multileads",
+            noise=0,
+            random_state=int(rng.integers(2**31)),
+            ti=ti,
+            ai=ai,
+            bi=bi,
+        )
     signals = frame[list(STANDARD_LEADS)].to_numpy().T  # [12, n]
     # Beats: peaks of the summed absolute slope across leads (the QRS), then refined to lead I's R.
     slope = np.abs(np.diff(signals, axis=1)).sum(axis=0)
@@ -206,8 +217,9 @@ def _simulate_template_variant(variant: int) -> np.ndarray:
     pre_t, post_t = times[pre].mean(), times[post].mean()
     slope_per_s = (post_level - pre_level) / (post_t - pre_t)
     beat = beat - (pre_level[:, None] + slope_per_s[:, None] * (times - pre_t)[None, :])
-    taper = _smooth_step(times, _TEMPLATE_START_S, _TEMPLATE_START_S + 0.04) * \
-        (1.0 - _smooth_step(times, _TEMPLATE_END_S - 0.04, _TEMPLATE_END_S))
+    taper = _smooth_step(times, _TEMPLATE_START_S, _TEMPLATE_START_S + 0.04) * (
+        1.0 - _smooth_step(times, _TEMPLATE_END_S - 0.04, _TEMPLATE_END_S)
+    )
     beat = beat * taper
     peak_mv = np.array([_LEAD_PEAK_MV[lead] for lead in STANDARD_LEADS])
     return beat * (peak_mv / np.abs(beat).max(axis=1))[:, None]
@@ -234,11 +246,15 @@ def _split_components(beat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _build_templates() -> BeatTemplates:
-    parts = [_split_components(_simulate_template_variant(v)) for v in
-             tqdm(range(_N_TEMPLATE_VARIANTS), desc="neurokit2 beat templates", leave=False)]
+    parts = [
+        _split_components(_simulate_template_variant(v))
+        for v in tqdm(range(_N_TEMPLATE_VARIANTS), desc="neurokit2 beat templates", leave=False)
+    ]
     return BeatTemplates(
-        p_wave=np.stack([p[0] for p in parts]), qrs=np.stack([p[1] for p in parts]),
-        st_t=np.stack([p[2] for p in parts]), p_center_s=np.array([p[3] for p in parts]),
+        p_wave=np.stack([p[0] for p in parts]),
+        qrs=np.stack([p[1] for p in parts]),
+        st_t=np.stack([p[2] for p in parts]),
+        p_center_s=np.array([p[3] for p in parts]),
         qrs_ms=np.array([p[4] for p in parts]),
     )
 
@@ -276,12 +292,13 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
             np.savez(handle, **arrays)
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache location must not stop generation
-        warnings.warn(f"could not write cache {path}: {exc}")
+        warnings.warn(f"could not write cache {path}: {exc}")  # noqa: B028
 
 
 # --------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------
+
 
 class _Canvas:
     """A [12, n] signal buffer with a margin either side, addressed in seconds from record start."""
@@ -300,8 +317,9 @@ class _Canvas:
     def _times(self, n0: int, n1: int) -> np.ndarray:
         return (np.arange(n0, n1) - self.margin) / self.rate
 
-    def place(self, component: np.ndarray, anchor_template_s: float, anchor_s: float, scale: float,
-              gains: np.ndarray) -> None:
+    def place(
+        self, component: np.ndarray, anchor_template_s: float, anchor_s: float, scale: float, gains: np.ndarray
+    ) -> None:
         """Add a template component so that template time ``anchor_template_s`` lands at
         ``anchor_s``, stretched in time by ``scale``, multiplied per lead by ``gains``."""
         t_lo = anchor_s + (_TEMPLATE_START_S - anchor_template_s) * scale
@@ -331,10 +349,10 @@ class _Canvas:
 
     def everywhere(self, waves: np.ndarray) -> None:
         """Add a full-length [12, n_out] signal (noise, atrial activity) to the visible window."""
-        self.data[:, self.margin:self.margin + self.n_out] += waves
+        self.data[:, self.margin : self.margin + self.n_out] += waves
 
     def output(self) -> np.ndarray:
-        return self.data[:, self.margin:self.margin + self.n_out]
+        return self.data[:, self.margin : self.margin + self.n_out]
 
     def times(self) -> np.ndarray:
         return np.arange(self.n_out) / self.rate
@@ -342,13 +360,15 @@ class _Canvas:
 
 @dataclass
 class _Beat:
-    r_s: float            # time of the R peak (or of the complex's centre for ectopic beats)
-    rr_s: float           # the RR interval that preceded it (sets ST-T duration)
-    sinus_p: bool         # a sinus P wave precedes it
+    r_s: float  # time of the R peak (or of the complex's centre for ectopic beats)
+    rr_s: float  # the RR interval that preceded it (sets ST-T duration)
+    sinus_p: bool  # a sinus P wave precedes it
     ventricular: bool = False
 
 
-def _sinus_beats(rng: np.random.Generator, heart_rate: float, duration_s: float, rsa: float, jitter: float) -> list[_Beat]:
+def _sinus_beats(
+    rng: np.random.Generator, heart_rate: float, duration_s: float, rsa: float, jitter: float
+) -> list[_Beat]:
     rr_mean = 60.0 / heart_rate
     resp_hz, resp_phase = rng.uniform(0.15, 0.35), rng.uniform(0, 2 * np.pi)
     t = -rng.uniform(0.0, rr_mean) - 0.5
@@ -391,8 +411,9 @@ def _insert_premature_beats(rng: np.random.Generator, beats: list[_Beat], durati
     interval; the following beat keeps its time, so in sinus rhythm the pause is compensatory
     (PVC-to-next = 2 RR − coupling)."""
     wanted = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-    candidates = [i for i in range(1, len(beats) - 1)
-                  if 0.4 < beats[i - 1].r_s + 0.5 * beats[i].rr_s < duration_s - 0.4]
+    candidates = [
+        i for i in range(1, len(beats) - 1) if 0.4 < beats[i - 1].r_s + 0.5 * beats[i].rr_s < duration_s - 0.4
+    ]
     rng.shuffle(candidates)
     chosen: list[int] = []
     for i in candidates:
@@ -442,7 +463,9 @@ def _fibrillatory_waves(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
     source = np.zeros_like(t)
     for _ in range(int(rng.integers(2, 4))):
         f0, depth, fm = rng.uniform(4.0, 8.0), rng.uniform(0.3, 1.0), rng.uniform(0.1, 0.4)
-        phase = 2 * np.pi * np.cumsum(f0 + depth * np.sin(2 * np.pi * fm * t + rng.uniform(0, 6.3))) / (1.0 / (t[1] - t[0]))
+        phase = (
+            2 * np.pi * np.cumsum(f0 + depth * np.sin(2 * np.pi * fm * t + rng.uniform(0, 6.3))) / (1.0 / (t[1] - t[0]))
+        )
         envelope = 1.0 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 6.3))
         source += rng.uniform(0.3, 1.0) * envelope * np.sin(phase + rng.uniform(0, 6.3))
     source *= rng.uniform(0.03, 0.12) / (np.abs(source).max() + 1e-9)
@@ -450,9 +473,13 @@ def _fibrillatory_waves(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
     return weights[:, None] * source[None, :]
 
 
-def simulate_ecg(labels: set[str] | frozenset[str] | list[str], rng: np.random.Generator,
-                 sampling_rate: float = TARGET_SAMPLING_RATE, duration_s: float = WINDOW_SECONDS,
-                 cache_dir: Path | None = None) -> EcgRecord:
+def simulate_ecg(
+    labels: set[str] | frozenset[str] | list[str],
+    rng: np.random.Generator,
+    sampling_rate: float = TARGET_SAMPLING_RATE,
+    duration_s: float = WINDOW_SECONDS,
+    cache_dir: Path | None = None,
+) -> EcgRecord:
     """One synthetic 12-lead ECG showing exactly ``labels`` (our label codes).
 
     At most one rhythm label (NORM, STACH, SBRAD, AF); without one the rhythm is normal sinus and
@@ -489,7 +516,9 @@ def simulate_ecg(labels: set[str] | frozenset[str] | list[str], rng: np.random.G
         else:
             beats = _fibrillation_beats(rng, heart_rate, duration_s)
     else:
-        rsa = {"NORM": rng.uniform(0.0, 0.04), "STACH": rng.uniform(0.0, 0.015), "SBRAD": rng.uniform(0.0, 0.06)}[rhythm]
+        rsa = {"NORM": rng.uniform(0.0, 0.04), "STACH": rng.uniform(0.0, 0.015), "SBRAD": rng.uniform(0.0, 0.06)}[
+            rhythm
+        ]
         beats = _sinus_beats(rng, heart_rate, duration_s, rsa=rsa, jitter=0.006)
     params["heart_rate_bpm"] = round(heart_rate, 1) if not flutter else None
     params["atrial_flutter"] = flutter
@@ -582,7 +611,9 @@ def simulate_ecg(labels: set[str] | frozenset[str] | list[str], rng: np.random.G
             # T wave (a "coved" / convex STEMI shape), then returns to baseline at the T wave's end.
             plateau, fall = 0.17 * st_scale, 0.035 * st_scale
             canvas.profile(
-                st_deviation, j_point - 0.02, j_point + plateau + 5 * fall,
+                st_deviation,
+                j_point - 0.02,
+                j_point + plateau + 5 * fall,
                 lambda tt, j=j_point, p=plateau, f=fall: (
                     0.5 * (1 + np.tanh((tt - j - 0.01) / 0.006)) * 0.5 * (1 - np.tanh((tt - j - p) / f))
                 ),
@@ -607,13 +638,19 @@ def simulate_ecg(labels: set[str] | frozenset[str] | list[str], rng: np.random.G
         "generator_version": GENERATOR_VERSION,
         "synthetic": params,
     }
-    return EcgRecord(signals=canvas.output().copy(), leads=STANDARD_LEADS, sampling_rate=float(sampling_rate),
-                     meta=meta, labels=ordered)
+    return EcgRecord(
+        signals=canvas.output().copy(),
+        leads=STANDARD_LEADS,
+        sampling_rate=float(sampling_rate),
+        meta=meta,
+        labels=ordered,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Datasets
 # --------------------------------------------------------------------------------------------
+
 
 def sample_label_set(rng: np.random.Generator) -> set[str]:
     """A label combination from the dataset mix: one rhythm, then each morphology label independently."""
@@ -629,8 +666,9 @@ def dataset_cache_path(cache_dir: Path, n: int, seed: int) -> Path:
     return Path(cache_dir) / f"synthetic-ecg-n{n}-seed{seed}-v{GENERATOR_VERSION}.npz"
 
 
-def make_synthetic_ecg_dataset(n: int, seed: int, cache_dir: Path | str | None = None,
-                               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic_ecg_dataset(
+    n: int, seed: int, cache_dir: Path | str | None = None, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` labelled synthetic records, preprocessed exactly as at serving time.
 
     Returns ``(X, Y)``: X float32 [n, 12, 5000] (``preprocess_signals`` output), Y float32
@@ -646,7 +684,10 @@ def make_synthetic_ecg_dataset(n: int, seed: int, cache_dir: Path | str | None =
         try:
             with np.load(path) as data:
                 X, Y = data["X"], data["Y"]
-            if X.shape == (n, len(STANDARD_LEADS), int(TARGET_SAMPLING_RATE * WINDOW_SECONDS)) and Y.shape == (n, len(LABEL_CODES)):
+            if X.shape == (n, len(STANDARD_LEADS), int(TARGET_SAMPLING_RATE * WINDOW_SECONDS)) and Y.shape == (
+                n,
+                len(LABEL_CODES),
+            ):
                 return X, Y
         except (OSError, KeyError, ValueError):
             pass  # damaged or foreign file: regenerate
@@ -663,4 +704,3 @@ def make_synthetic_ecg_dataset(n: int, seed: int, cache_dir: Path | str | None =
     if path is not None:
         _atomic_savez(path, X=X, Y=Y)
     return X, Y
-

@@ -36,18 +36,47 @@ from datasets.vocabulary.age import age_in_years
 from datasets.vocabulary.sop import ImageSopClass
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})
-NOT_RADIOGRAPH_MODALITIES = frozenset({"CT", "MR", "US", "NM", "PT", "XA", "RF", "MG", "IO", "PX", "OP", "OCT", "ES",
-                                       "XC", "SM", "ECG", "HD", "RTIMAGE", "BMD"})
+NOT_RADIOGRAPH_MODALITIES = frozenset(
+    {
+        "CT",
+        "MR",
+        "US",
+        "NM",
+        "PT",
+        "XA",
+        "RF",
+        "MG",
+        "IO",
+        "PX",
+        "OP",
+        "OCT",
+        "ES",
+        "XC",
+        "SM",
+        "ECG",
+        "HD",
+        "RTIMAGE",
+        "BMD",
+    }
+)
 CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "LUNGS", "CHEST_LAT", "CHEST PA", "PORT CHEST"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"})
 HUMAN_SPECIES = ("human", "homo sapiens", "homo")
 # SOP classes of the images the service stores that are not projection radiographs (the one table:
 # datasets.vocabulary.sop.ImageSopClass), plus NM, PET and XA.
-NOT_RADIOGRAPH_SOP_CLASSES = frozenset({
-    ImageSopClass.CT, ImageSopClass.ENHANCED_CT, ImageSopClass.MR, ImageSopClass.ENHANCED_MR, ImageSopClass.US,
-    ImageSopClass.US_MULTIFRAME, "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128",
-    "1.2.840.10008.5.1.4.1.1.12.1",
-})
+NOT_RADIOGRAPH_SOP_CLASSES = frozenset(
+    {
+        ImageSopClass.CT,
+        ImageSopClass.ENHANCED_CT,
+        ImageSopClass.MR,
+        ImageSopClass.ENHANCED_MR,
+        ImageSopClass.US,
+        ImageSopClass.US_MULTIFRAME,
+        "1.2.840.10008.5.1.4.1.1.20",
+        "1.2.840.10008.5.1.4.1.1.128",
+        "1.2.840.10008.5.1.4.1.1.12.1",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -94,68 +123,132 @@ def header_rejections(record: ImageRecord, policy: AcceptancePolicy) -> list[Rej
     image_type = [str(v).upper() for v in record.meta.get("image_type") or []]
     species = str(record.meta.get("species") or "").strip().lower()
     if modality in NOT_RADIOGRAPH_MODALITIES or record.sop_class_uid in NOT_RADIOGRAPH_SOP_CLASSES:
-        out.append(Rejection(QualityReason.CXR_NOT_CHEST, f"not a radiograph: modality {modality or '?'}", "header",
-                             {"modality": modality, "sop_class_uid": record.sop_class_uid}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_NOT_CHEST,
+                f"not a radiograph: modality {modality or '?'}",
+                "header",
+                {"modality": modality, "sop_class_uid": record.sop_class_uid},
+            )
+        )
     elif body_part and body_part not in CHEST_BODY_PARTS:
-        out.append(Rejection(QualityReason.CXR_NOT_CHEST, f"body part examined is {body_part}, not the chest",
-                             "header", {"body_part": body_part}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_NOT_CHEST,
+                f"body part examined is {body_part}, not the chest",
+                "header",
+                {"body_part": body_part},
+            )
+        )
     elif {"LOCALIZER", "SCOUT"} & set(image_type):
-        out.append(Rejection(QualityReason.CXR_NOT_CHEST, "a localizer (scout) image, not a chest film", "header",
-                             {"image_type": image_type}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_NOT_CHEST,
+                "a localizer (scout) image, not a chest film",
+                "header",
+                {"image_type": image_type},
+            )
+        )
     elif species and not species.startswith(HUMAN_SPECIES):
-        out.append(Rejection(QualityReason.CXR_NOT_CHEST, f"not a human patient (species: {species})", "header",
-                             {"species": species}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_NOT_CHEST, f"not a human patient (species: {species})", "header", {"species": species}
+            )
+        )
     view = (record.view_position or "").upper().strip()
     orientation = [str(v).upper() for v in record.meta.get("patient_orientation") or []]
     if view in LATERAL_VIEWS or (len(orientation) == 2 and orientation[0][:1] in ("A", "P")):
-        out.append(Rejection(QualityReason.CXR_LATERAL, "a lateral view: only frontal (PA/AP) films are read",
-                             "header", {"view_position": view, "patient_orientation": orientation}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_LATERAL,
+                "a lateral view: only frontal (PA/AP) films are read",
+                "header",
+                {"view_position": view, "patient_orientation": orientation},
+            )
+        )
     elif len(orientation) == 2 and orientation[0][:1] in ("H", "F"):
-        out.append(Rejection(QualityReason.CXR_ROTATED, f"rotated (patient orientation {'/'.join(orientation)})",
-                             "header", {"patient_orientation": orientation}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_ROTATED,
+                f"rotated (patient orientation {'/'.join(orientation)})",
+                "header",
+                {"patient_orientation": orientation},
+            )
+        )
     years = age_in_years(record.patient.get("age"))
     if years is not None and years < policy.min_age_years:
-        out.append(Rejection(QualityReason.CXR_PAEDIATRIC,
-                             f"a child ({years:.1f} years): the model reads adults ({policy.min_age_years:g}+)",
-                             "header", {"age_years": round(years, 2)}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_PAEDIATRIC,
+                f"a child ({years:.1f} years): the model reads adults ({policy.min_age_years:g}+)",
+                "header",
+                {"age_years": round(years, 2)},
+            )
+        )
     if min(record.shape) < policy.min_side_px:
-        out.append(Rejection(QualityReason.CXR_TOO_SMALL,
-                             f"{record.shape[0]} × {record.shape[1]} pixels: at least {policy.min_side_px} a side "
-                             "is needed", "header", {"rows": record.shape[0], "columns": record.shape[1]}))
+        out.append(
+            Rejection(
+                QualityReason.CXR_TOO_SMALL,
+                f"{record.shape[0]} × {record.shape[1]} pixels: at least {policy.min_side_px} a side is needed",
+                "header",
+                {"rows": record.shape[0], "columns": record.shape[1]},
+            )
+        )
     return out
 
 
-def image_rejections(record: ImageRecord, policy: AcceptancePolicy,
-                     model: OrientationModel | None) -> tuple[list[Rejection], dict[str, Any]]:
+def image_rejections(
+    record: ImageRecord, policy: AcceptancePolicy, model: OrientationModel | None
+) -> tuple[list[Rejection], dict[str, Any]]:
     """What the pixels say (``datasets.imaging.orientation``)."""
     model = model or default_orientation_model()
     evidence = model.evidence(record.pixels)
-    seen = {"rotation": evidence.rotation, "inverted": evidence.inverted,
-            "probability": round(evidence.probability, 3), "chest_similarity": round(evidence.chest_similarity, 3),
-            "chest_cutoff": round(evidence.chest_cutoff, 3)}
+    seen = {
+        "rotation": evidence.rotation,
+        "inverted": evidence.inverted,
+        "probability": round(evidence.probability, 3),
+        "chest_similarity": round(evidence.chest_similarity, 3),
+        "chest_cutoff": round(evidence.chest_cutoff, 3),
+    }
     if not evidence.looks_like_chest:
-        return [Rejection(QualityReason.CXR_NOT_CHEST, "the image does not look like a chest radiograph", "image",
-                          seen)], seen
+        return [
+            Rejection(QualityReason.CXR_NOT_CHEST, "the image does not look like a chest radiograph", "image", seen)
+        ], seen
     out: list[Rejection] = []
     if evidence.probability >= policy.min_orientation_probability:
         if evidence.rotation:
-            out.append(Rejection(QualityReason.CXR_ROTATED, f"the film looks rotated by {evidence.rotation}°",
-                                 "image", seen))
+            out.append(
+                Rejection(QualityReason.CXR_ROTATED, f"the film looks rotated by {evidence.rotation}°", "image", seen)
+            )
         if evidence.inverted:
-            out.append(Rejection(QualityReason.CXR_INVERTED,
-                                 f"grey levels look inverted (sent as {record.photometric})", "image", seen))
+            out.append(
+                Rejection(
+                    QualityReason.CXR_INVERTED,
+                    f"grey levels look inverted (sent as {record.photometric})",
+                    "image",
+                    seen,
+                )
+            )
     return out, seen
 
 
-def check_chest_film(record: ImageRecord, policy: AcceptancePolicy | None = None,
-                     model: OrientationModel | None = None) -> Acceptance:
+def check_chest_film(
+    record: ImageRecord, policy: AcceptancePolicy | None = None, model: OrientationModel | None = None
+) -> Acceptance:
     """The acceptance verdict for one image: header evidence, then image evidence (skipped when the
     header already says it is no chest film, or the image is too small to judge)."""
     policy = policy or AcceptancePolicy()
     reasons = header_rejections(record, policy)
-    checked: dict[str, Any] = {"header": {"modality": record.modality, "body_part": record.body_part,
-                                          "view_position": record.view_position, "age": record.patient.get("age"),
-                                          "photometric": record.photometric, "shape": list(record.shape)}}
+    checked: dict[str, Any] = {
+        "header": {
+            "modality": record.modality,
+            "body_part": record.body_part,
+            "view_position": record.view_position,
+            "age": record.patient.get("age"),
+            "photometric": record.photometric,
+            "shape": list(record.shape),
+        }
+    }
     decided = {QualityReason.CXR_NOT_CHEST, QualityReason.CXR_TOO_SMALL} & {r.code for r in reasons}
     if not decided and min(record.shape) >= 16:
         image, checked["image"] = image_rejections(record, policy, model)

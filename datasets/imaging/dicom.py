@@ -41,9 +41,20 @@ MIN_WINDOWED_SPREAD = 0.02
 # Attributes the LUT functions read; copied into a small per-frame view so that enhanced
 # multi-frame objects (values in functional groups) go through the same code.
 _LUT_KEYWORDS = (
-    "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-    "SamplesPerPixel", "RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence",
-    "WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
 )
 
 
@@ -60,8 +71,9 @@ def to_unit_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def percentile_window(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILE_WINDOW,
-                      max_samples: int = 1_000_000) -> tuple[float, float]:
+def percentile_window(
+    values: np.ndarray, percentiles: tuple[float, float] = PERCENTILE_WINDOW, max_samples: int = 1_000_000
+) -> tuple[float, float]:
     """(low, high) at the given percentiles, estimated on a regular subsample for speed."""
     flat = np.asarray(values).reshape(-1)
     step = max(1, flat.size // max_samples)
@@ -124,8 +136,10 @@ def _frame_index(number_of_frames: int, frame: str | int) -> int:
 
 def _functional_group_item(ds: Dataset, frame_index: int, sequence: str) -> Dataset | None:
     """The per-frame item of a functional group macro, else the shared one, else None."""
-    for groups_keyword, pick in (("PerFrameFunctionalGroupsSequence", frame_index),
-                                 ("SharedFunctionalGroupsSequence", 0)):
+    for groups_keyword, pick in (
+        ("PerFrameFunctionalGroupsSequence", frame_index),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
         groups = ds.get(groups_keyword)
         if not groups or pick >= len(groups):
             continue
@@ -170,8 +184,10 @@ def _decode_frame(ds: Dataset, frame: str | int) -> tuple[np.ndarray, int, int]:
     file_meta = getattr(ds, "file_meta", None)
     syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if not syntax:
-        raise ImageInputError("TransferSyntaxUID", "the dataset has no file meta transfer syntax; "
-                                                   "cannot tell how its pixel data is encoded")
+        raise ImageInputError(
+            "TransferSyntaxUID",
+            "the dataset has no file meta transfer syntax; cannot tell how its pixel data is encoded",
+        )
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
@@ -242,7 +258,9 @@ def _colour_display(array: np.ndarray, ds: Dataset, photometric: str) -> np.ndar
     elif array.ndim == 3 and array.shape[-1] >= 3:
         rgb = array[..., :3]  # YBR_* already converted to RGB by the decoder
     else:
-        raise ImageInputError("PhotometricInterpretation", f"{photometric} image with shape {array.shape} is not supported")
+        raise ImageInputError(
+            "PhotometricInterpretation", f"{photometric} image with shape {array.shape} is not supported"
+        )
     return to_unit_range(luminance(rgb), 0, 2**bits - 1)
 
 

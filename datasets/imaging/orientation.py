@@ -32,8 +32,9 @@ from datasets.imaging.transforms import LetterboxGeometry
 THUMBNAIL = 32
 WEIGHTS_PATH = Path(__file__).with_name("orientation.npz")
 # Class index → (clockwise rotation in degrees that was applied to an upright film, inverted?).
-CLASSES: tuple[tuple[int, bool], ...] = tuple((angle, inverted) for inverted in (False, True)
-                                              for angle in (0, 90, 180, 270))
+CLASSES: tuple[tuple[int, bool], ...] = tuple(
+    (angle, inverted) for inverted in (False, True) for angle in (0, 90, 180, 270)
+)
 
 
 def thumbnail(pixels: np.ndarray, side: int = THUMBNAIL) -> np.ndarray:
@@ -57,11 +58,11 @@ def variant(pixels: np.ndarray, angle: int, inverted: bool) -> np.ndarray:
 class OrientationEvidence:
     """What the image says: the most likely class and the chest-likeness of the corrected image."""
 
-    rotation: int              # degrees clockwise the film appears rotated by (0, 90, 180, 270)
-    inverted: bool             # grey levels appear inverted (bone dark, lungs bright)
-    probability: float         # of that class
-    chest_similarity: float    # correlation with the mean upright chest film, after correction
-    chest_cutoff: float        # below it the image does not look like a chest film
+    rotation: int  # degrees clockwise the film appears rotated by (0, 90, 180, 270)
+    inverted: bool  # grey levels appear inverted (bone dark, lungs bright)
+    probability: float  # of that class
+    chest_similarity: float  # correlation with the mean upright chest film, after correction
+    chest_cutoff: float  # below it the image does not look like a chest film
 
     @property
     def looks_like_chest(self) -> bool:
@@ -72,9 +73,9 @@ class OrientationModel:
     """The fitted softmax regression + chest template (see module docstring)."""
 
     def __init__(self, weights: np.ndarray, bias: np.ndarray, template: np.ndarray, chest_cutoff: float):
-        self.weights = np.asarray(weights, dtype=np.float32)      # (classes, features)
-        self.bias = np.asarray(bias, dtype=np.float32)            # (classes,)
-        self.template = np.asarray(template, dtype=np.float32)    # (features,), standardised upright mean
+        self.weights = np.asarray(weights, dtype=np.float32)  # (classes, features)
+        self.bias = np.asarray(bias, dtype=np.float32)  # (classes,)
+        self.template = np.asarray(template, dtype=np.float32)  # (features,), standardised upright mean
         self.chest_cutoff = float(chest_cutoff)
         if self.weights.shape != (len(CLASSES), THUMBNAIL * THUMBNAIL):
             raise ValueError(f"orientation weights have shape {self.weights.shape}")
@@ -85,8 +86,13 @@ class OrientationModel:
             return cls(data["weights"], data["bias"], data["template"], float(data["chest_cutoff"]))
 
     def save(self, path: str | Path = WEIGHTS_PATH) -> Path:
-        np.savez_compressed(path, weights=self.weights, bias=self.bias, template=self.template,
-                            chest_cutoff=np.float32(self.chest_cutoff))
+        np.savez_compressed(
+            path,
+            weights=self.weights,
+            bias=self.bias,
+            template=self.template,
+            chest_cutoff=np.float32(self.chest_cutoff),
+        )
         return Path(path)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:

@@ -57,9 +57,16 @@ class ChestPhantom:
 
     def to_record(self, pixel_spacing_mm: float | None = None) -> ImageRecord:
         spacing = (pixel_spacing_mm, pixel_spacing_mm) if pixel_spacing_mm else None
-        return ImageRecord(pixels=self.pixels.copy(), spacing_mm=spacing, photometric="MONOCHROME2",
-                           modality="DX", body_part="CHEST", view_position="PA", bits_stored=16,
-                           meta={"format": "phantom", "findings": self.finding_labels})
+        return ImageRecord(
+            pixels=self.pixels.copy(),
+            spacing_mm=spacing,
+            photometric="MONOCHROME2",
+            modality="DX",
+            body_part="CHEST",
+            view_position="PA",
+            bits_stored=16,
+            meta={"format": "phantom", "findings": self.finding_labels},
+        )
 
     def to_uint16(self, bits: int = 12) -> np.ndarray:
         """Pixels as integers (for wrapping as DICOM with ``wrap_array_as_dicom``)."""
@@ -191,8 +198,11 @@ def chest_phantom(
         opacity = lesion > 0.08
         image += lesion
     if effusion:
-        sides = {"right": [(right_cx, right_lung)], "left": [(left_cx, left_lung)],
-                 "both": [(right_cx, right_lung), (left_cx, left_lung)]}[effusion]
+        sides = {
+            "right": [(right_cx, right_lung)],
+            "left": [(left_cx, left_lung)],
+            "both": [(right_cx, right_lung), (left_cx, left_lung)],
+        }[effusion]
         for cx, lung in sides:
             # Fluid level with a meniscus: higher laterally, where it climbs the chest wall.
             level = lung_cy + rng.uniform(0.25, 0.45) * lung_ry - 0.10 * np.abs(xx - cx) / lung_rx
@@ -214,8 +224,9 @@ def chest_phantom(
     return ChestPhantom(pixels=image, findings=findings, masks=masks, cardiothoracic_ratio=float(ctr))
 
 
-def random_chest_phantom(size: int = 256, *, seed: int | np.random.Generator | None = None,
-                         prevalence: float = 0.3) -> ChestPhantom:
+def random_chest_phantom(
+    size: int = 256, *, seed: int | np.random.Generator | None = None, prevalence: float = 0.3
+) -> ChestPhantom:
     """A phantom whose findings are drawn independently, each present with ``prevalence``."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     effusion = None
@@ -231,8 +242,9 @@ def random_chest_phantom(size: int = 256, *, seed: int | np.random.Generator | N
     )
 
 
-def phantom_dataset(count: int, size: int = 128, *, seed: int = 0,
-                    prevalence: float = 0.3) -> tuple[np.ndarray, list[dict[str, bool]]]:
+def phantom_dataset(
+    count: int, size: int = 128, *, seed: int = 0, prevalence: float = 0.3
+) -> tuple[np.ndarray, list[dict[str, bool]]]:
     """``count`` random phantoms: images (count, size, size) float32 and their findings dicts."""
     rng = np.random.default_rng(seed)
     phantoms = [random_chest_phantom(size, seed=rng, prevalence=prevalence) for _ in range(count)]

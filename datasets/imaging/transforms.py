@@ -115,7 +115,7 @@ class LetterboxGeometry:
         top, left = self.offset
         rows, cols = self.resized_shape
         for index, plane in enumerate(flat):
-            out[index, top:top + rows, left:left + cols] = resize_2d(plane, self.resized_shape)
+            out[index, top : top + rows, left : left + cols] = resize_2d(plane, self.resized_shape)
         return out.reshape(lead + (self.size, self.size))
 
     def invert(self, array: np.ndarray) -> np.ndarray:
@@ -129,7 +129,7 @@ class LetterboxGeometry:
         top, left = self.offset
         rows, cols = self.resized_shape
         lead = array.shape[:-2]
-        crop = array.reshape((-1, self.size, self.size))[:, top:top + rows, left:left + cols]
+        crop = array.reshape((-1, self.size, self.size))[:, top : top + rows, left : left + cols]
         out = np.stack([resize_2d(plane, self.original_shape) for plane in crop])
         return out.reshape(lead + self.original_shape)
 
@@ -153,7 +153,7 @@ def heatmap_to_original(heatmap: np.ndarray, original_shape: Sequence[int]) -> n
 
 
 def _monai():
-    import monai.transforms as mt
+    import monai.transforms as mt  # noqa: PLC0415
 
     return mt
 
@@ -172,7 +172,9 @@ def ensure_unit_range(array: np.ndarray) -> np.ndarray:
     return ((array - low) / (high - low)).astype(np.float32)
 
 
-def letterbox(array: np.ndarray, size: int = DEFAULT_SIZE, pad_value: float = 0.0) -> tuple[np.ndarray, LetterboxGeometry]:
+def letterbox(
+    array: np.ndarray, size: int = DEFAULT_SIZE, pad_value: float = 0.0
+) -> tuple[np.ndarray, LetterboxGeometry]:
     """Channel-first (C, H, W) → (C, size, size) letterboxed, with its geometry."""
     geometry = LetterboxGeometry.for_shape(np.shape(array), size)
     return geometry.apply(np.asarray(array), pad_value), geometry
@@ -210,8 +212,14 @@ def _transform_classes() -> dict[str, type]:
         """Dictionary transform: ``Letterbox`` on each key; the first key's geometry is stored under
         ``geometry_key`` so heatmaps can be mapped back onto the original image."""
 
-        def __init__(self, keys, size: int = DEFAULT_SIZE, pad_value: float = 0.0, geometry_key: str = "geometry",
-                     allow_missing_keys: bool = False) -> None:
+        def __init__(
+            self,
+            keys,
+            size: int = DEFAULT_SIZE,
+            pad_value: float = 0.0,
+            geometry_key: str = "geometry",
+            allow_missing_keys: bool = False,
+        ) -> None:
             super().__init__(keys, allow_missing_keys)
             self.size, self.pad_value, self.geometry_key = int(size), float(pad_value), geometry_key
 
@@ -254,8 +262,13 @@ def cxr_preprocess(size: int = DEFAULT_SIZE, channels: int = DEFAULT_CHANNELS, k
     if channels == 3:
         steps.append(mt.RepeatChanneld(keys, repeats=3))
     steps += [
-        mt.NormalizeIntensityd(keys, subtrahend=np.asarray(mean, np.float32), divisor=np.asarray(std, np.float32),
-                               channel_wise=True, dtype=np.float32),
+        mt.NormalizeIntensityd(
+            keys,
+            subtrahend=np.asarray(mean, np.float32),
+            divisor=np.asarray(std, np.float32),
+            channel_wise=True,
+            dtype=np.float32,
+        ),
         mt.EnsureTyped(keys, data_type="numpy", dtype=np.float32, track_meta=False),
     ]
     return mt.Compose(steps)
@@ -268,14 +281,16 @@ def _pixels(image: ImageRecord | np.ndarray) -> np.ndarray:
     return pixels
 
 
-def preprocess_with_geometry(image: ImageRecord | np.ndarray, size: int = DEFAULT_SIZE,
-                             channels: int = DEFAULT_CHANNELS) -> tuple[np.ndarray, LetterboxGeometry]:
+def preprocess_with_geometry(
+    image: ImageRecord | np.ndarray, size: int = DEFAULT_SIZE, channels: int = DEFAULT_CHANNELS
+) -> tuple[np.ndarray, LetterboxGeometry]:
     """An ImageRecord (or 2-D array in [0, 1]) → (network input (C, size, size), its geometry)."""
     out = cxr_preprocess(size, channels)({"image": _pixels(image)})
     return out["image"], out["geometry"]
 
 
-def preprocess_image(image: ImageRecord | np.ndarray, size: int = DEFAULT_SIZE,
-                     channels: int = DEFAULT_CHANNELS) -> np.ndarray:
+def preprocess_image(
+    image: ImageRecord | np.ndarray, size: int = DEFAULT_SIZE, channels: int = DEFAULT_CHANNELS
+) -> np.ndarray:
     """An ImageRecord (or 2-D array in [0, 1]) → float32 network input (channels, size, size)."""
     return preprocess_with_geometry(image, size, channels)[0]

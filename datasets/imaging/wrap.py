@@ -154,7 +154,9 @@ def wrap_array_as_dicom(
     # Conventional radiograph display (PA or AP): rows run towards the patient's left, columns feet-ward.
     ds.PatientOrientation = ["L", "F"]
     ds.ImageLaterality = "U"  # unpaired body part
-    ds.AnatomicRegionSequence = DicomSequence([_code_item(*_CHEST_REGION)]) if body_part.upper() == "CHEST" else DicomSequence()
+    ds.AnatomicRegionSequence = (
+        DicomSequence([_code_item(*_CHEST_REGION)]) if body_part.upper() == "CHEST" else DicomSequence()
+    )
 
     if modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"

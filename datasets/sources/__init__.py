@@ -19,8 +19,9 @@ worklist   the worklist's signed-reads export (JSON/CSV)                       `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets.sources.base import SourceDataset, SourceLayoutError
 from datasets.sources.chexpert import load_chexpert
@@ -32,12 +33,24 @@ from datasets.sources.ptbxl import load_ptbxl
 from datasets.sources.worklist import load_worklist
 
 LOADERS: dict[str, Callable[..., SourceDataset]] = {
-    "ptbxl": load_ptbxl, "cinc": load_cinc, "nih": load_nih, "chexpert": load_chexpert,
-    "medmnist": load_medmnist, "dicom": load_dicom_folder, "worklist": load_worklist,
+    "ptbxl": load_ptbxl,
+    "cinc": load_cinc,
+    "nih": load_nih,
+    "chexpert": load_chexpert,
+    "medmnist": load_medmnist,
+    "dicom": load_dicom_folder,
+    "worklist": load_worklist,
 }
 FORMATS: tuple[str, ...] = tuple(LOADERS)
-TASK_OF_FORMAT = {"ptbxl": "ecg", "cinc": "ecg", "nih": "cxr", "chexpert": "cxr", "medmnist": "cxr",
-                  "dicom": None, "worklist": None}
+TASK_OF_FORMAT = {
+    "ptbxl": "ecg",
+    "cinc": "ecg",
+    "nih": "cxr",
+    "chexpert": "cxr",
+    "medmnist": "cxr",
+    "dicom": None,
+    "worklist": None,
+}
 
 
 def open_source(fmt: str, path: str | Path, **options: Any) -> SourceDataset:
@@ -50,6 +63,18 @@ def open_source(fmt: str, path: str | Path, **options: Any) -> SourceDataset:
     return LOADERS[fmt](path, **options)
 
 
-__all__ = ["FORMATS", "LOADERS", "TASK_OF_FORMAT", "SourceDataset", "SourceLayoutError", "open_source",
-           "load_chexpert", "load_cinc", "load_dicom_folder", "load_medmnist", "load_nih", "load_ptbxl",
-           "load_worklist"]
+__all__ = [
+    "FORMATS",
+    "LOADERS",
+    "TASK_OF_FORMAT",
+    "SourceDataset",
+    "SourceLayoutError",
+    "open_source",
+    "load_chexpert",
+    "load_cinc",
+    "load_dicom_folder",
+    "load_medmnist",
+    "load_nih",
+    "load_ptbxl",
+    "load_worklist",
+]

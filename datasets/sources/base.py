@@ -27,15 +27,16 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from datasets.vocabulary.age import age_in_years as parse_age  # noqa: F401 - the one age parser, re-exported for the sources
-from tqdm.auto import tqdm
 
 META_COLUMNS = ("id", "patient_id", "split", "site", "sex", "age", "manufacturer")
 SPLITS = ("train", "val", "test")
@@ -54,31 +55,38 @@ class SourceDataset:
 
     format: str
     path: Path
-    task: str                                   # "ecg" or "cxr": which preprocessing ``loader`` applies
+    task: str  # "ecg" or "cxr": which preprocessing ``loader`` applies
     labels: list[str]
     label_names: list[str]
-    Y: np.ndarray                               # float32 [n, L]: 1, 0 or NaN (unknown)
-    meta: pd.DataFrame                          # one row per case (META_COLUMNS and more)
+    Y: np.ndarray  # float32 [n, L]: 1, 0 or NaN (unknown)
+    meta: pd.DataFrame  # one row per case (META_COLUMNS and more)
     loader: InputLoader | None = None
-    scores: np.ndarray | None = None            # [n, L] stored AI probabilities (signed-reads exports)
+    scores: np.ndarray | None = None  # [n, L] stored AI probabilities (signed-reads exports)
     notes: list[str] = field(default_factory=list)
     description: str = ""
-    input_spec: dict[str, Any] = field(default_factory=dict)   # preprocessing parameters (cache key)
+    input_spec: dict[str, Any] = field(default_factory=dict)  # preprocessing parameters (cache key)
 
     def __post_init__(self) -> None:
         self.Y = np.asarray(self.Y, dtype=np.float32).reshape(len(self.meta), len(self.labels))
         if len(self.label_names) != len(self.labels):
             raise ValueError(f"{len(self.label_names)} label names for {len(self.labels)} labels")
         meta = self.meta.reset_index(drop=True).copy()
-        for column, default in (("patient_id", None), ("split", None), ("site", "unknown"), ("sex", "unknown"),
-                                ("age", np.nan), ("manufacturer", "unknown")):
+        for column, default in (
+            ("patient_id", None),
+            ("split", None),
+            ("site", "unknown"),
+            ("sex", "unknown"),
+            ("age", np.nan),
+            ("manufacturer", "unknown"),
+        ):
             if column not in meta.columns:
                 meta[column] = default
         if "id" not in meta.columns:
             raise ValueError("SourceDataset.meta needs an 'id' column")
         # A case without a patient id is its own patient (CinC, MedMNIST): splits stay valid.
-        meta["patient_id"] = [str(p) if p is not None and not _is_nan(p) else str(i)
-                              for p, i in zip(meta["patient_id"], meta["id"])]
+        meta["patient_id"] = [
+            str(p) if p is not None and not _is_nan(p) else str(i) for p, i in zip(meta["patient_id"], meta["id"])
+        ]
         bad = sorted({str(s) for s in meta["split"] if s is not None and not _is_nan(s) and s not in SPLITS})
         if bad:
             raise ValueError(f"unknown split value(s) {bad}; expected {', '.join(SPLITS)} or empty")
@@ -105,15 +113,20 @@ class SourceDataset:
         """True if the layout itself assigns some cases to validation or test."""
         return bool(np.isin(self.split, ("val", "test")).any())
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "SourceDataset":
+    def subset(self, index: Sequence[int] | np.ndarray) -> SourceDataset:
         index = np.asarray(index, dtype=np.int64)
-        return replace(self, Y=self.Y[index], meta=self.meta.iloc[index].reset_index(drop=True),
-                       scores=self.scores[index] if self.scores is not None else None, notes=list(self.notes))
+        return replace(
+            self,
+            Y=self.Y[index],
+            meta=self.meta.iloc[index].reset_index(drop=True),
+            scores=self.scores[index] if self.scores is not None else None,
+            notes=list(self.notes),
+        )
 
-    def where(self, mask: np.ndarray) -> "SourceDataset":
+    def where(self, mask: np.ndarray) -> SourceDataset:
         return self.subset(np.flatnonzero(np.asarray(mask, dtype=bool)))
 
-    def head(self, n: int | None) -> "SourceDataset":
+    def head(self, n: int | None) -> SourceDataset:
         return self if n is None or n >= len(self) else self.subset(np.arange(n))
 
     def label_matrix(self, codes: Sequence[str]) -> np.ndarray:
@@ -130,8 +143,11 @@ class SourceDataset:
         out = {}
         for j, code in enumerate(self.labels):
             column = self.Y[:, j]
-            out[code] = {"positive": int((column == 1).sum()), "negative": int((column == 0).sum()),
-                         "unknown": int(np.isnan(column).sum())}
+            out[code] = {
+                "positive": int((column == 1).sum()),
+                "negative": int((column == 0).sum()),
+                "unknown": int(np.isnan(column).sum()),
+            }
         return out
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -141,11 +157,15 @@ class SourceDataset:
         if self.loader is None:
             raise SourceLayoutError(
                 f"{self.format} data at {self.path} carry no signals or images, only labels"
-                + (f" ({self.notes[-1]})" if self.notes else ""))
+                + (f" ({self.notes[-1]})" if self.notes else "")
+            )
         return np.asarray(self.loader(self.meta.iloc[i].to_dict()), dtype=np.float32)
 
-    def load_inputs(self, progress: bool = False, cache_dir: str | Path | None = None,
-                    ) -> tuple[np.ndarray, "SourceDataset"]:
+    def load_inputs(
+        self,
+        progress: bool = False,
+        cache_dir: str | Path | None = None,
+    ) -> tuple[np.ndarray, SourceDataset]:
         """Read and preprocess every case → (X [n', ...] float32, the dataset of those n' cases).
 
         A case that cannot be read (damaged file, missing lead, rejected by the ECG acceptance
@@ -160,7 +180,7 @@ class SourceDataset:
                 with np.load(cache) as stored:
                     return stored["X"], self.subset(stored["kept"])
             except (OSError, ValueError, KeyError):
-                warnings.warn(f"ignoring a damaged input cache {cache}")
+                warnings.warn(f"ignoring a damaged input cache {cache}")  # noqa: B028
         X, kept, failures = [], [], []
         rows = self.meta.to_dict("records")
         for i, row in enumerate(tqdm(rows, desc=f"{self.format} inputs", disable=not progress, unit="case")):
@@ -170,19 +190,32 @@ class SourceDataset:
             except Exception as exc:  # noqa: BLE001 - one unreadable case must not stop a run
                 failures.append(f"{row['id']}: {exc}")
         if not X:
-            raise SourceLayoutError(f"none of the {len(rows)} {self.format} cases under {self.path} could be read; "
-                                    f"first errors: {'; '.join(failures[:3])}")
+            raise SourceLayoutError(
+                f"none of the {len(rows)} {self.format} cases under {self.path} could be read; "
+                f"first errors: {'; '.join(failures[:3])}"
+            )
         if failures:
-            warnings.warn(f"{self.format}: skipped {len(failures)} of {len(rows)} cases that could not be read "
-                          f"(first: {'; '.join(failures[:3])})")
+            warnings.warn(  # noqa: B028
+                f"{self.format}: skipped {len(failures)} of {len(rows)} cases that could not be read "
+                f"(first: {'; '.join(failures[:3])})"
+            )
         stacked = np.stack(X).astype(np.float32, copy=False)
         if cache is not None:
             _save_atomic(cache, X=stacked, kept=np.asarray(kept, dtype=np.int64))
         return stacked, self.subset(kept)
 
     def _cache_file(self, cache_dir: str | Path) -> Path:
-        key = json.dumps({"format": self.format, "path": str(Path(self.path).resolve()), "task": self.task,
-                          "input": self.input_spec, "ids": self.ids}, sort_keys=True, default=str)
+        key = json.dumps(
+            {
+                "format": self.format,
+                "path": str(Path(self.path).resolve()),
+                "task": self.task,
+                "input": self.input_spec,
+                "ids": self.ids,
+            },
+            sort_keys=True,
+            default=str,
+        )
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         return Path(cache_dir) / f"{self.format}-inputs-{digest}.npz"
 
@@ -194,7 +227,7 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache location must not stop training
-        warnings.warn(f"could not write input cache {path}: {exc}")
+        warnings.warn(f"could not write input cache {path}: {exc}")  # noqa: B028
         tmp.unlink(missing_ok=True)
 
 
@@ -203,6 +236,7 @@ def _is_nan(value: Any) -> bool:
 
 
 # -- tables -------------------------------------------------------------------------------------
+
 
 def read_table(file: Path, fmt: str, required: Iterable[str] = (), **read_csv: Any) -> pd.DataFrame:
     """A CSV with the columns a layout needs; errors name the file and the missing columns."""
@@ -215,8 +249,10 @@ def read_table(file: Path, fmt: str, required: Iterable[str] = (), **read_csv: A
     columns = set(table.columns) | ({table.index.name} if table.index.name else set())
     missing = [c for c in required if c not in columns]
     if missing:
-        raise SourceLayoutError(f"{fmt}: {file} lacks column(s) {', '.join(repr(c) for c in missing)} "
-                                f"(it has {', '.join(repr(str(c)) for c in table.columns[:20])})")
+        raise SourceLayoutError(
+            f"{fmt}: {file} lacks column(s) {', '.join(repr(c) for c in missing)} "
+            f"(it has {', '.join(repr(str(c)) for c in table.columns[:20])})"
+        )
     return table
 
 
@@ -226,8 +262,9 @@ def normalise_sex(value: Any) -> str:
     return {"m": "male", "male": "male", "f": "female", "female": "female"}.get(text, "unknown")
 
 
-def multi_hot(positives: Sequence[Iterable[str]], labels: Sequence[str],
-              known: Sequence[Iterable[str] | None] | None = None) -> np.ndarray:
+def multi_hot(
+    positives: Sequence[Iterable[str]], labels: Sequence[str], known: Sequence[Iterable[str] | None] | None = None
+) -> np.ndarray:
     """Rows of positive codes → [n, L] of 1/0; with ``known`` (per row: the codes the source speaks
     about, None = all), labels outside it are NaN."""
     Y = np.zeros((len(positives), len(labels)), dtype=np.float32)
@@ -257,11 +294,12 @@ def index_files(root: Path, suffixes: Iterable[str]) -> dict[str, Path]:
 
 # -- THE preprocessing, per case ------------------------------------------------------------------
 
+
 def ecg_input(record) -> np.ndarray:
     """An EcgRecord → network input (12 × 5000 float32): serving's acceptance checks
     (``validate_record``: all 12 leads, rate, duration, amplitudes) then ``preprocess_signals``."""
-    from datasets.ecg.transforms import preprocess_signals
-    from datasets.ecg.validate import validate_record
+    from datasets.ecg.transforms import preprocess_signals  # noqa: PLC0415
+    from datasets.ecg.validate import validate_record  # noqa: PLC0415
 
     record = validate_record(record)
     return preprocess_signals(record.signals, record.sampling_rate)
@@ -269,7 +307,7 @@ def ecg_input(record) -> np.ndarray:
 
 def read_ecg_file(path: str | Path):
     """WFDB (.hea / record path / .zip), DICOM waveform (.dcm) or the JSON form → EcgRecord."""
-    from datasets.ecg.readers import read_dicom_waveform, read_json, read_wfdb
+    from datasets.ecg.readers import read_dicom_waveform, read_json, read_wfdb  # noqa: PLC0415
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -283,27 +321,30 @@ def read_ecg_file(path: str | Path):
 def ecg_file_loader(column: str = "file") -> InputLoader:
     def load(row: Mapping[str, Any]) -> np.ndarray:
         return ecg_input(read_ecg_file(row[column]))
+
     return load
 
 
 def image_file_loader(image_size: int, channels: int, column: str = "file") -> InputLoader:
     """PNG / JPEG / DICOM image → ``preprocess_image`` (letterbox + normalisation, as serving)."""
+
     def load(row: Mapping[str, Any]) -> np.ndarray:
-        from datasets.imaging import read_image
-        from datasets.imaging.transforms import preprocess_image
+        from datasets.imaging import read_image  # noqa: PLC0415
+        from datasets.imaging.transforms import preprocess_image  # noqa: PLC0415
 
         return preprocess_image(read_image(row[column]), size=image_size, channels=channels)
+
     return load
 
 
 def served_labels(task: str) -> tuple[list[str], list[str]]:
     """(codes, names) of the label set preread serves for ``task``."""
     if task == "ecg":
-        from datasets.vocabulary.ecg_labels import ECG_LABELS
+        from datasets.vocabulary.ecg_labels import ECG_LABELS  # noqa: PLC0415
 
         return [label.code for label in ECG_LABELS], [label.name for label in ECG_LABELS]
     if task == "cxr":
-        from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
+        from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES  # noqa: PLC0415
 
         return list(CXR_LABEL_CODES), list(CXR_LABEL_NAMES)
     raise ValueError(f"unknown task {task!r}; expected 'ecg' or 'cxr'")

@@ -47,9 +47,18 @@ UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 UNMENTIONED_POLICIES = ("zeros", "ignore")
 VIEWS = ("frontal", "lateral", "all")
 
-CHEXPERT_TO_CXR = {"Atelectasis": "ATELECTASIS", "Cardiomegaly": "CARDIOMEGALY", "Pleural Effusion": "EFFUSION",
-                   "Pneumonia": "PNEUMONIA", "Pneumothorax": "PNEUMOTHORAX", "Consolidation": "CONSOLIDATION",
-                   "Edema": "EDEMA", "Lung Lesion": None, "Lung Opacity": None, "No Finding": None}
+CHEXPERT_TO_CXR = {
+    "Atelectasis": "ATELECTASIS",
+    "Cardiomegaly": "CARDIOMEGALY",
+    "Pleural Effusion": "EFFUSION",
+    "Pneumonia": "PNEUMONIA",
+    "Pneumothorax": "PNEUMOTHORAX",
+    "Consolidation": "CONSOLIDATION",
+    "Edema": "EDEMA",
+    "Lung Lesion": None,
+    "Lung Opacity": None,
+    "No Finding": None,
+}
 # Pathologies that make a film abnormal though they have no served label of their own.
 OTHER_PATHOLOGIES = ("Enlarged Cardiomediastinum", "Lung Opacity", "Lung Lesion", "Pleural Other", "Fracture")
 SPLIT_FILES = {"train.csv": "train", "valid.csv": "val", "test.csv": "test"}
@@ -75,8 +84,16 @@ def _resolve(csv_file: Path, relative: str) -> Path:
     return next((c for c in candidates if c.is_file()), candidates[0])
 
 
-def load_chexpert(path: str | Path, *, uncertain: str = "ignore", unmentioned: str = "zeros", views: str = "frontal",
-                  image_size: int = 224, channels: int = 1, limit: int | None = None) -> SourceDataset:
+def load_chexpert(
+    path: str | Path,
+    *,
+    uncertain: str = "ignore",
+    unmentioned: str = "zeros",
+    views: str = "frontal",
+    image_size: int = 224,
+    channels: int = 1,
+    limit: int | None = None,
+) -> SourceDataset:
     check_choice("chexpert", "uncertain policy", uncertain, UNCERTAIN_POLICIES)
     check_choice("chexpert", "unmentioned policy", unmentioned, UNMENTIONED_POLICIES)
     check_choice("chexpert", "views", views, VIEWS)
@@ -97,8 +114,9 @@ def load_chexpert(path: str | Path, *, uncertain: str = "ignore", unmentioned: s
         table = read_table(csv_file, "chexpert", ("Path",))
         observations = [c for c in dict.fromkeys((*CHEXPERT_TO_CXR, *OTHER_PATHOLOGIES)) if c in table.columns]
         if not observations:
-            raise SourceLayoutError(f"chexpert: {csv_file} has none of the observation columns "
-                                    f"({', '.join(CHEXPERT_TO_CXR)} ...)")
+            raise SourceLayoutError(
+                f"chexpert: {csv_file} has none of the observation columns ({', '.join(CHEXPERT_TO_CXR)} ...)"
+            )
         if views != "all" and "Frontal/Lateral" in table.columns:
             table = table[table["Frontal/Lateral"].astype(str).str.lower() == views].reset_index(drop=True)
         for index, row in table.iterrows():
@@ -108,8 +126,9 @@ def load_chexpert(path: str | Path, *, uncertain: str = "ignore", unmentioned: s
                 try:
                     values[observation] = _policy_value(row[observation], uncertain, unmentioned)
                 except ValueError as exc:
-                    raise SourceLayoutError(f"chexpert: {csv_file} row {index + 2}, column {observation!r}: "
-                                            f"{exc}") from None
+                    raise SourceLayoutError(
+                        f"chexpert: {csv_file} row {index + 2}, column {observation!r}: {exc}"
+                    ) from None
             for observation, code in CHEXPERT_TO_CXR.items():
                 if code is not None and observation in values:
                     y[column[code]] = values[observation]
@@ -120,20 +139,37 @@ def load_chexpert(path: str | Path, *, uncertain: str = "ignore", unmentioned: s
                 y[any_index] = 0.0
             relative = str(row["Path"])
             patient = _PATIENT.search(relative)
-            rows.append({"id": relative, "file": str(_resolve(csv_file, relative)),
-                         "patient_id": patient.group(1) if patient else relative, "split": split, "site": "CheXpert",
-                         "sex": normalise_sex(row.get("Sex")), "age": parse_age(row.get("Age")),
-                         "manufacturer": "unknown", "view": row.get("Frontal/Lateral", None),
-                         "projection": row.get("AP/PA", None)})
+            rows.append(
+                {
+                    "id": relative,
+                    "file": str(_resolve(csv_file, relative)),
+                    "patient_id": patient.group(1) if patient else relative,
+                    "split": split,
+                    "site": "CheXpert",
+                    "sex": normalise_sex(row.get("Sex")),
+                    "age": parse_age(row.get("Age")),
+                    "manufacturer": "unknown",
+                    "view": row.get("Frontal/Lateral", None),
+                    "projection": row.get("AP/PA", None),
+                }
+            )
             Ys.append(y)
     if not rows:
         raise SourceLayoutError(f"chexpert: no {views} images listed in {', '.join(str(f) for f, _ in files)}")
     return SourceDataset(
-        format="chexpert", path=path, task="cxr", labels=labels, label_names=names, Y=np.stack(Ys),
-        meta=pd.DataFrame(rows), loader=image_file_loader(image_size, channels),
+        format="chexpert",
+        path=path,
+        task="cxr",
+        labels=labels,
+        label_names=names,
+        Y=np.stack(Ys),
+        meta=pd.DataFrame(rows),
+        loader=image_file_loader(image_size, channels),
         input_spec={"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"},
-        notes=[f"uncertain labels (-1): {uncertain}; not mentioned (blank): {unmentioned}; views: {views}; "
-               "labels CheXpert lacks are unknown"],
+        notes=[
+            f"uncertain labels (-1): {uncertain}; not mentioned (blank): {unmentioned}; views: {views}; "
+            "labels CheXpert lacks are unknown"
+        ],
         description=f"CheXpert at {path}: {len(rows)} {views} images ({', '.join(f.name for f, _ in files)}; "
-                    f"uncertain={uncertain})",
+        f"uncertain={uncertain})",
     ).head(limit)

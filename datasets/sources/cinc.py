@@ -39,23 +39,47 @@ from datasets.vocabulary.ecg import SUPERCLASS_CODES, PtbxlSuperclass, snomed_su
 LABEL_SETS = ("preread", "snomed", "superclass")
 
 # Record-name prefixes → source database (the "site" of a CinC case).
-CINC_SOURCES = {"A": "CPSC", "Q": "CPSC-Extra", "I": "StPetersburg", "S": "PTB", "HR": "PTB-XL",
-                "E": "Georgia", "JS": "Chapman-Ningbo"}
+CINC_SOURCES = {
+    "A": "CPSC",
+    "Q": "CPSC-Extra",
+    "I": "StPetersburg",
+    "S": "PTB",
+    "HR": "PTB-XL",
+    "E": "Georgia",
+    "JS": "Chapman-Ningbo",
+}
 
 # Names of the diagnoses the 2021 Challenge scored (its dx_mapping_scored.csv), for the snomed label set.
 SNOMED_NAMES = {
-    "164889003": "atrial fibrillation", "164890007": "atrial flutter", "6374002": "bundle branch block",
-    "426627000": "bradycardia", "733534002": "complete left bundle branch block",
-    "713427006": "complete right bundle branch block", "270492004": "1st degree av block",
-    "713426002": "incomplete right bundle branch block", "39732003": "left axis deviation",
-    "445118002": "left anterior fascicular block", "164909002": "left bundle branch block",
-    "251146004": "low qrs voltages", "698252002": "nonspecific intraventricular conduction disorder",
-    "10370003": "pacing rhythm", "284470004": "premature atrial contraction",
-    "427172004": "premature ventricular contractions", "164947007": "prolonged pr interval",
-    "111975006": "prolonged qt interval", "164917005": "qwave abnormal", "47665007": "right axis deviation",
-    "59118001": "right bundle branch block", "427393009": "sinus arrhythmia", "426177001": "sinus bradycardia",
-    "426783006": "sinus rhythm", "427084000": "sinus tachycardia", "63593006": "supraventricular premature beats",
-    "164934002": "t wave abnormal", "59931005": "t wave inversion", "17338001": "ventricular premature beats",
+    "164889003": "atrial fibrillation",
+    "164890007": "atrial flutter",
+    "6374002": "bundle branch block",
+    "426627000": "bradycardia",
+    "733534002": "complete left bundle branch block",
+    "713427006": "complete right bundle branch block",
+    "270492004": "1st degree av block",
+    "713426002": "incomplete right bundle branch block",
+    "39732003": "left axis deviation",
+    "445118002": "left anterior fascicular block",
+    "164909002": "left bundle branch block",
+    "251146004": "low qrs voltages",
+    "698252002": "nonspecific intraventricular conduction disorder",
+    "10370003": "pacing rhythm",
+    "284470004": "premature atrial contraction",
+    "427172004": "premature ventricular contractions",
+    "164947007": "prolonged pr interval",
+    "111975006": "prolonged qt interval",
+    "164917005": "qwave abnormal",
+    "47665007": "right axis deviation",
+    "59118001": "right bundle branch block",
+    "427393009": "sinus arrhythmia",
+    "426177001": "sinus bradycardia",
+    "426783006": "sinus rhythm",
+    "427084000": "sinus tachycardia",
+    "63593006": "supraventricular premature beats",
+    "164934002": "t wave abnormal",
+    "59931005": "t wave inversion",
+    "17338001": "ventricular premature beats",
 }
 
 
@@ -66,10 +90,10 @@ def site_of(record_name: str) -> str:
 
 def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None = None) -> SourceDataset:
     """Index a CinC 2020/2021 WFDB folder (headers only; signals are read by ``load_inputs``)."""
-    import wfdb
+    import wfdb  # noqa: PLC0415
 
-    from datasets.ecg.readers import parse_cinc_comments
-    from datasets.vocabulary.ecg_labels import labels_from_snomed
+    from datasets.ecg.readers import parse_cinc_comments  # noqa: PLC0415
+    from datasets.vocabulary.ecg_labels import labels_from_snomed  # noqa: PLC0415
 
     check_choice("cinc", "label_set", label_set, LABEL_SETS)
     root = Path(path)
@@ -88,10 +112,18 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
             raise SourceLayoutError(f"cinc: cannot read WFDB header {header} ({type(exc).__name__}: {exc})") from None
         patient, dx = parse_cinc_comments(comments)
         codes_per_record.append(dx)
-        rows.append({"id": header.stem, "patient_id": header.stem, "file": str(header), "site": site_of(header.stem),
-                     "sex": {"M": "male", "F": "female"}.get(patient.get("sex"), "unknown"),
-                     "age": float(patient["age"]) if "age" in patient else np.nan, "manufacturer": "unknown",
-                     "snomed": ",".join(dx)})
+        rows.append(
+            {
+                "id": header.stem,
+                "patient_id": header.stem,
+                "file": str(header),
+                "site": site_of(header.stem),
+                "sex": {"M": "male", "F": "female"}.get(patient.get("sex"), "unknown"),
+                "age": float(patient["age"]) if "age" in patient else np.nan,
+                "manufacturer": "unknown",
+                "snomed": ",".join(dx),
+            }
+        )
     if label_set == "preread":
         labels, names = served_labels("ecg")
         positives = [labels_from_snomed(dx) for dx in codes_per_record]
@@ -115,12 +147,23 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
         if label_set == "superclass" and not implied[i][1]:
             Y[i, column[PtbxlSuperclass.NORM.value]] = np.nan  # normal or not: the diagnoses do not say
     unlabelled = sum(1 for dx in codes_per_record if not dx)
-    notes = [f"labels: {label_set} (SNOMED CT codes from the '# Dx:' header lines"
-             + (", mapped with datasets.vocabulary.ecg_labels.labels_from_snomed)" if label_set == "preread" else ")")]
+    notes = [
+        f"labels: {label_set} (SNOMED CT codes from the '# Dx:' header lines"
+        + (", mapped with datasets.vocabulary.ecg_labels.labels_from_snomed)" if label_set == "preread" else ")")
+    ]
     if unlabelled:
         notes.append(f"{unlabelled} record(s) without a Dx line are unknown for every label")
     return SourceDataset(
-        format="cinc", path=root, task="ecg", labels=labels, label_names=names, Y=Y, meta=pd.DataFrame(rows),
-        loader=ecg_file_loader(), notes=notes, input_spec={"pipeline": "ecg_preprocess"},
+        format="cinc",
+        path=root,
+        task="ecg",
+        labels=labels,
+        label_names=names,
+        Y=Y,
+        meta=pd.DataFrame(rows),
+        loader=ecg_file_loader(),
+        notes=notes,
+        input_spec={"pipeline": "ecg_preprocess"},
         description=f"PhysioNet/CinC Challenge WFDB records from {root} ({len(rows)} records; "
-                    f"sources {', '.join(sorted({r['site'] for r in rows}))}; labels {label_set})")
+        f"sources {', '.join(sorted({r['site'] for r in rows}))}; labels {label_set})",
+    )

@@ -15,8 +15,9 @@ label nor one of these is an error, so a misspelt label code cannot silently dro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,27 +39,39 @@ META_COLUMNS = ("file", "patient_id", "split", "site", "sex", "age", "manufactur
 def dicom_header_meta(file: Path) -> dict[str, Any]:
     """Subgroup attributes from the DICOM header (missing or unreadable headers give nothing)."""
     try:
-        import pydicom
+        import pydicom  # noqa: PLC0415
 
         ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001 - metadata is optional; the pixels are checked when loaded
         return {}
     sex = {"M": "male", "F": "female"}.get(str(getattr(ds, "PatientSex", "") or "").upper(), "unknown")
     age = parse_age(getattr(ds, "PatientAge", None) or None)
-    return {"site": str(getattr(ds, "InstitutionName", "") or "unknown"), "sex": sex,
-            "age": age if age is not None else np.nan,
-            "manufacturer": str(getattr(ds, "Manufacturer", "") or "unknown"),
-            **({"patient_id": str(ds.PatientID)} if getattr(ds, "PatientID", None) else {})}
+    return {
+        "site": str(getattr(ds, "InstitutionName", "") or "unknown"),
+        "sex": sex,
+        "age": age if age is not None else np.nan,
+        "manufacturer": str(getattr(ds, "Manufacturer", "") or "unknown"),
+        **({"patient_id": str(ds.PatientID)} if getattr(ds, "PatientID", None) else {}),
+    }
 
 
-def load_dicom_folder(path: str | Path, *, task: str, labels: Sequence[str] | None = None, image_size: int = 224,
-                      channels: int = 1, limit: int | None = None) -> SourceDataset:
+def load_dicom_folder(
+    path: str | Path,
+    *,
+    task: str,
+    labels: Sequence[str] | None = None,
+    image_size: int = 224,
+    channels: int = 1,
+    limit: int | None = None,
+) -> SourceDataset:
     check_choice("dicom", "task", task, ("ecg", "cxr"))
     root = Path(path)
     csv_file = root / "labels.csv"
     if not csv_file.is_file():
-        raise SourceLayoutError(f"dicom: no labels.csv in {root} (columns: file, one per label code, optional "
-                                "patient_id, split, site, sex, age, manufacturer)")
+        raise SourceLayoutError(
+            f"dicom: no labels.csv in {root} (columns: file, one per label code, optional "
+            "patient_id, split, site, sex, age, manufacturer)"
+        )
     table = read_table(csv_file, "dicom", ("file",), dtype={"file": str, "patient_id": str})
     if limit is not None:
         table = table.head(limit)
@@ -67,8 +80,10 @@ def load_dicom_folder(path: str | Path, *, task: str, labels: Sequence[str] | No
     names = [served_names[served.index(c)] if c in served else c for c in codes]
     unknown = [c for c in table.columns if c not in codes and c not in META_COLUMNS]
     if unknown:
-        raise SourceLayoutError(f"dicom: {csv_file} column(s) {', '.join(repr(c) for c in unknown)} are neither "
-                                f"label codes ({', '.join(codes)}) nor {', '.join(META_COLUMNS)}")
+        raise SourceLayoutError(
+            f"dicom: {csv_file} column(s) {', '.join(repr(c) for c in unknown)} are neither "
+            f"label codes ({', '.join(codes)}) nor {', '.join(META_COLUMNS)}"
+        )
     Y = np.full((len(table), len(codes)), np.nan, dtype=np.float32)
     for j, code in enumerate(codes):
         if code not in table.columns:
@@ -77,22 +92,37 @@ def load_dicom_folder(path: str | Path, *, task: str, labels: Sequence[str] | No
         bad = table[code].notna() & ~values.isin((0, 1))
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise SourceLayoutError(f"dicom: {csv_file} row {row + 2}, column {code!r}: {table[code].iloc[row]!r} "
-                                    "(expected 1, 0 or blank)")
+            raise SourceLayoutError(
+                f"dicom: {csv_file} row {row + 2}, column {code!r}: {table[code].iloc[row]!r} (expected 1, 0 or blank)"
+            )
         Y[:, j] = values.to_numpy(dtype=np.float32)
     rows = []
     for _, row in table.iterrows():
         file = root / str(row["file"])
-        overrides = {k: row[k] for k in ("patient_id", "split", "site", "sex", "age", "manufacturer")
-                     if k in row and pd.notna(row[k])}
+        overrides = {
+            k: row[k]
+            for k in ("patient_id", "split", "site", "sex", "age", "manufacturer")
+            if k in row and pd.notna(row[k])
+        }
         if "sex" in overrides:
             overrides["sex"] = {"m": "male", "f": "female"}.get(str(overrides["sex"]).strip().lower()[:1], "unknown")
         rows.append({"id": str(row.get("id", row["file"])), "file": str(file), **dicom_header_meta(file), **overrides})
     loader = ecg_file_loader() if task == "ecg" else image_file_loader(image_size, channels)
-    spec = {"pipeline": "ecg_preprocess"} if task == "ecg" else {"size": image_size, "channels": channels,
-                                                                   "pipeline": "cxr_preprocess"}
-    return SourceDataset(format="dicom", path=root, task=task, labels=codes, label_names=names, Y=Y,
-                         meta=pd.DataFrame(rows), loader=loader, input_spec=spec,
-                         notes=["labels.csv columns named by label code; missing columns and blank cells are unknown"],
-                         description=f"DICOM folder {root}: {len(rows)} {'ECGs' if task == 'ecg' else 'images'} "
-                                     "with labels.csv")
+    spec = (
+        {"pipeline": "ecg_preprocess"}
+        if task == "ecg"
+        else {"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"}
+    )
+    return SourceDataset(
+        format="dicom",
+        path=root,
+        task=task,
+        labels=codes,
+        label_names=names,
+        Y=Y,
+        meta=pd.DataFrame(rows),
+        loader=loader,
+        input_spec=spec,
+        notes=["labels.csv columns named by label code; missing columns and blank cells are unknown"],
+        description=f"DICOM folder {root}: {len(rows)} {'ECGs' if task == 'ecg' else 'images'} with labels.csv",
+    )

@@ -11,8 +11,9 @@ Pixels are scaled to [0, 1] (colour averaged to gray) and go through THE preproc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,13 +40,21 @@ def _labels_for(targets: np.ndarray, labels: list[str], file: Path, key: str) ->
         out[pneumonia, labels.index("PNEUMONIA")] = 1.0
         out[pneumonia, any_index] = 1.0
         return out
-    raise SourceLayoutError(f"medmnist: {file} {key} has {width} label columns; supported: 14 (ChestMNIST), "
-                            f"{len(labels)} (preread's chest labels), 1 (PneumoniaMNIST)")
+    raise SourceLayoutError(
+        f"medmnist: {file} {key} has {width} label columns; supported: 14 (ChestMNIST), "
+        f"{len(labels)} (preread's chest labels), 1 (PneumoniaMNIST)"
+    )
 
 
-def load_medmnist(path: str | Path, *, splits: tuple[str, ...] = SPLITS, image_size: int = 224, channels: int = 1,
-                  limit: int | None = None) -> SourceDataset:
-    from datasets.imaging.transforms import preprocess_image
+def load_medmnist(
+    path: str | Path,
+    *,
+    splits: tuple[str, ...] = SPLITS,
+    image_size: int = 224,
+    channels: int = 1,
+    limit: int | None = None,
+) -> SourceDataset:
+    from datasets.imaging.transforms import preprocess_image  # noqa: PLC0415
 
     file = Path(path)
     for split in splits:
@@ -57,8 +66,10 @@ def load_medmnist(path: str | Path, *, splits: tuple[str, ...] = SPLITS, image_s
     with archive:
         present = [s for s in splits if f"{s}_images" in archive.files]
         if not present:
-            raise SourceLayoutError(f"medmnist: {file} has none of {', '.join(f'{s}_images' for s in splits)} "
-                                    f"(keys: {', '.join(archive.files)})")
+            raise SourceLayoutError(
+                f"medmnist: {file} has none of {', '.join(f'{s}_images' for s in splits)} "
+                f"(keys: {', '.join(archive.files)})"
+            )
         labels, names = served_labels("cxr")
         images, Ys, rows = [], [], []
         for split in present:
@@ -66,12 +77,15 @@ def load_medmnist(path: str | Path, *, splits: tuple[str, ...] = SPLITS, image_s
                 raise SourceLayoutError(f"medmnist: {file} has {split}_images but no {split}_labels")
             pixels, targets = archive[f"{split}_images"], archive[f"{split}_labels"]
             if len(pixels) != len(targets):
-                raise SourceLayoutError(f"medmnist: {file}: {len(pixels)} {split}_images but {len(targets)} "
-                                        f"{split}_labels")
+                raise SourceLayoutError(
+                    f"medmnist: {file}: {len(pixels)} {split}_images but {len(targets)} {split}_labels"
+                )
             images.append(pixels)
             Ys.append(_labels_for(targets, labels, file, f"{split}_labels"))
-            rows += [{"id": f"{split}-{i}", "split": split, "site": "MedMNIST", "index": len(rows) + i}
-                     for i in range(len(pixels))]
+            rows += [
+                {"id": f"{split}-{i}", "split": split, "site": "MedMNIST", "index": len(rows) + i}
+                for i in range(len(pixels))
+            ]
     stack = np.concatenate(images)
 
     def load(row: Mapping[str, Any]) -> np.ndarray:
@@ -81,8 +95,14 @@ def load_medmnist(path: str | Path, *, splits: tuple[str, ...] = SPLITS, image_s
         return preprocess_image(pixels, size=image_size, channels=channels)
 
     return SourceDataset(
-        format="medmnist", path=file, task="cxr", labels=labels, label_names=names, Y=np.concatenate(Ys),
-        meta=pd.DataFrame(rows), loader=load,
+        format="medmnist",
+        path=file,
+        task="cxr",
+        labels=labels,
+        label_names=names,
+        Y=np.concatenate(Ys),
+        meta=pd.DataFrame(rows),
+        loader=load,
         input_spec={"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"},
         notes=[f"MedMNIST splits {', '.join(present)} (official); {stack.shape[1]} px images"],
         description=f"MedMNIST {file.name}: {len(rows)} images ({', '.join(present)})",

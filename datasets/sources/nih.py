@@ -45,7 +45,7 @@ CSV_COLUMNS = ("Image Index", "Finding Labels")
 def folder_codes(name: str) -> list[str]:
     """Label codes of a class folder: ``No_findings`` → [], ``Pneumonia`` → [PNEUMONIA, ANY],
     ``Cardiomegaly|Effusion`` → both + ANY. Unknown names raise ValueError."""
-    from datasets.vocabulary.cxr_labels import codes_from_nih
+    from datasets.vocabulary.cxr_labels import codes_from_nih  # noqa: PLC0415
 
     if name.lower().replace("_", " ") in NORMAL_FOLDERS:
         return []
@@ -60,8 +60,9 @@ def load_nih(path: str | Path, *, image_size: int = 224, channels: int = 1, limi
     """Index an NIH ChestX-ray14 folder (the Data_Entry CSV layout if present, else class folders)."""
     root = Path(path)
     if not root.is_dir():
-        raise SourceLayoutError(f"nih: {root} is not a folder (expected Data_Entry_2017*.csv + images, "
-                                "or class folders <Finding>/*.png)")
+        raise SourceLayoutError(
+            f"nih: {root} is not a folder (expected Data_Entry_2017*.csv + images, or class folders <Finding>/*.png)"
+        )
     csvs = sorted(root.glob("Data_Entry*.csv"))
     dataset = _from_csv(root, csvs[0]) if csvs else _from_folders(root)
     dataset.loader = image_file_loader(image_size, channels)
@@ -70,7 +71,7 @@ def load_nih(path: str | Path, *, image_size: int = 224, channels: int = 1, limi
 
 
 def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
-    from datasets.vocabulary.cxr_labels import codes_from_nih
+    from datasets.vocabulary.cxr_labels import codes_from_nih  # noqa: PLC0415
 
     table = read_table(csv_file, "nih", CSV_COLUMNS)
     files = index_files(root, IMAGE_SUFFIXES)
@@ -80,7 +81,7 @@ def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
     if table.empty:
         raise SourceLayoutError(f"nih: none of the images listed in {csv_file} are under {root}")
     positives = []
-    for i, (image, findings) in enumerate(zip(table["Image Index"], table["Finding Labels"])):
+    for i, (image, findings) in enumerate(zip(table["Image Index"], table["Finding Labels"])):  # noqa: B007
         try:
             positives.append(codes_from_nih(str(findings)))
         except ValueError as exc:
@@ -90,22 +91,26 @@ def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
     split = [None] * len(table)
     if test_list.is_file():
         tests, pool = _read_list(test_list), _read_list(train_list) if train_list.is_file() else set()
-        split = ["test" if image in tests else "train" if not pool or image in pool else None
-                 for image in table["Image Index"]]
-    meta = pd.DataFrame({
-        "id": table["Image Index"].astype(str),
-        "file": [str(files[name]) for name in table["Image Index"].astype(str)],
-        "patient_id": table["Patient ID"].astype(str) if "Patient ID" in table.columns else None,
-        "split": split,
-        "site": "NIH",
-        "sex": [normalise_sex(v) for v in table.get("Patient Gender", pd.Series([None] * len(table)))],
-        "age": [parse_age(v) for v in table.get("Patient Age", pd.Series([None] * len(table)))],
-        "manufacturer": "unknown",
-        "view": table.get("View Position", pd.Series([None] * len(table))),
-        "finding_labels": table["Finding Labels"],
-    })
+        split = [
+            "test" if image in tests else "train" if not pool or image in pool else None
+            for image in table["Image Index"]
+        ]
+    meta = pd.DataFrame(
+        {
+            "id": table["Image Index"].astype(str),
+            "file": [str(files[name]) for name in table["Image Index"].astype(str)],
+            "patient_id": table["Patient ID"].astype(str) if "Patient ID" in table.columns else None,
+            "split": split,
+            "site": "NIH",
+            "sex": [normalise_sex(v) for v in table.get("Patient Gender", pd.Series([None] * len(table)))],
+            "age": [parse_age(v) for v in table.get("Patient Age", pd.Series([None] * len(table)))],
+            "manufacturer": "unknown",
+            "view": table.get("View Position", pd.Series([None] * len(table))),
+            "finding_labels": table["Finding Labels"],
+        }
+    )
     if meta["patient_id"].isna().all():
-        from datasets.imaging import nih_patient_id
+        from datasets.imaging import nih_patient_id  # noqa: PLC0415
 
         meta["patient_id"] = [nih_patient_id(name) for name in meta["id"]]
     notes = [f"labels from {csv_file.name} 'Finding Labels' (complete for the 14 findings; ANY = any finding)"]
@@ -113,13 +118,21 @@ def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
         notes.append(f"{missing} image(s) listed in {csv_file.name} are not under {root} and were left out")
     if test_list.is_file():
         notes.append("split: official test_list.txt = test; train_val_list.txt = training pool")
-    return SourceDataset(format="nih", path=root, task="cxr", labels=labels, label_names=names,
-                         Y=multi_hot(positives, labels), meta=meta, notes=notes,
-                         description=f"NIH ChestX-ray14 at {root}: {len(meta)} images ({csv_file.name})")
+    return SourceDataset(
+        format="nih",
+        path=root,
+        task="cxr",
+        labels=labels,
+        label_names=names,
+        Y=multi_hot(positives, labels),
+        meta=meta,
+        notes=notes,
+        description=f"NIH ChestX-ray14 at {root}: {len(meta)} images ({csv_file.name})",
+    )
 
 
 def _from_folders(root: Path) -> SourceDataset:
-    from datasets.imaging import nih_patient_id
+    from datasets.imaging import nih_patient_id  # noqa: PLC0415
 
     rows, positives, known = [], [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -129,21 +142,39 @@ def _from_folders(root: Path) -> SourceDataset:
         try:
             codes = folder_codes(folder.name)
         except ValueError as exc:
-            raise SourceLayoutError(f"nih: class folder {folder}: {exc} (name folders by ChestX-ray14 finding, "
-                                    "or No_findings)") from None
+            raise SourceLayoutError(
+                f"nih: class folder {folder}: {exc} (name folders by ChestX-ray14 finding, or No_findings)"
+            ) from None
         for image in images:
-            rows.append({"id": image.stem, "file": str(image), "patient_id": nih_patient_id(image) or image.stem,
-                         "site": "NIH", "stratum": folder.name})
+            rows.append(
+                {
+                    "id": image.stem,
+                    "file": str(image),
+                    "patient_id": nih_patient_id(image) or image.stem,
+                    "site": "NIH",
+                    "stratum": folder.name,
+                }
+            )
             positives.append(codes)
             known.append(None if not codes else codes)  # a finding folder says nothing about other findings
     if not rows:
-        raise SourceLayoutError(f"nih: {root} has neither a Data_Entry_2017*.csv nor class folders with images "
-                                f"({', '.join(IMAGE_SUFFIXES)})")
+        raise SourceLayoutError(
+            f"nih: {root} has neither a Data_Entry_2017*.csv nor class folders with images "
+            f"({', '.join(IMAGE_SUFFIXES)})"
+        )
     labels, names = served_labels("cxr")
     return SourceDataset(
-        format="nih", path=root, task="cxr", labels=labels, label_names=names,
-        Y=multi_hot(positives, labels, known), meta=pd.DataFrame(rows),
-        notes=["class-folder layout: a finding folder is positive for that finding (and ANY) and unknown for the "
-               "others; a no-finding folder is negative for all"],
+        format="nih",
+        path=root,
+        task="cxr",
+        labels=labels,
+        label_names=names,
+        Y=multi_hot(positives, labels, known),
+        meta=pd.DataFrame(rows),
+        notes=[
+            "class-folder layout: a finding folder is positive for that finding (and ANY) and unknown for the "
+            "others; a no-finding folder is negative for all"
+        ],
         description=f"NIH ChestX-ray14 class folders at {root}: {len(rows)} images "
-                    f"({', '.join(sorted({r['stratum'] for r in rows}))})")
+        f"({', '.join(sorted({r['stratum'] for r in rows}))})",
+    )

@@ -36,8 +36,9 @@ likely (e.g. 100 = certain), a common stricter variant.
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,15 +63,37 @@ AGE_OVER_89 = 300  # PTB-XL stores ages above 89 as 300 (HIPAA)
 
 # PTB-XL SCP-ECG statements → the served ECG label codes (None: no served label).
 PTBXL_TO_ECG = {
-    "NORM": "NORM", "SR": None,
-    "AFIB": "AF", "AFLT": "AF",
-    "STACH": "STACH", "SBRAD": "SBRAD",
-    "STE_": "STE", "INJAS": "STE", "INJAL": "STE", "INJIN": "STE", "INJLA": "STE", "INJIL": "STE",
-    "ISCAL": "STE", "ISCIN": "STE", "ISCIL": "STE", "ISCAS": "STE", "ISCLA": "STE", "ISCAN": "STE",
-    "ISC_": "STE", "AMI": "STE", "IMI": "STE",
-    "CLBBB": "WQRS", "CRBBB": "WQRS", "LAFB": "WQRS", "IVCD": "WQRS", "1AVB": "WQRS", "2AVB": "WQRS",
+    "NORM": "NORM",
+    "SR": None,
+    "AFIB": "AF",
+    "AFLT": "AF",
+    "STACH": "STACH",
+    "SBRAD": "SBRAD",
+    "STE_": "STE",
+    "INJAS": "STE",
+    "INJAL": "STE",
+    "INJIN": "STE",
+    "INJLA": "STE",
+    "INJIL": "STE",
+    "ISCAL": "STE",
+    "ISCIN": "STE",
+    "ISCIL": "STE",
+    "ISCAS": "STE",
+    "ISCLA": "STE",
+    "ISCAN": "STE",
+    "ISC_": "STE",
+    "AMI": "STE",
+    "IMI": "STE",
+    "CLBBB": "WQRS",
+    "CRBBB": "WQRS",
+    "LAFB": "WQRS",
+    "IVCD": "WQRS",
+    "1AVB": "WQRS",
+    "2AVB": "WQRS",
     "3AVB": "WQRS",
-    "PAC": "PREM", "PVC": "PREM", "BIGU": "PREM",
+    "PAC": "PREM",
+    "PVC": "PREM",
+    "BIGU": "PREM",
 }
 
 # What a doctor reads for the superdiagnostic classes (the vocabulary's one definition).
@@ -84,8 +107,10 @@ def _scp_codes(value: Any, ecg_id: Any, file: Path) -> dict[str, float]:
     try:
         codes = ast.literal_eval(value) if isinstance(value, str) else {}
     except (ValueError, SyntaxError):
-        raise SourceLayoutError(f"ptbxl: {file} ecg_id {ecg_id}: scp_codes {value!r} is not a dict literal "
-                                "like \"{'NORM': 100.0, 'SR': 0.0}\"") from None
+        raise SourceLayoutError(
+            f"ptbxl: {file} ecg_id {ecg_id}: scp_codes {value!r} is not a dict literal "
+            "like \"{'NORM': 100.0, 'SR': 0.0}\""
+        ) from None
     if not isinstance(codes, dict):
         raise SourceLayoutError(f"ptbxl: {file} ecg_id {ecg_id}: scp_codes must be a dict, got {value!r}")
     return {str(k): float(v or 0.0) for k, v in codes.items()}
@@ -132,10 +157,17 @@ def _label_names(labels: Sequence[str], statements: pd.DataFrame, label_set: str
     return [str(names[code]) if code in names.index and isinstance(names[code], str) else code for code in labels]
 
 
-def load_ptbxl(path: str | Path, *, label_set: str = "superdiagnostic", sampling_rate: int = 500,
-               min_likelihood: float = 0.0, drop_unlabelled: bool | None = None,
-               val_folds: Sequence[int] = VAL_FOLDS, test_folds: Sequence[int] = TEST_FOLDS,
-               limit: int | None = None) -> SourceDataset:
+def load_ptbxl(
+    path: str | Path,
+    *,
+    label_set: str = "superdiagnostic",
+    sampling_rate: int = 500,
+    min_likelihood: float = 0.0,
+    drop_unlabelled: bool | None = None,
+    val_folds: Sequence[int] = VAL_FOLDS,
+    test_folds: Sequence[int] = TEST_FOLDS,
+    limit: int | None = None,
+) -> SourceDataset:
     """Index a PTB-XL root. ``drop_unlabelled`` defaults to the benchmark's rule (drop records with
     no label of the set) for every set but ``preread``, whose all-negative rows are real negatives."""
     check_choice("ptbxl", "label_set", label_set, LABEL_SETS)
@@ -145,8 +177,10 @@ def load_ptbxl(path: str | Path, *, label_set: str = "superdiagnostic", sampling
     root = Path(path)
     database_file, statements_file = root / "ptbxl_database.csv", root / "scp_statements.csv"
     if not database_file.is_file():
-        raise SourceLayoutError(f"ptbxl: no ptbxl_database.csv in {root} (expected the PTB-XL root: "
-                                "ptbxl_database.csv, scp_statements.csv, records100/, records500/)")
+        raise SourceLayoutError(
+            f"ptbxl: no ptbxl_database.csv in {root} (expected the PTB-XL root: "
+            "ptbxl_database.csv, scp_statements.csv, records100/, records500/)"
+        )
     filename_column = "filename_lr" if int(sampling_rate) == 100 else "filename_hr"
     db = read_table(database_file, "ptbxl", (*DATABASE_COLUMNS, filename_column))
     if label_set == "preread" and not statements_file.is_file():
@@ -157,12 +191,16 @@ def load_ptbxl(path: str | Path, *, label_set: str = "superdiagnostic", sampling
     bad = ~folds.isin(range(1, 11))
     if bad.any():
         first = db.loc[bad].iloc[0]
-        raise SourceLayoutError(f"ptbxl: {database_file} column 'strat_fold' must hold folds 1..10; ecg_id "
-                                f"{first['ecg_id']} has {str(first['strat_fold'])!r} ({int(bad.sum())} such row(s))")
+        raise SourceLayoutError(
+            f"ptbxl: {database_file} column 'strat_fold' must hold folds 1..10; ecg_id "
+            f"{first['ecg_id']} has {str(first['strat_fold'])!r} ({int(bad.sum())} such row(s))"
+        )
 
     lookup = Statements(statements)
-    found = [lookup.aggregate(_scp_codes(value, ecg_id, database_file), label_set, min_likelihood)
-             for ecg_id, value in zip(db["ecg_id"], db["scp_codes"])]
+    found = [
+        lookup.aggregate(_scp_codes(value, ecg_id, database_file), label_set, min_likelihood)
+        for ecg_id, value in zip(db["ecg_id"], db["scp_codes"])
+    ]
     if label_set == "preread":
         labels, names = served_labels("ecg")
     else:
@@ -178,32 +216,54 @@ def load_ptbxl(path: str | Path, *, label_set: str = "superdiagnostic", sampling
         raise ValueError(f"ptbxl: validation folds {sorted(val)} and test folds {sorted(test)} overlap")
     sex = pd.to_numeric(db.get("sex"), errors="coerce") if "sex" in db.columns else pd.Series(np.nan, index=db.index)
     age = pd.to_numeric(db.get("age"), errors="coerce") if "age" in db.columns else pd.Series(np.nan, index=db.index)
-    meta = pd.DataFrame({
-        "id": db["ecg_id"].astype(str),
-        "patient_id": [str(int(p)) if pd.notna(p) else None for p in pd.to_numeric(db["patient_id"], errors="coerce")],
-        "split": ["test" if f in test else "val" if f in val else "train" for f in folds.astype(int)],
-        "strat_fold": folds.astype(int),
-        "site": [str(int(s)) if pd.notna(s) else "unknown"
-                 for s in pd.to_numeric(db.get("site", pd.Series(np.nan, index=db.index)), errors="coerce")],
-        "sex": sex.map({0: "male", 1: "female"}).fillna("unknown"),
-        # 300 encodes "over 89": keep them in the oldest band rather than at 300 years.
-        "age": age.where(age < AGE_OVER_89, 90.0),
-        "manufacturer": db.get("device", pd.Series("unknown", index=db.index)).fillna("unknown").astype(str).str.strip(),
-        "file": [str(root / str(f)) for f in db[filename_column]],
-        "scp_codes": db["scp_codes"],
-    })
+    meta = pd.DataFrame(
+        {
+            "id": db["ecg_id"].astype(str),
+            "patient_id": [
+                str(int(p)) if pd.notna(p) else None for p in pd.to_numeric(db["patient_id"], errors="coerce")
+            ],
+            "split": ["test" if f in test else "val" if f in val else "train" for f in folds.astype(int)],
+            "strat_fold": folds.astype(int),
+            "site": [
+                str(int(s)) if pd.notna(s) else "unknown"
+                for s in pd.to_numeric(db.get("site", pd.Series(np.nan, index=db.index)), errors="coerce")
+            ],
+            "sex": sex.map({0: "male", 1: "female"}).fillna("unknown"),
+            # 300 encodes "over 89": keep them in the oldest band rather than at 300 years.
+            "age": age.where(age < AGE_OVER_89, 90.0),
+            "manufacturer": db.get("device", pd.Series("unknown", index=db.index))
+            .fillna("unknown")
+            .astype(str)
+            .str.strip(),
+            "file": [str(root / str(f)) for f in db[filename_column]],
+            "scp_codes": db["scp_codes"],
+        }
+    )
     if "recording_date" in db.columns:
         meta["recording_date"] = db["recording_date"]
     Y = multi_hot([sorted(f) for f in found], labels)
     dataset = SourceDataset(
-        format="ptbxl", path=root, task="ecg", labels=labels, label_names=names, Y=Y, meta=meta,
-        loader=ecg_file_loader(), input_spec={"pipeline": "ecg_preprocess", "sampling_rate": int(sampling_rate)},
-        notes=[f"PTB-XL {label_set} labels ({len(labels)}) from scp_statements.csv as in the PTB-XL benchmark"
-               + (f"; diagnostic statements with likelihood < {min_likelihood:g} ignored" if min_likelihood else "")
-               + (f"; {int((~keep).sum())} record(s) without a {label_set} label dropped" if drop and (~keep).any() else ""),
-               f"split: strat_fold {min(TRAIN_FOLDS)}-{max(TRAIN_FOLDS)} train (other folds), "
-               f"{sorted(val)} validation, {sorted(test)} test; records{sampling_rate}"],
+        format="ptbxl",
+        path=root,
+        task="ecg",
+        labels=labels,
+        label_names=names,
+        Y=Y,
+        meta=meta,
+        loader=ecg_file_loader(),
+        input_spec={"pipeline": "ecg_preprocess", "sampling_rate": int(sampling_rate)},
+        notes=[
+            f"PTB-XL {label_set} labels ({len(labels)}) from scp_statements.csv as in the PTB-XL benchmark"
+            + (f"; diagnostic statements with likelihood < {min_likelihood:g} ignored" if min_likelihood else "")
+            + (
+                f"; {int((~keep).sum())} record(s) without a {label_set} label dropped"
+                if drop and (~keep).any()
+                else ""
+            ),
+            f"split: strat_fold {min(TRAIN_FOLDS)}-{max(TRAIN_FOLDS)} train (other folds), "
+            f"{sorted(val)} validation, {sorted(test)} test; records{sampling_rate}",
+        ],
         description=f"PTB-XL at {root}: {int(keep.sum())} records, {label_set} labels, records{sampling_rate} "
-                    f"({sampling_rate} Hz, resampled to 500 Hz by the preprocessing)",
+        f"({sampling_rate} Hz, resampled to 500 Hz by the preprocessing)",
     ).where(keep)
     return dataset.head(limit)

@@ -4,15 +4,16 @@ split by patient (no patient on both sides), stratified so each stratum reaches 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from datasets.sources.base import SourceDataset
 
 
-def split_by_patient(groups: Sequence[str], strata: Sequence[str], val_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_by_patient(
+    groups: Sequence[str], strata: Sequence[str], val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Train/validation indices: whole patients go to one side; each stratum contributes about
     ``val_fraction`` of its cases (at least one patient, never its last one) to validation."""
     rng = np.random.default_rng([seed, 11])
@@ -64,16 +65,21 @@ def assign_splits(dataset: SourceDataset, val_fraction: float, seed: int) -> dic
     if len(val) == 0 and len(pool) > 1:
         meta = dataset.meta.iloc[pool]
         groups = [str(g) for g in meta["patient_id"]]
-        strata = ([str(s) for s in meta["stratum"]] if "stratum" in meta.columns
-                  else rarest_label_strata(dataset.Y[pool]))
+        strata = (
+            [str(s) for s in meta["stratum"]] if "stratum" in meta.columns else rarest_label_strata(dataset.Y[pool])
+        )
         train_local, val_local = split_by_patient(groups, strata, val_fraction, seed)
         train, val = pool[train_local], pool[val_local]
     else:
         train = pool
-    patients = {name: set(dataset.meta["patient_id"].iloc[index]) for name, index in
-                (("train", train), ("val", val), ("test", test))}
+    patients = {
+        name: set(dataset.meta["patient_id"].iloc[index])
+        for name, index in (("train", train), ("val", val), ("test", test))
+    }
     shared = (patients["train"] & (patients["val"] | patients["test"])) | (patients["val"] & patients["test"])
     if shared:
-        warnings.warn(f"{dataset.format}: {len(shared)} patient(s) have cases in more than one split "
-                      f"(e.g. {sorted(shared)[:3]}); metrics on val/test will be optimistic")
+        warnings.warn(  # noqa: B028
+            f"{dataset.format}: {len(shared)} patient(s) have cases in more than one split "
+            f"(e.g. {sorted(shared)[:3]}); metrics on val/test will be optimistic"
+        )
     return {"train": train, "val": val, "test": test}

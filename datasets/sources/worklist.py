@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,9 +78,16 @@ def _is_ecg(row: dict) -> bool | None:
     return None if not modality else modality == "ECG"
 
 
-def signed_reads_dataset(records: list[dict], labels: Sequence[str], label_names: Sequence[str] | None = None, *,
-                         path: Path | str = ".", task: str = "ecg", image_size: int = 224,
-                         channels: int = 1) -> SourceDataset:
+def signed_reads_dataset(
+    records: list[dict],
+    labels: Sequence[str],
+    label_names: Sequence[str] | None = None,
+    *,
+    path: Path | str = ".",
+    task: str = "ecg",
+    image_size: int = 224,
+    channels: int = 1,
+) -> SourceDataset:
     """Signed-read rows → SourceDataset (last row per study wins; see the module notes)."""
     last: dict[str, int] = {}
     for i, rec in enumerate(records):
@@ -101,14 +109,21 @@ def signed_reads_dataset(records: list[dict], labels: Sequence[str], label_names
         band = rec.get("patient_age_band") or rec.get("age_band")
         age = parse_age(rec.get("patient_age") or rec.get("age"))
         study = rec.get("study_uid") or rec.get("study") or str(i)
-        rows.append({"id": study, "patient_id": study, "site": rec.get("site") or "unknown",
-                     **({"age_band": band} if band else {}),
-                     "sex": normalise_sex(rec.get("patient_sex") or rec.get("sex")),
-                     "age": age if age is not None else np.nan,
-                     "manufacturer": rec.get("manufacturer") or "unknown",
-                     "signed_at": rec.get("signed_at") or rec.get("signed_month"),
-                     "model_name": rec.get("model_name"), "model_version": rec.get("model_version"),
-                     **({"file": str(base / str(rec["file"]))} if rec.get("file") else {})})
+        rows.append(
+            {
+                "id": study,
+                "patient_id": study,
+                "site": rec.get("site") or "unknown",
+                **({"age_band": band} if band else {}),
+                "sex": normalise_sex(rec.get("patient_sex") or rec.get("sex")),
+                "age": age if age is not None else np.nan,
+                "manufacturer": rec.get("manufacturer") or "unknown",
+                "signed_at": rec.get("signed_at") or rec.get("signed_month"),
+                "model_name": rec.get("model_name"),
+                "model_version": rec.get("model_version"),
+                **({"file": str(base / str(rec["file"]))} if rec.get("file") else {}),
+            }
+        )
     meta = pd.DataFrame(rows)
     with_files = "file" in meta.columns and meta["file"].notna().all() and len(meta) > 0
     loader = None
@@ -117,12 +132,24 @@ def signed_reads_dataset(records: list[dict], labels: Sequence[str], label_names
     names = list(label_names) if label_names is not None else list(labels)
     notes = ["reference: signed final findings; scores: the AI read stored at the time"]
     if not with_files:
-        notes.append("a de-identified signed-reads export holds no signals or images; add a 'file' field per row "
-                     "(path relative to the export) to train on it")
-    return SourceDataset(format="worklist", path=Path(path), task=task, labels=list(labels), label_names=names,
-                         Y=Y, meta=meta if len(meta) else pd.DataFrame({"id": []}), loader=loader, scores=S,
-                         notes=notes, input_spec={"size": image_size, "channels": channels} if task == "cxr" else {},
-                         description=f"signed reads exported from the worklist ({path}): {len(rows)} studies")
+        notes.append(
+            "a de-identified signed-reads export holds no signals or images; add a 'file' field per row "
+            "(path relative to the export) to train on it"
+        )
+    return SourceDataset(
+        format="worklist",
+        path=Path(path),
+        task=task,
+        labels=list(labels),
+        label_names=names,
+        Y=Y,
+        meta=meta if len(meta) else pd.DataFrame({"id": []}),
+        loader=loader,
+        scores=S,
+        notes=notes,
+        input_spec={"size": image_size, "channels": channels} if task == "cxr" else {},
+        description=f"signed reads exported from the worklist ({path}): {len(rows)} studies",
+    )
 
 
 def read_export(path: Path) -> list[dict]:
@@ -132,8 +159,10 @@ def read_export(path: Path) -> list[dict]:
             records = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(records, dict):
                 if "rows" not in records and "reads" not in records:
-                    raise SourceLayoutError(f"worklist: {path} is a JSON object without 'rows' "
-                                            "(expected the GET /api/v1/exports/signed-reads answer)")
+                    raise SourceLayoutError(
+                        f"worklist: {path} is a JSON object without 'rows' "
+                        "(expected the GET /api/v1/exports/signed-reads answer)"
+                    )
                 records = records.get("rows", records.get("reads"))
         else:
             with path.open(newline="", encoding="utf-8") as handle:
@@ -144,14 +173,22 @@ def read_export(path: Path) -> list[dict]:
         raise SourceLayoutError(f"worklist: {path} must hold a list of signed-read objects")
     missing = [i for i, r in enumerate(records) if "final_findings" not in r]
     if missing:
-        raise SourceLayoutError(f"worklist: {path} row {missing[0]} has no 'final_findings' "
-                                f"({len(missing)} such row(s))")
+        raise SourceLayoutError(
+            f"worklist: {path} row {missing[0]} has no 'final_findings' ({len(missing)} such row(s))"
+        )
     return records
 
 
-def load_worklist(path: str | Path, *, task: str | None = None, labels: Sequence[str] | None = None,
-                  model_name: str | None = None, image_size: int = 224, channels: int = 1,
-                  limit: int | None = None) -> SourceDataset:
+def load_worklist(
+    path: str | Path,
+    *,
+    task: str | None = None,
+    labels: Sequence[str] | None = None,
+    model_name: str | None = None,
+    image_size: int = 224,
+    channels: int = 1,
+    limit: int | None = None,
+) -> SourceDataset:
     """An export file → SourceDataset of one task's studies (``task`` None: the ECG rows if any
     are ECGs, else the images), optionally only reads made by ``model_name``."""
     path = Path(path)

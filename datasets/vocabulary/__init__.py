@@ -21,7 +21,19 @@ from datasets.vocabulary.sop import ECG_SOP_CLASSES, STORAGE_SOP_CLASSES, EcgSop
 from datasets.vocabulary.statuses import ReportStatus, StudyStatus
 
 __all__ = [
-    "ECG_SOP_CLASSES", "LEVEL_RANK", "STORAGE_SOP_CLASSES", "AgeDecade", "AgeGroup", "EcgSopClass", "ImageSopClass",
-    "QualityReason", "ReportStatus", "ResultSopClass", "StudyStatus", "TriageLevel", "age_decade", "age_group",
+    "ECG_SOP_CLASSES",
+    "LEVEL_RANK",
+    "STORAGE_SOP_CLASSES",
+    "AgeDecade",
+    "AgeGroup",
+    "EcgSopClass",
+    "ImageSopClass",
+    "QualityReason",
+    "ReportStatus",
+    "ResultSopClass",
+    "StudyStatus",
+    "TriageLevel",
+    "age_decade",
+    "age_group",
     "age_in_years",
 ]

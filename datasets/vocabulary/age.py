@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from enum import StrEnum
 
-
 _AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
 
 
@@ -90,8 +89,11 @@ class AgeGroup(StrEnum):
 
 
 AGE_GROUP_BOUNDS: tuple[tuple[float, float, AgeGroup], ...] = (
-    (0, 18, AgeGroup.CHILD), (18, 40, AgeGroup.YOUNG_ADULT), (40, 65, AgeGroup.MIDDLE_AGE),
-    (65, 80, AgeGroup.OLDER), (80, math.inf, AgeGroup.OLDEST),
+    (0, 18, AgeGroup.CHILD),
+    (18, 40, AgeGroup.YOUNG_ADULT),
+    (40, 65, AgeGroup.MIDDLE_AGE),
+    (65, 80, AgeGroup.OLDER),
+    (80, math.inf, AgeGroup.OLDEST),
 )
 
 

@@ -5,7 +5,7 @@ ChestX-ray14 name (as in NIH CSVs and folder names) and a coded concept for DICO
 codes are given only where the concept is unambiguous for what the label means on a chest
 radiograph; the rest use the private scheme ``99PREREAD`` (code value = our code, shortened to
 the 16 characters a DICOM Code Value holds), whose meaning says what it is. The network's output order is ``CXR_LABELS`` order.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -21,16 +21,16 @@ PRIVATE_SCHEME_NAME = "preread private codes"
 @dataclass(frozen=True)
 class Coding:
     value: str
-    scheme: str      # DICOM coding scheme designator: SCT, RADLEX, 99PREREAD ...
+    scheme: str  # DICOM coding scheme designator: SCT, RADLEX, 99PREREAD ...
     meaning: str
 
 
 @dataclass(frozen=True)
 class CxrLabel:
-    code: str        # stable id in APIs, outputs and configs
-    name: str        # what a doctor reads
-    nih_name: str    # ChestX-ray14 spelling ("" for labels NIH does not have)
-    coding: Coding   # concept for DICOM SR / FHIR
+    code: str  # stable id in APIs, outputs and configs
+    name: str  # what a doctor reads
+    nih_name: str  # ChestX-ray14 spelling ("" for labels NIH does not have)
+    coding: Coding  # concept for DICOM SR / FHIR
 
 
 def _sct(value: str, meaning: str) -> Coding:
@@ -48,8 +48,12 @@ CXR_LABELS: tuple[CxrLabel, ...] = (
     CxrLabel("CARDIOMEGALY", "Cardiomegaly", "Cardiomegaly", _sct("8186001", "Cardiomegaly")),
     CxrLabel("EFFUSION", "Pleural effusion", "Effusion", _sct("60046008", "Pleural effusion")),
     # "Infiltration" in ChestX-ray14 is a loose text-mined umbrella term; no SNOMED concept matches it.
-    CxrLabel("INFILTRATION", "Pulmonary infiltrate", "Infiltration",
-             _private("INFILTRATION", "Pulmonary infiltrate (ChestX-ray14 'Infiltration')")),
+    CxrLabel(
+        "INFILTRATION",
+        "Pulmonary infiltrate",
+        "Infiltration",
+        _private("INFILTRATION", "Pulmonary infiltrate (ChestX-ray14 'Infiltration')"),
+    ),
     CxrLabel("MASS", "Lung mass", "Mass", _private("MASS", "Lung mass (> 3 cm)")),
     CxrLabel("NODULE", "Lung nodule", "Nodule", _private("NODULE", "Lung nodule (<= 3 cm)")),
     CxrLabel("PNEUMONIA", "Pneumonia", "Pneumonia", _sct("233604007", "Pneumonia")),
@@ -58,12 +62,17 @@ CXR_LABELS: tuple[CxrLabel, ...] = (
     CxrLabel("EDEMA", "Pulmonary edema", "Edema", _sct("19242006", "Pulmonary edema")),
     CxrLabel("EMPHYSEMA", "Emphysema", "Emphysema", _sct("87433001", "Pulmonary emphysema")),
     CxrLabel("FIBROSIS", "Pulmonary fibrosis", "Fibrosis", _sct("51615001", "Fibrosis of lung")),
-    CxrLabel("PLEURAL_THICKENING", "Pleural thickening", "Pleural_Thickening",
-             _private("PLEURAL_THICK", "Pleural thickening")),
+    CxrLabel(
+        "PLEURAL_THICKENING",
+        "Pleural thickening",
+        "Pleural_Thickening",
+        _private("PLEURAL_THICK", "Pleural thickening"),
+    ),
     # Mostly hiatus hernia in ChestX-ray14, but not only; keep the label's own looser meaning.
     CxrLabel("HERNIA", "Hernia", "Hernia", _private("HERNIA", "Hernia seen on chest radiograph")),
-    CxrLabel(ANY_ABNORMALITY, "Any abnormality", "",
-             _private(ANY_ABNORMALITY, "Any abnormal finding on chest radiograph")),
+    CxrLabel(
+        ANY_ABNORMALITY, "Any abnormality", "", _private(ANY_ABNORMALITY, "Any abnormal finding on chest radiograph")
+    ),
 )
 
 CXR_LABEL_CODES: tuple[str, ...] = tuple(label.code for label in CXR_LABELS)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EcgLabel:
-    code: str          # short stable id used in APIs, model outputs and configs
-    name: str          # what a doctor reads
+    code: str  # short stable id used in APIs, model outputs and configs
+    name: str  # what a doctor reads
     snomed: tuple[str, ...]
 
 
@@ -21,14 +21,45 @@ ECG_LABELS: tuple[EcgLabel, ...] = (
     EcgLabel("AF", "Atrial fibrillation or flutter", ("164889003", "164890007", "195080001")),
     EcgLabel("STACH", "Sinus tachycardia", ("427084000",)),
     EcgLabel("SBRAD", "Sinus bradycardia", ("426177001",)),
-    EcgLabel("STE", "ST elevation / ischaemic pattern",
-             ("164931005", "429622005", "164861001", "426434006", "425419005", "164865005",
-              "22298006", "413444003", "164930006", "54329005")),
-    EcgLabel("WQRS", "Conduction block / wide QRS",
-             ("164909002", "59118001", "713427006", "733534002", "445118002", "698252002",
-              "270492004", "195042002", "54016002", "28189009", "27885002", "6374002")),
-    EcgLabel("PREM", "Premature beats (atrial or ventricular)",
-             ("284470004", "427172004", "63593006", "17338001", "164884008", "11157007", "75532003")),
+    EcgLabel(
+        "STE",
+        "ST elevation / ischaemic pattern",
+        (
+            "164931005",
+            "429622005",
+            "164861001",
+            "426434006",
+            "425419005",
+            "164865005",
+            "22298006",
+            "413444003",
+            "164930006",
+            "54329005",
+        ),
+    ),
+    EcgLabel(
+        "WQRS",
+        "Conduction block / wide QRS",
+        (
+            "164909002",
+            "59118001",
+            "713427006",
+            "733534002",
+            "445118002",
+            "698252002",
+            "270492004",
+            "195042002",
+            "54016002",
+            "28189009",
+            "27885002",
+            "6374002",
+        ),
+    ),
+    EcgLabel(
+        "PREM",
+        "Premature beats (atrial or ventricular)",
+        ("284470004", "427172004", "63593006", "17338001", "164884008", "11157007", "75532003"),
+    ),
 )
 
 ECG_LABEL_CODES: tuple[str, ...] = tuple(label.code for label in ECG_LABELS)

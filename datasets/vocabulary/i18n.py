@@ -70,8 +70,11 @@ def _entries(locale: str) -> dict[tuple[str, str], str]:
     path = LOCALES_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
     with open(path, "rb") as fh:
         catalog = read_po(fh, locale=locale, domain=DOMAIN)
-    return {(message.context or "", str(message.id)): str(message.string)
-            for message in catalog if message.id and message.string and not message.fuzzy}
+    return {
+        (message.context or "", str(message.id)): str(message.string)
+        for message in catalog
+        if message.id and message.string and not message.fuzzy
+    }
 
 
 class _KeepMissing(dict[str, Any]):
@@ -121,8 +124,9 @@ def statement_name(locale: str | None, code: str, default: str | None = None) ->
     return translate(locale, "statement", code, default)
 
 
-def quality_text(locale: str | None, code: str, leads: list[str] | tuple[str, ...] = (),
-                 default: str | None = None) -> str:
+def quality_text(
+    locale: str | None, code: str, leads: list[str] | tuple[str, ...] = (), default: str | None = None
+) -> str:
     """What to do about a failed quality check (请重做心电图：V1–V3导联噪声大)."""
     return translate(locale, "quality", str(code), default, leads=_lead_list(leads, locale))
 

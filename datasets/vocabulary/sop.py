@@ -63,9 +63,9 @@ class ResultSopClass(StrEnum):
     """Comprehensive 3D SR Storage."""
 
 
-STORAGE_SOP_CLASSES: MappingProxyType[str, str] = MappingProxyType({
-    member.value: UID(member.value).name for kind in (ImageSopClass, EcgSopClass, ResultSopClass) for member in kind
-})
+STORAGE_SOP_CLASSES: MappingProxyType[str, str] = MappingProxyType(
+    {member.value: UID(member.value).name for kind in (ImageSopClass, EcgSopClass, ResultSopClass) for member in kind}
+)
 """Every storage SOP class the service accepts: UID → its PS3.6 name."""
 
 ECG_SOP_CLASSES: MappingProxyType[str, str] = MappingProxyType({m.value: UID(m.value).name for m in EcgSopClass})

@@ -37,7 +37,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def _temporary_gradcam(model: nn.Module, target_layer: str) -> Iterator[object]:
-    from monai.visualize import GradCAM
+    from monai.visualize import GradCAM  # noqa: PLC0415
 
     modules = dict(model.named_modules())
     if target_layer not in modules:
@@ -71,8 +71,12 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return out
 
 
-def gradcam_heatmaps(model: nn.Module, input_tensor: torch.Tensor | np.ndarray, label_indices: Sequence[int],
-                     target_layer: str | None = None) -> np.ndarray:
+def gradcam_heatmaps(
+    model: nn.Module,
+    input_tensor: torch.Tensor | np.ndarray,
+    label_indices: Sequence[int],
+    target_layer: str | None = None,
+) -> np.ndarray:
     """Grad-CAM maps for one preprocessed image.
 
     Args:
@@ -117,8 +121,12 @@ def gradcam_heatmaps(model: nn.Module, input_tensor: torch.Tensor | np.ndarray, 
     return _normalise(np.stack(maps))
 
 
-def gradcam_batch(model: nn.Module, inputs: torch.Tensor | np.ndarray, pairs: Sequence[tuple[int, int]],
-                  target_layer: str | None = None) -> np.ndarray:
+def gradcam_batch(
+    model: nn.Module,
+    inputs: torch.Tensor | np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    target_layer: str | None = None,
+) -> np.ndarray:
     """Grad-CAM maps for several (image index, label index) pairs of one preprocessed batch, batched:
     one forward/backward pass per distinct label over the images that need it (the usual read has one
     or two positive labels over the whole batch), instead of one pass per image and label.
@@ -156,9 +164,14 @@ def gradcam_batch(model: nn.Module, inputs: torch.Tensor | np.ndarray, pairs: Se
     return _normalise(out)
 
 
-def record_heatmaps(model: nn.Module, record: ImageRecord | np.ndarray, label_indices: Sequence[int],
-                    size: int = DEFAULT_SIZE, channels: int = DEFAULT_CHANNELS,
-                    target_layer: str | None = None) -> np.ndarray:
+def record_heatmaps(
+    model: nn.Module,
+    record: ImageRecord | np.ndarray,
+    label_indices: Sequence[int],
+    size: int = DEFAULT_SIZE,
+    channels: int = DEFAULT_CHANNELS,
+    target_layer: str | None = None,
+) -> np.ndarray:
     """Preprocess an image, run Grad-CAM, and return maps (k, rows, cols) on the original image."""
     pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record)
     network_input = preprocess_image(pixels, size=size, channels=channels)

@@ -14,9 +14,9 @@ from datasets.vocabulary.cxr_labels import NUM_CXR_LABELS
 
 # architecture name → Grad-CAM target layer (the last spatial feature map, post-activation).
 CAM_TARGET_LAYERS: dict[str, str] = {
-    "densenet121": "class_layers.relu",        # MONAI: after norm5 + ReLU, before global pooling
+    "densenet121": "class_layers.relu",  # MONAI: after norm5 + ReLU, before global pooling
     "densenet_small": "class_layers.relu",
-    "densenet121_torchvision": "relu",           # see TorchvisionDenseNet
+    "densenet121_torchvision": "relu",  # see TorchvisionDenseNet
 }
 CXR_ARCHITECTURES: tuple[str, ...] = tuple(CAM_TARGET_LAYERS)
 
@@ -44,8 +44,13 @@ class TorchvisionDenseNet(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.relu(self.features(x))), 1))
 
 
-def build_cxr_model(architecture: str = "densenet121", num_labels: int = NUM_CXR_LABELS,
-                    in_channels: int = 1, dropout_prob: float = 0.0, **kwargs) -> nn.Module:
+def build_cxr_model(
+    architecture: str = "densenet121",
+    num_labels: int = NUM_CXR_LABELS,
+    in_channels: int = 1,
+    dropout_prob: float = 0.0,
+    **kwargs,
+) -> nn.Module:
     """Build an untrained chest X-ray classifier.
 
     Args:
@@ -57,24 +62,32 @@ def build_cxr_model(architecture: str = "densenet121", num_labels: int = NUM_CXR
         kwargs: passed to the MONAI constructor (e.g. ``growth_rate``), overriding the defaults.
     """
     if architecture == "densenet121":
-        from monai.networks.nets import DenseNet121
+        from monai.networks.nets import DenseNet121  # noqa: PLC0415
 
-        return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_labels,
-                           dropout_prob=dropout_prob, **kwargs)
+        return DenseNet121(
+            spatial_dims=2, in_channels=in_channels, out_channels=num_labels, dropout_prob=dropout_prob, **kwargs
+        )
     if architecture == "densenet_small":
-        from monai.networks.nets import DenseNet
+        from monai.networks.nets import DenseNet  # noqa: PLC0415
 
         settings = {**SMALL_DENSENET, **kwargs}
-        return DenseNet(spatial_dims=2, in_channels=in_channels, out_channels=num_labels,
-                        dropout_prob=dropout_prob, **settings)
+        return DenseNet(
+            spatial_dims=2, in_channels=in_channels, out_channels=num_labels, dropout_prob=dropout_prob, **settings
+        )
     if architecture == "densenet121_torchvision":
-        from torchvision.models import densenet121
+        from torchvision.models import densenet121  # noqa: PLC0415
 
         model = densenet121(weights=None, num_classes=num_labels, drop_rate=dropout_prob, **kwargs)
         if in_channels != 3:
             old = model.features.conv0
-            model.features.conv0 = nn.Conv2d(in_channels, old.out_channels, kernel_size=old.kernel_size,
-                                             stride=old.stride, padding=old.padding, bias=False)
+            model.features.conv0 = nn.Conv2d(
+                in_channels,
+                old.out_channels,
+                kernel_size=old.kernel_size,
+                stride=old.stride,
+                padding=old.padding,
+                bias=False,
+            )
         return TorchvisionDenseNet(model)
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(CXR_ARCHITECTURES)}")
 

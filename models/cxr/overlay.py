@@ -18,7 +18,7 @@ DEFAULT_COLORMAP = "turbo"  # perceptually smoother than jet, same reading (blue
 @lru_cache(maxsize=8)
 def colormap_lut(colormap: str) -> np.ndarray:
     """The colormap's RGB entries as a (N, 3) float32 table (N = its resolution, 256 for turbo)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415
 
     cmap = colormaps[colormap]
     lut = cmap(np.arange(cmap.N))[:, :3].astype(np.float32)
@@ -37,8 +37,13 @@ def apply_colormap(values: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.n
     return np.take(lut, index, axis=0)
 
 
-def render_overlay(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
-                   colormap: str = DEFAULT_COLORMAP, max_side: int | None = None) -> np.ndarray:
+def render_overlay(
+    image_record: ImageRecord | np.ndarray,
+    heatmap: np.ndarray,
+    alpha: float = 0.45,
+    colormap: str = DEFAULT_COLORMAP,
+    max_side: int | None = None,
+) -> np.ndarray:
     """Blend a heatmap over the windowed grayscale image.
 
     Args:
@@ -83,8 +88,9 @@ def render_overlay(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, 
     return rgb.astype(np.uint8)
 
 
-def overlay_for_source(image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
-                       colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+def overlay_for_source(
+    image_record: ImageRecord | np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colormap: str = DEFAULT_COLORMAP
+) -> np.ndarray:
     """The overlay pixel-aligned with the source image: exactly its rows and columns (no banner, no
     resize), so a viewer can lay it over the original or flick between them without a shift."""
     base = image_record.pixels if isinstance(image_record, ImageRecord) else np.asarray(image_record)
@@ -117,12 +123,12 @@ def add_label_overlay(ds, text: str, group: int = 0x6000) -> None:
     bitmap = label_bitmap(rows, columns, text)
     ds.add_new((group, 0x0010), "US", rows)
     ds.add_new((group, 0x0011), "US", columns)
-    ds.add_new((group, 0x0022), "LO", text[:64])           # Overlay Description
-    ds.add_new((group, 0x0040), "CS", "G")                 # Overlay Type: graphics
-    ds.add_new((group, 0x0050), "SS", [1, 1])              # Overlay Origin (1-based)
-    ds.add_new((group, 0x0100), "US", 1)                   # Overlay Bits Allocated
-    ds.add_new((group, 0x0102), "US", 0)                   # Overlay Bit Position
-    ds.add_new((group, 0x1500), "LO", "AI label")          # Overlay Label
+    ds.add_new((group, 0x0022), "LO", text[:64])  # Overlay Description
+    ds.add_new((group, 0x0040), "CS", "G")  # Overlay Type: graphics
+    ds.add_new((group, 0x0050), "SS", [1, 1])  # Overlay Origin (1-based)
+    ds.add_new((group, 0x0100), "US", 1)  # Overlay Bits Allocated
+    ds.add_new((group, 0x0102), "US", 0)  # Overlay Bit Position
+    ds.add_new((group, 0x1500), "LO", "AI label")  # Overlay Label
     ds.add_new((group, 0x3000), "OW", pack_bits(bitmap.ravel()))
 
 
@@ -131,7 +137,9 @@ def render_deferred_heatmaps(read, image_record: ImageRecord | np.ndarray) -> No
     space is put back on the image (letterbox undone, the image's own rows and columns) and blended over
     it — the same pictures the reader would have made itself, made where the image already is."""
     for code, cam in list(read.cam_maps.items()):
-        heat = heatmap_to_original(np.asarray(cam, dtype=np.float32) / 255.0, np.shape(
-            image_record.pixels if isinstance(image_record, ImageRecord) else image_record))
+        heat = heatmap_to_original(
+            np.asarray(cam, dtype=np.float32) / 255.0,
+            np.shape(image_record.pixels if isinstance(image_record, ImageRecord) else image_record),
+        )
         read.pixels[code] = HeatmapPixels(heat, overlay_for_source(image_record, heat))
     read.cam_maps = {}

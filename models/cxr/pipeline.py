@@ -79,7 +79,7 @@ def build_cxr_network(card: ModelCard):
 def load_cam_network(model_dir: str | Path, card: ModelCard | None = None, device: str | None = None):
     """The registered version's PyTorch network (eval mode, on ``device``: CUDA when available)
     for Grad-CAM, rebuilt from the card and ``state_dict.pt``."""
-    import torch
+    import torch  # noqa: PLC0415
 
     model_dir = Path(model_dir)
     card = card or ModelCard.load(model_dir)
@@ -113,8 +113,11 @@ def _source_view(record: ImageRecord | np.ndarray) -> dict[str, Any]:
     pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record)
     source: dict[str, Any] = {"rows": int(pixels.shape[0]), "columns": int(pixels.shape[1])}
     if isinstance(record, ImageRecord):
-        source.update(sop_instance_uid=record.sop_instance_uid, study_instance_uid=record.study_instance_uid,
-                      photometric=record.photometric)
+        source.update(
+            sop_instance_uid=record.sop_instance_uid,
+            study_instance_uid=record.study_instance_uid,
+            photometric=record.photometric,
+        )
     return source
 
 
@@ -131,12 +134,18 @@ _ACTIONS = {
 
 def quality_view(verdict: Acceptance) -> dict[str, Any]:
     """The acceptance verdict as the read's ``quality`` (models.read.Quality fields)."""
-    reasons = [{"code": r.code.value, "text": r.text, "evidence": {"source": r.evidence, **r.detail}}
-               for r in verdict.reasons]
+    reasons = [
+        {"code": r.code.value, "text": r.text, "evidence": {"source": r.evidence, **r.detail}} for r in verdict.reasons
+    ]
     action = None
     if reasons:
-        action = "Not read by the AI; a doctor reads it unaided. To have it pre-read: " + "; ".join(
-            dict.fromkeys(_ACTIONS.get(r.code, "resend a frontal adult chest film") for r in verdict.reasons)) + "."
+        action = (
+            "Not read by the AI; a doctor reads it unaided. To have it pre-read: "
+            + "; ".join(
+                dict.fromkeys(_ACTIONS.get(r.code, "resend a frontal adult chest film") for r in verdict.reasons)
+            )
+            + "."
+        )
     return {"acceptable": verdict.acceptable, "reasons": reasons, "action": action}
 
 
@@ -158,10 +167,18 @@ class CxrPreReader:
             with ``models.cxr.overlay.render_deferred_heatmaps`` (a Ray replica: kB back, not MB).
     """
 
-    def __init__(self, backend: InferenceBackend, card: ModelCard, rules: TriageRules, cam_network=None,
-                 threshold_overrides: dict[str, float] | None = None, max_heatmaps: int = MAX_HEATMAPS,
-                 overlay_max_side: int | None = OVERLAY_MAX_SIDE, acceptance_policy: AcceptancePolicy | None = None,
-                 defer_overlays: bool = False):
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        card: ModelCard,
+        rules: TriageRules,
+        cam_network=None,
+        threshold_overrides: dict[str, float] | None = None,
+        max_heatmaps: int = MAX_HEATMAPS,
+        overlay_max_side: int | None = OVERLAY_MAX_SIDE,
+        acceptance_policy: AcceptancePolicy | None = None,
+        defer_overlays: bool = False,
+    ):
         if card.task != "cxr":
             raise ValueError(f"CxrPreReader needs a 'cxr' model, got a {card.task!r} card")
         rules.require_labels(list(card.labels), f"model {card.name}/{card.version}")
@@ -184,10 +201,19 @@ class CxrPreReader:
         self.defer_overlays = bool(defer_overlays)
 
     @classmethod
-    def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
-                      backend: str = "onnxruntime", *, heatmaps: bool = True, cam_device: str | None = None,
-                      threshold_overrides: dict[str, float] | None = None, defer_overlays: bool = False,
-                      **backend_options: Any) -> CxrPreReader:
+    def from_registry(
+        cls,
+        registry: Registry | str | Path,
+        ref: str,
+        triage_rules: str | Path,
+        backend: str = "onnxruntime",
+        *,
+        heatmaps: bool = True,
+        cam_device: str | None = None,
+        threshold_overrides: dict[str, float] | None = None,
+        defer_overlays: bool = False,
+        **backend_options: Any,
+    ) -> CxrPreReader:
         """Load ``ref`` (``cxr``, ``cxr@champion``, ``cxr/3``) from ``registry`` (a Registry, a folder
         or an MLflow URI: models.registry.open_registry) with ``backend`` for probabilities
         and, if ``heatmaps``, its PyTorch network for Grad-CAM (on ``cam_device``, default CUDA
@@ -202,8 +228,14 @@ class CxrPreReader:
             except FileNotFoundError as exc:
                 log.warning("%s: no heatmaps for this model (%s)", registered.ref, exc)
         backend_impl = load_backend(Path(registered.path), backend, build_network=build_cxr_network, **backend_options)
-        return cls(backend_impl, card, TriageRules.from_yaml(triage_rules), cam_network=cam_network,
-                   threshold_overrides=threshold_overrides, defer_overlays=defer_overlays)
+        return cls(
+            backend_impl,
+            card,
+            TriageRules.from_yaml(triage_rules),
+            cam_network=cam_network,
+            threshold_overrides=threshold_overrides,
+            defer_overlays=defer_overlays,
+        )
 
     @property
     def heatmaps_available(self) -> bool:
@@ -212,8 +244,12 @@ class CxrPreReader:
     @property
     def model_identity(self) -> dict[str, Any]:
         return {
-            "name": self.card.name, "version": self.card.version, "architecture": self.card.architecture,
-            "backend": self.backend.name, "demo": self.card.demo, "intended_use": self.card.intended_use,
+            "name": self.card.name,
+            "version": self.card.version,
+            "architecture": self.card.architecture,
+            "backend": self.backend.name,
+            "demo": self.card.demo,
+            "intended_use": self.card.intended_use,
         }
 
     def preprocess(self, record: ImageRecord | np.ndarray):
@@ -244,17 +280,26 @@ class CxrPreReader:
             probabilities = dict(zip(accepted, self.backend.predict(batch)))
         model_ms = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
-        wanted = {index: self._heatmap_indices(probabilities[index],
-                                               self.thresholds_for(getattr(records[index], "site", None))[0])
-                  for index in accepted}
+        wanted = {
+            index: self._heatmap_indices(
+                probabilities[index], self.thresholds_for(getattr(records[index], "site", None))[0]
+            )
+            for index in accepted
+        }
         maps = self.cam_maps(inputs, wanted)
         gradcam_ms = (time.perf_counter() - started) * 1000.0
-        timing = {"batch_preprocess_ms": round(acceptance_and_preprocess_ms, 2), "batch_model_ms": round(model_ms, 2),
-                  "batch_gradcam_ms": round(gradcam_ms, 2), "batch_size": len(records)}
-        return [self._read(record, probabilities[index], timing, verdicts[index],
-                           (wanted[index], maps.get(index))) if index in inputs
-                else self._not_read(record, verdicts[index], timing)
-                for index, record in enumerate(records)]
+        timing = {
+            "batch_preprocess_ms": round(acceptance_and_preprocess_ms, 2),
+            "batch_model_ms": round(model_ms, 2),
+            "batch_gradcam_ms": round(gradcam_ms, 2),
+            "batch_size": len(records),
+        }
+        return [
+            self._read(record, probabilities[index], timing, verdicts[index], (wanted[index], maps.get(index)))
+            if index in inputs
+            else self._not_read(record, verdicts[index], timing)
+            for index, record in enumerate(records)
+        ]
 
     def thresholds_for(self, site: str | None) -> tuple[dict[str, float], dict[str, Any] | None]:
         """The card's thresholds with ``site``'s own operating points (ModelCard.thresholds_for_site),
@@ -284,8 +329,9 @@ class CxrPreReader:
     def _heatmap_indices(self, probs: np.ndarray, thresholds: dict[str, float]) -> list[int]:
         """Positive findings to explain, among those that drive a level (a map of a finding never learned
         from real films explains nothing): specific findings by probability, then ANY; at most max_heatmaps."""
-        positive = [i for i, code in enumerate(self.labels)
-                    if probs[i] >= thresholds[code] and self.card.drives_level(code)]
+        positive = [
+            i for i, code in enumerate(self.labels) if probs[i] >= thresholds[code] and self.card.drives_level(code)
+        ]
         positive.sort(key=lambda i: (self.labels[i] == ANY_ABNORMALITY, -float(probs[i])))
         return positive[: self.max_heatmaps]
 
@@ -295,7 +341,7 @@ class CxrPreReader:
         pairs = [(key, index) for key, indices in wanted.items() for index in indices]
         if not pairs or self.cam_network is None:
             return {}
-        from models.cxr.gradcam import gradcam_batch
+        from models.cxr.gradcam import gradcam_batch  # noqa: PLC0415
 
         keys = sorted({key for key, _ in pairs})
         row = {key: position for position, key in enumerate(keys)}
@@ -306,50 +352,86 @@ class CxrPreReader:
             out.setdefault(key, []).append(plane)
         return {key: np.stack(planes) for key, planes in out.items()}
 
-    def heatmap_entries(self, record: ImageRecord | np.ndarray, indices: Sequence[int], maps: np.ndarray,
-                        probs: np.ndarray | None = None) -> list[dict[str, Any]]:
+    def heatmap_entries(
+        self,
+        record: ImageRecord | np.ndarray,
+        indices: Sequence[int],
+        maps: np.ndarray,
+        probs: np.ndarray | None = None,
+    ) -> list[dict[str, Any]]:
         """Maps (k, S, S) of ``indices`` → heatmap entries on the original image (its rows and columns)."""
-        from models.cxr.overlay import render_overlay
+        from models.cxr.overlay import render_overlay  # noqa: PLC0415
 
         pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record, dtype=np.float32)
         original = heatmap_to_original(maps, pixels.shape).astype(np.float32, copy=False)
         out = []
         for index, heat in zip(indices, original):
             code = self.labels[index]
-            entry = {"code": code, "name": self.label_names[code], "heatmap": heat,
-                     "overlay_rgb": render_overlay(pixels, heat, max_side=self.overlay_max_side)}
+            entry = {
+                "code": code,
+                "name": self.label_names[code],
+                "heatmap": heat,
+                "overlay_rgb": render_overlay(pixels, heat, max_side=self.overlay_max_side),
+            }
             if probs is not None:
                 entry["probability"] = round(float(probs[index]), 4)
             out.append(entry)
         return out
 
-    def heatmaps(self, record: ImageRecord | np.ndarray, network_input: np.ndarray,
-                 indices: Sequence[int], probs: np.ndarray | None = None) -> list[dict[str, Any]]:
+    def heatmaps(
+        self,
+        record: ImageRecord | np.ndarray,
+        network_input: np.ndarray,
+        indices: Sequence[int],
+        probs: np.ndarray | None = None,
+    ) -> list[dict[str, Any]]:
         """Grad-CAM for ``indices`` on one image, mapped back to its original geometry."""
         maps = self.cam_maps({0: network_input}, {0: list(indices)})
         return self.heatmap_entries(record, indices, maps[0], probs) if 0 in maps else []
 
-    def _not_read(self, record: ImageRecord | np.ndarray, verdict: Acceptance,
-                  batch_timing: dict[str, Any]) -> PreRead:
+    def _not_read(self, record: ImageRecord | np.ndarray, verdict: Acceptance, batch_timing: dict[str, Any]) -> PreRead:
         """A film that failed acceptance: no findings, no level from findings; the reasons say why."""
-        return PreRead.model_validate({
-            "modality": "CXR", "preliminary": True, "disclaimer": DISCLAIMER, "model": self.model_identity,
-            "findings": [], "operating_point": {"site": None, "source": "model card"},
-            "quality": quality_view(verdict),
-            "triage": {"level": "routine", "score": 0.0,
-                       "reasons": ["not read by the AI: " + "; ".join(r.text for r in verdict.reasons)]},
-            "heatmaps": [], "source": _source_view(record), "timing": dict(batch_timing),
-        })
+        return PreRead.model_validate(
+            {
+                "modality": "CXR",
+                "preliminary": True,
+                "disclaimer": DISCLAIMER,
+                "model": self.model_identity,
+                "findings": [],
+                "operating_point": {"site": None, "source": "model card"},
+                "quality": quality_view(verdict),
+                "triage": {
+                    "level": "routine",
+                    "score": 0.0,
+                    "reasons": ["not read by the AI: " + "; ".join(r.text for r in verdict.reasons)],
+                },
+                "heatmaps": [],
+                "source": _source_view(record),
+                "timing": dict(batch_timing),
+            }
+        )
 
-    def _read(self, record: ImageRecord, probs: np.ndarray, batch_timing: dict[str, Any], verdict: Acceptance,
-              cams: tuple[list[int], np.ndarray | None]) -> PreRead:
+    def _read(
+        self,
+        record: ImageRecord,
+        probs: np.ndarray,
+        batch_timing: dict[str, Any],
+        verdict: Acceptance,
+        cams: tuple[list[int], np.ndarray | None],
+    ) -> PreRead:
         by_code = {code: float(p) for code, p in zip(self.labels, probs)}
         thresholds, site_point = self.thresholds_for(getattr(record, "site", None))
         positive = {code: bool(p >= thresholds[code]) for code, p in by_code.items()}
         drives = {code: self.card.drives_level(code) for code in by_code}
         findings = [
-            {"code": code, "name": self.label_names[code], "probability": round(p, 4),
-             "threshold": thresholds[code], "positive": positive[code], "drives_level": drives[code]}
+            {
+                "code": code,
+                "name": self.label_names[code],
+                "probability": round(p, 4),
+                "threshold": thresholds[code],
+                "positive": positive[code],
+                "drives_level": drives[code],
+            }
             for code, p in by_code.items()
         ]
         # Only findings learned from real films may set a level or a score.
@@ -360,26 +442,46 @@ class CxrPreReader:
         if maps is not None and self.defer_overlays:
             cam_maps = {self.labels[i]: np.round(plane * 255.0).astype(np.uint8) for i, plane in zip(indices, maps)}
             shape = list(_source_view(record)[key] for key in ("rows", "columns"))
-            heatmaps = [{"code": self.labels[i], "name": self.label_names[self.labels[i]],
-                         "probability": round(float(probs[i]), 4), "shape": shape} for i in indices]
+            heatmaps = [
+                {
+                    "code": self.labels[i],
+                    "name": self.label_names[self.labels[i]],
+                    "probability": round(float(probs[i]), 4),
+                    "shape": shape,
+                }
+                for i in indices
+            ]
         else:
             heatmaps = self.heatmap_entries(record, indices, maps, probs) if maps is not None else []
         overlay_ms = (time.perf_counter() - started) * 1000.0
         source = _source_view(record)
-        return PreRead.model_validate({
-            "modality": "CXR",
-            "preliminary": True,
-            "disclaimer": DISCLAIMER,
-            "model": self.model_identity,
-            "findings": findings,
-            "operating_point": {**(site_point or {"site": None, "source": "model card"}),
-                                "detail": self.operating_point_detail(thresholds)},
-            "quality": quality_view(verdict),
-            "triage": result.model_dump(),
-            "heatmaps": [{"code": h["code"], "name": h["name"], "probability": h.get("probability"),
-                          "shape": h.get("shape") or [int(n) for n in np.shape(h["heatmap"])]} for h in heatmaps],
-            "pixels": {h["code"]: HeatmapPixels(h["heatmap"], h["overlay_rgb"]) for h in heatmaps if "heatmap" in h},
-            "cam_maps": cam_maps,
-            "source": source,
-            "timing": {**batch_timing, "overlay_ms": round(overlay_ms, 2)},
-        })
+        return PreRead.model_validate(
+            {
+                "modality": "CXR",
+                "preliminary": True,
+                "disclaimer": DISCLAIMER,
+                "model": self.model_identity,
+                "findings": findings,
+                "operating_point": {
+                    **(site_point or {"site": None, "source": "model card"}),
+                    "detail": self.operating_point_detail(thresholds),
+                },
+                "quality": quality_view(verdict),
+                "triage": result.model_dump(),
+                "heatmaps": [
+                    {
+                        "code": h["code"],
+                        "name": h["name"],
+                        "probability": h.get("probability"),
+                        "shape": h.get("shape") or [int(n) for n in np.shape(h["heatmap"])],
+                    }
+                    for h in heatmaps
+                ],
+                "pixels": {
+                    h["code"]: HeatmapPixels(h["heatmap"], h["overlay_rgb"]) for h in heatmaps if "heatmap" in h
+                },
+                "cam_maps": cam_maps,
+                "source": source,
+                "timing": {**batch_timing, "overlay_ms": round(overlay_ms, 2)},
+            }
+        )

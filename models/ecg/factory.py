@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 from models.card import ModelCard
-
 from models.ecg.inception1d import Inception1d
 from models.ecg.xresnet1d import XRESNET1D_LAYERS, xresnet1d
 

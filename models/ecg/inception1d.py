@@ -61,9 +61,19 @@ class Inception1d(nn.Module):
         input_pool: average-pooling factor applied to the input first (1 = none).
     """
 
-    def __init__(self, num_labels: int, in_channels: int = 12, kernel_size: int = 40, depth: int = 6,
-                 filters: int = 32, bottleneck: int = 32, use_residual: bool = True, input_pool: int = 1,
-                 head_hidden: int | None = None, head_dropout: float = 0.5):
+    def __init__(
+        self,
+        num_labels: int,
+        in_channels: int = 12,
+        kernel_size: int = 40,
+        depth: int = 6,
+        filters: int = 32,
+        bottleneck: int = 32,
+        use_residual: bool = True,
+        input_pool: int = 1,
+        head_hidden: int | None = None,
+        head_dropout: float = 0.5,
+    ):
         super().__init__()
         if depth % 3 != 0 or depth <= 0:
             raise ValueError(f"depth must be a positive multiple of 3, got {depth}")
@@ -75,11 +85,12 @@ class Inception1d(nn.Module):
         self.use_residual = use_residual
         self.input_pool = input_pooling(input_pool)
         self.blocks = nn.ModuleList(
-            [InceptionBlock1d(in_channels if d == 0 else width, filters, kernel_sizes, bottleneck) for d in range(depth)]
+            [
+                InceptionBlock1d(in_channels if d == 0 else width, filters, kernel_sizes, bottleneck)
+                for d in range(depth)
+            ]
         )
-        self.shortcuts = nn.ModuleList(
-            [Shortcut1d(in_channels if g == 0 else width, width) for g in range(depth // 3)]
-        )
+        self.shortcuts = nn.ModuleList([Shortcut1d(in_channels if g == 0 else width, width) for g in range(depth // 3)])
         self.head = classifier_head(width, num_labels, hidden=head_hidden, dropout=head_dropout)
         init_kaiming(self)
 

@@ -82,21 +82,34 @@ class EcgPreReader:
         self.fusion = FusionHead.model_validate(card.fusion) if card.fusion else None
 
     @classmethod
-    def from_registry(cls, registry: Registry | str | Path, ref: str, triage_rules: str | Path,
-                      backend: str = "onnxruntime", **backend_options: Any) -> EcgPreReader:
+    def from_registry(
+        cls,
+        registry: Registry | str | Path,
+        ref: str,
+        triage_rules: str | Path,
+        backend: str = "onnxruntime",
+        **backend_options: Any,
+    ) -> EcgPreReader:
         """Load ``ref`` (``ecg@champion``, ``ecg/3`` ...) from ``registry`` — a Registry or a
         location: a folder, an MLflow URI (see models.registry.open_registry)."""
         registered = open_registry(registry).resolve(ref)
         card = registered.card
         card.version = registered.version
-        return cls(load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options),
-                   card, TriageRules.from_yaml(triage_rules))
+        return cls(
+            load_backend(Path(registered.path), backend, build_network=build_ecg_network, **backend_options),
+            card,
+            TriageRules.from_yaml(triage_rules),
+        )
 
     @property
     def model_identity(self) -> dict[str, Any]:
         return {
-            "name": self.card.name, "version": self.card.version, "architecture": self.card.architecture,
-            "backend": self.backend.name, "demo": self.card.demo, "intended_use": self.card.intended_use,
+            "name": self.card.name,
+            "version": self.card.version,
+            "architecture": self.card.architecture,
+            "backend": self.backend.name,
+            "demo": self.card.demo,
+            "intended_use": self.card.intended_use,
         }
 
     def preprocess(self, item: EcgInput) -> np.ndarray:
@@ -115,20 +128,39 @@ class EcgPreReader:
         if self.fusion is not None:
             measured = list(measured)
             probabilities = self.fusion.apply(probabilities, [m for m, _ in measured])
-        return [self._read(item, probs, m, verdict, model_ms, len(items))
-                for item, probs, (m, verdict) in zip(items, probabilities, measured)]
+        return [
+            self._read(item, probs, m, verdict, model_ms, len(items))
+            for item, probs, (m, verdict) in zip(items, probabilities, measured)
+        ]
 
     def _findings(self, probs: np.ndarray, thresholds: dict[str, float]) -> list[Finding]:
-        return [Finding(code=code, name=self.label_names[code], probability=round(float(p), 4),
-                        threshold=thresholds[code], positive=bool(p >= thresholds[code]))
-                for code, p in zip(self.labels, probs)]
+        return [
+            Finding(
+                code=code,
+                name=self.label_names[code],
+                probability=round(float(p), 4),
+                threshold=thresholds[code],
+                positive=bool(p >= thresholds[code]),
+            )
+            for code, p in zip(self.labels, probs)
+        ]
 
-    def _read(self, item: EcgInput, probs: np.ndarray, m: EcgMeasurements, verdict: QualityVerdict,
-              model_ms: float, batch_size: int) -> PreRead:
+    def _read(
+        self,
+        item: EcgInput,
+        probs: np.ndarray,
+        m: EcgMeasurements,
+        verdict: QualityVerdict,
+        model_ms: float,
+        batch_size: int,
+    ) -> PreRead:
         thresholds, site_point = self.card.thresholds_for_site(item.site)
         findings = self._findings(probs, thresholds)
-        quality = Quality(acceptable=verdict.acceptable, action=verdict.action,
-                          reasons=[QualityIssue(code=p.code, text=p.text, leads=p.leads) for p in verdict.problems])
+        quality = Quality(
+            acceptable=verdict.acceptable,
+            action=verdict.action,
+            reasons=[QualityIssue(code=p.code, text=p.text, leads=p.leads) for p in verdict.problems],
+        )
         statements = []
         if verdict.acceptable:
             network = {f.code: f.probability for f in findings}
@@ -137,15 +169,26 @@ class EcgPreReader:
         else:  # nothing is inferred from an ECG that cannot be read; the numbers stay visible
             findings = [f.model_copy(update={"positive": False, "drives_level": False}) for f in findings]
         weighted = {f.code: f.probability if f.positive and f.drives_level else 0.0 for f in findings}
-        result = triage(weighted, m.values, self.rules, statements={s.code for s in statements},
-                        unreadable=None if verdict.acceptable else verdict.action)
+        result = triage(
+            weighted,
+            m.values,
+            self.rules,
+            statements={s.code for s in statements},
+            unreadable=None if verdict.acceptable else verdict.action,
+        )
         point = OperatingPoint(source="model card", detail={"thresholds": thresholds})
         if site_point:  # the site's own validated thresholds replaced some of the card's
             point = OperatingPoint.model_validate({**site_point, "detail": {"thresholds": thresholds}})
         return PreRead(
-            modality="ECG", disclaimer=DISCLAIMER, model=self.model_identity, findings=findings,
-            operating_point=point, measurements=dict(m.values), lead_measurements=m.leads,
-            statements=statements, quality=quality,
+            modality="ECG",
+            disclaimer=DISCLAIMER,
+            model=self.model_identity,
+            findings=findings,
+            operating_point=point,
+            measurements=dict(m.values),
+            lead_measurements=m.leads,
+            statements=statements,
+            quality=quality,
             triage=Triage(level=result.level, score=result.score, reasons=result.reasons),
             source={"measurement_method": m.method, **({"measurement_error": m.error} if m.error else {})},
             timing={"batch_model_ms": round(model_ms, 2), "batch_size": batch_size},

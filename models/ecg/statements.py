@@ -18,32 +18,55 @@ from datasets.vocabulary.ecg_statements import EcgStatement as S
 from models.read import Finding, Statement
 
 NAMES: dict[S, str] = {
-    S.SINUS_RHYTHM: "Sinus rhythm", S.SINUS_BRADYCARDIA: "Sinus bradycardia", S.SINUS_TACHYCARDIA: "Sinus tachycardia",
+    S.SINUS_RHYTHM: "Sinus rhythm",
+    S.SINUS_BRADYCARDIA: "Sinus bradycardia",
+    S.SINUS_TACHYCARDIA: "Sinus tachycardia",
     S.ATRIAL_FIBRILLATION: "Atrial fibrillation / flutter",
-    S.AF_RAPID_RESPONSE: "Atrial fibrillation with rapid ventricular response", S.PACED_RHYTHM: "Paced rhythm",
+    S.AF_RAPID_RESPONSE: "Atrial fibrillation with rapid ventricular response",
+    S.PACED_RHYTHM: "Paced rhythm",
     S.RHYTHM_UNDETERMINED: "Rhythm undetermined: no consistent P wave, regular RR",
-    S.FIRST_DEGREE_AV_BLOCK: "1st-degree AV block", S.RBBB: "Right bundle branch block",
-    S.LBBB: "Left bundle branch block", S.WIDE_QRS: "Nonspecific intraventricular conduction delay",
-    S.QTC_PROLONGED: "Prolonged QTc", S.LEFT_AXIS_DEVIATION: "Left axis deviation",
-    S.RIGHT_AXIS_DEVIATION: "Right axis deviation", S.EXTREME_AXIS: "Extreme axis deviation",
-    S.LOW_VOLTAGE: "Low QRS voltage", S.LVH_VOLTAGE: "Left ventricular hypertrophy by voltage criteria",
+    S.FIRST_DEGREE_AV_BLOCK: "1st-degree AV block",
+    S.RBBB: "Right bundle branch block",
+    S.LBBB: "Left bundle branch block",
+    S.WIDE_QRS: "Nonspecific intraventricular conduction delay",
+    S.QTC_PROLONGED: "Prolonged QTc",
+    S.LEFT_AXIS_DEVIATION: "Left axis deviation",
+    S.RIGHT_AXIS_DEVIATION: "Right axis deviation",
+    S.EXTREME_AXIS: "Extreme axis deviation",
+    S.LOW_VOLTAGE: "Low QRS voltage",
+    S.LVH_VOLTAGE: "Left ventricular hypertrophy by voltage criteria",
     S.ST_ELEVATION: "ST elevation meeting STEMI criteria",
 }
 
 # Network label codes → the statements that define them: ours, PTB-XL SCP codes, and the CinC 2021
 # scored abbreviations (datasets/vocabulary/ecg.py: NSR, SB, STach, AF, AFL, IAVB, LPR, CRBBB, ...).
 DEFINITIONAL: dict[str, tuple[S, ...]] = {
-    "STACH": (S.SINUS_TACHYCARDIA,), "STach": (S.SINUS_TACHYCARDIA,),
-    "SBRAD": (S.SINUS_BRADYCARDIA,), "SB": (S.SINUS_BRADYCARDIA,),
+    "STACH": (S.SINUS_TACHYCARDIA,),
+    "STach": (S.SINUS_TACHYCARDIA,),
+    "SBRAD": (S.SINUS_BRADYCARDIA,),
+    "SB": (S.SINUS_BRADYCARDIA,),
     "SR": (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA),
     "NSR": (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA),
-    "AF": (S.ATRIAL_FIBRILLATION,), "AFIB": (S.ATRIAL_FIBRILLATION,), "AFLT": (S.ATRIAL_FIBRILLATION,),
+    "AF": (S.ATRIAL_FIBRILLATION,),
+    "AFIB": (S.ATRIAL_FIBRILLATION,),
+    "AFLT": (S.ATRIAL_FIBRILLATION,),
     "AFL": (S.ATRIAL_FIBRILLATION,),
-    "1AVB": (S.FIRST_DEGREE_AV_BLOCK,), "IAVB": (S.FIRST_DEGREE_AV_BLOCK,), "LPR": (S.FIRST_DEGREE_AV_BLOCK,),
-    "CRBBB": (S.RBBB,), "RBBB": (S.RBBB,), "CLBBB": (S.LBBB,), "LBBB": (S.LBBB,), "BBB": (S.RBBB, S.LBBB),
-    "NSIVCB": (S.WIDE_QRS,), "IVCD": (S.WIDE_QRS,), "WQRS": (S.RBBB, S.LBBB, S.WIDE_QRS),
-    "LVOLT": (S.LOW_VOLTAGE,), "LQRSV": (S.LOW_VOLTAGE,),
-    "LAD": (S.LEFT_AXIS_DEVIATION,), "RAD": (S.RIGHT_AXIS_DEVIATION,), "LQT": (S.QTC_PROLONGED,),
+    "1AVB": (S.FIRST_DEGREE_AV_BLOCK,),
+    "IAVB": (S.FIRST_DEGREE_AV_BLOCK,),
+    "LPR": (S.FIRST_DEGREE_AV_BLOCK,),
+    "CRBBB": (S.RBBB,),
+    "RBBB": (S.RBBB,),
+    "CLBBB": (S.LBBB,),
+    "LBBB": (S.LBBB,),
+    "BBB": (S.RBBB, S.LBBB),
+    "NSIVCB": (S.WIDE_QRS,),
+    "IVCD": (S.WIDE_QRS,),
+    "WQRS": (S.RBBB, S.LBBB, S.WIDE_QRS),
+    "LVOLT": (S.LOW_VOLTAGE,),
+    "LQRSV": (S.LOW_VOLTAGE,),
+    "LAD": (S.LEFT_AXIS_DEVIATION,),
+    "RAD": (S.RIGHT_AXIS_DEVIATION,),
+    "LQT": (S.QTC_PROLONGED,),
 }
 # Network labels that may only be called positive when a rule agrees (ST elevation from a network
 # alone made normal ECGs critical): code → the statement that must be present.
@@ -52,21 +75,41 @@ GATED: dict[str, S] = {"STE": S.ST_ELEVATION}
 # block, a paced rhythm or STEMI criteria (milder statements, e.g. sinus bradycardia, LVH by voltage in
 # the young, are compatible with PTB-XL's NORM).
 CONTRADICTED_BY: dict[str, frozenset[S]] = {
-    "NORM": frozenset({S.ATRIAL_FIBRILLATION, S.AF_RAPID_RESPONSE, S.PACED_RHYTHM, S.RBBB, S.LBBB, S.WIDE_QRS,
-                       S.ST_ELEVATION, S.EXTREME_AXIS}),
+    "NORM": frozenset(
+        {
+            S.ATRIAL_FIBRILLATION,
+            S.AF_RAPID_RESPONSE,
+            S.PACED_RHYTHM,
+            S.RBBB,
+            S.LBBB,
+            S.WIDE_QRS,
+            S.ST_ELEVATION,
+            S.EXTREME_AXIS,
+        }
+    ),
 }
 
-IRREGULAR_RR = 0.08      # median |ΔRR| / median RR above which the RR sequence is irregular (sinus ≈ 0.02)
-P_CONSISTENT = 0.6       # median beat-to-median (detrended) P-wave correlation for a consistent P wave
+IRREGULAR_RR = 0.08  # median |ΔRR| / median RR above which the RR sequence is irregular (sinus ≈ 0.02)
+P_CONSISTENT = 0.6  # median beat-to-median (detrended) P-wave correlation for a consistent P wave
 WIDE_QRS_MS = 120
-PACED_SPIKES = 0.5       # pacemaker spikes before at least half the beats (with a wide QRS): paced
-CONTIGUOUS = [("aVL", "I"), ("I", "V6"), ("II", "aVF"), ("aVF", "III"), ("II", "III"),
-              ("V1", "V2"), ("V2", "V3"), ("V3", "V4"), ("V4", "V5"), ("V5", "V6")]
+PACED_SPIKES = 0.5  # pacemaker spikes before at least half the beats (with a wide QRS): paced
+CONTIGUOUS = [
+    ("aVL", "I"),
+    ("I", "V6"),
+    ("II", "aVF"),
+    ("aVF", "III"),
+    ("II", "III"),
+    ("V1", "V2"),
+    ("V2", "V3"),
+    ("V3", "V4"),
+    ("V4", "V5"),
+    ("V5", "V6"),
+]
 
 
 @dataclass
 class Patient:
-    sex: str | None = None      # "M" / "F"
+    sex: str | None = None  # "M" / "F"
     age: float | None = None
 
 
@@ -85,8 +128,16 @@ def _rhythm(v: dict[str, Any], paced: bool) -> list[tuple[S, dict[str, Any]]]:
         return []
     base = {"heart_rate_bpm": hr, "rr_successive_irregularity": irregular, "p_wave_consistency": p_cons}
     if paced:
-        return [(S.PACED_RHYTHM, {**base, "qrs_duration_ms": v.get("qrs_duration_ms"),
-                                  "pacing_spike_fraction": v.get("pacing_spike_fraction")})]
+        return [
+            (
+                S.PACED_RHYTHM,
+                {
+                    **base,
+                    "qrs_duration_ms": v.get("qrs_duration_ms"),
+                    "pacing_spike_fraction": v.get("pacing_spike_fraction"),
+                },
+            )
+        ]
     p_ok = p_cons is not None and p_cons >= P_CONSISTENT and pr is not None and 80 <= pr <= 400
     sinus_axis = p_axis is not None and -30 <= p_axis <= 105
     is_irregular = irregular is not None and irregular >= IRREGULAR_RR
@@ -113,8 +164,15 @@ def _conduction(v: dict[str, Any], lead: dict[str, dict[str, Any]], sinus: bool)
         neg_v1 = -min(v1.get("q_amp_mv") or 0.0, v1.get("s_amp_mv") or 0.0)
         s_v6, s_i = -(v6.get("s_amp_mv") or 0.0), -(i.get("s_amp_mv") or 0.0)
         q_v6, r_v6 = -(v6.get("q_amp_mv") or 0.0), v6.get("r_amp_mv") or 0.0
-        evidence = {"qrs_duration_ms": qrs, "R_V1_mv": r_v1, "negative_V1_mv": neg_v1, "R_V6_mv": r_v6,
-                    "S_V6_mv": s_v6, "S_I_mv": s_i, "Q_V6_mv": q_v6}
+        evidence = {
+            "qrs_duration_ms": qrs,
+            "R_V1_mv": r_v1,
+            "negative_V1_mv": neg_v1,
+            "R_V6_mv": r_v6,
+            "S_V6_mv": s_v6,
+            "S_I_mv": s_i,
+            "Q_V6_mv": q_v6,
+        }
         if r_v1 > neg_v1 and max(s_v6, s_i) >= 0.1:
             out.append((S.RBBB, evidence))
         elif neg_v1 > r_v1 and r_v6 > s_v6 and q_v6 < 0.1:
@@ -139,15 +197,22 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
     st60 = {name: values.get("st_j60_mv") for name, values in lead.items()}
     # Elevated at the J point, and the ST segment still at least half as high 60 ms later (a J point
     # placed on the R wave's downstroke alone is not an ST elevation).
-    elevated = {name for name, value in st.items()
-                if value is not None and value >= limit(name) and (st60[name] or 0.0) >= 0.5 * limit(name)}
+    elevated = {
+        name
+        for name, value in st.items()
+        if value is not None and value >= limit(name) and (st60[name] or 0.0) >= 0.5 * limit(name)
+    }
     pairs = [pair for pair in CONTIGUOUS if pair[0] in elevated and pair[1] in elevated]
     if not pairs:
         return None
     leads = sorted({name for pair in pairs for name in pair}, key=list(lead).index)
-    return S.ST_ELEVATION, {"leads": leads, "st_j_mv": {name: st[name] for name in leads},
-                            "st_j60_mv": {name: st60[name] for name in leads},
-                            "limit_v2_v3_mv": v23, "limit_other_mv": 0.1}
+    return S.ST_ELEVATION, {
+        "leads": leads,
+        "st_j_mv": {name: st[name] for name in leads},
+        "st_j60_mv": {name: st60[name] for name in leads},
+        "limit_v2_v3_mv": v23,
+        "limit_other_mv": 0.1,
+    }
 
 
 def _morphology(v: dict[str, Any], patient: Patient) -> list[tuple[S, dict]]:
@@ -156,8 +221,17 @@ def _morphology(v: dict[str, Any], patient: Patient) -> list[tuple[S, dict]]:
     qtc, qrs = v.get("qtc_bazett_ms"), v.get("qrs_duration_ms")
     qtc_limit = 460 if female or patient.sex is None else 450
     if qtc is not None and qtc > qtc_limit:
-        out.append((S.QTC_PROLONGED, {"qtc_bazett_ms": qtc, "limit_ms": qtc_limit, "qrs_duration_ms": qrs,
-                                      "qtc_fridericia_ms": v.get("qtc_fridericia_ms")}))
+        out.append(
+            (
+                S.QTC_PROLONGED,
+                {
+                    "qtc_bazett_ms": qtc,
+                    "limit_ms": qtc_limit,
+                    "qrs_duration_ms": qrs,
+                    "qtc_fridericia_ms": v.get("qtc_fridericia_ms"),
+                },
+            )
+        )
     axis = v.get("qrs_axis_deg")
     if axis is not None:
         if -90 <= axis < -30:
@@ -172,14 +246,17 @@ def _morphology(v: dict[str, Any], patient: Patient) -> list[tuple[S, dict]]:
     sokolow, cornell = v.get("sokolow_lyon_mv"), v.get("cornell_mv")
     cornell_limit = 2.0 if female else 2.8
     if (qrs is None or qrs < WIDE_QRS_MS) and (
-            (sokolow is not None and sokolow >= 3.5) or (cornell is not None and cornell > cornell_limit)):
-        out.append((S.LVH_VOLTAGE, {"sokolow_lyon_mv": sokolow, "cornell_mv": cornell,
-                                    "cornell_limit_mv": cornell_limit}))
+        (sokolow is not None and sokolow >= 3.5) or (cornell is not None and cornell > cornell_limit)
+    ):
+        out.append(
+            (S.LVH_VOLTAGE, {"sokolow_lyon_mv": sokolow, "cornell_mv": cornell, "cornell_limit_mv": cornell_limit})
+        )
     return out
 
 
-def interpret(m: EcgMeasurements, probabilities: dict[str, float], thresholds: dict[str, float],
-              patient: Patient | None = None) -> list[Statement]:
+def interpret(
+    m: EcgMeasurements, probabilities: dict[str, float], thresholds: dict[str, float], patient: Patient | None = None
+) -> list[Statement]:
     """The statements of one acceptable-quality ECG, each with its evidence."""
     patient = patient or Patient()
     v, lead = m.values, m.leads
@@ -220,8 +297,14 @@ def reconcile(findings: list[Finding], statements: list[Statement]) -> list[Find
         codes = DEFINITIONAL.get(f.code)
         if codes is not None:
             positive = any(code.value in made for code in codes)
-            f = f.model_copy(update={"probability": 1.0 if positive else 0.0, "positive": positive, "source": "rule",
-                                     "network_probability": f.probability})
+            f = f.model_copy(
+                update={
+                    "probability": 1.0 if positive else 0.0,
+                    "positive": positive,
+                    "source": "rule",
+                    "network_probability": f.probability,
+                }
+            )
         elif f.positive and _ruled_out(f.code, made):
             f = f.model_copy(update={"positive": False, "source": "rule+network", "network_probability": f.probability})
         out.append(f)

@@ -18,7 +18,7 @@ pooling kernels are static, the head flattens with ``flatten(1)``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -27,10 +27,18 @@ from torch import nn
 class ConvBnAct(nn.Sequential):
     """Conv1d (no bias) → BatchNorm1d → optional ReLU, with 'same' padding for odd kernels."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 activation: bool = True, zero_init_bn: bool = False):
-        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=(kernel_size - 1) // 2, bias=False)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        activation: bool = True,
+        zero_init_bn: bool = False,
+    ):
+        conv = nn.Conv1d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2, bias=False
+        )
         bn = nn.BatchNorm1d(out_channels)
         # Zero gamma on a residual branch's last BN: the block starts as identity, which lets deep
         # stacks (xresnet1d101) train without warm-up tricks.
@@ -81,12 +89,19 @@ class AdaptiveConcatPool1d(nn.Module):
         return torch.cat([x.amax(dim=-1), x.mean(dim=-1)], dim=1)
 
 
-def classifier_head(in_channels: int, num_labels: int, hidden: int | None = None, dropout: float = 0.5) -> nn.Sequential:
+def classifier_head(
+    in_channels: int, num_labels: int, hidden: int | None = None, dropout: float = 0.5
+) -> nn.Sequential:
     """The benchmark's head: concat pooling → BN → dropout → linear (optionally one hidden layer)."""
     layers: list[nn.Module] = [AdaptiveConcatPool1d()]
     features = 2 * in_channels
     if hidden:
-        layers += [nn.BatchNorm1d(features), nn.Dropout(dropout / 2), nn.Linear(features, hidden), nn.ReLU(inplace=True)]
+        layers += [
+            nn.BatchNorm1d(features),
+            nn.Dropout(dropout / 2),
+            nn.Linear(features, hidden),
+            nn.ReLU(inplace=True),
+        ]
         features = hidden
     layers += [nn.BatchNorm1d(features), nn.Dropout(dropout), nn.Linear(features, num_labels)]
     return nn.Sequential(*layers)
@@ -119,9 +134,19 @@ class XResNet1d(nn.Module):
         head_hidden, head_dropout: see ``classifier_head``.
     """
 
-    def __init__(self, num_labels: int, layers: Sequence[int] = (2, 2, 2, 2), expansion: int = 1,
-                 in_channels: int = 12, width: int = 32, kernel_size: int = 5, stem_kernel_size: int = 5,
-                 input_pool: int = 1, head_hidden: int | None = None, head_dropout: float = 0.5):
+    def __init__(
+        self,
+        num_labels: int,
+        layers: Sequence[int] = (2, 2, 2, 2),
+        expansion: int = 1,
+        in_channels: int = 12,
+        width: int = 32,
+        kernel_size: int = 5,
+        stem_kernel_size: int = 5,
+        input_pool: int = 1,
+        head_hidden: int | None = None,
+        head_dropout: float = 0.5,
+    ):
         super().__init__()
         if expansion not in (1, 4):
             raise ValueError(f"expansion must be 1 or 4, got {expansion}")

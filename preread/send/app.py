@@ -70,16 +70,22 @@ class Sender:
         if outcome.verdict is Sent.SENT:
             self.link_failures, self.link_state = 0, "up"
             self.queue.mark_sent(item, outcome.study_uid, outcome.wire_bytes)
-            log.info("sent %s → study %s (%d bytes on the wire for %d)", item.label, outcome.study_uid,
-                     outcome.wire_bytes, item.size_bytes)
+            log.info(
+                "sent %s → study %s (%d bytes on the wire for %d)",
+                item.label,
+                outcome.study_uid,
+                outcome.wire_bytes,
+                item.size_bytes,
+            )
             if outcome.read:
                 self.results.record_read(self.queue.study(outcome.study_uid), outcome.read)
             return
         if outcome.verdict is Sent.REFUSED:
             self.link_state = "up"
             self.queue.mark_refused(item, outcome.reason)
-            self.notifier.notify(Alert(item.study_uid or item.key, item.label, f"refused by the service, not "
-                                                                                f"retried: {outcome.reason}"))
+            self.notifier.notify(
+                Alert(item.study_uid or item.key, item.label, f"refused by the service, not retried: {outcome.reason}")
+            )
             return
         self.link_failures += 1
         delay = outcome.retry_after_s or backoff_s(self.link_failures, self.cfg.retry.initial_s, self.cfg.retry.max_s)
@@ -136,8 +142,10 @@ class Sender:
         return all(s["read_file"] or s["server_status"] in DONE_STATUSES for s in self.queue.studies())
 
     def start(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._upload_loop, name="send-upload", daemon=True),
-                   threading.Thread(target=self._results_loop, name="send-results", daemon=True)]
+        threads = [
+            threading.Thread(target=self._upload_loop, name="send-upload", daemon=True),
+            threading.Thread(target=self._results_loop, name="send-results", daemon=True),
+        ]
         if self.cfg.watch_folder is not None:
             self.cfg.watch_folder.mkdir(parents=True, exist_ok=True)
             watcher = FolderWatcher(self.cfg.watch_folder, self.intake)

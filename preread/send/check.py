@@ -50,13 +50,26 @@ def run_checks(cfg: SendConfig, timeout_s: float = 15.0) -> list[CheckLine]:
         except httpx.HTTPError as exc:
             lines.append(CheckLine("link", False, f"{cfg.server_url} unreachable: {type(exc).__name__}: {exc}"))
             return lines
-        lines.append(CheckLine("link", health.status_code == 200, f"{cfg.server_url}/healthz HTTP "
-                                                                   f"{health.status_code} in {rtt_ms:.0f} ms"))
+        lines.append(
+            CheckLine(
+                "link",
+                health.status_code == 200,
+                f"{cfg.server_url}/healthz HTTP {health.status_code} in {rtt_ms:.0f} ms",
+            )
+        )
         lines.append(clock_check(health))
         encodings = health.headers.get("accept-encoding", "")
-        lines.append(CheckLine("compression", True, f"service accepts request encodings: {encodings}" if encodings
-                               else "service advertises no request encoding: JSON/XML ECGs go uncompressed "
-                                    "(DICOM and WFDB are compressed anyway)", not encodings))
+        lines.append(
+            CheckLine(
+                "compression",
+                True,
+                f"service accepts request encodings: {encodings}"
+                if encodings
+                else "service advertises no request encoding: JSON/XML ECGs go uncompressed "
+                "(DICOM and WFDB are compressed anyway)",
+                not encodings,
+            )
+        )
         if token:
             lines.append(_token(client, token, cfg))
     lines.append(_disk(cfg))
@@ -68,12 +81,18 @@ def run_checks(cfg: SendConfig, timeout_s: float = 15.0) -> list[CheckLine]:
 def _tls(cfg: SendConfig, host: str, port: int, timeout_s: float) -> CheckLine:
     context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as raw, \
-                context.wrap_socket(raw, server_hostname=host) as tls:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             cert, version = tls.getpeercert(), tls.version()
     except ssl.SSLCertVerificationError as exc:
-        return CheckLine("tls", False, f"the server's certificate does not verify against "
-                                       f"{cfg.ca_file or 'the system trust store'}: {exc.verify_message}")
+        return CheckLine(
+            "tls",
+            False,
+            f"the server's certificate does not verify against "
+            f"{cfg.ca_file or 'the system trust store'}: {exc.verify_message}",
+        )
     except (OSError, ssl.SSLError) as exc:
         return CheckLine("tls", False, f"TLS to {host}:{port} failed: {exc}")
     expires = ssl.cert_time_to_seconds(cert["notAfter"]) if cert and "notAfter" in cert else None
@@ -112,8 +131,12 @@ def _disk(cfg: SendConfig) -> CheckLine:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     free_mb = shutil.disk_usage(cfg.state_dir).free / 2**20
     ok = free_mb >= cfg.disk_reserve_mb
-    return CheckLine("disk", ok, f"{free_mb:.0f} MiB free in {cfg.state_dir}, reserve {cfg.disk_reserve_mb:.0f} MiB"
-                     + ("" if ok else ": new studies would be refused"))
+    return CheckLine(
+        "disk",
+        ok,
+        f"{free_mb:.0f} MiB free in {cfg.state_dir}, reserve {cfg.disk_reserve_mb:.0f} MiB"
+        + ("" if ok else ": new studies would be refused"),
+    )
 
 
 def _port(cfg: SendConfig) -> CheckLine:
@@ -121,6 +144,10 @@ def _port(cfg: SendConfig) -> CheckLine:
         try:
             sock.bind((cfg.listener.host, cfg.listener.port))
         except OSError as exc:
-            return CheckLine("listener", True, f"port {cfg.listener.port} busy ({exc.strerror}): is a sender "
-                                                f"already running?", warning=True)
+            return CheckLine(
+                "listener",
+                True,
+                f"port {cfg.listener.port} busy ({exc.strerror}): is a sender already running?",
+                warning=True,
+            )
     return CheckLine("listener", True, f"{cfg.listener.ae_title} can listen on {cfg.listener.host}:{cfg.listener.port}")

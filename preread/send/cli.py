@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="sender config YAML (default configs/send.yaml)")
     parser.add_argument("--check", action="store_true", help="test link, TLS, token, clock, disk and exit")
     parser.add_argument("--status", action="store_true", help="print each study's state and exit")
-    parser.add_argument("--until-done", action="store_true",
-                        help="exit once nothing is queued and every sent study has its AI read")
+    parser.add_argument(
+        "--until-done", action="store_true", help="exit once nothing is queued and every sent study has its AI read"
+    )
     parser.add_argument("--no-view", action="store_true", help="log lines instead of the live table")
     parser.add_argument("files", nargs="*", type=Path, help="files or folders to queue (the originals stay)")
 
@@ -59,8 +60,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _logging(cfg: SendConfig, console: Console, live: bool) -> None:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = RotatingFileHandler(cfg.state_dir / "sender.log", maxBytes=5 * 2**20, backupCount=3,
-                                       encoding="utf-8")
+    file_handler = RotatingFileHandler(
+        cfg.state_dir / "sender.log", maxBytes=5 * 2**20, backupCount=3, encoding="utf-8"
+    )
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     screen = RichHandler(console=console, show_path=False) if live else logging.StreamHandler(sys.stderr)
     screen.setLevel(logging.WARNING if live else logging.INFO)

@@ -59,8 +59,12 @@ class RetryConfig(BaseModel):
 class ResultsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     poll_s: float = Field(30.0, gt=0, description="how often a sent study's AI read is asked for")
-    max_poll_s: float = Field(1800.0, gt=0, description="once the AI read is back, the wait for the signature "
-                                                        "doubles from poll_s up to this (a thin link's bytes)")
+    max_poll_s: float = Field(
+        1800.0,
+        gt=0,
+        description="once the AI read is back, the wait for the signature "
+        "doubles from poll_s up to this (a thin link's bytes)",
+    )
     keep_polling_days: float = Field(14.0, gt=0, description="stop asking for a signature after this long")
 
 
@@ -68,8 +72,9 @@ class SendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     server_url: str = Field(description="the county service, e.g. https://county.example.cn:8000")
     token_file: Path = Field(description="file holding the clinic's access token (preread token --role grassroots)")
-    ca_file: Path | None = Field(None, description="CA certificate (PEM) that signed the server's certificate; "
-                                                    "none: the system's trust store")
+    ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that signed the server's certificate; none: the system's trust store"
+    )
     site: str | None = Field(None, description="site id the studies are sent for (default: the token's only site)")
     state_dir: Path = Field(Path("preread-send"), description="queue database, queued files, results, quarantine")
     watch_folder: Path | None = Field(None, description="studies dropped here are queued, then removed from here")
@@ -77,8 +82,9 @@ class SendConfig(BaseModel):
     listener: ListenerConfig = ListenerConfig()
     bandwidth_kbit_s: float | None = Field(None, gt=0, description="cap on upload speed (kbit/s); none: no cap")
     compression: Literal["auto", "none"] = "auto"
-    disk_reserve_mb: float = Field(500.0, ge=0, description="new studies are refused when accepting one would "
-                                                             "leave less free space than this")
+    disk_reserve_mb: float = Field(
+        500.0, ge=0, description="new studies are refused when accepting one would leave less free space than this"
+    )
     retry: RetryConfig = RetryConfig()
     results: ResultsConfig = ResultsConfig()
     allow_plain_http: bool = Field(False, description="allow http:// to a non-loopback server (never in production)")
@@ -95,8 +101,10 @@ class SendConfig(BaseModel):
     def _tls_unless_loopback(self) -> SendConfig:
         plain = urlparse(self.server_url).scheme == "http"
         if plain and not self.allow_plain_http and not is_loopback(self.server_url):
-            raise ValueError(f"server_url {self.server_url} is plain HTTP: the token and the patients' data would "
-                             "cross the network unencrypted; use https:// (or allow_plain_http: true for a lab)")
+            raise ValueError(
+                f"server_url {self.server_url} is plain HTTP: the token and the patients' data would "
+                "cross the network unencrypted; use https:// (or allow_plain_http: true for a lab)"
+            )
         return self
 
     @property
@@ -130,11 +138,18 @@ class SendConfig(BaseModel):
 
     def resolved(self, base: Path) -> SendConfig:
         """Relative paths taken from ``base`` (the config file's folder)."""
+
         def fix(path: Path | None) -> Path | None:
             return None if path is None else (path if path.is_absolute() else (base / path))
 
-        return self.model_copy(update={"token_file": fix(self.token_file), "ca_file": fix(self.ca_file),
-                                       "state_dir": fix(self.state_dir), "watch_folder": fix(self.watch_folder)})
+        return self.model_copy(
+            update={
+                "token_file": fix(self.token_file),
+                "ca_file": fix(self.ca_file),
+                "state_dir": fix(self.state_dir),
+                "watch_folder": fix(self.watch_folder),
+            }
+        )
 
 
 def is_loopback(url: str) -> bool:

@@ -29,8 +29,9 @@ class CStoreListener:
         ae.add_supported_context(Verification)
         if self.cfg.allowed_calling_ae_titles:
             ae.require_calling_aet = list(self.cfg.allowed_calling_ae_titles)
-        self.server = ae.start_server((self.cfg.host, self.cfg.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self.server = ae.start_server(
+            (self.cfg.host, self.cfg.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
         log.info("C-STORE listener %s on %s:%d", self.cfg.ae_title, self.cfg.host, self.cfg.port)
         return self
 

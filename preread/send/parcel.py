@@ -40,8 +40,12 @@ class Kind(StrEnum):
 
     @property
     def media_type(self) -> str:
-        return {Kind.DICOM: "application/dicom", Kind.ECG_ZIP: "application/zip",
-                Kind.ECG_JSON: "application/json", Kind.ECG_XML: "application/xml"}[self]
+        return {
+            Kind.DICOM: "application/dicom",
+            Kind.ECG_ZIP: "application/zip",
+            Kind.ECG_JSON: "application/json",
+            Kind.ECG_XML: "application/xml",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -89,8 +93,10 @@ def _dicom(data: bytes, label: str, digest: str) -> Parcel:
         sop_uid, study_uid = str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
         sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
     except (InvalidDicomError, AttributeError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise ParcelError("not a file the sender knows: neither DICOM (with SOP Instance and Study Instance "
-                          f"UIDs), a WFDB zip, ECG JSON nor XML ({type(exc).__name__}: {exc})") from None
+        raise ParcelError(
+            "not a file the sender knows: neither DICOM (with SOP Instance and Study Instance "
+            f"UIDs), a WFDB zip, ECG JSON nor XML ({type(exc).__name__}: {exc})"
+        ) from None
     if not sop_uid or not study_uid:
         raise ParcelError("DICOM without a SOP Instance UID or Study Instance UID")
     modality = str(ds.get("Modality", "") or ("ECG" if sop_class in ECG_WAVEFORM_SOP_CLASSES else "OT"))
@@ -128,7 +134,7 @@ def wfdb_files(header_text: str, record: str) -> list[str]:
         count = int(lines[0].split()[1])
     except (IndexError, ValueError):
         raise ParcelError(f"WFDB header of {record} has no signal count on its first line") from None
-    return sorted({ln.split()[0] for ln in lines[1:1 + count]})
+    return sorted({ln.split()[0] for ln in lines[1 : 1 + count]})
 
 
 def zip_record(files: dict[str, bytes]) -> bytes:

@@ -133,15 +133,30 @@ class SendQueue:
                 os.replace(tmp, path)
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
-                raise DiskFull(f"could not write the queued copy ({exc.strerror or exc}): study refused, "
-                               "nothing already queued is affected") from exc
+                raise DiskFull(
+                    f"could not write the queued copy ({exc.strerror or exc}): study refused, "
+                    "nothing already queued is affected"
+                ) from exc
             _fsync_dir(self.files)
         with self._lock:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO items (key, kind, sha256, file, size_bytes, label, source, study_uid, sop_uid,"
                 " modality, state, queued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (parcel.key, parcel.kind.value, parcel.sha256, path.name, len(parcel.data), parcel.label, source,
-                 parcel.study_uid, parcel.sop_uid, parcel.modality, QUEUED, time.time()))
+                (
+                    parcel.key,
+                    parcel.kind.value,
+                    parcel.sha256,
+                    path.name,
+                    len(parcel.data),
+                    parcel.label,
+                    source,
+                    parcel.study_uid,
+                    parcel.sop_uid,
+                    parcel.modality,
+                    QUEUED,
+                    time.time(),
+                ),
+            )
             created = cursor.rowcount == 1
         item_id = self._id_of(parcel.key)
         return Added(item_id, created)
@@ -149,9 +164,11 @@ class SendQueue:
     def check_space(self, incoming: int) -> None:
         free = shutil.disk_usage(self.files).free
         if free - incoming < self.reserve_bytes:
-            raise DiskFull(f"disk nearly full: {free / 2**20:.0f} MiB free, {self.reserve_bytes / 2**20:.0f} MiB "
-                           "must stay free (disk_reserve_mb): new studies are refused until space is freed; "
-                           "everything already queued is kept and still sent")
+            raise DiskFull(
+                f"disk nearly full: {free / 2**20:.0f} MiB free, {self.reserve_bytes / 2**20:.0f} MiB "
+                "must stay free (disk_reserve_mb): new studies are refused until space is freed; "
+                "everything already queued is kept and still sent"
+            )
 
     def _id_of(self, key: str) -> int | None:
         with self._lock:
@@ -162,8 +179,10 @@ class SendQueue:
     def next_due(self, now: float | None = None) -> Item | None:
         """The oldest queued item whose backoff has passed."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM items WHERE state = ? AND next_attempt_at <= ? ORDER BY id LIMIT 1",
-                                   (QUEUED, time.time() if now is None else now)).fetchone()
+            row = self._db.execute(
+                "SELECT * FROM items WHERE state = ? AND next_attempt_at <= ? ORDER BY id LIMIT 1",
+                (QUEUED, time.time() if now is None else now),
+            ).fetchone()
         return None if row is None else self._item(row)
 
     def next_wake(self) -> float | None:
@@ -179,30 +198,38 @@ class SendQueue:
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE items SET state = ?, study_uid = ?, sent_at = ?, wire_bytes = ?, last_error = NULL"
-                             " WHERE id = ?", (SENT, study_uid, now, wire_bytes, item.id))
-            self._db.execute("INSERT OR IGNORE INTO studies (study_uid, modality, label, first_sent_at)"
-                             " VALUES (?,?,?,?)",
-                             (study_uid, item.modality, item.label, now))
+            self._db.execute(
+                "UPDATE items SET state = ?, study_uid = ?, sent_at = ?, wire_bytes = ?, last_error = NULL"
+                " WHERE id = ?",
+                (SENT, study_uid, now, wire_bytes, item.id),
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO studies (study_uid, modality, label, first_sent_at) VALUES (?,?,?,?)",
+                (study_uid, item.modality, item.label, now),
+            )
             self._db.execute("COMMIT")
         self._drop_file(item)
 
     def mark_retry(self, item: Item, error: str, delay_s: float) -> None:
         with self._lock:
-            self._db.execute("UPDATE items SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-                             " WHERE id = ?",
-                             (error, time.time() + delay_s, item.id))
+            self._db.execute(
+                "UPDATE items SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (error, time.time() + delay_s, item.id),
+            )
 
     def mark_refused(self, item: Item, reason: str) -> None:
         """The service said never: stop sending this one, keep the file and the reason for people."""
         with self._lock:
-            self._db.execute("UPDATE items SET state = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
-                             (REFUSED, reason, item.id))
+            self._db.execute(
+                "UPDATE items SET state = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
+                (REFUSED, reason, item.id),
+            )
 
     def _drop_file(self, item: Item) -> None:
         with self._lock:
-            still = self._db.execute("SELECT 1 FROM items WHERE file = ? AND state = ? LIMIT 1",
-                                     (item.file.name, QUEUED)).fetchone()
+            still = self._db.execute(
+                "SELECT 1 FROM items WHERE file = ? AND state = ? LIMIT 1", (item.file.name, QUEUED)
+            ).fetchone()
         if still is None:
             (self.files / item.file.name).unlink(missing_ok=True)
 
@@ -219,7 +246,9 @@ class SendQueue:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM studies WHERE next_poll_at <= ? AND (report_file IS NULL) AND first_sent_at >= ?"
-                " ORDER BY next_poll_at, first_sent_at", (now, now - max_age_s)).fetchall()
+                " ORDER BY next_poll_at, first_sent_at",
+                (now, now - max_age_s),
+            ).fetchall()
         return [dict(r) for r in rows]
 
     def update_study(self, study_uid: str, **values: Any) -> None:
@@ -249,7 +278,16 @@ class SendQueue:
 
     @staticmethod
     def _item(row: sqlite3.Row) -> Item:
-        return Item(id=int(row["id"]), key=row["key"], kind=Kind(row["kind"]),
-                    file=Path(row["file"]) if row["file"] else None, size_bytes=int(row["size_bytes"]),
-                    label=row["label"], study_uid=row["study_uid"], modality=row["modality"], state=row["state"],
-                    attempts=int(row["attempts"]), last_error=row["last_error"])
+        return Item(
+            id=int(row["id"]),
+            key=row["key"],
+            kind=Kind(row["kind"]),
+            file=Path(row["file"]) if row["file"] else None,
+            size_bytes=int(row["size_bytes"]),
+            label=row["label"],
+            study_uid=row["study_uid"],
+            modality=row["modality"],
+            state=row["state"],
+            attempts=int(row["attempts"]),
+            last_error=row["last_error"],
+        )

@@ -48,8 +48,13 @@ def alert_for(modality: str, read: dict[str, Any]) -> str | None:
     """What the clinic must hear about now, or None."""
     quality = read.get("quality") or {}
     if modality == "ECG" and quality.get("acceptable") is False:
-        reasons = "; ".join(str(r.get("text") or r.get("code") or r) if isinstance(r, dict) else str(r)
-                            for r in quality.get("reasons") or []) or "quality not acceptable"
+        reasons = (
+            "; ".join(
+                str(r.get("text") or r.get("code") or r) if isinstance(r, dict) else str(r)
+                for r in quality.get("reasons") or []
+            )
+            or "quality not acceptable"
+        )
         return f"{quality.get('action') or 'repeat the ECG'}: {reasons}"
     level = (read.get("triage") or {}).get("level")
     if level == "critical":
@@ -91,9 +96,13 @@ class ResultsFetcher:
         path = self.folder(uid) / "ai-read.json"
         write_atomic(path, json.dumps(read, ensure_ascii=False, indent=1).encode("utf-8"))
         quality_ok = (read.get("quality") or {}).get("acceptable")
-        self.queue.update_study(uid, read_file=str(path), level=(read.get("triage") or {}).get("level"),
-                                quality_ok=None if quality_ok is None else int(bool(quality_ok)),
-                                server_status=server_status or study.get("server_status") or "ai_read")
+        self.queue.update_study(
+            uid,
+            read_file=str(path),
+            level=(read.get("triage") or {}).get("level"),
+            quality_ok=None if quality_ok is None else int(bool(quality_ok)),
+            server_status=server_status or study.get("server_status") or "ai_read",
+        )
         message = alert_for(study["modality"], read)
         if message and not study.get("notified"):
             self.notifier.notify(Alert(uid, study["label"], message))
@@ -129,8 +138,12 @@ class ResultsFetcher:
         if detail.get("ai_read") and not study.get("read_file"):
             self.record_read(study, detail["ai_read"], detail.get("status"))
         report_status = detail.get("report_status")
-        values: dict[str, Any] = {"server_status": detail.get("status"), "report_status": report_status,
-                                  "next_poll_at": next_poll, "polls": study["polls"] + 1}
+        values: dict[str, Any] = {
+            "server_status": detail.get("status"),
+            "report_status": report_status,
+            "next_poll_at": next_poll,
+            "polls": study["polls"] + 1,
+        }
         if report_status in SIGNED_REPORT or detail.get("signed_at"):
             values["report_file"] = str(self._fetch_report(uid, headers))
         self.queue.update_study(uid, **values)

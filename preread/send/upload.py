@@ -59,8 +59,13 @@ def http_client(cfg: SendConfig, timeout_s: float | None = None) -> httpx.Client
     if cfg.ca_file is not None:
         verify = ssl.create_default_context(cafile=str(cfg.ca_file))
     timeout = httpx.Timeout(timeout_s or cfg.retry.request_timeout_s, connect=min(30.0, timeout_s or 30.0))
-    return httpx.Client(base_url=cfg.server_url, verify=verify, timeout=timeout, follow_redirects=False,
-                        headers={"User-Agent": "preread-send/0.1"})
+    return httpx.Client(
+        base_url=cfg.server_url,
+        verify=verify,
+        timeout=timeout,
+        follow_redirects=False,
+        headers={"User-Agent": "preread-send/0.1"},
+    )
 
 
 class Uploader:
@@ -78,14 +83,20 @@ class Uploader:
         sent = [0]
         path = "/dicomweb/studies" if item.kind is Kind.DICOM else "/api/v1/ecg"
         params = {"site": self.cfg.site} if self.cfg.site else None
-        headers = {"Authorization": f"Bearer {self.cfg.token()}", "Content-Type": body.content_type,
-                   "Content-Length": str(len(body.content)), **body.headers}
+        headers = {
+            "Authorization": f"Bearer {self.cfg.token()}",
+            "Content-Type": body.content_type,
+            "Content-Length": str(len(body.content)),
+            **body.headers,
+        }
         try:
-            response = self.client.post(path, params=params, headers=headers,
-                                        content=self.bucket.stream(body.content, sent))
+            response = self.client.post(
+                path, params=params, headers=headers, content=self.bucket.stream(body.content, sent)
+            )
         except httpx.HTTPError as exc:
-            return Outcome(Verdict.RETRY, reason=f"network: {type(exc).__name__}: {exc}".strip(": "),
-                           wire_bytes=sent[0])
+            return Outcome(
+                Verdict.RETRY, reason=f"network: {type(exc).__name__}: {exc}".strip(": "), wire_bytes=sent[0]
+            )
         if "accept-encoding" in response.headers:
             self.learn_encodings(response)
         return self._judge(item, body, response, sent[0])
@@ -101,17 +112,25 @@ class Uploader:
         if status == 200 and item.kind is Kind.DICOM:
             return Outcome(Verdict.SENT, study_uid=item.study_uid, wire_bytes=wire)
         if status == 202:  # one instance per request: "some stored" means it failed
-            return Outcome(Verdict.REFUSED, reason=_stow_failure(response) or "HTTP 202: instance not stored",
-                           wire_bytes=wire)
+            return Outcome(
+                Verdict.REFUSED, reason=_stow_failure(response) or "HTTP 202: instance not stored", wire_bytes=wire
+            )
         if status in NEVER:
             reason = (_stow_failure(response) if item.kind is Kind.DICOM else None) or _detail(response)
             return Outcome(Verdict.REFUSED, reason=f"HTTP {status}: {reason}", wire_bytes=wire)
         if status in TOKEN_PROBLEM:
-            what = "token rejected (expired or wrong: get a new one)" if status == 401 else \
-                "token not allowed to send for this site"
+            what = (
+                "token rejected (expired or wrong: get a new one)"
+                if status == 401
+                else "token not allowed to send for this site"
+            )
             return Outcome(Verdict.TOKEN, reason=f"HTTP {status}: {what}: {_detail(response)}", wire_bytes=wire)
-        return Outcome(Verdict.RETRY, reason=f"HTTP {status}: {_detail(response)}",
-                       retry_after_s=_retry_after(response), wire_bytes=wire)
+        return Outcome(
+            Verdict.RETRY,
+            reason=f"HTTP {status}: {_detail(response)}",
+            retry_after_s=_retry_after(response),
+            wire_bytes=wire,
+        )
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

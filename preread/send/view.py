@@ -42,13 +42,23 @@ def study_states(queue: SendQueue) -> list[StudyState]:
         refused = [i for i in items if i["state"] == REFUSED]
         queued = [i for i in items if i["state"] == QUEUED]
         if refused:
-            out.append(StudyState(first["label"], first["modality"], uid, "refused", refused[0]["last_error"] or "",
-                                  "bold red", first["queued_at"]))
+            out.append(
+                StudyState(
+                    first["label"],
+                    first["modality"],
+                    uid,
+                    "refused",
+                    refused[0]["last_error"] or "",
+                    "bold red",
+                    first["queued_at"],
+                )
+            )
         elif queued:
             retry = f"; last try: {queued[0]['last_error']}" if queued[0]["last_error"] else ""
             part = f"{len(items) - len(queued)}/{len(items)} sent" if len(items) > 1 else "waiting for the link"
-            out.append(StudyState(first["label"], first["modality"], uid, "queued", part + retry, "",
-                                  first["queued_at"]))
+            out.append(
+                StudyState(first["label"], first["modality"], uid, "queued", part + retry, "", first["queued_at"])
+            )
         else:
             out.append(_result_state(studies.get(uid), first))
     return out
@@ -78,15 +88,23 @@ def render(queue: SendQueue, link: str = "", limit: int = 25) -> Group:
         counts[s.state] = counts.get(s.state, 0) + 1
     total = len(states) or 1
     back = counts.get("AI read", 0) + counts.get("signed", 0) + counts.get("no AI read", 0)
-    summary = Text(f"link: {link or '?'}   " + "   ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-                   + f"   results back: {back}/{len(states)}")
+    summary = Text(
+        f"link: {link or '?'}   "
+        + "   ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        + f"   results back: {back}/{len(states)}"
+    )
     table = Table(show_header=True, header_style="bold", expand=False)
     for column in ("study", "type", "state", "detail", "age"):
         table.add_column(column)
     now = time.time()
     for s in sorted(states, key=lambda s: -s.since)[:limit]:
-        table.add_row(s.label[:32], s.modality, Text(s.state, style=s.style), Text(s.detail[:70], style=s.style),
-                      _age(now - s.since))
+        table.add_row(
+            s.label[:32],
+            s.modality,
+            Text(s.state, style=s.style),
+            Text(s.detail[:70], style=s.style),
+            _age(now - s.since),
+        )
     return Group(summary, ProgressBar(total=total, completed=back, width=60), table)
 
 

@@ -68,8 +68,9 @@ class FolderWatcher:
         if not all(p in stable for p in signals):  # still being copied: next poll
             if time.time() - header.stat().st_mtime > self.orphan_s:
                 missing = ", ".join(p.name for p in signals if not p.exists())
-                self.intake.quarantine(header.read_bytes(), header.name,
-                                       f"WFDB header without its signal file(s): {missing or 'unstable'}")
+                self.intake.quarantine(
+                    header.read_bytes(), header.name, f"WFDB header without its signal file(s): {missing or 'unstable'}"
+                )
                 header.unlink(missing_ok=True)
                 return 1
             return 0

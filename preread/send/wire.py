@@ -44,14 +44,18 @@ def prepare(kind: Kind, data: bytes, compress: bool, server_encodings: frozenset
     if kind is Kind.DICOM:
         payload = compress_dicom(data) if compress else data
         boundary = f"preread-send-{uuid.uuid5(uuid.NAMESPACE_OID, str(len(payload))).hex}"
-        body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload
-                + f"\r\n--{boundary}--\r\n".encode())
+        body = (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + payload
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         return WireBody(body, f'multipart/related; type="application/dicom"; boundary={boundary}', {}, len(data))
     if kind is Kind.ECG_ZIP:
         return WireBody(rezip(data) if compress else data, kind.media_type, {}, len(data))
     if compress and "gzip" in server_encodings:
-        return WireBody(gzip.compress(data, compresslevel=9, mtime=0), kind.media_type,
-                        {"Content-Encoding": "gzip"}, len(data))
+        return WireBody(
+            gzip.compress(data, compresslevel=9, mtime=0), kind.media_type, {"Content-Encoding": "gzip"}, len(data)
+        )
     return WireBody(data, kind.media_type, {}, len(data))
 
 
@@ -136,7 +140,7 @@ class TokenBucket:
     def stream(self, content: bytes, sent: list[int] | None = None) -> Iterator[bytes]:
         """``content`` in chunks, paced by the bucket; ``sent[0]`` counts what went out."""
         for start in range(0, len(content), CHUNK):
-            chunk = content[start:start + CHUNK]
+            chunk = content[start : start + CHUNK]
             self.take(len(chunk))
             if sent is not None:
                 sent[0] += len(chunk)

@@ -45,9 +45,24 @@ from serving.store.objects import StorageUnavailable
 
 log = logging.getLogger("preread.api")
 
-ROUTERS = (health.router, ecg.router, worklist.router, session.router, reading.router, report.router,
-           submissions.router, exports.router, audit.router, fhir.router, dicomweb.router, kserve.router,
-           monitoring.router, i18n.router, docs.router, web.router)
+ROUTERS = (
+    health.router,
+    ecg.router,
+    worklist.router,
+    session.router,
+    reading.router,
+    report.router,
+    submissions.router,
+    exports.router,
+    audit.router,
+    fhir.router,
+    dicomweb.router,
+    kserve.router,
+    monitoring.router,
+    i18n.router,
+    docs.router,
+    web.router,
+)
 
 
 def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
@@ -59,8 +74,14 @@ def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
         yield
 
     # /docs and /redoc come from serving/api/routes/docs.py (assets served here, no CDN)
-    app = FastAPI(title="preread", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="AI pre-read service: ECGs and X-rays in, triaged preliminary reads out.")
+    app = FastAPI(
+        title="preread",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="AI pre-read service: ECGs and X-rays in, triaged preliminary reads out.",
+    )
     app.state.get_services = get_services
     _refuse_rather_than_half_accept(app)
 
@@ -102,9 +123,15 @@ def _record_refusal(svc: Services | None, request: Request, status: int) -> None
         return
     who = getattr(request.state, "principal", None)
     try:
-        record_view(svc.db, "refused", svc.config.audit.view_window_seconds,
-                          user=who.user if who else None, role=who.role if who else None, client=client_of(request),
-                          detail={"path": request.url.path, "method": request.method, "status": status})
+        record_view(
+            svc.db,
+            "refused",
+            svc.config.audit.view_window_seconds,
+            user=who.user if who else None,
+            role=who.role if who else None,
+            client=client_of(request),
+            detail={"path": request.url.path, "method": request.method, "status": status},
+        )
     except Exception as exc:  # the refusal stands; losing its audit row must not turn it into a 500
         log.error("could not audit a refused %s %s: %s", request.method, request.url.path, type(exc).__name__)
 
@@ -119,12 +146,22 @@ def _refuse_rather_than_half_accept(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.error("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return JSONResponse({"detail": {"reason": "database unavailable: nothing was stored or changed; "
-                                                  "try again later", "error": type(exc).__name__}},
-                            status_code=503, headers={"Retry-After": "30"})
+        return JSONResponse(
+            {
+                "detail": {
+                    "reason": "database unavailable: nothing was stored or changed; try again later",
+                    "error": type(exc).__name__,
+                }
+            },
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )
 
     @app.exception_handler(StorageUnavailable)
     async def storage_unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
         log.error("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": {"reason": "storage unavailable: nothing was stored; try again later"}},
-                            status_code=503, headers={"Retry-After": "30"})
+        return JSONResponse(
+            {"detail": {"reason": "storage unavailable: nothing was stored; try again later"}},
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )

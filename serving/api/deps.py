@@ -82,11 +82,18 @@ def client_of(request: Request) -> str:
     return f"{host} via {forwarded.split(',')[0].strip()}"[:64] if forwarded else host
 
 
-def log_action(svc: Services, request: Request, who: Principal | None, action: str,
-               study_uid: str | None = None, **detail: Any) -> None:
-    audit.record(svc.db, action, user=who.user if who else detail.pop("user", None),
-                 role=who.role if who else None, study_uid=study_uid,
-                 detail={"path": request.url.path, "method": request.method, **detail}, client=client_of(request))
+def log_action(
+    svc: Services, request: Request, who: Principal | None, action: str, study_uid: str | None = None, **detail: Any
+) -> None:
+    audit.record(
+        svc.db,
+        action,
+        user=who.user if who else detail.pop("user", None),
+        role=who.role if who else None,
+        study_uid=study_uid,
+        detail={"path": request.url.path, "method": request.method, **detail},
+        client=client_of(request),
+    )
 
 
 def study_for(svc: Services, who: Principal, study_uid: str) -> Study:
@@ -107,9 +114,14 @@ def enforce_rate_limit(svc: Services, site: str, kind: Literal["http", "dicom"] 
     wait = limiter_for(svc, kind).check(site)
     if wait > 0:
         metrics.REJECTED.labels(kind.upper(), "rate_limit").inc()
-        raise HTTPException(429, detail={"field": "site", "reason": f"site {site!r} is over its ingest rate limit; "
-                                                                    f"retry in {math.ceil(wait)} s"},
-                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        raise HTTPException(
+            429,
+            detail={
+                "field": "site",
+                "reason": f"site {site!r} is over its ingest rate limit; retry in {math.ceil(wait)} s",
+            },
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
 
 async def spool_body(request: Request, limit: int, what: str) -> tempfile.SpooledTemporaryFile[bytes]:

@@ -32,8 +32,9 @@ class RequestDecompression:
                 message = {**message, "headers": [*message.get("headers", []), (b"accept-encoding", ADVERTISED)]}
             await send(message)
 
-        coding = next((v.decode("latin-1").strip().lower() for k, v in scope["headers"]
-                       if k == b"content-encoding"), "")
+        coding = next(
+            (v.decode("latin-1").strip().lower() for k, v in scope["headers"] if k == b"content-encoding"), ""
+        )
         if coding in ("", "identity"):
             await self.app(scope, receive, advertise)
             return
@@ -77,6 +78,11 @@ class RequestDecompression:
 
 async def _answer(send: Callable, status: int, reason: str) -> None:
     payload = json.dumps({"detail": {"field": "content-encoding", "reason": reason}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

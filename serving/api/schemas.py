@@ -52,22 +52,22 @@ class WorklistItem(BaseModel):
     waiting_minutes: float
     status: str
     ai_level: TriageLevel | None  # the level the AI read gave
-    level: TriageLevel            # the level shown after aging escalation
-    escalation: str | None        # why the shown level differs, or why a critical is overdue
+    level: TriageLevel  # the level shown after aging escalation
+    escalation: str | None  # why the shown level differs, or why a critical is overdue
     overdue: bool
     score: float | None
     top_findings: list[Finding] = []
     model: str | None = None
-    triage_reasons: list[str] = []        # why the AI read gave its level (e.g. "heart rate over 150 bpm")
-    claimed_by: str | None = None         # who holds a live claim on it (None when free or expired)
+    triage_reasons: list[str] = []  # why the AI read gave its level (e.g. "heart rate over 150 bpm")
+    claimed_by: str | None = None  # who holds a live claim on it (None when free or expired)
     claim_expires_at: datetime | None = None
-    report_status: str = "preliminary"    # preliminary | final | amended
+    report_status: str = "preliminary"  # preliminary | final | amended
 
 
 class Worklist(BaseModel):
     items: list[WorklistItem]
-    count: int                    # items on this page
-    total: int = 0                # items the same filters hold over all pages
+    count: int  # items on this page
+    total: int = 0  # items the same filters hold over all pages
     offset: int = 0
     limit: int = 200
     generated_at: datetime

@@ -8,9 +8,10 @@ pure function of those failure times, so it is tested without a database.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from sqlalchemy import or_, select
 
@@ -69,9 +70,11 @@ def audited_failures(db: Database) -> FailureLookup:
     address), shared by every replica."""
 
     def lookup(account: str, client: str, since: datetime) -> tuple[list[datetime], list[datetime]]:
-        query = (select(AuditEntry.user, AuditEntry.client, AuditEntry.at)
-                 .where(AuditEntry.action == FAILED_LOGIN, AuditEntry.at >= since,
-                        or_(AuditEntry.user == account, AuditEntry.client == client)))
+        query = select(AuditEntry.user, AuditEntry.client, AuditEntry.at).where(
+            AuditEntry.action == FAILED_LOGIN,
+            AuditEntry.at >= since,
+            or_(AuditEntry.user == account, AuditEntry.client == client),
+        )
         with db.session() as session:
             rows = session.execute(query).all()
         by_account = [as_utc(at) for user, _, at in rows if user == account]

@@ -70,9 +70,11 @@ def read_secret(candidates: list[Path]) -> str:
         if Path(path).is_file():
             return Path(path).read_text().strip()
     tried = ", ".join(str(p) for p in dict.fromkeys(candidates))
-    raise SecretMissing(f"no deployment secret found (looked at {tried}). Run this from the service's working "
-                        "directory, pass the running service's config with --config or $PREREAD_CONFIG, or set "
-                        "$PREREAD_SECRET; no new secret is created (the service would refuse its tokens)")
+    raise SecretMissing(
+        f"no deployment secret found (looked at {tried}). Run this from the service's working "
+        "directory, pass the running service's config with --config or $PREREAD_CONFIG, or set "
+        "$PREREAD_SECRET; no new secret is created (the service would refuse its tokens)"
+    )
 
 
 class TokenService:
@@ -89,8 +91,13 @@ class TokenService:
             raise ValueError("a token needs at least one site (or '*')")
         now = datetime.now(UTC)
         claims = {
-            "iss": ISSUER, "sub": user, "role": role, "sites": list(sites),
-            "iat": now, "exp": now + (ttl or self.ttl), "jti": uuid.uuid4().hex,
+            "iss": ISSUER,
+            "sub": user,
+            "role": role,
+            "sites": list(sites),
+            "iat": now,
+            "exp": now + (ttl or self.ttl),
+            "jti": uuid.uuid4().hex,
         }
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
@@ -101,8 +108,9 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         try:
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"], issuer=ISSUER,
-                                options={"require": ["exp", "sub", "iss"]})
+            claims = jwt.decode(
+                token, self._secret, algorithms=["HS256"], issuer=ISSUER, options={"require": ["exp", "sub", "iss"]}
+            )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token expired") from exc
         except jwt.InvalidTokenError as exc:

@@ -34,15 +34,22 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def create_user(db: Database, username: str, password: str, role: str, sites: list[str],
-                display_name: str | None = None) -> User:
+def create_user(
+    db: Database, username: str, password: str, role: str, sites: list[str], display_name: str | None = None
+) -> User:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     if len(password) < 8:
         raise ValueError("a password needs at least 8 characters")
     with db.session() as session:
-        user = User(username=username, password_hash=hash_password(password), role=role,
-                    sites=list(sites), display_name=display_name, active=True)
+        user = User(
+            username=username,
+            password_hash=hash_password(password),
+            role=role,
+            sites=list(sites),
+            display_name=display_name,
+            active=True,
+        )
         session.add(user)
     return user
 
@@ -139,8 +146,13 @@ def ensure_bootstrap_users(db: Database, users, password_file: Path | None = Non
                 continue
             if spec.username in generated:
                 where = _keep_password(password_file, spec.username, password)
-                log.warning("created user %r (role %s, sites %s) with a generated password, in %s — set $%s "
-                            "to choose it", spec.username, spec.role, ",".join(spec.sites), where,
-                            spec.password_env or "PREREAD_<USER>_PASSWORD")
+                log.warning(
+                    "created user %r (role %s, sites %s) with a generated password, in %s — set $%s to choose it",
+                    spec.username,
+                    spec.role,
+                    ",".join(spec.sites),
+                    where,
+                    spec.password_env or "PREREAD_<USER>_PASSWORD",
+                )
         _bootstrapped.add(key)
     return generated

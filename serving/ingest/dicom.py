@@ -21,8 +21,8 @@ from datasets.vocabulary.sop import ECG_SOP_CLASSES
 from serving import logs, metrics
 from serving.config import ServingConfig
 from serving.ingest import validate
-from serving.ingest.validate import IngestLimits
 from serving.ingest.ecg import CROSS_SITE_REASON, EcgWorkflow, SiteError, refuse_cross_site
+from serving.ingest.validate import IngestLimits
 from serving.privacy import mask_id, mask_name
 from serving.store.db import Database, DicomAttributes, NewInstance
 from serving.store.objects import ObjectStore
@@ -39,8 +39,9 @@ class DicomInputError(ValueError):
     """The object is not acceptable. ``reason`` says why (for the DIMSE Error Comment / STOW-RS
     FailureReason); ``status`` is the DIMSE / STOW failure code."""
 
-    def __init__(self, reason: str, status: int = 0xC000, sop_class_uid: str | None = None,
-                 sop_instance_uid: str | None = None):
+    def __init__(
+        self, reason: str, status: int = 0xC000, sop_class_uid: str | None = None, sop_instance_uid: str | None = None
+    ):
         super().__init__(reason)
         self.reason, self.status = reason, status
         self.sop_class_uid, self.sop_instance_uid = sop_class_uid, sop_instance_uid
@@ -95,9 +96,18 @@ def _uid_or_none(value) -> str | None:
 
 
 class DicomIngest:
-    def __init__(self, db: Database, store: ObjectStore, ecg: EcgWorkflow | None, sites: set[str],
-                 mask_names: bool = True, mask_ids: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
-                 queue: WorkQueue | None = None, limits: IngestLimits | None = None):
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        ecg: EcgWorkflow | None,
+        sites: set[str],
+        mask_names: bool = True,
+        mask_ids: bool = True,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        queue: WorkQueue | None = None,
+        limits: IngestLimits | None = None,
+    ):
         self.db, self.store, self.ecg = db, store, ecg
         self.sites = sites
         self.mask_names, self.mask_ids, self.max_bytes = mask_names, mask_ids, max_bytes
@@ -106,16 +116,33 @@ class DicomIngest:
 
     @classmethod
     def from_config(cls, cfg: ServingConfig, db: Database, store: ObjectStore, ecg: EcgWorkflow) -> DicomIngest:
-        return cls(db, store, ecg, cfg.site_ids(), cfg.privacy.mask_patient_names, cfg.privacy.mask_patient_ids,
-                   cfg.dicom.max_instance_bytes, ecg.queue, IngestLimits.from_config(cfg))
+        return cls(
+            db,
+            store,
+            ecg,
+            cfg.site_ids(),
+            cfg.privacy.mask_patient_names,
+            cfg.privacy.mask_patient_ids,
+            cfg.dicom.max_instance_bytes,
+            ecg.queue,
+            IngestLimits.from_config(cfg),
+        )
 
     def validate(self, data: bytes) -> Dataset:
         """The one validator with this deployment's limits (DicomInputError when refused)."""
         return validate_dicom(data, limits=self.limits)
 
-    def accept(self, data: bytes, site: str, source: str, sender: str | None,
-               dataset: Dataset | None = None, role: str = "original", no_ai: bool = False,
-               priority: str | None = None) -> DicomAccepted:
+    def accept(
+        self,
+        data: bytes,
+        site: str,
+        source: str,
+        sender: str | None,
+        dataset: Dataset | None = None,
+        role: str = "original",
+        no_ai: bool = False,
+        priority: str | None = None,
+    ) -> DicomAccepted:
         """Validate, store durably, record. Raises DicomInputError (bad object; nothing stored),
         StorageUnavailable (retry later) or a database error (nothing acknowledged). ``no_ai``: the
         patient declined the automated read; ``priority``: how soon it should be read (a level),
@@ -136,8 +163,9 @@ class DicomIngest:
             if study.site != site:
                 refuse_cross_site(self.db, site, study.site, sender or source, study.study_uid, sop_uid, source)
                 raise DicomInputError(CROSS_SITE_REASON, 0x0110, sop_class, sop_uid)
-            return DicomAccepted(study.study_uid, existing[1].series_uid or series_uid, sop_uid, sop_class,
-                                 site, False, study.status)
+            return DicomAccepted(
+                study.study_uid, existing[1].series_uid or series_uid, sop_uid, sop_class, site, False, study.status
+            )
         owner = study_site(self.db, study_uid)
         if owner is not None and owner != site:
             refuse_cross_site(self.db, site, owner, sender or source, study_uid, sop_uid, source)
@@ -148,8 +176,18 @@ class DicomIngest:
                 record = self.ecg.parse(data, "application/dicom", None, dicom_checked=True)
             except EcgInputError as exc:
                 log.warning("ECG object %s not readable as a 12-lead ECG (%s): stored without AI read", sop_uid, exc)
-                return self._store(data, ds, site, source, sender, role, NO_AI_READ,
-                                   f"ECG not readable by the ECG model: {exc.field}: {exc.reason}", no_ai, priority)
+                return self._store(
+                    data,
+                    ds,
+                    site,
+                    source,
+                    sender,
+                    role,
+                    NO_AI_READ,
+                    f"ECG not readable by the ECG model: {exc.field}: {exc.reason}",
+                    no_ai,
+                    priority,
+                )
             try:
                 accepted = self.ecg.accept(data, record, site, sender=sender or source, no_ai=no_ai)
             except SiteError as exc:
@@ -157,8 +195,16 @@ class DicomIngest:
             study = accepted.study
             if accepted.created:
                 metrics.INGESTED.labels("ECG", source).inc()
-            return DicomAccepted(study.study_uid, series_uid, sop_uid, sop_class, site, accepted.created,
-                                 study.status, record if accepted.created and not study.no_ai else None)
+            return DicomAccepted(
+                study.study_uid,
+                series_uid,
+                sop_uid,
+                sop_class,
+                site,
+                accepted.created,
+                study.status,
+                record if accepted.created and not study.no_ai else None,
+            )
         return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai, priority)
 
     def _patient_key(self, site: str, ds: Dataset, patient_id: str | None, patient_name: str | None) -> str | None:
@@ -166,31 +212,63 @@ class DicomIngest:
         keyer = self.ecg.patient_key if self.ecg is not None else None
         if keyer is None:
             return None
-        return keyer(site=site, patient_id=patient_id, issuer=_text(ds, "IssuerOfPatientID"), name=patient_name,
-                     birth_date=_text(ds, "PatientBirthDate", 8), sex=_text(ds, "PatientSex", 8))
+        return keyer(
+            site=site,
+            patient_id=patient_id,
+            issuer=_text(ds, "IssuerOfPatientID"),
+            name=patient_name,
+            birth_date=_text(ds, "PatientBirthDate", 8),
+            sex=_text(ds, "PatientSex", 8),
+        )
 
-    def _store(self, data: bytes, ds: Dataset, site: str, source: str, sender: str | None, role: str,
-               status: str, error: str | None, no_ai: bool = False, priority: str | None = None) -> DicomAccepted:
+    def _store(
+        self,
+        data: bytes,
+        ds: Dataset,
+        site: str,
+        source: str,
+        sender: str | None,
+        role: str,
+        status: str,
+        error: str | None,
+        no_ai: bool = False,
+        priority: str | None = None,
+    ) -> DicomAccepted:
         stored = self.store.put(data, ".dcm")
         modality = (_text(ds, "Modality", 16) or "OT").upper()
         patient_id, patient_name = _text(ds, "PatientID"), _text(ds, "PatientName", 128)
         logs.redact.remember_patient(patient_name, patient_id)
         description = _text(ds, "StudyDescription", 256) or _text(ds, "SeriesDescription", 256)
         new = NewInstance(
-            sop_instance_uid=str(ds.SOPInstanceUID), study_uid=str(ds.StudyInstanceUID), site=site,
-            modality=modality, content_type="application/dicom", storage_key=stored.key,
-            sha256=stored.sha256, size_bytes=stored.size_bytes, source=source, sender=sender,
-            series_uid=str(ds.SeriesInstanceUID), sop_class_uid=str(ds.SOPClassUID),
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            study_uid=str(ds.StudyInstanceUID),
+            site=site,
+            modality=modality,
+            content_type="application/dicom",
+            storage_key=stored.key,
+            sha256=stored.sha256,
+            size_bytes=stored.size_bytes,
+            source=source,
+            sender=sender,
+            series_uid=str(ds.SeriesInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
             patient_id=(mask_id(patient_id) if self.mask_ids else patient_id) if patient_id else None,
             patient_name=(mask_name(patient_name) if self.mask_names else patient_name) if patient_name else None,
             patient_key=self._patient_key(site, ds, patient_id, patient_name),
-            patient_sex=_text(ds, "PatientSex", 8), patient_age=_text(ds, "PatientAge", 16),
-            description=description, status=status, no_ai=no_ai, priority=priority,
+            patient_sex=_text(ds, "PatientSex", 8),
+            patient_age=_text(ds, "PatientAge", 16),
+            description=description,
+            status=status,
+            no_ai=no_ai,
+            priority=priority,
         )
         attrs = DicomAttributes(
-            modality=modality, body_part=(_text(ds, "BodyPartExamined") or "").upper() or None,
-            view_position=(_text(ds, "ViewPosition", 16) or "").upper() or None, role=role,
-            study_date=_text(ds, "StudyDate", 8), accession_number=_text(ds, "AccessionNumber"),
+            modality=modality,
+            body_part=(_text(ds, "BodyPartExamined") or "").upper() or None,
+            view_position=(_text(ds, "ViewPosition", 16) or "").upper() or None,
+            role=role,
+            study_date=_text(ds, "StudyDate", 8),
+            accession_number=_text(ds, "AccessionNumber"),
         )
         study, _, created = self.db.accept_instance(new, attrs)
         if created and role == "original":
@@ -199,8 +277,9 @@ class DicomIngest:
                 self.queue.arrived(modality)
         if created and error and study.status == NO_AI_READ and not study.ai_error:
             set_no_ai_read(self.db, study.study_uid, error)
-        return DicomAccepted(study.study_uid, new.series_uid, new.sop_instance_uid, new.sop_class_uid, site,
-                             created, study.status)
+        return DicomAccepted(
+            study.study_uid, new.series_uid, new.sop_instance_uid, new.sop_class_uid, site, created, study.status
+        )
 
 
 def encode(ds: Dataset) -> bytes:

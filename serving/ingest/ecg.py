@@ -65,22 +65,38 @@ class SiteError(Exception):
 
 # Said to a site that sends into another site's study: neither whose it is nor that it exists elsewhere
 # beyond "not for you" (the administrator finds the details in the audit trail).
-CROSS_SITE_REASON = ("this Study or SOP Instance UID cannot be used by this site; nothing was stored "
-                     "(send the object with its own UIDs)")
+CROSS_SITE_REASON = (
+    "this Study or SOP Instance UID cannot be used by this site; nothing was stored (send the object with its own UIDs)"
+)
 
 
-def refuse_cross_site(db: Database, site: str, owner: str, sender: str | None, study_uid: str,
-                      sop_uid: str | None, source: str) -> None:
+def refuse_cross_site(
+    db: Database, site: str, owner: str, sender: str | None, study_uid: str, sop_uid: str | None, source: str
+) -> None:
     """Record a site sending into another site's study as a security event (both sites named there)."""
     log.warning("refused %s from site %s into a study of another site (security_cross_site)", source, site)
-    audit.record(db, "security_cross_site", user=sender, study_uid=study_uid,
-                 detail={"site": site, "owner": owner, "sop_instance_uid": sop_uid, "source": source})
+    audit.record(
+        db,
+        "security_cross_site",
+        user=sender,
+        study_uid=study_uid,
+        detail={"site": site, "owner": owner, "sop_instance_uid": sop_uid, "source": source},
+    )
 
 
 class EcgWorkflow:
-    def __init__(self, db: Database, store: ObjectStore, read_fn: EcgReadFn, known_sites: set[str],
-                 mask_names: bool = True, mask_ids: bool = True, queue: WorkQueue | None = None,
-                 limits: IngestLimits | None = None, patient_key: PatientKeyer | None = None):
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        read_fn: EcgReadFn,
+        known_sites: set[str],
+        mask_names: bool = True,
+        mask_ids: bool = True,
+        queue: WorkQueue | None = None,
+        limits: IngestLimits | None = None,
+        patient_key: PatientKeyer | None = None,
+    ):
         self.db, self.store, self.read_fn = db, store, read_fn
         self.patient_key = patient_key  # who the patient is, for priors (None: no priors)
         self.queue = queue or WorkQueue(db)
@@ -88,8 +104,9 @@ class EcgWorkflow:
         self.mask_names, self.mask_ids = mask_names, mask_ids
         self.limits = limits or IngestLimits()
 
-    def parse(self, body: bytes, content_type: str | None, filename: str | None,
-              dicom_checked: bool = False) -> EcgRecord:
+    def parse(
+        self, body: bytes, content_type: str | None, filename: str | None, dicom_checked: bool = False
+    ) -> EcgRecord:
         """Bytes → validated record in standard lead order; EcgInputError names the problem. The one
         ingest validator (serving/ingest/validate.py) checks a DICOM body as it checks STOW-RS and C-STORE
         (``dicom_checked``: already done by the caller) and every record's UIDs, rate, duration and
@@ -133,18 +150,30 @@ class EcgWorkflow:
         stored = self.store.put(body, SUFFIX.get(fmt, ".bin"))
         patient = record.patient
         logs.redact.remember_patient(patient.get("name"), patient.get("id"))
-        study, _, created = self.db.accept_instance(NewInstance(
-            sop_instance_uid=sop_uid, study_uid=study_uid, site=site, modality="ECG",
-            content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"),
-            storage_key=stored.key, sha256=stored.sha256, size_bytes=stored.size_bytes,
-            source="http", sender=sender, series_uid=record.meta.get("series_instance_uid"),
-            sop_class_uid=record.meta.get("sop_class_uid"),
-            patient_id=self._mask(patient.get("id"), mask_id, self.mask_ids),
-            patient_name=self._mask(patient.get("name"), mask_name, self.mask_names),
-            patient_key=self._patient_key(site, patient),
-            patient_sex=_short(patient.get("sex"), 8), patient_age=_short(patient.get("age"), 16),
-            description=f"12-lead ECG ({fmt})", lease_by=self.queue.worker_id, no_ai=no_ai,
-        ))
+        study, _, created = self.db.accept_instance(
+            NewInstance(
+                sop_instance_uid=sop_uid,
+                study_uid=study_uid,
+                site=site,
+                modality="ECG",
+                content_type=CONTENT_TYPES.get(fmt, "application/octet-stream"),
+                storage_key=stored.key,
+                sha256=stored.sha256,
+                size_bytes=stored.size_bytes,
+                source="http",
+                sender=sender,
+                series_uid=record.meta.get("series_instance_uid"),
+                sop_class_uid=record.meta.get("sop_class_uid"),
+                patient_id=self._mask(patient.get("id"), mask_id, self.mask_ids),
+                patient_name=self._mask(patient.get("name"), mask_name, self.mask_names),
+                patient_key=self._patient_key(site, patient),
+                patient_sex=_short(patient.get("sex"), 8),
+                patient_age=_short(patient.get("age"), 16),
+                description=f"12-lead ECG ({fmt})",
+                lease_by=self.queue.worker_id,
+                no_ai=no_ai,
+            )
+        )
         return AcceptedEcg(study, created, record)
 
     async def read(self, study_uid: str, record: EcgRecord, site: str | None = None) -> PreRead | None:
@@ -153,8 +182,14 @@ class EcgWorkflow:
         next automatic attempt: nothing is hidden."""
         self.queue.hold(study_uid)
         try:
-            read = await self.read_fn(EcgInput(np.asarray(record.signals, dtype=np.float32),
-                                               float(record.sampling_rate), site, dict(record.patient)))
+            read = await self.read_fn(
+                EcgInput(
+                    np.asarray(record.signals, dtype=np.float32),
+                    float(record.sampling_rate),
+                    site,
+                    dict(record.patient),
+                )
+            )
             if record.machine is not None:  # the cart's own measurements and statements, shown beside ours
                 read = read.model_copy(update={"machine": record.machine.to_json()})
         except Exception as exc:  # the model replica died or refused: keep the study, say why, retry later
@@ -170,8 +205,9 @@ class EcgWorkflow:
         """The read right after accepting: a new study is leased already; a re-sent one that is still
         waiting (its first worker died) is read here if nobody else holds it."""
         study = accepted.study
-        if not accepted.created and not (study.status == RECEIVED and
-                                         await asyncio.to_thread(self.queue.claim, study.study_uid)):
+        if not accepted.created and not (
+            study.status == RECEIVED and await asyncio.to_thread(self.queue.claim, study.study_uid)
+        ):
             return None
         if study.no_ai:
             return None
@@ -187,17 +223,23 @@ class EcgWorkflow:
             data = await asyncio.to_thread(self.store.get, original.storage_key)
             record = self.parse(data, original.content_type, None)
         except (EcgInputError, OSError) as exc:
-            await asyncio.to_thread(self.queue.record_failure, study.study_uid,
-                                    f"stored original unreadable: {exc}", True)
+            await asyncio.to_thread(
+                self.queue.record_failure, study.study_uid, f"stored original unreadable: {exc}", True
+            )
             return None
         return await self.read(study.study_uid, record, study.site)
 
     def _patient_key(self, site: str, patient: dict[str, Any]) -> str | None:
         if self.patient_key is None:
             return None
-        return self.patient_key(site=site, patient_id=_short(patient.get("id"), 64),
-                                issuer=_short(patient.get("issuer"), 64), name=_short(patient.get("name"), 128),
-                                birth_date=_short(patient.get("birth_date"), 16), sex=_short(patient.get("sex"), 8))
+        return self.patient_key(
+            site=site,
+            patient_id=_short(patient.get("id"), 64),
+            issuer=_short(patient.get("issuer"), 64),
+            name=_short(patient.get("name"), 128),
+            birth_date=_short(patient.get("birth_date"), 16),
+            sex=_short(patient.get("sex"), 8),
+        )
 
     @staticmethod
     def _mask(value: Any, fn: Callable[[str], str], enabled: bool) -> str | None:
@@ -208,4 +250,3 @@ class EcgWorkflow:
 
 def _short(value: Any, n: int) -> str | None:
     return None if value in (None, "") else str(value)[:n]
-

@@ -58,9 +58,19 @@ from serving.tls import certificate_matches_ae, certificate_names, dicom_server_
 log = logging.getLogger("preread.dicom.scp")
 
 TRANSFER_SYNTAXES = [
-    ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
-    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
-    JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless,
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
 ]
 
 OnEcg = Callable[[str], None]  # (study_uid) → read the ECG this worker leased at arrival
@@ -90,10 +100,19 @@ class StorageScp:
     association (A-ASSOCIATE-RJ, reason 3: calling AE title not recognised), and so is a called AE title
     other than ours when ``check_called_ae`` (reason 7: called AE title not recognised)."""
 
-    def __init__(self, ingest: DicomIngest, ae_title: str, host: str, port: int,
-                 ae_sites: dict[str, str], on_ecg: OnEcg | None = None,
-                 limiter: SiteRateLimiter | None = None, tls: Any = None, plain: bool = True,
-                 check_called_ae: bool = True):
+    def __init__(
+        self,
+        ingest: DicomIngest,
+        ae_title: str,
+        host: str,
+        port: int,
+        ae_sites: dict[str, str],
+        on_ecg: OnEcg | None = None,
+        limiter: SiteRateLimiter | None = None,
+        tls: Any = None,
+        plain: bool = True,
+        check_called_ae: bool = True,
+    ):
         self.ingest, self.ae_title, self.host, self.port = ingest, ae_title, host, port
         self.check_called_ae = check_called_ae
         self.ae_sites = {ae.strip(): site for ae, site in ae_sites.items()}
@@ -107,8 +126,18 @@ class StorageScp:
         ae_sites = {ae: site.id for site in cfg.sites for ae in site.ae_titles}
         tls = cfg.tls.dicom
         kwargs.setdefault("limiter", SiteRateLimiter(cfg.rate_limits, "dicom"))
-        return cls(ingest, cfg.dicom.ae_title, cfg.dicom.host, cfg.dicom.port, ae_sites, on_ecg,
-                   tls=tls, plain=tls is None or tls.plain_too, check_called_ae=cfg.dicom.check_called_ae, **kwargs)
+        return cls(
+            ingest,
+            cfg.dicom.ae_title,
+            cfg.dicom.host,
+            cfg.dicom.port,
+            ae_sites,
+            on_ecg,
+            tls=tls,
+            plain=tls is None or tls.plain_too,
+            check_called_ae=cfg.dicom.check_called_ae,
+            **kwargs,
+        )
 
     def _ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
@@ -128,8 +157,9 @@ class StorageScp:
         if ssl_context is not None:
             handlers.append((evt.EVT_REQUESTED, self.check_certificate))
         ae = self._ae()
-        server = ae.make_server((self.host, port), evt_handlers=handlers, ssl_context=ssl_context,
-                                server_class=_SharedPortServer)
+        server = ae.make_server(
+            (self.host, port), evt_handlers=handlers, ssl_context=ssl_context, server_class=_SharedPortServer
+        )
         ae._servers.append(server)  # as AE.start_server does: the server's shutdown() removes it there
         stamp = datetime.now().strftime("%Y%m%d%H%M%S")
         threading.Thread(target=server.serve_forever, name=f"preread-scp-{port}@{stamp}", daemon=True).start()
@@ -142,12 +172,22 @@ class StorageScp:
             try:
                 if self.plain:
                     self._servers.append(self._serve(self.port))
-                    log.info("DICOM SCP %s listening on %s:%d (sites by calling AE: %s)", self.ae_title, self.host,
-                             self.port, self.ae_sites)
+                    log.info(
+                        "DICOM SCP %s listening on %s:%d (sites by calling AE: %s)",
+                        self.ae_title,
+                        self.host,
+                        self.port,
+                        self.ae_sites,
+                    )
                 if self.tls is not None:
                     self._servers.append(self._serve(self.tls.port, dicom_server_context(self.tls)))
-                    log.info("DICOM TLS SCP %s listening on %s:%d (client certificates %s)", self.ae_title,
-                             self.host, self.tls.port, "required" if self.tls.require_client_cert else "optional")
+                    log.info(
+                        "DICOM TLS SCP %s listening on %s:%d (client certificates %s)",
+                        self.ae_title,
+                        self.host,
+                        self.tls.port,
+                        "required" if self.tls.require_client_cert else "optional",
+                    )
             except Exception:
                 self._shutdown()
                 raise
@@ -178,8 +218,11 @@ class StorageScp:
                 return
             if certificate_matches_ae(peer, calling, self.tls.certificate_names):
                 return
-            log.warning("TLS association from calling AE %s rejected: its certificate names %s, not that AE title",
-                        calling, sorted(certificate_names(peer)))
+            log.warning(
+                "TLS association from calling AE %s rejected: its certificate names %s, not that AE title",
+                calling,
+                sorted(certificate_names(peer)),
+            )
         except Exception:  # pynetdicom would log and go on: fail closed instead
             log.exception("TLS association rejected: could not check the client certificate")
         assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
@@ -220,4 +263,3 @@ class StorageScp:
             except Exception:  # the lease lapses and the dispatcher's sweep reads it; the object is safe
                 log.exception("could not schedule the ECG read of %s", accepted.study_uid)
         return 0x0000
-

@@ -11,8 +11,9 @@ the largest thing held in memory is one window, and later one part while it is v
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass
-from typing import AsyncIterable, BinaryIO, Iterator
+from typing import BinaryIO
 
 WINDOW = 1024 * 1024  # bytes read at a time when scanning a spooled body
 
@@ -45,8 +46,8 @@ async def spool(chunks: AsyncIterable[bytes], limit: int, in_memory: int) -> tem
 
 @dataclass
 class Part:
-    headers: dict[str, str]   # lower-case names
-    body: BinaryIO            # a spooled file positioned at 0; the caller closes it
+    headers: dict[str, str]  # lower-case names
+    body: BinaryIO  # a spooled file positioned at 0; the caller closes it
     size: int
 
     def read(self) -> bytes:
@@ -63,8 +64,14 @@ def _headers(raw: bytes) -> dict[str, str]:
     return headers
 
 
-def iter_parts(body: BinaryIO, boundary: str, in_memory: int, max_part: int | None = None,
-               max_header: int = 16 * 1024, window: int = WINDOW) -> Iterator[Part]:
+def iter_parts(
+    body: BinaryIO,
+    boundary: str,
+    in_memory: int,
+    max_part: int | None = None,
+    max_header: int = 16 * 1024,
+    window: int = WINDOW,
+) -> Iterator[Part]:
     """The parts of a multipart/related body read from ``body`` (a file), one at a time. Raises
     MalformedMultipart (no boundary, no closing boundary, a part without a header separator or with
     headers longer than ``max_header``) and BodyTooLarge (a part over ``max_part``)."""
@@ -108,7 +115,7 @@ def _find_first(body: BinaryIO, delimiter: bytes, window: int) -> int:
         at = data.find(delimiter)
         if at >= 0:
             return offset - len(carry) + at
-        carry = data[-(len(delimiter) - 1):] if len(delimiter) > 1 else b""
+        carry = data[-(len(delimiter) - 1) :] if len(delimiter) > 1 else b""
         offset += len(block)
 
 
@@ -141,7 +148,7 @@ class _Scanner:
         while (at := self.buffer.find(marker)) < 0:
             if len(self.buffer) > limit or not self._fill():
                 return None
-        out, self.buffer = self.buffer[:at], self.buffer[at + len(marker):]
+        out, self.buffer = self.buffer[:at], self.buffer[at + len(marker) :]
         return out
 
     def copy_until_delimiter(self, out: BinaryIO, limit: int | None) -> int:
@@ -153,7 +160,7 @@ class _Scanner:
                 if limit is not None and size > limit:
                     raise BodyTooLarge(f"a part exceeds the limit of {limit} bytes")
                 out.write(self.buffer[:at])
-                self.buffer = self.buffer[at + len(self.delimiter):]
+                self.buffer = self.buffer[at + len(self.delimiter) :]
                 return size
             if len(self.buffer) > keep:  # all but a possible delimiter start is content
                 size += len(self.buffer) - keep

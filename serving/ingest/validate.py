@@ -21,8 +21,9 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
@@ -41,8 +42,20 @@ REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesIns
 
 # Maximum characters per value (PS3.5 table 6.2-1). PN: 64 per component group, three groups.
 VR_MAX_CHARS: dict[str, int] = {
-    "AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "LT": 10240,
-    "PN": 3 * 64 + 2, "SH": 16, "ST": 1024, "TM": 16, "UI": MAX_UID_LENGTH,
+    "AE": 16,
+    "AS": 4,
+    "CS": 16,
+    "DA": 8,
+    "DS": 16,
+    "DT": 26,
+    "IS": 12,
+    "LO": 64,
+    "LT": 10240,
+    "PN": 3 * 64 + 2,
+    "SH": 16,
+    "ST": 1024,
+    "TM": 16,
+    "UI": MAX_UID_LENGTH,
 }
 GROSS_FACTOR = 4  # beyond this many times the VR's maximum a value is refused, not truncated
 # Free-form ECG upload fields (JSON / WFDB) take the VR of the DICOM attribute they become.
@@ -50,9 +63,14 @@ PATIENT_FIELD_VR = {"name": "PN", "id": "LO", "sex": "CS", "age": "AS"}  # other
 ECG_META_UIDS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid")
 
 # Waveforms are never encapsulated: these are the syntaxes a 12-lead ECG object may come in.
-WAVEFORM_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-})
+WAVEFORM_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.2",
+    }
+)
 VALID_BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
 
 # DIMSE statuses that tell the sender not to resend (PS3.4 B.2.3): 0xA900 "Data Set does not match
@@ -82,9 +100,12 @@ class IngestLimits:
     max_ecg_seconds: float = 60.0
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "IngestLimits":
-        return cls(max_object_bytes=cfg.dicom.max_instance_bytes, max_decoded_bytes=cfg.limits.max_decoded_bytes,
-                   max_ecg_seconds=cfg.limits.max_ecg_seconds)
+    def from_config(cls, cfg: Any) -> IngestLimits:
+        return cls(
+            max_object_bytes=cfg.dicom.max_instance_bytes,
+            max_decoded_bytes=cfg.limits.max_decoded_bytes,
+            max_ecg_seconds=cfg.limits.max_ecg_seconds,
+        )
 
 
 @dataclass
@@ -97,6 +118,7 @@ class Checked:
 
 # --- single values ---------------------------------------------------------------------------------
 
+
 def check_uid(value: Any, name: str) -> str:
     """``value`` as a UID string, or IngestRefused naming the attribute (the value is never echoed
     whole: it may be 5,000 characters or markup)."""
@@ -106,8 +128,11 @@ def check_uid(value: Any, name: str) -> str:
     if len(text) > MAX_UID_LENGTH:
         raise IngestRefused(name, f"is {len(text)} characters long; a UID has at most {MAX_UID_LENGTH}")
     if not _UID.match(text):
-        raise IngestRefused(name, "is not a valid UID (digits and dots only, no leading zeros, "
-                                  f"at most {MAX_UID_LENGTH} characters): {_preview(text)}")
+        raise IngestRefused(
+            name,
+            "is not a valid UID (digits and dots only, no leading zeros, "
+            f"at most {MAX_UID_LENGTH} characters): {_preview(text)}",
+        )
     return text
 
 
@@ -122,8 +147,7 @@ def check_text(value: Any, vr: str, name: str) -> str | None:
     if longest <= limit:
         return None
     if longest > GROSS_FACTOR * limit:
-        raise IngestRefused(name, f"is {longest:,} characters long; {vr} allows at most {limit}",
-                            STATUS_DOES_NOT_MATCH)
+        raise IngestRefused(name, f"is {longest:,} characters long; {vr} allows at most {limit}", STATUS_DOES_NOT_MATCH)
     return f"{name} is {longest} characters long ({vr} allows {limit}): truncated where stored"
 
 
@@ -133,6 +157,7 @@ def _preview(text: str, n: int = 24) -> str:
 
 
 # --- DICOM -----------------------------------------------------------------------------------------
+
 
 def parse_dicom(data: bytes, limits: IngestLimits) -> Dataset:
     """Bytes (a DICOM Part 10 file) → a fully parsed Dataset, or IngestRefused saying why not."""
@@ -150,8 +175,9 @@ def parse_dicom(data: bytes, limits: IngestLimits) -> Dataset:
     for tag, elem in list(ds._dict.items()):
         length, value = getattr(elem, "length", None), getattr(elem, "value", None)
         if isinstance(value, (bytes, bytearray)) and length not in (None, 0xFFFFFFFF) and len(value) < length:
-            raise IngestRefused(str(pydicom.tag.Tag(tag)), f"truncated: declares {length} bytes, "
-                                                          f"only {len(value)} present")
+            raise IngestRefused(
+                str(pydicom.tag.Tag(tag)), f"truncated: declares {length} bytes, only {len(value)} present"
+            )
     try:
         for elem in ds.iterall():  # converts every raw element: malformed values raise here
             _ = elem.value
@@ -196,8 +222,11 @@ def _check_transfer_syntax(ds: Dataset) -> None:
     if not syntax.is_transfer_syntax:
         raise IngestRefused("TransferSyntaxUID", f"{_preview(str(syntax), 64)} is not a known transfer syntax")
     if str(ds.get("SOPClassUID", "")) in ECG_SOP_CLASSES and str(syntax) not in WAVEFORM_SYNTAXES:
-        raise IngestRefused("TransferSyntaxUID", f"an ECG waveform cannot be sent in {syntax.name or syntax}; "
-                                                 "use Explicit or Implicit VR Little Endian", STATUS_DOES_NOT_MATCH)
+        raise IngestRefused(
+            "TransferSyntaxUID",
+            f"an ECG waveform cannot be sent in {syntax.name or syntax}; use Explicit or Implicit VR Little Endian",
+            STATUS_DOES_NOT_MATCH,
+        )
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
@@ -205,8 +234,7 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
     try:
         return int(value)
     except (TypeError, ValueError) as exc:
-        raise IngestRefused(keyword, f"missing or not a number: {_preview(str(value))}",
-                            STATUS_DOES_NOT_MATCH) from exc
+        raise IngestRefused(keyword, f"missing or not a number: {_preview(str(value))}", STATUS_DOES_NOT_MATCH) from exc
 
 
 def _check_image(ds: Dataset, limits: IngestLimits) -> None:
@@ -229,8 +257,12 @@ def _check_image(ds: Dataset, limits: IngestLimits) -> None:
         raise IngestRefused("SamplesPerPixel/NumberOfFrames", f"{samples} samples, {frames} frames", fail)
     decoded = (rows * cols * samples * frames * bits + 7) // 8
     if decoded > limits.max_decoded_bytes:
-        raise IngestRefused("PixelData", f"{rows}x{cols}x{samples}x{frames} at {bits} bits would decode to "
-                                         f"{decoded:,} bytes; the limit is {limits.max_decoded_bytes:,}", fail)
+        raise IngestRefused(
+            "PixelData",
+            f"{rows}x{cols}x{samples}x{frames} at {bits} bits would decode to "
+            f"{decoded:,} bytes; the limit is {limits.max_decoded_bytes:,}",
+            fail,
+        )
     _check_pixel_length(ds, rows, cols, samples, frames, bits)
 
 
@@ -249,11 +281,15 @@ def _check_pixel_length(ds: Dataset, rows: int, cols: int, samples: int, frames:
     if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
         expected = expected * 2 // 3
     if len(pixel_data) < expected:
-        raise IngestRefused("PixelData", f"truncated: {len(pixel_data)} bytes, {rows}x{cols}x{samples}x{frames} "
-                                         f"at {bits} bits needs {expected}", STATUS_DOES_NOT_MATCH)
+        raise IngestRefused(
+            "PixelData",
+            f"truncated: {len(pixel_data)} bytes, {rows}x{cols}x{samples}x{frames} at {bits} bits needs {expected}",
+            STATUS_DOES_NOT_MATCH,
+        )
 
 
 # --- ECG records (every format) --------------------------------------------------------------------
+
 
 def check_ecg_record(record: EcgRecord, limits: IngestLimits | None = None) -> list[str]:
     """The checks every ECG record passes whatever it came as (DICOM waveform, WFDB zip, JSON):
@@ -272,8 +308,11 @@ def check_ecg_record(record: EcgRecord, limits: IngestLimits | None = None) -> l
     samples = int(getattr(record.signals, "shape", (0, 0))[-1]) if getattr(record.signals, "ndim", 0) else 0
     seconds = samples / rate
     if seconds > limits.max_ecg_seconds:
-        raise IngestRefused("duration", f"{seconds:.0f} s; a resting ECG is at most {limits.max_ecg_seconds:g} s "
-                                        "(send a Holter or stress recording another way)")
+        raise IngestRefused(
+            "duration",
+            f"{seconds:.0f} s; a resting ECG is at most {limits.max_ecg_seconds:g} s "
+            "(send a Holter or stress recording another way)",
+        )
     warnings = []
     for key, value in (record.patient or {}).items():
         if len(str(key)) > 64:

@@ -55,6 +55,10 @@ InferFn = Callable[[np.ndarray, str], Awaitable[tuple[np.ndarray, dict[str, Any]
 def raw_model(cfg: ServingConfig, task: str, infer: InferFn) -> RawModel:
     """KServe v2 view of a served network, described from its registry card."""
     registered = cfg.registry.open().resolve(cfg.models[task].ref)  # the card only: no model download
-    identity = {"version": registered.version, "architecture": registered.card.architecture,
-                "backend": cfg.models[task].backend, "demo": registered.card.demo}
+    identity = {
+        "version": registered.version,
+        "architecture": registered.card.architecture,
+        "backend": cfg.models[task].backend,
+        "demo": registered.card.demo,
+    }
     return RawModel(raw_metadata(task, identity, registered.card), infer)

@@ -67,8 +67,12 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.queue.on_arrival(self.wake)
-        log.info("dispatcher running (stable after %.1f s, up to %d studies at once, models %s)",
-                 self.cfg.dicom.study_stable_seconds, self.cfg.dicom.max_in_flight, sorted(self.readers))
+        log.info(
+            "dispatcher running (stable after %.1f s, up to %d studies at once, models %s)",
+            self.cfg.dicom.study_stable_seconds,
+            self.cfg.dicom.max_in_flight,
+            sorted(self.readers),
+        )
         in_flight: set[asyncio.Task] = set()
         try:
             while not self._stopped:
@@ -130,8 +134,10 @@ class Dispatcher:
         def done(task: asyncio.Task) -> None:
             in_flight.discard(task)
             if not task.cancelled() and task.exception() is not None:  # process() records its own failures
-                log.error("reading study %s failed outside its own error handling", study_uid,
-                          exc_info=task.exception())
+                log.error(
+                    "reading study %s failed outside its own error handling", study_uid, exc_info=task.exception()
+                )
+
         return done
 
     async def _wait(self, in_flight: set[asyncio.Task]) -> None:
@@ -139,8 +145,9 @@ class Dispatcher:
         assert self._wake is not None
         wake = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({wake, *in_flight}, timeout=self.cfg.dicom.poll_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {wake, *in_flight}, timeout=self.cfg.dicom.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             try:
                 wake.cancel()
@@ -200,8 +207,9 @@ class Dispatcher:
             return "no_ai_read"
         read_fn = self.readers.get(route.model)
         if read_fn is None:
-            await asyncio.to_thread(set_no_ai_read, db, study_uid,
-                                    f"{route.reason}, but model {route.model!r} is not served here")
+            await asyncio.to_thread(
+                set_no_ai_read, db, study_uid, f"{route.reason}, but model {route.model!r} is not served here"
+            )
             return "no_ai_read"
         instance = route.instance
         data = await asyncio.to_thread(self.svc.store.get, instance.storage_key)
@@ -213,10 +221,12 @@ class Dispatcher:
             read = await read_fn(record)
         if read.cam_maps:  # a replica that left the heatmap pictures to us (we hold the image)
             await asyncio.to_thread(render_deferred_heatmaps, read, record)
-        results = await asyncio.to_thread(store_results, db, self.svc.store, study, ds, read,
-                                            self.cfg.locale)
-        read.source = {"sop_instance_uid": instance.sop_instance_uid, "series_uid": instance.series_uid,
-                       "rule": route.rule.name}
+        results = await asyncio.to_thread(store_results, db, self.svc.store, study, ds, read, self.cfg.locale)
+        read.source = {
+            "sop_instance_uid": instance.sop_instance_uid,
+            "series_uid": instance.series_uid,
+            "rule": route.rule.name,
+        }
         read.results = results
         if not await asyncio.to_thread(self.queue.record_pre_read, study_uid, read):
             return "skipped"  # another worker recorded this study's read first
@@ -225,4 +235,3 @@ class Dispatcher:
         if self.cfg.dicom.results_destination is not None:
             await asyncio.to_thread(forward_results, self.cfg, db, self.svc.store, study_uid, results)
         return "ai_read"
-

@@ -25,8 +25,17 @@ from serving.store.priors import find_prior
 
 log = logging.getLogger("preread.priors")
 
-ECG_DELTAS = ("heart_rate_bpm", "pr_interval_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms",
-              "qtc_fridericia_ms", "p_axis_deg", "qrs_axis_deg", "t_axis_deg")
+ECG_DELTAS = (
+    "heart_rate_bpm",
+    "pr_interval_ms",
+    "qrs_duration_ms",
+    "qt_interval_ms",
+    "qtc_bazett_ms",
+    "qtc_fridericia_ms",
+    "p_axis_deg",
+    "qrs_axis_deg",
+    "t_axis_deg",
+)
 AXES = {"p_axis_deg", "qrs_axis_deg", "t_axis_deg"}
 
 
@@ -58,20 +67,26 @@ def _codes(read: PreRead) -> list[str]:
     return [finding.code for finding in read.positive_findings()]
 
 
-def compare(current: PreRead, prior: PreRead, prior_uid: str, prior_date: str | None,
-            locale: str | None = None) -> PriorComparison:
+def compare(
+    current: PreRead, prior: PreRead, prior_uid: str, prior_date: str | None, locale: str | None = None
+) -> PriorComparison:
     """The comparison of ``current`` with ``prior`` (same patient, same kind, earlier)."""
     deltas: dict[str, float | None] = {}
     if current.modality == "ECG":
-        deltas = {key: _delta(key, current.measurements.get(key), prior.measurements.get(key)) for key in ECG_DELTAS
-                  if key in current.measurements or key in prior.measurements}
+        deltas = {
+            key: _delta(key, current.measurements.get(key), prior.measurements.get(key))
+            for key in ECG_DELTAS
+            if key in current.measurements or key in prior.measurements
+        }
     now, before = _codes(current), _codes(prior)
     new = [code for code in now if code not in before]
     resolved = [code for code in before if code not in now]
-    text = comparison_text(locale, current.modality, prior_date, new, resolved,
-                           names={**_names(prior), **_names(current)})
-    return PriorComparison(study_uid=prior_uid, date=prior_date, deltas=deltas, new_statements=new,
-                           resolved_statements=resolved, text=text)
+    text = comparison_text(
+        locale, current.modality, prior_date, new, resolved, names={**_names(prior), **_names(current)}
+    )
+    return PriorComparison(
+        study_uid=prior_uid, date=prior_date, deltas=deltas, new_statements=new, resolved_statements=resolved, text=text
+    )
 
 
 def _names(read: PreRead) -> dict[str, str]:
@@ -81,8 +96,14 @@ def _names(read: PreRead) -> dict[str, str]:
     return {finding.code: finding.name for finding in read.findings}
 
 
-def comparison_text(locale: str | None, modality: str, date: str | None, new: list[str], resolved: list[str],
-                    names: dict[str, str] | None = None) -> str:
+def comparison_text(
+    locale: str | None,
+    modality: str,
+    date: str | None,
+    new: list[str],
+    resolved: list[str],
+    names: dict[str, str] | None = None,
+) -> str:
     """与 2026-11-02 心电图比较：新出现心房颤动；窦性心动过缓已消失 (in the locale)."""
     names = names or {}
     kind = kind_of(modality)
@@ -100,8 +121,9 @@ def comparison_text(locale: str | None, modality: str, date: str | None, new: li
         clauses.append(i18n.translate(locale, "report", "prior.resolved", items=join(name(c) for c in resolved)))
     if not clauses:
         clauses.append(i18n.translate(locale, "report", "prior.unchanged"))
-    prefix = i18n.translate(locale, "report", "prior.prefix", date=date or "?",
-                            kind=i18n.translate(locale, "report", f"kind.{kind}"))
+    prefix = i18n.translate(
+        locale, "report", "prior.prefix", date=date or "?", kind=i18n.translate(locale, "report", f"kind.{kind}")
+    )
     return prefix + i18n.translate(locale, "report", "prior.clause_separator").join(clauses)
 
 

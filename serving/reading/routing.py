@@ -46,7 +46,7 @@ class RoutingConfig(BaseModel):
 @dataclass
 class Route:
     rule: RoutingRule | None
-    instance: Any | None            # the instance (a store.schema.Instance) the model reads
+    instance: Any | None  # the instance (a store.schema.Instance) the model reads
     reason: str = ""
     considered: list[str] = field(default_factory=list)
 
@@ -56,8 +56,12 @@ class Route:
 
 
 def instance_attrs(instance: Any) -> dict[str, str | None]:
-    return {"modality": instance.modality, "body_part": instance.body_part,
-            "view_position": instance.view_position, "sop_class": instance.sop_class_uid}
+    return {
+        "modality": instance.modality,
+        "body_part": instance.body_part,
+        "view_position": instance.view_position,
+        "sop_class": instance.sop_class_uid,
+    }
 
 
 class Router:
@@ -77,6 +81,7 @@ class Router:
             for instance in originals:
                 if rule.matches(instance_attrs(instance)):
                     return Route(rule, instance, f"rule {rule.name} → model {rule.model}")
-        seen = sorted({" / ".join(str(v or "-") for v in (i.modality, i.body_part, i.view_position))
-                       for i in originals})
+        seen = sorted(
+            {" / ".join(str(v or "-") for v in (i.modality, i.body_part, i.view_position)) for i in originals}
+        )
         return Route(None, None, "no routing rule matches this study's objects: " + (", ".join(seen) or "none"), seen)

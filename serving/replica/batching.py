@@ -39,14 +39,19 @@ class Batched(Generic[Payload]):
 
     value: Any
     priority: str
-    queue_ms: float     # submitted → its batch started
-    compute_ms: float   # the batch's handler time
-    batch_size: int     # items in that batch (sum of sizes)
+    queue_ms: float  # submitted → its batch started
+    compute_ms: float  # the batch's handler time
+    batch_size: int  # items in that batch (sum of sizes)
     batch_requests: int  # submissions in that batch
 
     def timing(self) -> dict[str, Any]:
-        return {"queue_ms": round(self.queue_ms, 3), "compute_ms": round(self.compute_ms, 3),
-                "batch_size": self.batch_size, "batch_requests": self.batch_requests, "priority": self.priority}
+        return {
+            "queue_ms": round(self.queue_ms, 3),
+            "compute_ms": round(self.compute_ms, 3),
+            "batch_size": self.batch_size,
+            "batch_requests": self.batch_requests,
+            "priority": self.priority,
+        }
 
 
 @dataclass(order=True)
@@ -68,8 +73,14 @@ class PriorityBatcher:
     """Gathers ``submit``-ted payloads into lists for ``handler`` (async; returns one result per
     payload, in order), critical first. Create it anywhere; it starts on first use in a loop."""
 
-    def __init__(self, handler: BatchHandler, max_batch_size: int = 32, wait_timeout_s: float = 0.01,
-                 aging_s: float = 5.0, name: str = "model"):
+    def __init__(
+        self,
+        handler: BatchHandler,
+        max_batch_size: int = 32,
+        wait_timeout_s: float = 0.01,
+        aging_s: float = 5.0,
+        name: str = "model",
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if wait_timeout_s < 0:
@@ -85,8 +96,9 @@ class PriorityBatcher:
         self._worker: asyncio.Task | None = None
 
     # --- public ---------------------------------------------------------------------------------
-    def configure(self, max_batch_size: int | None = None, wait_timeout_s: float | None = None,
-                  aging_s: float | None = None) -> None:
+    def configure(
+        self, max_batch_size: int | None = None, wait_timeout_s: float | None = None, aging_s: float | None = None
+    ) -> None:
         """Change the knobs (a model deployment's ``user_config``: serving/replica/deployment.py
         ``reconfigure``); applies from the next batch."""
         if max_batch_size is not None:
@@ -182,5 +194,8 @@ class PriorityBatcher:
         size = sum(w.size for w in batch)
         for waiting, value in zip(batch, results):
             if not waiting.future.done():
-                waiting.future.set_result(Batched(value, LEVELS[waiting.rank], (started - waiting.enqueued) * 1000.0,
-                                                  compute_ms, size, len(batch)))
+                waiting.future.set_result(
+                    Batched(
+                        value, LEVELS[waiting.rank], (started - waiting.enqueued) * 1000.0, compute_ms, size, len(batch)
+                    )
+                )

@@ -82,13 +82,27 @@ class _ModelDeployment:
         memory.return_large_blocks()  # batches of signals and images go back to the system when freed
         model = cfg.models[self.task]
         registry = cfg.registry.open()
-        self.reader = ReloadingReader(registry, model.ref, lambda: reader_class.from_registry(
-            registry, model.ref, cfg.triage_path(self.task), backend=model.backend,
-            **self.reader_options, **model.backend_options(),
-        ), interval_s=model.reload_interval_s)
+        self.reader = ReloadingReader(
+            registry,
+            model.ref,
+            lambda: reader_class.from_registry(
+                registry,
+                model.ref,
+                cfg.triage_path(self.task),
+                backend=model.backend,
+                **self.reader_options,
+                **model.backend_options(),
+            ),
+            interval_s=model.reload_interval_s,
+        )
         batching = getattr(cfg.deployments, self.task)
-        self.batcher = PriorityBatcher(self._run_batch, batching.max_batch_size, batching.batch_wait_timeout_s,
-                                       batching.priority_aging_s, name=self.task)
+        self.batcher = PriorityBatcher(
+            self._run_batch,
+            batching.max_batch_size,
+            batching.batch_wait_timeout_s,
+            batching.priority_aging_s,
+            name=self.task,
+        )
         self.replica_metrics = metrics.ReplicaMetrics(self.task)
         self._auth_config = cfg  # the raw-access check opens the database on first use
         self._auth: RawAccessAuth | None = None
@@ -98,9 +112,11 @@ class _ModelDeployment:
         """Ray Serve's ``user_config`` (serving/app.py sets it from configs/serving.yaml): the batching
         knobs, changed in place — a `serve deploy` with new values reaches running replicas
         without restarting them (or reloading the model)."""
-        self.batcher.configure(max_batch_size=user_config.get("max_batch_size"),
-                               wait_timeout_s=user_config.get("batch_wait_timeout_s"),
-                               aging_s=user_config.get("priority_aging_s"))
+        self.batcher.configure(
+            max_batch_size=user_config.get("max_batch_size"),
+            wait_timeout_s=user_config.get("batch_wait_timeout_s"),
+            aging_s=user_config.get("priority_aging_s"),
+        )
 
     # --- called through handles (the ingress) -----------------------------------------------------
     async def read(self, item: Any, priority: str = "routine") -> PreRead:
@@ -132,10 +148,13 @@ class _ModelDeployment:
         """Where this replica runs: node, replica id, the GPU ids Ray gave it and the device the
         backend uses (operators: which replicas share which GPU)."""
         context = ray.get_runtime_context()
-        return {"replica": serve.get_replica_context().replica_id.unique_id, "node_id": context.get_node_id(),
-                "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])],
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "device": str(self.reader.backend.device)}
+        return {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "node_id": context.get_node_id(),
+            "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device": str(self.reader.backend.device),
+        }
 
     def metadata(self) -> dict[str, Any]:
         """KServe v2 metadata of the version served now."""
@@ -164,7 +183,7 @@ class _ModelDeployment:
             probabilities = self.reader.backend.predict(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
             start = 0
             for i, array in zip(tensors, arrays):
-                results[i] = probabilities[start: start + len(array)]
+                results[i] = probabilities[start : start + len(array)]
                 start += len(array)
         return results
 
@@ -174,15 +193,18 @@ class _ModelDeployment:
             version, action = route_model_request(request.url.path, model_route_prefix(self.task))
             if self._auth is None:
                 cfg = self._auth_config
-                self._auth = RawAccessAuth(TokenService(load_secret(cfg.auth.secret_file), cfg.auth.token_ttl_hours),
-                                           Database(cfg.database.url))
+                self._auth = RawAccessAuth(
+                    TokenService(load_secret(cfg.auth.secret_file), cfg.auth.token_ttl_hours),
+                    Database(cfg.database.url),
+                )
             self._auth(request.headers.get("authorization"))
             metadata = self.metadata()
             if action == "infer":
                 if request.method != "POST":
                     raise V2Error(405, "infer takes POST")
-                body, headers = await run_infer(metadata, self.infer, await request.body(),
-                                                request.headers.get(HEADER_LENGTH), version)
+                body, headers = await run_infer(
+                    metadata, self.infer, await request.body(), request.headers.get(HEADER_LENGTH), version
+                )
                 return Response(body, headers=headers)
             if request.method != "GET":
                 raise V2Error(405, f"{action or 'metadata'} takes GET")
@@ -219,5 +241,3 @@ class CxrModelDeployment(_ModelDeployment):
 
 
 MODEL_CLASSES = {"ecg": EcgModelDeployment, "cxr": CxrModelDeployment}
-
-

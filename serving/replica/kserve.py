@@ -68,7 +68,7 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[InferRequest, b
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise V2Error(400, "Inference-Header-Content-Length does not fit the body")
-        body, binary = body[: int(header_length)], memoryview(body)[int(header_length):]
+        body, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
     try:
         parsed = InferRequest.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
@@ -118,13 +118,17 @@ def wants_binary_output(request: InferRequest) -> bool:
     return any((o.get("parameters") or {}).get("binary_data") for o in request.outputs or [])
 
 
-def infer_response(metadata: dict, request: InferRequest, probabilities: np.ndarray,
-                   extra: dict | None = None) -> tuple[bytes, dict[str, str]]:
+def infer_response(
+    metadata: dict, request: InferRequest, probabilities: np.ndarray, extra: dict | None = None
+) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of the v2 answer: JSON, or JSON header + raw float32 bytes."""
     probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
     output = {"name": metadata["outputs"][0]["name"], "datatype": "FP32", "shape": list(probabilities.shape)}
-    answer: dict[str, Any] = {"model_name": metadata["name"], "model_version": str(metadata["versions"][0]),
-                              "outputs": [output]}
+    answer: dict[str, Any] = {
+        "model_name": metadata["name"],
+        "model_version": str(metadata["versions"][0]),
+        "outputs": [output],
+    }
     if request.id is not None:
         answer["id"] = request.id
     if extra:
@@ -140,14 +144,19 @@ def infer_response(metadata: dict, request: InferRequest, probabilities: np.ndar
 
 def check_version(metadata: dict, version: str | None) -> None:
     if version is not None and version not in [str(v) for v in metadata["versions"]]:
-        raise V2Error(404, f"model {metadata['name']!r} version {version} is not served here; "
-                           f"serving version {', '.join(map(str, metadata['versions']))}")
+        raise V2Error(
+            404,
+            f"model {metadata['name']!r} version {version} is not served here; "
+            f"serving version {', '.join(map(str, metadata['versions']))}",
+        )
 
 
 def model_metadata(name: str, identity: dict, labels: list[str], input_shape: list[int]) -> dict:
     """v2 model metadata for a network with one input (batch first) and one probability output."""
     return {
-        "name": name, "versions": [str(identity.get("version"))], "platform": identity.get("backend", ""),
+        "name": name,
+        "versions": [str(identity.get("version"))],
+        "platform": identity.get("backend", ""),
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *input_shape]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]}],
         "parameters": {"labels": labels, "architecture": identity.get("architecture"), "demo": identity.get("demo")},
@@ -157,8 +166,9 @@ def model_metadata(name: str, identity: dict, labels: list[str], input_shape: li
 InferFn = Callable[[np.ndarray, str], Awaitable[tuple[np.ndarray, dict | None]]]
 
 
-async def run_infer(metadata: dict, infer: InferFn, body: bytes, header_length: str | None,
-                    version: str | None = None) -> tuple[bytes, dict[str, str]]:
+async def run_infer(
+    metadata: dict, infer: InferFn, body: bytes, header_length: str | None, version: str | None = None
+) -> tuple[bytes, dict[str, str]]:
     """One v2 infer call end to end: parse, check, run ``infer(batch, priority)`` → (probabilities,
     timing or None; the timing goes back as response parameters), encode."""
     check_version(metadata, version)
@@ -207,7 +217,7 @@ class RawAccessAuth:
 def route_model_request(path: str, prefix: str) -> tuple[str | None, str]:
     """Split a path under ``prefix`` (/v2/models/NAME) into (version or None, action: "" | "ready"
     | "infer"). Raises V2Error(404) for anything else."""
-    rest = path[len(prefix):] if path.startswith(prefix) else path
+    rest = path[len(prefix) :] if path.startswith(prefix) else path
     parts = [p for p in rest.split("/") if p]
     version = None
     if len(parts) >= 2 and parts[0] == "versions":

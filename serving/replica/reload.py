@@ -25,8 +25,15 @@ Reader = TypeVar("Reader")
 
 
 class ReloadingReader(Generic[Reader]):
-    def __init__(self, registry, ref: str, load: Callable[[], Reader], interval_s: float = 10.0,
-                 background: bool = True, retry_failed_s: float = 300.0):
+    def __init__(
+        self,
+        registry,
+        ref: str,
+        load: Callable[[], Reader],
+        interval_s: float = 10.0,
+        background: bool = True,
+        retry_failed_s: float = 300.0,
+    ):
         """``registry``: a Registry or a location (see models.registry.open_registry); ``load``
         builds the reader for what ``ref`` points at now. With ``background`` (and interval_s > 0)
         a daemon thread polls; otherwise :meth:`maybe_reload` checks on the caller's thread."""
@@ -41,15 +48,17 @@ class ReloadingReader(Generic[Reader]):
         self._stop = threading.Event()
         self.background = background and interval_s > 0
         if self.background:
-            threading.Thread(target=_poll, args=(weakref.ref(self), self._stop, interval_s), daemon=True,
-                             name=f"follow {ref}").start()
+            threading.Thread(
+                target=_poll, args=(weakref.ref(self), self._stop, interval_s), daemon=True, name=f"follow {ref}"
+            ).start()
 
     def maybe_reload(self, force: bool = False) -> bool:
         """Load the version ``ref`` points at now if it changed. Without ``force`` this is a no-op
         when a background thread polls, else a check at most every ``interval_s``. Returns True
         when it switched."""
-        if not force and (self.background or self.interval_s <= 0
-                          or time.monotonic() - self._checked_at < self.interval_s):
+        if not force and (
+            self.background or self.interval_s <= 0 or time.monotonic() - self._checked_at < self.interval_s
+        ):
             return False
         return self._check(retry_failed=force)
 
@@ -59,20 +68,30 @@ class ReloadingReader(Generic[Reader]):
             try:
                 version = self.registry.version_of(self.ref)
             except Exception as exc:  # the store is down or the alias was removed: keep serving
-                log.warning("could not check %s in %s (%s); still serving version %s",
-                            self.ref, self.registry.location, exc, self.version)
+                log.warning(
+                    "could not check %s in %s (%s); still serving version %s",
+                    self.ref,
+                    self.registry.location,
+                    exc,
+                    self.version,
+                )
                 return False
             if version == self.version:
                 return False
-            if (not retry_failed and self._failed is not None and self._failed[0] == version
-                    and time.monotonic() - self._failed[1] < self.retry_failed_s):
+            if (
+                not retry_failed
+                and self._failed is not None
+                and self._failed[0] == version
+                and time.monotonic() - self._failed[1] < self.retry_failed_s
+            ):
                 return False
             try:
                 reader = self.load()
             except Exception:  # keep serving the model we have; say why the new one did not load
                 self._failed = (version, time.monotonic())
-                log.exception("could not load version %s of %s; still serving version %s", version, self.ref,
-                              self.version)
+                log.exception(
+                    "could not load version %s of %s; still serving version %s", version, self.ref, self.version
+                )
                 return False
             log.warning("%s moved from version %s to %s: switched", self.ref, self.version, version)
             self.current, self.version, self._failed = reader, version, None

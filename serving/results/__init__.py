@@ -14,6 +14,12 @@ from serving.results.sr import (
 )
 
 __all__ = [
-    "HEATMAP_LABEL", "add_banner", "build_ai_sr", "build_heatmap_sc", "device_uid",
-    "findings_from_sr", "model_from_sr", "triage_from_sr",
+    "HEATMAP_LABEL",
+    "add_banner",
+    "build_ai_sr",
+    "build_heatmap_sc",
+    "device_uid",
+    "findings_from_sr",
+    "model_from_sr",
+    "triage_from_sr",
 ]

@@ -15,14 +15,14 @@ from pydicom.sr.codedict import codes
 from datasets.vocabulary import TriageLevel
 from datasets.vocabulary.cxr_labels import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, Coding, label_by_code
 
-PRESENT = codes.SCT.Present            # SCT 52101004
-ABSENT = codes.SCT.Absent              # SCT 272519000 (the DICOM code for "Absent")
-PROBABILITY = codes.DCM.Probability    # DCM 122157
+PRESENT = codes.SCT.Present  # SCT 52101004
+ABSENT = codes.SCT.Absent  # SCT 272519000 (the DICOM code for "Absent")
+PROBABILITY = codes.DCM.Probability  # DCM 122157
 THRESHOLD = CodedConcept("122411", "DCM", "Threshold Value")
-NO_UNITS = codes.UCUM.NoUnits          # UCUM "1": probabilities and scores are unitless
+NO_UNITS = codes.UCUM.NoUnits  # UCUM "1": probabilities and scores are unitless
 DEVICE = codes.DCM.Device
 ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence  # DCM 123110, algorithm family
-REPORT_TITLE = codes.DCM.ImagingMeasurementReport           # DCM 126000 (CID 7021)
+REPORT_TITLE = codes.DCM.ImagingMeasurementReport  # DCM 126000 (CID 7021)
 CHEST_XRAY_PROCEDURE = CodedConcept("399208008", "SCT", "Plain chest X-ray")
 SOURCE_IMAGE_FOR_PROCESSING = codes.DCM.SourceImageForImageProcessingOperation  # DCM 121322
 

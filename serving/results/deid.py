@@ -53,14 +53,25 @@ from datasets.vocabulary.age import age_decade
 from serving.store import claims
 
 PROFILE_EDITION = "dicomfields_2026c"
-METHOD_CODES = {"113100": "Basic Application Confidentiality Profile",
-                "113104": "Clean Structured Content Option",
-                "113107": "Retain Longitudinal Temporal Information Modified Dates Option"}
+METHOD_CODES = {
+    "113100": "Basic Application Confidentiality Profile",
+    "113104": "Clean Structured Content Option",
+    "113107": "Retain Longitudinal Temporal Information Modified Dates Option",
+}
 # Kinds of image that often carry burned-in text: exported only when the object says it has none.
 BURNED_IN_RISK = {"US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC", "IVUS", "OP"}
 # Where the table leaves a choice, the choice made (see the module docstring).
-_CHOICE = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z", "X_Z_TAGS": "Z",
-           "X_D_TAGS": "D", "X_Z_D_TAGS": "Z", "X_Z_U_STAR_TAGS": "U"}
+_CHOICE = {
+    "D_TAGS": "D",
+    "Z_TAGS": "Z",
+    "X_TAGS": "X",
+    "U_TAGS": "U",
+    "Z_D_TAGS": "Z",
+    "X_Z_TAGS": "Z",
+    "X_D_TAGS": "D",
+    "X_Z_D_TAGS": "Z",
+    "X_Z_U_STAR_TAGS": "U",
+}
 CONTENT_SEQUENCE = 0x0040A730
 
 
@@ -100,13 +111,16 @@ class KeyStore:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=DELETE")  # no -wal/-shm files with wider permissions
-        self._conn.execute("CREATE TABLE IF NOT EXISTS keys (kind TEXT NOT NULL, original TEXT NOT NULL, "
-                           "pseudonym TEXT NOT NULL, PRIMARY KEY (kind, original), UNIQUE (kind, pseudonym))")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS keys (kind TEXT NOT NULL, original TEXT NOT NULL, "
+            "pseudonym TEXT NOT NULL, PRIMARY KEY (kind, original), UNIQUE (kind, pseudonym))"
+        )
 
     def _get(self, kind: str, original: str, make: Callable[[], str]) -> str:
         with self._lock:
-            row = self._conn.execute("SELECT pseudonym FROM keys WHERE kind=? AND original=?",
-                                     (kind, original)).fetchone()
+            row = self._conn.execute(
+                "SELECT pseudonym FROM keys WHERE kind=? AND original=?", (kind, original)
+            ).fetchone()
             if row:
                 return row[0]
             value = make()
@@ -122,16 +136,19 @@ class KeyStore:
 
     def date_offset(self, patient_key: str) -> int:
         """Days every date of this patient moves by (never 0), the same for all their objects."""
+
         def make() -> str:
             days = secrets.randbelow(self.max_shift_days) + 1
             return str(-days if secrets.randbelow(2) else days)
+
         return int(self._get("date_offset", patient_key, make))
 
     def original(self, kind: str, pseudonym: str) -> str | None:
         """Re-identification (for the key holder only)."""
         with self._lock:
-            row = self._conn.execute("SELECT original FROM keys WHERE kind=? AND pseudonym=?",
-                                     (kind, pseudonym)).fetchone()
+            row = self._conn.execute(
+                "SELECT original FROM keys WHERE kind=? AND pseudonym=?", (kind, pseudonym)
+            ).fetchone()
         return row[0] if row else None
 
     def close(self) -> None:
@@ -176,8 +193,9 @@ class Deidentifier:
         if flag == "YES":
             raise Excluded("BurnedInAnnotation is YES: pixels may show identifying text")
         if not flag and "PixelData" in ds and str(ds.get("Modality", "")).upper() in BURNED_IN_RISK:
-            raise Excluded(f"{ds.get('Modality')} image without BurnedInAnnotation NO: pixels may show "
-                           "identifying text")
+            raise Excluded(
+                f"{ds.get('Modality')} image without BurnedInAnnotation NO: pixels may show identifying text"
+            )
 
     def apply(self, source: Dataset) -> Dataset:
         """A de-identified copy of ``source`` (Excluded if it may not be exported)."""
@@ -232,8 +250,10 @@ class Deidentifier:
         vr = elem.VR
         if vr in ("DA", "DT") and offset is not None and elem.value:
             values = elem.value if elem.VM > 1 else [elem.value]
-            shifted = [_shift_date(str(v)[:8], offset) + str(v)[8:] if vr == "DT" else _shift_date(str(v), offset)
-                       for v in values]
+            shifted = [
+                _shift_date(str(v)[:8], offset) + str(v)[8:] if vr == "DT" else _shift_date(str(v), offset)
+                for v in values
+            ]
             elem.value = shifted if elem.VM > 1 else shifted[0]
         elif vr == "TM" and offset is not None:
             return  # times of day carry no identity once dates moved (modified dates option)
@@ -260,8 +280,12 @@ class ExportSummary:
         return {"out": str(self.out), "studies": self.studies, "files": self.files, "excluded": self.excluded}
 
 
-def export_training(services: Any, out: str | Path, sites: list[str] | None = None,
-                    progress: Callable[[Iterable], Iterable] | None = None) -> ExportSummary:
+def export_training(
+    services: Any,
+    out: str | Path,
+    sites: list[str] | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> ExportSummary:
     """Signed studies → ``out``/<study>/<object>.dcm (de-identified; non-DICOM ECGs as signals-only
     .npz) + manifest.json and labels.csv (the signed findings per study). The key store is updated,
     never copied."""
@@ -288,8 +312,9 @@ def export_training(services: Any, out: str | Path, sites: list[str] | None = No
                 try:
                     name, payload = _deidentified_object(services, deid, instance, data)
                 except Excluded as exc:
-                    summary.excluded.append({"study": study_key, "object": keys.uid(instance.sop_instance_uid),
-                                             "reason": str(exc)})
+                    summary.excluded.append(
+                        {"study": study_key, "object": keys.uid(instance.sop_instance_uid), "reason": str(exc)}
+                    )
                     continue
                 folder.mkdir(exist_ok=True)
                 (folder / name).write_bytes(payload)
@@ -298,27 +323,48 @@ def export_training(services: Any, out: str | Path, sites: list[str] | None = No
                 continue
             summary.studies += 1
             summary.files += len(files)
-            rows.append({
-                "study": study_key, "patient": keys.patient(_patient_key(services, study)),
-                "site": study.site, "modality": study.modality, "patient_sex": study.patient_sex,
-                "patient_age_band": age_decade(study.patient_age), "agree": correction.agree,
-                "final_findings": correction.final_findings, "model": correction.model_name,
-                "model_version": correction.model_version, "files": files,
-            })
+            rows.append(
+                {
+                    "study": study_key,
+                    "patient": keys.patient(_patient_key(services, study)),
+                    "site": study.site,
+                    "modality": study.modality,
+                    "patient_sex": study.patient_sex,
+                    "patient_age_band": age_decade(study.patient_age),
+                    "agree": correction.agree,
+                    "final_findings": correction.final_findings,
+                    "model": correction.model_name,
+                    "model_version": correction.model_version,
+                    "files": files,
+                }
+            )
     finally:
         keys.close()
-    manifest = {"profile": "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile",
-                "options": ["Clean Structured Content"] + (["Retain Longitudinal Temporal Information Modified Dates"]
-                                                           if cfg.deid.dates == "shift" else []),
-                "table_edition": PROFILE_EDITION, "studies": rows, "excluded": summary.excluded}
+    manifest = {
+        "profile": "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile",
+        "options": ["Clean Structured Content"]
+        + (["Retain Longitudinal Temporal Information Modified Dates"] if cfg.deid.dates == "shift" else []),
+        "table_edition": PROFILE_EDITION,
+        "studies": rows,
+        "excluded": summary.excluded,
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     with open(out / "labels.csv", "w", newline="") as fh:
         codes = sorted({code for row in rows for code in row["final_findings"]})
         writer = csv.writer(fh)
         writer.writerow(["study", "patient", "modality", "site", "sex", "age_band", *codes])
         for row in rows:
-            writer.writerow([row["study"], row["patient"], row["modality"], row["site"], row["patient_sex"],
-                             row["patient_age_band"], *[int(bool(row["final_findings"].get(c))) for c in codes]])
+            writer.writerow(
+                [
+                    row["study"],
+                    row["patient"],
+                    row["modality"],
+                    row["site"],
+                    row["patient_sex"],
+                    row["patient_age_band"],
+                    *[int(bool(row["final_findings"].get(c))) for c in codes],
+                ]
+            )
     return summary
 
 
@@ -344,6 +390,10 @@ def _deidentified_object(services: Any, deid: Deidentifier, instance, data: byte
     # An ECG sent as WFDB or JSON: only the signals go out (no header, no patient block).
     record = services.ecg.parse(data, instance.content_type, None)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, signals=np.asarray(record.signals, dtype=np.float32),
-                        sampling_rate=float(record.sampling_rate), leads=np.asarray(list(record.leads)))
+    np.savez_compressed(
+        buffer,
+        signals=np.asarray(record.signals, dtype=np.float32),
+        sampling_rate=float(record.sampling_rate),
+        leads=np.asarray(list(record.leads)),
+    )
     return f"{deid.keys.uid(instance.sop_instance_uid).replace('.', '_')}.npz", buffer.getvalue()

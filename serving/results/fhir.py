@@ -61,15 +61,22 @@ def diagnostic_report(study: Study, base_url: str = "", locale: str | None = Non
     for i, f in enumerate(findings):
         positive = final_findings.get(f.code, f.positive) if status != "preliminary" else f.positive
         obs: dict[str, Any] = {
-            "resourceType": "Observation", "id": f"finding-{i}", "status": status,
-            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": shown(f)}],
-                     "text": shown(f)},
+            "resourceType": "Observation",
+            "id": f"finding-{i}",
+            "status": status,
+            "code": {"coding": [{"system": FINDING_SYSTEM, "code": f.code, "display": shown(f)}], "text": shown(f)},
             "valueBoolean": positive,
-            "component": [{
-                "code": {"text": "AI probability"},
-                "valueQuantity": {"value": float(f.probability), "unit": "1",
-                                  "system": "http://unitsofmeasure.org", "code": "1"},
-            }],
+            "component": [
+                {
+                    "code": {"text": "AI probability"},
+                    "valueQuantity": {
+                        "value": float(f.probability),
+                        "unit": "1",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "1",
+                    },
+                }
+            ],
         }
         if status == "preliminary":
             obs["method"] = method
@@ -83,30 +90,50 @@ def diagnostic_report(study: Study, base_url: str = "", locale: str | None = Non
         quantity: dict[str, Any] = {"value": round(float(value), 2)}
         if unit:
             quantity.update(unit=unit, system="http://unitsofmeasure.org", code=unit)
-        contained.append(Observation.model_validate({
-            "resourceType": "Observation", "id": f"measurement-{len(contained)}", "status": status,
-            "code": {"coding": coding, "text": display} if coding else {"text": display},
-            "valueQuantity": quantity,
-        }))
+        contained.append(
+            Observation.model_validate(
+                {
+                    "resourceType": "Observation",
+                    "id": f"measurement-{len(contained)}",
+                    "status": status,
+                    "code": {"coding": coding, "text": display} if coding else {"text": display},
+                    "valueQuantity": quantity,
+                }
+            )
+        )
 
     if status != "preliminary":
         conclusion = final.get("impression")
     elif findings:
         called = i18n.translate(locale, "report", "list_separator").join(
-            f"{shown(f)} ({f.probability:.2f})" for f in findings if f.positive)
-        conclusion = i18n.translate(locale, "report", "fhir.preliminary",
-                                    findings=called or i18n.translate(locale, "report", "fhir.no_positive"))
+            f"{shown(f)} ({f.probability:.2f})" for f in findings if f.positive
+        )
+        conclusion = i18n.translate(
+            locale,
+            "report",
+            "fhir.preliminary",
+            findings=called or i18n.translate(locale, "report", "fhir.no_positive"),
+        )
     else:
         conclusion = i18n.translate(locale, "report", "fhir.no_read")
-    issued = as_utc(study.signed_at) if status != "preliminary" and study.signed_at else as_utc(study.read_at or study.arrived_at)
+    issued = (
+        as_utc(study.signed_at)
+        if status != "preliminary" and study.signed_at
+        else as_utc(study.read_at or study.arrived_at)
+    )
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": study.study_uid.replace(".", "-")[:64],
         "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study.study_uid}"}],
         "status": status,
         "category": [{"coding": [CATEGORY.get(study.modality, CATEGORY["default"])]}],
-        "code": {"coding": [REPORT_CODES.get(study.modality, {"system": LOINC, "code": "18748-4",
-                                                              "display": "Diagnostic imaging study"})]},
+        "code": {
+            "coding": [
+                REPORT_CODES.get(
+                    study.modality, {"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}
+                )
+            ]
+        },
         "subject": {"display": f"patient {study.patient_id or 'unknown'} at site {study.site}"},
         "effectiveDateTime": as_utc(study.arrived_at).isoformat(),
         "issued": issued.isoformat(),
@@ -121,12 +148,22 @@ def diagnostic_report(study: Study, base_url: str = "", locale: str | None = Non
     if locale:
         report["language"] = i18n.bcp47(locale)
     if base_url:
-        report["presentedForm"] = [{"contentType": "application/json", "title": "Study with AI read",
-                                    "url": f"{base_url}/api/v1/studies/{study.study_uid}"}]
+        report["presentedForm"] = [
+            {
+                "contentType": "application/json",
+                "title": "Study with AI read",
+                "url": f"{base_url}/api/v1/studies/{study.study_uid}",
+            }
+        ]
         if status != "preliminary":  # the printable report, first: what a receiving EHR shows
-            report["presentedForm"].insert(0, {
-                "contentType": "application/pdf", "language": i18n.bcp47(locale),
-                "url": f"{base_url}/api/v1/studies/{study.study_uid}/report.pdf",
-                "title": i18n.translate(locale, "report", "fhir.pdf_title"),
-                "creation": issued.isoformat()})
+            report["presentedForm"].insert(
+                0,
+                {
+                    "contentType": "application/pdf",
+                    "language": i18n.bcp47(locale),
+                    "url": f"{base_url}/api/v1/studies/{study.study_uid}/report.pdf",
+                    "title": i18n.translate(locale, "report", "fhir.pdf_title"),
+                    "creation": issued.isoformat(),
+                },
+            )
     return DiagnosticReport.model_validate({k: v for k, v in report.items() if v is not None})

@@ -20,8 +20,9 @@ log = logging.getLogger("preread.dicom.pacs")
 RESULT_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 
-def send_to_pacs(objects: list[bytes], ae_title: str, host: str, port: int, calling_ae: str = "PREREAD",
-                 timeout_s: float = 30.0) -> list[tuple[str, int | None, str]]:
+def send_to_pacs(
+    objects: list[bytes], ae_title: str, host: str, port: int, calling_ae: str = "PREREAD", timeout_s: float = 30.0
+) -> list[tuple[str, int | None, str]]:
     """C-STORE each object (Part 10 bytes) to a PACS. Returns (SOP Instance UID, status or None, note)."""
     datasets = [pydicom.dcmread(io.BytesIO(data)) for data in objects]
     ae = AE(ae_title=calling_ae)
@@ -42,8 +43,9 @@ def send_to_pacs(objects: list[bytes], ae_title: str, host: str, port: int, call
     return results
 
 
-def forward_results(cfg: ServingConfig, db: Database, store: ObjectStore, study_uid: str,
-                    results: dict[str, dict[str, str]]) -> None:
+def forward_results(
+    cfg: ServingConfig, db: Database, store: ObjectStore, study_uid: str, results: dict[str, dict[str, str]]
+) -> None:
     """Send a study's stored result objects to the configured PACS; refusals are logged (the
     results stay stored and served by WADO-RS)."""
     dest = cfg.dicom.results_destination

@@ -40,12 +40,12 @@ class SignedReport(BaseModel):
     """What the reader signed (from the store's final report) and who signed it."""
 
     model_config = ConfigDict(extra="forbid")
-    reader: str                      # display name of the signing doctor
+    reader: str  # display name of the signing doctor
     signed_at: datetime
     impression: str = ""
     agree: bool = True
-    findings: dict[str, bool] = Field(default_factory=dict)   # finding code → the doctor's call
-    status: str = "final"            # final or amended
+    findings: dict[str, bool] = Field(default_factory=dict)  # finding code → the doctor's call
+    status: str = "final"  # final or amended
 
 
 class ReportSubject(BaseModel):
@@ -103,8 +103,14 @@ class _Pdf(FPDF):
         self.set_text_color(0, 0, 0)
 
 
-def build_report_pdf(read: PreRead, report: SignedReport, subject: ReportSubject, locale: str | None = None,
-                     tracing: EcgTracing | None = None, film_png: bytes | None = None) -> bytes:
+def build_report_pdf(
+    read: PreRead,
+    report: SignedReport,
+    subject: ReportSubject,
+    locale: str | None = None,
+    tracing: EcgTracing | None = None,
+    film_png: bytes | None = None,
+) -> bytes:
     """The signed report as PDF bytes, in ``locale`` (default: the catalog default, zh_CN)."""
     locale = i18n.normalize_locale(locale)
     t = _Words(locale)
@@ -148,8 +154,10 @@ def _header(pdf: _Pdf, t: _Words, read: PreRead, subject: ReportSubject) -> None
         (t("report", "patient_id"), subject.patient_id or "—"),
         (t("report", "sex"), sex or "—"),
         (t("report", "age"), subject.patient_age or "—"),
-        (t("report", "study_date"), subject.study_date or (subject.arrived_at.strftime("%Y-%m-%d %H:%M")
-                                                          if subject.arrived_at else "—")),
+        (
+            t("report", "study_date"),
+            subject.study_date or (subject.arrived_at.strftime("%Y-%m-%d %H:%M") if subject.arrived_at else "—"),
+        ),
     ]
     pdf.cell(0, 5, "    ".join(f"{label}：{value}" for label, value in fields), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, size=7)
@@ -159,8 +167,16 @@ def _header(pdf: _Pdf, t: _Words, read: PreRead, subject: ReportSubject) -> None
 
 
 def _measure_line(t: _Words, read: PreRead) -> str:
-    keys = ("heart_rate_bpm", "pr_interval_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms",
-            "p_axis_deg", "qrs_axis_deg", "t_axis_deg")
+    keys = (
+        "heart_rate_bpm",
+        "pr_interval_ms",
+        "qrs_duration_ms",
+        "qt_interval_ms",
+        "qtc_bazett_ms",
+        "p_axis_deg",
+        "qrs_axis_deg",
+        "t_axis_deg",
+    )
     parts = []
     for key in keys:
         value = read.measurements.get(key)
@@ -178,10 +194,17 @@ def _ecg_summary(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> N
     signature."""
     pdf.set_font(FONT, size=9)
     width = pdf.w - pdf.l_margin - pdf.r_margin
-    pdf.multi_cell(width, 4.5, f"{t('report', 'measurements')}：{_measure_line(t, read) or '—'}",
-                   new_x="LMARGIN", new_y="NEXT")
-    pdf.multi_cell(width, 4.5, f"{t('report', 'statements')}：{_statements_text(t, read) or '—'}",
-                   new_x="LMARGIN", new_y="NEXT", max_line_height=4.5)
+    pdf.multi_cell(
+        width, 4.5, f"{t('report', 'measurements')}：{_measure_line(t, read) or '—'}", new_x="LMARGIN", new_y="NEXT"
+    )
+    pdf.multi_cell(
+        width,
+        4.5,
+        f"{t('report', 'statements')}：{_statements_text(t, read) or '—'}",
+        new_x="LMARGIN",
+        new_y="NEXT",
+        max_line_height=4.5,
+    )
     if read.prior is not None and read.prior.text:
         pdf.multi_cell(width, 4.5, f"{t('report', 'prior')}：{read.prior.text}", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, size=10)
@@ -192,8 +215,10 @@ def _ecg_summary(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> N
 
 
 def _signature(t: _Words, report: SignedReport) -> str:
-    return (f"{t('report', 'reader')}：{report.reader}    {t('report', 'signed_at')}："
-            f"{report.signed_at.strftime('%Y-%m-%d %H:%M')}    {t('disclaimer', 'reviewed_by', reader=report.reader)}")
+    return (
+        f"{t('report', 'reader')}：{report.reader}    {t('report', 'signed_at')}："
+        f"{report.signed_at.strftime('%Y-%m-%d %H:%M')}    {t('disclaimer', 'reviewed_by', reader=report.reader)}"
+    )
 
 
 def _clip(text: str, limit: int) -> str:
@@ -219,7 +244,7 @@ def _ecg_grid(pdf: _Pdf, tracing: EcgTracing, top: float) -> None:
         for c, lead in enumerate(row):
             samples = tracing.leads.get(lead) or []
             x0 = left + pulse_mm + c * 62.5
-            chunk = samples if len(row) == 1 else samples[c * per_column:(c + 1) * per_column]
+            chunk = samples if len(row) == 1 else samples[c * per_column : (c + 1) * per_column]
             if len(row) == 1:
                 chunk = samples[: int(round(10 * fs))]
             _trace(pdf, chunk, fs, x0, baseline)
@@ -245,8 +270,16 @@ def _grid(pdf: _Pdf, left: float, top: float, width: float, height: float) -> No
 def _pulse(pdf: _Pdf, left: float, baseline: float) -> None:
     """1 mV for 0.2 s: 10 mm up, 5 mm wide."""
     pdf.set_draw_color(0, 0, 0)
-    pdf.polyline([(left, baseline), (left + 1, baseline), (left + 1, baseline - MM_PER_MV),
-                  (left + 4, baseline - MM_PER_MV), (left + 4, baseline), (left + 5, baseline)])
+    pdf.polyline(
+        [
+            (left, baseline),
+            (left + 1, baseline),
+            (left + 1, baseline - MM_PER_MV),
+            (left + 4, baseline - MM_PER_MV),
+            (left + 4, baseline),
+            (left + 5, baseline),
+        ]
+    )
 
 
 def _trace(pdf: _Pdf, samples: list[float | None], fs: float, x0: float, baseline: float) -> None:
@@ -279,30 +312,57 @@ def _details(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> None:
     width = pdf.w - pdf.l_margin - pdf.r_margin
     _section(pdf, t("report", "findings"))
     yes, no = t("report", "positive"), t("report", "negative")
-    with pdf.table(col_widths=(3, 1, 1, 1), text_align=("LEFT", "RIGHT", "CENTER", "CENTER"),
-                   line_height=5, first_row_as_headings=True,
-                   headings_style=FontFace(emphasis=None, fill_color=(235, 238, 242))) as table:
-        table.row([t("ui", "study.col.finding"), t("ui", "study.col.probability"), t("report", "ai_findings"),
-                   t("report", "final_findings")])
+    with pdf.table(
+        col_widths=(3, 1, 1, 1),
+        text_align=("LEFT", "RIGHT", "CENTER", "CENTER"),
+        line_height=5,
+        first_row_as_headings=True,
+        headings_style=FontFace(emphasis=None, fill_color=(235, 238, 242)),
+    ) as table:
+        table.row(
+            [
+                t("ui", "study.col.finding"),
+                t("ui", "study.col.probability"),
+                t("report", "ai_findings"),
+                t("report", "final_findings"),
+            ]
+        )
         for f in read.findings:
             final = report.findings.get(f.code, f.positive)
-            table.row([f"{t(f'finding.{read.modality}', f.code, f.name)} ({f.code})", f"{f.probability * 100:.0f}%",
-                       yes if f.positive else no, yes if final else no])
+            table.row(
+                [
+                    f"{t(f'finding.{read.modality}', f.code, f.name)} ({f.code})",
+                    f"{f.probability * 100:.0f}%",
+                    yes if f.positive else no,
+                    yes if final else no,
+                ]
+            )
     if read.modality == "ECG":
         _section(pdf, t("report", "measurements"))
         pdf.set_font(FONT, size=9)
         pdf.multi_cell(width, 5, _measure_line(t, read) or "—", new_x="LMARGIN", new_y="NEXT")
         _section(pdf, t("report", "statements"))
-        pdf.multi_cell(width, 5, _statements_text(t, read) or t("ui", "study.no_statements"),
-                       new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(
+            width, 5, _statements_text(t, read) or t("ui", "study.no_statements"), new_x="LMARGIN", new_y="NEXT"
+        )
     _section(pdf, t("report", "prior"))
-    pdf.multi_cell(width, 5, (read.prior.text or read.prior.study_uid) if read.prior else t("report", "no_prior"),
-                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        width,
+        5,
+        (read.prior.text or read.prior.study_uid) if read.prior else t("report", "no_prior"),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     if not read.quality.acceptable:
         _section(pdf, t("report", "quality"))
         for issue in read.quality.reasons:
-            pdf.multi_cell(width, 5, i18n.quality_text(t.locale, issue.code, issue.leads, issue.text),
-                           new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(
+                width,
+                5,
+                i18n.quality_text(t.locale, issue.code, issue.leads, issue.text),
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
     _section(pdf, t("report", "impression"))
     pdf.set_font(FONT, size=11)
     pdf.multi_cell(width, 6, report.impression or t("ui", "study.no_impression"), new_x="LMARGIN", new_y="NEXT")

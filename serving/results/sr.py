@@ -64,8 +64,7 @@ def model_identity_fields(model: dict[str, Any]) -> tuple[str, str, str, bool]:
 
 def algorithm_identification(model: dict[str, Any]) -> hd.sr.AlgorithmIdentification:
     name, version, _, demo = model_identity_fields(model)
-    return hd.sr.AlgorithmIdentification(name=name, version=version,
-                                         parameters=[DEMO_PARAMETER] if demo else None)
+    return hd.sr.AlgorithmIdentification(name=name, version=version, parameters=[DEMO_PARAMETER] if demo else None)
 
 
 def _check_sources(source_datasets: Sequence[Dataset]) -> str:
@@ -93,18 +92,27 @@ def _check_finding(finding: dict[str, Any]) -> dict[str, Any]:
         if threshold is None:
             raise ValueError(f"finding {finding['code']} needs 'positive' or a 'threshold'")
         positive = probability >= float(threshold)
-    return {**finding, "probability": probability, "positive": bool(positive),
-            "threshold": None if threshold is None else float(threshold)}
+    return {
+        **finding,
+        "probability": probability,
+        "positive": bool(positive),
+        "threshold": None if threshold is None else float(threshold),
+    }
 
 
-def _finding_group(finding: dict[str, Any], algorithm: hd.sr.AlgorithmIdentification,
-                   source_images: list[hd.sr.SourceImageForMeasurementGroup],
-                   locale: str | None = None) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _finding_group(
+    finding: dict[str, Any],
+    algorithm: hd.sr.AlgorithmIdentification,
+    source_images: list[hd.sr.SourceImageForMeasurementGroup],
+    locale: str | None = None,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     finding_concept = codes.finding_concept(finding)
     if locale is not None:  # the same code; its meaning in the report's language
         finding_concept = hd.sr.CodedConcept(
-            value=finding_concept.value, scheme_designator=finding_concept.scheme_designator,
-            meaning=i18n.finding_name(locale, "CXR", str(finding["code"]), finding_concept.meaning))
+            value=finding_concept.value,
+            scheme_designator=finding_concept.scheme_designator,
+            meaning=i18n.finding_name(locale, "CXR", str(finding["code"]), finding_concept.meaning),
+        )
     measurements = [hd.sr.Measurement(name=codes.PROBABILITY, value=finding["probability"], unit=codes.NO_UNITS)]
     if finding["threshold"] is not None:
         measurements.append(hd.sr.Measurement(name=codes.THRESHOLD, value=finding["threshold"], unit=codes.NO_UNITS))
@@ -113,14 +121,20 @@ def _finding_group(finding: dict[str, Any], algorithm: hd.sr.AlgorithmIdentifica
         finding_type=finding_concept,
         algorithm_id=algorithm,
         source_images=source_images,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(
-            name=finding_concept, value=codes.PRESENT if finding["positive"] else codes.ABSENT)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=finding_concept, value=codes.PRESENT if finding["positive"] else codes.ABSENT
+            )
+        ],
         measurements=measurements,
     )
 
 
-def _triage_group(triage: dict[str, Any], algorithm: hd.sr.AlgorithmIdentification,
-                  source_images: list[hd.sr.SourceImageForMeasurementGroup]) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _triage_group(
+    triage: dict[str, Any],
+    algorithm: hd.sr.AlgorithmIdentification,
+    source_images: list[hd.sr.SourceImageForMeasurementGroup],
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     level = str(triage["level"]).lower()
     if level not in codes.TRIAGE_LEVELS:
         raise ValueError(f"triage level {triage['level']!r} is not one of {', '.join(codes.TRIAGE_LEVELS)}")
@@ -132,7 +146,9 @@ def _triage_group(triage: dict[str, Any], algorithm: hd.sr.AlgorithmIdentificati
         finding_type=codes.TRIAGE,
         algorithm_id=algorithm,
         source_images=source_images,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=codes.TRIAGE_LEVEL, value=codes.TRIAGE_LEVELS[level])],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=codes.TRIAGE_LEVEL, value=codes.TRIAGE_LEVELS[level])
+        ],
         measurements=[hd.sr.Measurement(name=codes.TRIAGE_SCORE, value=score, unit=codes.NO_UNITS)],
     )
 
@@ -177,8 +193,11 @@ def build_ai_sr(
     observer = hd.sr.ObserverContext(
         observer_type=codes.DEVICE,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=device_uid(name, version), name=name, manufacturer_name=manufacturer,
-            model_name=name, serial_number=version,
+            uid=device_uid(name, version),
+            name=name,
+            manufacturer_name=manufacturer,
+            model_name=name,
+            serial_number=version,
         ),
     )
     algorithm = algorithm_identification(model)
@@ -209,18 +228,21 @@ def build_ai_sr(
         instance_number=instance_number,
         manufacturer=manufacturer,
         is_complete=True,
-        is_final=False,     # preliminary until a reader signs
+        is_final=False,  # preliminary until a reader signs
         is_verified=False,  # VerificationFlag UNVERIFIED
         institution_name=institution_name,
     )
     if locale is None:
         # ASCII only: the source's character set (often ISO_IR 100) must be able to encode it.
-        sr.SeriesDescription = (f"AI pre-read {name} v{version} - preliminary, unverified"
-                                + (" (DEMO model)" if demo else ""))
+        sr.SeriesDescription = f"AI pre-read {name} v{version} - preliminary, unverified" + (
+            " (DEMO model)" if demo else ""
+        )
     else:
         sr.SpecificCharacterSet = i18n.DICOM_CHARSET[i18n.normalize_locale(locale)]
-        sr.SeriesDescription = (i18n.translate(locale, "report", "sr.series_description", name=name, version=version)
-                                + (i18n.translate(locale, "report", "sr.demo") if demo else ""))[:64]
+        sr.SeriesDescription = (
+            i18n.translate(locale, "report", "sr.series_description", name=name, version=version)
+            + (i18n.translate(locale, "report", "sr.demo") if demo else "")
+        )[:64]
     sr.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
     return sr
 
@@ -260,15 +282,18 @@ def findings_from_sr(ds: Dataset | bytes | hd.sr.Comprehensive3DSR) -> list[dict
             name = label_by_code(str(code)).name
         except KeyError:
             name = concept.meaning if concept is not None else str(code)
-        findings.append({
-            "code": str(code),
-            "name": name,
-            "probability": _num_value(probability[0]) if probability else None,
-            "positive": bool(evaluations) and evaluations[0].value == codes.PRESENT,
-            "threshold": _num_value(threshold[0]) if threshold else None,
-            "coding": {"value": concept.value, "scheme": concept.scheme_designator, "meaning": concept.meaning}
-            if concept is not None else None,
-        })
+        findings.append(
+            {
+                "code": str(code),
+                "name": name,
+                "probability": _num_value(probability[0]) if probability else None,
+                "positive": bool(evaluations) and evaluations[0].value == codes.PRESENT,
+                "threshold": _num_value(threshold[0]) if threshold else None,
+                "coding": {"value": concept.value, "scheme": concept.scheme_designator, "meaning": concept.meaning}
+                if concept is not None
+                else None,
+            }
+        )
     return findings
 
 
@@ -291,6 +316,10 @@ def model_from_sr(ds: Dataset | bytes | hd.sr.Comprehensive3DSR) -> dict[str, An
     for context in sr.content.get_observer_contexts():
         if context.observer_type == codes.DEVICE:
             attributes = context.observer_identifying_attributes
-            return {"name": attributes.name, "version": attributes.serial_number,
-                    "manufacturer": attributes.manufacturer_name, "device_uid": attributes.uid}
+            return {
+                "name": attributes.name,
+                "version": attributes.serial_number,
+                "manufacturer": attributes.manufacturer_name,
+                "device_uid": attributes.uid,
+            }
     return None

@@ -35,11 +35,22 @@ def _iso(value: datetime) -> str:
 
 def canonical(entry: AuditEntry) -> str:
     """The row as canonical JSON (sorted keys, no spaces, UTC times to the microsecond)."""
-    return json.dumps({
-        "id": entry.id, "at": _iso(entry.at), "user": entry.user, "role": entry.role,
-        "action": entry.action, "study_uid": entry.study_uid, "detail": entry.detail,
-        "client": entry.client,
-    }, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json.dumps(
+        {
+            "id": entry.id,
+            "at": _iso(entry.at),
+            "user": entry.user,
+            "role": entry.role,
+            "action": entry.action,
+            "study_uid": entry.study_uid,
+            "detail": entry.detail,
+            "client": entry.client,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
 
 
 def row_hash(prev_hash: str, entry: AuditEntry) -> str:
@@ -60,25 +71,48 @@ def appending(db: Database) -> Iterator[Session]:
         yield session
 
 
-def append(session: Session, action: str, *, user: str | None = None, role: str | None = None,
-           study_uid: str | None = None, detail: dict[str, Any] | None = None,
-           client: str | None = None) -> AuditEntry:
+def append(
+    session: Session,
+    action: str,
+    *,
+    user: str | None = None,
+    role: str | None = None,
+    study_uid: str | None = None,
+    detail: dict[str, Any] | None = None,
+    client: str | None = None,
+) -> AuditEntry:
     """Append one entry inside an ``appending`` transaction."""
     # Round-trip the detail through JSON now so the hash is computed on what the database returns.
     detail = json.loads(json.dumps(detail, default=str)) if detail is not None else None
     last = session.scalar(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
     prev = last.hash if last is not None else GENESIS
-    entry = AuditEntry(at=utcnow(), user=user, role=role, action=action[:32], study_uid=study_uid,
-                       detail=detail, client=(client or "")[:64] or None, prev_hash=prev, hash="")
+    entry = AuditEntry(
+        at=utcnow(),
+        user=user,
+        role=role,
+        action=action[:32],
+        study_uid=study_uid,
+        detail=detail,
+        client=(client or "")[:64] or None,
+        prev_hash=prev,
+        hash="",
+    )
     session.add(entry)
     session.flush()  # assigns the id the hash covers
     entry.hash = row_hash(prev, entry)
     return entry
 
 
-def record(db: Database, action: str, *, user: str | None = None, role: str | None = None,
-           study_uid: str | None = None, detail: dict[str, Any] | None = None,
-           client: str | None = None) -> AuditEntry:
+def record(
+    db: Database,
+    action: str,
+    *,
+    user: str | None = None,
+    role: str | None = None,
+    study_uid: str | None = None,
+    detail: dict[str, Any] | None = None,
+    client: str | None = None,
+) -> AuditEntry:
     """Append one entry to the chain and return it."""
     with appending(db) as session:
         return append(session, action, user=user, role=role, study_uid=study_uid, detail=detail, client=client)
@@ -102,9 +136,18 @@ _views: dict[tuple, _ViewWindow] = {}
 _views_lock = threading.Lock()
 
 
-def record_view(db: Database, action: str, window_s: float, *, user: str | None = None, role: str | None = None,
-                study_uid: str | None = None, detail: dict[str, Any] | None = None,
-                client: str | None = None, now: datetime | None = None) -> AuditEntry | None:
+def record_view(
+    db: Database,
+    action: str,
+    window_s: float,
+    *,
+    user: str | None = None,
+    role: str | None = None,
+    study_uid: str | None = None,
+    detail: dict[str, Any] | None = None,
+    client: str | None = None,
+    now: datetime | None = None,
+) -> AuditEntry | None:
     """An access that a page repeats on a timer (the worklist poll). The first view in a window is
     appended at once, like any event; identical views in the next ``window_s`` seconds only count,
     and are appended as one ``repeated`` event when the window closes (next view after it, or the
@@ -124,16 +167,26 @@ def record_view(db: Database, action: str, window_s: float, *, user: str | None 
         _views[key] = _ViewWindow(db, window_s, now, now, 0, fields)
     if closed is not None:
         _write_repeats(closed)
-    return record(db, action, user=user, role=role, study_uid=study_uid, client=client,
-                  detail={**(detail or {}), "window_seconds": window_s})
+    return record(
+        db,
+        action,
+        user=user,
+        role=role,
+        study_uid=study_uid,
+        client=client,
+        detail={**(detail or {}), "window_seconds": window_s},
+    )
 
 
 def flush_views(db: Database | None = None, now: datetime | None = None, force: bool = False) -> int:
     """Write the repeats of every closed window (all windows with ``force``). Returns events written."""
     now = now or utcnow()
     with _views_lock:
-        done = [key for key, w in _views.items() if (db is None or w.db.url == db.url)
-                and (force or (now - w.opened).total_seconds() >= w.window_s)]
+        done = [
+            key
+            for key, w in _views.items()
+            if (db is None or w.db.url == db.url) and (force or (now - w.opened).total_seconds() >= w.window_s)
+        ]
         closed = [_views.pop(key) for key in done]
     return sum(_write_repeats(window) for window in closed)
 
@@ -142,9 +195,20 @@ def _write_repeats(window: _ViewWindow) -> int:
     if window.repeats == 0:
         return 0
     f = window.fields
-    record(window.db, f["action"], user=f["user"], role=f["role"], study_uid=f["study_uid"], client=f["client"],
-           detail={**(f["detail"] or {}), "repeated": window.repeats, "first_at": _iso(window.opened),
-                   "last_at": _iso(window.last)})
+    record(
+        window.db,
+        f["action"],
+        user=f["user"],
+        role=f["role"],
+        study_uid=f["study_uid"],
+        client=f["client"],
+        detail={
+            **(f["detail"] or {}),
+            "repeated": window.repeats,
+            "first_at": _iso(window.opened),
+            "last_at": _iso(window.last),
+        },
+    )
     return 1
 
 
@@ -167,15 +231,24 @@ def verify_chain(db: Database) -> ChainCheck:
     for entry in entries:
         n += 1
         if entry.prev_hash != prev:
-            return ChainCheck(False, n, entry.id, "previous-hash link broken (a row was removed, inserted or reordered)")
+            return ChainCheck(
+                False, n, entry.id, "previous-hash link broken (a row was removed, inserted or reordered)"
+            )
         if row_hash(prev, entry) != entry.hash:
             return ChainCheck(False, n, entry.id, "row content does not match its hash (the row was edited)")
         prev = entry.hash
     return ChainCheck(True, n)
 
 
-def entries(db: Database, *, limit: int = 200, offset: int = 0, user: str | None = None,
-            action: str | None = None, study_uid: str | None = None) -> list[AuditEntry]:
+def entries(
+    db: Database,
+    *,
+    limit: int = 200,
+    offset: int = 0,
+    user: str | None = None,
+    action: str | None = None,
+    study_uid: str | None = None,
+) -> list[AuditEntry]:
     query = select(AuditEntry)
     if user:
         query = query.where(AuditEntry.user == user)
@@ -188,6 +261,15 @@ def entries(db: Database, *, limit: int = 200, offset: int = 0, user: str | None
 
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:
-    return {"id": entry.id, "at": _iso(entry.at), "user": entry.user, "role": entry.role,
-            "action": entry.action, "study_uid": entry.study_uid, "detail": entry.detail,
-            "client": entry.client, "prev_hash": entry.prev_hash, "hash": entry.hash}
+    return {
+        "id": entry.id,
+        "at": _iso(entry.at),
+        "user": entry.user,
+        "role": entry.role,
+        "action": entry.action,
+        "study_uid": entry.study_uid,
+        "detail": entry.detail,
+        "client": entry.client,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }

@@ -32,8 +32,12 @@ class Claim:
     expires_at: datetime
 
     def as_dict(self) -> dict[str, Any]:
-        return {"study_uid": self.study_uid, "claimed_by": self.claimed_by,
-                "claimed_at": self.claimed_at.isoformat(), "expires_at": self.expires_at.isoformat()}
+        return {
+            "study_uid": self.study_uid,
+            "claimed_by": self.claimed_by,
+            "claimed_at": self.claimed_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+        }
 
 
 def _db_time(db: Database, value: datetime) -> datetime:
@@ -52,20 +56,26 @@ def claim(db: Database, study_uid: str, user: str, minutes: float, now: datetime
     """Claim (or refresh one's own claim on) a study. 409 if someone else holds a live claim."""
     now = now or utcnow()
     expires = now + timedelta(minutes=minutes)
-    free = or_(Study.claimed_by.is_(None), Study.claimed_by == user,
-               Study.claim_expires_at.is_(None), Study.claim_expires_at <= _db_time(db, now))
+    free = or_(
+        Study.claimed_by.is_(None),
+        Study.claimed_by == user,
+        Study.claim_expires_at.is_(None),
+        Study.claim_expires_at <= _db_time(db, now),
+    )
     # A study still waiting for its AI read keeps status 'received' (the durable queue); a signed
     # one stays signed (a claim there is for an amendment).
     new_status = case((Study.status.in_((RECEIVED, SIGNED)), Study.status), else_=CLAIMED)
     with db.session() as session:
         result = session.execute(
-            update(Study).where(and_(Study.study_uid == study_uid, free))
+            update(Study)
+            .where(and_(Study.study_uid == study_uid, free))
             .values(claimed_by=user, claimed_at=now, claim_expires_at=expires, status=new_status)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
-            holder = session.execute(select(Study.claimed_by, Study.claim_expires_at)
-                                     .where(Study.study_uid == study_uid)).first()
+            holder = session.execute(
+                select(Study.claimed_by, Study.claim_expires_at).where(Study.study_uid == study_uid)
+            ).first()
             if holder is None:
                 raise ReadingError(404, f"no study {study_uid}")
             until = as_utc(holder[1])
@@ -94,7 +104,8 @@ def release(db: Database, study_uid: str, user: str, force: bool = False) -> Non
         if study.claimed_by != user and not force and claim_is_live(study):
             raise ReadingError(409, f"claimed by {study.claimed_by}, not by {user}")
         session.execute(
-            update(Study).where(Study.study_uid == study_uid)
+            update(Study)
+            .where(Study.study_uid == study_uid)
             .values(claimed_by=None, claimed_at=None, claim_expires_at=None, status=_unclaimed_status())
             .execution_options(synchronize_session=False)
         )
@@ -104,15 +115,25 @@ def ai_findings(study: Study) -> dict[str, Any]:
     """What the AI said (kept beside the reader's signature as the correction's baseline)."""
     read = study.pre_read
     return {
-        "findings": {f.code: {"probability": f.probability, "positive": f.positive}
-                     for f in (read.findings if read else [])},
+        "findings": {
+            f.code: {"probability": f.probability, "positive": f.positive} for f in (read.findings if read else [])
+        },
         "measurements": read.measurements if read else {},
-        "level": study.level, "score": study.score,
+        "level": study.level,
+        "score": study.score,
     }
 
 
-def sign(db: Database, study_uid: str, user: str, *, agree: bool, findings: dict[str, bool],
-         impression: str, now: datetime | None = None) -> dict[str, Any]:
+def sign(
+    db: Database,
+    study_uid: str,
+    user: str,
+    *,
+    agree: bool,
+    findings: dict[str, bool],
+    impression: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Sign the caller's claimed study: the final report (status final; amended when the study was
     signed before) and a correction row (what the AI said, what the doctor said) in one transaction."""
     now = now or utcnow()
@@ -135,30 +156,54 @@ def sign(db: Database, study_uid: str, user: str, *, agree: bool, findings: dict
         amending = study.status == SIGNED
         previous = None
         if amending:
-            previous = session.scalar(select(Correction.id).where(Correction.study_uid == study_uid)
-                                      .order_by(Correction.id.desc()).limit(1))
+            previous = session.scalar(
+                select(Correction.id).where(Correction.study_uid == study_uid).order_by(Correction.id.desc()).limit(1)
+            )
         report_status = "amended" if amending else "final"
         report = {
-            "status": report_status, "findings": final, "impression": impression, "agree": agree_effective,
-            "signed_by": user, "signed_at": now.isoformat(),
+            "status": report_status,
+            "findings": final,
+            "impression": impression,
+            "agree": agree_effective,
+            "signed_by": user,
+            "signed_at": now.isoformat(),
             "ai": {"model": study.model_name, "version": study.model_version, **ai},
         }
         # Conditional on the claim still being ours: a claim that expired and was taken over in the
         # meantime makes this update match nothing.
         result = session.execute(
-            update(Study).where(and_(Study.study_uid == study_uid, Study.claimed_by == user,
-                                     Study.claim_expires_at > _db_time(db, now)))
-            .values(status=SIGNED, signed_by=user, signed_at=now, final_report=report,
-                    report_status=report_status, claimed_by=None, claimed_at=None, claim_expires_at=None)
+            update(Study)
+            .where(
+                and_(Study.study_uid == study_uid, Study.claimed_by == user, Study.claim_expires_at > _db_time(db, now))
+            )
+            .values(
+                status=SIGNED,
+                signed_by=user,
+                signed_at=now,
+                final_report=report,
+                report_status=report_status,
+                claimed_by=None,
+                claimed_at=None,
+                claim_expires_at=None,
+            )
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             raise ReadingError(409, "the claim expired and was taken over before signing")
-        session.add(Correction(
-            study_uid=study_uid, signed_by=user, signed_at=now, agree=agree_effective,
-            ai_findings=ai, final_findings=final, impression=impression,
-            model_name=study.model_name, model_version=study.model_version, amends=previous,
-        ))
+        session.add(
+            Correction(
+                study_uid=study_uid,
+                signed_by=user,
+                signed_at=now,
+                agree=agree_effective,
+                ai_findings=ai,
+                final_findings=final,
+                impression=impression,
+                model_name=study.model_name,
+                model_version=study.model_version,
+                amends=previous,
+            )
+        )
     return report
 
 
@@ -171,8 +216,12 @@ def corrections(db: Database, study_uid: str | None = None) -> list[Correction]:
 
 
 def signed_reads(db: Database, sites: list[str] | None = None, limit: int = 10000) -> list[tuple[Correction, Study]]:
-    query = (select(Correction, Study).join(Study, Study.study_uid == Correction.study_uid)
-             .order_by(Correction.id).limit(limit))
+    query = (
+        select(Correction, Study)
+        .join(Study, Study.study_uid == Correction.study_uid)
+        .order_by(Correction.id)
+        .limit(limit)
+    )
     if sites is not None:
         query = query.where(Study.site.in_(sites))
     with db.session() as session:

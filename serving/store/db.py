@@ -68,7 +68,7 @@ class NewInstance:
     # The worker that reads a new study at once (the ECG paths) leases it at creation, so the
     # queue's sweeper does not take it while that read runs; None leaves it to the sweeper.
     lease_by: str | None = None
-    no_ai: bool = False             # the patient declined the automated read
+    no_ai: bool = False  # the patient declined the automated read
     # How soon a model should read it (a level; e.g. from the C-STORE request's Priority): the
     # study keeps the most urgent its objects arrived with.
     priority: str | None = None
@@ -81,7 +81,7 @@ class DicomAttributes:
     modality: str | None = None
     body_part: str | None = None
     view_position: str | None = None
-    role: str = "original"          # original | ai_sr | ai_sc
+    role: str = "original"  # original | ai_sr | ai_sc
     study_date: str | None = None
     accession_number: str | None = None
 
@@ -99,7 +99,11 @@ class Aging:
         waited = (now - as_utc(arrived_at)).total_seconds() / 60.0
         base = level or "routine"
         if base == "routine" and waited >= self.routine + self.urgent:
-            return "critical", f"waiting {waited:.0f} min (routine limit {self.routine:g} + urgent limit {self.urgent:g})", False
+            return (
+                "critical",
+                f"waiting {waited:.0f} min (routine limit {self.routine:g} + urgent limit {self.urgent:g})",
+                False,
+            )
         if base == "routine" and waited >= self.routine:
             return "urgent", f"waiting {waited:.0f} min > routine limit {self.routine:g} min", False
         if base == "urgent" and waited >= self.urgent:
@@ -156,15 +160,25 @@ class Database:
                 if study is None:
                     leased = new.lease_by is not None and new.status == RECEIVED and not new.no_ai
                     study = Study(
-                        study_uid=new.study_uid, site=new.site, modality=new.modality,
-                        patient_id=new.patient_id, patient_name=new.patient_name, patient_key=new.patient_key,
-                        patient_sex=new.patient_sex, patient_age=new.patient_age,
-                        description=new.description, arrived_at=now,
-                        status=NO_AI_READ if new.no_ai else new.status, no_ai=new.no_ai,
+                        study_uid=new.study_uid,
+                        site=new.site,
+                        modality=new.modality,
+                        patient_id=new.patient_id,
+                        patient_name=new.patient_name,
+                        patient_key=new.patient_key,
+                        patient_sex=new.patient_sex,
+                        patient_age=new.patient_age,
+                        description=new.description,
+                        arrived_at=now,
+                        status=NO_AI_READ if new.no_ai else new.status,
+                        no_ai=new.no_ai,
                         ai_error=NO_AI_REASON if new.no_ai else None,
-                        study_date=attrs.study_date, accession_number=attrs.accession_number,
-                        last_instance_at=now, ai_attempts=1 if leased else 0,
-                        processing_since=now if leased else None, processing_by=new.lease_by if leased else None,
+                        study_date=attrs.study_date,
+                        accession_number=attrs.accession_number,
+                        last_instance_at=now,
+                        ai_attempts=1 if leased else 0,
+                        processing_since=now if leased else None,
+                        processing_by=new.lease_by if leased else None,
                         priority=new.priority,
                     )
                     session.add(study)
@@ -173,18 +187,33 @@ class Database:
                     if new.no_ai and not study.no_ai:  # a refusal sent with a later object holds for the study
                         study.no_ai, study.ai_error = True, NO_AI_REASON
                     study.last_instance_at = now
-                    if new.priority and (study.priority is None or LEVEL_RANK[new.priority] < LEVEL_RANK[study.priority]):
+                    if new.priority and (
+                        study.priority is None or LEVEL_RANK[new.priority] < LEVEL_RANK[study.priority]
+                    ):
                         study.priority = new.priority
-                    if study.status == NO_AI_READ and new.status == RECEIVED and not study.no_ai \
-                            and study.read_at is None:
+                    if (
+                        study.status == NO_AI_READ
+                        and new.status == RECEIVED
+                        and not study.no_ai
+                        and study.read_at is None
+                    ):
                         # A new series may be one a model reads: route the study again.
                         study.status, study.ai_error, study.ai_attempts = RECEIVED, None, 0
                 instance = Instance(
-                    sop_instance_uid=new.sop_instance_uid, study_id=study.id, series_uid=new.series_uid,
-                    sop_class_uid=new.sop_class_uid, content_type=new.content_type,
-                    storage_key=new.storage_key, sha256=new.sha256, size_bytes=new.size_bytes,
-                    source=new.source, sender=new.sender, received_at=now,
-                    modality=attrs.modality, body_part=attrs.body_part, view_position=attrs.view_position,
+                    sop_instance_uid=new.sop_instance_uid,
+                    study_id=study.id,
+                    series_uid=new.series_uid,
+                    sop_class_uid=new.sop_class_uid,
+                    content_type=new.content_type,
+                    storage_key=new.storage_key,
+                    sha256=new.sha256,
+                    size_bytes=new.size_bytes,
+                    source=new.source,
+                    sender=new.sender,
+                    received_at=now,
+                    modality=attrs.modality,
+                    body_part=attrs.body_part,
+                    view_position=attrs.view_position,
                     role=attrs.role,
                 )
                 session.add(instance)
@@ -199,7 +228,9 @@ class Database:
     def find_instance(self, sop_instance_uid: str) -> tuple[Study, Instance] | None:
         with self.session() as session:
             instance = session.scalar(
-                select(Instance).options(selectinload(Instance.study)).where(Instance.sop_instance_uid == sop_instance_uid)
+                select(Instance)
+                .options(selectinload(Instance.study))
+                .where(Instance.sop_instance_uid == sop_instance_uid)
             )
             return (instance.study, instance) if instance else None
 
@@ -217,10 +248,19 @@ class Database:
                 query = query.where(getattr(Study, key) == value)
             return int(session.scalar(query))
 
-    def worklist(self, sites: Sequence[str] | None, aging: Aging, now: datetime | None = None, *,
-                 modality: str | None = None, statuses: Sequence[str] | None = None,
-                 level: str | None = None, site: str | None = None,
-                 limit: int = 200, offset: int = 0) -> list[Study]:
+    def worklist(
+        self,
+        sites: Sequence[str] | None,
+        aging: Aging,
+        now: datetime | None = None,
+        *,
+        modality: str | None = None,
+        statuses: Sequence[str] | None = None,
+        level: str | None = None,
+        site: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> list[Study]:
         """Open studies for ``sites`` (None = all), ordered by effective level (after aging), then
         score (highest first), then waiting time (longest first). Nothing is filtered out unless the
         caller asks for a filter."""
@@ -231,9 +271,17 @@ class Database:
         with self.session() as session:
             return list(session.scalars(query.limit(limit).offset(offset)).all())
 
-    def worklist_total(self, sites: Sequence[str] | None, aging: Aging, now: datetime | None = None, *,
-                       modality: str | None = None, statuses: Sequence[str] | None = None,
-                       level: str | None = None, site: str | None = None) -> int:
+    def worklist_total(
+        self,
+        sites: Sequence[str] | None,
+        aging: Aging,
+        now: datetime | None = None,
+        *,
+        modality: str | None = None,
+        statuses: Sequence[str] | None = None,
+        level: str | None = None,
+        site: str | None = None,
+    ) -> int:
         """How many studies the same worklist query holds (the page shows "251–300 of 450")."""
         rank = self._effective_rank(aging, now or utcnow(), sqlite=self.engine.dialect.name == "sqlite")
         query = self._worklist_filter(select(func.count(Study.id)), rank, sites, modality, statuses, level, site)
@@ -286,8 +334,8 @@ class Database:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")      # readers don't block the writer
-    cursor.execute("PRAGMA synchronous=FULL")      # an acknowledged row survives power loss
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged row survives power loss
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

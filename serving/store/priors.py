@@ -19,11 +19,18 @@ def find_prior(db: Database, study: Study) -> Study | None:
     if not study.patient_key:
         return None
     kinds = ("ECG",) if study.modality == "ECG" else CHEST_FILM_MODALITIES
-    query = (select(Study)
-             .where(Study.patient_key == study.patient_key, Study.study_uid != study.study_uid,
-                    Study.modality.in_(kinds), Study.read_at.is_not(None), Study.arrived_at < study.arrived_at)
-             .order_by(Study.arrived_at.desc(), Study.id.desc())
-             .limit(5))
+    query = (
+        select(Study)
+        .where(
+            Study.patient_key == study.patient_key,
+            Study.study_uid != study.study_uid,
+            Study.modality.in_(kinds),
+            Study.read_at.is_not(None),
+            Study.arrived_at < study.arrived_at,
+        )
+        .order_by(Study.arrived_at.desc(), Study.id.desc())
+        .limit(5)
+    )
     with db.session() as session:
         # a JSON column may hold a JSON null (a withdrawn read): the first one with a read is the prior
         return next((s for s in session.scalars(query) if s.ai_read), None)

@@ -26,10 +26,18 @@ def set_no_ai_read(db: Database, study_uid: str, reason: str) -> None:
             study.status = NO_AI_READ
 
 
-def search_studies(db: Database, sites: Sequence[str] | None, *, study_uid: str | None = None,
-                   patient_id: str | None = None, modality: str | None = None,
-                   date_from: str | None = None, date_to: str | None = None,
-                   limit: int = 100, offset: int = 0) -> list[Study]:
+def search_studies(
+    db: Database,
+    sites: Sequence[str] | None,
+    *,
+    study_uid: str | None = None,
+    patient_id: str | None = None,
+    modality: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Study]:
     """Studies (with instances) for QIDO-RS. ``modality`` matches any instance's modality."""
     query = select(Study).options(selectinload(Study.instances))
     if sites is not None:
@@ -40,8 +48,9 @@ def search_studies(db: Database, sites: Sequence[str] | None, *, study_uid: str 
         query = query.where(Study.patient_id == patient_id)
     if modality:
         values = [m.strip().upper() for m in modality.split(",") if m.strip()]
-        query = query.where(Study.id.in_(select(Instance.study_id).where(Instance.modality.in_(values)))
-                            | Study.modality.in_(values))
+        query = query.where(
+            Study.id.in_(select(Instance.study_id).where(Instance.modality.in_(values))) | Study.modality.in_(values)
+        )
     if date_from:
         query = query.where(Study.study_date >= date_from)
     if date_to:

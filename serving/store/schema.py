@@ -37,8 +37,8 @@ class Study(Base):
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
     site: Mapped[str] = mapped_column(String(64), index=True)
     modality: Mapped[str] = mapped_column(String(16))
-    patient_id: Mapped[str | None] = mapped_column(String(64))      # masked per config
-    patient_name: Mapped[str | None] = mapped_column(String(128))   # masked per config
+    patient_id: Mapped[str | None] = mapped_column(String(64))  # masked per config
+    patient_name: Mapped[str | None] = mapped_column(String(128))  # masked per config
     # Who the patient is for comparisons with priors: a keyed hash (HMAC with the deployment secret) of
     # the site's identity rule (patient ID + issuer by default) made at ingest before masking; None
     # when the rule's fields were missing (then no prior is looked for).
@@ -87,8 +87,10 @@ class Study(Base):
         """The AI read as the typed object (models.read.PreRead), or None before there is one."""
         return PreRead.model_validate(self.ai_read) if self.ai_read else None
 
-    __table_args__ = (Index("ix_studies_worklist", "status", "level", "arrived_at"),
-                      Index("ix_studies_queue", "status", "next_attempt_at"))
+    __table_args__ = (
+        Index("ix_studies_worklist", "status", "level", "arrived_at"),
+        Index("ix_studies_queue", "status", "next_attempt_at"),
+    )
 
 
 class Instance(Base):
@@ -103,7 +105,7 @@ class Instance(Base):
     storage_key: Mapped[str] = mapped_column(String(256))
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)
-    source: Mapped[str] = mapped_column(String(16))       # http | stow | scp | ai (our own results)
+    source: Mapped[str] = mapped_column(String(16))  # http | stow | scp | ai (our own results)
     sender: Mapped[str | None] = mapped_column(String(128))  # user or calling AE title
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     modality: Mapped[str | None] = mapped_column(String(16))

@@ -64,8 +64,14 @@ class WorkQueue:
     """This process's view of the queue: its worker id, the studies it is working on (their leases
     are renewed), and the lease / stability / retry settings."""
 
-    def __init__(self, db: Database, lease_seconds: float = 60.0, stable_seconds: float = 2.0,
-                 policy: RetryPolicy | None = None, worker_id: str | None = None):
+    def __init__(
+        self,
+        db: Database,
+        lease_seconds: float = 60.0,
+        stable_seconds: float = 2.0,
+        policy: RetryPolicy | None = None,
+        worker_id: str | None = None,
+    ):
         self.db = db
         self.lease_seconds, self.stable_seconds = lease_seconds, stable_seconds
         self.policy = policy or RetryPolicy()
@@ -91,16 +97,20 @@ class WorkQueue:
     @classmethod
     def from_config(cls, db: Database, cfg: Any) -> WorkQueue:
         recovery = cfg.recovery
-        return cls(db, lease_seconds=cfg.dicom.lease_seconds, stable_seconds=cfg.dicom.study_stable_seconds,
-                   policy=RetryPolicy(recovery.max_attempts, recovery.backoff_base_seconds,
-                                      recovery.backoff_max_seconds))
+        return cls(
+            db,
+            lease_seconds=cfg.dicom.lease_seconds,
+            stable_seconds=cfg.dicom.study_stable_seconds,
+            policy=RetryPolicy(recovery.max_attempts, recovery.backoff_base_seconds, recovery.backoff_max_seconds),
+        )
 
     # --- leases ---------------------------------------------------------------------------------
     def _claimable(self, now: datetime):
         stale = _db_time(self.db, now - timedelta(seconds=self.lease_seconds))
         due = _db_time(self.db, now)
         return and_(
-            Study.read_at.is_(None), Study.no_ai == false(),
+            Study.read_at.is_(None),
+            Study.no_ai == false(),
             Study.ai_attempts < self.policy.max_attempts,
             or_(Study.status == RECEIVED, and_(Study.status == AI_FAILED, Study.next_attempt_at <= due)),
             or_(Study.processing_since.is_(None), Study.processing_since < stale),
@@ -111,9 +121,11 @@ class WorkQueue:
         now = now or utcnow()
         with self.db.session() as session:
             result = session.execute(
-                update(Study).where(Study.study_uid == study_uid, self._claimable(now))
+                update(Study)
+                .where(Study.study_uid == study_uid, self._claimable(now))
                 .values(processing_since=now, processing_by=self.worker_id, ai_attempts=Study.ai_attempts + 1)
-                .execution_options(synchronize_session=False))
+                .execution_options(synchronize_session=False)
+            )
         return result.rowcount == 1
 
     def claim_due(self, limit: int = 16, modality: str | None = None, now: datetime | None = None) -> list[str]:
@@ -122,8 +134,12 @@ class WorkQueue:
         Oldest first."""
         now = now or utcnow()
         stable_before = now - timedelta(seconds=self.stable_seconds)
-        query = (select(Study.study_uid, Study.modality, Study.last_instance_at, Study.arrived_at)
-                 .where(self._claimable(now)).order_by(Study.arrived_at).limit(limit * 4))
+        query = (
+            select(Study.study_uid, Study.modality, Study.last_instance_at, Study.arrived_at)
+            .where(self._claimable(now))
+            .order_by(Study.arrived_at)
+            .limit(limit * 4)
+        )
         if modality:
             query = query.where(Study.modality == modality)
         with self.db.session() as session:
@@ -162,46 +178,84 @@ class WorkQueue:
         self._last_renewal = now
         with self.db.session() as session:
             result = session.execute(
-                update(Study).where(Study.study_uid.in_(held), Study.processing_by == self.worker_id)
-                .values(processing_since=now).execution_options(synchronize_session=False))
+                update(Study)
+                .where(Study.study_uid.in_(held), Study.processing_by == self.worker_id)
+                .values(processing_since=now)
+                .execution_options(synchronize_session=False)
+            )
         return result.rowcount
 
     def release(self, study_uid: str) -> None:
         self.drop(study_uid)
         with self.db.session() as session:
             session.execute(
-                update(Study).where(Study.study_uid == study_uid, Study.processing_by == self.worker_id)
-                .values(processing_since=None, processing_by=None).execution_options(synchronize_session=False))
+                update(Study)
+                .where(Study.study_uid == study_uid, Study.processing_by == self.worker_id)
+                .values(processing_since=None, processing_by=None)
+                .execution_options(synchronize_session=False)
+            )
 
     # --- outcomes -------------------------------------------------------------------------------
-    def record_read(self, study_uid: str, read: dict[str, Any], level: str, score: float, model_name: str,
-                    model_version: str, now: datetime | None = None) -> bool:
+    def record_read(
+        self,
+        study_uid: str,
+        read: dict[str, Any],
+        level: str,
+        score: float,
+        model_name: str,
+        model_version: str,
+        now: datetime | None = None,
+    ) -> bool:
         """Attach the AI read (its stored JSON) — once. Returns False when the study already had one
         (a duplicate computation) or the patient declined the AI read: nothing changes then."""
         now = now or utcnow()
         self.drop(study_uid)
         with audit.appending(self.db) as session:
             result = session.execute(
-                update(Study).where(Study.study_uid == study_uid, Study.read_at.is_(None), Study.no_ai == false())
-                .values(ai_read=read, level=level, score=score, model_name=model_name,
-                        model_version=str(model_version), read_at=now, ai_error=None, next_attempt_at=None,
-                        processing_since=None, processing_by=None,
-                        status=case((Study.status.in_((RECEIVED, AI_FAILED)), AI_READ), else_=Study.status))
-                .execution_options(synchronize_session=False))
+                update(Study)
+                .where(Study.study_uid == study_uid, Study.read_at.is_(None), Study.no_ai == false())
+                .values(
+                    ai_read=read,
+                    level=level,
+                    score=score,
+                    model_name=model_name,
+                    model_version=str(model_version),
+                    read_at=now,
+                    ai_error=None,
+                    next_attempt_at=None,
+                    processing_since=None,
+                    processing_by=None,
+                    status=case((Study.status.in_((RECEIVED, AI_FAILED)), AI_READ), else_=Study.status),
+                )
+                .execution_options(synchronize_session=False)
+            )
             if result.rowcount != 1:
                 return False
             attempts = session.scalar(select(Study.ai_attempts).where(Study.study_uid == study_uid))
-            audit.append(session, "ai_read", user=READ_BY, role="system", study_uid=study_uid,
-                         client=self.worker_id, detail={"model": model_name, "version": str(model_version),
-                                                        "level": level, "attempt": attempts})
+            audit.append(
+                session,
+                "ai_read",
+                user=READ_BY,
+                role="system",
+                study_uid=study_uid,
+                client=self.worker_id,
+                detail={"model": model_name, "version": str(model_version), "level": level, "attempt": attempts},
+            )
         return True
 
     def record_pre_read(self, study_uid: str, read: PreRead, now: datetime | None = None) -> bool:
         """``record_read`` of a typed pre-read: its JSON, level, score and model identity."""
         if self.annotate is not None:
             read = self.annotate(study_uid, read)
-        return self.record_read(study_uid, read.to_json(), read.triage.level.value, read.triage.score,
-                                read.model.name, str(read.model.version), now)
+        return self.record_read(
+            study_uid,
+            read.to_json(),
+            read.triage.level.value,
+            read.triage.score,
+            read.model.name,
+            str(read.model.version),
+            now,
+        )
 
     def record_failure(self, study_uid: str, error: str, final: bool = False, now: datetime | None = None) -> str:
         """A failed attempt: listed as ai_failed with the reason and when it is tried again (or that
@@ -211,17 +265,25 @@ class WorkQueue:
         with self.db.session() as session:
             attempts = session.scalar(select(Study.ai_attempts).where(Study.study_uid == study_uid)) or 0
             if final or attempts >= self.policy.max_attempts:
-                retry_at, note = None, (f"{error} — no further automatic attempt ({attempts} made): "
-                                        f"read by a doctor")
+                retry_at, note = None, (f"{error} — no further automatic attempt ({attempts} made): read by a doctor")
             else:
                 retry_at = now + timedelta(seconds=self.policy.delay(attempts))
-                note = (f"{error} — attempt {attempts} of {self.policy.max_attempts}; next at "
-                        f"{retry_at.strftime('%H:%M:%S')} UTC")
+                note = (
+                    f"{error} — attempt {attempts} of {self.policy.max_attempts}; next at "
+                    f"{retry_at.strftime('%H:%M:%S')} UTC"
+                )
             session.execute(
-                update(Study).where(Study.study_uid == study_uid, Study.read_at.is_(None))
-                .values(ai_error=note[:2000], next_attempt_at=retry_at, processing_since=None, processing_by=None,
-                        status=case((Study.status == RECEIVED, AI_FAILED), else_=Study.status))
-                .execution_options(synchronize_session=False))
+                update(Study)
+                .where(Study.study_uid == study_uid, Study.read_at.is_(None))
+                .values(
+                    ai_error=note[:2000],
+                    next_attempt_at=retry_at,
+                    processing_since=None,
+                    processing_by=None,
+                    status=case((Study.status == RECEIVED, AI_FAILED), else_=Study.status),
+                )
+                .execution_options(synchronize_session=False)
+            )
         return note
 
     def give_up_on_dead_leases(self, now: datetime | None = None) -> int:
@@ -231,13 +293,23 @@ class WorkQueue:
         stale = _db_time(self.db, now - timedelta(seconds=self.lease_seconds))
         with self.db.session() as session:
             result = session.execute(
-                update(Study).where(Study.status == RECEIVED, Study.read_at.is_(None),
-                                    Study.ai_attempts >= self.policy.max_attempts,
-                                    or_(Study.processing_since.is_(None), Study.processing_since < stale))
-                .values(status=AI_FAILED, next_attempt_at=None, processing_since=None, processing_by=None,
-                        ai_error=f"the worker reading this study stopped {self.policy.max_attempts} times — "
-                                 "no further automatic attempt: read by a doctor")
-                .execution_options(synchronize_session=False))
+                update(Study)
+                .where(
+                    Study.status == RECEIVED,
+                    Study.read_at.is_(None),
+                    Study.ai_attempts >= self.policy.max_attempts,
+                    or_(Study.processing_since.is_(None), Study.processing_since < stale),
+                )
+                .values(
+                    status=AI_FAILED,
+                    next_attempt_at=None,
+                    processing_since=None,
+                    processing_by=None,
+                    ai_error=f"the worker reading this study stopped {self.policy.max_attempts} times — "
+                    "no further automatic attempt: read by a doctor",
+                )
+                .execution_options(synchronize_session=False)
+            )
         return result.rowcount
 
 
@@ -246,18 +318,31 @@ def refuse_ai(db: Database, study_uid: str, reason: str = "the patient declined 
     read already made is withdrawn from the worklist (the doctor reads it without it)."""
     with db.session() as session:
         result = session.execute(
-            update(Study).where(Study.study_uid == study_uid)
-            .values(no_ai=True, ai_read=None, level=None, score=None, ai_error=reason,
-                    next_attempt_at=None, processing_since=None, processing_by=None,
-                    status=case((Study.status.in_((RECEIVED, AI_FAILED, AI_READ)), NO_AI_READ), else_=Study.status))
-            .execution_options(synchronize_session=False))
+            update(Study)
+            .where(Study.study_uid == study_uid)
+            .values(
+                no_ai=True,
+                ai_read=None,
+                level=None,
+                score=None,
+                ai_error=reason,
+                next_attempt_at=None,
+                processing_since=None,
+                processing_by=None,
+                status=case((Study.status.in_((RECEIVED, AI_FAILED, AI_READ)), NO_AI_READ), else_=Study.status),
+            )
+            .execution_options(synchronize_session=False)
+        )
     return result.rowcount == 1
 
 
 def ai_read_counts(db: Database, study_uids: Iterable[str] | None = None) -> dict[str, int]:
     """How many ``ai_read`` audit events each study has (exactly-once checks)."""
-    query = (select(AuditEntry.study_uid, func.count(AuditEntry.id)).where(AuditEntry.action == "ai_read")
-             .group_by(AuditEntry.study_uid))
+    query = (
+        select(AuditEntry.study_uid, func.count(AuditEntry.id))
+        .where(AuditEntry.action == "ai_read")
+        .group_by(AuditEntry.study_uid)
+    )
     with db.session() as session:
         counts = {uid: n for uid, n in session.execute(query).all()}
     return counts if study_uids is None else {uid: counts.get(uid, 0) for uid in study_uids}

@@ -26,8 +26,13 @@ def cxr_reader(cxr_registry):  # noqa: F811
     read's coherence with its own thresholds, never that the model found pneumonia."""
     from models.cxr.pipeline import CxrPreReader
 
-    return CxrPreReader.from_registry(cxr_registry, "cxr@champion", REPO_ROOT / "configs" / "triage" / "cxr.yaml",
-                                      cam_device="cpu", threshold_overrides=CXR_TEST_OPERATING_POINT)
+    return CxrPreReader.from_registry(
+        cxr_registry,
+        "cxr@champion",
+        REPO_ROOT / "configs" / "triage" / "cxr.yaml",
+        cam_device="cpu",
+        threshold_overrides=CXR_TEST_OPERATING_POINT,
+    )
 
 
 @pytest.fixture
@@ -41,12 +46,14 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
 
     port = free_port()
     cfg = make_config(tmp_path, ecg_registry, port=port)
-    cfg = cfg.model_copy(update={
-        "auth": cfg.auth.model_copy(update={"users": []}),
-        "worklist": cfg.worklist.model_copy(update={"poll_seconds": 1.0}),
-        # the SCP stays off (STOW-RS is the way in here); the dispatcher polls fast
-        "dicom": cfg.dicom.model_copy(update={"enabled": False, "study_stable_seconds": 0.3, "poll_seconds": 0.1}),
-    })
+    cfg = cfg.model_copy(
+        update={
+            "auth": cfg.auth.model_copy(update={"users": []}),
+            "worklist": cfg.worklist.model_copy(update={"poll_seconds": 1.0}),
+            # the SCP stays off (STOW-RS is the way in here); the dispatcher polls fast
+            "dicom": cfg.dicom.model_copy(update={"enabled": False, "study_stable_seconds": 0.3, "poll_seconds": 0.1}),
+        }
+    )
     app, services = create_local_app(cfg, reader=ecg_reader)
     runtime = start_local_dicom(services, cxr_reader)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

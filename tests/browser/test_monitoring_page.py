@@ -30,15 +30,22 @@ def test_datasci_sees_agreement_chart_and_drift(chromium, live_server):
     with httpx.Client(base_url=live_server.base_url, timeout=60) as http:
         clinic, reader = _login(http, "clinic-li"), _login(http, "dr-wang")
         for seed in range(3):
-            read = http.post("/api/v1/ecg", content=json.dumps(ecg_json(bpm=72, seed=seed)),
-                             headers={**clinic, "content-type": "application/json"}).json()
+            read = http.post(
+                "/api/v1/ecg",
+                content=json.dumps(ecg_json(bpm=72, seed=seed)),
+                headers={**clinic, "content-type": "application/json"},
+            ).json()
             uid = read["study_uid"]
             final = {f["code"]: f["positive"] for f in read["read"]["findings"]}
             if seed == 0:  # the doctor corrects one finding of one read
                 final["STACH"] = not final["STACH"]
             assert http.post(f"/api/v1/studies/{uid}/claim", headers=reader).status_code == 200
-            assert http.post(f"/api/v1/studies/{uid}/sign", headers=reader,
-                             json={"agree": seed != 0, "findings": final}).status_code == 200
+            assert (
+                http.post(
+                    f"/api/v1/studies/{uid}/sign", headers=reader, json={"agree": seed != 0, "findings": final}
+                ).status_code
+                == 200
+            )
 
     errors: list[str] = []
     page = open_page(chromium, live_server.base_url, errors, height=1200)

@@ -29,7 +29,10 @@ def test_reader_signs_critical_ecg_and_clinic_sees_report(chromium, live_server)
         token = http.post("/api/v1/login", json={"username": "clinic-li", "password": PASSWORD}).json()["token"]
         headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
         for seed in (1, 2):
-            assert http.post("/api/v1/ecg", content=json.dumps(ecg_json(bpm=70, seed=seed)), headers=headers).status_code == 201
+            assert (
+                http.post("/api/v1/ecg", content=json.dumps(ecg_json(bpm=70, seed=seed)), headers=headers).status_code
+                == 201
+            )
         critical = http.post("/api/v1/ecg", content=json.dumps(ecg_json(bpm=180, seed=7)), headers=headers).json()
     assert critical["level"] == "critical"
     uid = critical["study_uid"]
@@ -100,19 +103,28 @@ def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, l
     png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
     body = wrapped_nih(png, patient_name="Li^Si")
     boundary = "b0undary"
-    multipart = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body
-                 + f"\r\n--{boundary}--\r\n".encode())
+    multipart = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    )
     with httpx.Client(base_url=live_server.base_url, timeout=60) as http:
         token = http.post("/api/v1/login", json={"username": "clinic-li", "password": PASSWORD}).json()["token"]
-        r = http.post("/dicomweb/studies", content=multipart, headers={
-            "Authorization": f"Bearer {token}",
-            "content-type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+        r = http.post(
+            "/dicomweb/studies",
+            content=multipart,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "content-type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            },
+        )
     assert r.status_code == 200, r.text
     import pydicom
 
     uid = str(pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True).StudyInstanceUID)
-    study = wait_for(lambda: (s := svc.db.get_study(uid)) is not None and s.status in ("ai_read", "no_ai_read", "ai_failed") and s,
-                     120, what=f"study {uid} to be read")
+    study = wait_for(
+        lambda: (s := svc.db.get_study(uid)) is not None and s.status in ("ai_read", "no_ai_read", "ai_failed") and s,
+        120,
+        what=f"study {uid} to be read",
+    )
     assert study.status == "ai_read", (study.status, study.ai_error)
     assert sorted(i.role for i in study.instances) == ["ai_sc", "ai_sr", "original"]
     # What the read says follows from its own numbers (the fixture's operating point is a test setting:
@@ -158,8 +170,10 @@ def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, l
     page.dispatch_event("#ww", "change")
     page.fill("#wl", "90")
     page.dispatch_event("#wl", "change")
-    page.wait_for_function("(old) => { const i = document.querySelector('#study-image'); return i.src !== old && i.complete && i.naturalWidth > 0; }",
-                           arg=before)
+    page.wait_for_function(
+        "(old) => { const i = document.querySelector('#study-image'); return i.src !== old && i.complete && i.naturalWidth > 0; }",  # noqa: E501
+        arg=before,
+    )
     page.screenshot(path=str(ARTIFACTS / "08-cxr-windowed.png"), full_page=True)
 
     page.click("#claim-btn")

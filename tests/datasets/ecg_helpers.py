@@ -76,8 +76,8 @@ def add_st_elevation(record: EcgRecord, leads_mv: dict[str, float], r_peaks: np.
         if b + len(rise) >= x.shape[1]:
             continue
         shape[a:b] = 1.0
-        shape[a: a + len(rise)] = rise
-        shape[b: b + len(rise)] = rise[::-1]
+        shape[a : a + len(rise)] = rise
+        shape[b : b + len(rise)] = rise[::-1]
     for name, mv in leads_mv.items():
         x[L[name]] += mv * shape
     if "II" in leads_mv or "III" in leads_mv:  # derived limb leads from the new II and III

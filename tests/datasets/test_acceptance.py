@@ -100,8 +100,10 @@ def test_ct_and_mr_slices_are_not_chest_films():
     assert Q.CXR_NOT_CHEST in codes(pydicom_file("MR_small.dcm"))
 
 
-@pytest.mark.parametrize("relative", ["animals/cat.dcm", "humans/ctbrain1.dcm", "ultrasounds/GREYSCALE_IMAGE.dcm",
-                                      "ultrasounds/RGB_IMAGE.dcm"])
+@pytest.mark.parametrize(
+    "relative",
+    ["animals/cat.dcm", "humans/ctbrain1.dcm", "ultrasounds/GREYSCALE_IMAGE.dcm", "ultrasounds/RGB_IMAGE.dcm"],
+)
 def test_deid_data_negatives(relative):
     assert Q.CXR_NOT_CHEST in codes(deid_file(relative))
 
@@ -130,8 +132,9 @@ def test_held_out_nih_films_accepted_and_their_variants_caught(nih_dir):
     """The 40 films of cxr/nih are the default model's held-out test: the orientation model never saw them."""
     model = default_orientation_model()
     paths = sorted(nih_dir.glob("*/*.png"))
-    accepted = sum(check_chest_film(read_dicom_image(wrap_png_as_dicom(path, patient_age="050Y"))).acceptable
-                   for path in paths)
+    accepted = sum(
+        check_chest_film(read_dicom_image(wrap_png_as_dicom(path, patient_age="050Y"))).acceptable for path in paths
+    )
     assert accepted >= 38, f"only {accepted} of {len(paths)} real frontal films accepted"
     from datasets.imaging import read_image
 

@@ -86,11 +86,19 @@ def cart_table() -> dict:
 
 # Mean-difference limits in the spirit of IEC 60601-2-25 (PR, QRS ±10 ms; QT ±25 ms), widened for PR and
 # QRS to ±15 ms because five records are not the CSE set; per record limits bound single failures.
-@pytest.mark.parametrize("key, mean_limit, record_limit", [
-    ("heart_rate_bpm", 2, 3), ("pr_interval_ms", 15, 25), ("qrs_duration_ms", 15, 35),
-    ("qt_interval_ms", 25, 30), ("qtc_bazett_ms", 25, 30), ("qrs_axis_deg", 10, 10),
-    ("p_axis_deg", 10, 20), ("t_axis_deg", 10, 15),
-])
+@pytest.mark.parametrize(
+    "key, mean_limit, record_limit",
+    [
+        ("heart_rate_bpm", 2, 3),
+        ("pr_interval_ms", 15, 25),
+        ("qrs_duration_ms", 15, 35),
+        ("qt_interval_ms", 25, 30),
+        ("qtc_bazett_ms", 25, 30),
+        ("qrs_axis_deg", 10, 10),
+        ("p_axis_deg", 10, 20),
+        ("t_axis_deg", 10, 15),
+    ],
+)
 def test_agrees_with_the_carts_own_measurements(cart_table, key, mean_limit, record_limit):
     row = cart_table[key]
     assert row["n"] >= 5, f"{key}: measured on {row['n']} of the 5 reference records"
@@ -132,14 +140,17 @@ def test_other_sampling_rates_give_the_same_numbers():
         assert b[key] == pytest.approx(a[key], abs=12), key
 
 
-@pytest.mark.parametrize("signals, rate", [
-    (np.zeros((12, 5000)), 500.0),                       # flat
-    (np.full((12, 5000), np.nan), 500.0),                # no numbers
-    (np.random.default_rng(0).normal(size=(12, 300)), 500.0),  # 0.6 s of noise
-    (np.zeros((12, 0)), 500.0),                          # empty
-    (np.zeros((12, 5000)), 0.0),                         # no rate
-    (np.zeros((11, 5000)), 500.0),                       # a lead short
-])
+@pytest.mark.parametrize(
+    "signals, rate",
+    [
+        (np.zeros((12, 5000)), 500.0),  # flat
+        (np.full((12, 5000), np.nan), 500.0),  # no numbers
+        (np.random.default_rng(0).normal(size=(12, 300)), 500.0),  # 0.6 s of noise
+        (np.zeros((12, 0)), 500.0),  # empty
+        (np.zeros((12, 5000)), 0.0),  # no rate
+        (np.zeros((11, 5000)), 500.0),  # a lead short
+    ],
+)
 def test_never_raises(signals, rate):
     leads = STANDARD_LEADS[: signals.shape[0]]
     m = measure(EcgRecord(signals, leads, rate))

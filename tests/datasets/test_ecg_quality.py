@@ -85,8 +85,9 @@ def test_flat_and_clipped_leads():
         row = y[L[name]]
         y[L[name]] = np.clip(row, np.percentile(row, 3), np.percentile(row, 97))
     v = verdict(with_signals(record, y))
-    assert {"II", "aVF", "V2"} <= {lead for p in v.problems if p.code == QualityReason.ECG_SATURATED_LEAD
-                                   for lead in p.leads}
+    assert {"II", "aVF", "V2"} <= {
+        lead for p in v.problems if p.code == QualityReason.ECG_SATURATED_LEAD for lead in p.leads
+    }
     assert not v.acceptable
 
 

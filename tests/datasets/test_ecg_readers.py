@@ -48,10 +48,12 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def _cinc_zip(cinc_dir: Path, name: str, folder: str = "") -> bytes:
-    return _zip({
-        f"{folder}{name}.hea": (cinc_dir / f"{name}.hea").read_bytes(),
-        f"{folder}{name}.mat": (cinc_dir / f"{name}.mat").read_bytes(),
-    })
+    return _zip(
+        {
+            f"{folder}{name}.hea": (cinc_dir / f"{name}.hea").read_bytes(),
+            f"{folder}{name}.mat": (cinc_dir / f"{name}.mat").read_bytes(),
+        }
+    )
 
 
 def _expect_error(field: str, fn, *args, **kwargs) -> EcgInputError:
@@ -63,6 +65,7 @@ def _expect_error(field: str, fn, *args, **kwargs) -> EcgInputError:
 
 
 # ---------------------------------------------------------------------------------------- errors
+
 
 def test_error_type_contract():
     error = EcgInputError("leads.V3", "expected a list of numbers")
@@ -78,18 +81,43 @@ def test_error_type_contract():
 
 # ---------------------------------------------------------------------------------------- lead names
 
-@pytest.mark.parametrize("raw, expected", [
-    ("I", "I"), ("ii", "II"), ("Lead I (Einthoven)", "I"), ("Lead III", "III"), ("AVR", "aVR"),
-    ("Lead aVL", "aVL"), ("avf", "aVF"), ("V1", "V1"), ("lead v6", "V6"), ("MDC_ECG_LEAD_I", "I"),
-    ("MDC_ECG_LEAD_AVR", "aVR"), ("MDC_ECG_LEAD_V3", "V3"), ("5.6.3-9-1", "I"), ("5.6.3-9-61", "III"),
-    ("5.6.3-9-64", "aVF"), ("5.6.3-9-8", "V6"), ("2:2", "II"), ("2:62", "aVR"), ("DII", "II"),
-    ("V4R", None), ("V7", None), ("-aVR", None), ("Pacing", None), ("", None), (None, None),
-])
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("I", "I"),
+        ("ii", "II"),
+        ("Lead I (Einthoven)", "I"),
+        ("Lead III", "III"),
+        ("AVR", "aVR"),
+        ("Lead aVL", "aVL"),
+        ("avf", "aVF"),
+        ("V1", "V1"),
+        ("lead v6", "V6"),
+        ("MDC_ECG_LEAD_I", "I"),
+        ("MDC_ECG_LEAD_AVR", "aVR"),
+        ("MDC_ECG_LEAD_V3", "V3"),
+        ("5.6.3-9-1", "I"),
+        ("5.6.3-9-61", "III"),
+        ("5.6.3-9-64", "aVF"),
+        ("5.6.3-9-8", "V6"),
+        ("2:2", "II"),
+        ("2:62", "aVR"),
+        ("DII", "II"),
+        ("V4R", None),
+        ("V7", None),
+        ("-aVR", None),
+        ("Pacing", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_normalize_lead_name(raw, expected):
     assert normalize_lead_name(raw) == expected
 
 
 # ---------------------------------------------------------------------------------------- DICOM
+
 
 def _manual_mv(ds: pydicom.Dataset, group_index: int = 0) -> np.ndarray:
     """Independent decoding of a multiplex group: raw int16 × sensitivity × correction + baseline, µV → mV."""
@@ -128,8 +156,13 @@ def test_dicom_waveform_real_file(dicom_path):
     assert record.meta["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.9.1.1"
     assert record.meta["manufacturer"] == "Mortara Instrument, Inc."
     assert record.meta["acquisition_datetime"] == "2013-01-25T10:59:19"
-    assert record.patient == {"id": str(ds.PatientID), "name": "Anonymous", "sex": "F",
-                              "birth_date": "1971-01-23", "age": 42}
+    assert record.patient == {
+        "id": str(ds.PatientID),
+        "name": "Anonymous",
+        "sex": "F",
+        "birth_date": "1971-01-23",
+        "age": 42,
+    }
     json.dumps(record.patient), json.dumps(record.meta)
     # and it is a valid 12-lead record
     assert validate_record(record).leads == STANDARD_LEADS
@@ -253,6 +286,7 @@ def test_only_median_beat_is_rejected(dicom_path):
 
 # ---------------------------------------------------------------------------------------- WFDB
 
+
 @pytest.mark.parametrize("name", CINC_RECORDS)
 def test_cinc_record_path_and_zip(cinc_dir, name):
     from_hea = read_wfdb(cinc_dir / f"{name}.hea")
@@ -294,27 +328,38 @@ def test_wfdb_zip_in_folder_and_zip_path(cinc_dir, tmp_path):
     np.testing.assert_array_equal(read_wfdb(path).signals, record.signals)
     assert read_ecg(data, "application/zip", "HR06000.zip").meta["format"] == "wfdb"
     # macOS archive junk is ignored
-    junk = _zip({"E07501.hea": (cinc_dir / "E07501.hea").read_bytes(),
-                 "E07501.mat": (cinc_dir / "E07501.mat").read_bytes(),
-                 "__MACOSX/._E07501.hea": b"\x00\x05\x16\x07junk"})
+    junk = _zip(
+        {
+            "E07501.hea": (cinc_dir / "E07501.hea").read_bytes(),
+            "E07501.mat": (cinc_dir / "E07501.mat").read_bytes(),
+            "__MACOSX/._E07501.hea": b"\x00\x05\x16\x07junk",
+        }
+    )
     assert read_wfdb(junk).meta["record_name"] == "E07501"
 
 
-@pytest.mark.parametrize("members, words", [
-    ({"../evil.hea": b"x", "evil.mat": b"x"}, "unsafe"),
-    ({"/etc/evil.hea": b"x"}, "unsafe"),
-    ({"a\\..\\..\\evil.hea": b"x"}, "unsafe"),
-    ({"readme.txt": b"hello"}, "no WFDB header"),
-    ({"A.hea": b"x", "B.hea": b"y"}, "2 records"),
-])
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        ({"../evil.hea": b"x", "evil.mat": b"x"}, "unsafe"),
+        ({"/etc/evil.hea": b"x"}, "unsafe"),
+        ({"a\\..\\..\\evil.hea": b"x"}, "unsafe"),
+        ({"readme.txt": b"hello"}, "no WFDB header"),
+        ({"A.hea": b"x", "B.hea": b"y"}, "2 records"),
+    ],
+)
 def test_wfdb_zip_problems(members, words):
     error = _expect_error("file", read_wfdb, _zip(members))
     assert words in error.reason
 
 
 def test_wfdb_zip_traversal_with_real_record(cinc_dir):
-    data = _zip({"../../E07500.hea": (cinc_dir / "E07500.hea").read_bytes(),
-                 "E07500.mat": (cinc_dir / "E07500.mat").read_bytes()})
+    data = _zip(
+        {
+            "../../E07500.hea": (cinc_dir / "E07500.hea").read_bytes(),
+            "E07500.mat": (cinc_dir / "E07500.mat").read_bytes(),
+        }
+    )
     assert "unsafe" in _expect_error("file", read_ecg, data).reason
 
 
@@ -330,21 +375,49 @@ def test_wfdb_microvolt_units_and_unknown_leads(tmp_path):
 
     rng = np.random.default_rng(1)
     signal_uv = rng.normal(0, 300, size=(5000, 12)).round()
-    wfdb.wrsamp("uvrec", fs=500, units=["uV"] * 12, sig_name=list(STANDARD_LEADS), p_signal=signal_uv,
-                fmt=["16"] * 12, adc_gain=[1.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "uvrec",
+        fs=500,
+        units=["uV"] * 12,
+        sig_name=list(STANDARD_LEADS),
+        p_signal=signal_uv,
+        fmt=["16"] * 12,
+        adc_gain=[1.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(tmp_path),
+    )
     record = read_wfdb(tmp_path / "uvrec.hea")
     np.testing.assert_allclose(record.signals, signal_uv.T / 1000.0, atol=1e-9)
     assert record.labels == [] and "label_system" not in record.meta
     names = ["ECG1"] + list(STANDARD_LEADS[1:])
-    wfdb.wrsamp("odd", fs=500, units=["mV"] * 12, sig_name=names, p_signal=signal_uv / 1000,
-                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "odd",
+        fs=500,
+        units=["mV"] * 12,
+        sig_name=names,
+        p_signal=signal_uv / 1000,
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(tmp_path),
+    )
     assert "ECG1" in _expect_error("leads", read_wfdb, tmp_path / "odd").reason
-    wfdb.wrsamp("mmhg", fs=500, units=["mmHg"] * 12, sig_name=list(STANDARD_LEADS), p_signal=signal_uv / 1000,
-                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "mmhg",
+        fs=500,
+        units=["mmHg"] * 12,
+        sig_name=list(STANDARD_LEADS),
+        p_signal=signal_uv / 1000,
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(tmp_path),
+    )
     _expect_error("units", read_wfdb, tmp_path / "mmhg.hea")
 
 
 # ---------------------------------------------------------------------------------------- JSON
+
 
 def _json_body(record, units="mV", scale=1.0) -> dict:
     return {
@@ -359,8 +432,12 @@ def _json_body(record, units="mV", scale=1.0) -> dict:
 def test_json_round_trip(cinc_dir):
     source = read_wfdb(cinc_dir / "E07502.hea")
     body = json.dumps(_json_body(source)).encode()
-    for record in (read_json(json.loads(body)), read_ecg(body), read_ecg(b"  \n" + body, "text/plain"),
-                   read_ecg(body, "application/json; charset=utf-8")):
+    for record in (
+        read_json(json.loads(body)),
+        read_ecg(body),
+        read_ecg(b"  \n" + body, "text/plain"),
+        read_ecg(body, "application/json; charset=utf-8"),
+    ):
         assert record.meta == {"format": "json", "site": "demo"}
         assert record.patient == {"id": "P1", "age": 70}
         assert record.leads == STANDARD_LEADS
@@ -376,25 +453,28 @@ def test_json_round_trip(cinc_dir):
     np.testing.assert_array_equal(validate_record(record).signals, source.signals)
 
 
-@pytest.mark.parametrize("mutate, field, words", [
-    (lambda b: b.update(sampling_rate="500"), "sampling_rate", "number"),
-    (lambda b: b.update(sampling_rate=True), "sampling_rate", "number"),
-    (lambda b: b.update(sampling_rate=-5), "sampling_rate", "positive"),
-    (lambda b: b.pop("sampling_rate"), "sampling_rate", "missing"),
-    (lambda b: b["leads"]["V2"].__setitem__(10, "x"), "leads.V2", "string"),
-    (lambda b: b["leads"].__setitem__("V2", "1,2,3"), "leads.V2", "list of numbers"),
-    (lambda b: b["leads"].__setitem__("V2", [[1, 2], [3, 4]]), "leads.V2", "nested"),
-    (lambda b: b["leads"].__setitem__("V2", [True] * 5000), "leads.V2", "boolean"),
-    (lambda b: b["leads"].__setitem__("V2", []), "leads.V2", "no samples"),
-    (lambda b: b["leads"].__setitem__("V5", b["leads"]["V5"][:-1]), "leads.V5", "4999 samples"),
-    (lambda b: b["leads"].__setitem__("X7", b["leads"]["V5"]), "leads", "'X7'"),
-    (lambda b: b.update(leads=[1, 2, 3]), "leads", "object"),
-    (lambda b: b.update(leads={}), "leads", "no leads"),
-    (lambda b: b.pop("leads"), "leads", "missing"),
-    (lambda b: b.update(units="V"), "units", "'V'"),
-    (lambda b: b.update(patient="John"), "patient", "object"),
-    (lambda b: b.update(site=3), "site", "string"),
-])
+@pytest.mark.parametrize(
+    "mutate, field, words",
+    [
+        (lambda b: b.update(sampling_rate="500"), "sampling_rate", "number"),
+        (lambda b: b.update(sampling_rate=True), "sampling_rate", "number"),
+        (lambda b: b.update(sampling_rate=-5), "sampling_rate", "positive"),
+        (lambda b: b.pop("sampling_rate"), "sampling_rate", "missing"),
+        (lambda b: b["leads"]["V2"].__setitem__(10, "x"), "leads.V2", "string"),
+        (lambda b: b["leads"].__setitem__("V2", "1,2,3"), "leads.V2", "list of numbers"),
+        (lambda b: b["leads"].__setitem__("V2", [[1, 2], [3, 4]]), "leads.V2", "nested"),
+        (lambda b: b["leads"].__setitem__("V2", [True] * 5000), "leads.V2", "boolean"),
+        (lambda b: b["leads"].__setitem__("V2", []), "leads.V2", "no samples"),
+        (lambda b: b["leads"].__setitem__("V5", b["leads"]["V5"][:-1]), "leads.V5", "4999 samples"),
+        (lambda b: b["leads"].__setitem__("X7", b["leads"]["V5"]), "leads", "'X7'"),
+        (lambda b: b.update(leads=[1, 2, 3]), "leads", "object"),
+        (lambda b: b.update(leads={}), "leads", "no leads"),
+        (lambda b: b.pop("leads"), "leads", "missing"),
+        (lambda b: b.update(units="V"), "units", "'V'"),
+        (lambda b: b.update(patient="John"), "patient", "object"),
+        (lambda b: b.update(site=3), "site", "string"),
+    ],
+)
 def test_json_type_errors_name_the_field(cinc_dir, mutate, field, words):
     body = _json_body(read_wfdb(cinc_dir / "E07503.hea"))
     mutate(body)

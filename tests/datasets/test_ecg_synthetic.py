@@ -112,7 +112,7 @@ def test_st_elevation_shows_in_the_territory():
         peaks = peaks[(peaks > 100) & (peaks < 4900)]
         for lead in leads:
             row = x[STANDARD_LEADS.index(lead)]
-            st = np.median([row[p + 50:p + 60].mean() - row[p - 45:p - 35].mean() for p in peaks])
+            st = np.median([row[p + 50 : p + 60].mean() - row[p - 45 : p - 35].mean() for p in peaks])
             assert st > 0.05, f"{territory}: {lead} ST {st:.3f} mV"
 
 

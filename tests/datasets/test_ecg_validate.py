@@ -31,8 +31,14 @@ def _subset(record: EcgRecord, leads) -> EcgRecord:
 
 
 def _with(record: EcgRecord, **changes) -> EcgRecord:
-    values = dict(signals=record.signals.copy(), leads=record.leads, sampling_rate=record.sampling_rate,
-                  patient=dict(record.patient), meta=dict(record.meta), labels=list(record.labels))
+    values = dict(
+        signals=record.signals.copy(),
+        leads=record.leads,
+        sampling_rate=record.sampling_rate,
+        patient=dict(record.patient),
+        meta=dict(record.meta),
+        labels=list(record.labels),
+    )
     values.update(changes)
     return EcgRecord(**values)
 
@@ -47,7 +53,12 @@ def _expect(field: str, record: EcgRecord, rules: ValidationRules | None = None)
 def test_defaults():
     rules = ValidationRules()
     assert (rules.min_rate, rules.max_rate, rules.min_seconds, rules.max_abs_mv, rules.derive_limb_leads) == (
-        100, 2000, 8.0, 20.0, True)
+        100,
+        2000,
+        8.0,
+        20.0,
+        True,
+    )
 
 
 def test_valid_record_passes_unchanged(real):
@@ -115,9 +126,13 @@ def test_chest_lead_missing_is_an_error(real):
 
 
 def test_unknown_and_duplicate_leads(real):
-    error = _expect("leads", _with(real, leads=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V4R")))
+    error = _expect(
+        "leads", _with(real, leads=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V4R"))
+    )
     assert "'V4R'" in error.reason
-    error = _expect("leads", _with(real, leads=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "v5")))
+    error = _expect(
+        "leads", _with(real, leads=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "v5"))
+    )
     assert "more than once" in error.reason and "V5" in error.reason
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
-from pydicom.uid import UID, MPEG2MPML
+from pydicom.uid import MPEG2MPML, UID
 
 from datasets.imaging import (
     DX_IMAGE_STORAGE_FOR_PRESENTATION,
@@ -76,13 +76,13 @@ def test_real_pa_chest_cr_monochrome1_is_inverted_lungs_dark_mediastinum_bright(
     assert record.spacing_mm is None  # the header says 0.000 \ 0.000: unknown, not zero
     rows, cols = record.shape
     band = slice(int(0.30 * rows), int(0.50 * rows))
-    right_lung = record.pixels[band, int(0.20 * cols):int(0.32 * cols)].mean()
-    left_lung = record.pixels[band, int(0.68 * cols):int(0.80 * cols)].mean()
-    mediastinum = record.pixels[band, int(0.46 * cols):int(0.54 * cols)].mean()
+    right_lung = record.pixels[band, int(0.20 * cols) : int(0.32 * cols)].mean()
+    left_lung = record.pixels[band, int(0.68 * cols) : int(0.80 * cols)].mean()
+    mediastinum = record.pixels[band, int(0.46 * cols) : int(0.54 * cols)].mean()
     assert mediastinum > right_lung + 0.15 and mediastinum > left_lung + 0.15
     # Without the inversion the same stored values would show lungs bright.
     raw = pydicom.dcmread(pydicom_file("RG1_UNCR.dcm")).pixel_array
-    assert raw[band, int(0.20 * cols):int(0.32 * cols)].mean() > raw[band, int(0.46 * cols):int(0.54 * cols)].mean()
+    assert raw[band, int(0.20 * cols) : int(0.32 * cols)].mean() > raw[band, int(0.46 * cols) : int(0.54 * cols)].mean()
 
 
 def test_jpeg2000_lossless_chest_matches_uncompressed():
@@ -92,14 +92,17 @@ def test_jpeg2000_lossless_chest_matches_uncompressed():
     np.testing.assert_array_equal(compressed.pixels, reference.pixels)
 
 
-@pytest.mark.parametrize(("name", "reference"), [
-    ("MR_small_RLE.dcm", "MR_small.dcm"),                          # RLE lossless
-    ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),             # JPEG-LS lossless
-    ("emri_small_jpeg_2k_lossless.dcm", "emri_small.dcm"),         # JPEG 2000, multi-frame
-    ("emri_small_RLE.dcm", "emri_small.dcm"),                      # RLE, multi-frame
-    ("SC_rgb_rle.dcm", "SC_rgb.dcm"),                              # RLE, RGB
-    ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb.dcm"),                        # JPEG lossless, RGB
-])
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [
+        ("MR_small_RLE.dcm", "MR_small.dcm"),  # RLE lossless
+        ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS lossless
+        ("emri_small_jpeg_2k_lossless.dcm", "emri_small.dcm"),  # JPEG 2000, multi-frame
+        ("emri_small_RLE.dcm", "emri_small.dcm"),  # RLE, multi-frame
+        ("SC_rgb_rle.dcm", "SC_rgb.dcm"),  # RLE, RGB
+        ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb.dcm"),  # JPEG lossless, RGB
+    ],
+)
 def test_lossless_compressed_reads_identical_to_uncompressed(name, reference):
     got = read_dicom_image(pydicom_file(name))
     want = read_dicom_image(pydicom_file(reference))
@@ -107,20 +110,23 @@ def test_lossless_compressed_reads_identical_to_uncompressed(name, reference):
     np.testing.assert_array_equal(got.pixels, want.pixels)
 
 
-@pytest.mark.parametrize("name", [
-    "CT_small.dcm",               # signed, rescale slope/intercept, no window → percentile
-    "MR_small.dcm",               # window in header
-    "SC_rgb_jpeg_dcmtk.dcm",      # JPEG baseline, YBR_FULL → RGB → luminance
-    "JPEG2000.dcm",               # JPEG 2000 lossy, 16-bit
-    "JPEG-LL.dcm",                # JPEG lossless process 14
-    "JPGLosslessP14SV1_1s_1f_8b.dcm",
-    "JPEGLSNearLossless_16.dcm",  # JPEG-LS near-lossless
-    "US1_J2KR.dcm",               # JPEG 2000, YBR_RCT colour
-    "OBXXXX1A.dcm",               # PALETTE COLOR
-    "mlut_18.dcm",                # Modality LUT Sequence
-    "vlut_04.dcm",                # VOI LUT Sequence
-    "emri_small_big_endian.dcm",  # big endian, multi-frame
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",  # signed, rescale slope/intercept, no window → percentile
+        "MR_small.dcm",  # window in header
+        "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, YBR_FULL → RGB → luminance
+        "JPEG2000.dcm",  # JPEG 2000 lossy, 16-bit
+        "JPEG-LL.dcm",  # JPEG lossless process 14
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",
+        "JPEGLSNearLossless_16.dcm",  # JPEG-LS near-lossless
+        "US1_J2KR.dcm",  # JPEG 2000, YBR_RCT colour
+        "OBXXXX1A.dcm",  # PALETTE COLOR
+        "mlut_18.dcm",  # Modality LUT Sequence
+        "vlut_04.dcm",  # VOI LUT Sequence
+        "emri_small_big_endian.dcm",  # big endian, multi-frame
+    ],
+)
 def test_pydicom_test_images_read_to_display_range(name):
     record = read_dicom_image(pydicom_file(name))
     check_display(record.pixels)
@@ -316,7 +322,7 @@ def test_heatmap_mapped_back_lands_on_the_object(shape):
     rows, cols = shape
     image = np.zeros(shape, dtype=np.float32)
     top, left, side = int(rows * 0.6), int(cols * 0.2), max(24, min(shape) // 8)
-    image[top:top + side, left:left + side] = 1.0
+    image[top : top + side, left : left + side] = 1.0
     network_input, geometry = preprocess_with_geometry(image, size=224)
     # A "heatmap" in network-input space: the (de-normalised) input itself.
     mean, std = normalisation_for(1)

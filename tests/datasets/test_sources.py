@@ -27,6 +27,7 @@ def column(dataset, code):
 
 # -- PTB-XL -----------------------------------------------------------------------------------------
 
+
 def test_ptbxl_superdiagnostic_labels_and_folds(ptbxl_root):
     data = open_source("ptbxl", ptbxl_root, label_set="superdiagnostic", sampling_rate=100)
     # The benchmark's aggregation: diagnostic statements → diagnostic_class, any likelihood;
@@ -35,17 +36,17 @@ def test_ptbxl_superdiagnostic_labels_and_folds(ptbxl_root):
     assert data.label_names[data.labels.index("MI")] == "Myocardial infarction"
     assert len(data) == 19 and "7" not in data.ids
     by_id = dict(zip(data.ids, data.Y))
-    assert list(by_id["2"]) == [0, 0, 1, 0, 0]                   # IMI → MI
-    assert list(by_id["8"]) == [1, 0, 1, 0, 0]                   # ASMI at likelihood 15 still counts; IRBBB → CD
-    assert list(by_id["4"]) == [0, 0, 0, 0, 1]                   # ISC_ → STTC (AFIB is rhythm)
-    assert list(by_id["5"]) == [0, 1, 0, 0, 0]                   # LVH → HYP
+    assert list(by_id["2"]) == [0, 0, 1, 0, 0]  # IMI → MI
+    assert list(by_id["8"]) == [1, 0, 1, 0, 0]  # ASMI at likelihood 15 still counts; IRBBB → CD
+    assert list(by_id["4"]) == [0, 0, 0, 0, 1]  # ISC_ → STTC (AFIB is rhythm)
+    assert list(by_id["5"]) == [0, 1, 0, 0, 0]  # LVH → HYP
     assert not np.isnan(data.Y).any()
     # strat_fold 1-8 train, 9 validation, 10 test
     for ecg_id, split in zip(data.ids, data.split):
         fold = ptbxl_fold(int(ecg_id))
         assert split == ("test" if fold == 10 else "val" if fold == 9 else "train"), (ecg_id, split)
     assert set(data.meta.loc[data.split == "test", "id"]) == {"19", "20"}
-    assert data.meta.loc[data.meta["id"] == "5", "age"].item() == 90.0   # 300 = over 89
+    assert data.meta.loc[data.meta["id"] == "5", "age"].item() == 90.0  # 300 = over 89
     assert set(data.meta["sex"]) == {"male", "female"} and "CS-12   E" in set(data.meta["manufacturer"])
     assert data.meta["file"].str.contains("records100/00000/").all()
 
@@ -61,7 +62,8 @@ def test_ptbxl_label_sets_follow_the_statement_table(ptbxl_root):
         for ecg_id, row in zip(data.ids, data.Y):
             assert {code for code, v in zip(data.labels, row) if v == 1} == expected[ecg_id], (label_set, ecg_id)
     assert open_source("ptbxl", ptbxl_root, label_set="form").labels == sorted(
-        {"ABQRS", "VCLVH", "LVOLT", "NDT", "PVC", "STD_", "QWAVE", "NST_"})
+        {"ABQRS", "VCLVH", "LVOLT", "NDT", "PVC", "STD_", "QWAVE", "NST_"}
+    )
     sub = open_source("ptbxl", ptbxl_root, label_set="subdiagnostic")
     assert "AMI" in sub.labels and "LAFB/LPFB" in sub.labels and "ASMI" not in sub.labels
     # A stricter likelihood drops the 15 % ASMI of record 8 (the only one) and the 35 % IMI of record 12.
@@ -117,17 +119,24 @@ def test_ptbxl_layout_errors_name_the_file_and_column(ptbxl_root, tmp_path):
 
 # -- PhysioNet/CinC ---------------------------------------------------------------------------------
 
+
 def test_cinc2020_folder_sites_snomed_and_unknown_dx(cinc2020_root):
     data = open_source("cinc", cinc2020_root)
     assert sorted(data.ids) == sorted(name for name, _ in CINC2020_RECORDS)
     sites = dict(zip(data.ids, data.meta["site"]))
-    assert sites == {"A0001": "CPSC", "A0002": "CPSC", "Q0001": "CPSC-Extra", "S0001": "PTB",
-                     "E00001": "Georgia", "E00002": "Georgia"}
+    assert sites == {
+        "A0001": "CPSC",
+        "A0002": "CPSC",
+        "Q0001": "CPSC-Extra",
+        "S0001": "PTB",
+        "E00001": "Georgia",
+        "E00002": "Georgia",
+    }
     rows = dict(zip(data.ids, data.Y))
     code = data.labels.index
-    assert rows["Q0001"][code("AF")] == 1 and rows["Q0001"][code("WQRS")] == 1   # 164889003, 59118001 (RBBB)
+    assert rows["Q0001"][code("AF")] == 1 and rows["Q0001"][code("WQRS")] == 1  # 164889003, 59118001 (RBBB)
     assert rows["S0001"][code("STE")] == 1 and rows["A0002"][code("NORM")] == 1
-    assert np.isnan(rows["E00002"]).all()          # "Dx: Unknown": unknown, not normal
+    assert np.isnan(rows["E00002"]).all()  # "Dx: Unknown": unknown, not normal
     assert set(data.meta["sex"]) == {"male", "female"} and data.meta["age"].notna().all()
     snomed = open_source("cinc", cinc2020_root, label_set="snomed")
     assert snomed.labels[0] == "59118001" and snomed.label_names[0] == "right bundle branch block"
@@ -144,11 +153,12 @@ def test_cinc_errors(tmp_path):
 
 # -- NIH ChestX-ray14 -------------------------------------------------------------------------------
 
+
 def test_nih_data_entry_csv_with_official_split(nih_csv_root):
     data = open_source("nih", nih_csv_root, image_size=32)
-    assert len(data) == 16 and "99999999_000.png" not in data.ids           # listed but not downloaded
+    assert len(data) == 16 and "99999999_000.png" not in data.ids  # listed but not downloaded
     assert any("not under" in note for note in data.notes)
-    assert not np.isnan(data.Y).any()                                       # NIH labels are complete
+    assert not np.isnan(data.Y).any()  # NIH labels are complete
     second = data.ids.index(sorted(data.ids)[1])
     assert column(data, "EFFUSION")[second] == 1 and column(data, "PNEUMONIA")[second] == 1
     assert column(data, "ANY").sum() == 8 and column(data, "PNEUMONIA").sum() == 8
@@ -188,6 +198,7 @@ def test_nih_errors(nih_csv_root, tmp_path):
 
 # -- CheXpert ---------------------------------------------------------------------------------------
 
+
 def test_chexpert_policies_views_and_split(chexpert_root):
     data = open_source("chexpert", chexpert_root, image_size=32)
     train = pd.read_csv(chexpert_root / "train.csv")
@@ -196,9 +207,9 @@ def test_chexpert_policies_views_and_split(chexpert_root):
     assert list(data.split).count("val") == 4 and data.meta["patient_id"].str.fullmatch(r"patient\d{5}").all()
     uncertain = frontal["Pleural Effusion"].to_numpy() == -1
     effusion = column(data, "EFFUSION")[: len(frontal)]
-    assert uncertain.any() and np.isnan(effusion[uncertain]).all()           # ignore (default): unknown
-    assert (effusion[~uncertain] == 0).all()                                 # blank: not mentioned → 0
-    assert np.isnan(column(data, "MASS")).all()                              # not a CheXpert observation
+    assert uncertain.any() and np.isnan(effusion[uncertain]).all()  # ignore (default): unknown
+    assert (effusion[~uncertain] == 0).all()  # blank: not mentioned → 0
+    assert np.isnan(column(data, "MASS")).all()  # not a CheXpert observation
     # ANY: a pathology (Pneumonia, Lung Opacity) → 1; "No Finding" → 0, whatever Support Devices says.
     no_finding = frontal["No Finding"].to_numpy() == 1
     assert (column(data, "ANY")[: len(frontal)][no_finding] == 0).all()
@@ -227,6 +238,7 @@ def test_chexpert_errors(chexpert_root, tmp_path):
 
 # -- MedMNIST ---------------------------------------------------------------------------------------
 
+
 def test_medmnist_chestmnist_splits_and_flavours(medmnist_file, tmp_path):
     data = open_source("medmnist", medmnist_file, image_size=32)
     assert len(data) == 20 and list(pd.Series(data.split).value_counts().sort_index()) == [4, 12, 4]
@@ -250,12 +262,13 @@ def test_medmnist_chestmnist_splits_and_flavours(medmnist_file, tmp_path):
 
 # -- DICOM folder + labels.csv ----------------------------------------------------------------------
 
+
 def test_dicom_folder_labels_meta_and_split(dicom_root):
     data = open_source("dicom", dicom_root, task="cxr", image_size=32)
     assert len(data) == 6 and list(data.split) == ["test"] + [None] * 5
     assert list(column(data, "PNEUMONIA")) == [1, 1, 1, 0, 0, 0]
     assert np.isnan(column(data, "EFFUSION")[:3]).all() and (column(data, "EFFUSION")[3:] == 0).all()
-    assert np.isnan(column(data, "MASS")).all()                               # no column: unknown
+    assert np.isnan(column(data, "MASS")).all()  # no column: unknown
     assert set(data.meta["site"]) == {"Township clinic"} and set(data.meta["manufacturer"]) == {"ACME"}
     assert list(data.meta["patient_id"]) == [f"P{i}" for i in range(6)] and data.meta["age"].iloc[1] == 41
     X, _ = data.load_inputs()
@@ -283,12 +296,23 @@ def test_dicom_folder_errors_and_ecg_waveforms(dicom_root, tmp_path):
 
 # -- worklist signed reads --------------------------------------------------------------------------
 
+
 def _export_row(study, final, shown, file=None):
-    row = {"study": study, "reader": "r1", "site": "demo", "modality": "ECG", "patient_sex": "M",
-           "patient_age_band": "50-59", "signed_month": "2026-01", "agree": False, "model_name": "ecg",
-           "model_version": "1", "amendment": False,
-           "ai_findings": {"findings": {c: {"probability": 0.6, "positive": True} for c in shown}},
-           "final_findings": final}
+    row = {
+        "study": study,
+        "reader": "r1",
+        "site": "demo",
+        "modality": "ECG",
+        "patient_sex": "M",
+        "patient_age_band": "50-59",
+        "signed_month": "2026-01",
+        "agree": False,
+        "model_name": "ecg",
+        "model_version": "1",
+        "amendment": False,
+        "ai_findings": {"findings": {c: {"probability": 0.6, "positive": True} for c in shown}},
+        "final_findings": final,
+    }
     return {**row, **({"file": file} if file else {})}
 
 
@@ -296,8 +320,10 @@ def test_worklist_export_labels_and_inputs(tmp_path, cinc_dir):
     for suffix in (".hea", ".mat"):
         shutil.copy(cinc_dir / f"E07500{suffix}", tmp_path / f"E07500{suffix}")
     # Study b was read by a model showing only AF and NORM: the others are unknown, not absent.
-    rows = [_export_row("a", {c: c == "AF" for c in ECG_LABEL_CODES}, ECG_LABEL_CODES, file="E07500.hea"),
-            _export_row("b", ["NORM"], ["AF", "NORM"], file="E07500.hea")]
+    rows = [
+        _export_row("a", {c: c == "AF" for c in ECG_LABEL_CODES}, ECG_LABEL_CODES, file="E07500.hea"),
+        _export_row("b", ["NORM"], ["AF", "NORM"], file="E07500.hea"),
+    ]
     path = tmp_path / "signed.json"
     path.write_text(json.dumps({"rows": rows, "count": 2, "deidentified": True}))
     data = open_source("worklist", path)
@@ -318,9 +344,10 @@ def test_worklist_export_labels_and_inputs(tmp_path, cinc_dir):
 
 # -- splits, input loading ----------------------------------------------------------------------------
 
+
 def test_split_by_patient_keeps_patients_whole_across_strata():
     groups = ["p1", "p1", "p2", "p3", "p4", "p5", "p6", "p1"]
-    strata = ["A", "A", "A", "A", "B", "B", "B", "B"]   # p1 has cases in both strata
+    strata = ["A", "A", "A", "A", "B", "B", "B", "B"]  # p1 has cases in both strata
     for seed in range(20):
         train, val = split_by_patient(groups, strata, 0.4, seed)
         assert sorted(np.r_[train, val]) == list(range(8))
@@ -330,7 +357,7 @@ def test_split_by_patient_keeps_patients_whole_across_strata():
 def test_load_inputs_skips_unreadable_cases_and_caches(ptbxl_root, tmp_path):
     copy = tmp_path / "ptb"
     shutil.copytree(ptbxl_root, copy)
-    (copy / "records500" / "00000" / "00003_hr.dat").write_bytes(b"\x00" * 10)   # truncated signal file
+    (copy / "records500" / "00000" / "00003_hr.dat").write_bytes(b"\x00" * 10)  # truncated signal file
     data = open_source("ptbxl", copy, label_set="preread").head(4)
     with pytest.warns(UserWarning, match="skipped 1 of 4 cases"):
         X, loaded = data.load_inputs(cache_dir=tmp_path / "cache")

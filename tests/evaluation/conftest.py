@@ -18,7 +18,6 @@ def tiny_registry(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("eval-registry")
     registry = ModelRegistry(root / "registry")
     for version, (seed, alias) in enumerate([(3, "champion"), (4, "challenger")], start=1):
-        config = tiny_ecg_config(root / f"run{version}", epochs=1, seed=seed,
-                                 registry={"name": "ecg", "alias": alias})
+        config = tiny_ecg_config(root / f"run{version}", epochs=1, seed=seed, registry={"name": "ecg", "alias": alias})
         train_ecg(config, registry=registry, progress=False)
     return registry.root

@@ -48,7 +48,7 @@ def test_bootstrap_auroc_coverage_near_nominal():
     hits, reps = 0, 200
     for rep in range(reps):
         s = np.r_[rng.normal(d, 1, n_pos), rng.normal(0, 1, n_neg)]
-        ci = bootstrap(lambda i: {"auroc": auroc(y[i], s[i], warn=False)}, len(y), y, n_boot=200, seed=rep)["auroc"]
+        ci = bootstrap(lambda i: {"auroc": auroc(y[i], s[i], warn=False)}, len(y), y, n_boot=200, seed=rep)["auroc"]  # noqa: B023
         hits += ci["ci_low"] <= truth <= ci["ci_high"]
     coverage = hits / reps
     assert 0.88 <= coverage <= 0.99, coverage  # its speed: `preread bench timings`
@@ -73,8 +73,14 @@ def test_subgroups_flag_small_groups():
     n = 100
     Y = (rng.random((n, 2)) < 0.3).astype(float)
     P = rng.random((n, 2))
-    meta = pd.DataFrame({"site": ["big"] * 90 + ["tiny"] * 10, "sex": rng.choice(["male", "female"], n),
-                         "age": rng.integers(10, 95, n), "manufacturer": "GE"})
+    meta = pd.DataFrame(
+        {
+            "site": ["big"] * 90 + ["tiny"] * 10,
+            "sex": rng.choice(["male", "female"], n),
+            "age": rng.integers(10, 95, n),
+            "manufacturer": "GE",
+        }
+    )
     table = subgroup_table(Y, P, ["A", "B"], {"A": 0.5, "B": 0.5}, meta, rule=SmallSampleRule(min_n=30, min_pos=5))
     tiny = table[(table["attribute"] == "site") & (table["group"] == "tiny")]
     assert (tiny["warning"].str.contains("n=10 < 30")).all()

@@ -17,9 +17,26 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 @pytest.fixture(scope="module")
 def report_dir(tiny_registry, cinc_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    code = main(["evaluate", "--model", "ecg", "--data", f"cinc:{cinc_dir}", "--report", str(out),
-                 "--registry", str(tiny_registry), "--n-boot", "50", "--pdf", "--site-sensitivity", "0.8",
-                 "--min-pos", "2"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "ecg",
+            "--data",
+            f"cinc:{cinc_dir}",
+            "--report",
+            str(out),
+            "--registry",
+            str(tiny_registry),
+            "--n-boot",
+            "50",
+            "--pdf",
+            "--site-sensitivity",
+            "0.8",
+            "--min-pos",
+            "2",
+        ]
+    )
     assert code == 0
     return out
 
@@ -57,8 +74,24 @@ def test_site_thresholds_written_to_card(tiny_registry, cinc_dir, tmp_path):
 
     registry_root = tmp_path / "registry"
     shutil.copytree(tiny_registry, registry_root)
-    code = main(["evaluate", "--model", "ecg/1", "--data", f"cinc:{cinc_dir}?limit=12", "--registry", str(registry_root),
-                 "--n-boot", "20", "--site-sensitivity", "0.9", "--write-site-thresholds", "--min-pos", "1"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "ecg/1",
+            "--data",
+            f"cinc:{cinc_dir}?limit=12",
+            "--registry",
+            str(registry_root),
+            "--n-boot",
+            "20",
+            "--site-sensitivity",
+            "0.9",
+            "--write-site-thresholds",
+            "--min-pos",
+            "1",
+        ]
+    )
     assert code == 0
     card = ModelRegistry(registry_root).resolve("ecg/1").card
     sites = card.metrics["site_thresholds"]["sites"]
@@ -79,8 +112,20 @@ def test_promote_with_gate_on_real_models(tiny_registry, cinc_dir, tmp_path):
     blocking.write_text("n_boot: 50\nmin_cases_per_class: 1000\nundefined_labels: block\n")
     gate.write_text("n_boot: 100\ncritical_findings: {ecg: [STE]}\n")
 
-    code = main(["models", "--registry", str(registry_root), "promote", "ecg/2", "--gate",
-                 "--data", f"cinc:{cinc_dir}", "--gate-config", str(blocking)])
+    code = main(
+        [
+            "models",
+            "--registry",
+            str(registry_root),
+            "promote",
+            "ecg/2",
+            "--gate",
+            "--data",
+            f"cinc:{cinc_dir}",
+            "--gate-config",
+            str(blocking),
+        ]
+    )
     registry = ModelRegistry(registry_root)
     evidence = json.loads((registry.resolve("ecg/2").path / "gate.json").read_text())
     assert evidence["champion"] == "ecg/1" and evidence["challenger"] == "ecg/2"
@@ -95,8 +140,20 @@ def test_promote_with_gate_on_real_models(tiny_registry, cinc_dir, tmp_path):
     for name in MODEL_FILES:
         shutil.copyfile(champion.path / name, twin / name)
     twin_version = registry.register("ecg", twin, champion.card).version
-    code = main(["models", "--registry", str(registry_root), "promote", f"ecg/{twin_version}", "--gate",
-                 "--data", f"cinc:{cinc_dir}", "--gate-config", str(gate)])
+    code = main(
+        [
+            "models",
+            "--registry",
+            str(registry_root),
+            "promote",
+            f"ecg/{twin_version}",
+            "--gate",
+            "--data",
+            f"cinc:{cinc_dir}",
+            "--gate-config",
+            str(gate),
+        ]
+    )
     assert code == 0
     assert json.loads((registry.resolve(f"ecg/{twin_version}").path / "gate.json").read_text())["passed"] is True
     assert registry.aliases("ecg")["champion"] == twin_version
@@ -105,8 +162,9 @@ def test_promote_with_gate_on_real_models(tiny_registry, cinc_dir, tmp_path):
     from evaluation.datasets import load_eval_dataset
 
     model = registry.resolve("ecg/1")
-    decision = run_gate(registry, "ecg/1", model, load_eval_dataset(f"cinc:{cinc_dir}?limit=10", model.card),
-                        gate_config=str(gate))
+    decision = run_gate(
+        registry, "ecg/1", model, load_eval_dataset(f"cinc:{cinc_dir}?limit=10", model.card), gate_config=str(gate)
+    )
     assert decision["passed"]
 
 
@@ -135,9 +193,26 @@ def test_evaluate_with_champion_records_gate_in_report(tiny_registry, cinc_dir, 
     gate = tmp_path / "gate.yaml"
     gate.write_text("n_boot: 50\nrule: significant_drop\n")
     out = tmp_path / "report"
-    code = main(["evaluate", "--model", "ecg@challenger", "--champion", "ecg@champion", "--record-gate",
-                 "--gate-config", str(gate), "--data", f"cinc:{cinc_dir}?limit=12", "--registry", str(registry_root),
-                 "--report", str(out), "--n-boot", "20"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "ecg@challenger",
+            "--champion",
+            "ecg@champion",
+            "--record-gate",
+            "--gate-config",
+            str(gate),
+            "--data",
+            f"cinc:{cinc_dir}?limit=12",
+            "--registry",
+            str(registry_root),
+            "--report",
+            str(out),
+            "--n-boot",
+            "20",
+        ]
+    )
     result = json.loads((out / "metrics.json").read_text())
     assert code == (0 if result["gate"]["passed"] else 1)
     assert "Promotion gate" in (out / "index.html").read_text()

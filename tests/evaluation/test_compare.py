@@ -33,10 +33,24 @@ def synthetic():
 
 def _run(Y, champion, challenger, config=GateConfig(n_boot=200)):
     thresholds = {c: 0.5 for c in LABELS}
-    comparison = compare_models(Y, champion, challenger, LABELS, thresholds, thresholds, n_boot=config.n_boot,
-                                alpha=1 - config.confidence, seed=0)
-    return comparison, gate_decision(comparison, GateConfig(**{**config.__dict__, "critical_findings": {"ecg": ["STE"]}}),
-                                     task="ecg", champion="ecg/1", challenger="ecg/2")
+    comparison = compare_models(
+        Y,
+        champion,
+        challenger,
+        LABELS,
+        thresholds,
+        thresholds,
+        n_boot=config.n_boot,
+        alpha=1 - config.confidence,
+        seed=0,
+    )
+    return comparison, gate_decision(
+        comparison,
+        GateConfig(**{**config.__dict__, "critical_findings": {"ecg": ["STE"]}}),
+        task="ecg",
+        champion="ecg/1",
+        challenger="ecg/2",
+    )
 
 
 def test_gate_blocks_worse_challenger(synthetic):
@@ -56,7 +70,8 @@ def test_gate_passes_better_challenger(synthetic):
     for code in LABELS:
         assert comparison["per_label"][code]["auroc_delta"]["ci_low"] > -0.01
         assert comparison["per_label"][code]["auroc_challenger"]["value"] == pytest.approx(
-            roc_auc_score(Y[:, LABELS.index(code)], better[:, LABELS.index(code)]))
+            roc_auc_score(Y[:, LABELS.index(code)], better[:, LABELS.index(code)])
+        )
 
 
 def test_gate_blocks_lower_critical_sensitivity(synthetic):
@@ -83,9 +98,13 @@ def test_delong_agrees_with_bootstrap(synthetic):
     rng, Y, champion = synthetic
     other = _scores(rng, Y, 0.7)
     result = delong_paired(Y[:, 0], champion[:, 0], other[:, 0])
-    assert result["delta"] == pytest.approx(roc_auc_score(Y[:, 0], other[:, 0]) - roc_auc_score(Y[:, 0], champion[:, 0]))
+    assert result["delta"] == pytest.approx(
+        roc_auc_score(Y[:, 0], other[:, 0]) - roc_auc_score(Y[:, 0], champion[:, 0])
+    )
     assert result["p_value"] < 0.05
-    comparison = compare_models(Y, champion, other, LABELS, {c: 0.5 for c in LABELS}, {c: 0.5 for c in LABELS}, n_boot=300)
+    comparison = compare_models(
+        Y, champion, other, LABELS, {c: 0.5 for c in LABELS}, {c: 0.5 for c in LABELS}, n_boot=300
+    )
     boot = comparison["per_label"]["NORM"]["auroc_delta"]
     assert (boot["ci_high"] - boot["ci_low"]) / (2 * 1.96) == pytest.approx(result["se"], rel=0.35)
 
@@ -105,7 +124,7 @@ def test_gate_config_file_and_validation(tmp_path):
 def test_undefined_label_skipped_or_blocked():
     Y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]] * 10, dtype=float)
     P = np.random.default_rng(0).random(Y.shape)
-    comparison = compare_models(Y, P, P, ["A", "B"], {"A": .5, "B": .5}, {"A": .5, "B": .5}, n_boot=50)
+    comparison = compare_models(Y, P, P, ["A", "B"], {"A": 0.5, "B": 0.5}, {"A": 0.5, "B": 0.5}, n_boot=50)
     assert gate_decision(comparison, GateConfig(n_boot=50)).passed
     assert not gate_decision(comparison, GateConfig(n_boot=50, undefined_labels="block")).passed
 

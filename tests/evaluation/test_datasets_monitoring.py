@@ -2,35 +2,45 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from evaluation.datasets import load_eval_dataset, parse_data_spec, signed_reads_to_dataset
 from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
+from evaluation.datasets import load_eval_dataset, parse_data_spec, signed_reads_to_dataset
 
 
 def _ecg_card():
     from models.card import InputSpec, ModelCard, TrainingData
 
-    return ModelCard(name="ecg", task="ecg", architecture="xresnet1d18", labels=list(ECG_LABEL_CODES),
-                     label_names=[label.name for label in ECG_LABELS],
-                     input=InputSpec(shape=[None, 12, 5000], preprocessing="datasets.ecg.transforms.ecg_preprocess"),
-                     training_data=TrainingData(description="t", n_train=1, n_val=0, fingerprint_sha256="0" * 64),
-                     intended_use="test")
+    return ModelCard(
+        name="ecg",
+        task="ecg",
+        architecture="xresnet1d18",
+        labels=list(ECG_LABEL_CODES),
+        label_names=[label.name for label in ECG_LABELS],
+        input=InputSpec(shape=[None, 12, 5000], preprocessing="datasets.ecg.transforms.ecg_preprocess"),
+        training_data=TrainingData(description="t", n_train=1, n_val=0, fingerprint_sha256="0" * 64),
+        intended_use="test",
+    )
 
 
 def _cxr_card(size=32):
-    from models.card import InputSpec, ModelCard, TrainingData
     from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
+    from models.card import InputSpec, ModelCard, TrainingData
 
-    return ModelCard(name="cxr", task="cxr", architecture="densenet121", labels=list(CXR_LABEL_CODES),
-                     label_names=list(CXR_LABEL_NAMES),
-                     input=InputSpec(shape=[None, 3, size, size], preprocessing="datasets.imaging.transforms.cxr_preprocess"),
-                     training_data=TrainingData(description="t", n_train=1, n_val=0, fingerprint_sha256="0" * 64),
-                     intended_use="test")
+    return ModelCard(
+        name="cxr",
+        task="cxr",
+        architecture="densenet121",
+        labels=list(CXR_LABEL_CODES),
+        label_names=list(CXR_LABEL_NAMES),
+        input=InputSpec(shape=[None, 3, size, size], preprocessing="datasets.imaging.transforms.cxr_preprocess"),
+        training_data=TrainingData(description="t", n_train=1, n_val=0, fingerprint_sha256="0" * 64),
+        intended_use="test",
+    )
 
 
 def test_parse_data_spec():
@@ -87,7 +97,8 @@ def test_nih_csv_and_chexpert_and_medmnist(nih_dir, tmp_path):
         shutil.copy(image, tmp_path / "img" / image.name)
     (tmp_path / "Data_Entry_2017.csv").write_text(
         "Image Index,Finding Labels,Patient Age,Patient Gender,View Position\n"
-        f"{images[0].name},Pneumonia|Effusion,40,M,PA\n{images[1].name},Pneumonia,61,F,AP\n{images[2].name},No Finding,30,F,PA\n")
+        f"{images[0].name},Pneumonia|Effusion,40,M,PA\n{images[1].name},Pneumonia,61,F,AP\n{images[2].name},No Finding,30,F,PA\n"  # noqa: E501
+    )
     card = _cxr_card()
     data = load_eval_dataset(f"nih:{tmp_path}", card)
     codes = list(CXR_LABEL_CODES)
@@ -95,7 +106,8 @@ def test_nih_csv_and_chexpert_and_medmnist(nih_dir, tmp_path):
     # CheXpert: uncertain policy
     (tmp_path / "valid.csv").write_text(
         "Path,Sex,Age,Pneumonia,Pleural Effusion,Edema\n"
-        f"img/{images[0].name},Male,40,1.0,-1.0,\nimg/{images[1].name},Female,61,0.0,1.0,-1.0\n")
+        f"img/{images[0].name},Male,40,1.0,-1.0,\nimg/{images[1].name},Female,61,0.0,1.0,-1.0\n"
+    )
     for policy, expected in (("ones", 1.0), ("zeros", 0.0)):
         chex = load_eval_dataset(f"chexpert:{tmp_path / 'valid.csv'}?uncertain={policy}", card)
         assert chex.Y[0, codes.index("EFFUSION")] == expected
@@ -104,22 +116,37 @@ def test_nih_csv_and_chexpert_and_medmnist(nih_dir, tmp_path):
     assert np.isnan(chex.Y[:, codes.index("HERNIA")]).all()
     # MedMNIST npz
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "chest.npz", test_images=rng.integers(0, 255, (4, 28, 28), dtype=np.uint8),
-             test_labels=rng.integers(0, 2, (4, len(codes))))
+    np.savez(
+        tmp_path / "chest.npz",
+        test_images=rng.integers(0, 255, (4, 28, 28), dtype=np.uint8),
+        test_labels=rng.integers(0, 2, (4, len(codes))),
+    )
     med = load_eval_dataset(f"medmnist:{tmp_path / 'chest.npz'}", card)
     assert med.inputs.shape == (4, 3, 32, 32) and med.Y.shape == (4, len(codes))
 
 
 def _read(probabilities: dict[str, float]) -> dict:
-    return {"findings": [{"code": c, "name": c, "probability": p, "threshold": 0.5, "positive": p >= 0.5}
-                         for c, p in probabilities.items()], "triage": {"level": "routine", "score": 0.2}}
+    return {
+        "findings": [
+            {"code": c, "name": c, "probability": p, "threshold": 0.5, "positive": p >= 0.5}
+            for c, p in probabilities.items()
+        ],
+        "triage": {"level": "routine", "score": 0.2},
+    }
 
 
 def test_worklist_export(tmp_path):
     labels = list(ECG_LABEL_CODES)
-    reads = [{"study_uid": f"1.2.{i}", "site": "demo", "model_name": "ecg",
-              "ai_read": _read({c: (0.9 if (c == "AF") == (i % 2 == 0) else 0.1) for c in labels}),
-              "final_findings": {"findings": ["AF"] if i % 2 == 0 else ["NORM"]}} for i in range(10)]
+    reads = [
+        {
+            "study_uid": f"1.2.{i}",
+            "site": "demo",
+            "model_name": "ecg",
+            "ai_read": _read({c: (0.9 if (c == "AF") == (i % 2 == 0) else 0.1) for c in labels}),
+            "final_findings": {"findings": ["AF"] if i % 2 == 0 else ["NORM"]},
+        }
+        for i in range(10)
+    ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps(reads))
     data = load_eval_dataset(f"worklist:{path}", _ecg_card())
@@ -137,7 +164,7 @@ def worklist_db(tmp_path):
     url = f"sqlite:///{tmp_path / 'worklist.db'}"
     db = Database(url)
     db.migrate()
-    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
     rng = np.random.default_rng(0)
     with db.session() as session:
         for i in range(40):
@@ -146,15 +173,40 @@ def worklist_db(tmp_path):
             truth = bool(rng.random() < 0.4)
             af_p = (0.8 if truth else 0.2) if week == 0 or site == "a" else 0.45  # site b degrades in week 2
             at = start + timedelta(days=7 * week, hours=i)
-            session.add(Study(study_uid=f"1.9.{i}", site=site, modality="ECG", arrived_at=at, status="signed",
-                              patient_sex="F" if i % 3 else "M", patient_age=f"{40 + i:03d}Y",
-                              ai_read=_read({"AF": af_p, "NORM": 1 - af_p}), updated_at=at))
-            session.add(Correction(study_uid=f"1.9.{i}", signed_by="dr", signed_at=at + timedelta(hours=1),
-                                   agree=True, final_findings={"AF": truth, "NORM": not truth},
-                                   ai_findings={"findings": {"AF": {"probability": af_p, "positive": af_p >= 0.5},
-                                                             "NORM": {"probability": 1 - af_p, "positive": af_p < 0.5}},
-                                                "level": "routine", "score": 0.2} if i % 2 else None,
-                                   model_name="ecg", model_version="1"))
+            session.add(
+                Study(
+                    study_uid=f"1.9.{i}",
+                    site=site,
+                    modality="ECG",
+                    arrived_at=at,
+                    status="signed",
+                    patient_sex="F" if i % 3 else "M",
+                    patient_age=f"{40 + i:03d}Y",
+                    ai_read=_read({"AF": af_p, "NORM": 1 - af_p}),
+                    updated_at=at,
+                )
+            )
+            session.add(
+                Correction(
+                    study_uid=f"1.9.{i}",
+                    signed_by="dr",
+                    signed_at=at + timedelta(hours=1),
+                    agree=True,
+                    final_findings={"AF": truth, "NORM": not truth},
+                    ai_findings={
+                        "findings": {
+                            "AF": {"probability": af_p, "positive": af_p >= 0.5},
+                            "NORM": {"probability": 1 - af_p, "positive": af_p < 0.5},
+                        },
+                        "level": "routine",
+                        "score": 0.2,
+                    }
+                    if i % 2
+                    else None,
+                    model_name="ecg",
+                    model_version="1",
+                )
+            )
     return url
 
 
@@ -217,15 +269,38 @@ def test_evaluate_worklist_export_through_cli(tiny_registry, tmp_path):
     reads = []
     for i in range(40):
         truth = {c: bool(rng.random() < 0.3) for c in labels}
-        reads.append({"study_uid": f"1.3.{i}", "site": "demo" if i % 2 else "north", "model_name": "ecg",
-                      "patient_sex": "F", "patient_age": "050Y",
-                      "ai_read": _read({c: float(np.clip(0.5 * truth[c] + 0.5 * rng.random(), 0, 1)) for c in labels}),
-                      "final_findings": [c for c in labels if truth[c]]})
+        reads.append(
+            {
+                "study_uid": f"1.3.{i}",
+                "site": "demo" if i % 2 else "north",
+                "model_name": "ecg",
+                "patient_sex": "F",
+                "patient_age": "050Y",
+                "ai_read": _read({c: float(np.clip(0.5 * truth[c] + 0.5 * rng.random(), 0, 1)) for c in labels}),
+                "final_findings": [c for c in labels if truth[c]],
+            }
+        )
     path = tmp_path / "signed.json"
     path.write_text(json.dumps(reads))
     out = tmp_path / "report"
-    assert main(["evaluate", "--model", "ecg", "--data", f"worklist:{path}", "--registry", str(tiny_registry),
-                 "--report", str(out), "--n-boot", "30"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "ecg",
+                "--data",
+                f"worklist:{path}",
+                "--registry",
+                str(tiny_registry),
+                "--report",
+                str(out),
+                "--n-boot",
+                "30",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "metrics.json").read_text())
     assert result["n_cases"] == 40 and result["headline"]["macro_auroc"]["value"] > 0.7
 
@@ -236,16 +311,35 @@ def test_worklist_signed_reads_export_shape(tmp_path):
     labels = list(ECG_LABEL_CODES)
 
     def row(study, af_final, amendment=False):
-        return {"study": study, "site": "demo", "modality": "ECG", "patient_sex": "F", "patient_age_band": "60-69",
-                "signed_month": "2026-01", "agree": True, "model_name": "ecg", "model_version": "1",
-                "amendment": amendment,
-                "ai_findings": {"findings": {c: {"probability": 0.7 if c == "AF" else 0.2, "positive": c == "AF"}
-                                             for c in labels}, "level": "critical", "score": 0.8},
-                "final_findings": {c: (c == "AF" and af_final) or (c == "NORM" and not af_final) for c in labels}}
+        return {
+            "study": study,
+            "site": "demo",
+            "modality": "ECG",
+            "patient_sex": "F",
+            "patient_age_band": "60-69",
+            "signed_month": "2026-01",
+            "agree": True,
+            "model_name": "ecg",
+            "model_version": "1",
+            "amendment": amendment,
+            "ai_findings": {
+                "findings": {c: {"probability": 0.7 if c == "AF" else 0.2, "positive": c == "AF"} for c in labels},
+                "level": "critical",
+                "score": 0.8,
+            },
+            "final_findings": {c: (c == "AF" and af_final) or (c == "NORM" and not af_final) for c in labels},
+        }
 
     path = tmp_path / "export.json"
-    path.write_text(json.dumps({"rows": [row("aa", True), row("bb", True), row("bb", False, amendment=True)],
-                                "count": 3, "deidentified": True}))
+    path.write_text(
+        json.dumps(
+            {
+                "rows": [row("aa", True), row("bb", True), row("bb", False, amendment=True)],
+                "count": 3,
+                "deidentified": True,
+            }
+        )
+    )
     data = load_eval_dataset(f"worklist:{path}", _ecg_card())
     assert len(data) == 2 and list(data.meta["id"]) == ["aa", "bb"]
     af = labels.index("AF")

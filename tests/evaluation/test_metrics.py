@@ -150,4 +150,5 @@ def test_challenge_score_formula():
     sub = ["AF", "NORM"]
     idx = [1, 0]
     assert challenge_score(Y[:, idx], out[:, idx], sub) == pytest.approx(
-        challenge_score(Y[:, idx], out[:, idx], sub, weights=W[np.ix_(idx, idx)]))
+        challenge_score(Y[:, idx], out[:, idx], sub, weights=W[np.ix_(idx, idx)])
+    )

@@ -29,9 +29,9 @@ def exported_model_dir(tmp_path_factory, real_ecg_inputs) -> Path:
     state dict, card), as training stages it before registration."""
     import torch
 
+    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
     from models.card import InputSpec, ModelCard, TrainingData
     from models.ecg.factory import build_ecg_model
-    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES, ECG_LABELS
     from models.export import export_onnx, export_torchscript
 
     directory = tmp_path_factory.mktemp("exported")
@@ -48,11 +48,20 @@ def exported_model_dir(tmp_path_factory, real_ecg_inputs) -> Path:
     export_torchscript(model, directory / "model.pt", example)
     torch.save(model.state_dict(), directory / "state_dict.pt")
     ModelCard(
-        name="ecg", task="ecg", architecture="xresnet1d18", architecture_params=params,
-        labels=list(ECG_LABEL_CODES), label_names=[label.name for label in ECG_LABELS],
-        input=InputSpec(shape=[None, 12, 5000], sampling_rate=500, window_s=10.0,
-                        preprocessing="datasets.ecg.transforms.ecg_preprocess"),
+        name="ecg",
+        task="ecg",
+        architecture="xresnet1d18",
+        architecture_params=params,
+        labels=list(ECG_LABEL_CODES),
+        label_names=[label.name for label in ECG_LABELS],
+        input=InputSpec(
+            shape=[None, 12, 5000],
+            sampling_rate=500,
+            window_s=10.0,
+            preprocessing="datasets.ecg.transforms.ecg_preprocess",
+        ),
         training_data=TrainingData(description="test fixture", n_train=8, n_val=0, fingerprint_sha256="0" * 64),
-        demo=True, intended_use="test fixture",
+        demo=True,
+        intended_use="test fixture",
     ).save(directory)
     return directory

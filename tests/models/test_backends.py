@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from models.networks import build_network
-from models.backends import InferenceBackend, OnnxRuntimeBackend, TorchBackend, load_backend
 from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
+from models.backends import InferenceBackend, OnnxRuntimeBackend, TorchBackend, load_backend
+from models.networks import build_network
 
 
 def test_onnxruntime_and_torch_agree_on_real_ecgs(exported_model_dir, real_ecg_inputs):
@@ -82,7 +82,9 @@ def test_fp16_is_a_float16_graph_with_float32_edges_and_stays_fp32_on_cpu(export
     assert weights and all(t == onnx.TensorProto.FLOAT16 for t in weights), "weights not converted"
     assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    backend = OnnxRuntimeBackend(exported_model_dir / "model.onnx", providers=["CPUExecutionProvider"], precision="fp16")
+    backend = OnnxRuntimeBackend(
+        exported_model_dir / "model.onnx", providers=["CPUExecutionProvider"], precision="fp16"
+    )
     assert backend.precision == "fp32"  # no float16 kernels on the CPU provider: fp32, with a warning
     with pytest.raises(ValueError, match="precision"):
         OnnxRuntimeBackend(exported_model_dir / "model.onnx", precision="int4")
@@ -94,9 +96,14 @@ def test_onnx_flops_count_convolutions_and_matmuls(tmp_path):
     from models.export import export_onnx
     from models.flops import onnx_flops
 
-    net = torch.nn.Sequential(torch.nn.Conv1d(12, 8, 5, padding=2), torch.nn.ReLU(),
-                              torch.nn.Conv1d(8, 8, 3, padding=1, groups=2), torch.nn.AdaptiveAvgPool1d(1),
-                              torch.nn.Flatten(), torch.nn.Linear(8, 7))
+    net = torch.nn.Sequential(
+        torch.nn.Conv1d(12, 8, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv1d(8, 8, 3, padding=1, groups=2),
+        torch.nn.AdaptiveAvgPool1d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 7),
+    )
     path = export_onnx(net, tmp_path / "net.onnx", torch.randn(1, 12, 100))
     expected = 2 * (12 * 5) * 8 * 100 + 2 * (4 * 3) * 8 * 100 + 2 * 8 * 7
     assert onnx_flops(path, [1, 12, 100]) == expected

@@ -12,13 +12,22 @@ from models.card import DEMO_ECG_INTENDED_USE, InputSpec, ModelCard, TrainingDat
 
 def make_card(**overrides) -> ModelCard:
     fields = dict(
-        name="ecg", task="ecg", architecture="xresnet1d18", architecture_params={"width": 8},
-        labels=["NORM", "AF"], label_names=["Normal sinus rhythm", "Atrial fibrillation or flutter"],
+        name="ecg",
+        task="ecg",
+        architecture="xresnet1d18",
+        architecture_params={"width": 8},
+        labels=["NORM", "AF"],
+        label_names=["Normal sinus rhythm", "Atrial fibrillation or flutter"],
         thresholds={"AF": 0.3},
-        input=InputSpec(shape=[None, 12, 5000], sampling_rate=500, window_s=10.0,
-                        preprocessing="datasets.ecg.transforms.ecg_preprocess"),
+        input=InputSpec(
+            shape=[None, 12, 5000],
+            sampling_rate=500,
+            window_s=10.0,
+            preprocessing="datasets.ecg.transforms.ecg_preprocess",
+        ),
         training_data=TrainingData(description="synthetic", n_train=10, n_val=2, fingerprint_sha256="0" * 64),
-        demo=True, intended_use=DEMO_ECG_INTENDED_USE,
+        demo=True,
+        intended_use=DEMO_ECG_INTENDED_USE,
     )
     fields.update(overrides)
     return ModelCard(**fields)
@@ -41,13 +50,16 @@ def test_round_trip_through_json(tmp_path):
     assert loaded == card
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"task": "mri"}, "task"),
-    ({"label_names": ["only one"]}, "label names"),
-    ({"thresholds": {"STE": 0.5}}, "unknown labels"),
-    ({"thresholds": {"AF": 1.5}}, r"\[0, 1\]"),
-    ({"labels": ["AF", "AF"]}, "duplicate"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"task": "mri"}, "task"),
+        ({"label_names": ["only one"]}, "label names"),
+        ({"thresholds": {"STE": 0.5}}, "unknown labels"),
+        ({"thresholds": {"AF": 1.5}}, r"\[0, 1\]"),
+        ({"labels": ["AF", "AF"]}, "duplicate"),
+    ],
+)
 def test_invalid_cards_are_rejected(overrides, message):
     with pytest.raises(ValidationError, match=message):
         make_card(**overrides)

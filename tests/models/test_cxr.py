@@ -21,6 +21,7 @@ from models.cxr import (
     render_overlay,
 )
 
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     # On a shared 2-core machine two OpenMP threads fighting another process run many times
@@ -31,8 +32,22 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+NIH_FINDINGS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
 
 
 def test_label_set():
@@ -46,7 +61,7 @@ def test_label_set():
             assert label.coding.value.isdigit()
         else:
             assert label.coding.scheme == PRIVATE_SCHEME
-    assert {l.code: l.coding.value for l in CXR_LABELS if l.coding.scheme == "SCT"}["PNEUMONIA"] == "233604007"
+    assert {l.code: l.coding.value for l in CXR_LABELS if l.coding.scheme == "SCT"}["PNEUMONIA"] == "233604007"  # noqa: E741
 
 
 def test_nih_finding_labels_to_targets():
@@ -59,9 +74,15 @@ def test_nih_finding_labels_to_targets():
     assert target.shape == (15,) and target.sum() == 2 and target[-1] == 1
 
 
-@pytest.mark.parametrize(("architecture", "in_channels"), [
-    ("densenet121", 1), ("densenet121", 3), ("densenet_small", 1), ("densenet121_torchvision", 1),
-])
+@pytest.mark.parametrize(
+    ("architecture", "in_channels"),
+    [
+        ("densenet121", 1),
+        ("densenet121", 3),
+        ("densenet_small", 1),
+        ("densenet121_torchvision", 1),
+    ],
+)
 def test_forward_shape(architecture, in_channels):
     model = build_cxr_model(architecture, in_channels=in_channels).eval()
     with torch.no_grad():
@@ -113,7 +134,7 @@ def test_gradcam_highlights_the_object_in_a_toy_task():
         for i in range(count):
             if rng.random() < 0.5:
                 r, c = rng.integers(0, size - side, 2)
-                x[i, 0, r:r + side, c:c + side] += 1.0
+                x[i, 0, r : r + side, c : c + side] += 1.0
                 y[i] = 1.0
                 where.append((r, c))
             else:
@@ -141,7 +162,7 @@ def test_gradcam_highlights_the_object_in_a_toy_task():
         heat = gradcam_heatmaps(model, image, [0])[0]
         r, c = position
         inside = np.zeros_like(heat, dtype=bool)
-        inside[r:r + side, c:c + side] = True
+        inside[r : r + side, c : c + side] = True
         assert heat[inside].mean() > heat[~inside].mean() + 0.1
         checked += 1
     assert checked >= 3

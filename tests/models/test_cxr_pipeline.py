@@ -73,8 +73,10 @@ def check_read(pre_read: PreRead, shape: tuple[int, int]) -> None:
     for finding in read["findings"]:
         assert set(finding) == FINDING_KEYS
         assert 0.0 <= finding["probability"] <= 1.0 and isinstance(finding["positive"], bool)
-        assert finding["positive"] == (finding["probability"] >= finding["threshold"]) or \
-            abs(finding["probability"] - finding["threshold"]) < 1e-4  # rounding of the reported probability
+        assert (
+            finding["positive"] == (finding["probability"] >= finding["threshold"])
+            or abs(finding["probability"] - finding["threshold"]) < 1e-4
+        )  # rounding of the reported probability
     assert read["triage"]["level"] in LEVELS and 0.0 <= read["triage"]["score"] <= 1.0
     model = read["model"]
     assert model["name"] == "cxr" and model["version"] == 1 and model["demo"] is True
@@ -149,8 +151,9 @@ def test_heatmap_overlay_geometry_equals_the_source(registry_root, cr_path):
 
 
 def test_no_positive_no_heatmap(registry_root, cr_path):
-    reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE,
-                                        threshold_overrides={code: 1.0 for code in CXR_LABEL_CODES})
+    reader = CxrPreReader.from_registry(
+        registry_root, "cxr", TRIAGE, threshold_overrides={code: 1.0 for code in CXR_LABEL_CODES}
+    )
     (read,) = [r.to_json() for r in reader.read_batch([read_dicom_image(cr_path)])]
     assert not any(f["positive"] for f in read["findings"]) and read["heatmaps"] == []
     with pytest.raises(KeyError):
@@ -161,11 +164,16 @@ def test_backends_and_cam_network_agree(registry_root, nih_source, cr_path):
     """Probabilities from ONNX Runtime, TorchScript and the Grad-CAM network (state dict) match."""
     records = [read_dicom_image(dicom_bytes(nih_source)), read_dicom_image(cr_path)]
     ort_reader = CxrPreReader.from_registry(registry_root, "cxr/1", TRIAGE, heatmaps=False)
-    torch_reader = CxrPreReader.from_registry(registry_root, "cxr/1", TRIAGE, backend="torch", heatmaps=False,
-                                              device="cpu")
+    torch_reader = CxrPreReader.from_registry(
+        registry_root, "cxr/1", TRIAGE, backend="torch", heatmaps=False, device="cpu"
+    )
     assert not ort_reader.heatmaps_available and torch_reader.model_identity["backend"] == "torch"
-    p_ort = np.array([[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in ort_reader.read_batch(records))])
-    p_torch = np.array([[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in torch_reader.read_batch(records))])
+    p_ort = np.array(
+        [[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in ort_reader.read_batch(records))]
+    )
+    p_torch = np.array(
+        [[f["probability"] for f in r["findings"]] for r in (x.to_json() for x in torch_reader.read_batch(records))]
+    )
     np.testing.assert_allclose(p_ort, p_torch, atol=2e-4)  # reported probabilities are rounded to 1e-4
 
     registered = ModelRegistry(registry_root).resolve("cxr")
@@ -226,8 +234,10 @@ def test_film_failing_acceptance_is_not_read(registry_root, cr_path):
     relabelled = deepcopy(ds)
     relabelled.PhotometricInterpretation = "MONOCHROME2"
     reader = CxrPreReader.from_registry(registry_root, "cxr", TRIAGE)
-    reads = [r.to_json() for r in
-             reader.read_batch([read_dicom_image(rotated), read_dicom_image(ds), read_dicom_image(relabelled)])]
+    reads = [
+        r.to_json()
+        for r in reader.read_batch([read_dicom_image(rotated), read_dicom_image(ds), read_dicom_image(relabelled)])
+    ]
     for read, code in ((reads[0], "cxr_rotated"), (reads[2], "cxr_inverted")):
         assert read["quality"]["acceptable"] is False and [r["code"] for r in read["quality"]["reasons"]] == [code]
         assert read["quality"]["action"] and read["findings"] == [] and read["heatmaps"] == []

@@ -50,8 +50,11 @@ def check_separates(pre_reads: list[PreRead], pneumonia: np.ndarray) -> dict[str
     assert all(read["quality"]["acceptable"] for read in reads), "real frontal adult films must be accepted"
     urgent = np.array([read["triage"]["level"] != "routine" for read in reads])
     p = np.array([next(f["probability"] for f in read["findings"] if f["code"] == "PNEUMONIA") for read in reads])
-    figures = {"auroc": auroc(pneumonia, p), "sensitivity": float(urgent[pneumonia].mean()),
-               "specificity": float((~urgent[~pneumonia]).mean())}
+    figures = {
+        "auroc": auroc(pneumonia, p),
+        "sensitivity": float(urgent[pneumonia].mean()),
+        "specificity": float((~urgent[~pneumonia]).mean()),
+    }
     assert figures["auroc"] >= 0.65, figures
     assert figures["sensitivity"] >= 0.5 and figures["specificity"] >= 0.5, figures
     return figures

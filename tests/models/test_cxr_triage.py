@@ -37,18 +37,27 @@ def test_a_rule_needs_exactly_one_trigger():
 
 
 def card(learned: dict[str, bool]) -> ModelCard:
-    return ModelCard(name="cxr", task="cxr", architecture="densenet_small", labels=["PNEUMONIA", "EDEMA"],
-                     label_names=["Pneumonia", "Edema"], input=InputSpec(shape=[None, 1, 64, 64], preprocessing="x"),
-                     training_data=TrainingData(description="t", n_train=1, n_val=1, fingerprint_sha256="0" * 64),
-                     intended_use="test", learned_from_real=learned)
+    return ModelCard(
+        name="cxr",
+        task="cxr",
+        architecture="densenet_small",
+        labels=["PNEUMONIA", "EDEMA"],
+        label_names=["Pneumonia", "Edema"],
+        input=InputSpec(shape=[None, 1, 64, 64], preprocessing="x"),
+        training_data=TrainingData(description="t", n_train=1, n_val=1, fingerprint_sha256="0" * 64),
+        intended_use="test",
+        learned_from_real=learned,
+    )
 
 
 def test_card_says_which_findings_may_drive_a_level():
     learned = card({"PNEUMONIA": True, "EDEMA": False})
     assert learned.drives_level("PNEUMONIA") and not learned.drives_level("EDEMA")
     assert card({}).drives_level("EDEMA")  # an older card without the field: every finding as before
-    assert ModelCard.model_validate_json(learned.model_dump_json()).learned_from_real == {"PNEUMONIA": True,
-                                                                                          "EDEMA": False}
+    assert ModelCard.model_validate_json(learned.model_dump_json()).learned_from_real == {
+        "PNEUMONIA": True,
+        "EDEMA": False,
+    }
 
 
 def test_learned_labels_need_both_classes_among_known_targets():

@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 from models.ecg.factory import ECG_ARCHITECTURES, build_ecg_model
 from models.ecg.inception1d import Inception1d
-from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 from models.ecg.xresnet1d import XResNet1d
 from models.export import ONNX_INPUT_NAME, ParityError, check_parity, export_onnx, export_torchscript, require_parity
 
@@ -85,8 +85,9 @@ def test_unknown_architecture_is_a_clear_error():
 @pytest.mark.parametrize("architecture", ["xresnet1d18", "xresnet1d50", "inception1d"])
 def test_onnx_export_parity_on_real_ecgs(architecture, real_ecg_inputs, tmp_path):
     torch.manual_seed(0)
-    model = _settle_batchnorm(build_ecg_model(architecture, N_LABELS, **SMALL[architecture]),
-                              torch.from_numpy(real_ecg_inputs))
+    model = _settle_batchnorm(
+        build_ecg_model(architecture, N_LABELS, **SMALL[architecture]), torch.from_numpy(real_ecg_inputs)
+    )
     path = export_onnx(model, tmp_path / "model.onnx", torch.from_numpy(real_ecg_inputs[:1]))
     assert check_parity(model, path, real_ecg_inputs) <= 1e-4
     # Dynamic batch axis: one exported graph serves any batch size.
@@ -108,8 +109,9 @@ def test_export_uses_opset_17_or_newer(real_ecg_inputs, tmp_path):
 
 
 def test_parity_failure_is_refused(real_ecg_inputs, tmp_path):
-    model = _settle_batchnorm(build_ecg_model("xresnet1d18", N_LABELS, **SMALL["xresnet1d18"]),
-                              torch.from_numpy(real_ecg_inputs))
+    model = _settle_batchnorm(
+        build_ecg_model("xresnet1d18", N_LABELS, **SMALL["xresnet1d18"]), torch.from_numpy(real_ecg_inputs)
+    )
     path = export_onnx(model, tmp_path / "model.onnx", torch.from_numpy(real_ecg_inputs[:1]))
     with torch.no_grad():  # the model drifts after export: its ONNX file no longer matches it
         model.head[-1].bias += 1.0
@@ -118,8 +120,9 @@ def test_parity_failure_is_refused(real_ecg_inputs, tmp_path):
 
 
 def test_torchscript_export_matches(real_ecg_inputs, tmp_path):
-    model = _settle_batchnorm(build_ecg_model("inception1d", N_LABELS, **SMALL["inception1d"]),
-                              torch.from_numpy(real_ecg_inputs))
+    model = _settle_batchnorm(
+        build_ecg_model("inception1d", N_LABELS, **SMALL["inception1d"]), torch.from_numpy(real_ecg_inputs)
+    )
     path = export_torchscript(model, tmp_path / "model.pt", torch.from_numpy(real_ecg_inputs[:1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notice

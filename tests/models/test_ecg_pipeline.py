@@ -41,7 +41,11 @@ class Constant:
 
 def reader(**probabilities: float) -> EcgPreReader:
     card = ModelCard(
-        name="ecg", task="ecg", architecture="constant", labels=LABELS, label_names=LABELS,
+        name="ecg",
+        task="ecg",
+        architecture="constant",
+        labels=LABELS,
+        label_names=LABELS,
         thresholds={code: 0.5 for code in LABELS},
         input=InputSpec(shape=[None, 12, 5000], sampling_rate=500, window_s=10.0, preprocessing="test"),
         training_data=TrainingData(description="test", n_train=0, n_val=0, fingerprint_sha256="0" * 64),
@@ -84,8 +88,18 @@ def test_sinus_tachycardia_follows_the_rate_not_the_network(sinus_records):
 def test_read_fields_and_operating_point():
     (read,) = read_all(reader(NORM=0.9), [cinc("E07506")])
     assert read.modality == "ECG" and read.quality.acceptable
-    for key in ("heart_rate_bpm", "pr_interval_ms", "p_duration_ms", "qrs_duration_ms", "qt_interval_ms",
-                "qtc_bazett_ms", "qtc_fridericia_ms", "p_axis_deg", "qrs_axis_deg", "t_axis_deg"):
+    for key in (
+        "heart_rate_bpm",
+        "pr_interval_ms",
+        "p_duration_ms",
+        "qrs_duration_ms",
+        "qt_interval_ms",
+        "qtc_bazett_ms",
+        "qtc_fridericia_ms",
+        "p_axis_deg",
+        "qrs_axis_deg",
+        "t_axis_deg",
+    ):
         assert isinstance(read.measurements[key], (int, float)), key
     assert set(read.lead_measurements) == {"I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"}
     assert read.lead_measurements["V5"]["r_amp_mv"] > 0

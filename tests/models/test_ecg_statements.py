@@ -122,41 +122,72 @@ def test_st_elevation_limits_in_v2_v3_depend_on_sex():
 def _values(**values) -> EcgMeasurements:
     m = EcgMeasurements()
     m.values.update(values)
-    m.leads = {name: {"p_amp_mv": 0.1, "q_amp_mv": 0.0, "r_amp_mv": 1.0, "s_amp_mv": -0.2, "st_j_mv": 0.0,
-                      "st_j60_mv": 0.0, "t_amp_mv": 0.2} for name in STANDARD_LEADS}
+    m.leads = {
+        name: {
+            "p_amp_mv": 0.1,
+            "q_amp_mv": 0.0,
+            "r_amp_mv": 1.0,
+            "s_amp_mv": -0.2,
+            "st_j_mv": 0.0,
+            "st_j60_mv": 0.0,
+            "t_amp_mv": 0.2,
+        }
+        for name in STANDARD_LEADS
+    }
     return m
 
 
-SINUS_70 = {"heart_rate_bpm": 70.0, "rr_successive_irregularity": 0.02, "p_wave_consistency": 0.95,
-            "pr_interval_ms": 160, "p_axis_deg": 50, "qrs_duration_ms": 90, "qtc_bazett_ms": 420, "qrs_axis_deg": 40,
-            "qrs_limb_max_mv": 1.0, "qrs_precordial_max_mv": 1.5, "sokolow_lyon_mv": 2.0, "cornell_mv": 1.0}
+SINUS_70 = {
+    "heart_rate_bpm": 70.0,
+    "rr_successive_irregularity": 0.02,
+    "p_wave_consistency": 0.95,
+    "pr_interval_ms": 160,
+    "p_axis_deg": 50,
+    "qrs_duration_ms": 90,
+    "qtc_bazett_ms": 420,
+    "qrs_axis_deg": 40,
+    "qrs_limb_max_mv": 1.0,
+    "qrs_precordial_max_mv": 1.5,
+    "sokolow_lyon_mv": 2.0,
+    "cornell_mv": 1.0,
+}
 
 
-@pytest.mark.parametrize("change, expected, absent", [
-    ({}, S.SINUS_RHYTHM, S.SINUS_TACHYCARDIA),
-    ({"heart_rate_bpm": 120.0}, S.SINUS_TACHYCARDIA, S.SINUS_RHYTHM),
-    ({"heart_rate_bpm": 50.0}, S.SINUS_BRADYCARDIA, S.SINUS_RHYTHM),
-    ({"rr_successive_irregularity": 0.2, "p_wave_consistency": 0.1}, S.ATRIAL_FIBRILLATION, S.SINUS_RHYTHM),
-    ({"rr_successive_irregularity": 0.02, "p_wave_consistency": 0.1}, S.RHYTHM_UNDETERMINED, S.ATRIAL_FIBRILLATION),
-    ({"rr_successive_irregularity": 0.2, "p_wave_consistency": 0.95}, S.SINUS_RHYTHM, S.ATRIAL_FIBRILLATION),
-    ({"pr_interval_ms": 240}, S.FIRST_DEGREE_AV_BLOCK, S.SINUS_TACHYCARDIA),
-    ({"pr_interval_ms": 200}, S.SINUS_RHYTHM, S.FIRST_DEGREE_AV_BLOCK),
-    ({"qrs_axis_deg": -50}, S.LEFT_AXIS_DEVIATION, S.RIGHT_AXIS_DEVIATION),
-    ({"qrs_axis_deg": 120}, S.RIGHT_AXIS_DEVIATION, S.LEFT_AXIS_DEVIATION),
-    ({"qrs_limb_max_mv": 0.4}, S.LOW_VOLTAGE, S.LVH_VOLTAGE),
-    ({"sokolow_lyon_mv": 3.8}, S.LVH_VOLTAGE, S.LOW_VOLTAGE),
-    ({"qtc_bazett_ms": 470}, S.QTC_PROLONGED, S.LOW_VOLTAGE),
-    ({"qtc_bazett_ms": 455}, S.SINUS_RHYTHM, S.QTC_PROLONGED),   # sex unknown: the women's 460 ms
-])
+@pytest.mark.parametrize(
+    "change, expected, absent",
+    [
+        ({}, S.SINUS_RHYTHM, S.SINUS_TACHYCARDIA),
+        ({"heart_rate_bpm": 120.0}, S.SINUS_TACHYCARDIA, S.SINUS_RHYTHM),
+        ({"heart_rate_bpm": 50.0}, S.SINUS_BRADYCARDIA, S.SINUS_RHYTHM),
+        ({"rr_successive_irregularity": 0.2, "p_wave_consistency": 0.1}, S.ATRIAL_FIBRILLATION, S.SINUS_RHYTHM),
+        ({"rr_successive_irregularity": 0.02, "p_wave_consistency": 0.1}, S.RHYTHM_UNDETERMINED, S.ATRIAL_FIBRILLATION),
+        ({"rr_successive_irregularity": 0.2, "p_wave_consistency": 0.95}, S.SINUS_RHYTHM, S.ATRIAL_FIBRILLATION),
+        ({"pr_interval_ms": 240}, S.FIRST_DEGREE_AV_BLOCK, S.SINUS_TACHYCARDIA),
+        ({"pr_interval_ms": 200}, S.SINUS_RHYTHM, S.FIRST_DEGREE_AV_BLOCK),
+        ({"qrs_axis_deg": -50}, S.LEFT_AXIS_DEVIATION, S.RIGHT_AXIS_DEVIATION),
+        ({"qrs_axis_deg": 120}, S.RIGHT_AXIS_DEVIATION, S.LEFT_AXIS_DEVIATION),
+        ({"qrs_limb_max_mv": 0.4}, S.LOW_VOLTAGE, S.LVH_VOLTAGE),
+        ({"sokolow_lyon_mv": 3.8}, S.LVH_VOLTAGE, S.LOW_VOLTAGE),
+        ({"qtc_bazett_ms": 470}, S.QTC_PROLONGED, S.LOW_VOLTAGE),
+        ({"qtc_bazett_ms": 455}, S.SINUS_RHYTHM, S.QTC_PROLONGED),  # sex unknown: the women's 460 ms
+    ],
+)
 def test_definitions(change, expected, absent):
     stated = {s.code for s in interpret(_values(**{**SINUS_70, **change}), {}, {})}
     assert expected.value in stated and absent.value not in stated
 
 
 def test_af_with_rapid_response():
-    stated = {s.code for s in interpret(_values(**{**SINUS_70, "heart_rate_bpm": 140.0,
-                                                   "rr_successive_irregularity": 0.25, "p_wave_consistency": 0.0}),
-                                        {}, {})}
+    stated = {
+        s.code
+        for s in interpret(
+            _values(
+                **{**SINUS_70, "heart_rate_bpm": 140.0, "rr_successive_irregularity": 0.25, "p_wave_consistency": 0.0}
+            ),
+            {},
+            {},
+        )
+    }
     assert {S.ATRIAL_FIBRILLATION.value, S.AF_RAPID_RESPONSE.value} <= stated
 
 
@@ -183,8 +214,11 @@ def test_findings_never_contradict_the_definitions():
 
 def test_a_normal_ecg_is_not_called_beside_a_bundle_branch_block():
     statements = interpret(_values(**{**SINUS_70, "qrs_duration_ms": 150}), {}, {})
-    assert S.WIDE_QRS.value in {st.code for st in statements} or S.LBBB.value in {st.code for st in statements} \
+    assert (
+        S.WIDE_QRS.value in {st.code for st in statements}
+        or S.LBBB.value in {st.code for st in statements}
         or S.RBBB.value in {st.code for st in statements}
+    )
     (norm,) = reconcile([_finding("NORM", 0.9)], statements)
     assert not norm.positive and norm.network_probability == 0.9
     (norm,) = reconcile([_finding("NORM", 0.9)], interpret(_values(**SINUS_70), {}, {}))

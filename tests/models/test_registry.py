@@ -42,6 +42,7 @@ def registry(request, tmp_path) -> Registry:
 
 # ---- the contract (both backends) ----------------------------------------------------------
 
+
 def test_register_assigns_increasing_versions(registry, tmp_path):
     assert registry.is_empty() and registry.is_empty("ecg")
     first = registry.register("ecg", staged_model(tmp_path, b"v1"), make_card())
@@ -88,14 +89,17 @@ def test_version_of_follows_the_alias_without_loading(registry, tmp_path):
         registry.version_of("ecg@challenger")
 
 
-@pytest.mark.parametrize("ref, message", [
-    ("cxr", "no model named 'cxr'"),
-    ("ecg/9", r"has no version 9 \(versions: 1\)"),
-    ("ecg@challenger", "has no alias 'challenger'"),
-    ("ecg/abc", "invalid model reference"),
-    ("ecg@", "invalid model reference"),
-    ("../etc", "invalid model reference"),
-])
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("cxr", "no model named 'cxr'"),
+        ("ecg/9", r"has no version 9 \(versions: 1\)"),
+        ("ecg@challenger", "has no alias 'challenger'"),
+        ("ecg/abc", "invalid model reference"),
+        ("ecg@", "invalid model reference"),
+        ("../etc", "invalid model reference"),
+    ],
+)
 def test_unknown_references_raise_model_not_found(registry, tmp_path, ref, message):
     registry.register("ecg", staged_model(tmp_path), make_card())
     with pytest.raises(ModelNotFound, match=message) as caught:
@@ -142,8 +146,9 @@ def test_failed_registration_leaves_no_version(registry, tmp_path, monkeypatch):
 
 def test_evidence_is_kept_with_the_version(registry, tmp_path):
     model = registry.register("ecg", staged_model(tmp_path), make_card(metrics={"val_macro_auroc": 0.9}))
-    where = registry.annotate(model, metrics={"gate": {"passed": True, "reasons": ["ok"]}},
-                              files={"gate.json": '{"passed": true}'})
+    where = registry.annotate(
+        model, metrics={"gate": {"passed": True, "reasons": ["ok"]}}, files={"gate.json": '{"passed": true}'}
+    )
     assert set(where) == {"gate.json"}
     again = registry.resolve("ecg/1")
     assert again.card.metrics["gate"] == {"passed": True, "reasons": ["ok"]}
@@ -162,6 +167,7 @@ def test_the_card_is_readable_without_the_model_files(registry, tmp_path):
 
 # ---- locations ------------------------------------------------------------------------------
 
+
 def test_open_registry_picks_the_backend_from_the_location(tmp_path, monkeypatch):
     assert isinstance(open_registry(tmp_path / "files"), ModelRegistry)
     assert isinstance(open_registry(str(tmp_path / "files")), ModelRegistry)
@@ -177,11 +183,14 @@ def test_open_registry_picks_the_backend_from_the_location(tmp_path, monkeypatch
     assert isinstance(open_registry(), ModelRegistry)
 
 
-@pytest.mark.parametrize("location, message", [
-    ("file:///tmp/x", "use a plain folder path"),
-    ("ftp://host/x", "unsupported scheme 'ftp'"),
-    ("", "empty registry location"),
-])
+@pytest.mark.parametrize(
+    "location, message",
+    [
+        ("file:///tmp/x", "use a plain folder path"),
+        ("ftp://host/x", "unsupported scheme 'ftp'"),
+        ("", "empty registry location"),
+    ],
+)
 def test_invalid_locations_say_what_to_write(location, message):
     with pytest.raises(ValueError, match=message):
         registry_kind(location)
@@ -203,6 +212,7 @@ def test_password_is_never_shown():
 
 
 # ---- file registry specifics -----------------------------------------------------------------
+
 
 def test_file_layout(tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
@@ -249,6 +259,7 @@ def test_parse_ref():
 
 # ---- MLflow specifics ------------------------------------------------------------------------
 
+
 def test_mlflow_versions_are_run_artifacts_with_card_tags(tmp_path):
     from mlflow import MlflowClient
 
@@ -264,7 +275,10 @@ def test_mlflow_versions_are_run_artifacts_with_card_tags(tmp_path):
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "preread-ecg"
     assert sorted(a.path for a in client.list_artifacts(registered.run_id, "model")) == [
-        "model/card.json", "model/model.onnx", "model/state_dict.pt"]
+        "model/card.json",
+        "model/model.onnx",
+        "model/state_dict.pt",
+    ]
     registry.set_alias("ecg", CHAMPION, 1)
     assert int(client.get_model_version_by_alias("ecg", "champion").version) == 1, "a plain MLflow alias"
 

@@ -40,13 +40,20 @@ def test_register_list_promote_export(exported_model_dir, uri, tmp_path, capsys)
     assert ModelCard.load(tmp_path / "out" / "ecg-v2.onnx.card.json").version == 2
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda d: (d / "card.json").unlink(), "card.json"),
-    (lambda d: ModelCard.load(d).model_copy(update={"labels": ["AF"], "label_names": ["AF"], "thresholds": {}}).save(d),
-     "for a batch of 2; the card's 1 labels need [2, 1]"),
-    (lambda d: (d / "model.onnx").write_bytes(b"not onnx"), "model.onnx does not run"),
-    (lambda d: shutil.copyfile(d / "model.onnx", d / "model.pt"), "model.pt does not run"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (lambda d: (d / "card.json").unlink(), "card.json"),
+        (
+            lambda d: (
+                ModelCard.load(d).model_copy(update={"labels": ["AF"], "label_names": ["AF"], "thresholds": {}}).save(d)
+            ),
+            "for a batch of 2; the card's 1 labels need [2, 1]",
+        ),
+        (lambda d: (d / "model.onnx").write_bytes(b"not onnx"), "model.onnx does not run"),
+        (lambda d: shutil.copyfile(d / "model.onnx", d / "model.pt"), "model.pt does not run"),
+    ],
+)
 def test_register_refuses_a_folder_that_fails_its_checks(exported_model_dir, uri, tmp_path, capsys, break_it, message):
     folder = tmp_path / "mine"
     shutil.copytree(exported_model_dir, folder)

@@ -11,11 +11,16 @@ import pytest
 from models.card import SITE_THRESHOLDS_KEY, ModelCard
 
 SITE_POINTS = {
-    "computed_at": "2026-11-30T08:00:00+00:00", "source": "worklist:/exports/2026-11.json",
-    "sites": {"demo": {"AF": {"threshold": 0.0, "sensitivity": 1.0, "n": 40, "n_pos": 6},
-                       "PREM": {"threshold": 0.0, "sensitivity": 1.0, "n": 40, "n_pos": 5},
-                       "STE": {"threshold": None, "warning": "2 positives < 5: global threshold kept"},
-                       "NORM": {"threshold": 1.0, "sensitivity": 0.9, "n": 40, "n_pos": 30}}},
+    "computed_at": "2026-11-30T08:00:00+00:00",
+    "source": "worklist:/exports/2026-11.json",
+    "sites": {
+        "demo": {
+            "AF": {"threshold": 0.0, "sensitivity": 1.0, "n": 40, "n_pos": 6},
+            "PREM": {"threshold": 0.0, "sensitivity": 1.0, "n": 40, "n_pos": 5},
+            "STE": {"threshold": None, "warning": "2 positives < 5: global threshold kept"},
+            "NORM": {"threshold": 1.0, "sensitivity": 0.9, "n": 40, "n_pos": 30},
+        }
+    },
 }
 
 
@@ -28,8 +33,12 @@ def test_card_thresholds_for_a_site(exported_model_dir: Path):
     thresholds, point = card.thresholds_for_site("demo")
     assert thresholds["AF"] == 0.0 and thresholds["NORM"] == 1.0
     assert thresholds["STE"] == card.thresholds["STE"], "a label without a site point keeps the global threshold"
-    assert point == {"site": "demo", "labels": ["AF", "NORM", "PREM"], "source": SITE_POINTS["source"],
-                     "computed_at": SITE_POINTS["computed_at"]}
+    assert point == {
+        "site": "demo",
+        "labels": ["AF", "NORM", "PREM"],
+        "source": SITE_POINTS["source"],
+        "computed_at": SITE_POINTS["computed_at"],
+    }
     for other in ("other", None):
         assert card.thresholds_for_site(other) == (card.thresholds, None)
     plain = ModelCard.load(exported_model_dir)
@@ -44,11 +53,13 @@ def test_ecg_reader_uses_the_sending_sites_operating_points(exported_model_dir: 
     from tests.conftest import REPO_ROOT
 
     card = _with_site_points(ModelCard.load(exported_model_dir))
-    reader = EcgPreReader(load_backend(exported_model_dir), card,
-                          TriageRules.from_yaml(REPO_ROOT / "configs" / "triage" / "ecg.yaml"))
+    reader = EcgPreReader(
+        load_backend(exported_model_dir), card, TriageRules.from_yaml(REPO_ROOT / "configs" / "triage" / "ecg.yaml")
+    )
     record = read_wfdb(cinc_dir / "E07500.hea").in_standard_order()
-    global_read, demo_read = reader.read_batch([EcgInput(record.signals, record.sampling_rate),
-                                                EcgInput(record.signals, record.sampling_rate, site="demo")])
+    global_read, demo_read = reader.read_batch(
+        [EcgInput(record.signals, record.sampling_rate), EcgInput(record.signals, record.sampling_rate, site="demo")]
+    )
     by_code = {f.code: f for f in global_read.findings}
     demo = {f.code: f for f in demo_read.findings}
     # PREM is a network finding: the site's threshold decides. AF is re-stated from its definition

@@ -43,15 +43,32 @@ class FakeEcgReader:
         bucket = int(hashlib.sha256(signals.tobytes()).hexdigest(), 16) % 7
         acceptable = bucket != 0
         level = "critical" if bucket == 1 else "routine"
-        return PreRead.model_validate({"modality": "ECG", "preliminary": True, "model": dict(self.model),
+        return PreRead.model_validate(
+            {
+                "modality": "ECG",
+                "preliminary": True,
+                "model": dict(self.model),
                 "disclaimer": "test stand-in, not a model",
-                "findings": [{"code": "MI", "name": "Myocardial infarction", "probability": 0.9 if level == "critical"
-                              else 0.1, "threshold": 0.5, "positive": level == "critical"}],
+                "findings": [
+                    {
+                        "code": "MI",
+                        "name": "Myocardial infarction",
+                        "probability": 0.9 if level == "critical" else 0.1,
+                        "threshold": 0.5,
+                        "positive": level == "critical",
+                    }
+                ],
                 "measurements": {"heart_rate_bpm": 70.0},
-                "quality": {"acceptable": acceptable, "reasons": [] if acceptable else [
-                    {"code": "ecg_noisy_lead", "text": "leads too noisy", "leads": ["V1"]}],
-                    "action": None if acceptable else "repeat the ECG"},
-                "triage": {"level": level, "score": 0.9 if level == "critical" else 0.2, "reasons": ["fake"]}})
+                "quality": {
+                    "acceptable": acceptable,
+                    "reasons": []
+                    if acceptable
+                    else [{"code": "ecg_noisy_lead", "text": "leads too noisy", "leads": ["V1"]}],
+                    "action": None if acceptable else "repeat the ECG",
+                },
+                "triage": {"level": level, "score": 0.9 if level == "critical" else 0.2, "reasons": ["fake"]},
+            }
+        )
 
 
 @dataclass
@@ -72,8 +89,11 @@ def county_service(state: Path, registry: str | None, ecg_reader) -> tuple:
     from serving.services import build_services
 
     cfg = make_config(state, registry or state / "no-registry")
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
-        "enabled": False, "study_stable_seconds": 0.3, "poll_seconds": 0.1})})
+    cfg = cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(update={"enabled": False, "study_stable_seconds": 0.3, "poll_seconds": 0.1})
+        }
+    )
 
     async def read_ecg(item):  # as serving.local does, without the KServe route (it needs a registry)
         return (await asyncio.to_thread(ecg_reader.read_batch, [item]))[0]
@@ -85,8 +105,15 @@ def county_service(state: Path, registry: str | None, ecg_reader) -> tuple:
     server = UvicornThread(app, cfg.http.port).__enter__()
     proxy = FaultProxy(cfg.http.port, seed=7)
     tokens = TokenService(load_secret(cfg.auth.secret_file))
-    county = County(cfg, services, proxy, cfg.http.port, tokens.issue("clinic-a", "grassroots", ["demo"]),
-                    tokens.issue("county-doctor", "reader", ["demo"]), app)
+    county = County(
+        cfg,
+        services,
+        proxy,
+        cfg.http.port,
+        tokens.issue("clinic-a", "grassroots", ["demo"]),
+        tokens.issue("county-doctor", "reader", ["demo"]),
+        app,
+    )
 
     def close() -> None:
         proxy.close()
@@ -123,11 +150,18 @@ def sender_config(tmp_path: Path, county: County, **overrides: Any) -> Path:
     state = tmp_path / "clinic"
     state.mkdir(parents=True, exist_ok=True)
     (state / "token.txt").write_text(county.token)
-    cfg = {"server_url": county.proxy.url, "token_file": "token.txt", "site": "demo", "state_dir": "state",
-           "watch_folder": "inbox", "watch_poll_s": 0.2,
-           "listener": {"enabled": True, "ae_title": "CLINICSEND", "host": "127.0.0.1", "port": free_port()},
-           "disk_reserve_mb": 0, "retry": {"initial_s": 0.2, "max_s": 1.5, "request_timeout_s": 3.0},
-           "results": {"poll_s": 0.5}}
+    cfg = {
+        "server_url": county.proxy.url,
+        "token_file": "token.txt",
+        "site": "demo",
+        "state_dir": "state",
+        "watch_folder": "inbox",
+        "watch_poll_s": 0.2,
+        "listener": {"enabled": True, "ae_title": "CLINICSEND", "host": "127.0.0.1", "port": free_port()},
+        "disk_reserve_mb": 0,
+        "retry": {"initial_s": 0.2, "max_s": 1.5, "request_timeout_s": 3.0},
+        "results": {"poll_s": 0.5},
+    }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key].update(value)
@@ -148,9 +182,13 @@ class SenderProcess:
     def start(self) -> SenderProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "preread.send", "--config", str(self.config),
-                                          "--no-view"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         cwd=self.config.parent)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "preread.send", "--config", str(self.config), "--no-view"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.config.parent,
+            )
         return self
 
     def kill9(self) -> None:

@@ -63,8 +63,9 @@ def cstore(port: int, studies: list[Study]) -> list[int]:
     return statuses
 
 
-def run_store_and_forward(tmp_path: Path, county: County, ecgs: list[Study], films: list[Study], kills: int,
-                          timeout_s: float, seed: int = 1) -> dict:
+def run_store_and_forward(
+    tmp_path: Path, county: County, ecgs: list[Study], films: list[Study], kills: int, timeout_s: float, seed: int = 1
+) -> dict:
     config = sender_config(tmp_path, county)
     state, inbox = config.parent / "state", config.parent / "inbox"
     listener_port = __import__("yaml").safe_load(config.read_text())["listener"]["port"]
@@ -81,8 +82,12 @@ def run_store_and_forward(tmp_path: Path, county: County, ecgs: list[Study], fil
         total = len(ecgs) + len(films)
         for k in range(kills):  # kill -9 once a share of the work went out, then start again
             goal = total * (k + 1) // (kills + 1)
-            wait_until(lambda goal=goal: sum(i["state"] == "sent" for i in clinic_rows(state)[0]) >= goal, timeout_s,
-                       f"{goal} items sent before kill {k + 1}\n{sender.tail()}", 0.1)
+            wait_until(
+                lambda goal=goal: sum(i["state"] == "sent" for i in clinic_rows(state)[0]) >= goal,
+                timeout_s,
+                f"{goal} items sent before kill {k + 1}\n{sender.tail()}",
+                0.1,
+            )
             sender.kill9()
             sender = SenderProcess(config).start()
         wait_until(lambda: not any(inbox.iterdir()), timeout_s, f"the watch folder to empty\n{sender.tail()}")
@@ -106,8 +111,7 @@ def _listening(port: int) -> bool:
 
 def _done(state: Path, total: int) -> bool:
     items, studies = clinic_rows(state)
-    return (len(items) == total and all(i["state"] == "sent" for i in items)
-            and all(s["read_file"] for s in studies))
+    return len(items) == total and all(i["state"] == "sent" for i in items) and all(s["read_file"] for s in studies)
 
 
 def county_totals(db) -> tuple[int, int]:
@@ -119,8 +123,10 @@ def county_totals(db) -> tuple[int, int]:
     from serving.store.schema import Study as StudyRow
 
     with db.session() as session:
-        return (session.scalar(select(func.count()).select_from(Instance).where(Instance.source != "ai")),
-                session.scalar(select(func.count()).select_from(StudyRow)))
+        return (
+            session.scalar(select(func.count()).select_from(Instance).where(Instance.source != "ai")),
+            session.scalar(select(func.count()).select_from(StudyRow)),
+        )
 
 
 def verify(county: County, state: Path, ecgs: list[Study], films: list[Study]) -> dict:
@@ -135,20 +141,35 @@ def verify(county: County, state: Path, ecgs: list[Study], films: list[Study]) -
     reads = ai_read_counts(db, sorted(sent_uids))
     film_sops = {pydicom.dcmread(io.BytesIO(f.data), stop_before_pixels=True).SOPInstanceUID for f in films}
     report = {
-        "sent_items": len(items), "expected": len(ecgs) + len(films), "clinic_studies": len(studies),
-        "county_studies": sum(s is not None for s in county_studies.values()), "missing_at_county": len(missing),
-        "county_instances": len(instances), "all_county_instances": all_instances, "all_county_studies": all_studies,
+        "sent_items": len(items),
+        "expected": len(ecgs) + len(films),
+        "clinic_studies": len(studies),
+        "county_studies": sum(s is not None for s in county_studies.values()),
+        "missing_at_county": len(missing),
+        "county_instances": len(instances),
+        "all_county_instances": all_instances,
+        "all_county_studies": all_studies,
         "read_more_than_once": sum(n > 1 for n in reads.values()),
         "films_stored": sum(db.find_instance(str(sop)) is not None for sop in film_sops),
         "results_back": sum(bool(s["read_file"]) and Path(s["read_file"]).is_file() for s in studies),
     }
     # The clinic's copy of each read is the county's read of that study.
-    mismatched = [s["study_uid"] for s in studies
-                  if json.loads(Path(s["read_file"]).read_text()) != county_studies[s["study_uid"]].ai_read]
+    mismatched = [
+        s["study_uid"]
+        for s in studies
+        if json.loads(Path(s["read_file"]).read_text()) != county_studies[s["study_uid"]].ai_read
+    ]
     report["results_mismatched"] = len(mismatched)
-    expected_alerts = {uid for uid, s in county_studies.items() if s is not None and s.ai_read and (
-        (s.modality == "ECG" and s.ai_read.get("quality", {}).get("acceptable") is False)
-        or s.ai_read.get("triage", {}).get("level") == "critical")}
+    expected_alerts = {
+        uid
+        for uid, s in county_studies.items()
+        if s is not None
+        and s.ai_read
+        and (
+            (s.modality == "ECG" and s.ai_read.get("quality", {}).get("acceptable") is False)
+            or s.ai_read.get("triage", {}).get("level") == "critical"
+        )
+    }
     notes = state / "notifications.log"
     alerted = {line.split("\t")[1] for line in notes.read_text().splitlines()} if notes.exists() else set()
     report["alerts_expected"], report["alerts_missing"] = len(expected_alerts), len(expected_alerts - alerted)

@@ -34,13 +34,15 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 def cinc_zips(cinc_dir: Path, n: int) -> list[Study]:
     records = sorted(p.stem for p in cinc_dir.glob("*.hea"))[:n]
-    return [Study(f"{r}.zip", _zip({f"{r}{s}": (cinc_dir / f"{r}{s}").read_bytes() for s in (".hea", ".mat")}),
-                  "ecg-zip") for r in records]
+    return [
+        Study(f"{r}.zip", _zip({f"{r}{s}": (cinc_dir / f"{r}{s}").read_bytes() for s in (".hea", ".mat")}), "ecg-zip")
+        for r in records
+    ]
 
 
 def ptbxl_records(ptbxl_dir: Path, start: int, n: int) -> list[Path]:
     headers = sorted((ptbxl_dir / "records500").rglob("*_hr.hea"))
-    return headers[start:start + n]
+    return headers[start : start + n]
 
 
 def ptbxl_zips(ptbxl_dir: Path, start: int, n: int) -> list[Study]:
@@ -57,8 +59,12 @@ def ptbxl_jsons(ptbxl_dir: Path, start: int, n: int) -> list[Study]:
         zipped = _zip({hea.name: hea.read_bytes(), hea.with_suffix(".dat").name: hea.with_suffix(".dat").read_bytes()})
         record = read_wfdb(zipped)
         leads = {lead: [round(float(v), 3) for v in record.signals[i]] for i, lead in enumerate(record.leads)}
-        doc = {"sampling_rate": record.sampling_rate, "units": "mV", "leads": leads,
-               "patient": {"id": f"PTBXL-{hea.stem}"}}
+        doc = {
+            "sampling_rate": record.sampling_rate,
+            "units": "mV",
+            "leads": leads,
+            "patient": {"id": f"PTBXL-{hea.stem}"},
+        }
         out.append(Study(f"{hea.stem}.json", json.dumps(doc).encode(), "ecg-json"))
     return out
 

@@ -285,11 +285,20 @@ def test_the_sender_imports_nothing_of_the_service():
 
     from tests.conftest import REPO_ROOT
 
-    code = ("import sys, preread.send.app, preread.send.cli, preread.send.check, preread.send.view;"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'serving', 'models', 'datasets', 'training',"
-            " 'evaluation', 'torch', 'ray', 'fastapi', 'sqlalchemy'}))")
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO_ROOT,
-                         env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    code = (
+        "import sys, preread.send.app, preread.send.cli, preread.send.check, preread.send.view;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'serving', 'models', 'datasets', 'training',"
+        " 'evaluation', 'torch', 'ray', 'fastapi', 'sqlalchemy'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -305,17 +314,30 @@ def test_https_server_certificate_is_verified(tmp_path, county, pki, cinc_dir):
     from tests.serving.dicom_helpers import wait_for
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(county.app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", ssl_certfile=str(pki["server_crt"]),
-                                           ssl_keyfile=str(pki["server_key"])))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            county.app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=str(pki["server_crt"]),
+            ssl_keyfile=str(pki["server_key"]),
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 30, 0.05, "uvicorn with TLS")
     try:
         study = cinc_zips(cinc_dir, 1)[0]
         for ca, good in ((pki["ca_crt"], True), (pki["other_crt"], False)):
-            config = sender_config(tmp_path / ("good" if good else "bad"), county, server_url=f"https://localhost:{port}",
-                                   ca_file=str(ca), listener={"enabled": False})
+            config = sender_config(
+                tmp_path / ("good" if good else "bad"),
+                county,
+                server_url=f"https://localhost:{port}",
+                ca_file=str(ca),
+                listener={"enabled": False},
+            )
             cfg = load_send_config(config)
             tls = {line.name: line for line in run_checks(cfg, timeout_s=10)}["tls"]
             assert tls.ok is good, tls

@@ -30,7 +30,7 @@ def expect_exactly_once(report: dict) -> None:
 @pytest.mark.reliability
 def test_twenty_ecgs_three_films_one_kill(tmp_path, fresh_county, cinc_dir, nih_dir, shared_data):
     county = fresh_county
-    ecgs = (cinc_zips(cinc_dir, 12) + ptbxl_jsons(shared_data / "ecg" / "ptbxl", 0, 4) + waveform_dicoms(4))
+    ecgs = cinc_zips(cinc_dir, 12) + ptbxl_jsons(shared_data / "ecg" / "ptbxl", 0, 4) + waveform_dicoms(4)
     films = radiographs(nih_dir, 3)
     report = run_store_and_forward(tmp_path, county, ecgs, films, kills=1, timeout_s=120)
     expect_exactly_once(report)

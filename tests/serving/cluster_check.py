@@ -31,8 +31,7 @@ def main(config_path: str, result_path: str) -> int:
     from tests.serving.conftest import free_port
 
     cfg = load_config(config_path)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0,
-                                                            "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=2, num_gpus=1, resources={"gpu_node": 1}) for _ in range(2)]
     result: dict = {"head": cluster.head_node.node_id, "workers": [w.node_id for w in workers]}
     try:
@@ -44,9 +43,11 @@ def main(config_path: str, result_path: str) -> int:
                 serve.run(build_model_app(cfg, task), name=model_app_name(task), route_prefix=model_route_prefix(task))
         result["deploy_s"] = round(time.monotonic() - started, 1)
         status = serve.status()
-        result["running"] = {task: status.applications[model_app_name(task)].deployments[deployment]
-                             .replica_states.get("RUNNING", 0)
-                             for task, deployment in MODEL_DEPLOYMENTS.items() if task in cfg.models}
+        result["running"] = {
+            task: status.applications[model_app_name(task)].deployments[deployment].replica_states.get("RUNNING", 0)
+            for task, deployment in MODEL_DEPLOYMENTS.items()
+            if task in cfg.models
+        }
         # Ask the replicas where they run: enough concurrent calls reach every replica.
         replicas = {}
         for task, deployment in MODEL_DEPLOYMENTS.items():
@@ -55,8 +56,12 @@ def main(config_path: str, result_path: str) -> int:
             handle = serve.get_deployment_handle(deployment, model_app_name(task))
             for _ in range(10):
                 for answer in [r.result(timeout_s=120) for r in [handle.placement.remote() for _ in range(16)]]:
-                    replicas[answer["replica"]] = {"task": task, "node": answer["node_id"],
-                                                   "gpu_ids": answer["gpu_ids"], "device": answer["device"]}
+                    replicas[answer["replica"]] = {
+                        "task": task,
+                        "node": answer["node_id"],
+                        "gpu_ids": answer["gpu_ids"],
+                        "device": answer["device"],
+                    }
                 if sum(1 for r in replicas.values() if r["task"] == task) >= result["running"][task]:
                     break
         replicas = list(replicas.values())
@@ -65,9 +70,13 @@ def main(config_path: str, result_path: str) -> int:
         result["available_gpus"] = ray.available_resources().get("GPU", 0.0)
         result["cluster_gpus"] = ray.cluster_resources().get("GPU", 0.0)
         # each replica answers: identity through its handle (runs on the worker)
-        result["identities"] = {task: serve.get_deployment_handle(MODEL_DEPLOYMENTS[task], model_app_name(task))
-                                .identity.remote().result(timeout_s=120)["name"]
-                                for task in MODEL_DEPLOYMENTS if task in cfg.models}
+        result["identities"] = {
+            task: serve.get_deployment_handle(MODEL_DEPLOYMENTS[task], model_app_name(task))
+            .identity.remote()
+            .result(timeout_s=120)["name"]
+            for task in MODEL_DEPLOYMENTS
+            if task in cfg.models
+        }
         serve.shutdown()
     finally:
         ray.shutdown()

@@ -66,16 +66,18 @@ def make_config(state: Path, registry: str | Path, port: int | None = None) -> S
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
     # A model is served only once the test registry holds it (cxr: see the cxr_registry fixture).
     models = {name: m for name, m in cfg.models.items() if name == "ecg" or _registered(registry, name)}
-    return cfg.model_copy(update={
-        "models": models,
-        "http": cfg.http.model_copy(update={"port": port or free_port()}),
-        "dicom": cfg.dicom.model_copy(update={"enabled": False}),
-        "sites": cfg.sites + [type(cfg.sites[0])(id="other", name="Another township", ae_titles=["OTHERSITE"])],
-        "storage": cfg.storage.model_copy(update={"root": state / "objects"}),
-        "database": cfg.database.model_copy(update={"url": f"sqlite:///{state / 'preread.db'}"}),
-        "registry": cfg.registry.model_copy(update={"uri": str(registry)}),
-        "auth": cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
-    }).resolved()
+    return cfg.model_copy(
+        update={
+            "models": models,
+            "http": cfg.http.model_copy(update={"port": port or free_port()}),
+            "dicom": cfg.dicom.model_copy(update={"enabled": False}),
+            "sites": cfg.sites + [type(cfg.sites[0])(id="other", name="Another township", ae_titles=["OTHERSITE"])],
+            "storage": cfg.storage.model_copy(update={"root": state / "objects"}),
+            "database": cfg.database.model_copy(update={"url": f"sqlite:///{state / 'preread.db'}"}),
+            "registry": cfg.registry.model_copy(update={"uri": str(registry)}),
+            "auth": cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
+        }
+    ).resolved()
 
 
 @dataclass
@@ -143,15 +145,30 @@ def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
 
     state = tmp_path_factory.mktemp("serve-state")
     cfg = make_config(state, ecg_registry)
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
-        "enabled": True, "port": free_port(), "study_stable_seconds": 0.5, "poll_seconds": 0.2,
-        "results_destination": DicomDestination(ae_title="ORTHANC", host="127.0.0.1", port=RESULTS_PACS_PORT,
-                                                 timeout_s=10),
-    })})
+    cfg = cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(
+                update={
+                    "enabled": True,
+                    "port": free_port(),
+                    "study_stable_seconds": 0.5,
+                    "poll_seconds": 0.2,
+                    "results_destination": DicomDestination(
+                        ae_title="ORTHANC", host="127.0.0.1", port=RESULTS_PACS_PORT, timeout_s=10
+                    ),
+                }
+            )
+        }
+    )
     Database(cfg.database.url).migrate()
     # address="local": a fresh instance of our own, never a cluster another process started here
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}},
+    )
     serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
     deploy(cfg)  # the model applications, then the ingress
     base = f"http://{cfg.http.host}:{cfg.http.port}"

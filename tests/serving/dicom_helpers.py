@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,16 +38,35 @@ class FakeCxrReader:
             gray = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
             overlay = np.stack([gray, gray // 2, gray // 3], axis=-1)
             p = float(np.clip(pixels.mean(), 0.05, 0.95))
-            out.append(PreRead.model_validate({
-                "modality": "CXR", "preliminary": True, "model": dict(self.model), "disclaimer": "test",
-                "findings": [
-                    {"code": "PNEUMONIA", "name": "Pneumonia", "probability": p, "threshold": 0.3, "positive": p >= 0.3},
-                    {"code": "EFFUSION", "name": "Pleural effusion", "probability": 0.1, "threshold": 0.5, "positive": False},
-                ],
-                "triage": {"level": "urgent" if p >= 0.3 else "routine", "score": p, "reasons": ["fake"]},
-                "heatmaps": [{"code": "PNEUMONIA", "name": "Pneumonia", "shape": [8, 8]}],
-                "pixels": {"PNEUMONIA": HeatmapPixels(np.zeros((8, 8), np.float32), overlay)},
-            }))
+            out.append(
+                PreRead.model_validate(
+                    {
+                        "modality": "CXR",
+                        "preliminary": True,
+                        "model": dict(self.model),
+                        "disclaimer": "test",
+                        "findings": [
+                            {
+                                "code": "PNEUMONIA",
+                                "name": "Pneumonia",
+                                "probability": p,
+                                "threshold": 0.3,
+                                "positive": p >= 0.3,
+                            },
+                            {
+                                "code": "EFFUSION",
+                                "name": "Pleural effusion",
+                                "probability": 0.1,
+                                "threshold": 0.5,
+                                "positive": False,
+                            },
+                        ],
+                        "triage": {"level": "urgent" if p >= 0.3 else "routine", "score": p, "reasons": ["fake"]},
+                        "heatmaps": [{"code": "PNEUMONIA", "name": "Pneumonia", "shape": [8, 8]}],
+                        "pixels": {"PNEUMONIA": HeatmapPixels(np.zeros((8, 8), np.float32), overlay)},
+                    }
+                )
+            )
         return out
 
 
@@ -61,13 +81,21 @@ def dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 STORESCU_PROPOSE = {
-    "1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.4.51": "-xx", "1.2.840.10008.1.2.4.57": "-xs",
-    "1.2.840.10008.1.2.4.70": "-xs", "1.2.840.10008.1.2.4.80": "-xt", "1.2.840.10008.1.2.4.81": "-xu",
-    "1.2.840.10008.1.2.4.90": "-xv", "1.2.840.10008.1.2.4.91": "-xw", "1.2.840.10008.1.2.5": "-xr",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.57": "-xs",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
 }
 
 
-def storescu(port: int, files: list[Path], calling: str = "DEMOSITE", called: str = "PREREAD") -> subprocess.CompletedProcess:
+def storescu(
+    port: int, files: list[Path], calling: str = "DEMOSITE", called: str = "PREREAD"
+) -> subprocess.CompletedProcess:
     """One storescu run per file (dcmtk's -R proposes one transfer syntax per SOP class, so two
     files of one class in different syntaxes need two associations); the last failure, else the last."""
     import pydicom
@@ -80,8 +108,11 @@ def storescu(port: int, files: list[Path], calling: str = "DEMOSITE", called: st
             syntax = ""
         # Propose the file's own compressed syntax (storescu would otherwise try to decompress).
         flag = STORESCU_PROPOSE.get(syntax, "-R")
-        results.append(dcmtk("storescu", "-v", flag, "-aet", calling, "-aec", called, "127.0.0.1", str(port), str(path),
-                             timeout=120))
+        results.append(
+            dcmtk(
+                "storescu", "-v", flag, "-aet", calling, "-aec", called, "127.0.0.1", str(port), str(path), timeout=120
+            )
+        )
     failed = [r for r in results if r.returncode != 0]
     return (failed or results)[-1]
 
@@ -103,8 +134,9 @@ class UvicornThread:
     def __init__(self, app, port: int):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

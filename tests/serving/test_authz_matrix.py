@@ -82,8 +82,19 @@ def expected(route: str, role: str, where: str) -> int:
         return 200 if own or route == "worklist" else 403
     if route == "submissions":
         return 200 if role in ("grassroots", "admin") else 403
-    if route in ("study", "ecg_signals", "image", "report", "fhir", "refuse_ai", "qido_series",
-                 "qido_instances", "metadata", "wado_study", "wado_instance"):
+    if route in (
+        "study",
+        "ecg_signals",
+        "image",
+        "report",
+        "fhir",
+        "refuse_ai",
+        "qido_series",
+        "qido_instances",
+        "metadata",
+        "wado_study",
+        "wado_instance",
+    ):
         return (200 if own else hidden) if role in SITE_VIEWERS else 403
     if route == "qido_studies":
         return 200 if role in SITE_VIEWERS else 403
@@ -126,8 +137,9 @@ def matrix(tmp_path_factory, ecg_registry, ecg_reader):
         buffer = io.BytesIO()
         ct.save_as(buffer, enforce_file_format=True)
         client.ct_body = stow_body(buffer.getvalue())
-        r = http.post("/dicomweb/studies?site=demo", content=client.ct_body,
-                      headers={"content-type": STOW_TYPE, **client.auth()})
+        r = http.post(
+            "/dicomweb/studies?site=demo", content=client.ct_body, headers={"content-type": STOW_TYPE, **client.auth()}
+        )
         assert r.status_code == 200, r.text
         client.uids.update(ct=str(ct.StudyInstanceUID), series=str(ct.SeriesInstanceUID), sop=str(ct.SOPInstanceUID))
         client.tokens = TokenService(load_secret(cfg.auth.secret_file))

@@ -50,7 +50,9 @@ def test_serve_config_files_validate_and_fit_their_gpus(name):
     assert 0 < ecg.num_gpus < 1 and 0 < cxr.num_gpus < 1, "model replicas take a fraction of a GPU"
     assert cfg.deployments.ingress.num_gpus == 0
     for deployment in (ecg, cxr):
-        assert deployment.num_replicas == "auto" and deployment.autoscaling(batching=True)["target_ongoing_requests"] > 0
+        assert (
+            deployment.num_replicas == "auto" and deployment.autoscaling(batching=True)["target_ongoing_requests"] > 0
+        )
         assert deployment.max_ongoing_requests >= deployment.max_batch_size
     if name == "serve-gpu-node.yaml":  # both models share one GPU at full scale
         assert ecg.max_replicas * ecg.num_gpus + cxr.max_replicas * cxr.num_gpus <= 1.0
@@ -58,13 +60,16 @@ def test_serve_config_files_validate_and_fit_their_gpus(name):
         assert ecg.resources.get("gpu_node", 0) > 0 and cxr.resources.get("gpu_node", 0) > 0
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"num_gpus": 1.5}, "num_gpus"),
-    ({"max_ongoing_requests": 8, "max_batch_size": 32}, "max_ongoing_requests"),
-    ({"min_replicas": 3, "max_replicas": 2}, "min_replicas"),
-    ({"preferred_batch_sizes": [64], "max_batch_size": 32}, "preferred_batch_sizes"),
-    ({"num_gpus": -0.5}, "num_gpus"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"num_gpus": 1.5}, "num_gpus"),
+        ({"max_ongoing_requests": 8, "max_batch_size": 32}, "max_ongoing_requests"),
+        ({"min_replicas": 3, "max_replicas": 2}, "min_replicas"),
+        ({"preferred_batch_sizes": [64], "max_batch_size": 32}, "preferred_batch_sizes"),
+        ({"num_gpus": -0.5}, "num_gpus"),
+    ],
+)
 def test_bad_layouts_are_refused_naming_the_field(change, field):
     with pytest.raises(ValidationError, match=field):
         DeploymentConfig(**change)
@@ -86,13 +91,23 @@ def test_model_replicas_land_on_gpu_nodes_and_pack_by_fraction(tmp_path, ecg_reg
     for task in ("ecg", "cxr", "ingress"):  # this machine has 2 cores: only GPUs are scarce here
         overrides["deployments"][task]["num_cpus"] = 0.1
     cfg = config_from_args({"config": str(REPO_ROOT / "configs" / "serving.yaml"), "overrides": overrides})
-    cfg = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"uri": str(cxr_registry)}),
-                                 "database": cfg.database.model_copy(update={"url": f"sqlite:///{tmp_path / 'db.sqlite'}"})})
+    cfg = cfg.model_copy(
+        update={
+            "registry": cfg.registry.model_copy(update={"uri": str(cxr_registry)}),
+            "database": cfg.database.model_copy(update={"url": f"sqlite:///{tmp_path / 'db.sqlite'}"}),
+        }
+    )
     config_path, result_path = tmp_path / "serving.yaml", tmp_path / "result.json"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
-    run = subprocess.run([sys.executable, "-m", "tests.serving.cluster_check", str(config_path), str(result_path)],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.serving.cluster_check", str(config_path), str(result_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result_path.exists(), f"cluster check failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     result = json.loads(result_path.read_text())
     assert run.returncode == 0, f"{run.stderr[-3000:]}\n{result}"
@@ -102,8 +117,10 @@ def test_model_replicas_land_on_gpu_nodes_and_pack_by_fraction(tmp_path, ecg_reg
     assert all(len(r["gpu_ids"]) == 1 for r in replicas), "each replica got (a share of) one GPU"
     assert all(r["device"] == "cpu" for r in replicas), "no CUDA here: ONNX Runtime falls back to the CPU"
     assert all(r["node"] in result["workers"] for r in replicas), "a model replica landed on the GPU-less head"
-    per_node = {node: sum(0.25 if r["task"] == "ecg" else 0.5 for r in replicas if r["node"] == node)
-                for node in result["workers"]}
+    per_node = {
+        node: sum(0.25 if r["task"] == "ecg" else 0.5 for r in replicas if r["node"] == node)
+        for node in result["workers"]
+    }
     assert all(gpus <= 1.0 for gpus in per_node.values()), per_node
     assert result["cluster_gpus"] == 2.0 and result["available_gpus"] == pytest.approx(0.5), result
     assert result["identities"] == {"ecg": "ecg", "cxr": "cxr"}

@@ -3,7 +3,6 @@ the ECG path, routing rules."""
 
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,8 +14,8 @@ from pydicom.data import get_testdata_file
 from serving.config import load_config
 from serving.ingest.dicom import DicomIngest, DicomInputError, encode, validate_dicom
 from serving.reading.routing import Router, RoutingRule
-from serving.store.objects import ObjectStore
 from serving.store.db import Database
+from serving.store.objects import ObjectStore
 from tests.conftest import REPO_ROOT
 
 CT = Path(get_testdata_file("CT_small.dcm"))
@@ -41,12 +40,15 @@ def test_valid_objects_parse():
         assert ds.SOPInstanceUID
 
 
-@pytest.mark.parametrize("mutate, reason", [
-    (lambda d: b"", "empty"),
-    (lambda d: b"hello, not a DICOM file at all" * 10, "not DICOM"),
-    (lambda d: d[:2000], "missing"),
-    (lambda d: d[:len(d) // 2], "truncated"),
-])
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda d: b"", "empty"),
+        (lambda d: b"hello, not a DICOM file at all" * 10, "not DICOM"),
+        (lambda d: d[:2000], "missing"),
+        (lambda d: d[: len(d) // 2], "truncated"),
+    ],
+)
 def test_bad_objects_name_the_problem(mutate, reason):
     data = CT.read_bytes()
     with pytest.raises(DicomInputError) as info:
@@ -57,7 +59,7 @@ def test_bad_objects_name_the_problem(mutate, reason):
 def test_huge_declared_length_is_refused():
     data = bytearray(CT.read_bytes())
     at = data.find(b"\x10\x00\x10\x00PN")  # Patient's Name, explicit VR: 2-byte length
-    data[at + 6:at + 8] = struct.pack("<H", 60000)
+    data[at + 6 : at + 8] = struct.pack("<H", 60000)
     with pytest.raises(DicomInputError) as info:
         validate_dicom(bytes(data))
     assert "declares 60000 bytes" in info.value.reason
@@ -86,7 +88,12 @@ def test_accept_is_durable_and_idempotent(ingest, nih_dir):
     assert study.patient_name == "Z**** S**"  # masked as on the ECG path
     assert study.last_instance_at is not None
     (instance,) = study.instances
-    assert (instance.modality, instance.body_part, instance.view_position, instance.role) == ("DX", "CHEST", "PA", "original")
+    assert (instance.modality, instance.body_part, instance.view_position, instance.role) == (
+        "DX",
+        "CHEST",
+        "PA",
+        "original",
+    )
     assert ingest.store.get(instance.storage_key) == data
 
 
@@ -106,8 +113,16 @@ def test_another_sites_study_is_refused(ingest):
 
 def test_routing_rules_from_config():
     router = Router.from_file(load_config(REPO_ROOT / "configs" / "serving.yaml").routing_path())
-    inst = lambda **kw: SimpleNamespace(**{"modality": None, "body_part": None, "view_position": None,  # noqa: E731
-                                           "sop_class_uid": None, "role": "original", **kw})
+    inst = lambda **kw: SimpleNamespace(  # noqa: E731
+        **{
+            "modality": None,
+            "body_part": None,
+            "view_position": None,  # noqa: E731
+            "sop_class_uid": None,
+            "role": "original",
+            **kw,
+        }
+    )
     dx = inst(modality="DX", body_part="CHEST", view_position="PA", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1")
     lateral = inst(modality="DX", body_part="CHEST", view_position="LL", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1")
     ct = inst(modality="CT", body_part="HEAD", sop_class_uid="1.2.840.10008.5.1.4.1.1.2")
@@ -179,16 +194,26 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
     from tests.serving.dicom_helpers import FakeCxrReader
 
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
-        "max_in_flight": 2, "study_stable_seconds": 0.0, "poll_seconds": 0.05})})
+    cfg = cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(
+                update={"max_in_flight": 2, "study_stable_seconds": 0.0, "poll_seconds": 0.05}
+            )
+        }
+    )
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
-    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"),
-                          ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)))
+    svc = SimpleNamespace(
+        config=cfg,
+        db=db,
+        store=ObjectStore(tmp_path / "objects"),
+        ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)),
+    )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     pngs = sorted(nih_dir.rglob("*.png"))[:18]
-    slow, *fast = [ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE").study_uid
-                   for png in pngs]  # the slow one arrived first: leased first
+    slow, *fast = [
+        ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE").study_uid for png in pngs
+    ]  # the slow one arrived first: leased first
     fake = FakeCxrReader()
 
     async def main():
@@ -235,8 +260,9 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
     from tests.serving.dicom_helpers import FakeCxrReader
 
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
-        "study_stable_seconds": 0.2, "poll_seconds": 600.0})})
+    cfg = cfg.model_copy(
+        update={"dicom": cfg.dicom.model_copy(update={"study_stable_seconds": 0.2, "poll_seconds": 600.0})}
+    )
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
     queue = WorkQueue.from_config(db, cfg)

@@ -17,28 +17,49 @@ from serving.ingest.dicom import encode
 from serving.results import findings_from_sr, triage_from_sr
 from tests.serving.conftest import Client, free_port, make_config
 from tests.serving.dicom_helpers import (
-    FakeCxrReader, UvicornThread, dcmtk, needs_dcmtk, storescu, wait_for, wrapped_nih,
+    FakeCxrReader,
+    UvicornThread,
+    dcmtk,
+    needs_dcmtk,
+    storescu,
+    wait_for,
+    wrapped_nih,
 )
 
 # Uncompressed, JPEG 2000, RLE, JPEG baseline, JPEG lossless, JPEG-LS.
-TEST_FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_dcmtk.dcm",
-              "JPEG-LL.dcm", "emri_small_jpeg_ls_lossless.dcm"]
+TEST_FILES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPEG2000.dcm",
+    "MR_small_RLE.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "JPEG-LL.dcm",
+    "emri_small_jpeg_ls_lossless.dcm",
+]
 
 
 @pytest.fixture(scope="module")
 def dicom_local(tmp_path_factory, ecg_registry, ecg_reader):
-    from serving.reading.runtime import start_local_dicom
     from serving.local import create_local_app
+    from serving.reading.runtime import start_local_dicom
 
     state = tmp_path_factory.mktemp("dicom-local")
     cfg = make_config(state, ecg_registry)
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
-        "enabled": True, "port": free_port(), "study_stable_seconds": 0.3, "poll_seconds": 0.1})})
+    cfg = cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(
+                update={"enabled": True, "port": free_port(), "study_stable_seconds": 0.3, "poll_seconds": 0.1}
+            )
+        }
+    )
     app, services = create_local_app(cfg, reader=ecg_reader)
     fake = FakeCxrReader()
     runtime = start_local_dicom(services, fake)
     wait_for(lambda: runtime.scp.running, 30, 0.05, "the SCP to listen")
-    with UvicornThread(app, cfg.http.port), httpx.Client(base_url=f"http://127.0.0.1:{cfg.http.port}", timeout=60) as http:
+    with (
+        UvicornThread(app, cfg.http.port),
+        httpx.Client(base_url=f"http://127.0.0.1:{cfg.http.port}", timeout=60) as http,
+    ):
         client = Client(http, cfg)
         client.services, client.runtime, client.fake = services, runtime, fake
         yield client
@@ -46,8 +67,11 @@ def dicom_local(tmp_path_factory, ecg_registry, ecg_reader):
 
 
 def study_of(client, study_uid, statuses=("ai_read", "no_ai_read", "ai_failed")):
-    return wait_for(lambda: (s := client.services.db.get_study(study_uid)) is not None and s.status in statuses and s,
-                    60, what=f"study {study_uid} to reach {statuses}")
+    return wait_for(
+        lambda: (s := client.services.db.get_study(study_uid)) is not None and s.status in statuses and s,
+        60,
+        what=f"study {study_uid} to reach {statuses}",
+    )
 
 
 @needs_dcmtk
@@ -103,8 +127,9 @@ def test_storescu_objects_reach_the_worklist(dicom_local, nih_dir, tmp_path):
             assert study.level in ("urgent", "routine")
         else:
             assert "no routing rule" in study.ai_error
-    worklist = dicom_local.http.get("/api/v1/worklist", params={"limit": 1000},
-                                    headers=dicom_local.auth(role="reader")).json()
+    worklist = dicom_local.http.get(
+        "/api/v1/worklist", params={"limit": 1000}, headers=dicom_local.auth(role="reader")
+    ).json()
     listed = {item["study_uid"]: item["status"] for item in worklist["items"]}
     for study_uid, status in expected.items():
         assert listed.get(study_uid) == status, f"{study_uid} not listed as {status}"
@@ -131,8 +156,10 @@ def test_truncated_image_gets_a_failure_status_and_service_stays_ready(dicom_loc
 def _dicomweb(client, role="grassroots"):
     from dicomweb_client.api import DICOMwebClient
 
-    return DICOMwebClient(url=f"http://{client.cfg.http.host}:{client.cfg.http.port}/dicomweb",
-                          headers={"Authorization": f"Bearer {client.token(role)}"})
+    return DICOMwebClient(
+        url=f"http://{client.cfg.http.host}:{client.cfg.http.port}/dicomweb",
+        headers={"Authorization": f"Bearer {client.token(role)}"},
+    )
 
 
 def test_dicomweb_client_stow_qido_wado_with_sr_and_sc(dicom_local, nih_dir):
@@ -167,19 +194,31 @@ def test_dicomweb_client_stow_qido_wado_with_sr_and_sc(dicom_local, nih_dir):
     assert sc.Modality == "OT" and sc.PhotometricInterpretation == "RGB" and sc.BurnedInAnnotation == "NO"
     assert sc.pixel_array.shape[2] == 3
     everything = web.retrieve_study(study_uid)
-    assert {str(d.SOPInstanceUID) for d in everything} == {str(dx.SOPInstanceUID), results["ai_sr"]["sop_instance_uid"],
-                                                           results["ai_sc"]["sop_instance_uid"]}
-    metadata = web.retrieve_instance_metadata(study_uid, results["ai_sr"]["series_uid"], results["ai_sr"]["sop_instance_uid"])
+    assert {str(d.SOPInstanceUID) for d in everything} == {
+        str(dx.SOPInstanceUID),
+        results["ai_sr"]["sop_instance_uid"],
+        results["ai_sc"]["sop_instance_uid"],
+    }
+    metadata = web.retrieve_instance_metadata(
+        study_uid, results["ai_sr"]["series_uid"], results["ai_sr"]["sop_instance_uid"]
+    )
     assert pydicom.Dataset.from_json(metadata).Modality == "SR"
     assert len(web.retrieve_study_metadata(study_uid)) == 3
     instances = web.search_for_instances(study_uid, str(dx.SeriesInstanceUID))
     assert [i["00080018"]["Value"][0] for i in instances] == [str(dx.SOPInstanceUID)]
     # Site scoping: a reader of another site sees nothing of it.
-    other = dicom_local.http.get(f"/dicomweb/studies/{study_uid}",
-                                 headers=dicom_local.auth(role="reader", sites=("other",)))
+    other = dicom_local.http.get(
+        f"/dicomweb/studies/{study_uid}", headers=dicom_local.auth(role="reader", sites=("other",))
+    )
     assert other.status_code == 404
-    assert dicom_local.http.get("/dicomweb/studies", params={"StudyInstanceUID": study_uid},
-                                headers=dicom_local.auth(role="reader", sites=("other",))).json() == []
+    assert (
+        dicom_local.http.get(
+            "/dicomweb/studies",
+            params={"StudyInstanceUID": study_uid},
+            headers=dicom_local.auth(role="reader", sites=("other",)),
+        ).json()
+        == []
+    )
     assert dicom_local.http.get("/dicomweb/studies").status_code == 401
 
 
@@ -198,45 +237,59 @@ def test_stow_bad_input_is_refused_with_reasons_and_nothing_half_stored(dicom_lo
 
     r = dicom_local.http.post("/dicomweb/studies", content=ct, headers={**headers, "content-type": "application/dicom"})
     assert r.status_code == 415 and "multipart/related" in r.json()["detail"]
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([ct]),
-                              headers={**headers, "content-type": 'multipart/related; type="application/dicom+xml"; boundary=b0undary'})
+    r = dicom_local.http.post(
+        "/dicomweb/studies",
+        content=_multipart([ct]),
+        headers={**headers, "content-type": 'multipart/related; type="application/dicom+xml"; boundary=b0undary'},
+    )
     assert r.status_code == 415
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([b"this is not DICOM" * 20]),
-                              headers={**headers, "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies",
+        content=_multipart([b"this is not DICOM" * 20]),
+        headers={**headers, "content-type": STOW_TYPE},
+    )
     assert r.status_code == 409, r.text
     failed = r.json()["00081198"]["Value"][0]
     assert failed["00081197"]["Value"] == [0xC000] and "not DICOM" in failed["00000902"]["Value"][0]
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([ct[: len(ct) // 2]]),
-                              headers={**headers, "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies", content=_multipart([ct[: len(ct) // 2]]), headers={**headers, "content-type": STOW_TYPE}
+    )
     assert r.status_code == 409 and "truncated" in r.json()["00081198"]["Value"][0]["00000902"]["Value"][0]
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([ct], close=False)[:-10],
-                              headers={**headers, "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies", content=_multipart([ct], close=False)[:-10], headers={**headers, "content-type": STOW_TYPE}
+    )
     assert r.status_code == 400 and "closing boundary" in r.json()["detail"]
     assert dicom_local.services.db.count() == before, "a refused request left a study behind"
 
     # One good part, one bad: 202, the good one stored, the bad one named.
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([ct, b"garbage" * 40]),
-                              headers={**headers, "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies", content=_multipart([ct, b"garbage" * 40]), headers={**headers, "content-type": STOW_TYPE}
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert len(body["00081199"]["Value"]) == 1 and len(body["00081198"]["Value"]) == 1
     # STOW-RS to a study URL: an instance of another study is refused (0xA900), nothing stored.
     other = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     other.SOPInstanceUID = pydicom.uid.generate_uid()
-    r = dicom_local.http.post("/dicomweb/studies/1.2.3.4", content=_multipart([encode(other)]),
-                              headers={**headers, "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies/1.2.3.4", content=_multipart([encode(other)]), headers={**headers, "content-type": STOW_TYPE}
+    )
     assert r.status_code == 409 and r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
     assert dicom_local.services.db.find_instance(str(other.SOPInstanceUID)) is None
     # A reader may look but not send.
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([ct]),
-                              headers={**dicom_local.auth(role="reader"), "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies",
+        content=_multipart([ct]),
+        headers={**dicom_local.auth(role="reader"), "content-type": STOW_TYPE},
+    )
     assert r.status_code == 403
 
 
 def test_stow_an_ecg_goes_the_ecg_path(dicom_local):
     body = Path(get_testdata_file("waveform_ecg.dcm")).read_bytes()
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([body]),
-                              headers={**dicom_local.auth(), "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies", content=_multipart([body]), headers={**dicom_local.auth(), "content-type": STOW_TYPE}
+    )
     assert r.status_code == 200, r.text
     ds = pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True)
     study = dicom_local.services.db.get_study(str(ds.StudyInstanceUID))
@@ -272,8 +325,9 @@ def test_radiograph_without_type2_patient_and_study_attributes_is_read(dicom_loc
     for keyword in ("StudyID", "AccessionNumber", "PatientBirthDate", "PatientSex", "ReferringPhysicianName"):
         if keyword in ds:
             delattr(ds, keyword)
-    r = dicom_local.http.post("/dicomweb/studies", content=_multipart([encode(ds)]),
-                              headers={**dicom_local.auth(), "content-type": STOW_TYPE})
+    r = dicom_local.http.post(
+        "/dicomweb/studies", content=_multipart([encode(ds)]), headers={**dicom_local.auth(), "content-type": STOW_TYPE}
+    )
     assert r.status_code == 200, r.text
     study = study_of(dicom_local, str(ds.StudyInstanceUID))
     assert study.status == "ai_read", study.ai_error

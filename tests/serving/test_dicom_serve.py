@@ -19,14 +19,19 @@ pytestmark = pytest.mark.ray
 
 def scp_up(client) -> None:
     port = str(client.cfg.dicom.port)
-    wait_for(lambda: dcmtk("echoscu", "-aet", "DEMOSITE", "-aec", "PREREAD", "127.0.0.1", port).returncode == 0,
-             120, 0.5, "the SCP in the ingress replica")
+    wait_for(
+        lambda: dcmtk("echoscu", "-aet", "DEMOSITE", "-aec", "PREREAD", "127.0.0.1", port).returncode == 0,
+        120,
+        0.5,
+        "the SCP in the ingress replica",
+    )
 
 
 def study_status(client, study_uid, done=("ai_read", "no_ai_read", "ai_failed")):
     def look():
         r = client.http.get(f"/api/v1/studies/{study_uid}", headers=client.auth(role="reader"))
         return r.json() if r.status_code == 200 and r.json()["status"] in done else None
+
     return wait_for(look, 120, 0.3, f"study {study_uid} to be routed and read")
 
 
@@ -37,7 +42,9 @@ def test_storescu_to_ray_reaches_the_worklist(serve_client, cxr_registry, nih_di
     refused = dcmtk("echoscu", "-aet", "NOBODY", "-aec", "PREREAD", "127.0.0.1", str(serve_client.cfg.dicom.port))
     assert refused.returncode != 0
     files = [Path(get_testdata_file("CT_small.dcm")), Path(get_testdata_file("MR_small.dcm"))]
-    for i, png in enumerate(sorted((nih_dir / "Pneumonia").glob("*.png"))[:1] + sorted((nih_dir / "No_findings").glob("*.png"))[:1]):
+    for i, png in enumerate(
+        sorted((nih_dir / "Pneumonia").glob("*.png"))[:1] + sorted((nih_dir / "No_findings").glob("*.png"))[:1]
+    ):
         path = tmp_path / f"nih{i}.dcm"
         path.write_bytes(wrapped_nih(png, study_uid=pydicom.uid.generate_uid()))
         files.append(path)
@@ -63,8 +70,10 @@ def test_dicomweb_on_ray_returns_the_real_models_sr(serve_client, cxr_registry, 
     from dicomweb_client.api import DICOMwebClient
 
     cfg = serve_client.cfg
-    web = DICOMwebClient(url=f"http://{cfg.http.host}:{cfg.http.port}/dicomweb",
-                         headers={"Authorization": f"Bearer {serve_client.token()}"})
+    web = DICOMwebClient(
+        url=f"http://{cfg.http.host}:{cfg.http.port}/dicomweb",
+        headers={"Authorization": f"Bearer {serve_client.token()}"},
+    )
     png = sorted((nih_dir / "Pneumonia").glob("*.png"))[-1]
     dx = pydicom.dcmread(io.BytesIO(wrapped_nih(png, study_uid=pydicom.uid.generate_uid())))
     stored = web.store_instances([dx])
@@ -73,7 +82,8 @@ def test_dicomweb_on_ray_returns_the_real_models_sr(serve_client, cxr_registry, 
     assert study["status"] == "ai_read", study["ai_error"]
     results = study["ai_read"]["results"]
     sr = hd.sr.Comprehensive3DSR.from_dataset(
-        web.retrieve_instance(dx.StudyInstanceUID, results["ai_sr"]["series_uid"], results["ai_sr"]["sop_instance_uid"]))
+        web.retrieve_instance(dx.StudyInstanceUID, results["ai_sr"]["series_uid"], results["ai_sr"]["sop_instance_uid"])
+    )
     assert sr.VerificationFlag == "UNVERIFIED" and sr.PreliminaryFlag == "PRELIMINARY"
     from_sr = {f["code"]: f for f in findings_from_sr(sr)}
     for finding in study["ai_read"]["findings"]:
@@ -82,7 +92,9 @@ def test_dicomweb_on_ray_returns_the_real_models_sr(serve_client, cxr_registry, 
     assert triage_from_sr(sr)["level"] == study["level"]
     assert model_from_sr(sr)["name"] == "cxr"
     if "ai_sc" in results:
-        sc = web.retrieve_instance(dx.StudyInstanceUID, results["ai_sc"]["series_uid"], results["ai_sc"]["sop_instance_uid"])
+        sc = web.retrieve_instance(
+            dx.StudyInstanceUID, results["ai_sc"]["series_uid"], results["ai_sc"]["sop_instance_uid"]
+        )
         assert sc.PhotometricInterpretation == "RGB" and sc.pixel_array.ndim == 3
     found = web.search_for_studies(search_filters={"StudyInstanceUID": str(dx.StudyInstanceUID)})
     assert "SR" in found[0]["00080061"]["Value"]

@@ -18,18 +18,23 @@ ECG_DCM = Path(get_testdata_file("waveform_ecg.dcm"))
 
 def json_ecg(leads=STANDARD_LEADS, seconds=10.0, rate=500, nan_lead=None, site="demo") -> dict:
     t = np.arange(int(seconds * rate)) / rate
-    beat = 0.9 * np.exp(-((t % 0.8) - 0.2) ** 2 / 0.0004)  # a crude 75 bpm spike train
+    beat = 0.9 * np.exp(-(((t % 0.8) - 0.2) ** 2) / 0.0004)  # a crude 75 bpm spike train
     signals = {lead: (beat * (1 + i / 12)).round(4).tolist() for i, lead in enumerate(leads)}
     if nan_lead:
         signals[nan_lead][100] = math.nan
-    return {"sampling_rate": rate, "leads": signals, "patient": {"id": "530102199001011234", "name": "Zhang^San"},
-            "site": site}
+    return {
+        "sampling_rate": rate,
+        "leads": signals,
+        "patient": {"id": "530102199001011234", "name": "Zhang^San"},
+        "site": site,
+    }
 
 
 def post_json(client, body: dict, **kw):
     # json.dumps writes NaN as the bare token NaN, as real uploaders do
-    return client.http.post("/api/v1/ecg", content=json.dumps(body), headers={
-        "content-type": "application/json", **client.auth(**kw)})
+    return client.http.post(
+        "/api/v1/ecg", content=json.dumps(body), headers={"content-type": "application/json", **client.auth(**kw)}
+    )
 
 
 def assert_nothing_stored(client):
@@ -39,8 +44,11 @@ def assert_nothing_stored(client):
 
 
 def test_real_dicom_ecg_gets_a_read(local_client):
-    r = local_client.http.post("/api/v1/ecg", content=ECG_DCM.read_bytes(),
-                               headers={"content-type": "application/dicom", **local_client.auth()})
+    r = local_client.http.post(
+        "/api/v1/ecg",
+        content=ECG_DCM.read_bytes(),
+        headers={"content-type": "application/dicom", **local_client.auth()},
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["status"] == "ai_read" and body["level"] in ("critical", "urgent", "routine")
@@ -53,10 +61,12 @@ def test_real_dicom_ecg_gets_a_read(local_client):
 
 def test_same_object_twice_is_idempotent(local_client, cinc_dir):
     body = cinc_zip(cinc_dir, "E07500")
-    first = local_client.http.post("/api/v1/ecg", content=body,
-                                   headers={"content-type": "application/zip", **local_client.auth()})
-    again = local_client.http.post("/api/v1/ecg", content=body,
-                                   headers={"content-type": "application/zip", **local_client.auth()})
+    first = local_client.http.post(
+        "/api/v1/ecg", content=body, headers={"content-type": "application/zip", **local_client.auth()}
+    )
+    again = local_client.http.post(
+        "/api/v1/ecg", content=body, headers={"content-type": "application/zip", **local_client.auth()}
+    )
     assert first.status_code == 201 and again.status_code == 200, again.text
     assert again.json()["duplicate"] is True
     assert again.json()["study_uid"] == first.json()["study_uid"]
@@ -91,11 +101,17 @@ def test_bad_ecg_is_refused_with_the_field_and_nothing_stored(local_client, case
         r = post_json(local_client, json_ecg(rate=50))
     elif case == "corrupt_dicom":
         data = ECG_DCM.read_bytes()
-        r = local_client.http.post("/api/v1/ecg", content=data[: len(data) // 3],
-                                   headers={"content-type": "application/dicom", **local_client.auth()})
+        r = local_client.http.post(
+            "/api/v1/ecg",
+            content=data[: len(data) // 3],
+            headers={"content-type": "application/dicom", **local_client.auth()},
+        )
     else:
-        r = local_client.http.post("/api/v1/ecg", content=b"hello, this is not an ECG" * 10,
-                                   headers={"content-type": "application/octet-stream", **local_client.auth()})
+        r = local_client.http.post(
+            "/api/v1/ecg",
+            content=b"hello, this is not an ECG" * 10,
+            headers={"content-type": "application/octet-stream", **local_client.auth()},
+        )
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert detail["field"].startswith(field), detail
@@ -112,8 +128,9 @@ def test_missing_leads_are_named(local_client):
 
 def test_body_over_the_limit_is_refused(local_client):
     limit = local_client.cfg.limits.max_ecg_bytes
-    r = local_client.http.post("/api/v1/ecg", content=b"{" + b" " * limit,
-                               headers={"content-type": "application/json", **local_client.auth()})
+    r = local_client.http.post(
+        "/api/v1/ecg", content=b"{" + b" " * limit, headers={"content-type": "application/json", **local_client.auth()}
+    )
     assert r.status_code == 413
     assert_nothing_stored(local_client)
 
@@ -130,7 +147,10 @@ def test_auth_is_required_and_scoped(local_client, cinc_dir):
     assert local_client.http.post("/api/v1/ecg?site=demo", content=body, headers=other_site).status_code == 403
     assert_nothing_stored(local_client)
 
-    assert local_client.http.post("/api/v1/ecg", content=body, headers={**headers, **local_client.auth()}).status_code == 201
+    assert (
+        local_client.http.post("/api/v1/ecg", content=body, headers={**headers, **local_client.auth()}).status_code
+        == 201
+    )
     demo_reader = local_client.http.get("/api/v1/worklist", headers=local_client.auth(role="reader"))
     other_reader = local_client.http.get("/api/v1/worklist", headers=local_client.auth(role="reader", sites=("other",)))
     assert demo_reader.json()["count"] == 1 and other_reader.json()["count"] == 0
@@ -170,8 +190,11 @@ def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ec
     from serving.local import create_local_app
     from tests.serving.conftest import Client, make_config
 
-    points = {"computed_at": "2026-11-30T08:00:00+00:00", "source": "worklist export",
-              "sites": {"demo": {"PREM": {"threshold": 0.0}}}}
+    points = {
+        "computed_at": "2026-11-30T08:00:00+00:00",
+        "source": "worklist export",
+        "sites": {"demo": {"PREM": {"threshold": 0.0}}},
+    }
     card = ecg_reader.card.model_copy(update={"metrics": {**ecg_reader.card.metrics, SITE_THRESHOLDS_KEY: points}})
     reader = EcgPreReader(ecg_reader.backend, card, ecg_reader.rules)
     cfg = make_config(tmp_path, ecg_registry)
@@ -180,8 +203,11 @@ def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ec
         client = Client(http, cfg)
         reads = {}
         for site, record in (("demo", "E07501"), ("other", "E07502")):
-            r = http.post(f"/api/v1/ecg?site={site}", content=cinc_zip(cinc_dir, record),
-                          headers={**client.auth(sites=(site,)), "content-type": "application/zip"})
+            r = http.post(
+                f"/api/v1/ecg?site={site}",
+                content=cinc_zip(cinc_dir, record),
+                headers={**client.auth(sites=(site,)), "content-type": "application/zip"},
+            )
             assert r.status_code == 201, r.text
             reads[site] = r.json()["read"]
     prem = {site: next(f for f in read["findings"] if f["code"] == "PREM") for site, read in reads.items()}
@@ -194,16 +220,31 @@ def test_another_sites_ecg_cannot_be_joined_or_seen(local_client, cinc_dir):
     """Re-sending the bytes (or the UIDs) of another site's ECG is refused, not answered with that
     site's study and read."""
     body = cinc_zip(cinc_dir, "E07503")
-    first = local_client.http.post("/api/v1/ecg?site=demo", content=body,
-                                   headers={**local_client.auth(sites=("demo",)), "content-type": "application/zip"})
+    first = local_client.http.post(
+        "/api/v1/ecg?site=demo",
+        content=body,
+        headers={**local_client.auth(sites=("demo",)), "content-type": "application/zip"},
+    )
     assert first.status_code == 201
-    again = local_client.http.post("/api/v1/ecg?site=other", content=body,
-                                   headers={**local_client.auth(sites=("other",)), "content-type": "application/zip"})
+    again = local_client.http.post(
+        "/api/v1/ecg?site=other",
+        content=body,
+        headers={**local_client.auth(sites=("other",)), "content-type": "application/zip"},
+    )
     assert again.status_code == 409 and "cannot be used by this site" in again.text and "demo" not in again.text
     assert first.json()["study_uid"] not in again.text and "findings" not in again.text
     dcm = ECG_DCM.read_bytes()
-    assert local_client.http.post("/api/v1/ecg?site=demo", content=dcm, headers={
-        **local_client.auth(sites=("demo",)), "content-type": "application/dicom"}).status_code == 201
-    refused = local_client.http.post("/api/v1/ecg?site=other", content=dcm, headers={
-        **local_client.auth(sites=("other",)), "content-type": "application/dicom"})
+    assert (
+        local_client.http.post(
+            "/api/v1/ecg?site=demo",
+            content=dcm,
+            headers={**local_client.auth(sites=("demo",)), "content-type": "application/dicom"},
+        ).status_code
+        == 201
+    )
+    refused = local_client.http.post(
+        "/api/v1/ecg?site=other",
+        content=dcm,
+        headers={**local_client.auth(sites=("other",)), "content-type": "application/dicom"},
+    )
     assert refused.status_code == 409

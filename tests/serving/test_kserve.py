@@ -21,8 +21,9 @@ def test_v2_metadata_and_infer_match_the_model_in_process(local_client, cinc_dir
     assert meta.status_code == 200, meta.text
     assert meta.json()["inputs"][0]["shape"] == [-1, 12, 5000]
     batch = np.concatenate([ecg_tensor(cinc_dir, "E07500"), ecg_tensor(cinc_dir, "E07501")])
-    body = {"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
-                        "data": batch.ravel().tolist()}]}
+    body = {
+        "inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32", "data": batch.ravel().tolist()}]
+    }
     r = local_client.http.post("/v2/models/ecg/infer", json=body, headers=headers)
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
@@ -45,6 +46,7 @@ def test_v2_needs_datasci_or_admin_and_a_known_model(local_client):
 @pytest.mark.ray
 def test_tritonclient_talks_to_preread_on_ray(serve_client, cinc_dir):
     import tritonclient.http as tritonclient_http
+
     url = str(serve_client.http.base_url).removeprefix("http://").rstrip("/")
     client = tritonclient_http.InferenceServerClient(url=url)
     headers = serve_client.auth(role="datasci")
@@ -52,15 +54,23 @@ def test_tritonclient_talks_to_preread_on_ray(serve_client, cinc_dir):
     batch = ecg_tensor(cinc_dir)
     tensor = tritonclient_http.InferInput("input", list(batch.shape), "FP32")
     tensor.set_data_from_numpy(batch, binary_data=False)
-    result = client.infer("ecg", [tensor], headers=headers,
-                          outputs=[tritonclient_http.InferRequestedOutput("probabilities", binary_data=False)])
+    result = client.infer(
+        "ecg",
+        [tensor],
+        headers=headers,
+        outputs=[tritonclient_http.InferRequestedOutput("probabilities", binary_data=False)],
+    )
     probs = result.as_numpy("probabilities")
     assert probs.shape == (1, 7) and np.all((probs >= 0) & (probs <= 1))
     # the binary tensor extension (what tritonclient uses by default) gives the same answer
     binary = tritonclient_http.InferInput("input", list(batch.shape), "FP32")
     binary.set_data_from_numpy(batch, binary_data=True)
-    again = client.infer("ecg", [binary], headers=headers,
-                         outputs=[tritonclient_http.InferRequestedOutput("probabilities", binary_data=False)])
+    again = client.infer(
+        "ecg",
+        [binary],
+        headers=headers,
+        outputs=[tritonclient_http.InferRequestedOutput("probabilities", binary_data=False)],
+    )
     np.testing.assert_allclose(again.as_numpy("probabilities"), probs, atol=1e-6)
 
 
@@ -68,9 +78,17 @@ def _binary_request(batch: np.ndarray, parameters: dict | None = None) -> tuple[
     import json
 
     raw = batch.astype(np.float32).tobytes()
-    header = {"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
-                          "parameters": {"binary_data_size": len(raw)}}],
-              "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}
+    header = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(batch.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }
     if parameters:
         header["parameters"] = parameters
     head = json.dumps(header).encode()
@@ -106,16 +124,20 @@ def test_v2_versions_in_the_path_binary_batches_and_priority(local_client, cinc_
     assert r.status_code == 400 and "priority" in r.json()["error"]
 
 
-@pytest.mark.parametrize("mutate, status, reason", [
-    (lambda body, hdr: (body[:-4], hdr), 400, "does not fill shape"),
-    (lambda body, hdr: (body, {"Inference-Header-Content-Length": "999999999"}), 400, "does not fit the body"),
-    (lambda body, hdr: (b"not json at all", {}), 400, "not a KServe v2 inference request"),
-])
+@pytest.mark.parametrize(
+    "mutate, status, reason",
+    [
+        (lambda body, hdr: (body[:-4], hdr), 400, "does not fill shape"),
+        (lambda body, hdr: (body, {"Inference-Header-Content-Length": "999999999"}), 400, "does not fit the body"),
+        (lambda body, hdr: (b"not json at all", {}), 400, "not a KServe v2 inference request"),
+    ],
+)
 def test_v2_bad_binary_requests_say_why(local_client, cinc_dir, mutate, status, reason):
     body, extra = _binary_request(ecg_tensor(cinc_dir))
     body, extra = mutate(body, extra)
-    r = local_client.http.post("/v2/models/ecg/infer", content=body,
-                               headers={**local_client.auth(role="datasci"), **extra})
+    r = local_client.http.post(
+        "/v2/models/ecg/infer", content=body, headers={**local_client.auth(role="datasci"), **extra}
+    )
     assert r.status_code == status and reason in r.json()["error"], r.text
 
 

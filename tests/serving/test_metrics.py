@@ -27,8 +27,9 @@ def value(values, name, **labels) -> float:
 
 
 def post_ecg(client, cinc_dir, record):
-    r = client.http.post("/api/v1/ecg", content=cinc_zip(cinc_dir, record),
-                         headers={"content-type": "application/zip", **client.auth()})
+    r = client.http.post(
+        "/api/v1/ecg", content=cinc_zip(cinc_dir, record), headers={"content-type": "application/zip", **client.auth()}
+    )
     assert r.status_code in (200, 201), r.text
     return r.json()
 
@@ -50,15 +51,21 @@ def test_model_metrics_move_after_a_read_on_ray(serve_client, cinc_dir):
     timing = read["timing"]
     assert {"queue_ms", "compute_ms", "batch_size", "priority"} <= set(timing)
     after = scrape(serve_client.http)
-    assert value(after, "preread_model_requests_total", model="ecg", path="read", outcome="ok") == \
-        value(before, "preread_model_requests_total", model="ecg", path="read", outcome="ok") + 1
-    for name, labels in (("preread_model_queue_seconds_count", {"model": "ecg", "priority": "routine"}),
-                         ("preread_model_compute_seconds_count", {"model": "ecg"}),
-                         ("preread_model_batch_size_count", {"model": "ecg"}),
-                         ("preread_model_latency_seconds_count", {"model": "ecg", "path": "read"})):
+    assert (
+        value(after, "preread_model_requests_total", model="ecg", path="read", outcome="ok")
+        == value(before, "preread_model_requests_total", model="ecg", path="read", outcome="ok") + 1
+    )
+    for name, labels in (
+        ("preread_model_queue_seconds_count", {"model": "ecg", "priority": "routine"}),
+        ("preread_model_compute_seconds_count", {"model": "ecg"}),
+        ("preread_model_batch_size_count", {"model": "ecg"}),
+        ("preread_model_latency_seconds_count", {"model": "ecg", "path": "read"}),
+    ):
         assert value(after, name, **labels) == value(before, name, **labels) + 1, name
-    assert value(after, "preread_model_batch_size_sum", model="ecg") >= \
-        value(before, "preread_model_batch_size_sum", model="ecg") + 1
+    assert (
+        value(after, "preread_model_batch_size_sum", model="ecg")
+        >= value(before, "preread_model_batch_size_sum", model="ecg") + 1
+    )
     assert sum(value(after, "preread_worklist_depth", level=lv) for lv in ("critical", "urgent", "routine")) >= 1
 
 
@@ -72,7 +79,9 @@ def test_model_replicas_export_their_own_metrics_through_ray(serve_client, cinc_
     from tests.serving.test_kserve import ecg_tensor
 
     batch = ecg_tensor(cinc_dir)
-    body = {"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32", "data": batch.ravel().tolist()}]}
+    body = {
+        "inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32", "data": batch.ravel().tolist()}]
+    }
     r = serve_client.http.post("/v2/models/ecg/infer", json=body, headers=serve_client.auth(role="datasci"))
     assert r.status_code == 200, r.text
     assert np.asarray(r.json()["outputs"][0]["data"]).size == 7
@@ -80,8 +89,11 @@ def test_model_replicas_export_their_own_metrics_through_ray(serve_client, cinc_
     deadline = time.monotonic() + 60  # Ray's metrics agent reports every few seconds
     while True:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        lines = [line for line in text.splitlines()
-                 if line.startswith("ray_preread_replica_requests") and 'path="infer"' in line and 'model="ecg"' in line]
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.startswith("ray_preread_replica_requests") and 'path="infer"' in line and 'model="ecg"' in line
+        ]
         if lines or time.monotonic() > deadline:
             break
         time.sleep(2)

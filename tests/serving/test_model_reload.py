@@ -23,17 +23,20 @@ TRIAGE = REPO_ROOT / "configs" / "triage" / "ecg.yaml"
 @pytest.mark.parametrize("backend", ["mlflow", "files"])
 def test_promotion_switches_the_served_version_and_a_bad_version_is_not_taken(tmp_path, ecg_registry, backend):
     served = open_registry(ecg_registry).resolve("ecg@champion")
-    registry = open_registry(new_mlflow_store(tmp_path / "mlflow")) if backend == "mlflow" \
+    registry = (
+        open_registry(new_mlflow_store(tmp_path / "mlflow"))
+        if backend == "mlflow"
         else ModelRegistry(tmp_path / "registry")
+    )
     v1 = registry.set_alias("ecg", "champion", registry.register("ecg", served.path, served.card).version)
-    reader = ReloadingReader(registry, "ecg@champion",
-                             lambda: EcgPreReader.from_registry(registry, "ecg@champion", TRIAGE),
-                             interval_s=3600)  # the poller sleeps; checks are forced below
+    reader = ReloadingReader(
+        registry, "ecg@champion", lambda: EcgPreReader.from_registry(registry, "ecg@champion", TRIAGE), interval_s=3600
+    )  # the poller sleeps; checks are forced below
     assert reader.model_identity["version"] == v1.version
     assert reader.maybe_reload() is False  # a polling thread follows; the request path never checks
 
     v2 = registry.register("ecg", served.path, served.card)  # a retrained model, as training would register it
-    assert reader.maybe_reload(force=True) is False             # alias not moved yet: nothing changes
+    assert reader.maybe_reload(force=True) is False  # alias not moved yet: nothing changes
     registry.set_alias("ecg", "champion", v2.version)
     assert reader.maybe_reload(force=True) is True
     assert reader.model_identity["version"] == v2.version
@@ -44,7 +47,9 @@ def test_promotion_switches_the_served_version_and_a_bad_version_is_not_taken(tm
     v3 = registry.register("ecg", broken, served.card)
     registry.set_alias("ecg", "champion", v3.version)
     assert reader.maybe_reload(force=True) is False
-    assert reader.model_identity["version"] == v2.version, "a version that fails to load must not replace the served one"
+    assert reader.model_identity["version"] == v2.version, (
+        "a version that fails to load must not replace the served one"
+    )
     assert reader._check(retry_failed=False) is False, "a failed version is not retried on every poll"
     reader.close()
 
@@ -61,8 +66,9 @@ def test_a_background_poll_follows_the_alias(tmp_path, ecg_registry):
         return real_version_of(ref)
 
     registry.version_of = counted
-    reader = ReloadingReader(registry, "ecg@champion",
-                             lambda: EcgPreReader.from_registry(registry, "ecg@champion", TRIAGE), interval_s=0.2)
+    reader = ReloadingReader(
+        registry, "ecg@champion", lambda: EcgPreReader.from_registry(registry, "ecg@champion", TRIAGE), interval_s=0.2
+    )
     v2 = registry.register("ecg", served.path, served.card)
     registry.set_alias("ecg", "champion", v2.version)
     deadline = time.monotonic() + 30
@@ -83,9 +89,22 @@ def test_preread_models_promote_reaches_the_running_service_without_a_restart(se
     champion = registry.resolve("ecg@champion")
     challenger = registry.register("ecg", champion.path, champion.card)  # stands in for a retrained model
     done = subprocess.run(
-        [sys.executable, "-m", "preread.cli", "models", "--registry", registry.uri, "promote",
-         f"ecg/{challenger.version}"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=180,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        [
+            sys.executable,
+            "-m",
+            "preread.cli",
+            "models",
+            "--registry",
+            registry.uri,
+            "promote",
+            f"ecg/{challenger.version}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     assert f"ecg@champion → version {challenger.version} (was {champion.version})" in done.stdout
     assert registry.version_of("ecg@champion") == challenger.version
@@ -102,5 +121,6 @@ def test_preread_models_promote_reaches_the_running_service_without_a_restart(se
         time.sleep(1)
     assert seen == challenger.version, f"service still answers with version {seen} after the promotion"
     cached = Path(registry.cache_dir) / "ecg"
-    assert sum(1 for p in cached.iterdir() if p.name.startswith(f"{challenger.version}-")) == 1, \
+    assert sum(1 for p in cached.iterdir() if p.name.startswith(f"{challenger.version}-")) == 1, (
         "the new version is downloaded once into the shared cache"
+    )

@@ -23,8 +23,11 @@ def _sign(c, reader: dict, accepted: dict, flip: str | None = None) -> None:
     final = dict(ai)
     if flip is not None:
         final[flip] = not ai[flip]
-    r = c.http.post(f"/api/v1/studies/{uid}/sign", headers=reader,
-                    json={"agree": flip is None, "findings": final, "impression": "read"})
+    r = c.http.post(
+        f"/api/v1/studies/{uid}/sign",
+        headers=reader,
+        json={"agree": flip is None, "findings": final, "impression": "read"},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -62,8 +65,9 @@ def test_agreement_summary_per_finding_and_site(signed_reads):
     drift = body["drift"]
     assert {(row["site"], row["finding"]) for row in drift} == set(per_site)
     # one period only: each site's current period is its own reference, so nothing has shifted
-    assert all(row["psi"] is not None and row["psi"] < body["bands"]["psi_moderate"] and row["flag"] is None
-               for row in drift)
+    assert all(
+        row["psi"] is not None and row["psi"] < body["bands"]["psi_moderate"] and row["flag"] is None for row in drift
+    )
     assert {row["n"] for row in drift if row["site"] == "demo"} == {4}
 
 

@@ -8,8 +8,6 @@ import io
 import json
 import shutil
 import subprocess
-import time
-
 from pathlib import Path
 
 import httpx
@@ -21,9 +19,17 @@ from tests.serving.dicom_helpers import wait_for, wrapped_nih
 
 ORTHANC = shutil.which("Orthanc") or (shutil.which("/usr/sbin/Orthanc"))
 # The township PACS speaks DICOMweb as a real one does: the plugin is on and the test uses it.
-DICOMWEB_PLUGIN = next((str(p) for p in (Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),
-                                           Path("/usr/lib/orthanc/libOrthancDicomWeb.so.1.7")) if p.exists()),
-                       "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+DICOMWEB_PLUGIN = next(
+    (
+        str(p)
+        for p in (
+            Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),
+            Path("/usr/lib/orthanc/libOrthancDicomWeb.so.1.7"),
+        )
+        if p.exists()
+    ),
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.dicom_net, pytest.mark.peer("orthanc")]
 
@@ -32,13 +38,21 @@ pytestmark = [pytest.mark.ray, pytest.mark.dicom_net, pytest.mark.peer("orthanc"
 def orthanc(serve_client, tmp_path):
     http_port = free_port()
     config = {
-        "Name": "preread-test-pacs", "StorageDirectory": str(tmp_path / "storage"),
-        "IndexDirectory": str(tmp_path / "index"), "HttpPort": http_port, "DicomPort": RESULTS_PACS_PORT,
+        "Name": "preread-test-pacs",
+        "StorageDirectory": str(tmp_path / "storage"),
+        "IndexDirectory": str(tmp_path / "index"),
+        "HttpPort": http_port,
+        "DicomPort": RESULTS_PACS_PORT,
         # Orthanc calls preread as the demo site's PACS; preread maps that calling AE to the site.
-        "DicomAet": "DEMOSITE", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "HttpBindAddress": "127.0.0.1", "DicomBindAddress": "127.0.0.1" if False else None,
+        "DicomAet": "DEMOSITE",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "HttpBindAddress": "127.0.0.1",
+        "DicomBindAddress": "127.0.0.1" if False else None,
         "DicomModalities": {"preread": ["PREREAD", "127.0.0.1", serve_client.cfg.dicom.port]},
-        "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False, "Plugins": [DICOMWEB_PLUGIN],
+        "DicomAlwaysAllowStore": True,
+        "DicomCheckCalledAet": False,
+        "Plugins": [DICOMWEB_PLUGIN],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
     config = {k: v for k, v in config.items() if v is not None}
@@ -54,6 +68,7 @@ def orthanc(serve_client, tmp_path):
             return client.get("/system").status_code == 200
         except httpx.HTTPError:
             return False
+
     wait_for(up, 60, 0.3, "Orthanc to start")
     plugins = client.get("/plugins").json()
     assert "dicom-web" in plugins, f"Orthanc's DICOMweb plugin did not load: {plugins}"
@@ -72,11 +87,17 @@ def test_orthanc_round_trip(serve_client, cxr_registry, orthanc, nih_dir):
     study_uid = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).StudyInstanceUID)
     # the modality sends to the PACS by STOW-RS (Orthanc's DICOMweb plugin)
     boundary = "orthanc-stow"
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
-            + f"\r\n--{boundary}--\r\n".encode())
-    stowed = orthanc.post("/dicom-web/studies", content=body, headers={
-        "content-type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-        "accept": "application/dicom+json"})
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    )
+    stowed = orthanc.post(
+        "/dicom-web/studies",
+        content=body,
+        headers={
+            "content-type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "accept": "application/dicom+json",
+        },
+    )
     assert stowed.status_code == 200, stowed.text
     found = orthanc.post("/tools/lookup", content=study_uid).json()
     study_id = next(r["ID"] for r in found if r["Type"] == "Study")
@@ -90,23 +111,29 @@ def test_orthanc_round_trip(serve_client, cxr_registry, orthanc, nih_dir):
     def results_back():
         query = "includefield=00080060&includefield=0020000E"
         try:
-            instances = orthanc.get(f"/dicom-web/studies/{study_uid}/instances?{query}",
-                                    headers={"accept": "application/dicom+json"})
+            instances = orthanc.get(
+                f"/dicom-web/studies/{study_uid}/instances?{query}", headers={"accept": "application/dicom+json"}
+            )
         except httpx.TransportError:  # Orthanc closes idle keep-alive connections after ~1 s: poll again
             return None
         return instances.json() if instances.status_code == 200 and len(instances.json()) >= 3 else None
+
     instances = wait_for(results_back, 180, 1.0, "preread's SR and heatmap SC in Orthanc (QIDO-RS)")
     by_modality = {i["00080060"]["Value"][0]: i for i in instances}
     assert sorted(by_modality) == ["DX", "OT", "SR"], sorted(by_modality)
     sr_entry = by_modality["SR"]
     series_uid, sop_uid = sr_entry["0020000E"]["Value"][0], sr_entry["00080018"]["Value"][0]
-    wado = orthanc.get(f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
-                       headers={"accept": 'multipart/related; type="application/dicom"'})
+    wado = orthanc.get(
+        f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+        headers={"accept": 'multipart/related; type="application/dicom"'},
+    )
     assert wado.status_code == 200, wado.text[:300]
     sr = pydicom.dcmread(io.BytesIO(_first_part(wado)))
     assert sr.StudyInstanceUID == study_uid and sr.VerificationFlag == "UNVERIFIED"
     study = serve_client.http.get(f"/api/v1/studies/{study_uid}", headers=serve_client.auth(role="reader")).json()
-    assert study["status"] == "ai_read" and study["ai_read"]["results"]["ai_sr"]["sop_instance_uid"] == sr.SOPInstanceUID
+    assert (
+        study["status"] == "ai_read" and study["ai_read"]["results"]["ai_sr"]["sop_instance_uid"] == sr.SOPInstanceUID
+    )
 
 
 def _first_part(response: httpx.Response) -> bytes:

@@ -34,7 +34,9 @@ def local_client(tmp_path, postgres_server, ecg_registry, ecg_reader):  # noqa: 
     from serving.local import create_local_app
 
     cfg = make_config(tmp_path, ecg_registry)
-    cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": fresh_pg_database(postgres_server)})})
+    cfg = cfg.model_copy(
+        update={"database": cfg.database.model_copy(update={"url": fresh_pg_database(postgres_server)})}
+    )
     app, services = create_local_app(cfg, reader=ecg_reader)
     with TestClient(app) as http:
         client = Client(http, cfg)

@@ -7,7 +7,6 @@ import asyncio
 import pydicom
 import pytest
 
-from serving.replica.batching import PriorityBatcher
 from serving.priority import (
     PriorityError,
     current_priority,
@@ -15,6 +14,7 @@ from serving.priority import (
     parse_priority,
     request_priority,
 )
+from serving.replica.batching import PriorityBatcher
 
 
 class Recorder:
@@ -67,8 +67,10 @@ def test_sizes_count_items_not_requests_and_oversized_requests_run_alone():
         handler.gate.clear()
         first = asyncio.ensure_future(batcher.submit("blocker", size=1))
         await asyncio.sleep(0.1)  # the blocker's batch is running; the rest queue behind it
-        rest = [asyncio.ensure_future(batcher.submit(name, size=size))
-                for name, size in (("a", 5), ("b", 5), ("huge", 20), ("c", 3))]
+        rest = [
+            asyncio.ensure_future(batcher.submit(name, size=size))
+            for name, size in (("a", 5), ("b", 5), ("huge", 20), ("c", 3))
+        ]
         await asyncio.sleep(0.01)
         handler.gate.set()
         await asyncio.gather(first, *rest)
@@ -161,10 +163,20 @@ def test_a_cancelled_caller_is_dropped_from_the_queue():
     assert run(main())[1] == ["kept"]
 
 
-@pytest.mark.parametrize("value, level", [
-    (None, "routine"), ("", "routine"), ("CRITICAL", "critical"), ("urgent", "urgent"),
-    (1, "critical"), (2, "urgent"), (3, "routine"), (0, "routine"), ("1", "critical"),
-])
+@pytest.mark.parametrize(
+    "value, level",
+    [
+        (None, "routine"),
+        ("", "routine"),
+        ("CRITICAL", "critical"),
+        ("urgent", "urgent"),
+        (1, "critical"),
+        (2, "urgent"),
+        (3, "routine"),
+        (0, "routine"),
+        ("1", "critical"),
+    ],
+)
 def test_parse_priority_takes_names_and_triton_numbers(value, level):
     assert parse_priority(value) == level
 
@@ -211,8 +223,10 @@ def test_a_study_keeps_the_most_urgent_priority_its_objects_arrived_with(tmp_pat
     db.migrate()
 
     def arrive(sop: str, study: str, priority: str | None) -> None:
-        db.accept_instance(NewInstance(sop, study, "demo", "DX", "application/dicom", f"k{sop}", "0", 1, "scp",
-                                       priority=priority), DicomAttributes(modality="DX"))
+        db.accept_instance(
+            NewInstance(sop, study, "demo", "DX", "application/dicom", f"k{sop}", "0", 1, "scp", priority=priority),
+            DicomAttributes(modality="DX"),
+        )
 
     arrive("1.1", "9.1", None)
     assert db.get_study("9.1").priority is None
@@ -237,8 +251,9 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
     from serving.app import build_model_app
 
     cfg = serve_client.cfg
-    small_batches = cfg.deployments.ecg.model_copy(update={"max_batch_size": 2, "batch_wait_timeout_s": 0.0,
-                                                           "max_ongoing_requests": 64, "priority_aging_s": 120})
+    small_batches = cfg.deployments.ecg.model_copy(
+        update={"max_batch_size": 2, "batch_wait_timeout_s": 0.0, "max_ongoing_requests": 64, "priority_aging_s": 120}
+    )
     cfg = cfg.model_copy(update={"deployments": cfg.deployments.model_copy(update={"ecg": small_batches})})
     handle = serve.run(build_model_app(cfg, "ecg"), name="priority-test", route_prefix=None)
     try:
@@ -283,14 +298,16 @@ def test_the_ecg_api_takes_a_priority_and_refuses_unknown_ones(local_client, cin
     from tests.serving.conftest import cinc_zip
 
     headers = {"content-type": "application/zip", **local_client.auth()}
-    refused = local_client.http.post("/api/v1/ecg", params={"priority": "asap"},
-                                     content=cinc_zip(cinc_dir, "E07500"), headers=headers)
+    refused = local_client.http.post(
+        "/api/v1/ecg", params={"priority": "asap"}, content=cinc_zip(cinc_dir, "E07500"), headers=headers
+    )
     assert refused.status_code == 422
     assert refused.json()["detail"]["field"] == "priority" and "critical" in refused.json()["detail"]["reason"]
     listed = local_client.http.get("/api/v1/worklist", headers=local_client.auth(role="reader")).json()
     assert listed["count"] == 0, "a refused ECG was stored"
-    accepted = local_client.http.post("/api/v1/ecg", params={"priority": "critical"},
-                                      content=cinc_zip(cinc_dir, "E07500"), headers=headers)
+    accepted = local_client.http.post(
+        "/api/v1/ecg", params={"priority": "critical"}, content=cinc_zip(cinc_dir, "E07500"), headers=headers
+    )
     assert accepted.status_code == 201, accepted.text
 
 
@@ -300,11 +317,11 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
 
     from datasets.imaging import wrap_png_as_dicom
     from serving.config import load_config
-    from serving.reading.dispatcher import Dispatcher
     from serving.ingest.dicom import DicomIngest, encode
+    from serving.reading.dispatcher import Dispatcher
     from serving.reading.routing import Router
-    from serving.store.objects import ObjectStore
     from serving.store.db import Database
+    from serving.store.objects import ObjectStore
     from serving.store.work import WorkQueue
     from tests.conftest import REPO_ROOT
     from tests.serving.dicom_helpers import FakeCxrReader
@@ -313,8 +330,12 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
     # The dispatcher records reads through the durable work queue the ECG workflow owns.
-    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"),
-                          ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)))
+    svc = SimpleNamespace(
+        config=cfg,
+        db=db,
+        store=ObjectStore(tmp_path / "objects"),
+        ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)),
+    )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     seen: dict[str, str] = {}
     fake = FakeCxrReader()
@@ -329,20 +350,28 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     studies = {}
     for name, ds in (("stat", stat), ("high", high), ("plain", plain)):
         # "high": what the SCP passes for a C-STORE request with Priority HIGH (serving/ingest/scp.py)
-        studies[name] = ingest.accept(encode(ds), "demo", source="scp", sender="DEMOSITE",
-                                      priority="urgent" if name == "high" else None).study_uid
+        studies[name] = ingest.accept(
+            encode(ds), "demo", source="scp", sender="DEMOSITE", priority="urgent" if name == "high" else None
+        ).study_uid
     dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr})
     for uid in studies.values():
         assert asyncio.run(dispatcher.process(uid)) == "ai_read"
-    assert {name: seen[uid] for name, uid in studies.items()} == {"stat": "critical", "high": "urgent",
-                                                                 "plain": "routine"}
+    assert {name: seen[uid] for name, uid in studies.items()} == {
+        "stat": "critical",
+        "high": "urgent",
+        "plain": "routine",
+    }
 
 
 @pytest.mark.ray
 def test_the_ecg_api_priority_reaches_the_model_replica(serve_client, cinc_dir):
     from tests.serving.conftest import cinc_zip
 
-    r = serve_client.http.post("/api/v1/ecg", params={"priority": "critical"}, content=cinc_zip(cinc_dir, "E07503"),
-                               headers={"content-type": "application/zip", **serve_client.auth()})
+    r = serve_client.http.post(
+        "/api/v1/ecg",
+        params={"priority": "critical"},
+        content=cinc_zip(cinc_dir, "E07503"),
+        headers={"content-type": "application/zip", **serve_client.auth()},
+    )
     assert r.status_code in (200, 201), r.text
     assert r.json()["read"]["timing"]["priority"] == "critical"

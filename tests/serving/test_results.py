@@ -39,8 +39,9 @@ def dicom_bytes(ds: pydicom.Dataset) -> bytes:
 @pytest.fixture(scope="module")
 def source(nih_dir) -> pydicom.Dataset:
     png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
-    return wrap_png_as_dicom(png, patient_name="Wang^Li", patient_sex="F", patient_birth_date="19600101",
-                             accession_number="ACC42")
+    return wrap_png_as_dicom(
+        png, patient_name="Wang^Li", patient_sex="F", patient_birth_date="19600101", accession_number="ACC42"
+    )
 
 
 def all_findings(seed: int = 0) -> list[dict]:
@@ -49,8 +50,15 @@ def all_findings(seed: int = 0) -> list[dict]:
     for label in CXR_LABELS:
         probability = float(rng.random())
         threshold = float(np.round(rng.uniform(0.2, 0.8), 3))
-        findings.append({"code": label.code, "name": label.name, "probability": probability,
-                         "threshold": threshold, "positive": probability >= threshold})
+        findings.append(
+            {
+                "code": label.code,
+                "name": label.name,
+                "probability": probability,
+                "threshold": threshold,
+                "positive": probability >= threshold,
+            }
+        )
     return findings
 
 
@@ -75,8 +83,12 @@ def test_sr_round_trip(source):
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
 
     # The AI is a device observer.
-    assert model_from_sr(back) == {"name": "cxr", "version": "3", "manufacturer": "preread",
-                                   "device_uid": device_uid("cxr", "3")}
+    assert model_from_sr(back) == {
+        "name": "cxr",
+        "version": "3",
+        "manufacturer": "preread",
+        "device_uid": device_uid("cxr", "3"),
+    }
     assert device_uid("cxr", "3") == device_uid("cxr", "3") != device_uid("cxr", "4")
 
     groups = back.content.get_image_measurement_groups()
@@ -103,8 +115,12 @@ def test_sr_for_real_cr_and_generic_findings():
     ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
     findings = [
         {"code": "AF", "name": "Atrial fibrillation", "probability": 0.9, "threshold": 0.5},  # derived positive
-        {"code": "X", "probability": 0.1, "positive": False,
-         "coding": {"value": "233604007", "scheme": "SCT", "meaning": "Pneumonia"}},
+        {
+            "code": "X",
+            "probability": 0.1,
+            "positive": False,
+            "coding": {"value": "233604007", "scheme": "SCT", "meaning": "Pneumonia"},
+        },
     ]
     sr = build_ai_sr([ct], findings, {"name": "ecg", "version": "1"})
     got = findings_from_sr(dicom_bytes(sr))
@@ -146,7 +162,7 @@ def test_dcmdump_parses_sr_and_sc(source, tmp_path):
         result = subprocess.run(["dsrdump", str(sr_path)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "Verification Flag   : UNVERIFIED" in result.stdout
-        assert "(233604007,SCT,\"Pneumonia\")" in result.stdout
+        assert '(233604007,SCT,"Pneumonia")' in result.stdout
 
 
 def test_heatmap_secondary_capture(source):
@@ -182,8 +198,12 @@ def test_end_to_end_phantom_to_sr_and_sc():
     heat = record_heatmaps(model, record, [6], size=64)[0]
     overlay = render_overlay(record, heat)
     sc = build_heatmap_sc(source, overlay, MODEL)
-    sr = build_ai_sr([source], [{"code": "PNEUMONIA", "probability": 0.8, "threshold": 0.5, "positive": True}],
-                     MODEL, {"level": "critical", "score": 0.95})
+    sr = build_ai_sr(
+        [source],
+        [{"code": "PNEUMONIA", "probability": 0.8, "threshold": 0.5, "positive": True}],
+        MODEL,
+        {"level": "critical", "score": 0.95},
+    )
     assert pydicom.dcmread(io.BytesIO(dicom_bytes(sc))).pixel_array.shape[1:] == (192, 3)
     assert findings_from_sr(dicom_bytes(sr))[0]["positive"] is True
 

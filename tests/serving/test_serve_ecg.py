@@ -9,8 +9,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from datasets.ecg.readers import read_wfdb
-from serving.store.objects import ObjectStore
 from serving.store.db import Database, NewInstance
+from serving.store.objects import ObjectStore
 from tests.serving.conftest import cinc_records, cinc_zip
 
 pytestmark = pytest.mark.ray
@@ -45,8 +45,9 @@ def test_real_ecgs_reach_the_worklist_with_a_level(serve_client, cinc_dir):
         if BRADY in labels:
             assert heart_rate < 60, f"{record} is labelled sinus bradycardia; measured {heart_rate}"
 
-    worklist = serve_client.http.get("/api/v1/worklist", params={"limit": 1000},
-                                     headers=serve_client.auth(role="reader")).json()
+    worklist = serve_client.http.get(
+        "/api/v1/worklist", params={"limit": 1000}, headers=serve_client.auth(role="reader")
+    ).json()
     listed = {item["study_uid"]: item for item in worklist["items"]}
     assert set(uids.values()) <= set(listed), "an accepted ECG is missing from the worklist"
     assert len(uids) == 31
@@ -59,8 +60,10 @@ def test_real_ecgs_reach_the_worklist_with_a_level(serve_client, cinc_dir):
 
 def test_restart_keeps_every_accepted_ecg_and_reads_what_was_pending(serve_client, cinc_dir):
     reader = serve_client.auth(role="reader")
-    before = {i["study_uid"] for i in serve_client.http.get("/api/v1/worklist", params={"limit": 1000},
-                                                            headers=reader).json()["items"]}
+    before = {
+        i["study_uid"]
+        for i in serve_client.http.get("/api/v1/worklist", params={"limit": 1000}, headers=reader).json()["items"]
+    }
     assert before, "nothing accepted before the restart"
 
     # A crash between 'stored' and 'read': the original is on disk and its row says received.
@@ -68,8 +71,20 @@ def test_restart_keeps_every_accepted_ecg_and_reads_what_was_pending(serve_clien
     body = cinc_zip(cinc_dir, "HR06000")
     stored = ObjectStore(cfg.storage.root).put(body, ".zip")
     db = Database(cfg.database.url)
-    db.accept_instance(NewInstance("2.25.4242", "2.25.4243", "demo", "ECG", "application/zip",
-                                   stored.key, stored.sha256, stored.size_bytes, "http", sender="crash-test"))
+    db.accept_instance(
+        NewInstance(
+            "2.25.4242",
+            "2.25.4243",
+            "demo",
+            "ECG",
+            "application/zip",
+            stored.key,
+            stored.sha256,
+            stored.size_bytes,
+            "http",
+            sender="crash-test",
+        )
+    )
 
     serve_client.stop()
     serve_client.restart()
@@ -81,6 +96,8 @@ def test_restart_keeps_every_accepted_ecg_and_reads_what_was_pending(serve_clien
             break
         time.sleep(0.5)
     assert study.status == "ai_read", f"pending ECG not read after restart: {study.status} {study.ai_error}"
-    after = {i["study_uid"] for i in serve_client.http.get("/api/v1/worklist", params={"limit": 1000},
-                                                           headers=reader).json()["items"]}
+    after = {
+        i["study_uid"]
+        for i in serve_client.http.get("/api/v1/worklist", params={"limit": 1000}, headers=reader).json()["items"]
+    }
     assert before | {"2.25.4243"} <= after

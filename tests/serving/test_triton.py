@@ -35,12 +35,34 @@ def triton(tmp_path_factory, ecg_registry):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "preread.cli", "triton", "--config", str(config_path), "--models", "ecg",
-             "--repository", str(state / "repository"), "--threads", "1", "--priority-levels",
-             "--http-port", str(http_port),
-             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-             "--log-file", str(state / "tritonserver.log")],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "preread.cli",
+                "triton",
+                "--config",
+                str(config_path),
+                "--models",
+                "ecg",
+                "--repository",
+                str(state / "repository"),
+                "--threads",
+                "1",
+                "--priority-levels",
+                "--http-port",
+                str(http_port),
+                "--grpc-port",
+                str(grpc_port),
+                "--metrics-port",
+                str(metrics_port),
+                "--log-file",
+                str(state / "tritonserver.log"),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 180
     try:
         while True:
@@ -56,8 +78,14 @@ def triton(tmp_path_factory, ecg_registry):
             if time.monotonic() > deadline:
                 pytest.fail(f"Triton not ready in 180 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "cfg": cfg,
-               "repository": state / "repository", "metrics": metrics_port, "log": state / "tritonserver.log"}
+        yield {
+            "http": f"127.0.0.1:{http_port}",
+            "grpc": f"127.0.0.1:{grpc_port}",
+            "cfg": cfg,
+            "repository": state / "repository",
+            "metrics": metrics_port,
+            "log": state / "tritonserver.log",
+        }
     finally:
         process.terminate()
         try:
@@ -106,7 +134,7 @@ def test_tritonclient_concurrent_requests_with_priorities(triton, registered, re
 
     def one(i: int) -> np.ndarray:
         client = client_module.InferenceServerClient(triton[protocol])
-        rows = real_ecg_batch[i % len(real_ecg_batch): i % len(real_ecg_batch) + 1]
+        rows = real_ecg_batch[i % len(real_ecg_batch) : i % len(real_ecg_batch) + 1]
         tensor = client_module.InferInput("input", list(rows.shape), "FP32")
         tensor.set_data_from_numpy(rows)
         result = client.infer("ecg", [tensor], priority=1 if i % 2 else 3)
@@ -127,16 +155,20 @@ def test_the_served_pre_read_through_the_triton_backend(triton, registered, tmp_
     from tests.serving.conftest import Client, cinc_zip
 
     triage = REPO_ROOT / "configs" / "triage" / "ecg.yaml"
-    through_triton = EcgPreReader.from_registry(ecg_registry, "ecg@champion", triage, backend="triton",
-                                                url=triton["grpc"], protocol="grpc")
+    through_triton = EcgPreReader.from_registry(
+        ecg_registry, "ecg@champion", triage, backend="triton", url=triton["grpc"], protocol="grpc"
+    )
     local = EcgPreReader.from_registry(ecg_registry, "ecg@champion", triage)
     assert through_triton.model_identity["backend"] == "triton"
     cfg = make_config(tmp_path, ecg_registry)
     app, _ = create_local_app(cfg, reader=through_triton)
     with TestClient(app) as http:
         client = Client(http, cfg)
-        response = http.post("/api/v1/ecg", content=cinc_zip(cinc_dir, "E07500"),
-                             headers={**client.auth(), "content-type": "application/zip"})
+        response = http.post(
+            "/api/v1/ecg",
+            content=cinc_zip(cinc_dir, "E07500"),
+            headers={**client.auth(), "content-type": "application/zip"},
+        )
     assert response.status_code == 201, response.text
     read = response.json()["read"]
     assert read["model"]["backend"] == "triton"
@@ -155,8 +187,12 @@ def test_priority_levels_are_opt_in(tmp_path, ecg_registry):
 
     plain = write_model(tmp_path / "plain", ecg_registry, "ecg@champion", TritonModelOptions())
     assert "priority_levels" not in (plain / "config.pbtxt").read_text()
-    levels = write_model(tmp_path / "levels", ecg_registry, "ecg@champion",
-                         TritonModelOptions(priority_levels=True, preferred_batch_sizes=[8, 16]))
+    levels = write_model(
+        tmp_path / "levels",
+        ecg_registry,
+        "ecg@champion",
+        TritonModelOptions(priority_levels=True, preferred_batch_sizes=[8, 16]),
+    )
     text = (levels / "config.pbtxt").read_text()
     assert "priority_levels: 3" in text and "preferred_batch_size: [ 8, 16 ]" in text
     with pytest.raises(ValueError, match="preferred_batch_sizes"):
@@ -181,8 +217,11 @@ def test_the_python_model_ran_without_errors(triton, registered, real_ecg_batch)
     load_backend(registered.path, "triton", url=triton["http"], protocol="http").predict(real_ecg_batch[:2])
     log = triton["log"].read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
-    errors = [line for line in log.splitlines()  # Triton error lines; those about the missing GPU are fine
-              if line[:1] == "E" and "Cuda" not in line and "NVML" not in line]
+    errors = [
+        line
+        for line in log.splitlines()  # Triton error lines; those about the missing GPU are fine
+        if line[:1] == "E" and "Cuda" not in line and "NVML" not in line
+    ]
     assert not errors, errors
 
 

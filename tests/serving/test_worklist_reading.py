@@ -9,8 +9,8 @@ import threading
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from sqlalchemy import select, update
 
-from serving.store.schema import AuditEntry, Correction, Study
 from serving.store import audit
+from serving.store.schema import AuditEntry, Correction, Study
 from tests.serving.worklist_fixtures import *  # noqa: F401,F403
 from tests.serving.worklist_fixtures import PASSWORD, ecg_json, login, post_ecg
 
@@ -54,8 +54,9 @@ def test_critical_first_claim_sign_amend_and_grassroots_sees_report(reading_clie
     ecg = c.http.get(f"/api/v1/studies/{uid}/ecg", headers=reader).json()
     assert len(ecg["leads"]) == 12 and ecg["sampling_rate"] == 250 and len(ecg["leads"]["II"]) == 2500
 
-    assert c.http.post(f"/api/v1/studies/{uid}/sign", headers=reader,
-                       json={"agree": True}).status_code == 409  # no claim yet
+    assert (
+        c.http.post(f"/api/v1/studies/{uid}/sign", headers=reader, json={"agree": True}).status_code == 409
+    )  # no claim yet
     claim = c.http.post(f"/api/v1/studies/{uid}/claim", headers=reader)
     assert claim.status_code == 200, claim.text
     listed = {i["study_uid"]: i for i in c.http.get("/api/v1/worklist", headers=reader).json()["items"]}
@@ -67,11 +68,16 @@ def test_critical_first_claim_sign_amend_and_grassroots_sees_report(reading_clie
     ai_codes = [f["code"] for f in critical["read"]["findings"]]
     bad = c.http.post(f"/api/v1/studies/{uid}/sign", headers=reader, json={"agree": False, "findings": {"XYZ": True}})
     assert bad.status_code == 422
-    signed = c.http.post(f"/api/v1/studies/{uid}/sign", headers=reader, json={
-        "agree": False, "findings": {"STACH": True, "AF": False}, "impression": "Sinus tachycardia 180/min."})
+    signed = c.http.post(
+        f"/api/v1/studies/{uid}/sign",
+        headers=reader,
+        json={"agree": False, "findings": {"STACH": True, "AF": False}, "impression": "Sinus tachycardia 180/min."},
+    )
     assert signed.status_code == 200, signed.text
     report = signed.json()["report"]
-    assert report["status"] == "final" and report["findings"]["STACH"] is True and set(report["findings"]) == set(ai_codes)
+    assert (
+        report["status"] == "final" and report["findings"]["STACH"] is True and set(report["findings"]) == set(ai_codes)
+    )
     assert uid not in {i["study_uid"] for i in c.http.get("/api/v1/worklist", headers=reader).json()["items"]}
 
     mine = c.http.get("/api/v1/submissions", headers=clinic).json()["items"]
@@ -89,11 +95,16 @@ def test_critical_first_claim_sign_amend_and_grassroots_sees_report(reading_clie
 
     # amendment: claim again, sign again → amended, the correction points at the first one
     assert c.http.post(f"/api/v1/studies/{uid}/claim", headers=other).status_code == 200
-    amended = c.http.post(f"/api/v1/studies/{uid}/sign", headers=other,
-                          json={"agree": True, "findings": {}, "impression": "Agree with the AI read."})
+    amended = c.http.post(
+        f"/api/v1/studies/{uid}/sign",
+        headers=other,
+        json={"agree": True, "findings": {}, "impression": "Agree with the AI read."},
+    )
     assert amended.status_code == 200 and amended.json()["report"]["status"] == "amended"
-    assert DiagnosticReport.model_validate(
-        c.http.get(f"/fhir/DiagnosticReport?study={uid}", headers=clinic).json()).status == "amended"
+    assert (
+        DiagnosticReport.model_validate(c.http.get(f"/fhir/DiagnosticReport?study={uid}", headers=clinic).json()).status
+        == "amended"
+    )
     with c.services.db.session() as s:
         rows = s.scalars(select(Correction).where(Correction.study_uid == uid).order_by(Correction.id)).all()
         assert [r.signed_by for r in rows] == ["reader-demo", "reader-demo-2"]
@@ -104,7 +115,8 @@ def test_critical_first_claim_sign_amend_and_grassroots_sees_report(reading_clie
 
     # preliminary report for an unsigned study
     pre = DiagnosticReport.model_validate(
-        c.http.get(f"/fhir/DiagnosticReport?study={routine[0]['study_uid']}", headers=reader).json())
+        c.http.get(f"/fhir/DiagnosticReport?study={routine[0]['study_uid']}", headers=reader).json()
+    )
     assert pre.status == "preliminary" and all(o.status == "preliminary" for o in pre.contained)
 
 
@@ -119,8 +131,7 @@ def test_release_and_claim_expiry(reading_client):
     assert c.http.post(f"/api/v1/studies/{uid}/claim", headers=b).status_code == 200
     # b's claim lapses: a may take over, and b can no longer sign
     with c.services.db.session() as s:
-        s.execute(update(Study).where(Study.study_uid == uid).values(
-            claim_expires_at=Study.claimed_at))
+        s.execute(update(Study).where(Study.study_uid == uid).values(claim_expires_at=Study.claimed_at))
     assert c.http.post(f"/api/v1/studies/{uid}/claim", headers=a).status_code == 200
     assert c.http.post(f"/api/v1/studies/{uid}/sign", headers=b, json={"agree": True}).status_code == 409
     assert c.http.post(f"/api/v1/studies/{uid}/sign", headers=a, json={"agree": True}).status_code == 200
@@ -137,12 +148,12 @@ def test_two_readers_claim_at_once_exactly_one_wins(reading_client):
         results: list[str] = []
 
         def attempt(user: str) -> None:
-            barrier.wait()
+            barrier.wait()  # noqa: B023
             try:
-                reading.claim(c.services.db, uid, user, 20)
-                results.append("won")
+                reading.claim(c.services.db, uid, user, 20)  # noqa: B023
+                results.append("won")  # noqa: B023
             except reading.ReadingError as exc:
-                results.append(str(exc.status))
+                results.append(str(exc.status))  # noqa: B023
 
         threads = [threading.Thread(target=attempt, args=(f"reader-{n}",)) for n in range(4)]
         for t in threads:
@@ -195,8 +206,14 @@ def test_audit_chain_records_actions_and_detects_tampering(reading_client):
     log = c.http.get("/api/v1/audit?limit=1000", headers=admin).json()
     assert log["chain"]["ok"] is True
     actions = {(e["action"], e["user"]) for e in log["entries"]}
-    assert {("login", "reader-demo"), ("view_worklist", "reader-demo"), ("view_study", "reader-demo"),
-            ("claim", "reader-demo"), ("sign", "reader-demo"), ("export", "datasci")} <= actions
+    assert {
+        ("login", "reader-demo"),
+        ("view_worklist", "reader-demo"),
+        ("view_study", "reader-demo"),
+        ("claim", "reader-demo"),
+        ("sign", "reader-demo"),
+        ("export", "datasci"),
+    } <= actions
     assert all(e["client"] for e in log["entries"])
     assert c.http.get("/api/v1/audit", headers=reader).status_code == 403
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from serving.store.db import Database
 from serving.auth.users import create_user
+from serving.store.db import Database
 from tests.serving.worklist_fixtures import ecg_json
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -18,8 +18,11 @@ def test_reader_flow_on_ray_serve(serve_client):
     c = serve_client
     db = Database(c.cfg.database.url)
     create_user(db, "serve-reader", "serve-reader-pw", "reader", ["demo"])
-    r = c.http.post("/api/v1/ecg", content=json.dumps(ecg_json(bpm=180, seed=77)),
-                    headers={"content-type": "application/json", **c.auth()})
+    r = c.http.post(
+        "/api/v1/ecg",
+        content=json.dumps(ecg_json(bpm=180, seed=77)),
+        headers={"content-type": "application/json", **c.auth()},
+    )
     assert r.status_code in (200, 201), r.text
     uid = r.json()["study_uid"]
     login = c.http.post("/api/v1/login", json={"username": "serve-reader", "password": "serve-reader-pw"})

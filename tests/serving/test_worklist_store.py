@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
@@ -19,7 +19,7 @@ def db(tmp_path) -> Database:
     return database
 
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def add(db: Database, uid: str, level: str | None, score: float | None, waited_min: float, site="demo"):
@@ -45,8 +45,8 @@ def test_order_is_level_then_score_then_waiting(db):
 
 
 def test_aging_escalates_and_level_filter_follows_the_shown_level(db):
-    add(db, "routine-waited-5h", "routine", 0.1, 270)   # > 240, < 240+60 → urgent
-    add(db, "urgent-waited-2h", "urgent", 0.5, 120)     # > 60 → critical
+    add(db, "routine-waited-5h", "routine", 0.1, 270)  # > 240, < 240+60 → urgent
+    add(db, "urgent-waited-2h", "urgent", 0.5, 120)  # > 60 → critical
     add(db, "critical-fresh", "critical", 0.9, 1)
     add(db, "urgent-fresh", "urgent", 0.7, 1)
     assert order(db) == ["critical-fresh", "urgent-waited-2h", "urgent-fresh", "routine-waited-5h"]

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select, update
 
+from serving.auth import users
 from serving.config import BootstrapUser
 from serving.store.db import NewInstance
 from serving.store.schema import Instance, User
-from serving.auth import users
 from tests.serving.worklist_fixtures import login
 
 
@@ -29,8 +29,10 @@ def test_demo_users_are_bootstrapped_at_start(local_client, monkeypatch):
 def test_bootstrap_password_from_env_or_generated_into_a_private_file(local_client, monkeypatch, caplog, tmp_path):
     db = local_client.services.db
     monkeypatch.setenv("TEST_NURSE_PASSWORD", "nurse-password-123")
-    specs = [BootstrapUser(username="nurse", role="grassroots", sites=["demo"], password_env="TEST_NURSE_PASSWORD"),
-             BootstrapUser(username="doc", role="reader", sites=["demo", "other"], password_env="TEST_UNSET_PASSWORD")]
+    specs = [
+        BootstrapUser(username="nurse", role="grassroots", sites=["demo"], password_env="TEST_NURSE_PASSWORD"),
+        BootstrapUser(username="doc", role="reader", sites=["demo", "other"], password_env="TEST_UNSET_PASSWORD"),
+    ]
     users._bootstrapped.discard(id(db))
     password_file = tmp_path / "bootstrap" / "passwords.txt"  # (the app keeps its own beside the key)
     with caplog.at_level(logging.DEBUG):
@@ -62,22 +64,29 @@ def test_image_and_heatmap_endpoints(local_client):
     # before anything is stored for the study: 404s the page handles
     gradient = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
     original = svc.store.put(_png(gradient, "L"), ".png")
-    svc.db.accept_instance(NewInstance("1.2.3.100", uid, "demo", "CR", "image/png", original.key, original.sha256,
-                                       original.size_bytes, "http"))
+    svc.db.accept_instance(
+        NewInstance(
+            "1.2.3.100", uid, "demo", "CR", "image/png", original.key, original.sha256, original.size_bytes, "http"
+        )
+    )
     assert c.http.get(f"/api/v1/studies/{uid}/heatmap.png", headers=headers).status_code == 404
     heat = np.zeros((64, 256, 3), dtype=np.uint8)
     heat[:, 100:150, 0] = 255
     stored = svc.store.put(_png(heat, "RGB"), ".png")
-    svc.db.accept_instance(NewInstance("1.2.3.101", uid, "demo", "CR", "image/png", stored.key, stored.sha256,
-                                       stored.size_bytes, "ai"))
+    svc.db.accept_instance(
+        NewInstance("1.2.3.101", uid, "demo", "CR", "image/png", stored.key, stored.sha256, stored.size_bytes, "ai")
+    )
     with svc.db.session() as s:
         s.execute(update(Instance).where(Instance.sop_instance_uid == "1.2.3.101").values(role="ai_sc"))
 
     img = c.http.get(f"/api/v1/studies/{uid}/image.png", headers=headers)
     assert img.status_code == 200 and img.headers["content-type"] == "image/png"
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(img.content))), gradient)
-    windowed = np.asarray(Image.open(io.BytesIO(
-        c.http.get(f"/api/v1/studies/{uid}/image.png?window=50&level=128", headers=headers).content)))
+    windowed = np.asarray(
+        Image.open(
+            io.BytesIO(c.http.get(f"/api/v1/studies/{uid}/image.png?window=50&level=128", headers=headers).content)
+        )
+    )
     assert windowed[0, 90] == 0 and windowed[0, 170] == 255 and 0 < windowed[0, 128] < 255
     hm = c.http.get(f"/api/v1/studies/{uid}/heatmap.png", headers=headers)
     assert hm.status_code == 200 and np.asarray(Image.open(io.BytesIO(hm.content)))[0, 120, 0] == 255

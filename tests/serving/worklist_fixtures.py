@@ -57,8 +57,24 @@ class PgCluster:
                 return
             os.chown(self.folder, pg_user.pw_uid, pg_user.pw_gid)
         self.port = free_port()
-        init = subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U",
-                                            "postgres", "--no-sync", "-E", "UTF8"]), capture_output=True, text=True)
+        init = subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
         if init.returncode != 0:
             self.skip = f"initdb failed: {init.stderr.strip()[-300:]}"
             return
@@ -69,17 +85,32 @@ class PgCluster:
 
     def start(self) -> str | None:
         opts = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
-        started = subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts,
-                                               "-l", str(self.folder / "log"), "-w", "start"]),
-                                 capture_output=True, text=True)
+        started = subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(self.folder / "log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
         if started.returncode != 0:
             log = (self.folder / "log").read_text() if (self.folder / "log").exists() else ""
             return f"PostgreSQL did not start: {started.stderr.strip()[-200:]} {log[-300:]}"
         return None
 
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
-                       capture_output=True)
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]), capture_output=True
+        )
 
     def close(self) -> None:
         if getattr(self, "data", None) is not None and self.data.exists():
@@ -123,12 +154,16 @@ def reading_client(tmp_path, db_url, ecg_registry, ecg_reader):
     """The real API in-process on SQLite or PostgreSQL, with users for every role."""
     from fastapi.testclient import TestClient
 
-    from serving.local import create_local_app
     from serving.auth.users import create_user
+    from serving.local import create_local_app
 
     cfg = make_config(tmp_path, ecg_registry)
-    cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": db_url}),
-                                 "auth": cfg.auth.model_copy(update={"users": []})})
+    cfg = cfg.model_copy(
+        update={
+            "database": cfg.database.model_copy(update={"url": db_url}),
+            "auth": cfg.auth.model_copy(update={"users": []}),
+        }
+    )
     app, services = create_local_app(cfg, reader=ecg_reader)
     for name, role, sites in USERS:
         create_user(services.db, name, PASSWORD, role, sites)
@@ -164,15 +199,22 @@ def ecg_json(bpm: float = 75.0, seconds: float = 10.0, rate: int = 500, site: st
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
     period = 60.0 / bpm
-    beat = 1.0 * np.exp(-((t % period) - 0.1) ** 2 / 0.00008) + 0.2 * np.exp(-((t % period) - 0.3) ** 2 / 0.002)
-    signals = {lead: (beat * (1 + i / 12) + rng.normal(0, 0.01, t.size)).round(4).tolist()
-               for i, lead in enumerate(STANDARD_LEADS)}
-    return {"sampling_rate": rate, "leads": signals, "site": site,
-            "patient": {"id": f"5301021990010{seed:05d}", "name": "Li^Si", "sex": "F", "age": "67"}}
+    beat = 1.0 * np.exp(-(((t % period) - 0.1) ** 2) / 0.00008) + 0.2 * np.exp(-(((t % period) - 0.3) ** 2) / 0.002)
+    signals = {
+        lead: (beat * (1 + i / 12) + rng.normal(0, 0.01, t.size)).round(4).tolist()
+        for i, lead in enumerate(STANDARD_LEADS)
+    }
+    return {
+        "sampling_rate": rate,
+        "leads": signals,
+        "site": site,
+        "patient": {"id": f"5301021990010{seed:05d}", "name": "Li^Si", "sex": "F", "age": "67"},
+    }
 
 
 def post_ecg(client, body: dict, headers: dict) -> dict:
-    r = client.http.post("/api/v1/ecg", content=json.dumps(body),
-                         headers={"content-type": "application/json", **headers})
+    r = client.http.post(
+        "/api/v1/ecg", content=json.dumps(body), headers={"content-type": "application/json", **headers}
+    )
     assert r.status_code in (200, 201), r.text
     return r.json()

@@ -55,6 +55,7 @@ def local_ray():
     for this module (stopped afterwards, so a later session fixture can start its own)."""
     import ray
     import ray.train.torch  # noqa: F401 (ray[train] is a hard dependency: its absence is an error)
+
     if ray.is_initialized():
         yield ray
         return

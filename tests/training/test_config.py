@@ -26,29 +26,36 @@ def write(tmp_path: Path, data) -> Path:
     return path
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"task": "ecg", "model": {"architecture": "resnet9000"}}, "not an ECG architecture"),
-    ({"task": "ecg", "optim": {"epochs": 0}}, r"optim\.epochs"),
-    ({"task": "ecg", "optim": {"learning_rate": 0.1}}, r"optim\.learning_rate: Extra inputs"),
-    ({"task": "ecg", "data": {"source": "cinc"}}, "data.path is required"),
-    ({"task": "ecg", "data": {"val_fraction": 1.5}}, r"data\.val_fraction"),
-    ({"task": "ecg", "early_stopping": {"metric": "accuracy"}}, r"early_stopping\.metric"),
-    ({"model": {"architecture": "xresnet1d18"}}, r"task: Field required"),
-    ("- just\n- a list\n", "must be a mapping"),
-    ({"task": "ecg", "data": {"format": "ptbxl"}}, "data.path is required for source 'ptbxl'"),
-    ({"task": "ecg", "data": {"format": "cinc", "path": "x", "label_set": "superdiagnostic"}},
-     "label_set 'superdiagnostic' is not available for 'cinc'"),
-    ({"task": "ecg", "data": {"format": "chexpert", "path": "x"}}, "not an ECG source"),
-    ({"task": "cxr", "model": {"architecture": "densenet_small"}, "data": {"format": "ptbxl", "path": "x"}},
-     "not a chest X-ray source"),
-    ({"task": "ecg", "data": {"format": "ptbxl", "path": "x", "sampling_rate": 250}}, r"data\.sampling_rate"),
-    ({"task": "cxr", "data": {"format": "chexpert", "path": "x", "uncertain": "maybe"}}, r"data\.uncertain"),
-    ({"task": "ecg", "data": {"format": "ptbxl", "source": "cinc", "path": "x"}}, r"data\.source: Extra inputs"),
-    ({"task": "ecg", "distributed": {"num_workers": 0}}, r"distributed\.num_workers"),
-    ({"task": "ecg", "device": "cpu", "distributed": {"num_workers": 2, "use_gpu": True}}, "use_gpu is true but"),
-    ({"task": "ecg", "augment": {"probability": 2}}, r"augment\.probability"),
-    ("task: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"task": "ecg", "model": {"architecture": "resnet9000"}}, "not an ECG architecture"),
+        ({"task": "ecg", "optim": {"epochs": 0}}, r"optim\.epochs"),
+        ({"task": "ecg", "optim": {"learning_rate": 0.1}}, r"optim\.learning_rate: Extra inputs"),
+        ({"task": "ecg", "data": {"source": "cinc"}}, "data.path is required"),
+        ({"task": "ecg", "data": {"val_fraction": 1.5}}, r"data\.val_fraction"),
+        ({"task": "ecg", "early_stopping": {"metric": "accuracy"}}, r"early_stopping\.metric"),
+        ({"model": {"architecture": "xresnet1d18"}}, r"task: Field required"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ({"task": "ecg", "data": {"format": "ptbxl"}}, "data.path is required for source 'ptbxl'"),
+        (
+            {"task": "ecg", "data": {"format": "cinc", "path": "x", "label_set": "superdiagnostic"}},
+            "label_set 'superdiagnostic' is not available for 'cinc'",
+        ),
+        ({"task": "ecg", "data": {"format": "chexpert", "path": "x"}}, "not an ECG source"),
+        (
+            {"task": "cxr", "model": {"architecture": "densenet_small"}, "data": {"format": "ptbxl", "path": "x"}},
+            "not a chest X-ray source",
+        ),
+        ({"task": "ecg", "data": {"format": "ptbxl", "path": "x", "sampling_rate": 250}}, r"data\.sampling_rate"),
+        ({"task": "cxr", "data": {"format": "chexpert", "path": "x", "uncertain": "maybe"}}, r"data\.uncertain"),
+        ({"task": "ecg", "data": {"format": "ptbxl", "source": "cinc", "path": "x"}}, r"data\.source: Extra inputs"),
+        ({"task": "ecg", "distributed": {"num_workers": 0}}, r"distributed\.num_workers"),
+        ({"task": "ecg", "device": "cpu", "distributed": {"num_workers": 2, "use_gpu": True}}, "use_gpu is true but"),
+        ({"task": "ecg", "augment": {"probability": 2}}, r"augment\.probability"),
+        ("task: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_invalid_configs_name_the_field(tmp_path, data, message):
     with pytest.raises(TrainConfigError, match=message) as caught:
         load_train_config(write(tmp_path, data))
@@ -83,5 +90,13 @@ def test_preread_train_refuses_a_config_of_the_other_task(tmp_path):
     from preread.cli import main
 
     with pytest.raises(SystemExit, match="is a 'ecg' training config, not 'cxr'"):
-        main(["train", "cxr", "--config", str(REPO / "configs" / "train" / "ecg-demo.yaml"),
-              "--registry", str(tmp_path / "registry")])
+        main(
+            [
+                "train",
+                "cxr",
+                "--config",
+                str(REPO / "configs" / "train" / "ecg-demo.yaml"),
+                "--registry",
+                str(tmp_path / "registry"),
+            ]
+        )

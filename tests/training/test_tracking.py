@@ -38,8 +38,14 @@ def tracked(tmp_path_factory):
     config_file = root / "ecg-tiny.yaml"
     config_file.write_text("# as given\n", encoding="utf-8")
     seen = []
-    registered = train_tracked(config, uri, train_ecg, config_path=config_file, progress=False,
-                               on_epoch_end=lambda epoch, metrics: seen.append(epoch))
+    registered = train_tracked(
+        config,
+        uri,
+        train_ecg,
+        config_path=config_file,
+        progress=False,
+        on_epoch_end=lambda epoch, metrics: seen.append(epoch),
+    )
     return uri, config, registered, seen
 
 
@@ -65,8 +71,17 @@ def test_the_run_holds_config_metrics_curves_and_card(tracked):
     assert run.data.metrics["model/val_macro_auroc"] == pytest.approx(registered.card.metrics["val_macro_auroc"])
 
     artifacts = _artifacts(client, registered.run_id)
-    assert {"config/validated.yaml", "config/ecg-tiny.yaml", "card.json", "curves/loss.png", "curves/auroc.png",
-            "model/model.onnx", "model/model.pt", "model/state_dict.pt", "model/card.json"} <= artifacts
+    assert {
+        "config/validated.yaml",
+        "config/ecg-tiny.yaml",
+        "card.json",
+        "curves/loss.png",
+        "curves/auroc.png",
+        "model/model.onnx",
+        "model/model.pt",
+        "model/state_dict.pt",
+        "model/card.json",
+    } <= artifacts
     assert run.data.tags["preread.data.fingerprint_sha256"] == registered.card.training_data.fingerprint_sha256
     assert run.data.tags["preread.registered_version"] == str(registered.version)
     assert run.data.tags["mlflow.source.name"] == "preread train ecg"
@@ -146,18 +161,25 @@ def test_tracking_trouble_during_training_never_loses_the_model(tmp_path, monkey
 
 def test_tracking_can_be_switched_off(tmp_path):
     uri = new_mlflow_store(tmp_path / "mlflow")
-    registered = train_tracked(tiny_ecg_config(tmp_path, epochs=1, tracking={"enabled": False}), uri, train_ecg,
-                               progress=False)
+    registered = train_tracked(
+        tiny_ecg_config(tmp_path, epochs=1, tracking={"enabled": False}), uri, train_ecg, progress=False
+    )
     assert registered.card.training_run is None
     run = _client(uri).get_run(registered.run_id)
     assert run.data.tags["mlflow.source.name"] == "preread models register", "only a registration run holds the files"
 
 
 def test_flattening_for_mlflow():
-    assert dict(flatten("", {"a": {"b": 1, "c": [1, 2]}, "d": None, "e": {}})) == \
-        {"a.b": "1", "a.c": "[1, 2]", "d": "None", "e": "{}"}
-    assert dict(numbers("", {"loss": 0.5, "auroc": {"AF": 0.9, "PVC": None, "X": float("nan")}, "name": "x"})) == \
-        {"loss": 0.5, "auroc/AF": 0.9}
+    assert dict(flatten("", {"a": {"b": 1, "c": [1, 2]}, "d": None, "e": {}})) == {
+        "a.b": "1",
+        "a.c": "[1, 2]",
+        "d": "None",
+        "e": "{}",
+    }
+    assert dict(numbers("", {"loss": 0.5, "auroc": {"AF": 0.9, "PVC": None, "X": float("nan")}, "name": "x"})) == {
+        "loss": 0.5,
+        "auroc/AF": 0.9,
+    }
 
 
 def test_serve_trains_missing_demo_models_once_and_reuses_them(tmp_path, monkeypatch, capsys):
@@ -199,8 +221,9 @@ def test_train_command_reports_bad_configs_and_stores(tmp_path, capsys):
     assert main(["train", "ecg", "--config", str(bad), "--registry", str(tmp_path / "files")]) == 2
     err = capsys.readouterr().err
     assert "optim.lr" in err and "tracking" in err
-    assert main(["train", "ecg", "--config", str(TINY_ECG_TRAINING),
-                 "--registry", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert (
+        main(["train", "ecg", "--config", str(TINY_ECG_TRAINING), "--registry", f"http://127.0.0.1:{free_port()}"]) == 2
+    )
     assert "is unreachable" in capsys.readouterr().err
     assert main(["train", "ecg", "--config", str(TINY_ECG_TRAINING), "--registry", "ftp://x"]) == 2
     assert "unsupported scheme 'ftp'" in capsys.readouterr().err

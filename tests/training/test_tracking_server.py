@@ -5,6 +5,7 @@ loads `ecg@champion` from it."""
 from __future__ import annotations
 
 import json
+
 import pytest
 import yaml
 

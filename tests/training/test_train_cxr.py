@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from datasets.imaging import preprocess_image, read_image_file
-from models.networks import build_network
-from models.backends import load_backend
 from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
+from models.backends import load_backend
+from models.networks import build_network
 from models.registry import ModelRegistry
 from training.config import TrainConfig, TrainConfigError, load_train_config
 from training.cxr import (
@@ -111,8 +111,9 @@ def test_interrupted_then_resumed_training_matches_an_uninterrupted_run(straight
         train_cxr(config, registry=registry, progress=False, on_epoch_end=stop_after_first_epoch)
     assert registry.is_empty("cxr")
     seen = []
-    resumed = train_cxr(config, registry=registry, progress=False, resume=True,
-                        on_epoch_end=lambda epoch, metrics: seen.append(epoch))
+    resumed = train_cxr(
+        config, registry=registry, progress=False, resume=True, on_epoch_end=lambda epoch, metrics: seen.append(epoch)
+    )
     assert seen == [1]  # continued after the first epoch, not from scratch
 
     a = torch.load(reference.state_dict_path, weights_only=True)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.networks import build_network
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 from models.backends import load_backend
 from models.card import DEMO_ECG_INTENDED_USE
-from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
+from models.networks import build_network
 from models.registry import ModelRegistry
 from tests.training.conftest import tiny_ecg_config
 from training.ecg import choose_thresholds, train_ecg
@@ -48,8 +48,11 @@ def test_tiny_training_registers_a_demo_model(tiny_config, tmp_path, real_inputs
 
 def test_interrupted_then_resumed_training_matches_an_uninterrupted_run(tmp_path):
     epochs = 3
-    straight = train_ecg(tiny_ecg_config(tmp_path / "straight", epochs=epochs),
-                         registry=ModelRegistry(tmp_path / "reg-straight"), progress=False)
+    straight = train_ecg(
+        tiny_ecg_config(tmp_path / "straight", epochs=epochs),
+        registry=ModelRegistry(tmp_path / "reg-straight"),
+        progress=False,
+    )
 
     class Interrupted(Exception):
         pass
@@ -64,8 +67,9 @@ def test_interrupted_then_resumed_training_matches_an_uninterrupted_run(tmp_path
         train_ecg(config, registry=registry, progress=False, on_epoch_end=stop_after_first_epoch)
     assert registry.is_empty("ecg")
     seen = []
-    resumed = train_ecg(config, registry=registry, progress=False, resume=True,
-                        on_epoch_end=lambda epoch, metrics: seen.append(epoch))
+    resumed = train_ecg(
+        config, registry=registry, progress=False, resume=True, on_epoch_end=lambda epoch, metrics: seen.append(epoch)
+    )
     assert seen == [1, 2]  # continued after the first epoch (with its augmentation stream), not from scratch
 
     a = torch.load(straight.state_dict_path, weights_only=True)

@@ -21,8 +21,11 @@ TRIAGE = REPO / "configs" / "triage" / "ecg.yaml"
 
 
 def ptbxl_config(root: Path, ptbxl_root: Path, **data):
-    return tiny_ecg_config(root, epochs=2, data={"format": "ptbxl", "path": str(ptbxl_root),
-                                                 "label_set": "superdiagnostic", "sampling_rate": 100, **data})
+    return tiny_ecg_config(
+        root,
+        epochs=2,
+        data={"format": "ptbxl", "path": str(ptbxl_root), "label_set": "superdiagnostic", "sampling_rate": 100, **data},
+    )
 
 
 def test_ptbxl_split_rules_put_each_fold_where_it_belongs(ptbxl_root, tmp_path):
@@ -34,7 +37,7 @@ def test_ptbxl_split_rules_put_each_fold_where_it_belongs(ptbxl_root, tmp_path):
     assert len(ids["train"]) == 15 and ids["val"] == ["17", "18"] and ids["test"] == ["19", "20"]
     assert data.labels == ["CD", "HYP", "MI", "NORM", "STTC"] and data.label_set == "superdiagnostic"
     assert data.X_train.shape == (15, 12, 5000) and data.X_test.shape == (2, 12, 5000)
-    assert data.Y_val.tolist() == [[0, 0, 1, 0, 0], [0, 1, 0, 0, 0]]    # AMI → MI; LAO/LAE → HYP
+    assert data.Y_val.tolist() == [[0, 0, 1, 0, 0], [0, 1, 0, 0, 0]]  # AMI → MI; LAO/LAE → HYP
 
 
 def test_ptbxl_training_registers_its_label_set_and_serving_refuses_unweighted_labels(ptbxl_root, tmp_path):
@@ -56,7 +59,7 @@ def test_ptbxl_training_registers_its_label_set_and_serving_refuses_unweighted_l
 
     evaluation = load_eval_dataset(f"ptbxl:{ptbxl_root}?rate=100", card)
     assert evaluation.labels == card.labels and list(evaluation.meta["id"]) == ["19", "20"]
-    assert evaluation.Y.tolist() == [[0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]   # NST_ → STTC; NORM
+    assert evaluation.Y.tolist() == [[0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]  # NST_ → STTC; NORM
 
     # Serving it with triage rules that do not weigh its labels would put an MI in "routine": refused at
     # load time. (The default ECG rules weigh the PTB-XL superclasses.)
@@ -81,16 +84,19 @@ def test_cinc2021_records_train_end_to_end(cinc_dir, tmp_path):
     card = registered.card
     assert card.training_data.n_train + card.training_data.n_val == 30 and card.training_data.n_test is None
     assert card.training_data.source == "cinc" and card.demo is False and "Not a diagnosis" in card.intended_use
-    assert card.metrics["data_counts"] == {"cinc_train": card.training_data.n_train,
-                                           "cinc_val": card.training_data.n_val}
+    assert card.metrics["data_counts"] == {
+        "cinc_train": card.training_data.n_train,
+        "cinc_val": card.training_data.n_val,
+    }
 
 
 def test_nih_data_entry_layout_trains_with_the_official_test_list(nih_csv_root, tmp_path):
     from tests.training.test_train_cxr import tiny_cxr_config
     from training.cxr import train_cxr
 
-    config = tiny_cxr_config(tmp_path, data={"source": "nih", "path": str(nih_csv_root), "n": None},
-                             optim={"epochs": 1})
+    config = tiny_cxr_config(
+        tmp_path, data={"source": "nih", "path": str(nih_csv_root), "n": None}, optim={"epochs": 1}
+    )
     registered = train_cxr(config, registry=ModelRegistry(tmp_path / "registry"), progress=False)
     card = registered.card
     tests = (nih_csv_root / "test_list.txt").read_text().split()
@@ -106,7 +112,7 @@ def test_unknown_labels_are_masked_out_of_the_loss():
     targets = torch.tensor([[1.0, float("nan"), 0.0], [0.0, 1.0, float("nan")]])
     Y = targets.numpy()
     weight = class_pos_weight(Y, torch.device("cpu"))
-    assert weight.tolist() == [1.0, 1.0, 1.0]      # one known positive / negative per label
+    assert weight.tolist() == [1.0, 1.0, 1.0]  # one known positive / negative per label
     masked = MaskedBCE(weight, masked=True)(logits, targets)
     known = ~torch.isnan(targets)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], targets[known])
@@ -134,9 +140,9 @@ def test_replica_shards_are_disjoint_and_even():
 
     order = torch.randperm(23, generator=torch.Generator().manual_seed(0))
     shards = [Replica(rank, 4).shard(order) for rank in range(4)]
-    assert {len(s) for s in shards} == {6}                     # 23 padded to 24
+    assert {len(s) for s in shards} == {6}  # 23 padded to 24
     flat = torch.cat(shards).tolist()
-    assert set(flat) == set(range(23)) and len(flat) - len(set(flat)) == 1   # only the padding repeats
+    assert set(flat) == set(range(23)) and len(flat) - len(set(flat)) == 1  # only the padding repeats
     assert torch.equal(Replica().shard(order), order)
 
 
@@ -152,18 +158,19 @@ def worker_cpus(ray) -> float:
 def test_two_ray_train_workers_train_and_rank_0_registers_once(local_ray, tmp_path):
     from training.distributed import storage_path, train
 
-    config = tiny_ecg_config(tmp_path, epochs=2, distributed={"num_workers": 2,
-                                                              "resources_per_worker": {"CPU": worker_cpus(local_ray)}})
+    config = tiny_ecg_config(
+        tmp_path, epochs=2, distributed={"num_workers": 2, "resources_per_worker": {"CPU": worker_cpus(local_ray)}}
+    )
     registry = ModelRegistry(tmp_path / "registry")
     registered = train(config, registry=registry, progress=False)
     assert registered.ref == "ecg/1" and [m.version for m in registry.versions("ecg")] == [1]
     run = registered.card.metrics["distributed"]
     assert run["world_size"] == 2 and run["backend"] == "gloo" and run["n_train"] == 28
     assert [r["rank"] for r in run["ranks"]] == [0, 1]
-    assert all(r["samples"] == 28 and r["epochs"] == 2 for r in run["ranks"])   # 14 a rank × 2 epochs
-    assert run["first_epoch_covered"] == 28 and run["first_epoch_total"] == 28   # disjoint halves of one permutation
+    assert all(r["samples"] == 28 and r["epochs"] == 2 for r in run["ranks"])  # 14 a rank × 2 epochs
+    assert run["first_epoch_covered"] == 28 and run["first_epoch_total"] == 28  # disjoint halves of one permutation
     assert registered.card.metrics["epochs_run"] == 2 and registered.card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
-    assert any(storage_path(config).rglob("last.pt"))                            # Ray Train checkpoints
+    assert any(storage_path(config).rglob("last.pt"))  # Ray Train checkpoints
 
 
 def record_epoch(path: Path, epoch: int, metrics: dict) -> None:
@@ -193,9 +200,14 @@ def test_interrupted_ray_train_run_resumes_from_its_checkpoint_to_the_same_weigh
         train(config(tmp_path / "resumed"), registry=registry, progress=False, on_epoch_end=stop_after_first_epoch)
     assert registry.is_empty("ecg")
     epochs_file = tmp_path / "epochs.txt"
-    resumed = train(config(tmp_path / "resumed"), registry=registry, progress=False, resume=True,
-                    on_epoch_end=functools.partial(record_epoch, epochs_file))
-    assert epochs_file.read_text().split() == ["1", "2"]     # it continued after epoch 1, not from scratch
+    resumed = train(
+        config(tmp_path / "resumed"),
+        registry=registry,
+        progress=False,
+        resume=True,
+        on_epoch_end=functools.partial(record_epoch, epochs_file),
+    )
+    assert epochs_file.read_text().split() == ["1", "2"]  # it continued after epoch 1, not from scratch
     a = torch.load(straight.state_dict_path, weights_only=True)
     b = torch.load(resumed.state_dict_path, weights_only=True)
     for key in a:

@@ -13,8 +13,11 @@ def test_bench_case_reports_throughput_and_flops():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        row = bench_case(Case("ecg", "xresnet1d18", {"width": 4, "input_pool": 5, "layers": [1, 1, 1, 1]},
-                              (12, 5000), 4), steps=1, warmup=0)
+        row = bench_case(
+            Case("ecg", "xresnet1d18", {"width": 4, "input_pool": 5, "layers": [1, 1, 1, 1]}, (12, 5000), 4),
+            steps=1,
+            warmup=0,
+        )
         peak = matmul_peak_gflops(seconds=0.05, n=256)
     finally:
         torch.set_num_threads(threads)

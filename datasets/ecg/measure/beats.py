@@ -63,12 +63,12 @@ def zero_phase(kind: str, signals: np.ndarray, rate: float) -> np.ndarray:
     sos, zi = _sos(kind, rate)
     pad = min(signals.shape[-1] - 1, int(0.5 * rate))
     head = 2 * signals[:, :1] - signals[:, pad:0:-1]
-    tail = 2 * signals[:, -1:] - signals[:, -2:-pad - 2:-1]
+    tail = 2 * signals[:, -1:] - signals[:, -2 : -pad - 2 : -1]
     ext = np.concatenate([head, signals, tail], axis=-1)
     y, _ = sps.sosfilt(sos, ext, axis=-1, zi=zi[:, None, :] * ext[None, :, :1])
     y = y[:, ::-1]
     y, _ = sps.sosfilt(sos, y, axis=-1, zi=zi[:, None, :] * y[None, :, :1])
-    return np.ascontiguousarray(y[:, ::-1][:, pad: pad + signals.shape[-1]])
+    return np.ascontiguousarray(y[:, ::-1][:, pad : pad + signals.shape[-1]])
 
 
 def diagnostic_filter(signals: np.ndarray, rate: float = ANALYSIS_RATE) -> np.ndarray:
@@ -116,12 +116,12 @@ def detect_r_peaks(diagnostic: np.ndarray, rate: float = ANALYSIS_RATE) -> np.nd
 class Beats:
     """The record's beats around their fiducials and the median beat built from the dominant ones."""
 
-    r_peaks: np.ndarray          # sample index of every detected QRS (analysis rate)
-    used: np.ndarray             # indices into r_peaks of the beats in the median (dominant, not at the edges)
-    segments: np.ndarray         # (n_leads, n_used, PRE+POST) diagnostic-band beats that made the median
-    median: np.ndarray           # (n_leads, PRE+POST) diagnostic-band median beat
-    median_smooth: np.ndarray    # the same, 40 Hz low-passed, for slopes
-    template_corr: np.ndarray    # QRS correlation of every in-window beat with the dominant QRS
+    r_peaks: np.ndarray  # sample index of every detected QRS (analysis rate)
+    used: np.ndarray  # indices into r_peaks of the beats in the median (dominant, not at the edges)
+    segments: np.ndarray  # (n_leads, n_used, PRE+POST) diagnostic-band beats that made the median
+    median: np.ndarray  # (n_leads, PRE+POST) diagnostic-band median beat
+    median_smooth: np.ndarray  # the same, 40 Hz low-passed, for slopes
+    template_corr: np.ndarray  # QRS correlation of every in-window beat with the dominant QRS
     rate: float = ANALYSIS_RATE
 
     @property
@@ -141,7 +141,7 @@ def build_beats(diagnostic: np.ndarray, r_peaks: np.ndarray, rate: float = ANALY
     offsets = np.arange(-pre, post)
     segments = diagnostic[:, r_peaks[inside][:, None] + offsets[None, :]]  # (leads, beats, samples)
     # QRS window -60..+80 ms, all leads flattened: correlation with the element-wise median QRS.
-    qrs = segments[:, :, pre - int(0.06 * rate): pre + int(0.08 * rate)]
+    qrs = segments[:, :, pre - int(0.06 * rate) : pre + int(0.08 * rate)]
     flat = np.transpose(qrs, (1, 0, 2)).reshape(len(inside), -1)
     flat = flat - flat.mean(axis=1, keepdims=True)
     template = _median_over_beats(flat[None])[0]
@@ -151,8 +151,15 @@ def build_beats(diagnostic: np.ndarray, r_peaks: np.ndarray, rate: float = ANALY
     if keep.sum() < min(3, len(inside)):
         keep = corr >= np.median(corr)  # no clear dominant beat: the better half
     median = _median_over_beats(segments[:, keep, :])
-    return Beats(r_peaks=r_peaks, used=inside[keep], segments=segments[:, keep, :], median=median,
-                 median_smooth=smooth(median, rate), template_corr=corr, rate=rate)
+    return Beats(
+        r_peaks=r_peaks,
+        used=inside[keep],
+        segments=segments[:, keep, :],
+        median=median,
+        median_smooth=smooth(median, rate),
+        template_corr=corr,
+        rate=rate,
+    )
 
 
 def _median_over_beats(segments: np.ndarray) -> np.ndarray:

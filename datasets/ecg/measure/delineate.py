@@ -55,7 +55,7 @@ def _first_below(values: np.ndarray, start: int, stop: int, threshold: float, ru
         return stop
     below = values[idx] < threshold
     if run > 1:  # a run of `run` consecutive True values starting at position k
-        window = np.convolve(below.astype(np.int8), np.ones(run, dtype=np.int8), mode="full")[run - 1:]
+        window = np.convolve(below.astype(np.int8), np.ones(run, dtype=np.int8), mode="full")[run - 1 :]
         below = window >= run
     hits = np.flatnonzero(below)
     return int(idx[hits[0]]) if len(hits) else stop
@@ -65,7 +65,7 @@ def _trapezium_end(signal: np.ndarray, peak: int, limit: int) -> int:
     """Zhang et al. 2006: from the steepest descent after ``peak`` (toward ``limit``, either side), the
     point maximising the area of the trapezium to the far reference is where the wave ends."""
     step = 1 if limit >= peak else -1
-    seg = signal[peak:limit + step:step] if step == 1 else signal[limit:peak + 1][::-1]
+    seg = signal[peak : limit + step : step] if step == 1 else signal[limit : peak + 1][::-1]
     if len(seg) < 4:
         return limit
     slope = np.diff(seg)
@@ -88,7 +88,7 @@ def _level_crossing(signal: np.ndarray, peak: int, limit: int, fraction: float) 
     height above the local isoelectric floor: the lowest level reached before the signal rises again
     (a neighbouring wave, e.g. the previous T wave at fast rates, must not pull the boundary out)."""
     step = 1 if limit >= peak else -1
-    side = signal[peak:limit + 1] if step == 1 else signal[limit:peak + 1][::-1]
+    side = signal[peak : limit + 1] if step == 1 else signal[limit : peak + 1][::-1]
     if len(side) < 3:
         return limit
     running_min = np.minimum.accumulate(side)
@@ -157,5 +157,6 @@ def delineate(beats: Beats, rr_ms: float) -> Fiducials | None:
         if magnitude[t_peak] - magnitude[t_end] < T_MIN_FALL_MV:
             t_end = None  # a flat T wave has no end to find: no QT rather than a guessed one
     baseline = beats.median[:, base_window].mean(axis=1)
-    return Fiducials(qrs_on=qrs_on, qrs_off=qrs_off, t_end=t_end, p_on=p_on, p_off=p_off,
-                     p_magnitude_mv=p_mag, baseline=baseline)
+    return Fiducials(
+        qrs_on=qrs_on, qrs_off=qrs_off, t_end=t_end, p_on=p_on, p_off=p_off, p_magnitude_mv=p_mag, baseline=baseline
+    )

@@ -21,7 +21,7 @@ LEAD_KEYS = ("p_amp_mv", "q_amp_mv", "r_amp_mv", "s_amp_mv", "st_j_mv", "st_j60_
 
 def _mean_at(signal: np.ndarray, at: int, half: int) -> np.ndarray:
     at = int(np.clip(at, half, signal.shape[1] - half - 1))
-    return signal[:, at - half: at + half + 1].mean(axis=1)
+    return signal[:, at - half : at + half + 1].mean(axis=1)
 
 
 def _signed_extreme(window: np.ndarray) -> np.ndarray:
@@ -33,7 +33,7 @@ def lead_amplitudes(beats: Beats, fid: Fiducials) -> dict[str, np.ndarray]:
     """Arrays of 12 values (STANDARD_LEADS order) per key of LEAD_KEYS; NaN where not measurable."""
     ms = beats.rate / 1000.0
     x = beats.median - fid.baseline[:, None]
-    qrs = x[:, fid.qrs_on: fid.qrs_off + 1]
+    qrs = x[:, fid.qrs_on : fid.qrs_off + 1]
     r_idx = np.argmax(qrs, axis=1)
     r_amp = np.maximum(qrs[np.arange(len(qrs)), r_idx], 0.0)
     before = np.arange(qrs.shape[1])[None, :] < r_idx[:, None]
@@ -45,12 +45,19 @@ def lead_amplitudes(beats: Beats, fid: Fiducials) -> dict[str, np.ndarray]:
     nan = np.full(len(x), np.nan)
     t_amp = nan
     if fid.t_end is not None and fid.t_end - (fid.qrs_off + int(80 * ms)) > 2:
-        t_amp = _signed_extreme(x[:, fid.qrs_off + int(80 * ms): fid.t_end])
+        t_amp = _signed_extreme(x[:, fid.qrs_off + int(80 * ms) : fid.t_end])
     p_amp = nan
     if fid.p_on is not None and fid.p_off is not None and fid.p_off - fid.p_on > 2:
-        p_amp = _signed_extreme(x[:, fid.p_on: fid.p_off])
-    return {"p_amp_mv": p_amp, "q_amp_mv": q_amp, "r_amp_mv": r_amp, "s_amp_mv": s_amp,
-            "st_j_mv": st_j, "st_j60_mv": st_j60, "t_amp_mv": t_amp}
+        p_amp = _signed_extreme(x[:, fid.p_on : fid.p_off])
+    return {
+        "p_amp_mv": p_amp,
+        "q_amp_mv": q_amp,
+        "r_amp_mv": r_amp,
+        "s_amp_mv": s_amp,
+        "st_j_mv": st_j,
+        "st_j60_mv": st_j60,
+        "t_amp_mv": t_amp,
+    }
 
 
 def frontal_axis(beats: Beats, fid: Fiducials, start: int | None, stop: int | None) -> float | None:

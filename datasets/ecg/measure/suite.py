@@ -36,15 +36,34 @@ from datasets.ecg.measure.delineate import Fiducials, delineate
 from datasets.ecg.measure.leads import LEAD_KEYS, frontal_axis, lead_amplitudes, voltage_criteria
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 
-METHOD = ("preread vectorised delineator at 500 Hz: R peaks on the 8-lead QRS energy, median of the dominant "
-          "beats, global boundaries from spatial velocity / magnitude (Zhang trapezium for P and T)")
+METHOD = (
+    "preread vectorised delineator at 500 Hz: R peaks on the 8-lead QRS energy, median of the dominant "
+    "beats, global boundaries from spatial velocity / magnitude (Zhang trapezium for P and T)"
+)
 
 MEASURE_KEYS = (
-    "heart_rate_bpm", "rr_mean_ms", "rr_sd_ms", "rr_irregularity", "rr_successive_irregularity",
-    "pr_interval_ms", "p_duration_ms", "qrs_duration_ms", "qt_interval_ms", "qtc_bazett_ms", "qtc_fridericia_ms",
-    "p_axis_deg", "qrs_axis_deg", "t_axis_deg", "sokolow_lyon_mv", "cornell_mv",
-    "qrs_limb_max_mv", "qrs_precordial_max_mv", "p_wave_consistency", "pacing_spike_fraction",
-    "n_beats", "n_beats_median",
+    "heart_rate_bpm",
+    "rr_mean_ms",
+    "rr_sd_ms",
+    "rr_irregularity",
+    "rr_successive_irregularity",
+    "pr_interval_ms",
+    "p_duration_ms",
+    "qrs_duration_ms",
+    "qt_interval_ms",
+    "qtc_bazett_ms",
+    "qtc_fridericia_ms",
+    "p_axis_deg",
+    "qrs_axis_deg",
+    "t_axis_deg",
+    "sokolow_lyon_mv",
+    "cornell_mv",
+    "qrs_limb_max_mv",
+    "qrs_precordial_max_mv",
+    "p_wave_consistency",
+    "pacing_spike_fraction",
+    "n_beats",
+    "n_beats_median",
 )
 PACING_SPIKE_MV = 0.5
 """A pacemaker spike: a second difference over 0.5 mV in one sample step at 500 Hz in any lead (an ECG's
@@ -56,8 +75,8 @@ MIN_BEATS = 3
 class Analysis:
     """The intermediate arrays, kept for the quality check (so it does not filter twice)."""
 
-    raw: np.ndarray                 # (12, n) at ANALYSIS_RATE, STANDARD_LEADS order, mV
-    diagnostic: np.ndarray          # the same after the 0.67 Hz zero-phase high-pass
+    raw: np.ndarray  # (12, n) at ANALYSIS_RATE, STANDARD_LEADS order, mV
+    diagnostic: np.ndarray  # the same after the 0.67 Hz zero-phase high-pass
     beats: bt.Beats | None = None
     fiducials: Fiducials | None = None
 
@@ -124,11 +143,16 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
     v = out.values
     rr = np.diff(r_peaks) * 1000.0 / rate
     rr_mean = float(rr.mean())
-    v.update(heart_rate_bpm=_r(60000.0 / rr_mean, 1), rr_mean_ms=_r(rr_mean), rr_sd_ms=_r(float(rr.std(ddof=1)), 1),
-             rr_irregularity=_r(float(np.sqrt(np.mean(np.diff(rr) ** 2))) / rr_mean, 4) if len(rr) > 1 else None,
-             rr_successive_irregularity=_r(float(np.median(np.abs(np.diff(rr))) / np.median(rr)), 4)
-             if len(rr) > 1 else None,
-             n_beats=len(r_peaks))
+    v.update(
+        heart_rate_bpm=_r(60000.0 / rr_mean, 1),
+        rr_mean_ms=_r(rr_mean),
+        rr_sd_ms=_r(float(rr.std(ddof=1)), 1),
+        rr_irregularity=_r(float(np.sqrt(np.mean(np.diff(rr) ** 2))) / rr_mean, 4) if len(rr) > 1 else None,
+        rr_successive_irregularity=_r(float(np.median(np.abs(np.diff(rr))) / np.median(rr)), 4)
+        if len(rr) > 1
+        else None,
+        n_beats=len(r_peaks),
+    )
     beats = bt.build_beats(diagnostic, r_peaks)
     if beats is None:
         return None
@@ -186,9 +210,9 @@ def _p_consistency(beats: bt.Beats, fid: Fiducials) -> float:
     if fid.p_on is None or fid.p_off is None or beats.segments.shape[1] < 2 or fid.p_off - fid.p_on < 4:
         return 0.0
     atrial = [STANDARD_LEADS.index("II"), STANDARD_LEADS.index("V1")]
-    each = _detrended(np.transpose(beats.segments[atrial, :, fid.p_on: fid.p_off], (1, 0, 2)))
+    each = _detrended(np.transpose(beats.segments[atrial, :, fid.p_on : fid.p_off], (1, 0, 2)))
     each = each.reshape(each.shape[0], -1)
-    ref = _detrended(beats.median[atrial, fid.p_on: fid.p_off][None])[0].reshape(-1)
+    ref = _detrended(beats.median[atrial, fid.p_on : fid.p_off][None])[0].reshape(-1)
     corr = each @ ref / (np.linalg.norm(each, axis=1) * np.linalg.norm(ref) + 1e-12)
     return float(np.median(corr))
 

@@ -12,14 +12,20 @@ router = APIRouter(tags=["audit"])
 
 
 @router.get("/api/v1/audit", response_model=AuditLog)
-def audit_log(request: Request, svc: ServicesDep, who: AdminDep, limit: int = Query(200, ge=1, le=5000),
-              offset: int = Query(0, ge=0), user: str | None = None, action: str | None = None,
-              study: str | None = None) -> AuditLog:
+def audit_log(
+    request: Request,
+    svc: ServicesDep,
+    who: AdminDep,
+    limit: int = Query(200, ge=1, le=5000),
+    offset: int = Query(0, ge=0),
+    user: str | None = None,
+    action: str | None = None,
+    study: str | None = None,
+) -> AuditLog:
     found = audit.entries(svc.db, limit=limit, offset=offset, user=user, action=action, study_uid=study)
     check = audit.verify_chain(svc.db)
     log_action(svc, request, who, "view_audit")
-    return AuditLog(entries=[audit.as_dict(e) for e in found], count=len(found),
-                    chain=ChainCheckOut(**check.as_dict()))
+    return AuditLog(entries=[audit.as_dict(e) for e in found], count=len(found), chain=ChainCheckOut(**check.as_dict()))
 
 
 @router.get("/api/v1/audit/verify", response_model=ChainCheckOut)

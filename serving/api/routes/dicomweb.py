@@ -47,7 +47,8 @@ log = logging.getLogger("preread.dicomweb")
 DICOM_JSON = "application/dicom+json"
 DicomJson = dict[str, Any]  # one DICOM JSON Model object (PS3.18 F.2): tag → {"vr", "Value"}
 MULTIPART_DICOM: dict[int | str, dict[str, Any]] = {
-    200: {"content": {'multipart/related; type="application/dicom"': {}}}}
+    200: {"content": {'multipart/related; type="application/dicom"': {}}}
+}
 
 
 class DicomJSONResponse(JSONResponse):
@@ -83,8 +84,11 @@ def multipart_response(objects: list[tuple[bytes, str | None]]) -> Response:
         chunks.append(data)
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
-    return Response(b"".join(chunks), media_type=None, headers={
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    return Response(
+        b"".join(chunks),
+        media_type=None,
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+    )
 
 
 def _transfer_syntax(data: bytes) -> str | None:
@@ -99,11 +103,12 @@ def _multipart_boundary(request: Request) -> str:
     """The boundary of a multipart/related; type="application/dicom" request (415/400 otherwise)."""
     main, params = _content_type_params(request.headers.get("content-type", ""))
     if main != "multipart/related":
-        raise HTTPException(415, "STOW-RS takes multipart/related; type=\"application/dicom\", "
-                                 f"not {main or 'no content type'}")
+        raise HTTPException(
+            415, f'STOW-RS takes multipart/related; type="application/dicom", not {main or "no content type"}'
+        )
     part_type = params.get("type", "application/dicom").lower()
     if part_type != "application/dicom":
-        raise HTTPException(415, f"only type=\"application/dicom\" parts are supported, not {part_type!r}")
+        raise HTTPException(415, f'only type="application/dicom" parts are supported, not {part_type!r}')
     boundary = params.get("boundary")
     if not boundary:
         raise HTTPException(400, "multipart/related without a boundary parameter")
@@ -126,13 +131,23 @@ router = APIRouter(prefix="/dicomweb", tags=["DICOMweb"])
 
 
 # --- STOW-RS --------------------------------------------------------------------------------
-@router.post("/studies", response_model=DicomJson, response_class=DicomJSONResponse,
-             responses={202: {}, 400: {}, 409: {}, 413: {}, 415: {}, 503: {}})
-@router.post("/studies/{study_uid}", response_model=DicomJson, response_class=DicomJSONResponse,
-             include_in_schema=False)
-async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: str | None = None,
-               site: str | None = Query(None),
-               no_ai: bool = Query(False, description="the patient declined an automated pre-read")) -> JSONResponse:
+@router.post(
+    "/studies",
+    response_model=DicomJson,
+    response_class=DicomJSONResponse,
+    responses={202: {}, 400: {}, 409: {}, 413: {}, 415: {}, 503: {}},
+)
+@router.post(
+    "/studies/{study_uid}", response_model=DicomJson, response_class=DicomJSONResponse, include_in_schema=False
+)
+async def stow(
+    request: Request,
+    svc: ServicesDep,
+    who: SenderDep,
+    study_uid: str | None = None,
+    site: str | None = Query(None),
+    no_ai: bool = Query(False, description="the patient declined an automated pre-read"),
+) -> JSONResponse:
     boundary = _multipart_boundary(request)
     site = _sending_site(svc, who, site)
     enforce_rate_limit(svc, site)
@@ -141,17 +156,24 @@ async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: st
     body_file = await spool_body(request, svc.config.dicom.max_stow_bytes, "STOW-RS")
     try:
         stored, failed, ecg_reads, unavailable = await asyncio.to_thread(
-            _store_parts, svc, body_file, boundary, site, who, study_uid, no_ai)
+            _store_parts, svc, body_file, boundary, site, who, study_uid, no_ai
+        )
     finally:
         body_file.close()
         memory.trim()
     base = str(request.base_url).rstrip("/")
-    stored = [{
-        "00081150": _attr("UI", accepted.sop_class_uid),
-        "00081155": _attr("UI", accepted.sop_instance_uid),
-        "00081190": _attr("UR", f"{base}/dicomweb/studies/{accepted.study_uid}/series/"
-                                f"{accepted.series_uid}/instances/{accepted.sop_instance_uid}"),
-    } for accepted in stored]
+    stored = [
+        {
+            "00081150": _attr("UI", accepted.sop_class_uid),
+            "00081155": _attr("UI", accepted.sop_instance_uid),
+            "00081190": _attr(
+                "UR",
+                f"{base}/dicomweb/studies/{accepted.study_uid}/series/"
+                f"{accepted.series_uid}/instances/{accepted.sop_instance_uid}",
+            ),
+        }
+        for accepted in stored
+    ]
     for uid, record, site in ecg_reads:
         await svc.ecg.read(uid, record, site)
     body: dict[str, Any] = {}
@@ -165,8 +187,9 @@ async def stow(request: Request, svc: ServicesDep, who: SenderDep, study_uid: st
     return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
 
-def _store_parts(svc: Services, body_file: BinaryIO, boundary: str, site: str, who: Principal,
-                 study_uid: str | None, no_ai: bool) -> tuple[list[DicomAccepted], list, list, int]:
+def _store_parts(
+    svc: Services, body_file: BinaryIO, boundary: str, site: str, who: Principal, study_uid: str | None, no_ai: bool
+) -> tuple[list[DicomAccepted], list, list, int]:
     """Validate and store each part of a spooled STOW-RS body: (stored, failed part answers, ECG reads
     to run, parts refused because storage or the database is down). HTTPException 400 when the body
     cannot be split."""
@@ -180,8 +203,14 @@ def _store_parts(svc: Services, body_file: BinaryIO, boundary: str, site: str, w
                     failed.append(_failed(None, None, 0xC000, f"part of type {ctype} is not application/dicom"))
                     continue
                 if part.size > ingest.max_bytes:  # never read into memory
-                    failed.append(_failed(None, None, 0xC000, f"object of {part.size} bytes exceeds the limit "
-                                                              f"of {ingest.max_bytes} bytes"))
+                    failed.append(
+                        _failed(
+                            None,
+                            None,
+                            0xC000,
+                            f"object of {part.size} bytes exceeds the limit of {ingest.max_bytes} bytes",
+                        )
+                    )
                     continue
                 answer = _store_part(ingest, part.read(), site, who, study_uid, no_ai)
             if isinstance(answer, DicomAccepted):
@@ -198,15 +227,20 @@ def _store_parts(svc: Services, body_file: BinaryIO, boundary: str, site: str, w
     return stored, failed, ecg_reads, unavailable
 
 
-def _store_part(ingest: DicomIngest, content: bytes, site: str, who: Principal, study_uid: str | None,
-                no_ai: bool) -> DicomAccepted | dict[str, Any]:
+def _store_part(
+    ingest: DicomIngest, content: bytes, site: str, who: Principal, study_uid: str | None, no_ai: bool
+) -> DicomAccepted | dict[str, Any]:
     """One part validated and stored (its DicomAccepted), or its FailedSOPSequence item."""
     try:
         dataset = ingest.validate(content)
         if study_uid and str(dataset.StudyInstanceUID) != study_uid:
             # PS3.18 10.5: an instance of another study than the one in the URL is refused.
-            raise DicomInputError(f"instance belongs to study {dataset.StudyInstanceUID}, not {study_uid}",
-                                  0xA900, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID))
+            raise DicomInputError(
+                f"instance belongs to study {dataset.StudyInstanceUID}, not {study_uid}",
+                0xA900,
+                str(dataset.SOPClassUID),
+                str(dataset.SOPInstanceUID),
+            )
         return ingest.accept(content, site, "stow", who.user, dataset, no_ai=no_ai)
     except DicomInputError as exc:
         return _failed(exc.sop_class_uid, exc.sop_instance_uid, exc.status, exc.reason)
@@ -230,10 +264,14 @@ def _query(request: Request, *names: str) -> str | None:
     return None
 
 
-@router.get("/studies",
-            response_model=list[DicomJson], response_class=DicomJSONResponse)
-def qido_studies(request: Request, svc: ServicesDep, who: ViewerDep, limit: int = Query(100, ge=1, le=1000),
-                 offset: int = Query(0, ge=0)) -> JSONResponse:
+@router.get("/studies", response_model=list[DicomJson], response_class=DicomJSONResponse)
+def qido_studies(
+    request: Request,
+    svc: ServicesDep,
+    who: ViewerDep,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> JSONResponse:
     patient_id = _query(request, "PatientID", "00100020")
     if patient_id and svc.config.privacy.mask_patient_ids:
         patient_id = mask_id(patient_id)
@@ -245,25 +283,34 @@ def qido_studies(request: Request, svc: ServicesDep, who: ViewerDep, limit: int 
         low, dash, high = date.partition("-")
         date_from, date_to = (low or None), (high if dash else low) or None
     studies = search_studies(
-        svc.db, who.site_scope(), study_uid=_query(request, "StudyInstanceUID", "0020000D"),
-        patient_id=patient_id, modality=_query(request, "ModalitiesInStudy", "00080061"),
-        date_from=date_from, date_to=date_to, limit=limit, offset=offset)
+        svc.db,
+        who.site_scope(),
+        study_uid=_query(request, "StudyInstanceUID", "0020000D"),
+        patient_id=patient_id,
+        modality=_query(request, "ModalitiesInStudy", "00080061"),
+        date_from=date_from,
+        date_to=date_to,
+        limit=limit,
+        offset=offset,
+    )
     base = str(request.base_url).rstrip("/")
     out = []
     for study in studies:
         modalities = sorted({i.modality for i in study.instances if i.modality} or {study.modality})
-        out.append({
-            "00080020": _attr("DA", study.study_date),
-            "00080050": _attr("SH", study.accession_number),
-            "00080061": _attr("CS", *modalities),
-            "00081030": _attr("LO", study.description),
-            "00081190": _attr("UR", f"{base}/dicomweb/studies/{study.study_uid}"),
-            "00100010": _attr("PN", study.patient_name),
-            "00100020": _attr("LO", study.patient_id),
-            "0020000D": _attr("UI", study.study_uid),
-            "00201206": _attr("IS", len({i.series_uid for i in study.instances})),
-            "00201208": _attr("IS", len(study.instances)),
-        })
+        out.append(
+            {
+                "00080020": _attr("DA", study.study_date),
+                "00080050": _attr("SH", study.accession_number),
+                "00080061": _attr("CS", *modalities),
+                "00081030": _attr("LO", study.description),
+                "00081190": _attr("UR", f"{base}/dicomweb/studies/{study.study_uid}"),
+                "00100010": _attr("PN", study.patient_name),
+                "00100020": _attr("LO", study.patient_id),
+                "0020000D": _attr("UI", study.study_uid),
+                "00201206": _attr("IS", len({i.series_uid for i in study.instances})),
+                "00201208": _attr("IS", len(study.instances)),
+            }
+        )
     _audit_view(request, svc, who)
     return JSONResponse(out, media_type=DICOM_JSON)
 
@@ -278,61 +325,87 @@ def _study(request: Request, svc: Services, who: Principal, study_uid: str) -> S
 def _audit_view(request: Request, svc: Services, who: Principal, study_uid: str | None = None) -> None:
     """Every QIDO-RS, WADO-RS and metadata access is an audit event; a viewer's repeats of the same
     request are aggregated per window like the worklist polls (serving/store/audit.py record_view)."""
-    audit.record_view(svc.db, "view_dicomweb", svc.config.audit.view_window_seconds, user=who.user, role=who.role,
-                      study_uid=study_uid, client=client_of(request),
-                      detail={"path": request.url.path, "query": str(request.query_params)[:256]})
+    audit.record_view(
+        svc.db,
+        "view_dicomweb",
+        svc.config.audit.view_window_seconds,
+        user=who.user,
+        role=who.role,
+        study_uid=study_uid,
+        client=client_of(request),
+        detail={"path": request.url.path, "query": str(request.query_params)[:256]},
+    )
 
 
-@router.get("/studies/{study_uid}/series",
-            response_model=list[DicomJson], response_class=DicomJSONResponse)
-def qido_series(study_uid: str, request: Request, svc: ServicesDep,
-                who: ViewerDep) -> JSONResponse:
+@router.get("/studies/{study_uid}/series", response_model=list[DicomJson], response_class=DicomJSONResponse)
+def qido_series(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> JSONResponse:
     study = _study(request, svc, who, study_uid)
     modality = _query(request, "Modality", "00080060")
     series: dict[str, list] = {}
     for instance in study.instances:
         series.setdefault(instance.series_uid, []).append(instance)
     base = str(request.base_url).rstrip("/")
-    out = [{
-        "00080060": _attr("CS", items[0].modality),
-        "00081190": _attr("UR", f"{base}/dicomweb/studies/{study_uid}/series/{uid}"),
-        "0020000D": _attr("UI", study_uid),
-        "0020000E": _attr("UI", uid),
-        "00201209": _attr("IS", len(items)),
-    } for uid, items in series.items() if not modality or (items[0].modality or "").upper() == modality.upper()]
+    out = [
+        {
+            "00080060": _attr("CS", items[0].modality),
+            "00081190": _attr("UR", f"{base}/dicomweb/studies/{study_uid}/series/{uid}"),
+            "0020000D": _attr("UI", study_uid),
+            "0020000E": _attr("UI", uid),
+            "00201209": _attr("IS", len(items)),
+        }
+        for uid, items in series.items()
+        if not modality or (items[0].modality or "").upper() == modality.upper()
+    ]
     return JSONResponse(out, media_type=DICOM_JSON)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances",
-            response_model=list[DicomJson], response_class=DicomJSONResponse)
-def qido_instances(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
-                   who: ViewerDep) -> JSONResponse:
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances",
+    response_model=list[DicomJson],
+    response_class=DicomJSONResponse,
+)
+def qido_instances(study_uid: str, series_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> JSONResponse:
     study = _study(request, svc, who, study_uid)
     base = str(request.base_url).rstrip("/")
-    out = [{
-        "00080016": _attr("UI", i.sop_class_uid),
-        "00080018": _attr("UI", i.sop_instance_uid),
-        "00080060": _attr("CS", i.modality),
-        "00081190": _attr("UR", f"{base}/dicomweb/studies/{study_uid}/series/{series_uid}"
-                                f"/instances/{i.sop_instance_uid}"),
-        "0020000D": _attr("UI", study_uid),
-        "0020000E": _attr("UI", i.series_uid),
-    } for i in study.instances if i.series_uid == series_uid]
+    out = [
+        {
+            "00080016": _attr("UI", i.sop_class_uid),
+            "00080018": _attr("UI", i.sop_instance_uid),
+            "00080060": _attr("CS", i.modality),
+            "00081190": _attr(
+                "UR", f"{base}/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{i.sop_instance_uid}"
+            ),
+            "0020000D": _attr("UI", study_uid),
+            "0020000E": _attr("UI", i.series_uid),
+        }
+        for i in study.instances
+        if i.series_uid == series_uid
+    ]
     return JSONResponse(out, media_type=DICOM_JSON)
 
 
 # --- WADO-RS --------------------------------------------------------------------------------
-def _retrieve(request: Request, svc: Services, who: Principal, study_uid: str, series_uid: str | None = None,
-              sop_uid: str | None = None) -> Response:
+def _retrieve(
+    request: Request,
+    svc: Services,
+    who: Principal,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> Response:
     accept = request.headers.get("accept", "*/*").lower()
-    if not any(t in accept for t in ("multipart/related", "application/dicom", "*/*")) or \
-            ("multipart/related" in accept and "type=" in accept and "application/dicom" not in accept):
-        raise HTTPException(406, "WADO-RS here returns multipart/related; type=\"application/dicom\"")
+    if not any(t in accept for t in ("multipart/related", "application/dicom", "*/*")) or (
+        "multipart/related" in accept and "type=" in accept and "application/dicom" not in accept
+    ):
+        raise HTTPException(406, 'WADO-RS here returns multipart/related; type="application/dicom"')
     study = _study(request, svc, who, study_uid)
-    instances = [i for i in study.instances
-                 if (series_uid is None or i.series_uid == series_uid)
-                 and (sop_uid is None or i.sop_instance_uid == sop_uid)
-                 and i.content_type == "application/dicom"]
+    instances = [
+        i
+        for i in study.instances
+        if (series_uid is None or i.series_uid == series_uid)
+        and (sop_uid is None or i.sop_instance_uid == sop_uid)
+        and i.content_type == "application/dicom"
+    ]
     if not instances:
         raise HTTPException(404, "no such DICOM instance in this study")
     objects = []
@@ -342,14 +415,23 @@ def _retrieve(request: Request, svc: Services, who: Principal, study_uid: str, s
     return multipart_response(objects)
 
 
-def _metadata(request: Request, svc: Services, who: Principal, study_uid: str, series_uid: str | None = None,
-              sop_uid: str | None = None) -> JSONResponse:
+def _metadata(
+    request: Request,
+    svc: Services,
+    who: Principal,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> JSONResponse:
     study = _study(request, svc, who, study_uid)
     base = str(request.base_url).rstrip("/")
     out = []
     for i in study.instances:
-        if (series_uid and i.series_uid != series_uid) or (sop_uid and i.sop_instance_uid != sop_uid) \
-                or i.content_type != "application/dicom":
+        if (
+            (series_uid and i.series_uid != series_uid)
+            or (sop_uid and i.sop_instance_uid != sop_uid)
+            or i.content_type != "application/dicom"
+        ):
             continue
         ds = pydicom.dcmread(io.BytesIO(svc.store.get(i.storage_key)), stop_before_pixels=True)
         url = f"{base}/dicomweb/studies/{study_uid}/series/{i.series_uid}/instances/{i.sop_instance_uid}"
@@ -361,43 +443,47 @@ def _metadata(request: Request, svc: Services, who: Principal, study_uid: str, s
     return JSONResponse(out, media_type=DICOM_JSON)
 
 
-@router.get("/studies/{study_uid}/metadata",
-            response_model=list[DicomJson], response_class=DicomJSONResponse)
+@router.get("/studies/{study_uid}/metadata", response_model=list[DicomJson], response_class=DicomJSONResponse)
 def study_metadata(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/metadata",
-            response_model=list[DicomJson], response_class=DicomJSONResponse)
-def series_metadata(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
-                    who: ViewerDep) -> Response:
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/metadata",
+    response_model=list[DicomJson],
+    response_class=DicomJSONResponse,
+)
+def series_metadata(study_uid: str, series_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> Response:
     return _metadata(request, svc, who, study_uid, series_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
-            response_model=list[DicomJson], response_class=DicomJSONResponse)
-def instance_metadata(study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep,
-                      who: ViewerDep) -> Response:
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+    response_model=list[DicomJson],
+    response_class=DicomJSONResponse,
+)
+def instance_metadata(
+    study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep, who: ViewerDep
+) -> Response:
     return _metadata(request, svc, who, study_uid, series_uid, sop_uid)
 
 
-@router.get("/studies/{study_uid}",
-            response_class=Response, responses=MULTIPART_DICOM)
+@router.get("/studies/{study_uid}", response_class=Response, responses=MULTIPART_DICOM)
 def wado_study(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}",
-            response_class=Response, responses=MULTIPART_DICOM)
-def wado_series(study_uid: str, series_uid: str, request: Request, svc: ServicesDep,
-                who: ViewerDep) -> Response:
+@router.get("/studies/{study_uid}/series/{series_uid}", response_class=Response, responses=MULTIPART_DICOM)
+def wado_series(study_uid: str, series_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> Response:
     return _retrieve(request, svc, who, study_uid, series_uid)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
-            response_class=Response, responses=MULTIPART_DICOM)
-def wado_instance(study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep,
-                  who: ViewerDep) -> Response:
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}", response_class=Response, responses=MULTIPART_DICOM
+)
+def wado_instance(
+    study_uid: str, series_uid: str, sop_uid: str, request: Request, svc: ServicesDep, who: ViewerDep
+) -> Response:
     return _retrieve(request, svc, who, study_uid, series_uid, sop_uid)
 
 

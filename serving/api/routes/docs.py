@@ -12,8 +12,12 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
-FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
-         "redoc.standalone.js": "text/javascript", "favicon.png": "image/png"}
+FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "favicon.png": "image/png",
+}
 BASE = "/static/docs"
 
 router = APIRouter(include_in_schema=False)
@@ -21,16 +25,24 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/docs", response_class=HTMLResponse)
 def swagger(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url=request.app.openapi_url, title=f"{request.app.title} — API",
-                               swagger_js_url=f"{BASE}/swagger-ui-bundle.js", swagger_css_url=f"{BASE}/swagger-ui.css",
-                               swagger_favicon_url=f"{BASE}/favicon.png")
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url,
+        title=f"{request.app.title} — API",
+        swagger_js_url=f"{BASE}/swagger-ui-bundle.js",
+        swagger_css_url=f"{BASE}/swagger-ui.css",
+        swagger_favicon_url=f"{BASE}/favicon.png",
+    )
 
 
 @router.get("/redoc", response_class=HTMLResponse)
 def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(openapi_url=request.app.openapi_url, title=f"{request.app.title} — API",
-                          redoc_js_url=f"{BASE}/redoc.standalone.js", redoc_favicon_url=f"{BASE}/favicon.png",
-                          with_google_fonts=False)
+    return get_redoc_html(
+        openapi_url=request.app.openapi_url,
+        title=f"{request.app.title} — API",
+        redoc_js_url=f"{BASE}/redoc.standalone.js",
+        redoc_favicon_url=f"{BASE}/favicon.png",
+        with_google_fonts=False,
+    )
 
 
 @router.get(BASE + "/{name}", response_class=FileResponse)

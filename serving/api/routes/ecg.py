@@ -19,14 +19,27 @@ from serving.store.schema import RECEIVED
 router = APIRouter(tags=["ecg"])
 
 
-@router.post("/api/v1/ecg", response_model=EcgAccepted, status_code=201,
-             responses={200: {"model": EcgAccepted}, 413: {}, 415: {}, 422: {}, 503: {}})
-async def post_ecg(request: Request, svc: ServicesDep, who: SenderDep, site: str | None = Query(None),
-                   no_ai: bool = Query(False, description="the patient declined an automated pre-read: "
-                                                          "stored and listed for a doctor, never read by a model"),
-                   priority: str | None = Query(None, description="critical, urgent or routine (default): "
-                                                "how soon the model replica should read it (serving/priority.py)"),
-                   ) -> JSONResponse:
+@router.post(
+    "/api/v1/ecg",
+    response_model=EcgAccepted,
+    status_code=201,
+    responses={200: {"model": EcgAccepted}, 413: {}, 415: {}, 422: {}, 503: {}},
+)
+async def post_ecg(
+    request: Request,
+    svc: ServicesDep,
+    who: SenderDep,
+    site: str | None = Query(None),
+    no_ai: bool = Query(
+        False,
+        description="the patient declined an automated pre-read: stored and listed for a doctor, never read by a model",
+    ),
+    priority: str | None = Query(
+        None,
+        description="critical, urgent or routine (default): "
+        "how soon the model replica should read it (serving/priority.py)",
+    ),
+) -> JSONResponse:
     started = time.perf_counter()
     early_site = site or only_site(who)
     if early_site:  # before the body is read: a flooding site costs us as little as possible
@@ -69,8 +82,12 @@ async def post_ecg(request: Request, svc: ServicesDep, who: SenderDep, site: str
             metrics.AI_FAILURES.labels("ECG").inc()
     study = svc.db.get_study(study.study_uid)
     body_out = EcgAccepted(
-        study_uid=study.study_uid, status=study.status, duplicate=not accepted.created,
-        level=study.level, score=study.score, read=study.ai_read,
+        study_uid=study.study_uid,
+        status=study.status,
+        duplicate=not accepted.created,
+        level=study.level,
+        score=study.score,
+        read=study.ai_read,
         links={"study": f"/api/v1/studies/{study.study_uid}"},
     )
     return JSONResponse(body_out.model_dump(mode="json"), status_code=201 if accepted.created else 200)

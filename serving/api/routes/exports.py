@@ -26,20 +26,30 @@ router = APIRouter(tags=["exports"])
 def export_signed(request: Request, svc: ServicesDep, who: DatasciDep) -> SignedReadsExport:
     rows = []
     for c, s in claims.signed_reads(svc.db, who.site_scope()):
-        rows.append({
-            "study": svc.tokens.pseudonym("study:" + s.study_uid, 24),
-            "reader": svc.tokens.pseudonym("reader:" + c.signed_by, 12),
-            "site": s.site, "modality": s.modality, "patient_sex": s.patient_sex,
-            "patient_age_band": age_decade(s.patient_age), "signed_month": as_utc(c.signed_at).strftime("%Y-%m"),
-            "agree": c.agree, "ai_findings": c.ai_findings, "final_findings": c.final_findings,
-            "model_name": c.model_name, "model_version": c.model_version, "amendment": c.amends is not None,
-        })
+        rows.append(
+            {
+                "study": svc.tokens.pseudonym("study:" + s.study_uid, 24),
+                "reader": svc.tokens.pseudonym("reader:" + c.signed_by, 12),
+                "site": s.site,
+                "modality": s.modality,
+                "patient_sex": s.patient_sex,
+                "patient_age_band": age_decade(s.patient_age),
+                "signed_month": as_utc(c.signed_at).strftime("%Y-%m"),
+                "agree": c.agree,
+                "ai_findings": c.ai_findings,
+                "final_findings": c.final_findings,
+                "model_name": c.model_name,
+                "model_version": c.model_version,
+                "amendment": c.amends is not None,
+            }
+        )
     log_action(svc, request, who, "export", rows=len(rows))
     return SignedReadsExport(rows=rows, count=len(rows), deidentified=True)
 
 
-@router.get("/api/v1/exports/training.zip", response_class=Response,
-            responses={200: {"content": {"application/zip": {}}}})
+@router.get(
+    "/api/v1/exports/training.zip", response_class=Response, responses={200: {"content": {"application/zip": {}}}}
+)
 def export_training_zip(request: Request, svc: ServicesDep, who: DatasciDep) -> Response:
     """Signed studies as training data, de-identified by DICOM PS3.15 Annex E (serving/results/deid.py):
     the objects, manifest.json and labels.csv in one zip. The re-identification keys stay on the
@@ -54,7 +64,17 @@ def export_training_zip(request: Request, svc: ServicesDep, who: DatasciDep) -> 
                     zf.write(path, path.relative_to(folder).as_posix())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    log_action(svc, request, who, "export_training", studies=summary.studies, files=summary.files,
-               excluded=len(summary.excluded))
-    return Response(buffer.getvalue(), media_type="application/zip",
-                    headers={"Content-Disposition": 'attachment; filename="preread-training.zip"'})
+    log_action(
+        svc,
+        request,
+        who,
+        "export_training",
+        studies=summary.studies,
+        files=summary.files,
+        excluded=len(summary.excluded),
+    )
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="preread-training.zip"'},
+    )

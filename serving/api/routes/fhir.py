@@ -19,8 +19,9 @@ class FhirJSONResponse(JSONResponse):
 
 
 @router.get("/fhir/DiagnosticReport", response_model=dict[str, Any], response_class=FhirJSONResponse)
-def fhir_report(request: Request, svc: ServicesDep, who: ViewerDep,
-                study: str = Query(..., description="Study Instance UID")) -> FhirJSONResponse:
+def fhir_report(
+    request: Request, svc: ServicesDep, who: ViewerDep, study: str = Query(..., description="Study Instance UID")
+) -> FhirJSONResponse:
     found = study_for(svc, who, study)
     resource = diagnostic_report(found, str(request.base_url).rstrip("/"), svc.config.locale)
     log_action(svc, request, who, "view_fhir", study)

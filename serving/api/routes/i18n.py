@@ -17,8 +17,8 @@ router = APIRouter(tags=["i18n"])
 
 
 class LocaleOut(BaseModel):
-    tag: str       # BCP 47 (zh-CN, en)
-    name: str      # the locale's own name for itself (中文（简体）, English)
+    tag: str  # BCP 47 (zh-CN, en)
+    name: str  # the locale's own name for itself (中文（简体）, English)
 
 
 class CatalogOut(BaseModel):
@@ -35,17 +35,23 @@ def deployment_locale(request: Request) -> str:
 
 
 @router.get("/api/v1/i18n", response_model=CatalogOut)
-def catalog(request: Request, locale: str | None = Query(None, description="BCP 47 tag, e.g. zh-CN or en; "
-                                                                          "default: the deployment's")) -> JSONResponse:
+def catalog(
+    request: Request,
+    locale: str | None = Query(None, description="BCP 47 tag, e.g. zh-CN or en; default: the deployment's"),
+) -> JSONResponse:
     default = deployment_locale(request)
     try:
         chosen = i18n.normalize_locale(locale) if locale else default
     except i18n.UnknownLocale as exc:
         raise HTTPException(404, str(exc)) from exc
     body = CatalogOut(
-        locale=i18n.bcp47(chosen), default_locale=i18n.bcp47(default),
-        locales=[LocaleOut(tag=i18n.bcp47(code), name=i18n.translate(code, "ui", "locale.self"))
-                 for code in i18n.SUPPORTED_LOCALES],
-        catalog=i18n.catalog(chosen))
+        locale=i18n.bcp47(chosen),
+        default_locale=i18n.bcp47(default),
+        locales=[
+            LocaleOut(tag=i18n.bcp47(code), name=i18n.translate(code, "ui", "locale.self"))
+            for code in i18n.SUPPORTED_LOCALES
+        ],
+        catalog=i18n.catalog(chosen),
+    )
     # cached briefly by the browser: the catalog changes only with a deployment
     return JSONResponse(body.model_dump(), headers={"cache-control": "max-age=300"})

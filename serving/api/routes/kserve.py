@@ -60,8 +60,9 @@ def model_metadata_route(name: str, svc: ServicesDep, _: RawUserDep, version: st
 
 
 @router.get("/models/{name}/ready", response_model=ModelReady, responses={503: {"model": ModelReady}})
-@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady,
-            responses={503: {"model": ModelReady}})
+@router.get(
+    "/models/{name}/versions/{version}/ready", response_model=ModelReady, responses={503: {"model": ModelReady}}
+)
 def model_ready(name: str, svc: ServicesDep, _: RawUserDep, version: str | None = None) -> JSONResponse:
     metadata(name, version, svc)
     ready = bool(svc.models_ready.get(name))
@@ -70,12 +71,14 @@ def model_ready(name: str, svc: ServicesDep, _: RawUserDep, version: str | None 
 
 @router.post("/models/{name}/infer", response_class=Response)
 @router.post("/models/{name}/versions/{version}/infer", response_class=Response)
-async def model_infer(name: str, http_request: Request, svc: ServicesDep, _: RawUserDep,
-                      version: str | None = None) -> Response:
+async def model_infer(
+    name: str, http_request: Request, svc: ServicesDep, _: RawUserDep, version: str | None = None
+) -> Response:
     model = model_or_404(svc, name)
     try:
-        body, headers = await run_infer(model.metadata, model.infer, await http_request.body(),
-                                        http_request.headers.get(HEADER_LENGTH), version)
+        body, headers = await run_infer(
+            model.metadata, model.infer, await http_request.body(), http_request.headers.get(HEADER_LENGTH), version
+        )
     except V2Error as exc:
         return error_response(exc)
     return Response(body, headers=headers)

@@ -81,9 +81,13 @@ def monitoring_tables(engine, who: Principal, freq: str = "W", modality: str | N
     for row in agreement_rows:
         row["few_cases"] = row["n"] < MIN_ROWS
     return {
-        "freq": freq, "modality": modality, "sites": who.site_scope(),
+        "freq": freq,
+        "modality": modality,
+        "sites": who.site_scope(),
         "signed_reads": int(reads["study_uid"].nunique()) if len(reads) else 0,
-        "summary": _records(summary), "agreement": agreement_rows, "drift": drift_rows,
+        "summary": _records(summary),
+        "agreement": agreement_rows,
+        "drift": drift_rows,
         "bands": {"psi_moderate": PSI_MODERATE, "psi_large": PSI_LARGE, "min_rows": MIN_ROWS},
     }
 
@@ -92,18 +96,28 @@ router = APIRouter(tags=["monitoring"])
 
 
 @router.get("/api/v1/monitoring", response_model=Monitoring)
-def monitoring(request: Request, svc: ServicesDep, who: DatasciDep,
-               freq: Frequency = Query("W", description="period: D, W or M"),
-               modality: str | None = Query(None, description="e.g. ECG, CR, DX")) -> dict:
+def monitoring(
+    request: Request,
+    svc: ServicesDep,
+    who: DatasciDep,
+    freq: Frequency = Query("W", description="period: D, W or M"),
+    modality: str | None = Query(None, description="e.g. ECG, CR, DX"),
+) -> dict:
     body = monitoring_tables(svc.db.engine, who, freq=freq, modality=modality)
     log_action(svc, request, who, "view_monitoring", freq=freq, modality=modality)
     return body
 
 
-@router.get("/api/v1/monitoring/agreement.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
-def agreement_png(svc: ServicesDep, who: DatasciDep, freq: Frequency = Query("W"),
-                  metric: Metric = Query("agreement"), modality: str | None = Query(None)) -> Response:
+@router.get(
+    "/api/v1/monitoring/agreement.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+)
+def agreement_png(
+    svc: ServicesDep,
+    who: DatasciDep,
+    freq: Frequency = Query("W"),
+    metric: Metric = Query("agreement"),
+    modality: str | None = Query(None),
+) -> Response:
     reads = _scoped(signed_reads(svc.db.engine), who, modality)
     buffer = io.BytesIO()
     plot_agreement(agreement_table(svc.db.engine, freq=freq, reads=reads), buffer, metric=metric)

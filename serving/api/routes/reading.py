@@ -55,8 +55,9 @@ def release(study_uid: str, request: Request, svc: ServicesDep, who: ReaderDep) 
 @router.post("/api/v1/studies/{study_uid}/sign", response_model=SignOut)
 def sign(study_uid: str, body: SignBody, request: Request, svc: ServicesDep, who: ReaderDep) -> SignOut:
     study_for(svc, who, study_uid)
-    report = reading_call(claims.sign, svc.db, study_uid, who.user, agree=body.agree,
-                          findings=body.findings, impression=body.impression)
+    report = reading_call(
+        claims.sign, svc.db, study_uid, who.user, agree=body.agree, findings=body.findings, impression=body.impression
+    )
     log_action(svc, request, who, "sign", study_uid, report_status=report["status"], agree=report["agree"])
     return SignOut(study_uid=study_uid, report=report, links={"fhir": f"/fhir/DiagnosticReport?study={study_uid}"})
 
@@ -64,15 +65,28 @@ def sign(study_uid: str, body: SignBody, request: Request, svc: ServicesDep, who
 @router.get("/api/v1/studies/{study_uid}/report", response_model=ReportOut)
 def report(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> ReportOut:
     study = study_for(svc, who, study_uid)
-    history = [{"signed_by": c.signed_by, "signed_at": as_utc(c.signed_at).isoformat(), "agree": c.agree,
-                "final_findings": c.final_findings, "impression": c.impression, "amends": c.amends}
-               for c in claims.corrections(svc.db, study_uid)]
+    history = [
+        {
+            "signed_by": c.signed_by,
+            "signed_at": as_utc(c.signed_at).isoformat(),
+            "agree": c.agree,
+            "final_findings": c.final_findings,
+            "impression": c.impression,
+            "amends": c.amends,
+        }
+        for c in claims.corrections(svc.db, study_uid)
+    ]
     log_action(svc, request, who, "view_report", study_uid)
     live = claims.claim_is_live(study)
-    return ReportOut(study_uid=study_uid, status=study.status, report_status=study.report_status,
-                     claimed_by=study.claimed_by if live else None,
-                     claim_expires_at=as_utc(study.claim_expires_at).isoformat() if live else None,
-                     final_report=study.final_report, history=history)
+    return ReportOut(
+        study_uid=study_uid,
+        status=study.status,
+        report_status=study.report_status,
+        claimed_by=study.claimed_by if live else None,
+        claim_expires_at=as_utc(study.claim_expires_at).isoformat() if live else None,
+        final_report=study.final_report,
+        history=history,
+    )
 
 
 @router.get("/api/v1/studies/{study_uid}/ecg", response_model=EcgSignals)
@@ -100,22 +114,36 @@ def ecg_display_signals(svc: Services, study: Study) -> EcgSignals:
     leads = {}
     for name, row in zip(record.leads, signals, strict=True):
         leads[name] = [None if not math.isfinite(v) else round(float(v), 3) for v in row]
-    return EcgSignals(study_uid=study.study_uid, sampling_rate=fs / step, original_sampling_rate=fs, units="mV",
-                      seconds=signals.shape[1] * step / fs, leads=leads)
+    return EcgSignals(
+        study_uid=study.study_uid,
+        sampling_rate=fs / step,
+        original_sampling_rate=fs,
+        units="mV",
+        seconds=signals.shape[1] * step / fs,
+        leads=leads,
+    )
 
 
-@router.get("/api/v1/studies/{study_uid}/image.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
-def image(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep,
-          window: float | None = Query(None, gt=0), level: float | None = None) -> Response:
+@router.get(
+    "/api/v1/studies/{study_uid}/image.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+)
+def image(
+    study_uid: str,
+    request: Request,
+    svc: ServicesDep,
+    who: ViewerDep,
+    window: float | None = Query(None, gt=0),
+    level: float | None = None,
+) -> Response:
     study = study_for(svc, who, study_uid)
     out = image_response(svc, study, "original", window, level)
     log_action(svc, request, who, "view_image", study_uid)
     return out
 
 
-@router.get("/api/v1/studies/{study_uid}/heatmap.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/api/v1/studies/{study_uid}/heatmap.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+)
 def heatmap(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> Response:
     study = study_for(svc, who, study_uid)
     out = image_response(svc, study, "ai_sc")
@@ -134,16 +162,18 @@ def refuse_ai(study_uid: str, request: Request, svc: ServicesDep, who: RefuserDe
     return RefuseAiOut(study_uid=study_uid, status=study.status, no_ai=study.no_ai, ai_error=study.ai_error)
 
 
-def image_response(svc: Services, study: Study, role: str, window: float | None = None,
-                   level: float | None = None) -> Response:
+def image_response(
+    svc: Services, study: Study, role: str, window: float | None = None, level: float | None = None
+) -> Response:
     png, used = render_png(svc, study, role, window, level)
     # the window actually applied, in the image's own units, so the viewer's sliders can start from it
     headers = {"X-Window-Width": f"{used[0]:g}", "X-Window-Center": f"{used[1]:g}"} if used else {}
     return Response(png, media_type="image/png", headers=headers)
 
 
-def render_png(svc: Services, study: Study, role: str, window: float | None = None,
-               level: float | None = None) -> tuple[bytes, tuple[float, float] | None]:
+def render_png(
+    svc: Services, study: Study, role: str, window: float | None = None, level: float | None = None
+) -> tuple[bytes, tuple[float, float] | None]:
     """The study's ``role`` instance (original image, ai_sc heatmap) as PNG bytes and the window applied
     (the viewer and the printed report)."""
     inst = next((i for i in study.instances if (i.role or "original") == role), None)
@@ -162,8 +192,9 @@ def render_png(svc: Services, study: Study, role: str, window: float | None = No
         raise HTTPException(404, f"cannot render {inst.content_type}: {type(exc).__name__}") from exc
 
 
-def _to_png(data: bytes, content_type: str, window: float | None,
-            level: float | None) -> tuple[bytes, tuple[float, float] | None]:
+def _to_png(
+    data: bytes, content_type: str, window: float | None, level: float | None
+) -> tuple[bytes, tuple[float, float] | None]:
     """An image object (PNG or DICOM) as an 8-bit PNG with an optional window/level, and the
     (width, centre) applied (None for colour images, which are not windowed)."""
     if content_type == "application/dicom":

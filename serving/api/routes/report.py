@@ -24,17 +24,28 @@ def signed_report(svc: Services, study: Study) -> SignedReport:
     final = study.final_report or {}
     user = get_user(svc.db, study.signed_by) if study.signed_by else None
     reader = (user.display_name if user is not None else None) or study.signed_by or "?"
-    return SignedReport(reader=reader, signed_at=as_utc(study.signed_at),
-                        impression=final.get("impression") or "", agree=bool(final.get("agree", True)),
-                        findings=final.get("findings") or {}, status=study.report_status)
+    return SignedReport(
+        reader=reader,
+        signed_at=as_utc(study.signed_at),
+        impression=final.get("impression") or "",
+        agree=bool(final.get("agree", True)),
+        findings=final.get("findings") or {},
+        status=study.report_status,
+    )
 
 
 def report_subject(svc: Services, study: Study) -> ReportSubject:
     # the name as stored: masked at ingest when the privacy config says so
-    return ReportSubject(site=study.site, study_uid=study.study_uid, patient_name=study.patient_name,
-                         patient_id=study.patient_id,
-                         patient_sex=study.patient_sex, patient_age=study.patient_age,
-                         study_date=study.study_date, arrived_at=as_utc(study.arrived_at))
+    return ReportSubject(
+        site=study.site,
+        study_uid=study.study_uid,
+        patient_name=study.patient_name,
+        patient_id=study.patient_id,
+        patient_sex=study.patient_sex,
+        patient_age=study.patient_age,
+        study_date=study.study_date,
+        arrived_at=as_utc(study.arrived_at),
+    )
 
 
 def report_pdf_bytes(svc: Services, study: Study, locale: str | None = None) -> bytes:
@@ -48,15 +59,28 @@ def report_pdf_bytes(svc: Services, study: Study, locale: str | None = None) -> 
         tracing = EcgTracing(sampling_rate=signals.sampling_rate, leads=signals.leads)
     else:
         film = render_png(svc, study, "original")[0]
-    return build_report_pdf(read, signed_report(svc, study), report_subject(svc, study),
-                            locale=locale or svc.config.locale, tracing=tracing, film_png=film)
+    return build_report_pdf(
+        read,
+        signed_report(svc, study),
+        report_subject(svc, study),
+        locale=locale or svc.config.locale,
+        tracing=tracing,
+        film_png=film,
+    )
 
 
-@router.get("/api/v1/studies/{study_uid}/report.pdf", response_class=Response,
-            responses={200: {"content": {"application/pdf": {}}}, 409: {"description": "not signed yet"}})
-def report_pdf(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep,
-               locale: str | None = Query(None, description="BCP 47 tag (zh-CN, en); default: the deployment's"),
-               ) -> Response:
+@router.get(
+    "/api/v1/studies/{study_uid}/report.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}, 409: {"description": "not signed yet"}},
+)
+def report_pdf(
+    study_uid: str,
+    request: Request,
+    svc: ServicesDep,
+    who: ViewerDep,
+    locale: str | None = Query(None, description="BCP 47 tag (zh-CN, en); default: the deployment's"),
+) -> Response:
     study = study_for(svc, who, study_uid)
     if study.status != SIGNED or study.report_status not in ("final", "amended"):
         raise HTTPException(409, "the report is not signed yet: the printable report exists once a doctor signs it")
@@ -66,5 +90,6 @@ def report_pdf(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDe
         raise HTTPException(404, str(exc)) from exc
     pdf = report_pdf_bytes(svc, study, chosen)
     log_action(svc, request, who, "view_report_pdf", study_uid, locale=chosen)
-    return Response(pdf, media_type="application/pdf",
-                    headers={"Content-Disposition": f'inline; filename="report-{study_uid}.pdf"'})
+    return Response(
+        pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="report-{study_uid}.pdf"'}
+    )

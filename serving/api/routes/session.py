@@ -36,16 +36,34 @@ def login(body: LoginBody, request: Request, svc: ServicesDep) -> LoginOut:
     try:
         user = users.authenticate(svc.db, body.username, body.password)
     except users.LoginFailed:
-        audit.record(svc.db, "login_failed", user=body.username[:128], detail={"path": request.url.path},
-                     client=client_of(request))
+        audit.record(
+            svc.db,
+            "login_failed",
+            user=body.username[:128],
+            detail={"path": request.url.path},
+            client=client_of(request),
+        )
         raise HTTPException(401, "unknown user or wrong password") from None
     ttl = timedelta(hours=svc.config.auth.login_ttl_hours)
     sites = list(user.sites or []) or (["*"] if user.role == "admin" else [])
     token = svc.tokens.issue(user.username, user.role, sites, ttl=ttl)
-    audit.record(svc.db, "login", user=user.username, role=user.role, detail={"path": request.url.path},
-                 client=client_of(request))
-    return LoginOut(token=token, token_type="bearer", user=user.username, display_name=user.display_name,
-                    role=user.role, sites=sites, expires_at=(utcnow() + ttl).isoformat())
+    audit.record(
+        svc.db,
+        "login",
+        user=user.username,
+        role=user.role,
+        detail={"path": request.url.path},
+        client=client_of(request),
+    )
+    return LoginOut(
+        token=token,
+        token_type="bearer",
+        user=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        sites=sites,
+        expires_at=(utcnow() + ttl).isoformat(),
+    )
 
 
 def refuse_if_locked(svc: Services, request: Request, username: str) -> None:
@@ -55,12 +73,24 @@ def refuse_if_locked(svc: Services, request: Request, username: str) -> None:
     lock = LoginThrottle(svc.config.auth.login_throttle, audited_failures(svc.db)).check(username, client, utcnow())
     if lock is None:
         return
-    audit.record(svc.db, "login_locked", user=username, client=client,
-                 detail={"path": request.url.path, "scope": lock.scope, "failures": lock.failures,
-                         "retry_after_s": round(lock.retry_after_s)})
+    audit.record(
+        svc.db,
+        "login_locked",
+        user=username,
+        client=client,
+        detail={
+            "path": request.url.path,
+            "scope": lock.scope,
+            "failures": lock.failures,
+            "retry_after_s": round(lock.retry_after_s),
+        },
+    )
     wait = max(1, math.ceil(lock.retry_after_s))
-    raise HTTPException(429, f"too many failed logins for this {lock.scope}: locked, try again in {wait} s",
-                        headers={"Retry-After": str(wait)})
+    raise HTTPException(
+        429,
+        f"too many failed logins for this {lock.scope}: locked, try again in {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 @router.post("/api/v1/logout", response_model=LogoutOut)
@@ -73,5 +103,10 @@ def logout(request: Request, svc: ServicesDep, who: PrincipalDep) -> LogoutOut:
 
 @router.get("/api/v1/me", response_model=Me)
 def me(svc: ServicesDep, who: PrincipalDep) -> Me:
-    return Me(user=who.user, role=who.role, sites=list(who.sites),
-              poll_seconds=svc.config.worklist.poll_seconds, claim_minutes=svc.config.worklist.claim_minutes)
+    return Me(
+        user=who.user,
+        role=who.role,
+        sites=list(who.sites),
+        poll_seconds=svc.config.worklist.poll_seconds,
+        claim_minutes=svc.config.worklist.claim_minutes,
+    )

@@ -16,18 +16,32 @@ router = APIRouter(tags=["grassroots"])
 
 
 @router.get("/api/v1/submissions", response_model=Submissions)
-def submissions(request: Request, svc: ServicesDep, who: SenderDep,
-                limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Submissions:
+def submissions(
+    request: Request,
+    svc: ServicesDep,
+    who: SenderDep,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> Submissions:
     studies = recent_studies(svc.db, who.site_scope(), limit, offset)
-    items = [Submission(
-        study_uid=s.study_uid, site=s.site, modality=s.modality, patient_id=s.patient_id,
-        arrived_at=as_utc(s.arrived_at).isoformat(), status=s.status, ai_level=s.level,
-        report_status=s.report_status if s.status == SIGNED else "preliminary",
-        preliminary_ai_read=_summary(s.pre_read),
-        report=s.final_report if s.status == SIGNED else None,
-        signed_by=s.signed_by, signed_at=as_utc(s.signed_at).isoformat() if s.signed_at else None,
-        links={"study": f"/api/v1/studies/{s.study_uid}", "fhir": f"/fhir/DiagnosticReport?study={s.study_uid}"},
-    ) for s in studies]
+    items = [
+        Submission(
+            study_uid=s.study_uid,
+            site=s.site,
+            modality=s.modality,
+            patient_id=s.patient_id,
+            arrived_at=as_utc(s.arrived_at).isoformat(),
+            status=s.status,
+            ai_level=s.level,
+            report_status=s.report_status if s.status == SIGNED else "preliminary",
+            preliminary_ai_read=_summary(s.pre_read),
+            report=s.final_report if s.status == SIGNED else None,
+            signed_by=s.signed_by,
+            signed_at=as_utc(s.signed_at).isoformat() if s.signed_at else None,
+            links={"study": f"/api/v1/studies/{s.study_uid}", "fhir": f"/fhir/DiagnosticReport?study={s.study_uid}"},
+        )
+        for s in studies
+    ]
     log_action(svc, request, who, "view_submissions", count=len(items))
     return Submissions(items=items, count=len(items), total=count_studies(svc.db, who.site_scope()), offset=offset)
 

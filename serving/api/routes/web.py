@@ -31,5 +31,6 @@ def static(name: str) -> FileResponse:
     path = PAGE_FILES.get(name) or FONT_FILES.get(name)
     if path is None:
         raise HTTPException(404, "no such file")
-    return FileResponse(path, media_type=TYPES[path.suffix],
-                        headers={"cache-control": CACHE.get(path.suffix, "no-cache")})
+    return FileResponse(
+        path, media_type=TYPES[path.suffix], headers={"cache-control": CACHE.get(path.suffix, "no-cache")}
+    )

@@ -19,55 +19,105 @@ router = APIRouter(tags=["worklist"])
 
 
 @router.get("/api/v1/worklist", response_model=Worklist)
-def worklist(request: Request, svc: ServicesDep, who: ReaderDep, site: str | None = None,
-             modality: str | None = None,
-             status: str | None = Query(None, description="comma-separated statuses"),
-             level: TriageLevel | None = Query(None),
-             limit: int = Query(200, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Worklist:
+def worklist(
+    request: Request,
+    svc: ServicesDep,
+    who: ReaderDep,
+    site: str | None = None,
+    modality: str | None = None,
+    status: str | None = Query(None, description="comma-separated statuses"),
+    level: TriageLevel | None = Query(None),
+    limit: int = Query(200, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> Worklist:
     if site and not who.can_access_site(site):
         raise HTTPException(403, f"user {who.user!r} may not see site {site!r}")
     now = utcnow()
-    filters = dict(modality=modality, level=level.value if level else None, site=site,
-                   statuses=status.split(",") if status else None)
+    filters = dict(
+        modality=modality,
+        level=level.value if level else None,
+        site=site,
+        statuses=status.split(",") if status else None,
+    )
     studies = svc.db.worklist(who.site_scope(), svc.aging, now, limit=limit, offset=offset, **filters)
     total = svc.db.worklist_total(who.site_scope(), svc.aging, now, **filters)
     items = [_worklist_item(s, svc, now) for s in studies]
     # The page polls every few seconds: repeats of the same view are aggregated per window.
-    audit.record_view(svc.db, "view_worklist", svc.config.audit.view_window_seconds, user=who.user,
-                      role=who.role, client=client_of(request),
-                      detail={"path": request.url.path, "limit": limit, "offset": offset,
-                              "filters": {"site": site, "modality": modality, "status": status,
-                                          "level": level.value if level else None}})
+    audit.record_view(
+        svc.db,
+        "view_worklist",
+        svc.config.audit.view_window_seconds,
+        user=who.user,
+        role=who.role,
+        client=client_of(request),
+        detail={
+            "path": request.url.path,
+            "limit": limit,
+            "offset": offset,
+            "filters": {"site": site, "modality": modality, "status": status, "level": level.value if level else None},
+        },
+    )
     return Worklist(items=items, count=len(items), total=total, offset=offset, limit=limit, generated_at=now)
 
 
 @router.get("/api/v1/studies/{study_uid}", response_model=StudyDetail)
 def study_detail(study_uid: str, request: Request, svc: ServicesDep, who: ViewerDep) -> StudyDetail:
     study = study_for(svc, who, study_uid)
-    audit.record(svc.db, "view_study", user=who.user, role=who.role, study_uid=study_uid,
-                 client=client_of(request), detail={"path": request.url.path})
+    audit.record(
+        svc.db,
+        "view_study",
+        user=who.user,
+        role=who.role,
+        study_uid=study_uid,
+        client=client_of(request),
+        detail={"path": request.url.path},
+    )
     live = claim_is_live(study)
     return StudyDetail(
-        study_uid=study.study_uid, site=study.site, modality=study.modality, status=study.status,
-        arrived_at=as_utc(study.arrived_at), read_at=as_utc(study.read_at),
-        patient_id=study.patient_id, patient_name=study.patient_name, patient_sex=study.patient_sex,
-        patient_age=study.patient_age, level=study.level, score=study.score, ai_read=study.pre_read,
+        study_uid=study.study_uid,
+        site=study.site,
+        modality=study.modality,
+        status=study.status,
+        arrived_at=as_utc(study.arrived_at),
+        read_at=as_utc(study.read_at),
+        patient_id=study.patient_id,
+        patient_name=study.patient_name,
+        patient_sex=study.patient_sex,
+        patient_age=study.patient_age,
+        level=study.level,
+        score=study.score,
+        ai_read=study.pre_read,
         ai_error=study.ai_error,
-        instances=[InstanceOut(sop_instance_uid=i.sop_instance_uid, content_type=i.content_type,
-                               size_bytes=i.size_bytes, source=i.source, received_at=as_utc(i.received_at))
-                   for i in study.instances],
+        instances=[
+            InstanceOut(
+                sop_instance_uid=i.sop_instance_uid,
+                content_type=i.content_type,
+                size_bytes=i.size_bytes,
+                source=i.source,
+                received_at=as_utc(i.received_at),
+            )
+            for i in study.instances
+        ],
         links=_study_links(study),
         claimed_by=study.claimed_by if live else None,
         claim_expires_at=as_utc(study.claim_expires_at) if live else None,
-        report_status=study.report_status or "preliminary", final_report=study.final_report,
-        signed_by=study.signed_by, signed_at=as_utc(study.signed_at),
+        report_status=study.report_status or "preliminary",
+        final_report=study.final_report,
+        signed_by=study.signed_by,
+        signed_at=as_utc(study.signed_at),
     )
 
 
 def _study_links(study: Study) -> dict[str, str]:
     base = f"/api/v1/studies/{study.study_uid}"
-    links = {"self": base, "fhir": f"/fhir/DiagnosticReport?study={study.study_uid}", "report": f"{base}/report",
-             "claim": f"{base}/claim", "release": f"{base}/release", "sign": f"{base}/sign"}
+    links = {
+        "self": base,
+        "fhir": f"/fhir/DiagnosticReport?study={study.study_uid}",
+        "report": f"{base}/report",
+        "claim": f"{base}/claim",
+        "release": f"{base}/release",
+        "sign": f"{base}/sign",
+    }
     if study.modality == "ECG":
         links["ecg"] = f"{base}/ecg"
     else:
@@ -86,12 +136,24 @@ def _worklist_item(study: Study, svc: Services, now: datetime) -> WorklistItem:
         model = f"{study.model_name} v{study.model_version}"
     live = claim_is_live(study, now)
     return WorklistItem(
-        study_uid=study.study_uid, site=study.site, modality=study.modality,
-        patient_id=study.patient_id, patient_name=study.patient_name, patient_sex=study.patient_sex,
-        patient_age=study.patient_age, arrived_at=arrived,
-        waiting_minutes=round((now - arrived).total_seconds() / 60.0, 1), status=study.status,
-        ai_level=study.level, level=shown, escalation=reason, overdue=overdue, score=study.score,
-        top_findings=findings, model=model, triage_reasons=list(read.triage.reasons) if read else [],
+        study_uid=study.study_uid,
+        site=study.site,
+        modality=study.modality,
+        patient_id=study.patient_id,
+        patient_name=study.patient_name,
+        patient_sex=study.patient_sex,
+        patient_age=study.patient_age,
+        arrived_at=arrived,
+        waiting_minutes=round((now - arrived).total_seconds() / 60.0, 1),
+        status=study.status,
+        ai_level=study.level,
+        level=shown,
+        escalation=reason,
+        overdue=overdue,
+        score=study.score,
+        top_findings=findings,
+        model=model,
+        triage_reasons=list(read.triage.reasons) if read else [],
         claimed_by=study.claimed_by if live else None,
         claim_expires_at=as_utc(study.claim_expires_at) if live else None,
         report_status=study.report_status or "preliminary",

@@ -35,7 +35,8 @@ class TritonPythonModel:
         self.backend = OnnxRuntimeBackend(
             os.path.join(args["model_repository"], args["model_version"], "model.onnx"),
             providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if on_gpu else ["CPUExecutionProvider"],
-            intra_op_threads=threads or None, precision=params.get("precision") or "fp32",
+            intra_op_threads=threads or None,
+            precision=params.get("precision") or "fp32",
             device_id=int(args.get("model_instance_device_id") or 0),
         )
 
@@ -43,8 +44,9 @@ class TritonPythonModel:
         # DLPack both ways through torch, not as_numpy()/Tensor(name, array): the stub's pybind11
         # reads numpy 1.x array descriptors and misreads numpy 2's (garbage in, empty out); and
         # numpy's own DLPack exchange with the stub leaves a stray "PyCapsule" error behind.
-        arrays = [from_dlpack(pb_utils.get_input_tensor_by_name(request, INPUT).to_dlpack()).numpy()
-                  for request in requests]
+        arrays = [
+            from_dlpack(pb_utils.get_input_tensor_by_name(request, INPUT).to_dlpack()).numpy() for request in requests
+        ]
         batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         try:
             probabilities = self.backend.predict(batch)
@@ -53,7 +55,7 @@ class TritonPythonModel:
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses, start = [], 0
         for array in arrays:
-            part = np.ascontiguousarray(probabilities[start: start + len(array)])
+            part = np.ascontiguousarray(probabilities[start : start + len(array)])
             start += len(array)
             tensor = pb_utils.Tensor.from_dlpack(OUTPUT, torch.from_numpy(part))
             responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))

@@ -68,7 +68,9 @@ class TritonModelOptions:
             "max_batch_size": deployment.max_batch_size,
             "max_queue_delay_us": int(round(deployment.batch_wait_timeout_s * 1e6)),
             "preferred_batch_sizes": list(deployment.preferred_batch_sizes),
-            "instances": deployment.num_replicas if isinstance(deployment.num_replicas, int) else deployment.max_replicas,
+            "instances": deployment.num_replicas
+            if isinstance(deployment.num_replicas, int)
+            else deployment.max_replicas,
             "gpu": deployment.num_gpus > 0,
         }
         if model is not None:
@@ -82,12 +84,14 @@ def config_pbtxt(name: str, version: int, input_shape: list[int], n_outputs: int
     dims = ", ".join(str(int(d)) for d in input_shape)
     python = options.flavour == "python"
     output = "probabilities" if python else "logits"
-    lines = [f'name: "{name}"',
-             'backend: "python"' if python else 'platform: "onnxruntime_onnx"',
-             f"max_batch_size: {options.max_batch_size}",
-             f'input [ {{ name: "input" data_type: TYPE_FP32 dims: [ {dims} ] }} ]',
-             f'output [ {{ name: "{output}" data_type: TYPE_FP32 dims: [ {n_outputs} ] }} ]',
-             f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}"]
+    lines = [
+        f'name: "{name}"',
+        'backend: "python"' if python else 'platform: "onnxruntime_onnx"',
+        f"max_batch_size: {options.max_batch_size}",
+        f'input [ {{ name: "input" data_type: TYPE_FP32 dims: [ {dims} ] }} ]',
+        f'output [ {{ name: "{output}" data_type: TYPE_FP32 dims: [ {n_outputs} ] }} ]',
+        f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}",
+    ]
     batcher = [f"max_queue_delay_microseconds: {options.max_queue_delay_us}"]
     if options.priority_levels:
         batcher += [f"priority_levels: {PRIORITY_LEVELS}", f"default_priority_level: {PRIORITY_LEVELS}"]
@@ -98,20 +102,26 @@ def config_pbtxt(name: str, version: int, input_shape: list[int], n_outputs: int
     lines.append(f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]")
     params: dict[str, str] = {}
     if python:
-        params = {"project_root": str(PROJECT_ROOT), "precision": options.precision,
-                  "intra_op_threads": str(options.intra_op_threads or 0)}
+        params = {
+            "project_root": str(PROJECT_ROOT),
+            "precision": options.precision,
+            "intra_op_threads": str(options.intra_op_threads or 0),
+        }
     elif options.intra_op_threads:
         params = {"intra_op_thread_count": str(options.intra_op_threads)}  # Triton's ORT backend
     if not python and options.gpu and options.precision == "fp16":
-        lines.append('optimization { execution_accelerators { gpu_execution_accelerator : [ { name : "tensorrt" '
-                     'parameters { key: "precision_mode" value: "FP16" } } ] } }')
+        lines.append(
+            'optimization { execution_accelerators { gpu_execution_accelerator : [ { name : "tensorrt" '
+            'parameters { key: "precision_mode" value: "FP16" } } ] } }'
+        )
     for key, value in params.items():
         lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
     return "\n".join(lines) + "\n"
 
 
-def write_model(root: str | Path, registry: Registry | str | Path, ref: str, options: TritonModelOptions,
-                name: str | None = None) -> Path:
+def write_model(
+    root: str | Path, registry: Registry | str | Path, ref: str, options: TritonModelOptions, name: str | None = None
+) -> Path:
     """Write (or replace) one registered model into the repository at ``root``; returns its folder.
     The Triton version is the registry version, so ``/v2/models/ecg/versions/3`` means ecg/3
     everywhere."""
@@ -119,11 +129,15 @@ def write_model(root: str | Path, registry: Registry | str | Path, ref: str, opt
     card = registered.card
     name = name or card.name
     if not registered.onnx_path.is_file():
-        raise FileNotFoundError(f"{registered.ref} has no ONNX export ({registered.onnx_path}); "
-                                f"export it first: preread models export {registered.ref}")
+        raise FileNotFoundError(
+            f"{registered.ref} has no ONNX export ({registered.onnx_path}); "
+            f"export it first: preread models export {registered.ref}"
+        )
     shape = list(card.input.shape)[1:]
     if any(d is None for d in shape):
-        raise ValueError(f"{registered.ref}: Triton needs fixed input dims after the batch axis, card says {card.input.shape}")
+        raise ValueError(
+            f"{registered.ref}: Triton needs fixed input dims after the batch axis, card says {card.input.shape}"
+        )
     model_dir = Path(root) / name
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -133,12 +147,14 @@ def write_model(root: str | Path, registry: Registry | str | Path, ref: str, opt
     if options.flavour == "python":
         shutil.copy2(PYTHON_MODEL, version_dir / "model.py")
     (model_dir / "config.pbtxt").write_text(
-        config_pbtxt(name, int(registered.version), shape, len(card.labels), options), encoding="utf-8")
+        config_pbtxt(name, int(registered.version), shape, len(card.labels), options), encoding="utf-8"
+    )
     return model_dir
 
 
-def write_repository(root: str | Path, cfg, models: list[str] | None = None, flavour: TritonFlavour = "python",
-                     **overrides) -> dict[str, Path]:
+def write_repository(
+    root: str | Path, cfg, models: list[str] | None = None, flavour: TritonFlavour = "python", **overrides
+) -> dict[str, Path]:
     """A repository with the serving config's models (default: all of ``cfg.models``), each with
     the batching of its ``deployments`` entry. ``overrides`` go to TritonModelOptions."""
     root = Path(root)
@@ -148,7 +164,8 @@ def write_repository(root: str | Path, cfg, models: list[str] | None = None, fla
     for name in models or list(cfg.models):
         if name not in cfg.models:
             raise KeyError(f"model {name!r} is not in the serving config (models: {', '.join(cfg.models)})")
-        options = TritonModelOptions.from_deployment(getattr(cfg.deployments, name), cfg.models[name],
-                                                     flavour=flavour, **overrides)
+        options = TritonModelOptions.from_deployment(
+            getattr(cfg.deployments, name), cfg.models[name], flavour=flavour, **overrides
+        )
         written[name] = write_model(root, registry, cfg.models[name].ref, options, name=name)
     return written

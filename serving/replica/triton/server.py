@@ -42,9 +42,9 @@ class TritonStartError(RuntimeError):
 @dataclass
 class TritonDistribution:
     binary: Path
-    backends: Path | None       # the wheel's backends/ (python), or None for a full install
-    stubs: Path | None          # python_backend_stubs/<X.Y>/triton_python_backend_stub
-    libs: Path | None           # the wheel's bundled shared libraries
+    backends: Path | None  # the wheel's backends/ (python), or None for a full install
+    stubs: Path | None  # python_backend_stubs/<X.Y>/triton_python_backend_stub
+    libs: Path | None  # the wheel's bundled shared libraries
 
 
 def find_tritonserver() -> TritonDistribution:
@@ -56,14 +56,19 @@ def find_tritonserver() -> TritonDistribution:
         package = Path(list(spec.submodule_search_locations)[0])
         binary = package / "tritonserver" / "bin" / "tritonserver"
         if binary.is_file():
-            return TritonDistribution(binary, package / "tritonserver" / "backends",
-                                      package / "tritonserver" / "python_backend_stubs",
-                                      package.parent / "nvidia_pytriton.libs")
+            return TritonDistribution(
+                binary,
+                package / "tritonserver" / "backends",
+                package / "tritonserver" / "python_backend_stubs",
+                package.parent / "nvidia_pytriton.libs",
+            )
     on_path = shutil.which("tritonserver")
     if on_path:
         return TritonDistribution(Path(on_path), None, None, None)
-    raise TritonNotInstalled("no tritonserver: install the nvidia-pytriton wheel (scripts/install-peers.sh does), "
-                             "or set PREREAD_TRITONSERVER to a tritonserver binary")
+    raise TritonNotInstalled(
+        "no tritonserver: install the nvidia-pytriton wheel (scripts/install-peers.sh does), "
+        "or set PREREAD_TRITONSERVER to a tritonserver binary"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -75,9 +80,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 class TritonServer:
     """``with TritonServer(repo) as server: server.http_url`` — started, ready, stopped on exit."""
 
-    def __init__(self, repository: str | Path, host: str = "127.0.0.1", http_port: int | None = None,
-                 grpc_port: int | None = None, metrics_port: int | None = None, startup_timeout_s: float = 180.0,
-                 log_path: str | Path | None = None, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        repository: str | Path,
+        host: str = "127.0.0.1",
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        startup_timeout_s: float = 180.0,
+        log_path: str | Path | None = None,
+        extra_args: list[str] | None = None,
+    ):
         self.repository = Path(repository).resolve()
         self.host = host
         self.http_port = http_port or free_port(host)
@@ -99,15 +112,22 @@ class TritonServer:
 
     def _prepare(self, dist: TritonDistribution) -> tuple[list[str], dict[str, str]]:
         env = os.environ.copy()
-        args = [str(dist.binary), f"--model-repository={self.repository}",
-                f"--http-address={self.host}", f"--http-port={self.http_port}",
-                f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-                f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
-                "--log-verbose=0", "--exit-timeout-secs=10",
-                # Tensors of a batch of 12-lead ECGs or radiographs are MBs: start the Python
-                # backend's shared memory large enough not to regrow on every request.
-                "--backend-config=python,shm-default-byte-size=33554432",
-                "--backend-config=python,shm-growth-byte-size=33554432"]
+        args = [
+            str(dist.binary),
+            f"--model-repository={self.repository}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--log-verbose=0",
+            "--exit-timeout-secs=10",
+            # Tensors of a batch of 12-lead ECGs or radiographs are MBs: start the Python
+            # backend's shared memory large enough not to regrow on every request.
+            "--backend-config=python,shm-default-byte-size=33554432",
+            "--backend-config=python,shm-growth-byte-size=33554432",
+        ]
         if dist.backends is not None:
             version = f"{sys.version_info.major}.{sys.version_info.minor}"
             stub = dist.stubs / version / "triton_python_backend_stub"
@@ -128,8 +148,9 @@ class TritonServer:
         args, env = self._prepare(dist)
         log.info("starting %s on http %s, grpc %s", dist.binary, self.http_url, self.grpc_url)
         self._log_file = open(self.log_path, "wb")
-        self.process = subprocess.Popen(args, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            args, env=env, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

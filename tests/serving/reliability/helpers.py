@@ -7,21 +7,30 @@ import io
 import json
 import math
 import zipfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
 from hypothesis import strategies as st
-from typing import Iterable
 
 # Values that break parsers: boundary lengths, negative and huge numbers.
 _BOUNDARY_U32 = [b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\xfe\xff\xff\x7f", b"\x01\x00\x00\x80"]
 _JSON_LEAVES = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**63, 2**63), st.just(10**400),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    st.just(10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
 )
-JSON_VALUES = st.recursive(_JSON_LEAVES, lambda children: st.one_of(
-    st.lists(children, max_size=6), st.dictionaries(st.text(max_size=8), children, max_size=4)), max_leaves=12)
+JSON_VALUES = st.recursive(
+    _JSON_LEAVES,
+    lambda children: st.one_of(
+        st.lists(children, max_size=6), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -39,23 +48,23 @@ def mutated_bytes(draw, data: bytes, start: int = 0, max_edits: int = 6) -> byte
         elif kind == "byte":
             out[pos] = draw(st.integers(0, 255))
         elif kind == "u32":
-            out[pos:pos + 4] = draw(st.sampled_from(_BOUNDARY_U32))
+            out[pos : pos + 4] = draw(st.sampled_from(_BOUNDARY_U32))
         elif kind == "truncate":
             del out[pos:]
         elif kind == "insert":
             out[pos:pos] = draw(st.binary(min_size=1, max_size=64))
         elif kind == "delete":
-            del out[pos:pos + draw(st.integers(1, 256))]
+            del out[pos : pos + draw(st.integers(1, 256))]
         else:
             length = draw(st.integers(1, 512))
-            out[pos:pos] = out[pos:pos + length]
+            out[pos:pos] = out[pos : pos + length]
     return bytes(out)
 
 
 def dataset_start(data: bytes) -> int:
     """Offset of the first byte after the File Meta Information (mutations keep the meta intact
     where the sender needs it, e.g. to pick a presentation context)."""
-    from pydicom.filereader import read_preamble, _read_file_meta_info
+    from pydicom.filereader import _read_file_meta_info, read_preamble
 
     buffer = io.BytesIO(data)
     read_preamble(buffer, force=False)
@@ -70,11 +79,15 @@ def mutated_json_ecg(draw, body: dict) -> bytes:
     ecg = {**body, "leads": dict(body["leads"])}  # shallow: mutations replace values, never edit them
     leads = ecg["leads"]
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["field", "drop_field", "lead_value", "drop_lead", "rename_lead", "rate",
-                                     "short_lead", "sample"]))
+        kind = draw(
+            st.sampled_from(
+                ["field", "drop_field", "lead_value", "drop_lead", "rename_lead", "rate", "short_lead", "sample"]
+            )
+        )
         if kind == "field":
-            ecg[draw(st.sampled_from(["sampling_rate", "leads", "patient", "site", draw(st.text(max_size=6))]))] = \
-                draw(JSON_VALUES)
+            ecg[draw(st.sampled_from(["sampling_rate", "leads", "patient", "site", draw(st.text(max_size=6))]))] = draw(
+                JSON_VALUES
+            )
         elif kind == "drop_field":
             ecg.pop(draw(st.sampled_from(["sampling_rate", "leads", "patient", "site"])), None)
         elif isinstance(leads, dict) and leads:
@@ -86,15 +99,19 @@ def mutated_json_ecg(draw, body: dict) -> bytes:
             elif kind == "rename_lead":
                 leads[draw(st.text(max_size=5))] = leads.pop(name)
             elif kind == "rate":
-                ecg["sampling_rate"] = draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                                                      st.integers(-10, 10**9), st.text(max_size=5)))
+                ecg["sampling_rate"] = draw(
+                    st.one_of(
+                        st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**9), st.text(max_size=5)
+                    )
+                )
             elif kind == "short_lead" and isinstance(leads[name], list):
-                leads[name] = leads[name][:draw(st.integers(0, 50))]
+                leads[name] = leads[name][: draw(st.integers(0, 50))]
             elif kind == "sample" and isinstance(leads[name], list) and leads[name]:
                 i = draw(st.integers(0, len(leads[name]) - 1))
                 leads[name] = list(leads[name])
-                leads[name][i] = draw(st.one_of(st.just(math.nan), st.just(math.inf), st.just(1e308),
-                                                st.text(max_size=3), st.none()))
+                leads[name][i] = draw(
+                    st.one_of(st.just(math.nan), st.just(math.inf), st.just(1e308), st.text(max_size=3), st.none())
+                )
     text = json.dumps(ecg, allow_nan=True).encode()
     if draw(st.booleans()) and draw(st.booleans()):
         text = draw(mutated_bytes(text, max_edits=3))
@@ -119,7 +136,7 @@ def mutated_wfdb_zip(draw, record_dir: Path, record: str) -> bytes:
                 continue
             j = draw(st.integers(0, len(tokens) - 1))
             if action == "token":
-                tokens[j] = str(draw(st.one_of(st.integers(-10**12, 10**12), st.floats(), st.text(max_size=6))))
+                tokens[j] = str(draw(st.one_of(st.integers(-(10**12), 10**12), st.floats(), st.text(max_size=6))))
             elif len(tokens) > 1:
                 tokens.pop(j)
             lines[i] = " ".join(tokens)
@@ -152,8 +169,8 @@ def local_service(cfg, ecg_reader):
     store and ECG model in-process, with the C-STORE SCP and the dispatcher (a fake CXR reader)."""
     from fastapi.testclient import TestClient
 
-    from serving.reading.runtime import start_local_dicom
     from serving.local import create_local_app
+    from serving.reading.runtime import start_local_dicom
     from tests.serving.conftest import Client
     from tests.serving.dicom_helpers import FakeCxrReader, wait_for
 

@@ -25,7 +25,7 @@ BAD_UIDS = {"path": "../../etc/passwd", "long": "1." + "2" * 5000, "markup": "<i
 @dataclass
 class Case:
     name: str
-    way: str            # "ecg" (POST /api/v1/ecg), "stow" or "cstore"
+    way: str  # "ecg" (POST /api/v1/ecg), "stow" or "cstore"
     data: bytes
     content_type: str = "application/dicom"
     # why this case is not refused on this branch yet (a fix that lives in another change), else None
@@ -80,8 +80,10 @@ def ecg_cases() -> list[Case]:
         cases.append(Case(f"ecg-rate-{label}", "ecg", json.dumps(body).encode(), "application/json"))
     # wfdb reads a header without a rate (or a negative one) as its default 250 Hz: the WFDB reader
     # refuses it before that (datasets/ecg/readers/wfdb.py).
-    cases += [Case(f"ecg-wfdb-rate-{label}", "ecg", wfdb_zip(rate), "application/zip")
-              for label, rate in (("missing", None), ("zero", "0"), ("negative", "-500"))]
+    cases += [
+        Case(f"ecg-wfdb-rate-{label}", "ecg", wfdb_zip(rate), "application/zip")
+        for label, rate in (("missing", None), ("zero", "0"), ("negative", "-500"))
+    ]
     return cases
 
 
@@ -92,7 +94,8 @@ def wfdb_zip(rate: str | None) -> bytes:
     signal = (np.sin(np.linspace(0, 60, samples)) * 200).astype("<i2")
     data = np.tile(signal[:, None], (1, 12)).tobytes()
     head = (f"rec 12 {rate} {samples}\n" if rate is not None else "rec 12\n") + "".join(
-        f"rec.dat 16 1000/mV 16 0 0 0 0 {lead}\n" for lead in leads)
+        f"rec.dat 16 1000/mV 16 0 0 0 0 {lead}\n" for lead in leads
+    )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr("rec.hea", head)

@@ -29,8 +29,7 @@ def app_client(tmp_path, ecg_registry, ecg_reader):
     from serving.local import create_local_app
 
     cfg = make_config(tmp_path, ecg_registry)
-    throttle = cfg.auth.login_throttle.model_copy(update={"max_failures_per_account": 3,
-                                                           "max_failures_per_client": 6})
+    throttle = cfg.auth.login_throttle.model_copy(update={"max_failures_per_account": 3, "max_failures_per_client": 6})
     cfg = cfg.model_copy(update={"auth": cfg.auth.model_copy(update={"users": [], "login_throttle": throttle})})
     app, services = create_local_app(cfg, reader=ecg_reader)
     for name, sites in (("clinic-demo", ["demo"]), ("clinic-other", ["other"]), ("reader-demo", ["demo"])):
@@ -75,12 +74,14 @@ def _waveform_into(study_uid: str | None = None) -> bytes:
 
 def test_an_ecg_into_another_sites_study_is_refused_without_saying_whose(app_client):
     demo, other = app_client.auth(sites=("demo",)), app_client.auth(sites=("other",), user="clinic-other")
-    r = app_client.http.post("/api/v1/ecg", content=_waveform_into(),
-                             headers={"content-type": "application/dicom", **demo})
+    r = app_client.http.post(
+        "/api/v1/ecg", content=_waveform_into(), headers={"content-type": "application/dicom", **demo}
+    )
     assert r.status_code == 201, r.text
     study_uid = r.json()["study_uid"]
-    r = app_client.http.post("/api/v1/ecg", content=_waveform_into(study_uid),
-                             headers={"content-type": "application/dicom", **other})
+    r = app_client.http.post(
+        "/api/v1/ecg", content=_waveform_into(study_uid), headers={"content-type": "application/dicom", **other}
+    )
     assert r.status_code == 409, r.text
     assert "demo" not in r.text and "another site" not in r.text, r.text
     (event,) = _actions(app_client.services, "security_cross_site")
@@ -100,12 +101,18 @@ def test_qido_wado_and_metadata_accesses_are_audited(app_client):
     ct = fresh(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
     body, ctype = stow_body(encode(ct))
     headers = app_client.auth(sites=("demo",))
-    assert app_client.http.post("/dicomweb/studies", content=body,
-                                headers={"content-type": ctype, **headers}).status_code == 200
+    assert (
+        app_client.http.post("/dicomweb/studies", content=body, headers={"content-type": ctype, **headers}).status_code
+        == 200
+    )
     reader = app_client.auth(role="reader", user="reader-demo")
     study = str(ct.StudyInstanceUID)
-    paths = ["/dicomweb/studies", f"/dicomweb/studies/{study}/series", f"/dicomweb/studies/{study}",
-             f"/dicomweb/studies/{study}/metadata"]
+    paths = [
+        "/dicomweb/studies",
+        f"/dicomweb/studies/{study}/series",
+        f"/dicomweb/studies/{study}",
+        f"/dicomweb/studies/{study}/metadata",
+    ]
     for path in paths:
         assert app_client.http.get(path, headers=reader).status_code == 200, path
     seen = {e["detail"]["path"] for e in _actions(app_client.services, "view_dicomweb", user="reader-demo")}
@@ -118,8 +125,9 @@ def test_a_wrong_called_ae_title_is_rejected(tmp_path, ecg_registry, ecg_reader,
     from pynetdicom.sop_class import Verification
 
     cfg = make_config(tmp_path, ecg_registry)
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
-        "enabled": True, "port": free_port(), "check_called_ae": check})})
+    cfg = cfg.model_copy(
+        update={"dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port(), "check_called_ae": check})}
+    )
     with local_service(cfg, ecg_reader):
         ae = AE(ae_title="DEMOSITE")
         ae.add_requested_context(Verification)

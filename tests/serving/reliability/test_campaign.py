@@ -29,8 +29,10 @@ from tests.serving.worklist_fixtures import ecg_json
 
 pytestmark = [pytest.mark.reliability, pytest.mark.ray, pytest.mark.slow]
 
-SITES = [{"id": "demo", "name": "Demo township", "ae_titles": ["DEMOSITE"]},
-         {"id": "east", "name": "East township", "ae_titles": ["EASTSITE"]}]
+SITES = [
+    {"id": "demo", "name": "Demo township", "ae_titles": ["DEMOSITE"]},
+    {"id": "east", "name": "East township", "ae_titles": ["EASTSITE"]},
+]
 MEMORY_TOLERANCE = 0.15
 GARBAGE_STOW_MIB = 200
 
@@ -85,8 +87,9 @@ class Campaign:
         return r
 
     def stow(self, name: str, data, content_type: str, site: str = "demo") -> httpx.Response:
-        r = self.http.post("/dicomweb/studies", content=data,
-                           headers={"content-type": content_type, **self.headers[site]})
+        r = self.http.post(
+            "/dicomweb/studies", content=data, headers={"content-type": content_type, **self.headers[site]}
+        )
         self.statuses.append((name, r.status_code))
         return r
 
@@ -108,7 +111,7 @@ def _mutations(seed: bytes, n: int, rng: np.random.Generator) -> list[bytes]:
         data = bytearray(seed)
         for _ in range(int(rng.integers(1, 6))):
             pos = int(rng.integers(132, len(data)))
-            data[pos:pos + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", rng.bytes(4)])
+            data[pos : pos + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", rng.bytes(4)])
         out.append(bytes(data))
     return out
 
@@ -116,8 +119,9 @@ def _mutations(seed: bytes, n: int, rng: np.random.Generator) -> list[bytes]:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory, cxr_registry):
     state = tmp_path_factory.mktemp("campaign")
-    config, cfg = write_config(state, cxr_registry, SITES, overrides={
-        "rate_limits": {"enabled": False}, "dicom": {"enabled": True}})
+    config, cfg = write_config(
+        state, cxr_registry, SITES, overrides={"rate_limits": {"enabled": False}, "dicom": {"enabled": True}}
+    )
     started = time.time()
     service = ServiceProcess(config, state / "service.log").start()
     try:
@@ -163,15 +167,19 @@ def test_the_campaign_leaves_no_5xx_no_traceback_no_a7xx_and_memory_near_its_sta
                 assert (status & 0xFF00) != 0xA700 and status != 0, f"{case.name}: {status:#06x}"
         c.health()
         # a cross-site ECG: east sends a waveform into demo's study
-        demo_study = c.ecg("demo-ecg", encode(fresh(pydicom.dcmread(get_testdata_file("waveform_ecg.dcm")))),
-                           "application/dicom").json()["study_uid"]
+        demo_study = c.ecg(
+            "demo-ecg", encode(fresh(pydicom.dcmread(get_testdata_file("waveform_ecg.dcm")))), "application/dicom"
+        ).json()["study_uid"]
         foreign = fresh(pydicom.dcmread(get_testdata_file("waveform_ecg.dcm")))
         foreign.StudyInstanceUID = demo_study
         r = c.ecg("cross-site", encode(foreign), "application/dicom", site="east")
         assert r.status_code == 409 and "demo" not in r.text, r.text
         # large bodies: 200 MiB of garbage as STOW-RS, 19 MB of garbage as an ECG
-        r = c.stow("garbage-stow", _garbage(GARBAGE_STOW_MIB), 'multipart/related; type="application/dicom"; '
-                                                                 'boundary=nothing-like-this')
+        r = c.stow(
+            "garbage-stow",
+            _garbage(GARBAGE_STOW_MIB),
+            'multipart/related; type="application/dicom"; boundary=nothing-like-this',
+        )
         assert r.status_code == 400, r.text[:300]
         r = c.ecg("garbage-ecg", np.random.default_rng(round_).bytes(19 * 1024 * 1024), "application/dicom")
         assert r.status_code == 422, r.text[:300]

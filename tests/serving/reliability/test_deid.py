@@ -94,6 +94,7 @@ def test_uids_and_dates_stay_consistent_and_keys_stay_apart(deid, tmp_path):
 
     def day(v):
         return date(int(v[:4]), int(v[4:6]), int(v[6:]))
+
     assert a.StudyDate != "20240310" and (day(b.StudyDate) - day(a.StudyDate)).days == 10, "interval not kept"
     # The key holder can re-identify; the key store is the service account's alone.
     assert deid.keys.original("uid", str(a.StudyInstanceUID)) == str(ct.StudyInstanceUID)

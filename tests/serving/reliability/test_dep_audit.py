@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -63,8 +62,9 @@ def audit(tmp_path):
             env["FAKE_REPORT"] = str(tmp_path / "report.json")
         if strict:
             env["PREREAD_AUDIT_STRICT"] = "1"
-        done = subprocess.run(["bash", str(root / "scripts" / "dep-audit.sh")], env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            ["bash", str(root / "scripts" / "dep-audit.sh")], env=env, capture_output=True, text=True, timeout=120
+        )
         return done.returncode, done.stdout + done.stderr, (tmp_path / "args").read_text().split("\n")
 
     return run

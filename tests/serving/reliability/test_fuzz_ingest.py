@@ -28,11 +28,16 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 
 from serving.store.schema import Instance
-
 from tests.serving.conftest import free_port, make_config
 from tests.serving.dicom_helpers import wrapped_nih
 from tests.serving.reliability.helpers import (
-    CStoreSender, dataset_start, local_service, mutated_bytes, mutated_json_ecg, mutated_wfdb_zip, with_new_uids,
+    CStoreSender,
+    dataset_start,
+    local_service,
+    mutated_bytes,
+    mutated_json_ecg,
+    mutated_wfdb_zip,
+    with_new_uids,
 )
 from tests.serving.reliability.holes import Case, corpus, stow_body, write_case
 from tests.serving.worklist_fixtures import ecg_json
@@ -41,8 +46,9 @@ pytestmark = pytest.mark.reliability
 
 SCALE = int(os.environ.get("PREREAD_FUZZ_SCALE", "1"))
 CASES = {"ecg_dicom": 200, "ecg_json": 150, "ecg_wfdb": 150, "stow": 250, "cstore": 250}
-FUZZ = settings(deadline=None, database=None, derandomize=SCALE == 1, print_blob=False,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    deadline=None, database=None, derandomize=SCALE == 1, print_blob=False, suppress_health_check=list(HealthCheck)
+)
 ECG_OK = {200, 201, 413, 415, 422}
 STOW_OK = {200, 202, 400, 409, 413}
 replayed: dict[str, int] = {}
@@ -73,11 +79,20 @@ def service(state_dir, ecg_registry, ecg_reader, nih_dir):
     """The in-process app (real API, workflow, store, tiny ECG model) with the DICOM SCP and the
     dispatcher; rate limits off (they are tested in test_limits)."""
     cfg = make_config(state_dir, ecg_registry)
-    cfg = cfg.model_copy(update={
-        "dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port(), "study_stable_seconds": 0.2,
-                                              "poll_seconds": 0.2, "max_instance_bytes": 8 * 1024 * 1024}),
-        "rate_limits": cfg.rate_limits.model_copy(update={"enabled": False}),
-    })
+    cfg = cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(
+                update={
+                    "enabled": True,
+                    "port": free_port(),
+                    "study_stable_seconds": 0.2,
+                    "poll_seconds": 0.2,
+                    "max_instance_bytes": 8 * 1024 * 1024,
+                }
+            ),
+            "rate_limits": cfg.rate_limits.model_copy(update={"enabled": False}),
+        }
+    )
     with local_service(cfg, ecg_reader) as client:
         png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
         client.seeds = {
@@ -96,8 +111,11 @@ def service(state_dir, ecg_registry, ecg_reader, nih_dir):
 def assert_still_ready(client) -> None:
     ready = client.http.get("/readyz")
     assert ready.status_code == 200, ready.text
-    good = client.http.post("/api/v1/ecg", content=json.dumps(ecg_json(seed=len(replayed) + 500)),
-                            headers={"content-type": "application/json", **client.auth()})
+    good = client.http.post(
+        "/api/v1/ecg",
+        content=json.dumps(ecg_json(seed=len(replayed) + 500)),
+        headers={"content-type": "application/json", **client.auth()},
+    )
     assert good.status_code in (200, 201), good.text
 
 
@@ -130,14 +148,12 @@ def test_ecg_dicom_waveform(service, data):
     _count("ecg_dicom")
 
 
-
 @settings(FUZZ, max_examples=CASES["ecg_json"] * SCALE)
 @given(data=st.data())
 def test_ecg_json(service, data):
     case = data.draw(mutated_json_ecg(JSON_SEEDS[data.draw(st.integers(0, len(JSON_SEEDS) - 1))]))
     _check_ecg_answer(service, _post_ecg(service, case, "application/json"))
     _count("ecg_json")
-
 
 
 @settings(FUZZ, max_examples=CASES["ecg_wfdb"] * SCALE)
@@ -150,7 +166,6 @@ def test_ecg_wfdb_zip(service, data):
     case = data.draw(mutated_wfdb_zip(record_dir, record))
     _check_ecg_answer(service, _post_ecg(service, case, "application/zip"))
     _count("ecg_wfdb")
-
 
 
 @settings(FUZZ, max_examples=CASES["stow"] * SCALE)
@@ -166,19 +181,24 @@ def test_stow(service, data):
     body += f"--{boundary}--\r\n".encode()
     if data.draw(st.integers(0, 9)) == 0:
         body = data.draw(mutated_bytes(body, max_edits=2))  # the multipart framing itself
-    r = service.http.post("/dicomweb/studies", content=body, headers={
-        "content-type": f'multipart/related; type="application/dicom"; boundary={boundary}', **service.auth()})
+    r = service.http.post(
+        "/dicomweb/studies",
+        content=body,
+        headers={"content-type": f'multipart/related; type="application/dicom"; boundary={boundary}', **service.auth()},
+    )
     assert r.status_code in STOW_OK, f"{r.status_code}: {r.text[:300]}"
     if r.status_code in (200, 202, 409):
         answer = r.json()
         for item in answer.get("00081198", {}).get("Value", []):
-            assert item["00081197"]["Value"][0] in (0xA700, 0xA900, 0xC000) or 0xC000 <= item["00081197"]["Value"][0] <= 0xCFFF
+            assert (
+                item["00081197"]["Value"][0] in (0xA700, 0xA900, 0xC000)
+                or 0xC000 <= item["00081197"]["Value"][0] <= 0xCFFF
+            )
             assert item["00000902"]["Value"][0], "a failed part without a reason"
         for item in answer.get("00081199", {}).get("Value", []):
             uid = item["00081155"]["Value"][0]
             assert service.services.db.find_instance(uid) is not None, "acknowledged but not stored"
     _count("stow")
-
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +225,9 @@ def test_cstore(service, sender, data, state_dir):
         reject()
     assert status is not None and "Status" in status, "no C-STORE response (association aborted or timed out)"
     code = int(status.Status)
-    assert code == 0 or code in (0xA700, 0xA900, 0x0110) or 0xC000 <= code <= 0xCFFF or 0xB000 <= code <= 0xBFFF, hex(code)
+    assert code == 0 or code in (0xA700, 0xA900, 0x0110) or 0xC000 <= code <= 0xCFFF or 0xB000 <= code <= 0xBFFF, hex(
+        code
+    )
     if code != 0:
         assert str(status.get("ErrorComment", "")), f"failure {code:#x} without a reason"
     else:
@@ -214,7 +236,6 @@ def test_cstore(service, sender, data, state_dir):
         # Success for an object whose UID the mutation changed is stored under the new UID.
         assert found is not None or sop.encode() not in case, "acknowledged but not stored"
     _count("cstore")
-
 
 
 def test_service_is_ready_after_the_campaign(service):
@@ -232,9 +253,11 @@ def _instances(service) -> int:
         return session.scalar(select(func.count()).select_from(Instance))
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.pending)) if c.pending else c for c in HOLES
-], ids=[c.name for c in HOLES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c.pending)) if c.pending else c for c in HOLES],
+    ids=[c.name for c in HOLES],
+)
 def test_known_holes_are_refused_on_every_way_in(service, sender, state_dir, case: Case):
     before = _instances(service)
     if case.way == "ecg":

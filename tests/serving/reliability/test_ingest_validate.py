@@ -19,8 +19,14 @@ from pydicom.uid import UID
 from datasets.ecg.readers import read_ecg
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from serving.ingest.validate import (
-    GROSS_FACTOR, STATUS_CANNOT_UNDERSTAND, STATUS_DOES_NOT_MATCH, IngestLimits, IngestRefused, check_ecg_record,
-    check_uid, validate_dicom,
+    GROSS_FACTOR,
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DOES_NOT_MATCH,
+    IngestLimits,
+    IngestRefused,
+    check_ecg_record,
+    check_uid,
+    validate_dicom,
 )
 from tests.serving.dicom_helpers import wrapped_nih
 
@@ -134,8 +140,13 @@ def test_a_1mb_patient_name_is_refused_and_a_slightly_long_one_is_a_warning(radi
 
 def ecg_record(rate=500.0, seconds=10.0, **meta) -> EcgRecord:
     n = max(1, int(seconds * (rate if rate and rate > 0 and np.isfinite(rate) else 500)))
-    return EcgRecord(signals=np.zeros((12, n)), leads=STANDARD_LEADS, sampling_rate=rate,
-                     patient={"name": "Li^Si", "id": "123"}, meta={"format": "json", **meta})
+    return EcgRecord(
+        signals=np.zeros((12, n)),
+        leads=STANDARD_LEADS,
+        sampling_rate=rate,
+        patient={"name": "Li^Si", "id": "123"},
+        meta={"format": "json", **meta},
+    )
 
 
 @pytest.mark.parametrize("rate", [0.0, -500.0, float("nan"), float("inf"), None])

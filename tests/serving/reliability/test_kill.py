@@ -30,8 +30,11 @@ def _ecg_replica_pids() -> list[int]:
     process's cluster, whose replicas are not ours to kill)."""
     from ray._private.state import actors
 
-    pids = [info["Pid"] for info in actors(actor_state_name="ALIVE").values()
-            if "ecg-model" in str(info.get("ActorClassName")) and info.get("Pid")]
+    pids = [
+        info["Pid"]
+        for info in actors(actor_state_name="ALIVE").values()
+        if "ecg-model" in str(info.get("ActorClassName")) and info.get("Pid")
+    ]
     strangers = [pid for pid in pids if not _started_by_us(pid)]
     assert not strangers, f"replica PIDs {strangers} are not descendants of this test process"
     return pids

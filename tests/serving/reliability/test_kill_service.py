@@ -64,7 +64,7 @@ class Load:
         self.threads = [threading.Thread(target=self._ecgs, args=(i,), daemon=True) for i in range(2)]
         self.threads.append(threading.Thread(target=self._cxrs, daemon=True))
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for thread in self.threads:
             thread.start()
         return self
@@ -112,13 +112,18 @@ class Load:
 
 
 def test_kill_9_of_the_whole_service_mid_load_loses_nothing(tmp_path, cxr_registry, cinc_dir, nih_dir):
-    config, cfg = write_config(tmp_path, cxr_registry, site_list(2), overrides={
-        # a dead worker's lease is taken over 5 s after it stopped renewing it
-        "dicom": {"study_stable_seconds": 0.5, "poll_seconds": 0.2, "lease_seconds": 5},
-        "recovery": {"backoff_base_seconds": 1},
-        "rate_limits": {"enabled": False},
-        "ray_num_cpus": 4,
-    })
+    config, cfg = write_config(
+        tmp_path,
+        cxr_registry,
+        site_list(2),
+        overrides={
+            # a dead worker's lease is taken over 5 s after it stopped renewing it
+            "dicom": {"study_stable_seconds": 0.5, "poll_seconds": 0.2, "lease_seconds": 5},
+            "recovery": {"backoff_base_seconds": 1},
+            "rate_limits": {"enabled": False},
+            "ray_num_cpus": 4,
+        },
+    )
     service = ServiceProcess(config, tmp_path / "serve.log").start()
     try:
         service.wait_ready(900)
@@ -126,8 +131,11 @@ def test_kill_9_of_the_whole_service_mid_load_loses_nothing(tmp_path, cxr_regist
         load = Load(service, cfg, cinc_dir, nih_dir).start()
 
         def going() -> bool:  # both kinds acknowledged, and the radiograph reads have begun
-            return (len(load.ecg_acks) >= ECG_BEFORE_KILL and len(load.cxr_acks) >= CXR_BEFORE_KILL
-                    and any(db.get_study(uid).read_at is not None for uid in list(load.cxr_acks)))
+            return (
+                len(load.ecg_acks) >= ECG_BEFORE_KILL
+                and len(load.cxr_acks) >= CXR_BEFORE_KILL
+                and any(db.get_study(uid).read_at is not None for uid in list(load.cxr_acks))
+            )
 
         wait_for(going, 600, 0.5, "the load to get going")
         with load.cxr_acked:  # kill right after a radiograph is acknowledged: its read is still to come
@@ -143,13 +151,16 @@ def test_kill_9_of_the_whole_service_mid_load_loses_nothing(tmp_path, cxr_regist
         acked = load.ecg_acks + load.cxr_acks
         waiting = [uid for uid in acked if (s := db.get_study(uid)) is None or s.read_at is None]
         assert load.cxr_acks[-1] in waiting, "the last acknowledged radiograph was read before the kill"
-        print(f"\nkilled {len(killed)} processes with {len(load.ecg_acks)} ECGs and {len(load.cxr_acks)} "
-              f"radiographs acknowledged, {len(waiting)} of them still to be read")
+        print(
+            f"\nkilled {len(killed)} processes with {len(load.ecg_acks)} ECGs and {len(load.cxr_acks)} "
+            f"radiographs acknowledged, {len(waiting)} of them still to be read"
+        )
 
         service.start()  # same config, same state: a fresh local Ray
         service.wait_ready(900)
-        report = zero_loss_report(cfg["database"]["url"], Path(cfg["storage"]["root"]), acked, drain_s=300,
-                                  progress=False)
+        report = zero_loss_report(
+            cfg["database"]["url"], Path(cfg["storage"]["root"]), acked, drain_s=300, progress=False
+        )
         assert report["missing"] == report["without_file"] == 0, report
         assert report["unread"] == report["ai_failed"] == 0, report
         assert report["read_more_than_once"] == 0, report

@@ -15,8 +15,20 @@ def test_load_smoke_loses_nothing(cxr_registry, tmp_path):
     from bench.load_test import main
 
     out = tmp_path / "load.json"
-    code = main(["--minutes", "0.33", "--scale", "0.5", "--registry", str(cxr_registry), "--drain-minutes", "5",
-                 "--json", str(out)])
+    code = main(
+        [
+            "--minutes",
+            "0.33",
+            "--scale",
+            "0.5",
+            "--registry",
+            str(cxr_registry),
+            "--drain-minutes",
+            "5",
+            "--json",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     assert report["acknowledged"] > 0 and code == 0, report
     assert report["missing"] == report["without_file"] == report["read_more_than_once"] == 0, report

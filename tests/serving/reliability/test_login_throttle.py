@@ -3,18 +3,19 @@ the limit, lifted when it has run out; counted from the audited failures the rep
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serving.config import LoginThrottleConfig
 from serving.auth.throttle import LoginThrottle, locked_for
+from serving.config import LoginThrottleConfig
 
 pytestmark = pytest.mark.reliability
 
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
-CFG = LoginThrottleConfig(max_failures_per_account=5, max_failures_per_client=20, window_seconds=900,
-                          lockout_seconds=600)
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+CFG = LoginThrottleConfig(
+    max_failures_per_account=5, max_failures_per_client=20, window_seconds=900, lockout_seconds=600
+)
 
 
 def throttle(account_failures: list[datetime], client_failures: list[datetime], cfg=CFG) -> LoginThrottle:
@@ -23,6 +24,7 @@ def throttle(account_failures: list[datetime], client_failures: list[datetime], 
     def lookup(account, client, since):
         seen["since"] = since
         return [t for t in account_failures if t >= since], [t for t in client_failures if t >= since]
+
     t = LoginThrottle(cfg, lookup)
     t.seen = seen
     return t

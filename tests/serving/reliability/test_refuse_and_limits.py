@@ -48,15 +48,28 @@ def new_ct() -> bytes:
 
 def dicom_cfg(tmp_path, ecg_registry, **updates):
     cfg = make_config(tmp_path, ecg_registry)
-    return cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={
-        "enabled": True, "port": free_port(), "study_stable_seconds": 0.2, "poll_seconds": 0.2, **updates})})
+    return cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(
+                update={
+                    "enabled": True,
+                    "port": free_port(),
+                    "study_stable_seconds": 0.2,
+                    "poll_seconds": 0.2,
+                    **updates,
+                }
+            )
+        }
+    )
 
 
 def assert_refused_everywhere(client, ecg: bytes, ct: bytes, reason: str) -> None:
     r = client.http.post("/api/v1/ecg", content=ecg, headers={"content-type": "application/zip", **client.auth()})
     assert r.status_code == 503 and reason in json.dumps(r.json()), r.text
     assert r.headers.get("retry-after")
-    r = client.http.post("/dicomweb/studies", content=stow_body(ct), headers={"content-type": STOW_TYPE, **client.auth()})
+    r = client.http.post(
+        "/dicomweb/studies", content=stow_body(ct), headers={"content-type": STOW_TYPE, **client.auth()}
+    )
     assert r.status_code == 503, r.text
     if "00081198" in r.json():  # refused part by part (the request itself got that far)
         failure = r.json()["00081198"]["Value"][0]
@@ -94,10 +107,15 @@ def test_database_down_is_refused_with_503_and_0xa700_then_recovers(tmp_path, ec
         from tests.serving.worklist_fixtures import fresh_pg_database
 
         cfg = dicom_cfg(tmp_path, ecg_registry)
-        cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": fresh_pg_database(cluster.url)})})
+        cfg = cfg.model_copy(
+            update={"database": cfg.database.model_copy(update={"url": fresh_pg_database(cluster.url)})}
+        )
         with local_service(cfg, ecg_reader) as client:
-            first = client.http.post("/api/v1/ecg", content=json.dumps(ecg_json(seed=1)),
-                                     headers={"content-type": "application/json", **client.auth()})
+            first = client.http.post(
+                "/api/v1/ecg",
+                content=json.dumps(ecg_json(seed=1)),
+                headers={"content-type": "application/json", **client.auth()},
+            )
             assert first.status_code == 201, first.text
             ecg, ct = cinc_zip(cinc_dir, "E07500"), new_ct()
 
@@ -131,8 +149,12 @@ def _fill(folder: Path) -> Path:
 def test_storage_full_or_gone_is_refused_then_recovers(tmp_path, ecg_registry, ecg_reader, cinc_dir):
     root = tmp_path / "objects"
     root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(root)],
-                             capture_output=True, text=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(root)], capture_output=True, text=True
+        ).returncode
+        == 0
+    )
     try:
         cfg = dicom_cfg(tmp_path, ecg_registry)
         cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": root})})
@@ -167,21 +189,36 @@ def test_rate_limits_per_site(tmp_path, ecg_registry, ecg_reader):
     from serving.config import RateBucket, RateLimitConfig, SiteRateLimits
 
     cfg = dicom_cfg(tmp_path, ecg_registry)
-    cfg = cfg.model_copy(update={"rate_limits": RateLimitConfig(
-        http=RateBucket(per_second=100, burst=100), dicom=RateBucket(per_second=100, burst=100),
-        sites={"demo": SiteRateLimits(http=RateBucket(per_second=0.2, burst=3), dicom=RateBucket(per_second=0.05, burst=2))})})
+    cfg = cfg.model_copy(
+        update={
+            "rate_limits": RateLimitConfig(
+                http=RateBucket(per_second=100, burst=100),
+                dicom=RateBucket(per_second=100, burst=100),
+                sites={
+                    "demo": SiteRateLimits(
+                        http=RateBucket(per_second=0.2, burst=3), dicom=RateBucket(per_second=0.05, burst=2)
+                    )
+                },
+            )
+        }
+    )
     with local_service(cfg, ecg_reader) as client:
+
         def post(seed: int, sites=("demo",)):
-            return client.http.post("/api/v1/ecg", content=json.dumps(ecg_json(seed=seed, site=sites[0])),
-                                    headers={"content-type": "application/json", **client.auth(sites=sites)})
+            return client.http.post(
+                "/api/v1/ecg",
+                content=json.dumps(ecg_json(seed=seed, site=sites[0])),
+                headers={"content-type": "application/json", **client.auth(sites=sites)},
+            )
 
         assert [post(i).status_code for i in range(3)] == [201, 201, 201]
         limited = post(3)
         assert limited.status_code == 429, limited.text
         assert int(limited.headers["retry-after"]) >= 1 and "rate limit" in limited.json()["detail"]["reason"]
         assert client.services.db.count() == 3, "a rate-limited upload was stored"
-        r = client.http.post("/dicomweb/studies", content=stow_body(new_ct()),
-                             headers={"content-type": STOW_TYPE, **client.auth()})
+        r = client.http.post(
+            "/dicomweb/studies", content=stow_body(new_ct()), headers={"content-type": STOW_TYPE, **client.auth()}
+        )
         assert r.status_code == 429, "STOW-RS shares the site's HTTP bucket"
         assert post(4, sites=("other",)).status_code == 201, "another site was throttled by demo's traffic"
         time.sleep(int(limited.headers["retry-after"]))
@@ -204,12 +241,16 @@ def test_size_limits_per_instance_and_per_request(tmp_path, ecg_registry, ecg_re
     with local_service(cfg, ecg_reader) as client:
         big = wrapped_nih(sorted((nih_dir / "Pneumonia").glob("*.png"))[0])  # ~1 MB radiograph
         assert len(big) > 128 * 1024
-        r = client.http.post("/dicomweb/studies", content=stow_body(new_ct(), new_ct(), new_ct(), new_ct(), new_ct(),
-                                                                    new_ct(), new_ct()),
-                             headers={"content-type": STOW_TYPE, **client.auth()})
+        r = client.http.post(
+            "/dicomweb/studies",
+            content=stow_body(new_ct(), new_ct(), new_ct(), new_ct(), new_ct(), new_ct(), new_ct()),
+            headers={"content-type": STOW_TYPE, **client.auth()},
+        )
         assert r.status_code == 413 and "limit" in r.json()["detail"], "a request over max_stow_bytes"
         huge = b"\0" * (129 * 1024)
-        r = client.http.post("/dicomweb/studies", content=stow_body(huge), headers={"content-type": STOW_TYPE, **client.auth()})
+        r = client.http.post(
+            "/dicomweb/studies", content=stow_body(huge), headers={"content-type": STOW_TYPE, **client.auth()}
+        )
         assert r.status_code == 409 and "exceeds the limit" in r.json()["00081198"]["Value"][0]["00000902"]["Value"][0]
         sender = CStoreSender(client.cfg.dicom.port, [big])
         try:
@@ -218,6 +259,9 @@ def test_size_limits_per_instance_and_per_request(tmp_path, ecg_registry, ecg_re
             assert int(status.Status) == 0xC000 and "limit" in str(status.ErrorComment)
         finally:
             sender.close()
-        r = client.http.post("/api/v1/ecg", content=b"{" + b" " * (64 * 1024), headers={
-            "content-type": "application/json", **client.auth()})
+        r = client.http.post(
+            "/api/v1/ecg",
+            content=b"{" + b" " * (64 * 1024),
+            headers={"content-type": "application/json", **client.auth()},
+        )
         assert r.status_code == 413

@@ -42,28 +42,45 @@ def _key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _cert(subject_cn: str, key, issuer_cert=None, issuer_key=None, ca: bool = False, server: bool = False,
-          dns_names: tuple[str, ...] = ()):
+def _cert(
+    subject_cn: str,
+    key,
+    issuer_cert=None,
+    issuer_key=None,
+    ca: bool = False,
+    server: bool = False,
+    dns_names: tuple[str, ...] = (),
+):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(name)
-               .issuer_name(issuer_cert.subject if issuer_cert else name).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-               .not_valid_after(now + timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_cert.subject if issuer_cert else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
     elif dns_names:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
+        )
     if not ca:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
     return builder.sign(issuer_key or key, hashes.SHA256())
 
 
@@ -78,9 +95,11 @@ def pki(tmp_path_factory) -> dict[str, Path]:
 
     def write(name, cert, key):
         (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                               serialization.PrivateFormat.PKCS8,
-                                                               serialization.NoEncryption()))
+        (folder / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         out[f"{name}_crt"], out[f"{name}_key"] = folder / f"{name}.crt", folder / f"{name}.key"
 
     write("ca", ca, ca_key)
@@ -89,8 +108,11 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     write("client", _cert("DEMOSITE", client_key, ca, ca_key), client_key)
     write("other", _cert("OTHERSITE", other_key, ca, ca_key), other_key)  # the other site's own certificate
     # a site certificate issued to a host name (subjectAltName), mapped to DEMOSITE in the config
-    write("named", _cert("Demo township health centre", named_key, ca, ca_key,
-                         dns_names=("demo-clinic.county.example",)), named_key)
+    write(
+        "named",
+        _cert("Demo township health centre", named_key, ca, ca_key, dns_names=("demo-clinic.county.example",)),
+        named_key,
+    )
     return out
 
 
@@ -109,29 +131,66 @@ def test_dicom_tls_scp_with_mutual_authentication(tmp_path, pki, ecg_registry, e
     from serving.tls import client_context
 
     cfg = make_config(tmp_path, ecg_registry)
-    tls = DicomTlsConfig(port=free_port(), certfile=pki["server_crt"], keyfile=pki["server_key"],
-                         ca_file=pki["ca_crt"], require_client_cert=True, plain_too=False,
-                         certificate_names={"DEMOSITE": ["demo-clinic.county.example"]})
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port()}),
-                                 "tls": cfg.tls.model_copy(update={"dicom": tls})})
+    tls = DicomTlsConfig(
+        port=free_port(),
+        certfile=pki["server_crt"],
+        keyfile=pki["server_key"],
+        ca_file=pki["ca_crt"],
+        require_client_cert=True,
+        plain_too=False,
+        certificate_names={"DEMOSITE": ["demo-clinic.county.example"]},
+    )
+    cfg = cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port()}),
+            "tls": cfg.tls.model_copy(update={"dicom": tls}),
+        }
+    )
     with local_service(cfg, ecg_reader) as client:
         db = client.services.db
         if DCMTK:  # dcmtk's storescu over TLS, presenting the site's certificate
             path = _ct_file(tmp_path)
-            result = dcmtk("storescu", "-aet", "DEMOSITE", "-aec", "PREREAD", "+tls", str(pki["client_key"]),
-                           str(pki["client_crt"]), "+cf", str(pki["ca_crt"]), "127.0.0.1", str(tls.port), str(path))
+            result = dcmtk(
+                "storescu",
+                "-aet",
+                "DEMOSITE",
+                "-aec",
+                "PREREAD",
+                "+tls",
+                str(pki["client_key"]),
+                str(pki["client_crt"]),
+                "+cf",
+                str(pki["ca_crt"]),
+                "127.0.0.1",
+                str(tls.port),
+                str(path),
+            )
             assert result.returncode == 0, result.stdout + result.stderr
             assert db.find_instance(str(pydicom.dcmread(path).SOPInstanceUID)) is not None
-            plain = dcmtk("storescu", "-aet", "DEMOSITE", "-aec", "PREREAD", "127.0.0.1", str(tls.port), str(path),
-                          timeout=60)
+            plain = dcmtk(
+                "storescu", "-aet", "DEMOSITE", "-aec", "PREREAD", "127.0.0.1", str(tls.port), str(path), timeout=60
+            )
             assert plain.returncode != 0, "a plain association was accepted on the TLS port"
-            no_cert = dcmtk("storescu", "-aet", "DEMOSITE", "-aec", "PREREAD", "+tla", "+cf", str(pki["ca_crt"]),
-                            "127.0.0.1", str(tls.port), str(path), timeout=60)
+            no_cert = dcmtk(
+                "storescu",
+                "-aet",
+                "DEMOSITE",
+                "-aec",
+                "PREREAD",
+                "+tla",
+                "+cf",
+                str(pki["ca_crt"]),
+                "127.0.0.1",
+                str(tls.port),
+                str(path),
+                timeout=60,
+            )
             assert no_cert.returncode != 0, "a client without a certificate was accepted"
         # pynetdicom as the site: with its certificate it stores; without one the handshake fails.
         data = _ct_file(tmp_path).read_bytes()
-        good = CStoreSender(tls.port, [data], ssl_context=client_context(pki["ca_crt"], pki["client_crt"],
-                                                                          pki["client_key"]))
+        good = CStoreSender(
+            tls.port, [data], ssl_context=client_context(pki["ca_crt"], pki["client_crt"], pki["client_key"])
+        )
         try:
             assert int(good.send(data).Status) == 0
         finally:
@@ -141,10 +200,18 @@ def test_dicom_tls_scp_with_mutual_authentication(tmp_path, pki, ecg_registry, e
             anonymous.send(data)
         # The certificate must name the calling AE (or a name mapped to it): another site's
         # certificate, valid as it is, does not let it send as DEMOSITE.
-        for cert, calling, accepted in (("other", "DEMOSITE", False), ("other", "OTHERSITE", True),
-                                        ("named", "DEMOSITE", True), ("named", "OTHERSITE", False)):
-            sender = CStoreSender(tls.port, [data], calling=calling, ssl_context=client_context(
-                pki["ca_crt"], pki[f"{cert}_crt"], pki[f"{cert}_key"]))
+        for cert, calling, accepted in (
+            ("other", "DEMOSITE", False),
+            ("other", "OTHERSITE", True),
+            ("named", "DEMOSITE", True),
+            ("named", "OTHERSITE", False),
+        ):
+            sender = CStoreSender(
+                tls.port,
+                [data],
+                calling=calling,
+                ssl_context=client_context(pki["ca_crt"], pki[f"{cert}_crt"], pki[f"{cert}_key"]),
+            )
             one = _ct_file(tmp_path)
             try:
                 if accepted:
@@ -164,8 +231,10 @@ def test_certificate_names_and_their_config():
     from serving.config import ServingConfig
     from serving.tls import certificate_matches_ae
 
-    peer = {"subject": ((("countryName", "CN"),), (("commonName", "DEMOSITE"),)),
-            "subjectAltName": (("DNS", "clinic-7.county.example"), ("IP Address", "10.0.0.7"))}
+    peer = {
+        "subject": ((("countryName", "CN"),), (("commonName", "DEMOSITE"),)),
+        "subjectAltName": (("DNS", "clinic-7.county.example"), ("IP Address", "10.0.0.7")),
+    }
     assert certificate_matches_ae(peer, "DEMOSITE")
     assert certificate_matches_ae(peer, "demosite  ")  # AE titles are space-padded; case is not identity
     assert not certificate_matches_ae(peer, "OTHERSITE")
@@ -184,21 +253,36 @@ def test_https_from_the_serve_options(tmp_path, pki, ecg_registry, ecg_reader):
     from serving.tls import http_options
 
     cfg = make_config(tmp_path, ecg_registry)
-    cfg = cfg.model_copy(update={"tls": cfg.tls.model_copy(update={"http": HttpTlsConfig(
-        certfile=pki["server_crt"], keyfile=pki["server_key"])})})
+    cfg = cfg.model_copy(
+        update={
+            "tls": cfg.tls.model_copy(
+                update={"http": HttpTlsConfig(certfile=pki["server_crt"], keyfile=pki["server_key"])}
+            )
+        }
+    )
     options = http_options(cfg)
     assert options["ssl_certfile"] == str(pki["server_crt"]) and options["port"] == cfg.http.port
     with pytest.raises(FileNotFoundError, match="tls.http.keyfile"):
-        http_options(cfg.model_copy(update={"tls": cfg.tls.model_copy(update={"http": HttpTlsConfig(
-            certfile=pki["server_crt"], keyfile=tmp_path / "missing.key")})}))
-    with local_service(cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"enabled": False})}),
-                       ecg_reader) as client:
+        http_options(
+            cfg.model_copy(
+                update={
+                    "tls": cfg.tls.model_copy(
+                        update={"http": HttpTlsConfig(certfile=pki["server_crt"], keyfile=tmp_path / "missing.key")}
+                    )
+                }
+            )
+        )
+    with local_service(
+        cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"enabled": False})}), ecg_reader
+    ) as client:
         server = UvicornThread(client.http.app, cfg.http.port)
         server.server.config.ssl_certfile = options["ssl_certfile"]
         server.server.config.ssl_keyfile = options["ssl_keyfile"]
         with server:
-            r = httpx.get(f"https://127.0.0.1:{cfg.http.port}/healthz", verify=ssl.create_default_context(
-                cafile=str(pki["ca_crt"])))
+            r = httpx.get(
+                f"https://127.0.0.1:{cfg.http.port}/healthz",
+                verify=ssl.create_default_context(cafile=str(pki["ca_crt"])),
+            )
             assert r.status_code == 200 and r.json() == {"status": "ok"}
             with pytest.raises(httpx.HTTPError):
                 httpx.get(f"http://127.0.0.1:{cfg.http.port}/healthz", timeout=5)
@@ -238,8 +322,12 @@ def test_logs_carry_no_secrets_and_no_patient_names(tmp_path, ecg_registry, ecg_
     for name in watched:
         logging.getLogger(name).setLevel(logging.DEBUG if name != "sqlalchemy.engine" else logging.INFO)
     cfg = make_config(tmp_path, ecg_registry)
-    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port()}),
-                                 "auth": cfg.auth.model_copy(update={"users": []})})
+    cfg = cfg.model_copy(
+        update={
+            "dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port()}),
+            "auth": cfg.auth.model_copy(update={"users": []}),
+        }
+    )
     try:
         with local_service(cfg, ecg_reader) as client:
             from serving import logs
@@ -251,8 +339,12 @@ def test_logs_carry_no_secrets_and_no_patient_names(tmp_path, ecg_registry, ecg_
             headers = {"Authorization": f"Bearer {token}"}
             body = ecg_json(seed=7)
             body["patient"] = {"id": IDS[0], "name": NAMES[0], "sex": "M", "age": "45"}
-            assert client.http.post("/api/v1/ecg", content=json.dumps(body),
-                                    headers={"content-type": "application/json", **headers}).status_code == 201
+            assert (
+                client.http.post(
+                    "/api/v1/ecg", content=json.dumps(body), headers={"content-type": "application/json", **headers}
+                ).status_code
+                == 201
+            )
             ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
             ct.PatientName, ct.PatientID = NAMES[1], IDS[1]
             ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
@@ -268,7 +360,9 @@ def test_logs_carry_no_secrets_and_no_patient_names(tmp_path, ecg_registry, ecg_
             log = logging.getLogger("preread.test")
             log.warning("connecting to postgresql+psycopg://preread:%s@db:5432/preread", db_password)
             log.info("request headers {'authorization': 'Bearer %s'}", token)
-            log.debug("dataset:\n(0010,0010) Patient's Name  PN: '%s'\n(0010,0020) Patient ID  LO: '%s'", *NAMES[:1], IDS[0])
+            log.debug(
+                "dataset:\n(0010,0010) Patient's Name  PN: '%s'\n(0010,0020) Patient ID  LO: '%s'", *NAMES[:1], IDS[0]
+            )
             try:
                 raise ValueError(f"could not parse upload of {NAMES[0]} ({IDS[0]}) with token {token}")
             except ValueError:

@@ -30,8 +30,9 @@ def split(body: bytes, window: int = 7, max_part: int | None = None) -> list[tup
 
 
 # contents that contain pieces of the delimiter, CRLFs and dashes
-CONTENT = st.lists(st.sampled_from([b"x", b"\r\n", b"--", b"--b0und", b"\r\n--b0", b"DICM", b"\x00"]),
-                   max_size=40).map(b"".join)
+CONTENT = st.lists(st.sampled_from([b"x", b"\r\n", b"--", b"--b0und", b"\r\n--b0", b"DICM", b"\x00"]), max_size=40).map(
+    b"".join
+)
 
 
 @settings(max_examples=150, deadline=None, database=None)
@@ -43,11 +44,14 @@ def test_same_parts_as_the_in_memory_splitter(parts, window, headers):
     assert all(h == ({"content-type": "application/dicom"} if headers else {}) for h, _ in split_parts)
 
 
-@pytest.mark.parametrize("body", [
-    b"no boundary here at all",
-    multipart([b"abc"])[:-12],                                   # truncated: no closing boundary
-    f"--{BOUNDARY}\r\nContent-Type: application/dicom".encode(),  # no header separator
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"no boundary here at all",
+        multipart([b"abc"])[:-12],  # truncated: no closing boundary
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom".encode(),  # no header separator
+    ],
+)
 def test_malformed_bodies_are_refused(body):
     with pytest.raises(MalformedMultipart):
         split(body)

@@ -18,9 +18,14 @@ pytestmark = pytest.mark.reliability
 
 def preread_token(cwd, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("PREREAD_CONFIG", "PREREAD_SECRET")}
-    return subprocess.run([sys.executable, "-m", "preread.cli", "token", "--user", "ops", "--role", "admin",
-                           "--sites", "*", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**base, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "preread.cli", "token", "--user", "ops", "--role", "admin", "--sites", "*", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+    )
 
 
 def service_config(folder, secret: str):
@@ -52,8 +57,11 @@ def test_the_running_services_config_gives_a_token_the_service_accepts(tmp_path,
     config = service_config(tmp_path / "deploy", secret)
     elsewhere = tmp_path / "home"
     elsewhere.mkdir()
-    done = (preread_token(elsewhere, "--config", str(config)) if how == "--config"
-            else preread_token(elsewhere, env={"PREREAD_CONFIG": str(config)}))
+    done = (
+        preread_token(elsewhere, "--config", str(config))
+        if how == "--config"
+        else preread_token(elsewhere, env={"PREREAD_CONFIG": str(config)})
+    )
     assert done.returncode == 0, done.stderr
     who = TokenService(secret).verify(done.stdout.strip())
     assert who.role == "admin" and who.user == "ops"

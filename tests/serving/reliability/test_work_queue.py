@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from serving.store import audit
 from serving.store.db import Database, NewInstance
 from serving.store.schema import utcnow
 from serving.store.work import RetryPolicy, WorkQueue, ai_read_counts, refuse_ai
-from serving.store import audit
 from tests.serving.worklist_fixtures import db_url, postgres_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.reliability
@@ -28,8 +28,21 @@ def db(db_url) -> Database:  # noqa: F811
 
 
 def ecg(db: Database, uid: str, lease_by: str | None = None, no_ai: bool = False):
-    return db.accept_instance(NewInstance(f"{uid}.1", uid, "demo", "ECG", "application/json", f"k{uid}", "h", 1,
-                                          "http", lease_by=lease_by, no_ai=no_ai))[0]
+    return db.accept_instance(
+        NewInstance(
+            f"{uid}.1",
+            uid,
+            "demo",
+            "ECG",
+            "application/json",
+            f"k{uid}",
+            "h",
+            1,
+            "http",
+            lease_by=lease_by,
+            no_ai=no_ai,
+        )
+    )[0]
 
 
 def queue(db, **kw) -> WorkQueue:
@@ -43,9 +56,9 @@ def test_a_new_study_leased_by_its_accepting_worker_is_taken_over_only_when_the_
     assert second.claim_due() == [], "a live lease was taken over"
     first.hold("1.1")
     later = utcnow() + timedelta(seconds=25)
-    assert first.renew(now=later, force=True) == 1   # the worker is alive and renews while it reads
+    assert first.renew(now=later, force=True) == 1  # the worker is alive and renews while it reads
     assert second.claim_due(now=later + timedelta(seconds=20)) == [], "a renewed lease was taken over"
-    dead = later + timedelta(seconds=31)             # the worker died: no renewal for lease_seconds
+    dead = later + timedelta(seconds=31)  # the worker died: no renewal for lease_seconds
     assert second.claim_due(now=dead) == ["1.1"]
     study = db.get_study("1.1")
     assert study.processing_by == second.worker_id and study.ai_attempts == 2
@@ -101,7 +114,7 @@ def test_a_study_whose_worker_keeps_dying_is_given_up_visibly(db):
     worker = queue(db, lease_seconds=5)
     ecg(db, "4.1")
     now = utcnow()
-    for i in range(3):  # claimed, then the worker dies every time (no failure recorded)
+    for i in range(3):  # claimed, then the worker dies every time (no failure recorded)  # noqa: B007
         assert worker.claim_due(now=now) == ["4.1"]
         now += timedelta(seconds=6)
     assert worker.claim_due(now=now) == []

@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -82,6 +83,12 @@ def downgrade() -> None:
         for column in ("role", "view_position", "body_part", "modality"):
             batch.drop_column(column)
     with op.batch_alter_table("studies") as batch:
-        for column in ("last_instance_at", "processing_since", "study_date", "accession_number",
-                       "report_status", "claim_expires_at"):
+        for column in (
+            "last_instance_at",
+            "processing_since",
+            "study_date",
+            "accession_number",
+            "report_status",
+            "claim_expires_at",
+        ):
             batch.drop_column(column)

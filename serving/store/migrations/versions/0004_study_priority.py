@@ -4,6 +4,7 @@ with the study instead of in one process's memory
 Revision ID: 0004
 Revises: 0003
 """
+
 import sqlalchemy as sa
 from alembic import op
 
