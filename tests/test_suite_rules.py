@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PEERS, require_peer
+from tests.conftest import PEERS, REPO_ROOT, require_peer
 
 pytestmark = pytest.mark.reliability
 
@@ -39,7 +39,9 @@ def test_passes():
 
 
 @pytest.fixture
-def suite(pytester):
+def suite(pytester, monkeypatch):
+    # The inner run is a subprocess in a temp folder: it finds our tests package through the path.
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     pytester.makeconftest(
         "from tests.conftest import pytest_configure, pytest_runtest_setup, "
         "pytest_runtest_makereport, pytest_make_collect_report  # noqa: F401\n"

@@ -113,9 +113,10 @@ def clock_check(response: httpx.Response) -> CheckLine:
 
 
 def _token(client: httpx.Client, token: str, cfg: SendConfig) -> CheckLine:
+    # The clinic's own list (a clinic token may not read the county's reading worklist).
     params = {"limit": 1, **({"site": cfg.site} if cfg.site else {})}
     try:
-        response = client.get("/api/v1/worklist", params=params, headers={"Authorization": f"Bearer {token}"})
+        response = client.get("/api/v1/submissions", params=params, headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
         return CheckLine("token", False, f"could not ask: {type(exc).__name__}: {exc}")
     if response.status_code == 200:

@@ -231,7 +231,9 @@ def test_results_come_back_and_the_signed_report_too(sender, county, cinc_dir, n
         assert signed.status_code == 200, signed.text
     wait_until(all_read, 10, "the poll") and sender.results.poll_due()
     study = sender.queue.study(uids[0])
-    assert study["report_file"] and json.loads(Path(study["report_file"]).read_text())["final_report"]
+    # The county prints the signed report as a PDF (GET /api/v1/studies/{uid}/report.pdf): that is what comes back.
+    report = Path(study["report_file"])
+    assert report.name == "report.pdf" and report.read_bytes().startswith(b"%PDF-")
     from preread.send.view import study_states
 
     states = {s.study_uid: s.state for s in study_states(sender.queue)}

@@ -27,6 +27,7 @@ def serve_file(name: str) -> dict:
 
 def app_config(app: dict):
     args = dict(app["args"])
+    args.pop("model", None)  # a model application's own arg (ModelAppArgs); the config is the same
     if args.get("config") and not Path(args["config"]).exists():  # an operator's path, e.g. /etc/preread
         args["config"] = str(REPO_ROOT / "configs" / "serving.yaml")
     return config_from_args(args)

@@ -148,7 +148,9 @@ def test_dispatcher_claims_stable_studies_with_a_lease_and_records_failures(tmp_
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
     queue = WorkQueue(db, lease_seconds=60, stable_seconds=0, policy=RetryPolicy(max_attempts=2))
-    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue))
+    svc = SimpleNamespace(
+        config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue, patient_key=None)
+    )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     ingest.ecg = None
     png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
@@ -207,7 +209,7 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
         config=cfg,
         db=db,
         store=ObjectStore(tmp_path / "objects"),
-        ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)),
+        ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg), patient_key=None),
     )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     pngs = sorted(nih_dir.rglob("*.png"))[:18]
@@ -266,7 +268,9 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
     queue = WorkQueue.from_config(db, cfg)
-    svc = SimpleNamespace(config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue))
+    svc = SimpleNamespace(
+        config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue, patient_key=None)
+    )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     fake = FakeCxrReader()
 

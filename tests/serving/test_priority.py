@@ -334,7 +334,7 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
         config=cfg,
         db=db,
         store=ObjectStore(tmp_path / "objects"),
-        ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg)),
+        ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg), patient_key=None),
     )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     seen: dict[str, str] = {}
