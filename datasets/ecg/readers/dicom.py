@@ -42,8 +42,8 @@ def _load_dicom(source: Any):
         if size is None:
             size = Path(fp).stat().st_size
         _check_not_truncated(ds, size)
-        # Values are decoded lazily; touch the whole tree now so damage shows up here, as "file".
-        ds.walk(lambda dataset, element: element.value)
+        # Values are decoded lazily; touch the tree now so damage shows up here, as "file".
+        _decode_all(ds)
     except EcgInputError:
         raise
     except InvalidDicomError:
@@ -55,6 +55,21 @@ def _load_dicom(source: Any):
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged input (EOFError, struct.error, ...)
         raise EcgInputError("file", f"the DICOM file is damaged or truncated ({type(exc).__name__}: {exc})") from None
     return ds
+
+
+# Sequences the reader never uses, left undecoded: a cart's WaveformAnnotationSequence can hold a
+# thousand items (Mortara: ~1,100 beat labels), and decoding them cost more CPU than the whole read.
+_UNUSED_SEQUENCES = frozenset({"WaveformAnnotationSequence"})
+
+
+def _decode_all(ds) -> None:
+    """Decode every value of ``ds`` (recursively) except the sequences in ``_UNUSED_SEQUENCES``."""
+    for element in ds:
+        if element.keyword in _UNUSED_SEQUENCES:
+            continue
+        if element.VR == "SQ":
+            for item in element.value:
+                _decode_all(item)
 
 
 def _check_not_truncated(ds, size: int) -> None:
