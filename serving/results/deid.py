@@ -22,10 +22,10 @@ What the profile does to each object (``Deidentifier.apply``), with the options 
   113107 modified dates, 113104 clean structured content) and Longitudinal Temporal Information
   Modified are set.
 
-Re-identification keys (``KeyStore``): pseudonyms, UID maps and date offsets live in their own SQLite
-file (``deid.key_store``; folder 0700, file 0600), apart from the worklist database and never in an
-export. Whoever holds the export cannot reverse it; whoever holds the key store (the service
-operator, for a patient's request or a safety recall) can.
+Re-identification keys (``KeyStore``, serving/results/reid_keys.py): pseudonyms, UID maps and date
+offsets live in their own SQLite file (``deid.key_store``; folder 0700, file 0600), apart from the
+worklist database and never in an export. Whoever holds the export cannot reverse it; whoever holds the
+key store (the service operator, for a patient's request or a safety recall) can.
 """
 
 from __future__ import annotations
@@ -34,10 +34,6 @@ import copy
 import csv
 import io
 import json
-import os
-import secrets
-import sqlite3
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -50,6 +46,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from datasets.vocabulary.age import age_decade
+from serving.results.reid_keys import KeyStore
 from serving.store import claims
 
 PROFILE_EDITION = "dicomfields_2026c"
@@ -94,65 +91,6 @@ def annex_e_actions() -> dict[int, str]:
 
 class Excluded(Exception):
     """The object is not exported; ``reason`` says why (listed in the manifest)."""
-
-
-# --- the key store --------------------------------------------------------------------------------
-class KeyStore:
-    """Re-identification keys in their own SQLite file, readable by the service account only."""
-
-    def __init__(self, path: str | Path, max_shift_days: int = 365):
-        self.path = Path(path)
-        self.max_shift_days = max_shift_days
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.path.parent, 0o700)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.chmod(self.path, 0o600)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=DELETE")  # no -wal/-shm files with wider permissions
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS keys (kind TEXT NOT NULL, original TEXT NOT NULL, "
-            "pseudonym TEXT NOT NULL, PRIMARY KEY (kind, original), UNIQUE (kind, pseudonym))"
-        )
-
-    def _get(self, kind: str, original: str, make: Callable[[], str]) -> str:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT pseudonym FROM keys WHERE kind=? AND original=?", (kind, original)
-            ).fetchone()
-            if row:
-                return row[0]
-            value = make()
-            self._conn.execute("INSERT INTO keys (kind, original, pseudonym) VALUES (?, ?, ?)", (kind, original, value))
-            return value
-
-    def uid(self, original: str) -> str:
-        """The export's UID for an original UID: random (2.25 + 128 bits), the same every time."""
-        return self._get("uid", original, lambda: f"2.25.{int.from_bytes(secrets.token_bytes(16), 'big')}")
-
-    def patient(self, original: str) -> str:
-        return self._get("patient", original, lambda: f"P{secrets.token_hex(6).upper()}")
-
-    def date_offset(self, patient_key: str) -> int:
-        """Days every date of this patient moves by (never 0), the same for all their objects."""
-
-        def make() -> str:
-            days = secrets.randbelow(self.max_shift_days) + 1
-            return str(-days if secrets.randbelow(2) else days)
-
-        return int(self._get("date_offset", patient_key, make))
-
-    def original(self, kind: str, pseudonym: str) -> str | None:
-        """Re-identification (for the key holder only)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT original FROM keys WHERE kind=? AND pseudonym=?", (kind, pseudonym)
-            ).fetchone()
-        return row[0] if row else None
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 # --- one object -----------------------------------------------------------------------------------
@@ -302,53 +240,75 @@ def export_training(
     try:
         for correction, study in (progress or (lambda x: x))(list(latest.values())):
             study = services.db.get_study(study.study_uid)
-            study_key = keys.uid(study.study_uid)
-            folder = out / study_key.replace(".", "_")
-            files = []
-            for instance in study.instances:
-                if (instance.role or "original") not in ("original", "ai_sr"):
-                    continue
-                data = services.store.get(instance.storage_key)
-                try:
-                    name, payload = _deidentified_object(services, deid, instance, data)
-                except Excluded as exc:
-                    summary.excluded.append(
-                        {"study": study_key, "object": keys.uid(instance.sop_instance_uid), "reason": str(exc)}
-                    )
-                    continue
-                folder.mkdir(exist_ok=True)
-                (folder / name).write_bytes(payload)
-                files.append(f"{folder.name}/{name}")
+            files = _export_study(services, deid, study, out, summary)
             if not files:
                 continue
             summary.studies += 1
             summary.files += len(files)
-            rows.append(
-                {
-                    "study": study_key,
-                    "patient": keys.patient(_patient_key(services, study)),
-                    "site": study.site,
-                    "modality": study.modality,
-                    "patient_sex": study.patient_sex,
-                    "patient_age_band": age_decade(study.patient_age),
-                    "agree": correction.agree,
-                    "final_findings": correction.final_findings,
-                    "model": correction.model_name,
-                    "model_version": correction.model_version,
-                    "files": files,
-                }
-            )
+            rows.append(_label_row(services, keys, correction, study, files))
     finally:
         keys.close()
+    _write_manifest(out, rows, summary, cfg.deid.dates)
+    _write_labels(out, rows)
+    return summary
+
+
+def _export_study(services: Any, deid: Deidentifier, study, out: Path, summary: ExportSummary) -> list[str]:
+    """One study's originals and AI SR, de-identified into its pseudonymous folder; the paths written
+    (relative to ``out``). Objects the profile cannot clean go to ``summary.excluded``."""
+    keys = deid.keys
+    study_key = keys.uid(study.study_uid)
+    folder = out / study_key.replace(".", "_")
+    files = []
+    for instance in study.instances:
+        if (instance.role or "original") not in ("original", "ai_sr"):
+            continue
+        data = services.store.get(instance.storage_key)
+        try:
+            name, payload = _deidentified_object(services, deid, instance, data)
+        except Excluded as exc:
+            summary.excluded.append(
+                {"study": study_key, "object": keys.uid(instance.sop_instance_uid), "reason": str(exc)}
+            )
+            continue
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_bytes(payload)
+        files.append(f"{folder.name}/{name}")
+    return files
+
+
+def _label_row(services: Any, keys: KeyStore, correction, study, files: list[str]) -> dict[str, Any]:
+    """A study's manifest entry: pseudonyms, the coarse demographics an export may carry, the signed findings."""
+    return {
+        "study": keys.uid(study.study_uid),
+        "patient": keys.patient(_patient_key(services, study)),
+        "site": study.site,
+        "modality": study.modality,
+        "patient_sex": study.patient_sex,
+        "patient_age_band": age_decade(study.patient_age),
+        "agree": correction.agree,
+        "final_findings": correction.final_findings,
+        "model": correction.model_name,
+        "model_version": correction.model_version,
+        "files": files,
+    }
+
+
+def _write_manifest(out: Path, rows: list[dict[str, Any]], summary: ExportSummary, dates: str) -> None:
+    """manifest.json: the profile and options applied, every exported study, every excluded object."""
     manifest = {
         "profile": "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile",
         "options": ["Clean Structured Content"]
-        + (["Retain Longitudinal Temporal Information Modified Dates"] if cfg.deid.dates == "shift" else []),
+        + (["Retain Longitudinal Temporal Information Modified Dates"] if dates == "shift" else []),
         "table_edition": PROFILE_EDITION,
         "studies": rows,
         "excluded": summary.excluded,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+
+
+def _write_labels(out: Path, rows: list[dict[str, Any]]) -> None:
+    """labels.csv: one row per study, one 0/1 column per finding code signed anywhere in the export."""
     with open(out / "labels.csv", "w", newline="") as fh:
         codes = sorted({code for row in rows for code in row["final_findings"]})
         writer = csv.writer(fh)
@@ -365,7 +325,6 @@ def export_training(
                     *[int(bool(row["final_findings"].get(c))) for c in codes],
                 ]
             )
-    return summary
 
 
 def _patient_key(services: Any, study) -> str:

@@ -15,7 +15,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from serving.results.deid import Deidentifier, Excluded, KeyStore, annex_e_actions
+from serving.results.deid import Deidentifier, Excluded, annex_e_actions
+from serving.results.reid_keys import KeyStore
 from tests.serving.worklist_fixtures import db_url, ecg_json, login, post_ecg, postgres_server, reading_client  # noqa: F401
 
 NAME, PATIENT_ID = "Wang^Xiaoming", "530102198001019999"
