@@ -371,7 +371,7 @@ def bench_config(
 ):
     """The serving config for a bench run: temp state, the measured model with the bench's batch
     and threads, one replica."""
-    from serving.config import DeploymentConfig  # noqa: PLC0415
+    from serving.config_inference import DeploymentConfig  # noqa: PLC0415
 
     models_cfg = {name: base_cfg.models[name] for name in models}
     models_cfg[task] = models_cfg[task].model_copy(update={"intra_op_threads": plan.threads, "backend": "onnxruntime"})

@@ -29,7 +29,8 @@ from ray.serve.deployment import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from serving.api.app import build_api
-from serving.config import DeploymentConfig, ServingConfig, load_config
+from serving.config import ServingConfig, load_config
+from serving.config_inference import DeploymentConfig
 from serving.reading import priors
 from serving.reading.client import model_caller, model_handle, raw_model
 from serving.reading.runtime import DicomRuntime

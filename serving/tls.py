@@ -51,7 +51,7 @@ def client_context(ca_file: Path, certfile: Path | None = None, keyfile: Path | 
 
 
 def dicom_server_context(tls: Any) -> ssl.SSLContext:
-    """The SCP's context from ``tls.dicom`` (serving.config.DicomTlsConfig)."""
+    """The SCP's context from ``tls.dicom`` (serving.config_access.DicomTlsConfig)."""
     return server_context(tls.certfile, tls.keyfile, tls.ca_file, tls.require_client_cert)
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from sqlalchemy import or_, select
 
-from serving.config import LoginThrottleConfig
+from serving.config_access import LoginThrottleConfig
 from serving.store.db import Database, as_utc
 from serving.store.schema import AuditEntry
 

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Literal
 
-from serving.config import RateBucket, RateLimitConfig
+from serving.config_access import RateBucket, RateLimitConfig
 
 Kind = Literal["http", "dicom"]
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from serving.app import config_from_args, model_route_prefix
-from serving.config import DeploymentConfig
+from serving.config_inference import DeploymentConfig
 from tests.conftest import REPO_ROOT
 
 SERVE_FILES = ["serve-gpu-node.yaml", "serve-cluster.yaml"]

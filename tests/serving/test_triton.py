@@ -17,7 +17,7 @@ import yaml
 
 from models.backends import TritonUnavailable, load_backend
 from models.registry import open_registry
-from serving.config import ModelServingConfig
+from serving.config_inference import ModelServingConfig
 from tests.conftest import REPO_ROOT, require_peer
 from tests.serving.conftest import free_port, make_config
 

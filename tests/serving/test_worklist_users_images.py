@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy import select, update
 
 from serving.auth import users
-from serving.config import BootstrapUser
+from serving.config_access import BootstrapUser
 from serving.store.db import NewInstance
 from serving.store.schema import Instance, User
 from tests.serving.worklist_fixtures import login

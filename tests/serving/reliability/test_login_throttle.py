@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from serving.auth.throttle import LoginThrottle, locked_for
-from serving.config import LoginThrottleConfig
+from serving.config_access import LoginThrottleConfig
 
 pytestmark = pytest.mark.reliability
 

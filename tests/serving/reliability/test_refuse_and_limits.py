@@ -186,7 +186,7 @@ def test_storage_full_or_gone_is_refused_then_recovers(tmp_path, ecg_registry, e
 
 
 def test_rate_limits_per_site(tmp_path, ecg_registry, ecg_reader):
-    from serving.config import RateBucket, RateLimitConfig, SiteRateLimits
+    from serving.config_access import RateBucket, RateLimitConfig, SiteRateLimits
 
     cfg = dicom_cfg(tmp_path, ecg_registry)
     cfg = cfg.model_copy(

@@ -127,7 +127,7 @@ def _ct_file(tmp_path) -> Path:
 
 @pytest.mark.dicom_net
 def test_dicom_tls_scp_with_mutual_authentication(tmp_path, pki, ecg_registry, ecg_reader):
-    from serving.config import DicomTlsConfig
+    from serving.config_access import DicomTlsConfig
     from serving.tls import client_context
 
     cfg = make_config(tmp_path, ecg_registry)
@@ -249,7 +249,7 @@ def test_certificate_names_and_their_config():
 def test_https_from_the_serve_options(tmp_path, pki, ecg_registry, ecg_reader):
     """`preread serve` hands tls.http_options(cfg) to serve.start(); Ray Serve's proxy passes the ssl_*
     options to uvicorn. Here uvicorn serves the real app with exactly those options."""
-    from serving.config import HttpTlsConfig
+    from serving.config_access import HttpTlsConfig
     from serving.tls import http_options
 
     cfg = make_config(tmp_path, ecg_registry)
