@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from serving import metrics
 from serving.auth.tokens import AuthError, Principal
@@ -74,6 +74,10 @@ ViewerDep = Annotated[Principal, Depends(require("reader", "grassroots", "admin"
 RefuserDep = Annotated[Principal, Depends(require("grassroots", "reader", "admin"))]
 DatasciDep = Annotated[Principal, Depends(require("datasci", "admin"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
+
+# Paging of list answers: ``limit`` items from ``offset``; a page holds at most 1000 items.
+PageLimit = Annotated[int, Query(ge=1, le=1000)]
+PageOffset = Annotated[int, Query(ge=0)]
 
 
 def client_of(request: Request) -> str:

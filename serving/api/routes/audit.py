@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from serving.api.deps import AdminDep, ServicesDep, log_action
+from serving.api.deps import AdminDep, PageOffset, ServicesDep, log_action
 from serving.api.schemas import AuditLog, ChainCheckOut
 from serving.store import audit
 
@@ -17,7 +17,7 @@ def audit_log(
     svc: ServicesDep,
     who: AdminDep,
     limit: int = Query(200, ge=1, le=5000),
-    offset: int = Query(0, ge=0),
+    offset: PageOffset = 0,
     user: str | None = None,
     action: str | None = None,
     study: str | None = None,

@@ -3,10 +3,10 @@ signed, the doctor's report."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from models.read import PreRead
-from serving.api.deps import SenderDep, ServicesDep, log_action
+from serving.api.deps import PageLimit, PageOffset, SenderDep, ServicesDep, log_action
 from serving.api.schemas import ReadSummary, Submission, Submissions
 from serving.store.db import as_utc
 from serving.store.queries import count_studies, recent_studies
@@ -20,8 +20,8 @@ def submissions(
     request: Request,
     svc: ServicesDep,
     who: SenderDep,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> Submissions:
     studies = recent_studies(svc.db, who.site_scope(), limit, offset)
     items = [

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from datasets.vocabulary import TriageLevel
-from serving.api.deps import ReaderDep, ServicesDep, ViewerDep, client_of, study_for
+from serving.api.deps import PageLimit, PageOffset, ReaderDep, ServicesDep, ViewerDep, client_of, study_for
 from serving.api.schemas import InstanceOut, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
 from serving.store import audit
@@ -27,8 +27,8 @@ def worklist(
     modality: str | None = None,
     status: str | None = Query(None, description="comma-separated statuses"),
     level: TriageLevel | None = Query(None),
-    limit: int = Query(200, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    limit: PageLimit = 200,
+    offset: PageOffset = 0,
 ) -> Worklist:
     if site and not who.can_access_site(site):
         raise HTTPException(403, f"user {who.user!r} may not see site {site!r}")
