@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.orm import Session
 
 from serving.store.db import Database, as_utc
 from serving.store.schema import AI_FAILED, AI_READ, CLAIMED, NO_AI_READ, RECEIVED, SIGNED, Correction, Study, utcnow
@@ -138,21 +139,9 @@ def sign(
     signed before) and a correction row (what the AI said, what the doctor said) in one transaction."""
     now = now or utcnow()
     with db.session() as session:
-        study = session.scalar(select(Study).where(Study.study_uid == study_uid))
-        if study is None:
-            raise ReadingError(404, f"no study {study_uid}")
-        if study.claimed_by != user or not claim_is_live(study, now):
-            holder = f"it is claimed by {study.claimed_by}" if claim_is_live(study, now) else "nobody holds it"
-            raise ReadingError(409, f"claim the study before signing ({holder})")
+        study = _claimed_study(session, study_uid, user, now)
         ai = ai_findings(study)
-        known = set(ai["findings"])
-        unknown = sorted(set(findings) - known) if known else []
-        if unknown:
-            raise ReadingError(422, f"unknown finding codes {unknown}; known: {sorted(known)}")
-        # Start from the AI's calls; the reader's findings override them code by code.
-        final = {code: bool(v["positive"]) for code, v in ai["findings"].items()}
-        final.update({code: bool(value) for code, value in findings.items()})
-        agree_effective = agree and all(final.get(c) == v["positive"] for c, v in ai["findings"].items())
+        final, agree_effective = _final_findings(ai, findings, agree)
         amending = study.status == SIGNED
         previous = None
         if amending:
@@ -169,27 +158,7 @@ def sign(
             "signed_at": now.isoformat(),
             "ai": {"model": study.model_name, "version": study.model_version, **ai},
         }
-        # Conditional on the claim still being ours: a claim that expired and was taken over in the
-        # meantime makes this update match nothing.
-        result = session.execute(
-            update(Study)
-            .where(
-                and_(Study.study_uid == study_uid, Study.claimed_by == user, Study.claim_expires_at > _db_time(db, now))
-            )
-            .values(
-                status=SIGNED,
-                signed_by=user,
-                signed_at=now,
-                final_report=report,
-                report_status=report_status,
-                claimed_by=None,
-                claimed_at=None,
-                claim_expires_at=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
-            raise ReadingError(409, "the claim expired and was taken over before signing")
+        _store_signature(session, db, study_uid, user, now, report)
         session.add(
             Correction(
                 study_uid=study_uid,
@@ -205,6 +174,54 @@ def sign(
             )
         )
     return report
+
+
+def _claimed_study(session: Session, study_uid: str, user: str, now: datetime) -> Study:
+    """The study ``user`` holds a live claim on (404 no such study, 409 not claimed by them)."""
+    study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+    if study is None:
+        raise ReadingError(404, f"no study {study_uid}")
+    if study.claimed_by != user or not claim_is_live(study, now):
+        holder = f"it is claimed by {study.claimed_by}" if claim_is_live(study, now) else "nobody holds it"
+        raise ReadingError(409, f"claim the study before signing ({holder})")
+    return study
+
+
+def _final_findings(ai: dict[str, Any], findings: dict[str, bool], agree: bool) -> tuple[dict[str, bool], bool]:
+    """The signed findings: the AI's calls, overridden code by code by the reader's (422 for a code the AI
+    never read); and whether the reader agrees in effect (said so and changed no call)."""
+    known = set(ai["findings"])
+    unknown = sorted(set(findings) - known) if known else []
+    if unknown:
+        raise ReadingError(422, f"unknown finding codes {unknown}; known: {sorted(known)}")
+    final = {code: bool(v["positive"]) for code, v in ai["findings"].items()}
+    final.update({code: bool(value) for code, value in findings.items()})
+    agree_effective = agree and all(final.get(c) == v["positive"] for c, v in ai["findings"].items())
+    return final, agree_effective
+
+
+def _store_signature(
+    session: Session, db: Database, study_uid: str, user: str, now: datetime, report: dict[str, Any]
+) -> None:
+    """The study signed with ``report`` and its claim released, conditional on the claim still being ours:
+    a claim that expired and was taken over in the meantime makes this update match nothing (409)."""
+    result = session.execute(
+        update(Study)
+        .where(and_(Study.study_uid == study_uid, Study.claimed_by == user, Study.claim_expires_at > _db_time(db, now)))
+        .values(
+            status=SIGNED,
+            signed_by=user,
+            signed_at=now,
+            final_report=report,
+            report_status=report["status"],
+            claimed_by=None,
+            claimed_at=None,
+            claim_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise ReadingError(409, "the claim expired and was taken over before signing")
 
 
 def corrections(db: Database, study_uid: str | None = None) -> list[Correction]:

@@ -158,64 +158,12 @@ class Database:
             with self.session() as session:
                 study = session.scalar(select(Study).where(Study.study_uid == new.study_uid))
                 if study is None:
-                    leased = new.lease_by is not None and new.status == RECEIVED and not new.no_ai
-                    study = Study(
-                        study_uid=new.study_uid,
-                        site=new.site,
-                        modality=new.modality,
-                        patient_id=new.patient_id,
-                        patient_name=new.patient_name,
-                        patient_key=new.patient_key,
-                        patient_sex=new.patient_sex,
-                        patient_age=new.patient_age,
-                        description=new.description,
-                        arrived_at=now,
-                        status=NO_AI_READ if new.no_ai else new.status,
-                        no_ai=new.no_ai,
-                        ai_error=NO_AI_REASON if new.no_ai else None,
-                        study_date=attrs.study_date,
-                        accession_number=attrs.accession_number,
-                        last_instance_at=now,
-                        ai_attempts=1 if leased else 0,
-                        processing_since=now if leased else None,
-                        processing_by=new.lease_by if leased else None,
-                        priority=new.priority,
-                    )
+                    study = _new_study(new, attrs, now)
                     session.add(study)
                     session.flush()
                 elif attrs.role == "original":
-                    if new.no_ai and not study.no_ai:  # a refusal sent with a later object holds for the study
-                        study.no_ai, study.ai_error = True, NO_AI_REASON
-                    study.last_instance_at = now
-                    if new.priority and (
-                        study.priority is None or LEVEL_RANK[new.priority] < LEVEL_RANK[study.priority]
-                    ):
-                        study.priority = new.priority
-                    if (
-                        study.status == NO_AI_READ
-                        and new.status == RECEIVED
-                        and not study.no_ai
-                        and study.read_at is None
-                    ):
-                        # A new series may be one a model reads: route the study again.
-                        study.status, study.ai_error, study.ai_attempts = RECEIVED, None, 0
-                instance = Instance(
-                    sop_instance_uid=new.sop_instance_uid,
-                    study_id=study.id,
-                    series_uid=new.series_uid,
-                    sop_class_uid=new.sop_class_uid,
-                    content_type=new.content_type,
-                    storage_key=new.storage_key,
-                    sha256=new.sha256,
-                    size_bytes=new.size_bytes,
-                    source=new.source,
-                    sender=new.sender,
-                    received_at=now,
-                    modality=attrs.modality,
-                    body_part=attrs.body_part,
-                    view_position=attrs.view_position,
-                    role=attrs.role,
-                )
+                    _another_original(study, new, now)
+                instance = _new_instance(new, attrs, study.id, now)
                 session.add(instance)
             return study, instance, True
         except IntegrityError:
@@ -339,3 +287,65 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _new_study(new: NewInstance, attrs: DicomAttributes, now: datetime) -> Study:
+    """The study row for its first object; leased at once to ``new.lease_by`` when that replica reads it
+    right away (an ECG sent over HTTP), listed as no_ai_read when the patient declined the pre-read."""
+    leased = new.lease_by is not None and new.status == RECEIVED and not new.no_ai
+    return Study(
+        study_uid=new.study_uid,
+        site=new.site,
+        modality=new.modality,
+        patient_id=new.patient_id,
+        patient_name=new.patient_name,
+        patient_key=new.patient_key,
+        patient_sex=new.patient_sex,
+        patient_age=new.patient_age,
+        description=new.description,
+        arrived_at=now,
+        status=NO_AI_READ if new.no_ai else new.status,
+        no_ai=new.no_ai,
+        ai_error=NO_AI_REASON if new.no_ai else None,
+        study_date=attrs.study_date,
+        accession_number=attrs.accession_number,
+        last_instance_at=now,
+        ai_attempts=1 if leased else 0,
+        processing_since=now if leased else None,
+        processing_by=new.lease_by if leased else None,
+        priority=new.priority,
+    )
+
+
+def _another_original(study: Study, new: NewInstance, now: datetime) -> None:
+    """A later original object of a known study: a refusal of the pre-read holds for the study, the higher
+    C-STORE priority wins, the study waits for the series to settle, and a study no model could read is
+    routed again (the new series may be one a model reads)."""
+    if new.no_ai and not study.no_ai:
+        study.no_ai, study.ai_error = True, NO_AI_REASON
+    study.last_instance_at = now
+    if new.priority and (study.priority is None or LEVEL_RANK[new.priority] < LEVEL_RANK[study.priority]):
+        study.priority = new.priority
+    if study.status == NO_AI_READ and new.status == RECEIVED and not study.no_ai and study.read_at is None:
+        study.status, study.ai_error, study.ai_attempts = RECEIVED, None, 0
+
+
+def _new_instance(new: NewInstance, attrs: DicomAttributes, study_id: int, now: datetime) -> Instance:
+    """The instance row of a durably stored object (its storage key, hash and who sent it)."""
+    return Instance(
+        sop_instance_uid=new.sop_instance_uid,
+        study_id=study_id,
+        series_uid=new.series_uid,
+        sop_class_uid=new.sop_class_uid,
+        content_type=new.content_type,
+        storage_key=new.storage_key,
+        sha256=new.sha256,
+        size_bytes=new.size_bytes,
+        source=new.source,
+        sender=new.sender,
+        received_at=now,
+        modality=attrs.modality,
+        body_part=attrs.body_part,
+        view_position=attrs.view_position,
+        role=attrs.role,
+    )
