@@ -154,58 +154,69 @@ class DicomIngest:
         except DicomInputError:
             metrics.REJECTED.labels("DICOM", "object").inc()
             raise
+        repeat = self._repeat_or_cross_site(ds, site, sender or source, source)
+        if repeat is not None:
+            return repeat
+        if str(ds.SOPClassUID) in ECG_SOP_CLASSES and role == "original" and self.ecg is not None:
+            return self._accept_ecg(data, ds, site, source, sender, no_ai, priority)
+        return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai, priority)
+
+    def _repeat_or_cross_site(self, ds: Dataset, site: str, who: str, source: str) -> DicomAccepted | None:
+        """An object already stored is answered as it was (nothing stored again); an object of a study that
+        another site sent is refused and audited (0x0110). None: a new object for this site."""
         sop_class, sop_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
         study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-
         existing = self.db.find_instance(sop_uid)
         if existing is not None:
             study = existing[0]
             if study.site != site:
-                refuse_cross_site(self.db, site, study.site, sender or source, study.study_uid, sop_uid, source)
+                refuse_cross_site(self.db, site, study.site, who, study.study_uid, sop_uid, source)
                 raise DicomInputError(CROSS_SITE_REASON, 0x0110, sop_class, sop_uid)
             return DicomAccepted(
                 study.study_uid, existing[1].series_uid or series_uid, sop_uid, sop_class, site, False, study.status
             )
         owner = study_site(self.db, study_uid)
         if owner is not None and owner != site:
-            refuse_cross_site(self.db, site, owner, sender or source, study_uid, sop_uid, source)
+            refuse_cross_site(self.db, site, owner, who, study_uid, sop_uid, source)
             raise DicomInputError(CROSS_SITE_REASON, 0x0110, sop_class, sop_uid)
+        return None
 
-        if sop_class in ECG_SOP_CLASSES and role == "original" and self.ecg is not None:
-            try:
-                record = self.ecg.parse(data, "application/dicom", None, dicom_checked=True)
-            except EcgInputError as exc:
-                log.warning("ECG object %s not readable as a 12-lead ECG (%s): stored without AI read", sop_uid, exc)
-                return self._store(
-                    data,
-                    ds,
-                    site,
-                    source,
-                    sender,
-                    role,
-                    NO_AI_READ,
-                    f"ECG not readable by the ECG model: {exc.field}: {exc.reason}",
-                    no_ai,
-                    priority,
-                )
-            try:
-                accepted = self.ecg.accept(data, record, site, sender=sender or source, no_ai=no_ai)
-            except SiteError as exc:
-                raise DicomInputError(exc.reason, 0x0110, sop_class, sop_uid) from exc
-            study = accepted.study
-            if accepted.created:
-                metrics.INGESTED.labels("ECG", source).inc()
-            return DicomAccepted(
-                study.study_uid,
-                series_uid,
-                sop_uid,
-                sop_class,
-                site,
-                accepted.created,
-                study.status,
-                record if accepted.created and not study.no_ai else None,
-            )
-        return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai, priority)
+    def _accept_ecg(
+        self,
+        data: bytes,
+        ds: Dataset,
+        site: str,
+        source: str,
+        sender: str | None,
+        no_ai: bool,
+        priority: str | None,
+    ) -> DicomAccepted:
+        """A DICOM waveform ECG goes in through the ECG workflow (its record is read at once); one the ECG
+        reader cannot parse is stored as an original listed as no_ai_read, with the reason."""
+        sop_class, sop_uid, series_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)
+        try:
+            record = self.ecg.parse(data, "application/dicom", None, dicom_checked=True)
+        except EcgInputError as exc:
+            log.warning("ECG object %s not readable as a 12-lead ECG (%s): stored without AI read", sop_uid, exc)
+            reason = f"ECG not readable by the ECG model: {exc.field}: {exc.reason}"
+            return self._store(data, ds, site, source, sender, "original", NO_AI_READ, reason, no_ai, priority)
+        try:
+            accepted = self.ecg.accept(data, record, site, sender=sender or source, no_ai=no_ai)
+        except SiteError as exc:
+            raise DicomInputError(exc.reason, 0x0110, sop_class, sop_uid) from exc
+        study = accepted.study
+        if accepted.created:
+            metrics.INGESTED.labels("ECG", source).inc()
+        return DicomAccepted(
+            study.study_uid,
+            series_uid,
+            sop_uid,
+            sop_class,
+            site,
+            accepted.created,
+            study.status,
+            record if accepted.created and not study.no_ai else None,
+        )
 
     def _patient_key(self, site: str, ds: Dataset, patient_id: str | None, patient_name: str | None) -> str | None:
         """Who the patient is for priors (the ECG workflow's keyer, made before masking)."""

@@ -310,6 +310,38 @@ def _film(pdf: _Pdf, png: bytes, t: _Words) -> None:
 def _details(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> None:
     """Findings (AI and doctor), measurements, statements, comparison, impression and signature."""
     width = pdf.w - pdf.l_margin - pdf.r_margin
+    _findings_table(pdf, t, read, report)
+    if read.modality == "ECG":
+        _section(pdf, t("report", "measurements"))
+        pdf.set_font(FONT, size=9)
+        pdf.multi_cell(width, 5, _measure_line(t, read) or "—", new_x="LMARGIN", new_y="NEXT")
+        _section(pdf, t("report", "statements"))
+        pdf.multi_cell(
+            width, 5, _statements_text(t, read) or t("ui", "study.no_statements"), new_x="LMARGIN", new_y="NEXT"
+        )
+    _section(pdf, t("report", "prior"))
+    pdf.multi_cell(
+        width,
+        5,
+        (read.prior.text or read.prior.study_uid) if read.prior else t("report", "no_prior"),
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
+    if not read.quality.acceptable:
+        _section(pdf, t("report", "quality"))
+        for issue in read.quality.reasons:
+            pdf.multi_cell(
+                width,
+                5,
+                i18n.quality_text(t.locale, issue.code, issue.leads, issue.text),
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
+    _impression_and_signature(pdf, t, read, report)
+
+
+def _findings_table(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> None:
+    """One row per finding: its name and code, the AI's probability, the AI's call, the signed call."""
     _section(pdf, t("report", "findings"))
     yes, no = t("report", "positive"), t("report", "negative")
     with pdf.table(
@@ -337,32 +369,11 @@ def _details(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> None:
                     yes if final else no,
                 ]
             )
-    if read.modality == "ECG":
-        _section(pdf, t("report", "measurements"))
-        pdf.set_font(FONT, size=9)
-        pdf.multi_cell(width, 5, _measure_line(t, read) or "—", new_x="LMARGIN", new_y="NEXT")
-        _section(pdf, t("report", "statements"))
-        pdf.multi_cell(
-            width, 5, _statements_text(t, read) or t("ui", "study.no_statements"), new_x="LMARGIN", new_y="NEXT"
-        )
-    _section(pdf, t("report", "prior"))
-    pdf.multi_cell(
-        width,
-        5,
-        (read.prior.text or read.prior.study_uid) if read.prior else t("report", "no_prior"),
-        new_x="LMARGIN",
-        new_y="NEXT",
-    )
-    if not read.quality.acceptable:
-        _section(pdf, t("report", "quality"))
-        for issue in read.quality.reasons:
-            pdf.multi_cell(
-                width,
-                5,
-                i18n.quality_text(t.locale, issue.code, issue.leads, issue.text),
-                new_x="LMARGIN",
-                new_y="NEXT",
-            )
+
+
+def _impression_and_signature(pdf: _Pdf, t: _Words, read: PreRead, report: SignedReport) -> None:
+    """The reader's impression, whether they agreed with the AI, who signed when, and which model read."""
+    width = pdf.w - pdf.l_margin - pdf.r_margin
     _section(pdf, t("report", "impression"))
     pdf.set_font(FONT, size=11)
     pdf.multi_cell(width, 6, report.impression or t("ui", "study.no_impression"), new_x="LMARGIN", new_y="NEXT")

@@ -12,8 +12,10 @@ from datasets.ecg.errors import EcgInputError
 from serving import metrics
 from serving.api.deps import SenderDep, ServicesDep, enforce_rate_limit, only_site, read_body
 from serving.api.schemas import EcgAccepted
-from serving.ingest.ecg import SiteError
+from serving.auth.tokens import Principal
+from serving.ingest.ecg import AcceptedEcg, SiteError
 from serving.priority import PriorityError, parse_priority, request_priority
+from serving.services import Services
 from serving.store.schema import RECEIVED
 
 router = APIRouter(tags=["ecg"])
@@ -58,29 +60,18 @@ async def post_ecg(
     except EcgInputError as exc:
         metrics.REJECTED.labels("ECG", exc.field).inc()
         return JSONResponse({"detail": {"field": exc.field, "reason": exc.reason}}, status_code=422)
-    site = site or form_site or record.meta.get("site") or only_site(who)
-    if not site:
-        raise HTTPException(422, detail={"field": "site", "reason": "say which site sent this ECG (?site=...)"})
-    if not who.can_access_site(site):
-        raise HTTPException(403, f"user {who.user!r} may not send for site {site!r}")
+    site = _sending_site(who, site or form_site or record.meta.get("site"))
     if site != early_site:
         enforce_rate_limit(svc, site)
     try:
         accepted = svc.ecg.accept(body, record, site, sender=who.user, no_ai=no_ai)
     except SiteError as exc:
         raise HTTPException(exc.status, detail={"field": "site", "reason": exc.reason}) from exc
-    study = accepted.study
     if accepted.created:
         metrics.INGESTED.labels("ECG", "http").inc()
-    if accepted.created or study.status == RECEIVED:
-        with request_priority(priority):  # [priority] the model replica serves critical first
-            read = await svc.ecg.read_accepted(accepted)
-        if read is not None:
-            metrics.AI_READS.labels("ECG", read.triage.level).inc()
-            metrics.READ_SECONDS.labels("ECG").observe(time.perf_counter() - started)
-        elif accepted.created and not study.no_ai:
-            metrics.AI_FAILURES.labels("ECG").inc()
-    study = svc.db.get_study(study.study_uid)
+    if accepted.created or accepted.study.status == RECEIVED:
+        await _read_now(svc, accepted, priority, started)
+    study = svc.db.get_study(accepted.study.study_uid)
     body_out = EcgAccepted(
         study_uid=study.study_uid,
         status=study.status,
@@ -91,6 +82,28 @@ async def post_ecg(
         links={"study": f"/api/v1/studies/{study.study_uid}"},
     )
     return JSONResponse(body_out.model_dump(mode="json"), status_code=201 if accepted.created else 200)
+
+
+def _sending_site(who: Principal, named: str | None) -> str:
+    """The site the ECG is sent for: named (query, form or the record itself) or the caller's only one;
+    422 when none, 403 when the caller may not send for it."""
+    site = named or only_site(who)
+    if not site:
+        raise HTTPException(422, detail={"field": "site", "reason": "say which site sent this ECG (?site=...)"})
+    if not who.can_access_site(site):
+        raise HTTPException(403, f"user {who.user!r} may not send for site {site!r}")
+    return site
+
+
+async def _read_now(svc: Services, accepted: AcceptedEcg, priority: str | None, started: float) -> None:
+    """The pre-read of an accepted ECG, at once and at the sender's priority; counted as read or failed."""
+    with request_priority(priority):  # [priority] the model replica serves critical first
+        read = await svc.ecg.read_accepted(accepted)
+    if read is not None:
+        metrics.AI_READS.labels("ECG", read.triage.level).inc()
+        metrics.READ_SECONDS.labels("ECG").observe(time.perf_counter() - started)
+    elif accepted.created and not accepted.study.no_ai:
+        metrics.AI_FAILURES.labels("ECG").inc()
 
 
 async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None, str | None, str | None]:
