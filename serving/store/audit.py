@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -71,29 +71,32 @@ def appending(db: Database) -> Iterator[Session]:
         yield session
 
 
-def append(
-    session: Session,
-    action: str,
-    *,
-    user: str | None = None,
-    role: str | None = None,
-    study_uid: str | None = None,
-    detail: dict[str, Any] | None = None,
-    client: str | None = None,
-) -> AuditEntry:
+class EventFields(TypedDict, total=False):
+    """The optional fields of an audit event: who did it (user, role, client address), to which study,
+    and the details of what was done."""
+
+    user: str | None
+    role: str | None
+    study_uid: str | None
+    detail: dict[str, Any] | None
+    client: str | None
+
+
+def append(session: Session, action: str, **fields: Unpack[EventFields]) -> AuditEntry:
     """Append one entry inside an ``appending`` transaction."""
     # Round-trip the detail through JSON now so the hash is computed on what the database returns.
+    detail = fields.get("detail")
     detail = json.loads(json.dumps(detail, default=str)) if detail is not None else None
     last = session.scalar(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1))
     prev = last.hash if last is not None else GENESIS
     entry = AuditEntry(
         at=utcnow(),
-        user=user,
-        role=role,
+        user=fields.get("user"),
+        role=fields.get("role"),
         action=action[:32],
-        study_uid=study_uid,
+        study_uid=fields.get("study_uid"),
         detail=detail,
-        client=(client or "")[:64] or None,
+        client=(fields.get("client") or "")[:64] or None,
         prev_hash=prev,
         hash="",
     )
@@ -103,19 +106,10 @@ def append(
     return entry
 
 
-def record(
-    db: Database,
-    action: str,
-    *,
-    user: str | None = None,
-    role: str | None = None,
-    study_uid: str | None = None,
-    detail: dict[str, Any] | None = None,
-    client: str | None = None,
-) -> AuditEntry:
+def record(db: Database, action: str, **fields: Unpack[EventFields]) -> AuditEntry:
     """Append one entry to the chain and return it."""
     with appending(db) as session:
-        return append(session, action, user=user, role=role, study_uid=study_uid, detail=detail, client=client)
+        return append(session, action, **fields)
 
 
 # --- repeated views -------------------------------------------------------------------------------
@@ -129,7 +123,8 @@ class _ViewWindow:
     opened: datetime
     last: datetime
     repeats: int
-    fields: dict[str, Any]
+    action: str
+    fields: EventFields
 
 
 _views: dict[tuple, _ViewWindow] = {}
@@ -137,26 +132,17 @@ _views_lock = threading.Lock()
 
 
 def record_view(
-    db: Database,
-    action: str,
-    window_s: float,
-    *,
-    user: str | None = None,
-    role: str | None = None,
-    study_uid: str | None = None,
-    detail: dict[str, Any] | None = None,
-    client: str | None = None,
-    now: datetime | None = None,
+    db: Database, action: str, window_s: float, *, now: datetime | None = None, **fields: Unpack[EventFields]
 ) -> AuditEntry | None:
     """An access that a page repeats on a timer (the worklist poll). The first view in a window is
     appended at once, like any event; identical views in the next ``window_s`` seconds only count,
     and are appended as one ``repeated`` event when the window closes (next view after it, or the
     dispatcher's ``flush_views``). Every access stays on the chain; a poll is no longer a row."""
     now = now or utcnow()
-    fields = {"action": action, "user": user, "role": role, "study_uid": study_uid, "detail": detail, "client": client}
     if window_s <= 0:
-        return record(db, action, user=user, role=role, study_uid=study_uid, detail=detail, client=client)
-    key = (db.url, json.dumps(fields, sort_keys=True, default=str))
+        return record(db, action, **fields)
+    view = {field: fields.get(field) for field in EventFields.__annotations__}
+    key = (db.url, json.dumps({"action": action, **view}, sort_keys=True, default=str))
     with _views_lock:
         window = _views.get(key)
         if window is not None and (now - window.opened).total_seconds() < window.window_s:
@@ -164,18 +150,17 @@ def record_view(
             window.last = now
             return None
         closed = _views.pop(key, None)
-        _views[key] = _ViewWindow(db, window_s, now, now, 0, fields)
+        _views[key] = _ViewWindow(db, window_s, now, now, 0, action, fields)
     if closed is not None:
         _write_repeats(closed)
-    return record(
-        db,
-        action,
-        user=user,
-        role=role,
-        study_uid=study_uid,
-        client=client,
-        detail={**(detail or {}), "window_seconds": window_s},
-    )
+    return record(db, action, **_with_detail(fields, window_seconds=window_s))
+
+
+def _with_detail(fields: EventFields, **extra: Any) -> EventFields:
+    """The same event with ``extra`` added to its detail."""
+    out = fields.copy()
+    out["detail"] = {**(fields.get("detail") or {}), **extra}
+    return out
 
 
 def flush_views(db: Database | None = None, now: datetime | None = None, force: bool = False) -> int:
@@ -194,21 +179,10 @@ def flush_views(db: Database | None = None, now: datetime | None = None, force: 
 def _write_repeats(window: _ViewWindow) -> int:
     if window.repeats == 0:
         return 0
-    f = window.fields
-    record(
-        window.db,
-        f["action"],
-        user=f["user"],
-        role=f["role"],
-        study_uid=f["study_uid"],
-        client=f["client"],
-        detail={
-            **(f["detail"] or {}),
-            "repeated": window.repeats,
-            "first_at": _iso(window.opened),
-            "last_at": _iso(window.last),
-        },
+    repeats = _with_detail(
+        window.fields, repeated=window.repeats, first_at=_iso(window.opened), last_at=_iso(window.last)
     )
+    record(window.db, window.action, **repeats)
     return 1
 
 
