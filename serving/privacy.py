@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Required, TypedDict, Unpack
 
 
 def mask_name(name: str | None) -> str | None:
@@ -69,27 +70,30 @@ IDENTITY_FIELDS = ("patient_id", "issuer", "name", "birth_date", "sex")
 """What a site's identity rule (``priors.identity`` in the serving config) may combine."""
 
 
-def identity_string(
-    rule: tuple[str, ...] | list[str],
-    *,
-    site: str,
-    patient_id: str | None,
-    issuer: str | None = None,
-    name: str | None = None,
-    birth_date: str | None = None,
-    sex: str | None = None,
-) -> str | None:
+class PatientIdentity(TypedDict, total=False):
+    """What can tell one patient from another (as sent, before masking); ``site`` and ``patient_id``
+    always given, the rest where the object carries them."""
+
+    site: Required[str]
+    patient_id: Required[str | None]
+    issuer: str | None
+    name: str | None
+    birth_date: str | None
+    sex: str | None
+
+
+def identity_string(rule: tuple[str, ...] | list[str], **identity: Unpack[PatientIdentity]) -> str | None:
     """The canonical text of a patient's identity under ``rule`` (patient ID + issuer of patient ID by
     default), before any masking; None when a field the rule needs is missing (then no prior is
     looked for: a wrong prior is worse than none). A missing issuer means the sending site's own
     register (IDs are issued per hospital information system). The caller keys it (HMAC with the
     deployment secret) so the stored key reveals nothing and masked IDs never decide who is who."""
     values = {
-        "patient_id": (patient_id or "").strip(),
-        "issuer": (issuer or "").strip() or f"site:{site}",
-        "name": (name or "").strip().upper(),
-        "birth_date": (birth_date or "").strip(),
-        "sex": (sex or "").strip().upper(),
+        "patient_id": (identity["patient_id"] or "").strip(),
+        "issuer": (identity.get("issuer") or "").strip() or f"site:{identity['site']}",
+        "name": (identity.get("name") or "").strip().upper(),
+        "birth_date": (identity.get("birth_date") or "").strip(),
+        "sex": (identity.get("sex") or "").strip().upper(),
     }
     parts = []
     for field in rule:
@@ -109,19 +113,8 @@ class PatientKeyer:
     secret: str
     rule: tuple[str, ...] = ("patient_id", "issuer")
 
-    def __call__(
-        self,
-        *,
-        site: str,
-        patient_id: str | None,
-        issuer: str | None = None,
-        name: str | None = None,
-        birth_date: str | None = None,
-        sex: str | None = None,
-    ) -> str | None:
-        text = identity_string(
-            self.rule, site=site, patient_id=patient_id, issuer=issuer, name=name, birth_date=birth_date, sex=sex
-        )
+    def __call__(self, **identity: Unpack[PatientIdentity]) -> str | None:
+        text = identity_string(self.rule, **identity)
         if text is None:
             return None
         return hmac.new(self.secret.encode(), f"patient:{text}".encode(), hashlib.sha256).hexdigest()[:32]
