@@ -33,24 +33,23 @@ def _iso(value: datetime) -> str:
     return as_utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _content(entry: AuditEntry) -> dict[str, Any]:
+    """What a row says (the fields its hash covers)."""
+    return {
+        "id": entry.id,
+        "at": _iso(entry.at),
+        "user": entry.user,
+        "role": entry.role,
+        "action": entry.action,
+        "study_uid": entry.study_uid,
+        "detail": entry.detail,
+        "client": entry.client,
+    }
+
+
 def canonical(entry: AuditEntry) -> str:
     """The row as canonical JSON (sorted keys, no spaces, UTC times to the microsecond)."""
-    return json.dumps(
-        {
-            "id": entry.id,
-            "at": _iso(entry.at),
-            "user": entry.user,
-            "role": entry.role,
-            "action": entry.action,
-            "study_uid": entry.study_uid,
-            "detail": entry.detail,
-            "client": entry.client,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
+    return json.dumps(_content(entry), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def row_hash(prev_hash: str, entry: AuditEntry) -> str:
@@ -235,15 +234,4 @@ def entries(
 
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": _iso(entry.at),
-        "user": entry.user,
-        "role": entry.role,
-        "action": entry.action,
-        "study_uid": entry.study_uid,
-        "detail": entry.detail,
-        "client": entry.client,
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
+    return {**_content(entry), "prev_hash": entry.prev_hash, "hash": entry.hash}

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -112,6 +112,16 @@ class Aging:
         return base, (f"critical waiting {waited:.0f} min > {self.critical:g} min" if overdue else None), overdue
 
 
+class WorklistFilters(TypedDict, total=False):
+    """What a reader narrows the worklist to (each optional): one site of theirs, a modality, statuses
+    (default: the open ones), an effective triage level."""
+
+    site: str | None
+    modality: str | None
+    statuses: Sequence[str] | None
+    level: str | None
+
+
 class Database:
     def __init__(self, url: str, echo: bool = False):
         self.url = url
@@ -202,50 +212,39 @@ class Database:
         aging: Aging,
         now: datetime | None = None,
         *,
-        modality: str | None = None,
-        statuses: Sequence[str] | None = None,
-        level: str | None = None,
-        site: str | None = None,
         limit: int = 200,
         offset: int = 0,
+        **filters: Unpack[WorklistFilters],
     ) -> list[Study]:
         """Open studies for ``sites`` (None = all), ordered by effective level (after aging), then
         score (highest first), then waiting time (longest first). Nothing is filtered out unless the
         caller asks for a filter."""
         now = now or utcnow()
         rank = self._effective_rank(aging, now, sqlite=self.engine.dialect.name == "sqlite")
-        query = self._worklist_filter(select(Study), rank, sites, modality, statuses, level, site)
+        query = self._worklist_filter(select(Study), rank, sites, filters)
         query = query.order_by(rank, nulls_last(Study.score.desc()), Study.arrived_at, Study.id)
         with self.session() as session:
             return list(session.scalars(query.limit(limit).offset(offset)).all())
 
     def worklist_total(
-        self,
-        sites: Sequence[str] | None,
-        aging: Aging,
-        now: datetime | None = None,
-        *,
-        modality: str | None = None,
-        statuses: Sequence[str] | None = None,
-        level: str | None = None,
-        site: str | None = None,
+        self, sites: Sequence[str] | None, aging: Aging, now: datetime | None = None, **filters: Unpack[WorklistFilters]
     ) -> int:
         """How many studies the same worklist query holds (the page shows "251–300 of 450")."""
         rank = self._effective_rank(aging, now or utcnow(), sqlite=self.engine.dialect.name == "sqlite")
-        query = self._worklist_filter(select(func.count(Study.id)), rank, sites, modality, statuses, level, site)
+        query = self._worklist_filter(select(func.count(Study.id)), rank, sites, filters)
         with self.session() as session:
             return int(session.scalar(query))
 
     @staticmethod
-    def _worklist_filter(query, rank, sites, modality, statuses, level, site):
+    def _worklist_filter(query, rank, sites: Sequence[str] | None, filters: WorklistFilters):
         if sites is not None:
             query = query.where(Study.site.in_(list(sites)))
-        if site:
+        if site := filters.get("site"):
             query = query.where(Study.site == site)
-        if modality:
+        if modality := filters.get("modality"):
             query = query.where(Study.modality == modality)
-        query = query.where(Study.status.in_(list(statuses or OPEN_STATUSES)))
-        if level:
+        query = query.where(Study.status.in_(list(filters.get("statuses") or OPEN_STATUSES)))
+        if level := filters.get("level"):
             query = query.where(rank == LEVEL_ORDER.index(level))
         return query
 

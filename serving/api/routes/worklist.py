@@ -12,7 +12,7 @@ from serving.api.schemas import InstanceOut, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
 from serving.store import audit
 from serving.store.claims import claim_is_live
-from serving.store.db import as_utc
+from serving.store.db import WorklistFilters, as_utc
 from serving.store.schema import Study, utcnow
 
 router = APIRouter(tags=["worklist"])
@@ -33,7 +33,7 @@ def worklist(
     if site and not who.can_access_site(site):
         raise HTTPException(403, f"user {who.user!r} may not see site {site!r}")
     now = utcnow()
-    filters = dict(
+    filters = WorklistFilters(
         modality=modality,
         level=level.value if level else None,
         site=site,
