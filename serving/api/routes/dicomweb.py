@@ -162,12 +162,14 @@ def qido_instances(study_uid: str, series_uid: str, request: Request, svc: Servi
 
 
 # --- WADO-RS --------------------------------------------------------------------------------
-def _dicom_instances(study: Study, series_uid: str | None, sop_uid: str | None) -> list[Instance]:
-    """The study's DICOM objects (not ECGs sent as WFDB/JSON) in the series and with the SOP Instance UID
-    asked for (None: any); 404 when there are none."""
+def _dicom_objects(request: Request, svc: Services, who: Principal, study_uid: str, *within: str) -> list[Instance]:
+    """The DICOM objects (not ECGs sent as WFDB/JSON) a WADO-RS path names: the study's, or those of the
+    series in ``within[0]``, or the one instance in ``within[1]``; the access audited, 404 when there are
+    none (or the study is another site's)."""
+    series_uid, sop_uid = (*within, None, None)[:2]
     instances = [
         i
-        for i in study.instances
+        for i in _study(request, svc, who, study_uid).instances
         if (series_uid is None or i.series_uid == series_uid)
         and (sop_uid is None or i.sop_instance_uid == sop_uid)
         and i.content_type == "application/dicom"
@@ -177,38 +179,23 @@ def _dicom_instances(study: Study, series_uid: str | None, sop_uid: str | None) 
     return instances
 
 
-def _retrieve(
-    request: Request,
-    svc: Services,
-    who: Principal,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> Response:
+def _retrieve(request: Request, svc: Services, who: Principal, study_uid: str, *within: str) -> Response:
     accept = request.headers.get("accept", "*/*").lower()
     if not any(t in accept for t in ("multipart/related", "application/dicom", "*/*")) or (
         "multipart/related" in accept and "type=" in accept and "application/dicom" not in accept
     ):
         raise HTTPException(406, 'WADO-RS here returns multipart/related; type="application/dicom"')
     objects = []
-    for instance in _dicom_instances(_study(request, svc, who, study_uid), series_uid, sop_uid):
+    for instance in _dicom_objects(request, svc, who, study_uid, *within):
         data = svc.store.get(instance.storage_key)
         objects.append((data, transfer_syntax(data)))
     return multipart_response(objects)
 
 
-def _metadata(
-    request: Request,
-    svc: Services,
-    who: Principal,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> JSONResponse:
-    study = _study(request, svc, who, study_uid)
+def _metadata(request: Request, svc: Services, who: Principal, study_uid: str, *within: str) -> JSONResponse:
     base = str(request.base_url).rstrip("/")
     out = []
-    for i in _dicom_instances(study, series_uid, sop_uid):
+    for i in _dicom_objects(request, svc, who, study_uid, *within):
         ds = pydicom.dcmread(io.BytesIO(svc.store.get(i.storage_key)), stop_before_pixels=True)
         url = f"{base}/dicomweb/studies/{study_uid}/series/{i.series_uid}/instances/{i.sop_instance_uid}"
         item = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _e, u=url: u)
