@@ -47,6 +47,19 @@ class DicomInputError(ValueError):
         self.sop_class_uid, self.sop_instance_uid = sop_class_uid, sop_instance_uid
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """How an object came in: for which site, by which way (``source``: scp, stow, ...), sent by whom
+    (the calling AE or user; None: the way itself), and what the sender asked for (no automated read;
+    the priority, a triage level)."""
+
+    site: str
+    source: str
+    sender: str | None
+    no_ai: bool = False
+    priority: str | None = None
+
+
 @dataclass
 class DicomAccepted:
     study_uid: str
@@ -154,18 +167,20 @@ class DicomIngest:
         except DicomInputError:
             metrics.REJECTED.labels("DICOM", "object").inc()
             raise
-        repeat = self._repeat_or_cross_site(ds, site, sender or source, source)
+        arrival = Arrival(site, source, sender, no_ai, priority)
+        repeat = self._repeat_or_cross_site(ds, arrival)
         if repeat is not None:
             return repeat
         if str(ds.SOPClassUID) in ECG_SOP_CLASSES and role == "original" and self.ecg is not None:
-            return self._accept_ecg(data, ds, site, source, sender, no_ai, priority)
-        return self._store(data, ds, site, source, sender, role, RECEIVED, None, no_ai, priority)
+            return self._accept_ecg(data, ds, arrival)
+        return self._store(data, ds, arrival, role, RECEIVED, None)
 
-    def _repeat_or_cross_site(self, ds: Dataset, site: str, who: str, source: str) -> DicomAccepted | None:
+    def _repeat_or_cross_site(self, ds: Dataset, arrival: Arrival) -> DicomAccepted | None:
         """An object already stored is answered as it was (nothing stored again); an object of a study that
         another site sent is refused and audited (0x0110). None: a new object for this site."""
         sop_class, sop_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
         study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+        site, who, source = arrival.site, arrival.sender or arrival.source, arrival.source
         existing = self.db.find_instance(sop_uid)
         if existing is not None:
             study = existing[0]
@@ -181,16 +196,7 @@ class DicomIngest:
             raise DicomInputError(CROSS_SITE_REASON, 0x0110, sop_class, sop_uid)
         return None
 
-    def _accept_ecg(
-        self,
-        data: bytes,
-        ds: Dataset,
-        site: str,
-        source: str,
-        sender: str | None,
-        no_ai: bool,
-        priority: str | None,
-    ) -> DicomAccepted:
+    def _accept_ecg(self, data: bytes, ds: Dataset, arrival: Arrival) -> DicomAccepted:
         """A DICOM waveform ECG goes in through the ECG workflow (its record is read at once); one the ECG
         reader cannot parse is stored as an original listed as no_ai_read, with the reason."""
         sop_class, sop_uid, series_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)
@@ -199,20 +205,22 @@ class DicomIngest:
         except EcgInputError as exc:
             log.warning("ECG object %s not readable as a 12-lead ECG (%s): stored without AI read", sop_uid, exc)
             reason = f"ECG not readable by the ECG model: {exc.field}: {exc.reason}"
-            return self._store(data, ds, site, source, sender, "original", NO_AI_READ, reason, no_ai, priority)
+            return self._store(data, ds, arrival, "original", NO_AI_READ, reason)
         try:
-            accepted = self.ecg.accept(data, record, site, sender=sender or source, no_ai=no_ai)
+            accepted = self.ecg.accept(
+                data, record, arrival.site, sender=arrival.sender or arrival.source, no_ai=arrival.no_ai
+            )
         except SiteError as exc:
             raise DicomInputError(exc.reason, 0x0110, sop_class, sop_uid) from exc
         study = accepted.study
         if accepted.created:
-            metrics.INGESTED.labels("ECG", source).inc()
+            metrics.INGESTED.labels("ECG", arrival.source).inc()
         return DicomAccepted(
             study.study_uid,
             series_uid,
             sop_uid,
             sop_class,
-            site,
+            arrival.site,
             accepted.created,
             study.status,
             record if accepted.created and not study.no_ai else None,
@@ -233,18 +241,11 @@ class DicomIngest:
         )
 
     def _store(
-        self,
-        data: bytes,
-        ds: Dataset,
-        site: str,
-        source: str,
-        sender: str | None,
-        role: str,
-        status: str,
-        error: str | None,
-        no_ai: bool = False,
-        priority: str | None = None,
+        self, data: bytes, ds: Dataset, arrival: Arrival, role: str, status: str, error: str | None
     ) -> DicomAccepted:
+        """The object stored durably and recorded as ``role`` with ``status`` (``error``: why no model
+        reads it); the work queue is told of a new original it should read."""
+        site, source = arrival.site, arrival.source
         stored = self.store.put(data, ".dcm")
         modality = (_text(ds, "Modality", 16) or "OT").upper()
         patient_id, patient_name = _text(ds, "PatientID"), _text(ds, "PatientName", 128)
@@ -260,7 +261,7 @@ class DicomIngest:
             sha256=stored.sha256,
             size_bytes=stored.size_bytes,
             source=source,
-            sender=sender,
+            sender=arrival.sender,
             series_uid=str(ds.SeriesInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             patient_id=(mask_id(patient_id) if self.mask_ids else patient_id) if patient_id else None,
@@ -270,8 +271,8 @@ class DicomIngest:
             patient_age=_text(ds, "PatientAge", 16),
             description=description,
             status=status,
-            no_ai=no_ai,
-            priority=priority,
+            no_ai=arrival.no_ai,
+            priority=arrival.priority,
         )
         attrs = DicomAttributes(
             modality=modality,
