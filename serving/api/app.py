@@ -19,7 +19,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from serving import metrics
-from serving.api.deps import client_of
+from serving.api.deps import log_view
 from serving.api.encoding import RequestDecompression
 from serving.api.routes import (
     audit,
@@ -41,7 +41,6 @@ from serving.api.routes import (
     worklist,
 )
 from serving.services import Services
-from serving.store.audit import record_view
 from serving.store.objects import StorageUnavailable
 
 log = logging.getLogger("preread.api")
@@ -125,15 +124,7 @@ def _record_refusal(svc: Services | None, request: Request, status: int) -> None
         return
     who = getattr(request.state, "principal", None)
     try:
-        record_view(
-            svc.db,
-            "refused",
-            svc.config.audit.view_window_seconds,
-            user=who.user if who else None,
-            role=who.role if who else None,
-            client=client_of(request),
-            detail={"path": request.url.path, "method": request.method, "status": status},
-        )
+        log_view(svc, request, who, "refused", method=request.method, status=status)
     except Exception as exc:  # the refusal stands; losing its audit row must not turn it into a 500
         log.error("could not audit a refused %s %s: %s", request.method, request.url.path, type(exc).__name__)
 

@@ -100,6 +100,28 @@ def log_action(
     )
 
 
+def log_view(
+    svc: Services,
+    request: Request,
+    who: Principal | None,
+    action: str,
+    study_uid: str | None = None,
+    **detail: Any,
+) -> None:
+    """An access that a page or client repeats (the worklist poll, DICOMweb reads, refusals): identical
+    ones are aggregated per window (``audit.view_window_seconds``, serving/store/audit.py record_view)."""
+    audit.record_view(
+        svc.db,
+        action,
+        svc.config.audit.view_window_seconds,
+        user=who.user if who else None,
+        role=who.role if who else None,
+        study_uid=study_uid,
+        client=client_of(request),
+        detail={"path": request.url.path, **detail},
+    )
+
+
 def study_for(svc: Services, who: Principal, study_uid: str) -> Study:
     """The study, if the caller may see its site; another site's study answers 404 as if it did not exist."""
     study = svc.db.get_study(study_uid)

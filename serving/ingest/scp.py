@@ -28,22 +28,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from pydicom import uid as syntax
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
@@ -57,20 +43,21 @@ from serving.tls import certificate_matches_ae, certificate_names, dicom_server_
 
 log = logging.getLogger("preread.dicom.scp")
 
+# What the SCP accepts: the uncompressed syntaxes and the lossless and lossy compressions our readers decode.
 TRANSFER_SYNTAXES = [
-    ImplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
+    syntax.ImplicitVRLittleEndian,
+    syntax.ExplicitVRLittleEndian,
+    syntax.DeflatedExplicitVRLittleEndian,
+    syntax.ExplicitVRBigEndian,
+    syntax.JPEGBaseline8Bit,
+    syntax.JPEGExtended12Bit,
+    syntax.JPEGLossless,
+    syntax.JPEGLosslessSV1,
+    syntax.JPEGLSLossless,
+    syntax.JPEGLSNearLossless,
+    syntax.JPEG2000Lossless,
+    syntax.JPEG2000,
+    syntax.RLELossless,
 ]
 
 OnEcg = Callable[[str], None]  # (study_uid) → read the ECG this worker leased at arrival

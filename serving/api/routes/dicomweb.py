@@ -12,7 +12,7 @@ import pydicom
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from serving.api.deps import PageLimit, PageOffset, ServicesDep, ViewerDep, client_of, study_for
+from serving.api.deps import PageLimit, PageOffset, ServicesDep, ViewerDep, log_view, study_for
 from serving.api.dicom_json import (
     DICOM_JSON,
     MULTIPART_DICOM,
@@ -25,7 +25,6 @@ from serving.api.dicom_json import (
 from serving.auth.tokens import Principal
 from serving.privacy import mask_dicom_json, mask_id
 from serving.services import Services
-from serving.store import audit
 from serving.store.queries import search_studies
 from serving.store.schema import Instance, Study
 
@@ -102,16 +101,7 @@ def _study(request: Request, svc: Services, who: Principal, study_uid: str) -> S
 def _audit_view(request: Request, svc: Services, who: Principal, study_uid: str | None = None) -> None:
     """Every QIDO-RS, WADO-RS and metadata access is an audit event; a viewer's repeats of the same
     request are aggregated per window like the worklist polls (serving/store/audit.py record_view)."""
-    audit.record_view(
-        svc.db,
-        "view_dicomweb",
-        svc.config.audit.view_window_seconds,
-        user=who.user,
-        role=who.role,
-        study_uid=study_uid,
-        client=client_of(request),
-        detail={"path": request.url.path, "query": str(request.query_params)[:256]},
-    )
+    log_view(svc, request, who, "view_dicomweb", study_uid, query=str(request.query_params)[:256])
 
 
 @router.get("/studies/{study_uid}/series", response_model=list[DicomJson], response_class=DicomJSONResponse)

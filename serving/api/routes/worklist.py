@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from datasets.vocabulary import TriageLevel
-from serving.api.deps import PageLimit, PageOffset, ReaderDep, ServicesDep, ViewerDep, client_of, study_for
+from serving.api.deps import PageLimit, PageOffset, ReaderDep, ServicesDep, ViewerDep, client_of, log_view, study_for
 from serving.api.schemas import InstanceOut, StudyDetail, Worklist, WorklistItem
 from serving.services import Services
 from serving.store import audit
@@ -43,19 +43,14 @@ def worklist(
     total = svc.db.worklist_total(who.site_scope(), svc.aging, now, **filters)
     items = [_worklist_item(s, svc, now) for s in studies]
     # The page polls every few seconds: repeats of the same view are aggregated per window.
-    audit.record_view(
-        svc.db,
+    log_view(
+        svc,
+        request,
+        who,
         "view_worklist",
-        svc.config.audit.view_window_seconds,
-        user=who.user,
-        role=who.role,
-        client=client_of(request),
-        detail={
-            "path": request.url.path,
-            "limit": limit,
-            "offset": offset,
-            "filters": {"site": site, "modality": modality, "status": status, "level": level.value if level else None},
-        },
+        limit=limit,
+        offset=offset,
+        filters={"site": site, "modality": modality, "status": status, "level": level.value if level else None},
     )
     return Worklist(items=items, count=len(items), total=total, offset=offset, limit=limit, generated_at=now)
 
