@@ -29,4 +29,3 @@ def test_a_noqa_needs_a_rule_and_a_reason():
     assert [line.split(":")[1] for line in found] == ["1", "2", "5"]
     assert "bare noqa" in found[0]
     assert "without a reason" in found[1]
-
