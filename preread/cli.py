@@ -171,7 +171,7 @@ def _models(args: argparse.Namespace, registry) -> int:
             print("error: give NAME/VERSION, e.g. ecg/3", file=sys.stderr)
             return 2
         if getattr(args, "gate", False):
-            from evaluation.cli import promote_with_gate  # noqa: PLC0415
+            from evaluation.evaluate import promote_with_gate  # noqa: PLC0415 - CLI subcommand: loaded when run
 
             if not promote_with_gate(registry, name, int(version), args.alias, args.data, args.gate_config):
                 return 1
