@@ -10,6 +10,7 @@ member, in the manner of highdicom's ``highdicom/sr/enum.py``:
 - ``sop``         EcgSopClass, ImageSopClass, ResultSopClass, STORAGE_SOP_CLASSES, ECG_SOP_CLASSES
 - ``age``         AgeDecade (de-identified exports), AgeGroup (evaluation subgroups), one age parser
 - ``ecg_labels``  the ECG label set with its SNOMED CT codes
+- ``ecg_measurements``  EcgMeasurement (every global ECG measurement, with its unit) and its ordered subsets
 - ``cxr_labels``  the chest X-ray label set with its ChestX-ray14 names and SR/FHIR codings
 - ``quality``     QualityReason: why a study cannot be read
 """
