@@ -38,10 +38,10 @@ from datasets.sources.base import (
     check_choice,
     image_file_loader,
     normalise_sex,
-    parse_age,
     read_table,
     served_labels,
 )
+from datasets.vocabulary.age import age_in_years
 
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 UNMENTIONED_POLICIES = ("zeros", "ignore")
@@ -147,7 +147,7 @@ def load_chexpert(
                     "split": split,
                     "site": "CheXpert",
                     "sex": normalise_sex(row.get("Sex")),
-                    "age": parse_age(row.get("Age")),
+                    "age": age_in_years(row.get("Age")),
                     "manufacturer": "unknown",
                     "view": row.get("Frontal/Lateral", None),
                     "projection": row.get("AP/PA", None),

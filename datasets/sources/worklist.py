@@ -33,9 +33,9 @@ from datasets.sources.base import (
     ecg_file_loader,
     image_file_loader,
     normalise_sex,
-    parse_age,
     served_labels,
 )
+from datasets.vocabulary.age import age_in_years
 
 
 def findings_to_set(value: Any) -> set[str] | dict[str, bool]:
@@ -107,7 +107,7 @@ def signed_reads_dataset(
             Y[i, j] = float(final.get(code, False)) if isinstance(final, dict) else float(code in final)
             S[i, j] = probabilities.get(code, np.nan)
         band = rec.get("patient_age_band") or rec.get("age_band")
-        age = parse_age(rec.get("patient_age") or rec.get("age"))
+        age = age_in_years(rec.get("patient_age") or rec.get("age"))
         study = rec.get("study_uid") or rec.get("study") or str(i)
         rows.append(
             {
