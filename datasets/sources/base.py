@@ -349,6 +349,14 @@ def served_labels(task: str) -> tuple[list[str], list[str]]:
     raise ValueError(f"unknown task {task!r}; expected 'ecg' or 'cxr'")
 
 
+def label_columns(task: str, labels: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(codes, names) of the label columns: ``labels`` (named as served where served, else by code),
+    or the served label set of ``task``."""
+    served, served_names = served_labels(task)
+    codes = list(labels) if labels is not None else served
+    return codes, [served_names[served.index(c)] if c in served else c for c in codes]
+
+
 def ecg_input_spec(**extra: Any) -> dict[str, Any]:
     """The preprocessing parameters of an ECG source (part of its input cache key)."""
     return {"pipeline": "ecg_preprocess", **extra}

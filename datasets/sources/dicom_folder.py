@@ -31,8 +31,8 @@ from datasets.sources.base import (
     ecg_file_loader,
     ecg_input_spec,
     image_file_loader,
+    label_columns,
     read_table,
-    served_labels,
 )
 from datasets.vocabulary.age import age_in_years
 
@@ -76,9 +76,7 @@ def load_dicom_folder(
     table = read_table(csv_file, "dicom", ("file",), dtype={"file": str, "patient_id": str})
     if limit is not None:
         table = table.head(limit)
-    served, served_names = served_labels(task)
-    codes = list(labels) if labels is not None else served
-    names = [served_names[served.index(c)] if c in served else c for c in codes]
+    codes, names = label_columns(task, labels)
     unknown = [c for c in table.columns if c not in codes and c not in META_COLUMNS]
     if unknown:
         raise SourceLayoutError(

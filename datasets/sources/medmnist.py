@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datasets.sources.base import SourceDataset, SourceLayoutError, check_choice, served_labels
+from datasets.imaging.transforms import preprocess_image
+from datasets.sources.base import SourceDataset, SourceLayoutError, check_choice, cxr_input_spec, served_labels
 
 SPLITS = ("train", "val", "test")
 
@@ -54,8 +55,6 @@ def load_medmnist(
     channels: int = 1,
     limit: int | None = None,
 ) -> SourceDataset:
-    from datasets.imaging.transforms import preprocess_image  # noqa: PLC0415
-
     file = Path(path)
     for split in splits:
         check_choice("medmnist", "split", split, SPLITS)
@@ -103,7 +102,7 @@ def load_medmnist(
         Y=np.concatenate(Ys),
         meta=pd.DataFrame(rows),
         loader=load,
-        input_spec={"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"},
+        input_spec=cxr_input_spec(image_size, channels),
         notes=[f"MedMNIST splits {', '.join(present)} (official); {stack.shape[1]} px images"],
         description=f"MedMNIST {file.name}: {len(rows)} images ({', '.join(present)})",
     ).head(limit)
