@@ -349,6 +349,12 @@ def served_labels(task: str) -> tuple[list[str], list[str]]:
     raise ValueError(f"unknown task {task!r}; expected 'ecg' or 'cxr'")
 
 
+def served_dataset(fmt: str, task: str, path: Path, Y: np.ndarray, meta: pd.DataFrame, **fields: Any) -> SourceDataset:
+    """A dataset whose label columns are the served label set of ``task`` (``Y`` in that order)."""
+    labels, names = served_labels(task)
+    return SourceDataset(format=fmt, path=path, task=task, labels=labels, label_names=names, Y=Y, meta=meta, **fields)
+
+
 def label_columns(task: str, labels: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """(codes, names) of the label columns: ``labels`` (named as served where served, else by code),
     or the served label set of ``task``."""

@@ -41,6 +41,7 @@ from datasets.sources.base import (
     image_file_loader,
     normalise_sex,
     read_table,
+    served_dataset,
     served_labels,
 )
 from datasets.vocabulary.age import age_in_years
@@ -103,7 +104,7 @@ def load_chexpert(
     check_choice("chexpert", "views", views, VIEWS)
     path = Path(path)
     files = _csv_files(path)
-    labels, names = served_labels("cxr")
+    labels, _ = served_labels("cxr")
     rows, Ys = [], []
     for csv_file, split in files:
         table = read_table(csv_file, "chexpert", ("Path",))
@@ -120,14 +121,12 @@ def load_chexpert(
             rows.append(_case_row(csv_file, split, row))
     if not rows:
         raise SourceLayoutError(f"chexpert: no {views} images listed in {', '.join(str(f) for f, _ in files)}")
-    return SourceDataset(
-        format="chexpert",
-        path=path,
-        task="cxr",
-        labels=labels,
-        label_names=names,
-        Y=np.stack(Ys),
-        meta=pd.DataFrame(rows),
+    return served_dataset(
+        "chexpert",
+        "cxr",
+        path,
+        np.stack(Ys),
+        pd.DataFrame(rows),
         loader=image_file_loader(image_size, channels),
         input_spec=cxr_input_spec(image_size, channels),
         notes=[

@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from datasets.imaging.transforms import preprocess_image
-from datasets.sources.base import SourceDataset, SourceLayoutError, check_choice, cxr_input_spec, served_labels
+from datasets.sources.base import (
+    SourceDataset,
+    SourceLayoutError,
+    check_choice,
+    cxr_input_spec,
+    served_dataset,
+    served_labels,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -69,7 +76,7 @@ def load_medmnist(
                 f"medmnist: {file} has none of {', '.join(f'{s}_images' for s in splits)} "
                 f"(keys: {', '.join(archive.files)})"
             )
-        labels, names = served_labels("cxr")
+        labels, _ = served_labels("cxr")
         images, Ys, rows = [], [], []
         for split in present:
             if f"{split}_labels" not in archive.files:
@@ -93,14 +100,12 @@ def load_medmnist(
             pixels = pixels.mean(axis=-1)
         return preprocess_image(pixels, size=image_size, channels=channels)
 
-    return SourceDataset(
-        format="medmnist",
-        path=file,
-        task="cxr",
-        labels=labels,
-        label_names=names,
-        Y=np.concatenate(Ys),
-        meta=pd.DataFrame(rows),
+    return served_dataset(
+        "medmnist",
+        "cxr",
+        file,
+        np.concatenate(Ys),
+        pd.DataFrame(rows),
         loader=load,
         input_spec=cxr_input_spec(image_size, channels),
         notes=[f"MedMNIST splits {', '.join(present)} (official); {stack.shape[1]} px images"],

@@ -35,6 +35,7 @@ from datasets.sources.base import (
     multi_hot,
     normalise_sex,
     read_table,
+    served_dataset,
     served_labels,
 )
 from datasets.vocabulary.age import age_in_years
@@ -166,15 +167,7 @@ def _served_dataset(
     description: str,
 ) -> SourceDataset:
     """The NIH cases under the served chest X-ray labels (``known``: per case the codes it speaks about)."""
-    labels, names = served_labels("cxr")
-    return SourceDataset(
-        format="nih",
-        path=root,
-        task="cxr",
-        labels=labels,
-        label_names=names,
-        Y=multi_hot(positives, labels, known),
-        meta=meta,
-        notes=notes,
-        description=description,
+    labels, _ = served_labels("cxr")
+    return served_dataset(
+        "nih", "cxr", root, multi_hot(positives, labels, known), meta, notes=notes, description=description
     )
