@@ -16,6 +16,7 @@ member, in the manner of highdicom's ``highdicom/sr/enum.py``:
 """
 
 from datasets.vocabulary.age import AgeBand, age_band, age_in_years, deidentified_age_band
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 from datasets.vocabulary.levels import LEVEL_RANK, TriageLevel
 from datasets.vocabulary.quality import QualityReason
 from datasets.vocabulary.sop import ECG_SOP_CLASSES, STORAGE_SOP_CLASSES, EcgSopClass, ImageSopClass, ResultSopClass
@@ -26,6 +27,7 @@ __all__ = [
     "LEVEL_RANK",
     "STORAGE_SOP_CLASSES",
     "AgeBand",
+    "EcgMeasurement",
     "EcgSopClass",
     "ImageSopClass",
     "QualityReason",
