@@ -135,20 +135,19 @@ def _draw_shape(rng: np.random.Generator, templates: BeatTemplates) -> _Morpholo
     """A blend of two template variants, with per-lead gains."""
     a, b = rng.choice(templates.n_variants, size=2, replace=False)
     mix = rng.uniform(0.0, 1.0)
-    shape = _Morphology(
+    lead_gain = rng.uniform(0.7, 1.3, size=N_LEADS) * rng.uniform(0.7, 1.4)
+    st_gain = lead_gain * rng.uniform(0.7, 1.2)
+    p_gain = lead_gain * rng.uniform(0.6, 1.2)
+    return _Morphology(
         p_wave=(1 - mix) * templates.p_wave[a] + mix * templates.p_wave[b],
         qrs=(1 - mix) * templates.qrs[a] + mix * templates.qrs[b],
         st_t=(1 - mix) * templates.st_t[a] + mix * templates.st_t[b],
         p_center=(1 - mix) * templates.p_center_s[a] + mix * templates.p_center_s[b],
         template_qrs_s=((1 - mix) * templates.qrs_ms[a] + mix * templates.qrs_ms[b]) / 1000.0,
-        p_gain=np.empty(0),
-        qrs_gain=np.empty(0),
-        st_gain=np.empty(0),
+        p_gain=p_gain,
+        qrs_gain=lead_gain.copy(),
+        st_gain=st_gain,
     )
-    lead_gain = rng.uniform(0.7, 1.3, size=N_LEADS) * rng.uniform(0.7, 1.4)
-    shape.qrs_gain, shape.st_gain = lead_gain.copy(), lead_gain * rng.uniform(0.7, 1.2)
-    shape.p_gain = lead_gain * rng.uniform(0.6, 1.2)
-    return shape
 
 
 def _draw_conduction(rng: np.random.Generator, wide: bool, shape: _Morphology, params: dict[str, object]) -> None:
