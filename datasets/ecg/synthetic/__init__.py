@@ -31,7 +31,7 @@ whole pipeline and train a demo model; never evidence of clinical performance.
 The package, one concern a module: ``templates`` (step 1), ``rhythm`` (2), ``record`` (3, and the
 labels), ``canvas`` (where beats are drawn), ``waves`` (label-specific waves and noise, 3–4),
 ``dataset`` (labelled sets), ``cache`` (the on-disk caches and the version that keys them).
-The label codes are repeated in ``record`` as strings and a test checks they match ``ECG_LABEL_CODES``.
+The label codes are the vocabulary's ``ECG_LABEL_CODES``; a test checks the generator covers each.
 """
 
 from datasets.ecg.synthetic.cache import GENERATOR_VERSION, default_cache_dir

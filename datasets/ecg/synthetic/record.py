@@ -35,9 +35,10 @@ from datasets.ecg.synthetic.waves import (
     unit_vector,
 )
 from datasets.ecg.transforms import TARGET_SAMPLING_RATE, WINDOW_SECONDS
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
-# Same order as datasets.vocabulary.ecg_labels.ECG_LABEL_CODES (checked by tests/datasets/test_ecg_synthetic.py).
-LABEL_CODES: tuple[str, ...] = ("NORM", "AF", "STACH", "SBRAD", "STE", "WQRS", "PREM")
+# The served ECG labels (the vocabulary's one definition): a record's labels and the dataset's columns.
+LABEL_CODES: tuple[str, ...] = ECG_LABEL_CODES
 RHYTHM_LABELS: tuple[str, ...] = ("NORM", "STACH", "SBRAD", "AF")
 MORPHOLOGY_LABELS: tuple[str, ...] = ("STE", "WQRS", "PREM")
 
