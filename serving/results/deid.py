@@ -49,7 +49,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
-from datasets.vocabulary.age import age_decade
+from datasets.vocabulary.age import deidentified_age_band
 from serving.store import claims
 
 PROFILE_EDITION = "dicomfields_2026c"
@@ -330,7 +330,7 @@ def export_training(
                     "site": study.site,
                     "modality": study.modality,
                     "patient_sex": study.patient_sex,
-                    "patient_age_band": age_decade(study.patient_age),
+                    "patient_age_band": deidentified_age_band(study.patient_age),
                     "agree": correction.agree,
                     "final_findings": correction.final_findings,
                     "model": correction.model_name,
