@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.serving_bench import percentile
+from bench.measure import percentile
 from serving.replica.triton.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
