@@ -1,6 +1,6 @@
 """Every ``noqa`` outside tests/ says which rule it silences and why.
 
-ruff reports a finding; a ``# noqa: CODE`` silences it. Silencing is sometimes right (a heavy
+ruff reports a finding; a noqa comment naming the rule silences it. Silencing is sometimes right (a heavy
 dependency imported only when a subcommand runs, a module that needs sys.path set first), but a
 bare ``noqa`` hides what should have been fixed (an import cycle, an unused import). So each one
 here must name its codes and give a reason after them: ``# noqa: PLC0415 - loaded on demand``.
