@@ -103,7 +103,8 @@ def locust_stats(csv_prefix: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """`python -m bench.load_test`'s arguments."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--scale", type=float, default=10.0, help="times the county's daily volume")
@@ -118,8 +119,42 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the temporary state (database, objects, serve.log) after a clean run",
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _load_and_check(
+    service: ServiceProcess, cfg: dict[str, Any], state: Path, seconds: int, rate: float, args: argparse.Namespace
+) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+    """Locust against the ready service, then the zero-loss check of what it acknowledged:
+    (elapsed seconds, the acknowledgements, the zero-loss report)."""
+    acks_path = state / "acks.jsonl"
+    started = time.time()
+    run_locust(
+        service.base,
+        state / "tokens.json",
+        acks_path,
+        state / "locust",
+        seconds,
+        rate,
+        ECG_PER_DAY / (ECG_PER_DAY + CXR_PER_DAY),
+        args.data,
+    )
+    elapsed = time.time() - started
+    acks = (
+        [json.loads(line) for line in acks_path.read_text().splitlines() if line.strip()] if acks_path.exists() else []
+    )
+    result = zero_loss_report(
+        cfg["database"]["url"],
+        Path(cfg["storage"]["root"]),
+        [a["study_uid"] for a in acks],
+        args.drain_minutes * 60,
+    )
+    return elapsed, acks, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the service, load it, check zero loss, print and write the report; 1 if anything was lost."""
+    args = _parser().parse_args(argv)
     state = Path(tempfile.mkdtemp(prefix="preread-load-"))
     registry = args.registry or str(state / "registry")
     ensure_registry(registry)
@@ -136,33 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     service = ServiceProcess(config, state / "serve.log").start()
     try:
         service.wait_ready()
-        acks_path, csv_prefix = state / "acks.jsonl", state / "locust"
-        started = time.time()
-        run_locust(
-            service.base,
-            state / "tokens.json",
-            acks_path,
-            csv_prefix,
-            seconds,
-            rate,
-            ECG_PER_DAY / (ECG_PER_DAY + CXR_PER_DAY),
-            args.data,
-        )
-        elapsed = time.time() - started
-        acks = (
-            [json.loads(line) for line in acks_path.read_text().splitlines() if line.strip()]
-            if acks_path.exists()
-            else []
-        )
-        result = zero_loss_report(
-            cfg["database"]["url"],
-            Path(cfg["storage"]["root"]),
-            [a["study_uid"] for a in acks],
-            args.drain_minutes * 60,
-        )
+        elapsed, acks, result = _load_and_check(service, cfg, state, seconds, rate, args)
     finally:
         service.stop()
-    stats = locust_stats(csv_prefix)
     report = {
         "sites": SITES,
         "daily_ecg": ECG_PER_DAY,
@@ -173,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(elapsed, 1),
         "acknowledged": len(acks),
         "acknowledged_per_s": round(len(acks) / elapsed, 2),
-        "requests": stats,
+        "requests": locust_stats(state / "locust"),
         **result,
         "cpu_count": os.cpu_count(),
         "zero_loss": result["missing"] == 0 and result["without_file"] == 0 and result["read_more_than_once"] == 0,
@@ -189,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(report: dict[str, Any]) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415 - rich loads only when a bench prints
+    from rich.table import Table  # noqa: PLC0415 - rich loads only when a bench prints
 
     table = Table(
         title=f"preread load test: {report['scale']:g}× a county's day in {report['seconds']} s "

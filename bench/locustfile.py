@@ -28,6 +28,9 @@ from pathlib import Path
 
 from locust import HttpUser, constant_throughput, events, task
 
+from datasets.imaging import wrap_png_as_dicom
+from serving.ingest.dicom import encode
+
 DATA = Path(os.environ.get("PREREAD_LOAD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TOKENS: dict[str, str] = (
     json.loads(Path(os.environ["PREREAD_LOAD_TOKENS"]).read_text()) if os.environ.get("PREREAD_LOAD_TOKENS") else {}
@@ -54,9 +57,6 @@ def _placeholder(tag: int) -> str:
 
 
 def _cxr_templates() -> list[bytes]:
-    from datasets.imaging import wrap_png_as_dicom  # noqa: PLC0415
-    from serving.ingest.dicom import encode  # noqa: PLC0415
-
     pngs = sorted((DATA / "cxr" / "nih").rglob("*.png"))[:8]
     out = []
     for png in pngs:

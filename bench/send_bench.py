@@ -60,6 +60,8 @@ def day_queue(quick: bool) -> dict[str, list]:
 
 
 def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dict, list[dict]]:
+    """The day's queue through `python -m preread.send` to the county behind the shaped link: the
+    drain figures and the per-kind wire rows."""
     county, close = county_service(workdir / "county", None, FakeEcgReader())
     shaped = FaultProxy(county.port, segment_drop_rate=DROP_RATE, rate_bytes_s=LINK_KBIT_S * 1000 / 8, seed=11)
     county.proxy.close()
@@ -73,12 +75,7 @@ def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dic
         results={"poll_s": 5.0},
     )
     files = workdir / "day"
-    files.mkdir()
-    kind_of = {}
-    for kind, studies in groups.items():
-        for s in studies:
-            (files / s.name).write_bytes(s.data)
-            kind_of[s.name] = kind
+    kind_of = _write_day(groups, files)
     started = time.time()
     try:
         subprocess.run(
@@ -115,6 +112,22 @@ def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dic
         "connections_broken": shaped.stats["reset"],
         "uncompressed_no_loss_estimate_s": round(raw / (LINK_KBIT_S * 1000 / 8), 1),
     }
+    return result, _wire_rows(groups, items, kind_of)
+
+
+def _write_day(groups: dict[str, list], files: Path) -> dict[str, str]:
+    """The day's studies as files in ``files`` (the folder handed to the sender); file name → kind."""
+    files.mkdir()
+    kind_of = {}
+    for kind, studies in groups.items():
+        for s in studies:
+            (files / s.name).write_bytes(s.data)
+            kind_of[s.name] = kind
+    return kind_of
+
+
+def _wire_rows(groups: dict[str, list], items: list[dict], kind_of: dict[str, str]) -> list[dict]:
+    """Per kind of study: the mean raw and on-the-wire bytes (the sender's queue rows) and their ratio."""
     rows = []
     for kind in groups:
         mine = [i for i in items if kind_of.get(i["label"]) == kind]
@@ -128,7 +141,7 @@ def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dic
                 "wire_over_raw": round(sum(wire_sizes) / sum(raw_sizes), 3),
             }
         )
-    return result, rows
+    return rows
 
 
 def run_send_bench(json_path: str | Path | None = None, quick: bool = False) -> int:

@@ -21,8 +21,12 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.serving_bench import percentile
+from bench.measure import percentile
+from models.registry import open_registry
+from serving.auth.tokens import TokenService, load_secret
 from serving.replica.triton.server import free_port
+from serving.store.db import Database, as_utc
+from serving.store.work import ai_read_counts
 
 REPO = Path(__file__).resolve().parents[1]
 # Every process of one service (the driver, Ray's GCS, raylet, workers, replicas) inherits this
@@ -56,8 +60,6 @@ def wait_for_http(
 def ensure_registry(registry: str | Path) -> None:
     """Tiny ECG and CXR models (the project's training code, tests/data configs) if none is there.
     ``registry``: an MLflow URI or a folder (models.registry.open_registry)."""
-    from models.registry import open_registry  # noqa: PLC0415
-
     reg = open_registry(str(registry))
     for task in ("ecg", "cxr"):
         if reg.is_empty(task):
@@ -111,8 +113,6 @@ def write_config(
 
 def site_tokens(cfg: dict[str, Any], role: str = "grassroots") -> dict[str, str]:
     """One API token per configured site (signed with the service's key; creates it if new)."""
-    from serving.auth.tokens import TokenService, load_secret  # noqa: PLC0415
-
     tokens = TokenService(load_secret(Path(cfg["auth"]["secret_file"])))
     return {s["id"]: tokens.issue(f"load-{s['id']}", role, [s["id"]]) for s in cfg["sites"]}
 
@@ -236,9 +236,6 @@ def zero_loss_report(
     """Waits up to ``drain_s`` for every study to have its AI read, then checks in the database that
     each is stored (row + instance files) and was read exactly once (``ai_read`` audit events);
     counts, examples, and the arrival → AI read percentiles."""
-    from serving.store.db import Database, as_utc  # noqa: PLC0415
-    from serving.store.work import ai_read_counts  # noqa: PLC0415
-
     db = Database(db_url)
     studies = sorted(set(study_uids))
     deadline = time.time() + drain_s

@@ -19,9 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
-from bench.harness import batched_reads_per_s, percentile  # noqa: F401 - re-exported for cxr_bench
+from bench.harness import Comparison, LoadPlan, percentile, run_comparison, token, write_result
+from datasets.ecg.readers import read_wfdb
+from datasets.ecg.transforms import preprocess_signals
+from serving.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 # The real samples beside the repository (../shared/data), as the tests find them.
@@ -29,8 +33,6 @@ SHARED_DATA = Path(os.environ.get("PREREAD_SHARED_DATA", REPO.parent / "shared" 
 
 
 async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
-    import httpx  # noqa: PLC0415
-
     latencies: list[float] = []
     failures = 0
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -66,9 +68,6 @@ async def _http_load(base: str, token: str, bodies: list[bytes], concurrency: in
 
 def cinc_tensors(n: int) -> np.ndarray:
     """n preprocessed real ECGs (the CinC 2021 samples, repeated as needed): float32 [n, 12, 5000]."""
-    from datasets.ecg.readers import read_wfdb  # noqa: PLC0415
-    from datasets.ecg.transforms import preprocess_signals  # noqa: PLC0415
-
     headers = sorted((SHARED_DATA / "ecg" / "cinc2021").glob("*.hea"))
     if not headers:
         raise SystemExit("bench ecg: no CinC records under ../shared/data/ecg/cinc2021")
@@ -79,6 +78,42 @@ def cinc_tensors(n: int) -> np.ndarray:
     return np.stack(batch).astype(np.float32)
 
 
+def _whole_read_in_process(base_cfg, quick: bool, batch: int, console) -> dict[str, Any]:
+    """The whole pre-read, in-process: parse + validate + measure + quality + network + statements
+    + triage, per upload kind (printed)."""
+    from bench import ecg_whole_read as whole_read  # noqa: PLC0415 - the ECG reading stack only for `bench ecg`
+    from models.ecg.pipeline import EcgPreReader  # noqa: PLC0415 - `bench cxr` must not load the ECG stack
+
+    reader = EcgPreReader.from_registry(
+        base_cfg.registry.open(), base_cfg.models["ecg"].ref, base_cfg.triage_path("ecg"), backend="onnxruntime"
+    )
+    whole = whole_read.whole_read_by_kind(reader, whole_read.sample_uploads(SHARED_DATA, 64 if quick else 256), batch)
+    whole_read.print_whole_read(whole, console)
+    return whole
+
+
+def _post_ecg_rows(bodies: list[bytes], concurrencies: list[int], per_level: int):
+    """The whole pre-read rows served: POST /api/v1/ecg at each concurrency, ``per_level`` fresh DICOM
+    bodies each (a body is never sent twice: a repeat would be answered from the store)."""
+    used = [0]
+
+    def full_path(cfg, base, say) -> list[dict]:
+        rows = []
+        grassroots = token(cfg, role="grassroots")
+        for concurrency in concurrencies:
+            chunk = bodies[used[0] : used[0] + per_level]
+            used[0] += per_level
+            if len(chunk) < per_level:
+                break
+            row = asyncio.run(_http_load(base, grassroots, chunk, concurrency))
+            row["label"] = "whole pre-read: POST /api/v1/ecg (DICOM, store, worklist)"
+            say(f"  POST /api/v1/ecg c={concurrency}: {row['per_s']:.1f}/s p50 {row['p50_ms']:.0f} ms")
+            rows.append(row)
+        return rows
+
+    return full_path
+
+
 def run_ecg_bench(
     json_path: str | None,
     quick: bool,
@@ -87,12 +122,10 @@ def run_ecg_bench(
     batch: int = 32,
     whole_read_only: bool = False,
 ) -> int:
-    from rich.console import Console  # noqa: PLC0415
+    """`preread bench ecg`: the whole read in-process, then rows (a), (b), (c) and POST /api/v1/ecg."""
+    from rich.console import Console  # noqa: PLC0415 - rich loads only when a bench prints
 
-    from bench import ecg_whole_read as whole_read  # noqa: PLC0415 - the ECG reading stack only for `bench ecg`
-    from bench.harness import Comparison, LoadPlan, run_comparison, token, write_result  # noqa: PLC0415
-    from models.ecg.pipeline import EcgPreReader  # noqa: PLC0415 - `bench cxr` must not load the ECG stack
-    from serving.config import load_config  # noqa: PLC0415 - as the other bench imports here
+    from bench.ecg_whole_read import dicom_ecg_bodies  # noqa: PLC0415 - the ECG reading stack only for `bench ecg`
     from training.demo import ensure_demo_models  # noqa: PLC0415 - loads torch and the training code
 
     console = Console(width=150)
@@ -106,16 +139,8 @@ def run_ecg_bench(
     )
     full_concurrencies = [1, 8] if quick else [1, 8, 32]
     per_level = 16 if quick else 40
-    # The whole pre-read, in-process: parse + validate + measure + quality + network + statements + triage.
-    bodies = whole_read.dicom_ecg_bodies(per_level * len(full_concurrencies) * len(haproxy_modes))
-    model = base_cfg.models["ecg"]
-    reader = EcgPreReader.from_registry(
-        base_cfg.registry.open(), model.ref, base_cfg.triage_path("ecg"), backend="onnxruntime"
-    )
-    whole = whole_read.whole_read_by_kind(
-        reader, whole_read.sample_uploads(SHARED_DATA, 64 if quick else 256), plan.batch
-    )
-    whole_read.print_whole_read(whole, console)
+    bodies = dicom_ecg_bodies(per_level * len(full_concurrencies) * len(haproxy_modes))
+    whole = _whole_read_in_process(base_cfg, quick, plan.batch, console)
     preread_per_s = whole["mixed"]["per_s"]
     if whole_read_only:
         if json_path:
@@ -123,22 +148,6 @@ def run_ecg_bench(
                 json.dumps({"whole_in_process_per_s": preread_per_s, "whole_read": whole}, indent=2)
             )
         return 0
-    used = [0]
-
-    def full_path(cfg, base, say) -> list[dict]:
-        rows = []
-        grassroots = token(cfg, role="grassroots")
-        for concurrency in full_concurrencies:
-            chunk = bodies[used[0] : used[0] + per_level]
-            used[0] += per_level
-            if len(chunk) < per_level:
-                break
-            row = asyncio.run(_http_load(base, grassroots, chunk, concurrency))
-            row["label"] = "whole pre-read: POST /api/v1/ecg (DICOM, store, worklist)"
-            say(f"  POST /api/v1/ecg c={concurrency}: {row['per_s']:.1f}/s p50 {row['p50_ms']:.0f} ms")
-            rows.append(row)
-        return rows
-
     job = Comparison(
         task="ecg",
         unit="ECGs",
@@ -148,7 +157,7 @@ def run_ecg_bench(
         models=["ecg"],
         triton=triton,
         haproxy_modes=haproxy_modes,
-        full_path=full_path,
+        full_path=_post_ecg_rows(bodies, full_concurrencies, per_level),
         extra_rows=[{"label": "whole pre-read in-process (parse + read_batch)", "per_s": preread_per_s}],
     )
     result = run_comparison(job, console)
@@ -176,7 +185,7 @@ def run_bench(
     """``batch``: tensors per KServe v2 request, and the batch of every path ((a), (b), (c))."""
     modes = {"on": (True,), "off": (False,), "both": (False, True)}[haproxy]
     if task == "cxr":
-        from bench.cxr_bench import run_cxr_bench  # noqa: PLC0415
+        from bench.cxr_bench import run_cxr_bench  # noqa: PLC0415 - `bench cxr` alone loads the CXR reading stack
 
         return run_cxr_bench(json_path, quick, triton, modes, batch)
     if task != "ecg":

@@ -17,7 +17,7 @@ import numpy as np
 
 from evaluation.bootstrap import bootstrap
 from evaluation.metrics import auroc
-from serving.batching import PriorityBatcher
+from serving.replica.batching import PriorityBatcher
 
 
 async def _echo(payloads: list) -> list:
@@ -32,6 +32,11 @@ def batcher_lone_wait_ms(repeats: int, wait_timeout_s: float = 0.05) -> list[flo
     return [asyncio.run(one()) for _ in range(repeats)]
 
 
+def _auroc_statistic(y: np.ndarray, scores: np.ndarray):
+    """The bootstrap's statistic: the AUROC of the resampled cases ``i``."""
+    return lambda i: {"auroc": auroc(y[i], scores[i], warn=False)}
+
+
 def bootstrap_auroc_seconds(repeats: int, n_boot: int = 200) -> list[float]:
     rng = np.random.default_rng(2024)
     y = np.r_[np.ones(60), np.zeros(90)]
@@ -39,7 +44,7 @@ def bootstrap_auroc_seconds(repeats: int, n_boot: int = 200) -> list[float]:
     for rep in range(repeats):
         scores = np.r_[rng.normal(1, 1, 60), rng.normal(0, 1, 90)]
         start = time.perf_counter()
-        bootstrap(lambda i: {"auroc": auroc(y[i], scores[i], warn=False)}, len(y), y, n_boot=n_boot, seed=rep)  # noqa: B023
+        bootstrap(_auroc_statistic(y, scores), len(y), y, n_boot=n_boot, seed=rep)
         out.append(time.perf_counter() - start)
     return out
 

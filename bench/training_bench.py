@@ -21,6 +21,7 @@ bench/results/training.json.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -32,6 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from datasets.ecg.augment import ecg_augment
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
+from models.cxr.network import build_cxr_model
+from models.ecg.factory import build_ecg_model
+from training.common import BatchAugment
+from training.cxr import CxrAugment
+from training.loop import MaskedBCE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,25 +67,13 @@ CASES = [
 
 def build(case: Case) -> tuple[nn.Module, int]:
     if case.task == "ecg":
-        from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES  # noqa: PLC0415
-        from models.ecg.factory import build_ecg_model  # noqa: PLC0415
-
         return build_ecg_model(case.architecture, len(ECG_LABEL_CODES), **case.params), len(ECG_LABEL_CODES)
-    from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES  # noqa: PLC0415
-    from models.cxr.network import build_cxr_model  # noqa: PLC0415
-
     return build_cxr_model(case.architecture, len(CXR_LABEL_CODES), **case.params), len(CXR_LABEL_CODES)
 
 
 def augmentation(case: Case):
-    from training.common import BatchAugment  # noqa: PLC0415
-
     if case.task == "ecg":
-        from datasets.ecg.augment import ecg_augment  # noqa: PLC0415
-
         return BatchAugment(ecg_augment())
-    from training.cxr import CxrAugment  # noqa: PLC0415
-
     return CxrAugment(case.input_shape[-1])
 
 
@@ -92,7 +90,7 @@ def matmul_peak_gflops(seconds: float = 1.5, n: int = 2048) -> float:
 
 
 def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415 - torch's FLOP counter loads its op tables; only when counting
 
     counter = FlopCounterMode(display=False)
     with counter:
@@ -107,8 +105,6 @@ def time_steps(
 ) -> tuple[list[float], list[float]]:
     """Seconds of each training step (the loop's step: loss, backward, clip, AdamW) without and
     with the batch's augmentation, the two interleaved so both see the same machine load."""
-    from training.loop import MaskedBCE  # noqa: PLC0415
-
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     criterion = MaskedBCE(torch.ones(Y.shape[1]), masked=False)
     model.train()
@@ -125,7 +121,7 @@ def time_steps(
     plain, augmented = [], []
     for i in range(warmup + steps):
         t_plain = step(lambda: X)
-        t_augmented = step(lambda: augment(X, seed=i))  # noqa: B023
+        t_augmented = step(functools.partial(augment, X, seed=i))
         if i >= warmup:
             plain.append(t_plain)
             augmented.append(t_augmented)
@@ -173,31 +169,25 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_training_bench(json_path: str | None = None, quick: bool = False) -> int:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    console = Console(width=150)
-    threads = torch.get_num_threads()
-    load_before = os.getloadavg()
-    console.print(f"[bold]training bench[/] on {cpu_name()}, torch {torch.__version__}, {threads} threads")
-    steps, warmup = (2, 1) if quick else (8, 2)
+def _measure(console, quick: bool, steps: int, warmup: int) -> tuple[list[dict[str, Any]], list[float]]:
+    """Every case's figures, with the matmul peak measured beside each (the best is the machine's)."""
     rows, peaks = [], []
     for case in CASES:
         if quick and case.architecture == "densenet121":
             continue
-        # The matmul peak is measured beside every model (the best of them is the machine's peak).
         peaks.append(matmul_peak_gflops(0.3 if quick else 1.0))
         console.print(
             f"  {case.task} {case.architecture} (batch {case.batch_size}) ... [dim](matmul {peaks[-1]:.0f} GFLOP/s)[/]"
         )
         rows.append(bench_case(case, steps if case.architecture != "densenet121" else 4, warmup))
     peaks.append(matmul_peak_gflops(0.3 if quick else 1.0))
-    peak = max(peaks)
-    for row in rows:
-        row["fraction_of_peak"] = row["achieved_gflops"] / peak
+    return rows, peaks
 
-    console.print(f"fp32 matmul peak {peak:.1f} GFLOP/s (2048², best of {len(peaks)} measurements in this run)")
+
+def _print_table(console, rows: list[dict[str, Any]], threads: int, steps: int) -> None:
+    """The training throughput table."""
+    from rich.table import Table  # noqa: PLC0415 - rich loads only when a bench prints
+
     table = Table(
         title=f"Training throughput, CPU ({threads} threads), fp32 — fwd + bwd + AdamW step, best of {steps} steps"
     )
@@ -226,6 +216,24 @@ def run_training_bench(json_path: str | None = None, quick: bool = False) -> int
             f"{row['fraction_of_peak']:.2f}",
         )
     console.print(table)
+
+
+def run_training_bench(json_path: str | None = None, quick: bool = False) -> int:
+    """`preread bench train`: the table, and the JSON (bench/results/training.json unless ``json_path``)."""
+    from rich.console import Console  # noqa: PLC0415 - rich loads only when a bench prints
+
+    console = Console(width=150)
+    threads = torch.get_num_threads()
+    load_before = os.getloadavg()
+    console.print(f"[bold]training bench[/] on {cpu_name()}, torch {torch.__version__}, {threads} threads")
+    steps, warmup = (2, 1) if quick else (8, 2)
+    rows, peaks = _measure(console, quick, steps, warmup)
+    peak = max(peaks)
+    for row in rows:
+        row["fraction_of_peak"] = row["achieved_gflops"] / peak
+
+    console.print(f"fp32 matmul peak {peak:.1f} GFLOP/s (2048², best of {len(peaks)} measurements in this run)")
+    _print_table(console, rows, threads, steps)
     gpu = torch.cuda.is_available()
     console.print(
         "GPU (AMP + channels-last): "

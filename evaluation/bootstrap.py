@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-DEFAULT_N_BOOT = 1000
+from evaluation import DEFAULT_N_BOOT
+
 DEFAULT_ALPHA = 0.05
 
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy.stats import norm
+from scipy.stats import norm, rankdata
 
 from evaluation.bootstrap import bootstrap, strata_from_labels
 from evaluation.metrics import auroc, threshold_metrics
+from models.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_GATE_CONFIG = REPO / "configs" / "gate.yaml"
@@ -65,8 +66,6 @@ def load_gate_config(path: str | Path | None = None, **overrides) -> GateConfig:
 
 
 def _midrank(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata  # noqa: PLC0415
-
     return rankdata(x)
 
 
@@ -162,6 +161,51 @@ class GateResult:
         return asdict(self)
 
 
+def _auroc_check(code: str, entry: dict[str, Any], config: GateConfig) -> dict[str, Any]:
+    """One label's AUROC check: non-inferiority (or no significant drop) of the challenger, or
+    what to do when the comparison set cannot define the label's AUROC."""
+    delta = entry["auroc_delta"]
+    n_neg = entry["n"] - entry["n_pos"]
+    if min(entry["n_pos"], n_neg) < config.min_cases_per_class or np.isnan(delta["value"]):
+        ok = config.undefined_labels == "skip"
+        detail = f"AUROC undefined on the comparison set ({entry['n_pos']} positives, {n_neg} negatives)" + (
+            "; skipped" if ok else "; blocked by undefined_labels=block"
+        )
+        reason = f"{code}: AUROC cannot be compared ({entry['n_pos']} positives)"
+        return {"label": code, "check": "auroc", "passed": ok, "detail": detail, "reason": reason}
+    if config.rule == "noninferiority":
+        ok = delta["ci_low"] > -config.max_auroc_drop
+        text = (
+            f"ΔAUROC {delta['value']:+.4f} (95% CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
+            f"lower bound must exceed −{config.max_auroc_drop}"
+        )
+    else:
+        ok = not delta["ci_high"] < -config.max_auroc_drop
+        text = (
+            f"ΔAUROC {delta['value']:+.4f} (CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
+            f"blocked if the upper bound is below −{config.max_auroc_drop}"
+        )
+    return {"label": code, "check": "auroc", "passed": bool(ok), "detail": text, "reason": f"{code}: {text}"}
+
+
+def _sensitivity_check(code: str, entry: dict[str, Any], config: GateConfig) -> dict[str, Any]:
+    """A critical finding's check: the challenger's sensitivity may not fall below the champion's."""
+    s1, s2 = entry["sens_champion"]["value"], entry["sens_challenger"]["value"]
+    if np.isnan(s1) or np.isnan(s2):
+        ok = config.undefined_labels == "skip"
+        text = "sensitivity undefined (no positives)"
+    else:
+        ok = s2 >= s1 - config.sensitivity_tolerance - 1e-12
+        text = f"critical finding sensitivity {s2:.3f} vs champion {s1:.3f}"
+    return {
+        "label": code,
+        "check": "critical_sensitivity",
+        "passed": bool(ok),
+        "detail": text,
+        "reason": f"{code}: {text}",
+    }
+
+
 def gate_decision(
     comparison: dict[str, Any],
     config: GateConfig,
@@ -170,68 +214,30 @@ def gate_decision(
     challenger: str | None = None,
 ) -> GateResult:
     """Apply the gate to a ``compare_models`` result (computed with alpha = 1 − confidence)."""
-    checks: list[dict[str, Any]] = []
-    reasons: list[str] = []
     critical = set(config.critical_findings.get(task, [])) if task else set()
+    checks: list[dict[str, Any]] = []
     for code, entry in comparison["per_label"].items():
-        delta = entry["auroc_delta"]
-        n_neg = entry["n"] - entry["n_pos"]
-        if min(entry["n_pos"], n_neg) < config.min_cases_per_class or np.isnan(delta["value"]):
-            ok = config.undefined_labels == "skip"
-            checks.append(
-                {
-                    "label": code,
-                    "check": "auroc",
-                    "passed": ok,
-                    "detail": f"AUROC undefined on the comparison set ({entry['n_pos']} positives, {n_neg} negatives)"
-                    + ("; skipped" if ok else "; blocked by undefined_labels=block"),
-                }
-            )
-            if not ok:
-                reasons.append(f"{code}: AUROC cannot be compared ({entry['n_pos']} positives)")
-        else:
-            if config.rule == "noninferiority":
-                ok = delta["ci_low"] > -config.max_auroc_drop
-                text = (
-                    f"ΔAUROC {delta['value']:+.4f} (95% CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
-                    f"lower bound must exceed −{config.max_auroc_drop}"
-                )
-            else:
-                ok = not delta["ci_high"] < -config.max_auroc_drop
-                text = (
-                    f"ΔAUROC {delta['value']:+.4f} (CI {delta['ci_low']:+.4f} to {delta['ci_high']:+.4f}); "
-                    f"blocked if the upper bound is below −{config.max_auroc_drop}"
-                )
-            checks.append({"label": code, "check": "auroc", "passed": bool(ok), "detail": text})
-            if not ok:
-                reasons.append(f"{code}: {text}")
+        checks.append(_auroc_check(code, entry, config))
         if code in critical:
-            s1, s2 = entry["sens_champion"]["value"], entry["sens_challenger"]["value"]
-            if np.isnan(s1) or np.isnan(s2):
-                ok = config.undefined_labels == "skip"
-                text = "sensitivity undefined (no positives)"
-            else:
-                ok = s2 >= s1 - config.sensitivity_tolerance - 1e-12
-                text = f"critical finding sensitivity {s2:.3f} vs champion {s1:.3f}"
-            checks.append({"label": code, "check": "critical_sensitivity", "passed": bool(ok), "detail": text})
-            if not ok:
-                reasons.append(f"{code}: {text}")
+            checks.append(_sensitivity_check(code, entry, config))
+    reasons = [check["reason"] for check in checks if not check["passed"]]
     return GateResult(
         passed=not reasons,
         reasons=reasons,
-        checks=checks,
+        checks=[{k: v for k, v in check.items() if k != "reason"} for check in checks],
         config=asdict(config),
-        comparison=_jsonable(comparison),
+        comparison=jsonable(comparison),
         champion=champion,
         challenger=challenger,
     )
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``obj`` as strict JSON: NumPy scalars → Python, NaN → None, arrays inside dicts left out."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if not isinstance(v, np.ndarray)}
+        return {str(k): jsonable(v) for k, v in obj.items() if not isinstance(v, np.ndarray)}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return None if np.isnan(obj) else float(obj)
     if isinstance(obj, np.integer):
@@ -247,11 +253,9 @@ def record_gate(model, result: GateResult, registry=None) -> Path | str:
     MLflow) and a summary in card.metrics["gate"] (the card file; a version tag in MLflow).
     ``model`` is a models.registry.RegisteredModel; without ``registry``, the file registry that
     holds ``model.path``. Returns where gate.json went."""
-    from models.registry import ModelRegistry  # noqa: PLC0415
-
     if registry is None:
         registry = ModelRegistry(Path(model.path).parents[1])
-    data = _jsonable(result.to_dict())
+    data = jsonable(result.to_dict())
     summary = {
         "passed": result.passed,
         "champion": result.champion,

@@ -32,11 +32,9 @@ import numpy as np
 import pandas as pd
 
 from datasets.sources import FORMATS, SourceDataset, open_source
-from datasets.sources.chexpert import CHEXPERT_TO_CXR  # noqa: F401 - re-exported
-from datasets.sources.cinc import CINC_SOURCES  # noqa: F401 - re-exported
 from datasets.sources.ptbxl import LABEL_SETS as PTBXL_LABEL_SETS
-from datasets.sources.ptbxl import PTBXL_TO_ECG  # noqa: F401 - re-exported
 from datasets.sources.worklist import signed_reads_dataset
+from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
 
 # Metadata columns an evaluation reports subgroups on or shows; adapter-internal ones stay out.
 EVAL_META = ("id", "file", "site", "sex", "age", "age_band", "manufacturer", "view", "signed_at")
@@ -76,8 +74,6 @@ def _image_size(card) -> tuple[int, int]:
 def _ptbxl_label_set(card, options: dict[str, str]) -> str:
     if "label_set" in options:
         return options["label_set"]
-    from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES  # noqa: PLC0415
-
     if card is None or set(card.labels) <= set(ECG_LABEL_CODES):
         return "preread"
     source = (card.training_data.source or "") if card.training_data else ""
@@ -127,7 +123,8 @@ def to_eval_dataset(
                 scores[:, k] = source.scores[:, position[code]]
         missing = np.isnan(scores).any(axis=1)
         if missing.any():
-            warnings.warn(f"{int(missing.sum())} signed reads without AI probabilities for every label were dropped")  # noqa: B028
+            dropped = f"{int(missing.sum())} signed reads without AI probabilities for every label were dropped"
+            warnings.warn(dropped, stacklevel=3)  # points at whoever asked for the dataset
         source, scores = source.where(~missing), scores[~missing]
     else:
         scores = None

@@ -217,7 +217,7 @@ def drift_table(
     """Input drift per site, finding and period against the site's first ``reference_periods``
     periods: PSI and KS statistic of the AI's probabilities, mean probability, positive rate at
     0.5, mean age and share of female patients."""
-    from scipy.stats import ks_2samp  # noqa: PLC0415
+    from scipy.stats import ks_2samp  # noqa: PLC0415 - SciPy is heavy: the service imports this module at start
 
     reads = ai_reads(db) if reads is None else reads
     columns = ["site", "finding", "period", "n", "mean_probability", "psi", "ks", "ks_p", "mean_age", "female_share"]
@@ -254,10 +254,10 @@ def drift_table(
 def plot_agreement(table: pd.DataFrame, path: str | Path | BinaryIO, metric: str = "agreement") -> Path | BinaryIO:
     """Line chart of ``metric`` over time, one panel per finding, one line per site; written to
     ``path`` (a file name, or a binary file object such as io.BytesIO) as PNG."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 - matplotlib is heavy: loaded when a chart is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use: the headless backend first
 
     findings = sorted(table["finding"].unique()) if len(table) else []
     n = max(1, len(findings))

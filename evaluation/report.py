@@ -7,21 +7,22 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from evaluation.calibration import reliability_bins
+from evaluation.compare import jsonable
+from evaluation.metrics import confusion_counts
 
-from evaluation.calibration import reliability_bins  # noqa: E402
-from evaluation.compare import _jsonable  # noqa: E402
-from evaluation.metrics import confusion_counts  # noqa: E402
+# Figures are built with matplotlib's object API (``Figure``, not pyplot): no global backend or
+# figure registry, so nothing to close and nothing shared with other threads of the service.
 
 
 def _known(y, p):
@@ -32,21 +33,34 @@ def _known(y, p):
 def _grid(n: int):
     cols = min(4, max(1, n))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(3.4 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     return fig, axes.ravel()
 
 
-def roc_figure(Y, P, labels):
-    from sklearn.metrics import roc_curve  # noqa: PLC0415
-
-    fig, ax = plt.subplots(figsize=(6, 5.5))
+def _curve_figure(Y, P, labels, draw: Callable[[Axes, np.ndarray, np.ndarray, str], None]) -> Figure:
+    """One axes with a curve per label that holds both classes (``draw(ax, y, p, code)``)."""
+    fig = Figure(figsize=(6, 5.5))
+    ax = fig.subplots()
     for j, code in enumerate(labels):
         y, p = _known(Y[:, j], P[:, j])
         if 0 < y.sum() < len(y):
-            fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, label=code)
+            draw(ax, y, p, code)
+    return fig
+
+
+def roc_figure(Y, P, labels) -> Figure:
+    """ROC curves, one per label."""
+    from sklearn.metrics import roc_curve  # noqa: PLC0415 - scikit-learn is heavy: loaded when a report is drawn
+
+    def draw(ax: Axes, y: np.ndarray, p: np.ndarray, code: str) -> None:
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=code)
+
+    fig = _curve_figure(Y, P, labels, draw)
+    ax = fig.axes[0]
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC curves", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=8, loc="lower right")
@@ -54,15 +68,16 @@ def roc_figure(Y, P, labels):
     return fig
 
 
-def pr_figure(Y, P, labels):
-    from sklearn.metrics import precision_recall_curve  # noqa: PLC0415
+def pr_figure(Y, P, labels) -> Figure:
+    """Precision–recall curves, one per label, with its prevalence."""
+    from sklearn.metrics import precision_recall_curve  # noqa: PLC0415 - scikit-learn is heavy: loaded when a report is drawn
 
-    fig, ax = plt.subplots(figsize=(6, 5.5))
-    for j, code in enumerate(labels):
-        y, p = _known(Y[:, j], P[:, j])
-        if 0 < y.sum() < len(y):
-            precision, recall, _ = precision_recall_curve(y, p)
-            ax.step(recall, precision, where="post", label=f"{code} (prev {y.mean():.2f})")
+    def draw(ax: Axes, y: np.ndarray, p: np.ndarray, code: str) -> None:
+        precision, recall, _ = precision_recall_curve(y, p)
+        ax.step(recall, precision, where="post", label=f"{code} (prev {y.mean():.2f})")
+
+    fig = _curve_figure(Y, P, labels, draw)
+    ax = fig.axes[0]
     ax.set(
         xlabel="recall (sensitivity)",
         ylabel="precision (PPV)",
@@ -149,28 +164,18 @@ img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.note{color:#555;font-si
 .pass{color:#080;font-weight:bold}.fail{color:#b00;font-weight:bold}"""
 
 
-def write_report(
-    out_dir: str | Path,
-    result: dict[str, Any],
-    Y: np.ndarray,
-    P: np.ndarray,
-    labels: Sequence[str],
-    thresholds: dict[str, float],
-    subgroups: pd.DataFrame | None = None,
-    pdf: bool = False,
-    title: str = "Evaluation report",
-) -> Path:
-    """Write DIR/index.html (+ PNGs, metrics.json, optional report.pdf). Returns the index path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = {
+def _figures(Y, P, labels, thresholds) -> dict[str, tuple[str, Figure]]:
+    """The report's images: file name → (caption, figure)."""
+    return {
         "roc.png": ("ROC curves", roc_figure(Y, P, labels)),
         "pr.png": ("Precision–recall curves", pr_figure(Y, P, labels)),
         "reliability.png": ("Reliability diagrams (calibration)", reliability_figure(Y, P, labels)),
         "confusion.png": ("Confusion matrices", confusion_figure(Y, P, labels, thresholds)),
     }
-    for name, (_, fig) in figures.items():
-        fig.savefig(out / name, dpi=90)
+
+
+def _per_label_rows(result: dict[str, Any], labels: Sequence[str], thresholds: dict[str, float]) -> list[dict]:
+    """Per label: counts, the card's threshold and each metric with its bootstrap interval."""
     headline = result.get("headline", {})
     rows = []
     for code in labels:
@@ -183,22 +188,12 @@ def write_report(
         for metric in ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv", "f1", "ece"):
             row[metric] = _ci(headline.get(f"{code}/{metric}"))
         rows.append(row)
-    per_label_html = _table_raw(rows)
-    summary_rows = [{"metric": key, "value (95% CI)": _ci(entry)} for key, entry in headline.items() if "/" not in key]
-    summary_html = _table_raw(summary_rows)
-    sections = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>Model <b>{html.escape(str(result.get('model', '')))}</b> on <b>{html.escape(str(result.get('data', '')))}</b>: "  # noqa: E501
-        f"{result.get('n_cases', len(Y))} cases; bootstrap: {result.get('n_boot')} stratified resamples, "
-        f"percentile 95% intervals.</p>",
-    ]
-    for note in result.get("notes", []):
-        sections.append(f'<p class="note">{html.escape(note)}</p>')
-    for warning in result.get("warnings", []):
-        sections.append(f'<p class="note">⚠ {html.escape(warning)}</p>')
-    sections += ["<h2>Summary</h2>", summary_html, "<h2>Per label (at the card's thresholds)</h2>", per_label_html]
-    for name, (caption, _) in figures.items():
-        sections.append(f'<h2>{html.escape(caption)}</h2><img src="{name}" alt="{html.escape(caption)}">')
+    return rows
+
+
+def _optional_sections(result: dict[str, Any], subgroups: pd.DataFrame | None) -> list[str]:
+    """Subgroup tables, per-site operating points and the promotion gate, where the result has them."""
+    sections = []
     if subgroups is not None and len(subgroups):
         sections.append(
             "<h2>Subgroups</h2><p class='note'>Highlighted rows are too small to trust (see the warning column).</p>"
@@ -219,34 +214,86 @@ def write_report(
         verdict = '<span class="pass">PASSED</span>' if gate["passed"] else '<span class="fail">BLOCKED</span>'
         sections.append(f"<h2>Promotion gate: {verdict}</h2>")
         sections.append(_table(pd.DataFrame(gate["checks"])))
-    page = (
+    return sections
+
+
+def _html_page(
+    result: dict[str, Any],
+    n_cases: int,
+    per_label_rows: list[dict],
+    captions: dict[str, str],
+    subgroups: pd.DataFrame | None,
+    title: str,
+) -> str:
+    """index.html: summary, per-label table, the images (``captions``: file → caption), optional sections."""
+    headline = result.get("headline", {})
+    summary_rows = [{"metric": key, "value (95% CI)": _ci(entry)} for key, entry in headline.items() if "/" not in key]
+    model, data = html.escape(str(result.get("model", ""))), html.escape(str(result.get("data", "")))
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Model <b>{model}</b> on <b>{data}</b>: "
+        f"{result.get('n_cases', n_cases)} cases; bootstrap: {result.get('n_boot')} stratified resamples, "
+        f"percentile 95% intervals.</p>",
+    ]
+    sections += [f'<p class="note">{html.escape(note)}</p>' for note in result.get("notes", [])]
+    sections += [f'<p class="note">⚠ {html.escape(warning)}</p>' for warning in result.get("warnings", [])]
+    sections += ["<h2>Summary</h2>", _table_raw(summary_rows), "<h2>Per label (at the card's thresholds)</h2>"]
+    sections.append(_table_raw(per_label_rows))
+    for name, caption in captions.items():
+        sections.append(f'<h2>{html.escape(caption)}</h2><img src="{name}" alt="{html.escape(caption)}">')
+    sections += _optional_sections(result, subgroups)
+    return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>"
     )
+
+
+def _write_pdf(path: Path, result: dict[str, Any], figures: list[Figure], title: str) -> None:
+    """report.pdf: a text page of the headline numbers, then the figures."""
+    headline = result.get("headline", {})
+    with PdfPages(path) as document:
+        text = Figure(figsize=(8.27, 11.69))
+        lines = [
+            title,
+            f"model: {result.get('model')}",
+            f"data: {result.get('data')}",
+            f"cases: {result.get('n_cases')}",
+            "",
+        ]
+        lines += [f"{k}: {_plain(v)}" for k, v in headline.items() if "/" not in k]
+        lines += [""] + [f"{k}: {_plain(v)}" for k, v in headline.items() if k.endswith("/auroc")]
+        text.text(0.05, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=9)
+        document.savefig(text)
+        for fig in figures:
+            document.savefig(fig)
+
+
+def write_report(
+    out_dir: str | Path,
+    result: dict[str, Any],
+    Y: np.ndarray,
+    P: np.ndarray,
+    labels: Sequence[str],
+    thresholds: dict[str, float],
+    subgroups: pd.DataFrame | None = None,
+    pdf: bool = False,
+    title: str = "Evaluation report",
+) -> Path:
+    """Write DIR/index.html (+ PNGs, metrics.json, optional report.pdf). Returns the index path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(Y, P, labels, thresholds)
+    for name, (_, fig) in figures.items():
+        fig.savefig(out / name, dpi=90)
+    captions = {name: caption for name, (caption, _) in figures.items()}
+    page = _html_page(result, len(Y), _per_label_rows(result, labels, thresholds), captions, subgroups, title)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     (out / "metrics.json").write_text(
-        json.dumps(_jsonable(result), indent=2, default=_json_default) + "\n", encoding="utf-8"
+        json.dumps(jsonable(result), indent=2, default=_json_default) + "\n", encoding="utf-8"
     )
     if pdf:
-        with PdfPages(out / "report.pdf") as document:
-            text = plt.figure(figsize=(8.27, 11.69))
-            lines = [
-                title,
-                f"model: {result.get('model')}",
-                f"data: {result.get('data')}",
-                f"cases: {result.get('n_cases')}",
-                "",
-            ]
-            lines += [f"{k}: {_plain(v)}" for k, v in headline.items() if "/" not in k]
-            lines += [""] + [f"{k}: {_plain(v)}" for k, v in headline.items() if k.endswith("/auroc")]
-            text.text(0.05, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=9)
-            document.savefig(text)
-            plt.close(text)
-            for _, fig in figures.values():
-                document.savefig(fig)
-    for _, fig in figures.values():
-        plt.close(fig)
+        _write_pdf(out / "report.pdf", result, [fig for _, fig in figures.values()], title)
     return index
 
 

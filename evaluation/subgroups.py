@@ -10,11 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datasets.vocabulary.age import age_group
+from datasets.vocabulary.age import age_band
 from evaluation.metrics import auroc, threshold_metrics
 
 DEFAULT_BY = ("site", "sex", "age_band", "manufacturer")
-age_band = age_group  # the clinical subgroup bands (datasets/vocabulary/age.py)
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,8 @@ class SmallSampleRule:
 
 def with_age_band(meta: pd.DataFrame) -> pd.DataFrame:
     meta = meta.copy()
-    computed = [age_band(a) for a in meta["age"]] if "age" in meta.columns else ["unknown"] * len(meta)
+    ages = meta["age"] if "age" in meta.columns else [None] * len(meta)
+    computed = [age_band(age).value for age in ages]
     if "age_band" in meta.columns:  # given bands (e.g. de-identified exports) win where present
         meta["age_band"] = [b if isinstance(b, str) and b else c for b, c in zip(meta["age_band"], computed)]
     else:

@@ -11,6 +11,7 @@ import numpy as np
 
 from evaluation.metrics import threshold_metrics
 from models.card import SITE_THRESHOLDS_KEY  # the pre-readers read them back from the card
+from models.registry import ModelRegistry
 
 
 def threshold_for_sensitivity(y, p, target: float) -> float | None:
@@ -75,8 +76,6 @@ def write_site_thresholds(model, points: dict, source: str = "", registry=None) 
     ``models.registry.RegisteredModel``; without ``registry``, the file registry that holds
     ``model.path``. Returns the stored entry.
     """
-    from models.registry import ModelRegistry  # noqa: PLC0415
-
     if registry is None:
         registry = ModelRegistry(Path(model.path).parents[1])
     entry = {"computed_at": datetime.now(UTC).isoformat(), "source": source, "sites": points}

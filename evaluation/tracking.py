@@ -63,7 +63,7 @@ def track_evaluation(
     None when the registry is a folder (nothing to track into)."""
     if not isinstance(registry, MlflowRegistry):
         return None
-    from mlflow.entities import Metric, Param, RunStatus  # noqa: PLC0415
+    from mlflow.entities import Metric, Param, RunStatus  # noqa: PLC0415 - MLflow is heavy: loaded when tracking
 
     client = registry.client
     data = str(result.get("data", params.get("data", "")))
@@ -78,10 +78,12 @@ def track_evaluation(
     try:
         logged = [Param(key, value[:6000]) for key, value in flatten("", dict(params)) if value != "None"]
         for start in range(0, len(logged), 100):
-            registry._call(lambda: client.log_batch(info.run_id, params=logged[start : start + 100]))  # noqa: B023
+            chunk = logged[start : start + 100]
+            registry._call(lambda chunk=chunk: client.log_batch(info.run_id, params=chunk))
         metrics = [Metric(key, value, 0, 0) for key, value in _metrics(result)]
         for start in range(0, len(metrics), MAX_BATCH):
-            registry._call(lambda: client.log_batch(info.run_id, metrics=metrics[start : start + MAX_BATCH]))  # noqa: B023
+            batch = metrics[start : start + MAX_BATCH]
+            registry._call(lambda batch=batch: client.log_batch(info.run_id, metrics=batch))
         if report_dir is not None and Path(report_dir).is_dir():
             registry._call(lambda: client.log_artifacts(info.run_id, str(report_dir), "report"))
         else:

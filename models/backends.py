@@ -4,7 +4,8 @@ Every backend returns per-label probabilities (sigmoid of the logits), float32 [
 label order of the model's card. Serving picks a backend per model (configs/serving.yaml): ONNX
 Runtime by default (CUDA provider with IO binding on a GPU, tuned CPU threads otherwise), PyTorch
 for debugging and explanations, or a Triton Inference Server (any KServe v2 server) reached with
-tritonclient over HTTP or gRPC.
+tritonclient over HTTP or gRPC (models/triton_backend.py). The protocol they share, the batch check
+and the sigmoid are models/inference.py.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from models.card import ModelCard
+from models.inference import InferenceBackend, check_batch, sigmoid
+from models.triton_backend import TRITON_OPTIONS, triton_for_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,36 +32,9 @@ TORCHSCRIPT_FILENAME = "model.pt"
 STATE_DICT_FILENAME = "state_dict.pt"
 
 
-@runtime_checkable
-class InferenceBackend(Protocol):
-    name: str  # "onnxruntime" / "torch" ...
-    device: str  # "cpu" / "cuda" / "cuda:0"
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """[B, ...] float32 preprocessed inputs → [B, L] float32 probabilities."""
-        ...
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    # Computed in float64: exp overflow for large negative logits is avoided and the float32
-    # result matches torch.sigmoid to rounding.
-    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
-
-
-def _check_batch(batch: np.ndarray, expected: list[int | None] | None) -> np.ndarray:
-    batch = np.ascontiguousarray(batch, dtype=np.float32)
-    if expected is not None:
-        if batch.ndim != len(expected):
-            raise ValueError(f"expected input of rank {len(expected)} {expected}, got shape {batch.shape}")
-        for axis, (got, want) in enumerate(zip(batch.shape, expected)):
-            if want is not None and axis > 0 and got != want:
-                raise ValueError(f"expected input shape {expected} (batch first), got {batch.shape}")
-    return batch
-
-
 def _cuda_available() -> bool:
     try:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - heavy; an ONNX Runtime replica need not load torch
 
         return torch.cuda.is_available()
     except Exception:  # noqa: BLE001 - no usable torch means no CUDA for us
@@ -73,10 +49,44 @@ def float16_model(onnx_path: str | Path):
     """The ONNX model with float16 weights and compute, float32 inputs and outputs (casts at the
     edges), for GPUs: half the memory traffic, tensor cores. Not for the CPU provider, which has
     no float16 kernels for most ops."""
-    import onnx  # noqa: PLC0415
-    from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415
+    import onnx  # noqa: PLC0415 - heavy; loaded only for an fp16 graph
+    from onnxruntime.transformers.float16 import convert_float_to_float16  # noqa: PLC0415 - heavy; loaded only for an fp16 graph
 
     return convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+
+
+def _usable_providers(ort, providers: list[str] | None) -> list[str]:
+    """``providers``, else CUDA first when a GPU is usable and the CPU; the CUDA libraries that
+    torch's wheels installed are preloaded when CUDA is asked for."""
+    if providers is None:
+        # onnxruntime-gpu lists the CUDA provider even on machines without a GPU; asking for it
+        # there only produces load errors, so offer it only when CUDA is actually usable.
+        providers = ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers() and _cuda_available():
+            providers.insert(0, "CUDAExecutionProvider")
+    if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()  # the CUDA/cuDNN libraries that torch's wheels installed
+        except Exception as exc:  # noqa: BLE001 - ORT falls back to its own search path
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    return providers
+
+
+def _session_options(ort, intra_op_threads: int | None, spin: bool):
+    """Session options for one conv net: all graph optimisations, sequential execution, the
+    intra-op thread count, no spin-waiting unless ``spin``."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1  # one conv net: parallelism is inside ops
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = int(intra_op_threads)
+    # ORT's threads spin-wait for work between runs by default. In a serving replica that CPU
+    # is what the event loop needs to receive the next batch (and what a replica sharing the
+    # node needs): measured here, 2.1 instead of 2.9 ms of CPU per ECG, and faster under load.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    options.log_severity_level = 3
+    return options
 
 
 class OnnxRuntimeBackend:
@@ -100,36 +110,15 @@ class OnnxRuntimeBackend:
         device_id: int = 0,
         spin: bool = False,
     ):
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnxruntime as ort  # noqa: PLC0415 - heavy; loaded only when an ONNX Runtime backend is opened
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.path = Path(onnx_path)
         self.card = card
         self.device_id = int(device_id)
-        available = ort.get_available_providers()
-        if providers is None:
-            # onnxruntime-gpu lists the CUDA provider even on machines without a GPU; asking for it
-            # there only produces load errors, so offer it only when CUDA is actually usable.
-            providers = ["CPUExecutionProvider"]
-            if "CUDAExecutionProvider" in available and _cuda_available():
-                providers.insert(0, "CUDAExecutionProvider")
-        if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
-            try:
-                ort.preload_dlls()  # the CUDA/cuDNN libraries that torch's wheels installed
-            except Exception as exc:  # noqa: BLE001 - ORT falls back to its own search path
-                log.debug("onnxruntime.preload_dlls failed: %s", exc)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1  # one conv net: parallelism is inside ops
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = int(intra_op_threads)
-        # ORT's threads spin-wait for work between runs by default. In a serving replica that CPU
-        # is what the event loop needs to receive the next batch (and what a replica sharing the
-        # node needs): measured here, 2.1 instead of 2.9 ms of CPU per ECG, and faster under load.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        options.log_severity_level = 3
+        providers = _usable_providers(ort, providers)
+        options = _session_options(ort, intra_op_threads, spin)
         provider_list: list = []
         for provider in providers:
             if provider == "CUDAExecutionProvider":
@@ -158,16 +147,16 @@ class OnnxRuntimeBackend:
             log.debug("ONNX model %s has input %r", self.path, self.input_name)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        batch = _check_batch(batch, self.input_shape)
+        batch = check_batch(batch, self.input_shape)
         if self.device == "cuda":
-            return _sigmoid(self.run_bound(batch, "cuda"))
+            return sigmoid(self.run_bound(batch, "cuda"))
         logits = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return _sigmoid(logits)
+        return sigmoid(logits)
 
     def run_bound(self, batch: np.ndarray, device_type: str) -> np.ndarray:
         """Logits through IO binding with the input placed on ``device_type`` ("cuda" on GPUs;
         "cpu" runs the same code path on machines without one)."""
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnxruntime as ort  # noqa: PLC0415 - heavy; loaded only when an ONNX Runtime backend runs
 
         binding = self.session.io_binding()
         value = ort.OrtValue.ortvalue_from_numpy(batch, device_type, self.device_id)
@@ -175,137 +164,6 @@ class OnnxRuntimeBackend:
         binding.bind_output(self.output_name, device_type, self.device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
-
-
-class TritonUnavailable(RuntimeError):
-    """The Triton server cannot be reached, or does not serve the model version asked for."""
-
-
-class TritonBackend:
-    """A network served by a Triton Inference Server — or any KServe v2 server, preread's own
-    included — called with tritonclient over HTTP or gRPC, tensors in binary.
-
-    The server's model takes the preprocessed batch (``input``) and returns ``probabilities``
-    (a preread-written Triton repository, see serving/replica/triton) or ``logits`` (an ONNX model served
-    by Triton's onnxruntime backend), which are turned into probabilities here.
-    ``model_version`` defaults to the registry version whose card the caller reads with, so labels
-    and thresholds always belong to the network that answers.
-    """
-
-    name = "triton"
-
-    def __init__(
-        self,
-        url: str,
-        model_name: str,
-        model_version: str = "",
-        protocol: str = "http",
-        card: ModelCard | None = None,
-        timeout_s: float = 30.0,
-        headers: dict[str, str] | None = None,
-    ):
-        if protocol not in ("http", "grpc"):
-            raise ValueError(f"Triton protocol must be 'http' or 'grpc', got {protocol!r}")
-        self.url, self.model_name, self.model_version = url, model_name, str(model_version or "")
-        self.protocol, self.card, self.timeout_s = protocol, card, float(timeout_s)
-        self.headers = dict(headers or {})
-        self.device = f"triton:{protocol}://{url}"
-        self.where = f"Triton at {url} ({protocol})"
-        if protocol == "http":
-            import tritonclient.http as client_module  # noqa: PLC0415
-
-            self.client = client_module.InferenceServerClient(
-                url=url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-            )
-        else:
-            import tritonclient.grpc as client_module  # noqa: PLC0415
-
-            self.client = client_module.InferenceServerClient(url=url)
-        self._module = client_module
-        metadata = self._describe()
-        model_input = metadata["inputs"][0]
-        self.input_name, self.input_datatype = model_input["name"], model_input["datatype"]
-        self.input_shape = [int(d) if int(d) >= 0 else None for d in model_input["shape"]]
-        self.input_shape[0] = None  # the batch axis
-        outputs = [o["name"] for o in metadata["outputs"]]
-        self.output_name = "probabilities" if "probabilities" in outputs else outputs[0]
-        self.outputs_logits = self.output_name != "probabilities"
-        if card is not None and list(card.input.shape)[1:] != self.input_shape[1:]:
-            raise TritonUnavailable(
-                f"{self.where}: model {model_name} takes {model_input['shape']}, the card says {card.input.shape}"
-            )
-
-    def _call(self, what: str, fn, *args, **kwargs):
-        """Run a client call; a connection problem becomes TritonUnavailable naming the server."""
-        from tritonclient.utils import InferenceServerException  # noqa: PLC0415
-
-        try:
-            return fn(*args, **kwargs)
-        except InferenceServerException as exc:
-            status = str(exc.status() or "")
-            if "UNAVAILABLE" in status or "unavailable" in exc.message().lower() or "connect" in exc.message().lower():
-                raise TritonUnavailable(f"{self.where} is unreachable ({what}): {exc.message()}") from exc
-            raise
-        except (OSError, ConnectionError) as exc:
-            raise TritonUnavailable(f"{self.where} is unreachable ({what}): {exc}") from exc
-
-    def _describe(self) -> dict:
-        live = self._call("server live", self.client.is_server_live, headers=self.headers)
-        if not live:
-            raise TritonUnavailable(f"{self.where} answers but is not live")
-        ready = self._call(
-            "model ready", self.client.is_model_ready, self.model_name, self.model_version, headers=self.headers
-        )
-        if not ready:
-            raise TritonUnavailable(
-                f"{self.where} does not serve model {self.model_name!r} version "
-                f"{self.model_version or '(any)'} (not ready)"
-            )
-        if self.protocol == "http":
-            return self._call(
-                "model metadata",
-                self.client.get_model_metadata,
-                self.model_name,
-                self.model_version,
-                headers=self.headers,
-            )
-        reply = self._call(
-            "model metadata",
-            self.client.get_model_metadata,
-            self.model_name,
-            self.model_version,
-            headers=self.headers,
-            as_json=True,
-        )
-        for tensor in reply.get("inputs", []) + reply.get("outputs", []):
-            tensor["shape"] = [int(d) for d in tensor.get("shape", [])]
-        return reply
-
-    def predict(self, batch: np.ndarray, priority: int = 0) -> np.ndarray:
-        """Probabilities for ``batch``; ``priority`` is Triton's (1 highest, 0 the model's default)."""
-        batch = _check_batch(batch, self.input_shape)
-        tensor = self._module.InferInput(self.input_name, list(batch.shape), "FP32")
-        if self.protocol == "http":
-            tensor.set_data_from_numpy(batch, binary_data=True)
-            wanted = self._module.InferRequestedOutput(self.output_name, binary_data=True)
-        else:
-            tensor.set_data_from_numpy(batch)
-            wanted = self._module.InferRequestedOutput(self.output_name)
-        result = self._call(
-            "infer",
-            self.client.infer,
-            self.model_name,
-            [tensor],
-            model_version=self.model_version,
-            outputs=[wanted],
-            priority=int(priority),
-            headers=self.headers,
-        )
-        values = result.as_numpy(self.output_name)
-        return _sigmoid(values) if self.outputs_logits else np.asarray(values, dtype=np.float32)
-
-    def close(self) -> None:
-        self.client.close()
 
 
 class TorchBackend:
@@ -322,7 +180,7 @@ class TorchBackend:
         precision: str = "fp32",
         build_network: NetworkBuilder | None = None,
     ):
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - heavy; an ONNX Runtime replica need not load torch
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -357,9 +215,9 @@ class TorchBackend:
             self.module.half()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - heavy; an ONNX Runtime replica need not load torch
 
-        batch = _check_batch(batch, self.input_shape)
+        batch = check_batch(batch, self.input_shape)
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
             logits = self.module(tensor.half() if self.precision == "fp16" else tensor)
@@ -375,7 +233,6 @@ BACKEND_KINDS = {
     "torchscript": "torch",
     "triton": "triton",
 }
-TRITON_OPTIONS = ("url", "model_name", "model_version", "protocol", "timeout_s", "headers")
 
 
 def load_backend(model_dir: str | Path, kind: str = "onnxruntime", **opts) -> InferenceBackend:
@@ -392,15 +249,7 @@ def load_backend(model_dir: str | Path, kind: str = "onnxruntime", **opts) -> In
     if resolved is None:
         raise ValueError(f"unknown backend kind {kind!r}; known: {', '.join(sorted(BACKEND_KINDS))}")
     if resolved == "triton":
-        card = ModelCard.load(model_dir)
-        triton = {key: opts[key] for key in TRITON_OPTIONS if opts.get(key) is not None}
-        if "url" not in triton:
-            raise ValueError("the triton backend needs the server's url (models.<name>.triton.url)")
-        triton.setdefault("model_name", card.name)
-        # A file-registry version dir is named "3"; an MLflow cache copy "3-<key>" (models/registry_mlflow.py).
-        version = model_dir.name.split("-", 1)[0]
-        triton.setdefault("model_version", version if version.isdigit() else "")
-        return TritonBackend(card=card, **triton)
+        return triton_for_model_dir(model_dir, opts)
     for key in TRITON_OPTIONS:
         opts.pop(key, None)
     build_network = opts.pop("build_network", None)

@@ -147,6 +147,18 @@ class ModelCard(BaseModel):
         """Thresholds as float32 [L] in output order."""
         return np.array([self.thresholds[code] for code in self.labels], dtype=np.float32)
 
+    def identity(self, backend: str) -> dict[str, Any]:
+        """Which model makes a read (the fields of ``models.read.ModelIdentity``), run by ``backend``:
+        what every pre-reader shows beside its reads."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.architecture,
+            "backend": backend,
+            "demo": self.demo,
+            "intended_use": self.intended_use,
+        }
+
     def save(self, path: str | Path) -> Path:
         """Write as JSON. ``path`` may be the file or its directory (→ DIR/card.json)."""
         path = Path(path)

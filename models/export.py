@@ -7,6 +7,8 @@ nets with a dynamic batch axis exactly. Serving reads the input/output names bel
 
 from __future__ import annotations
 
+import copy
+import shutil
 import warnings
 from pathlib import Path
 
@@ -28,8 +30,6 @@ class ParityError(RuntimeError):
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     """Export from a float32 CPU copy in eval mode: BatchNorm uses running stats, dropout is off,
     and the caller's (possibly CUDA, channels-last) training model is left untouched."""
-    import copy  # noqa: PLC0415
-
     clone = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float()
     return clone.eval()
 
@@ -56,7 +56,7 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, opset
             dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,
         )
-    import onnx  # noqa: PLC0415
+    import onnx  # noqa: PLC0415 - heavy; loaded only when exporting or checking ONNX
 
     onnx.checker.check_model(str(path))
     return path
@@ -84,7 +84,7 @@ def check_parity(
     model: nn.Module, onnx_path: str | Path, inputs: np.ndarray | torch.Tensor, batch_size: int = 16
 ) -> float:
     """Max |sigmoid(PyTorch) − sigmoid(ONNX Runtime, CPU EP)| over ``inputs`` [N, ...]."""
-    import onnxruntime as ort  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415 - heavy; loaded only when checking ONNX parity
 
     module = _cpu_eval_copy(model)
     array = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
@@ -117,8 +117,6 @@ def export_registered(registered, out: str | Path, fmt: str = "onnx") -> Path:
     to ``out`` — a file path, or a directory (→ DIR/NAME-vVERSION.onnx|.pt). ``registered`` is a
     ``models.registry.RegisteredModel``. A version registered without the requested file is
     exported from its state dict."""
-    import shutil  # noqa: PLC0415
-
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"unknown export format {fmt!r}; use 'onnx' or 'torchscript'")
     suffix, filename = (".onnx", "model.onnx") if fmt == "onnx" else (".pt", "model.pt")
@@ -169,8 +167,8 @@ def check_model_folder(folder: str | Path, card, tolerance: float = PARITY_TOLER
         passed.append(f"{kind}: input {shape} → {len(card.labels)} logits per input, batch of 2")
 
     if onnx_path.is_file():
-        import onnx  # noqa: PLC0415
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnx  # noqa: PLC0415 - heavy; loaded only when exporting or checking ONNX
+        import onnxruntime as ort  # noqa: PLC0415 - heavy; loaded only when checking ONNX parity
 
         try:
             onnx.checker.check_model(str(onnx_path))

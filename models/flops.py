@@ -21,8 +21,8 @@ def _shape(value_info) -> list[int] | None:
 
 def onnx_flops(onnx_path: str | Path, input_shape: list[int]) -> int:
     """FLOPs of one forward pass on an input of ``input_shape`` (batch first, usually 1)."""
-    import onnx  # noqa: PLC0415
-    from onnx import shape_inference  # noqa: PLC0415
+    import onnx  # noqa: PLC0415 - heavy; loaded only when FLOPs are counted
+    from onnx import shape_inference  # noqa: PLC0415 - heavy; loaded only when FLOPs are counted
 
     model = onnx.load(str(onnx_path))
     graph_input = model.graph.input[0]

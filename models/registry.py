@@ -250,18 +250,12 @@ class ModelRegistry(Registry):
                 aliases[alias] = version
             atomic_write_json(self.root / name / ALIASES_FILENAME, aliases)
 
-    def annotate(
-        self,
-        model: RegisteredModel,
-        *,
-        metrics: Mapping[str, Any] | None = None,
-        files: Mapping[str, str] | None = None,
-    ) -> dict[str, str]:
+    def _annotate(self, model: RegisteredModel, metrics: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, str]:
         """Files go into the version's folder; metrics into its card.json."""
         directory = self.root / model.name / str(model.version)
         where = {}
         with self._locked(model.name):
-            for filename, text in (files or {}).items():
+            for filename, text in files.items():
                 if Path(filename).name != filename or filename in (CARD_FILENAME, *MODEL_FILES):
                     raise ValueError(f"cannot store evidence as {filename!r}")
                 atomic_write_text(directory / filename, text)

@@ -239,7 +239,6 @@ class Registry(ABC):
     def _write_alias(self, name: str, alias: str, version: int | None) -> None:
         """Point ``alias`` at ``version`` (None: remove it; ModelNotFound if it is not set)."""
 
-    @abstractmethod
     def annotate(
         self,
         model: RegisteredModel,
@@ -250,13 +249,20 @@ class Registry(ABC):
         """Add evidence to a registered version after the fact (a gate decision, per-site
         thresholds): ``metrics`` entries appear in ``card.metrics`` of later resolves; ``files``
         (name → text) are stored with the version. Returns name → where each file went."""
+        return self._annotate(model, metrics or {}, files or {})
+
+    @abstractmethod
+    def _annotate(self, model: RegisteredModel, metrics: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, str]:
+        """:meth:`annotate` in this store (ValueError for a file name it cannot keep)."""
 
     @abstractmethod
     def evidence(self, model: RegisteredModel, filename: str) -> str:
         """The text of a file stored by :meth:`annotate` (FileNotFoundError if there is none)."""
 
-    def check(self) -> None:  # noqa: B027
-        """Raise RegistryUnavailable (saying why) if the store cannot be used. Cheap."""
+    def check(self) -> None:
+        """Raise RegistryUnavailable (saying why) if the store cannot be used. Cheap. A store with
+        nothing to reach (a folder) is always usable."""
+        return None
 
     # -- shared behaviour --
     def version_numbers(self, name: str) -> list[int]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from models.card import CARD_FILENAME, ModelCard
+from models.mlflow_store import artifact_root_uri, check_store, default_artifact_root, ensure_experiment, sqlite_path
 from models.registry_base import (
     MODEL_FILES,
     ModelNotFound,
@@ -52,7 +53,6 @@ METRICS_TAG_PREFIX = "preread.metrics."
 EVIDENCE_TAG_PREFIX = "preread.evidence."
 CARD_TAG = "preread.card"  # marks versions registered by preread (their files include the card)
 MAX_TAG_VALUE = 100_000  # MLflow's limit for model version tag values
-HEALTH_TIMEOUT_S = 5.0
 T = TypeVar("T")
 
 
@@ -85,78 +85,6 @@ def numbers(prefix: str, value: Any) -> Iterable[tuple[str, float]]:
     elif isinstance(value, Mapping):
         for key, inner in value.items():
             yield from numbers(f"{prefix}/{key}" if prefix else str(key), inner)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other stores)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    raw = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    return None if raw.startswith(":memory:") or not raw else Path(raw if raw.startswith("/") else raw)
-
-
-def default_artifact_root(uri: str) -> str | None:
-    """Where runs created through a database store keep artifacts: beside a SQLite file. A tracking
-    server decides for itself (None); other databases need an explicit root."""
-    db = sqlite_path(uri)
-    return (db.parent / "artifacts").resolve().as_uri() if db is not None else None
-
-
-def artifact_root_uri(root: str | Path | None) -> str | None:
-    """A folder becomes a file: URI; URIs (s3://, file:, mlflow-artifacts:) stay as they are."""
-    if root is None:
-        return None
-    text = str(root)
-    return text if "://" in text or text.startswith("file:") else Path(text).expanduser().resolve().as_uri()
-
-
-def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
-    """The id of experiment ``name``, created (artifacts under ``artifact_root/name``) if missing."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException as exc:  # created meanwhile by another process
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return client.get_experiment_by_name(name).experiment_id
-
-
-def check_store(uri: str) -> None:
-    """Fail fast, saying what to do, when the MLflow store at ``uri`` cannot be used: a tracking
-    server that does not answer its health check within seconds (MLflow's own client would retry
-    for minutes), a SQLite folder that cannot be created."""
-    shown = redact_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        import requests  # noqa: PLC0415
-
-        try:
-            response = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S)
-        except requests.RequestException as exc:
-            raise RegistryUnavailable(
-                f"MLflow tracking server {shown} is unreachable ({type(exc).__name__}). Start it "
-                f"(mlflow server --backend-store-uri ... --port ...) or point the registry / tracking URI "
-                f"($MLFLOW_TRACKING_URI) elsewhere"
-            ) from None
-        if response.status_code != 200:
-            raise RegistryUnavailable(
-                f"MLflow tracking server {shown} answered its health check with "
-                f"HTTP {response.status_code}: is this an MLflow server?"
-            )
-    db = sqlite_path(uri)
-    if db is not None:
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RegistryUnavailable(
-                f"cannot create the MLflow store folder {db.parent}: {exc.strerror or exc}"
-            ) from None
 
 
 def card_tags(card: ModelCard) -> dict[str, str]:
@@ -201,7 +129,7 @@ class MlflowRegistry(Registry):
     def client(self):
         if self._client is None:
             check_store(self.uri)
-            from mlflow import MlflowClient  # noqa: PLC0415
+            from mlflow import MlflowClient  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
             self._client = self._call(lambda: MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
         return self._client
@@ -209,7 +137,7 @@ class MlflowRegistry(Registry):
     def _call(self, fn: Callable[[], T], missing: Callable[[], T] | None = None) -> T:
         """Run one MLflow call; 'does not exist' → ``missing()`` (or re-raised if None); a store
         that fails → RegistryUnavailable naming the store."""
-        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
         try:
             return fn()
@@ -234,7 +162,7 @@ class MlflowRegistry(Registry):
     def _all_versions(self, filter_string: str | None) -> list:
         found, token = [], None
         while True:
-            page = self._call(lambda: self.client.search_model_versions(filter_string, page_token=token))  # noqa: B023
+            page = self._call(functools.partial(self.client.search_model_versions, filter_string, page_token=token))
             found.extend(page)
             token = page.token
             if not token:
@@ -286,7 +214,7 @@ class MlflowRegistry(Registry):
         return self.cache_dir / found.name / f"{found.version}-{_cache_key(found)}"
 
     def _fetch(self, artifact_uri: str, into: Path) -> Path:
-        import mlflow.artifacts  # noqa: PLC0415
+        import mlflow.artifacts  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
         return Path(
             self._call(
@@ -318,7 +246,7 @@ class MlflowRegistry(Registry):
         return ModelCard.load(cached)
 
     def _has_card(self, found) -> bool:
-        import mlflow.artifacts  # noqa: PLC0415
+        import mlflow.artifacts  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
         listed = self._call(lambda: mlflow.artifacts.list_artifacts(artifact_uri=found.source, tracking_uri=self.uri))
         return any(Path(info.path).name == CARD_FILENAME for info in listed)
@@ -371,7 +299,7 @@ class MlflowRegistry(Registry):
     ) -> RegisteredModel:
         """Upload ``source_dir`` as artifacts of ``run_id`` (else of a new registration run) and
         create the version from them. Nothing is registered unless every file was uploaded."""
-        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
         check_model_name(name)
         source_dir = check_source(source_dir)
@@ -424,46 +352,31 @@ class MlflowRegistry(Registry):
             raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
         self._call(lambda: self.client.delete_registered_model_alias(name, alias))
 
-    def annotate(
-        self,
-        model: RegisteredModel,
-        *,
-        metrics: Mapping[str, Any] | None = None,
-        files: Mapping[str, str] | None = None,
-    ) -> dict[str, str]:
+    def _annotate(self, model: RegisteredModel, metrics: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, str]:
+        """Files become artifacts of the version's run under ``evidence/`` (a version tag points at
+        each); metrics become ``preread.metrics.KEY`` version tags (JSON)."""
         if model.run_id is None:
             raise ValueError(f"{model.ref} has no MLflow run to keep evidence with")
         where = {}
-        for filename, text in (files or {}).items():
+        for filename, text in files.items():
             if Path(filename).name != filename:
                 raise ValueError(f"cannot store evidence as {filename!r}")
             artifact_file = f"{EVIDENCE_ARTIFACT_PATH}/{model.name}-v{model.version}/{filename}"
-            self._call(lambda: self.client.log_text(model.run_id, text, artifact_file))  # noqa: B023
-            self._call(
-                lambda: self.client.set_model_version_tag(
-                    model.name,
-                    str(model.version),
-                    EVIDENCE_TAG_PREFIX + filename,  # noqa: B023
-                    artifact_file,  # noqa: B023
-                )
-            )
+            self._call(functools.partial(self.client.log_text, model.run_id, text, artifact_file))
+            self._set_version_tag(model, EVIDENCE_TAG_PREFIX + filename, artifact_file)
             where[filename] = f"runs:/{model.run_id}/{artifact_file}"
-        for key, value in (metrics or {}).items():
+        for key, value in metrics.items():
             encoded = json.dumps(value, default=str)
             if len(encoded) > MAX_TAG_VALUE:
                 raise ValueError(
                     f"card.metrics[{key!r}] is {len(encoded)} characters as JSON; MLflow keeps at most "
                     f"{MAX_TAG_VALUE} per version tag (store it as a file instead)"
                 )
-            self._call(
-                lambda: self.client.set_model_version_tag(
-                    model.name,
-                    str(model.version),
-                    METRICS_TAG_PREFIX + key,  # noqa: B023
-                    encoded,  # noqa: B023
-                )
-            )
+            self._set_version_tag(model, METRICS_TAG_PREFIX + key, encoded)
         return where
+
+    def _set_version_tag(self, model: RegisteredModel, key: str, value: str) -> None:
+        self._call(functools.partial(self.client.set_model_version_tag, model.name, str(model.version), key, value))
 
     def evidence(self, model: RegisteredModel, filename: str) -> str:
         found = self._call(lambda: self.client.get_model_version(model.name, str(model.version)))

@@ -36,30 +36,9 @@ def _signals_uv(ptbxl: Path, ecg_id: int) -> tuple[np.ndarray, float]:
     return np.vstack(rows), float(record.fs)
 
 
-def ge_muse(ptbxl: Path) -> str:
-    """GE MUSE XML: 8 stored leads (I, II, V1-V6), int16 little-endian base64 at 4.88 µV per bit."""
-    uv, rate = _signals_uv(ptbxl, 3)
-    per_bit = 4.88
-    lead_xml = []
-    for lead in ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"):
-        counts = np.round(uv[LEADS.index(lead)] / per_bit).astype("<i2")
-        lead_xml.append(f"""      <LeadData>
-         <LeadByteCountTotal>{counts.nbytes}</LeadByteCountTotal>
-         <LeadTimeOffset>0</LeadTimeOffset>
-         <LeadSampleCountTotal>{counts.size}</LeadSampleCountTotal>
-         <LeadAmplitudeUnitsPerBit>{per_bit}</LeadAmplitudeUnitsPerBit>
-         <LeadAmplitudeUnits>MICROVOLTS</LeadAmplitudeUnits>
-         <LeadHighLimit>32767</LeadHighLimit>
-         <LeadLowLimit>-32768</LeadLowLimit>
-         <LeadID>{lead}</LeadID>
-         <LeadOffsetFirstSample>0</LeadOffsetFirstSample>
-         <FirstSampleBaseline>0</FirstSampleBaseline>
-         <LeadSampleSize>2</LeadSampleSize>
-         <LeadOff>FALSE</LeadOff>
-         <BaselineSway>FALSE</BaselineSway>
-         <WaveFormData>{base64.b64encode(counts.tobytes()).decode()}</WaveFormData>
-      </LeadData>""")
-    return f"""<?xml version="1.0" encoding="ISO-8859-1"?>
+# What a MUSE export holds before its waveform: the patient, the test, the cart's measurements and
+# statements (the values this script states, see the module docstring).
+_MUSE_HEAD = """<?xml version="1.0" encoding="ISO-8859-1"?>
 <!DOCTYPE RestingECG SYSTEM "restecg.dtd">
 <RestingECG>
    <MuseInfo><MuseVersion>9.0.10.18474</MuseVersion></MuseInfo>
@@ -108,7 +87,38 @@ def ge_muse(ptbxl: Path) -> str:
       <DiagnosisStatement><StmtFlag>ENDSLINE</StmtFlag><StmtText>Normal sinus rhythm</StmtText></DiagnosisStatement>
       <DiagnosisStatement><StmtFlag>ENDSLINE</StmtFlag><StmtText>Normal ECG</StmtText></DiagnosisStatement>
    </Diagnosis>
-   <Waveform>
+"""
+
+
+def _muse_lead(lead: str, counts: np.ndarray, per_bit: float) -> str:
+    """One MUSE <LeadData>: int16 little-endian samples, base64, at ``per_bit`` µV per count."""
+    return f"""      <LeadData>
+         <LeadByteCountTotal>{counts.nbytes}</LeadByteCountTotal>
+         <LeadTimeOffset>0</LeadTimeOffset>
+         <LeadSampleCountTotal>{counts.size}</LeadSampleCountTotal>
+         <LeadAmplitudeUnitsPerBit>{per_bit}</LeadAmplitudeUnitsPerBit>
+         <LeadAmplitudeUnits>MICROVOLTS</LeadAmplitudeUnits>
+         <LeadHighLimit>32767</LeadHighLimit>
+         <LeadLowLimit>-32768</LeadLowLimit>
+         <LeadID>{lead}</LeadID>
+         <LeadOffsetFirstSample>0</LeadOffsetFirstSample>
+         <FirstSampleBaseline>0</FirstSampleBaseline>
+         <LeadSampleSize>2</LeadSampleSize>
+         <LeadOff>FALSE</LeadOff>
+         <BaselineSway>FALSE</BaselineSway>
+         <WaveFormData>{base64.b64encode(counts.tobytes()).decode()}</WaveFormData>
+      </LeadData>"""
+
+
+def ge_muse(ptbxl: Path) -> str:
+    """GE MUSE XML: 8 stored leads (I, II, V1-V6), int16 little-endian base64 at 4.88 µV per bit."""
+    uv, rate = _signals_uv(ptbxl, 3)
+    per_bit = 4.88
+    lead_xml = []
+    for lead in ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"):
+        counts = np.round(uv[LEADS.index(lead)] / per_bit).astype("<i2")
+        lead_xml.append(_muse_lead(lead, counts, per_bit))
+    waveform = f"""   <Waveform>
       <WaveformType>Rhythm</WaveformType>
       <WaveformStartTime>0</WaveformStartTime>
       <NumberofLeads>8</NumberofLeads>
@@ -122,6 +132,7 @@ def ge_muse(ptbxl: Path) -> str:
    </Waveform>
 </RestingECG>
 """
+    return _MUSE_HEAD + waveform
 
 
 def ge_cardiosoft(ptbxl: Path) -> str:
@@ -174,6 +185,20 @@ def ge_cardiosoft(ptbxl: Path) -> str:
 """
 
 
+# The device's global measurements in the aECG fixture (MDC code, value, unit): stated here, not a cart's output.
+_AECG_MEASUREMENTS = (
+    ("MDC_ECG_HEART_RATE", 71, "bpm"),
+    ("MDC_ECG_TIME_PD_PR", 150, "ms"),
+    ("MDC_ECG_TIME_PD_QRS", 88, "ms"),
+    ("MDC_ECG_TIME_PD_QT", 378, "ms"),
+    ("MDC_ECG_TIME_PD_QTcB", 411, "ms"),
+    ("MDC_ECG_TIME_PD_QTcF", 400, "ms"),
+    ("MDC_ECG_ANGLE_P_FRONT", 55, "deg"),
+    ("MDC_ECG_ANGLE_QRS_FRONT", 68, "deg"),
+    ("MDC_ECG_ANGLE_T_FRONT", 47, "deg"),
+)
+
+
 def _aecg_measurement(code: str, value: float, unit: str) -> str:
     return (
         f'<component><annotation><code code="{code}" codeSystem="2.16.840.1.113883.6.24"/>'
@@ -191,20 +216,7 @@ def hl7_aecg(ptbxl: Path) -> str:
         f"<digits>{' '.join(str(int(v)) for v in np.round(uv[i] / 5.0))}</digits></value></sequence></component>"
         for i, lead in enumerate(LEADS)
     )
-    measurements = "".join(
-        _aecg_measurement(*m)
-        for m in (
-            ("MDC_ECG_HEART_RATE", 71, "bpm"),
-            ("MDC_ECG_TIME_PD_PR", 150, "ms"),
-            ("MDC_ECG_TIME_PD_QRS", 88, "ms"),
-            ("MDC_ECG_TIME_PD_QT", 378, "ms"),
-            ("MDC_ECG_TIME_PD_QTcB", 411, "ms"),
-            ("MDC_ECG_TIME_PD_QTcF", 400, "ms"),
-            ("MDC_ECG_ANGLE_P_FRONT", 55, "deg"),
-            ("MDC_ECG_ANGLE_QRS_FRONT", 68, "deg"),
-            ("MDC_ECG_ANGLE_T_FRONT", 47, "deg"),
-        )
-    )
+    measurements = "".join(_aecg_measurement(*m) for m in _AECG_MEASUREMENTS)
     statements = "".join(
         f'<component><annotation><code code="MDC_ECG_INTERPRETATION_STATEMENT" codeSystem="2.16.840.1.113883.6.24"/>'
         f'<value xsi:type="ST">{escape(text)}</value></annotation></component>'

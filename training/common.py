@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 CHECKPOINT_FILENAME = "last.pt"
@@ -255,8 +256,6 @@ class Replica:
         with those would score a mix of models, not the one rank 0 checkpoints."""
         if not self.distributed:
             return
-        import torch.distributed as dist  # noqa: PLC0415
-
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
 
@@ -265,8 +264,6 @@ class Replica:
         ``range(n)`` and gathered in order on every rank (CPU float32 [n, width])."""
         if not self.distributed:
             return compute(torch.arange(n))
-        import torch.distributed as dist  # noqa: PLC0415
-
         per_rank = math.ceil(n / self.world_size)
         index = torch.arange(self.rank * per_rank, min((self.rank + 1) * per_rank, n))
         rows = compute(index) if len(index) else torch.zeros((0, width))

@@ -12,6 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.cxr.network import CXR_ARCHITECTURES
+from models.ecg.factory import ECG_ARCHITECTURES
+from models.registry import registry_kind
+
 
 class TrainConfigError(ValueError):
     """A training config file that cannot be read or does not validate; the message lists each problem."""
@@ -29,7 +33,8 @@ class ModelSection(_Section):
     input_pool: int = Field(1, ge=1, le=20, description="average-pool the input by this factor first (5: 500 → 100 Hz)")
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="further constructor kwargs (ECG: layers, kernel_size, head_dropout ...; CXR: all build_cxr_model kwargs, e.g. dropout_prob, growth_rate; width/input_pool are ignored)",  # noqa: E501
+        description="further constructor kwargs (ECG: layers, kernel_size, head_dropout ...; CXR: all "
+        "build_cxr_model kwargs, e.g. dropout_prob, growth_rate; width/input_pool are ignored)",
     )
 
     def build_kwargs(self) -> dict[str, Any]:
@@ -75,7 +80,8 @@ class DataSection(_Section):
         "synthetic",
         validation_alias=AliasChoices("format", "source"),
         description="the data's layout (key `format`, or `source` as in older configs): synthetic | cinc | ptbxl "
-        "| ptbxl+cinc (ECG; the last is the default model's real data, training/ecg_default.py); nih | chexpert | medmnist | phantom | nih+phantom (chest X-ray); dicom | worklist (both)",  # noqa: E501
+        "| ptbxl+cinc (ECG; the last is the default model's real data, training/ecg_default.py); "
+        "nih | chexpert | medmnist | phantom | nih+phantom (chest X-ray); dicom | worklist (both)",
     )
     n: int | None = Field(
         None,
@@ -248,8 +254,6 @@ class TrackingSection(_Section):
     @model_validator(mode="after")
     def _mlflow_uri(self) -> TrackingSection:
         if self.uri is not None:
-            from models.registry import registry_kind  # noqa: PLC0415
-
             if registry_kind(self.uri) != "mlflow":
                 raise ValueError(
                     f"tracking.uri {self.uri!r} is not an MLflow tracking URI "
@@ -295,8 +299,6 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _known_architecture(self) -> TrainConfig:
         if self.task == "ecg":
-            from models.ecg.factory import ECG_ARCHITECTURES  # noqa: PLC0415
-
             if self.model.architecture not in ECG_ARCHITECTURES:
                 raise ValueError(
                     f"model.architecture {self.model.architecture!r} is not an ECG architecture "
@@ -305,8 +307,6 @@ class TrainConfig(_Section):
             if self.data.source not in ECG_SOURCES:
                 raise ValueError(f"data.source {self.data.source!r} is not an ECG source ({', '.join(ECG_SOURCES)})")
         if self.task == "cxr":
-            from models.cxr.network import CXR_ARCHITECTURES  # noqa: PLC0415
-
             if self.model.architecture not in CXR_ARCHITECTURES:
                 raise ValueError(
                     f"model.architecture {self.model.architecture!r} is not a chest X-ray architecture "

@@ -28,7 +28,7 @@ from datasets.imaging.orientation import (
     variant,
 )
 from training.config import load_train_config
-from training.cxr import hold_out_patients
+from training.cxr_data import hold_out_patients
 from training.data import open_training_source, resolve_nih_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def load_films(config_path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def fit_orientation(fit: list[np.ndarray], seed: int = 0) -> OrientationModel:
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - scikit-learn is heavy: loaded when fitting
 
     rng = np.random.default_rng(seed)
     X, y = features_of(fit, rng, COPIES)
@@ -99,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     X, y = features_of(held_out, None, 1)
     predicted = model.probabilities(X).argmax(axis=1)
     similarities = np.array([model.similarity(p) for p in held_out])
+    below_cutoff = int((similarities < model.chest_cutoff).sum())
     print(
         f"fitted on {len(fit)} films x {COPIES} x {len(CLASSES)} variants; held-out {len(held_out)} films: "
         f"orientation/polarity accuracy {float((predicted == y).mean()):.4f} over {len(y)} variants; "
-        f"chest cut-off {model.chest_cutoff:.3f}, held-out films below it: {int((similarities < model.chest_cutoff).sum())}"  # noqa: E501
+        f"chest cut-off {model.chest_cutoff:.3f}, held-out films below it: {below_cutoff}"
     )
     model.save(args.out)
     print(f"wrote {args.out}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from datasets.sources import SourceDataset, open_source
 from datasets.sources.splits import assign_splits
+from models.card import TrainingData as CardTrainingData
 from models.card import fingerprint_arrays
 from training.config import TrainConfig
 
@@ -34,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class TrainingData:
+    """A task's train / validation / (optional) test arrays with what the card says about them."""
+
     X_train: np.ndarray
     Y_train: np.ndarray
     X_val: np.ndarray
@@ -55,6 +58,17 @@ class TrainingData:
 
     def fingerprint(self) -> str:
         return fingerprint_arrays(self.X_train, self.Y_train)
+
+    def for_card(self) -> CardTrainingData:
+        """The card's ``training_data``: what the model learned from, split sizes and the fingerprint."""
+        return CardTrainingData(
+            description=self.description,
+            source=self.source,
+            n_train=len(self.X_train),
+            n_val=len(self.X_val),
+            n_test=len(self.X_test) if self.X_test is not None else None,
+            fingerprint_sha256=self.fingerprint(),
+        )
 
 
 def resolve_nih_dir(path: str | Path | None = None) -> Path:

@@ -1,6 +1,7 @@
 """Demo models: what `preread serve` trains when the registry lacks a served model, with the
 project's own training code: the default ECG model on real ECGs (configs/train/ecg-default.yaml)
-and the chest X-ray demo (configs/train/cxr-demo.yaml), each a tracked run like any `preread train`. Also the one way the CLI trains from a config file."""  # noqa: E501
+and the chest X-ray demo (configs/train/cxr-demo.yaml), each a tracked run like any `preread train`.
+Also the one way the CLI trains from a config file."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@
 
 - Ray: the running instance, ``distributed.address``, or a local one started (and stopped) here.
 - Workers: ``num_workers`` processes, each with ``resources_per_worker``; NCCL with one GPU per
-  worker when ``use_gpu``, else Gloo on CPU. Every worker runs the task's own trainer
-  (``training.ecg.fit_ecg`` / ``training.cxr.fit_cxr``) as one rank (``training.common.Replica``):
+  worker when ``use_gpu``, else Gloo on CPU. Every worker runs the task's own trainer's fit
+  (``training.ecg.train_ecg.fit`` / ``training.cxr.train_cxr.fit``) as one rank (``training.common.Replica``):
   same data, same seeded generator, its shard of each epoch's permutation, gradients averaged
   by DistributedDataParallel, validation predictions gathered so all ranks stop together.
   ``optim.batch_size`` is the global batch (each rank takes batch_size / num_workers).
@@ -28,38 +28,49 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
+import torch.distributed as dist
 
 from models.registry import ModelRegistry, RegisteredModel
 from training.common import CHECKPOINT_FILENAME, Replica
 from training.config import TrainConfig
-from training.loop import config_hash
+from training.cxr import train_cxr
+from training.ecg import train_ecg
+from training.loop import EpochCallback
+from training.state import config_hash
+from training.task import TaskTrainer
 
 log = logging.getLogger(__name__)
 
 RESULT_FILENAME = "registered.json"
 
 
-def train(
-    config: TrainConfig,
-    registry: ModelRegistry | None = None,
-    progress: bool = True,
-    resume: bool = False,
-    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-) -> RegisteredModel:
-    """Train, export and register per ``config`` — alone or, with ``distributed.num_workers`` > 1,
-    on Ray Train."""
-    if config.distributed.num_workers > 1:
-        return train_distributed(config, registry=registry, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
-    if config.task == "ecg":
-        from training.ecg import train_ecg  # noqa: PLC0415
+TRAINERS: dict[str, TaskTrainer] = {"ecg": train_ecg, "cxr": train_cxr}
 
-        return train_ecg(config, registry=registry, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
-    from training.cxr import train_cxr  # noqa: PLC0415
 
-    return train_cxr(config, registry=registry, progress=progress, resume=resume, on_epoch_end=on_epoch_end)
+class RunOptions(TypedDict, total=False):
+    """The keywords of a training call (``TaskTrainer.__call__`` holds their defaults): tqdm bars,
+    resuming from the last checkpoint, and the per-epoch callback."""
+
+    progress: bool
+    resume: bool
+    on_epoch_end: EpochCallback | None
+
+
+def train(config: TrainConfig, registry: ModelRegistry | None = None, **options: Unpack[RunOptions]) -> RegisteredModel:
+    """Train, export and register per ``config`` — alone (``train_ecg`` / ``train_cxr``) or, with
+    ``distributed.num_workers`` > 1, on Ray Train (``train_distributed``)."""
+    if config.distributed.num_workers == 1:
+        return TRAINERS[config.task](config, registry, **options)
+    return train_distributed(
+        config,
+        registry,
+        progress=options.get("progress", True),
+        resume=options.get("resume", False),
+        on_epoch_end=options.get("on_epoch_end"),
+    )
 
 
 def _absolute(config: TrainConfig) -> TrainConfig:
@@ -96,7 +107,7 @@ class RayCheckpoints:
         self.last: Path | None = None  # the newest training state on this machine
 
     def latest(self) -> Path | None:
-        import ray.train  # noqa: PLC0415
+        import ray.train  # noqa: PLC0415 - Ray is heavy and optional: only distributed runs load it
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
@@ -109,7 +120,7 @@ class RayCheckpoints:
         return path
 
     def _report(self, metrics: dict[str, Any], files: Callable[[Path], None] | None) -> None:
-        import ray.train  # noqa: PLC0415
+        import ray.train  # noqa: PLC0415 - Ray is heavy and optional: only distributed runs load it
 
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) and v == v}
         if not self.replica.is_main or files is None:
@@ -144,9 +155,8 @@ class RayCheckpoints:
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One rank: train, then (rank 0) export and register, then the final report."""
-    import ray.train  # noqa: PLC0415
-    import ray.train.torch  # noqa: PLC0415
-    import torch.distributed as dist  # noqa: PLC0415
+    import ray.train  # noqa: PLC0415 - Ray is heavy and optional: only distributed runs load it
+    import ray.train.torch  # noqa: PLC0415 - Ray is heavy and optional: only distributed runs load it
 
     config = TrainConfig.model_validate(loop_config["config"])
     context = ray.train.get_context()
@@ -154,13 +164,8 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     replica = Replica(context.get_world_rank(), context.get_world_size(), device)
     checkpoints = RayCheckpoints(replica)
     try:
-        if config.task == "ecg":
-            from training.ecg import finalize_ecg as finalize  # noqa: PLC0415
-            from training.ecg import fit_ecg as fit_task  # noqa: PLC0415
-        else:
-            from training.cxr import finalize_cxr as finalize  # noqa: PLC0415
-            from training.cxr import fit_cxr as fit_task  # noqa: PLC0415
-        outcome = fit_task(
+        trainer = TRAINERS[config.task]
+        outcome = trainer.fit(
             config,
             progress=loop_config["progress"],
             on_epoch_end=loop_config["on_epoch_end"],
@@ -179,7 +184,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         result: dict[str, Any] = {"world_size": replica.world_size}
         if replica.is_main:
             outcome.card_metrics["distributed"] = _summary(ranks, len(outcome.data.X_train), config, dist.get_backend())
-            registered = finalize(config, loop_config["registry"], outcome)
+            registered = trainer.finalize(config, loop_config["registry"], outcome)
             result.update(registered=registered.ref, ranks=outcome.card_metrics["distributed"]["ranks"])
         checkpoints.report_final(result)
     finally:
@@ -212,31 +217,16 @@ def _summary(ranks: list[dict[str, Any]], n_train: int, config: TrainConfig, bac
     }
 
 
-def train_distributed(
-    config: TrainConfig,
-    registry: ModelRegistry | None = None,
-    progress: bool = True,
-    resume: bool = False,
-    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-) -> RegisteredModel:
-    """Train ``config`` with ``distributed.num_workers`` Ray Train workers; returns the version rank 0
-    registered. ``on_epoch_end`` runs in the rank-0 worker (it is pickled there)."""
-    import ray  # noqa: PLC0415
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415
-    from ray.train.torch import TorchConfig, TorchTrainer  # noqa: PLC0415
+def _ray_trainer(
+    config: TrainConfig, registry: ModelRegistry, progress: bool, on_epoch_end: EpochCallback | None, name: str
+) -> Any:
+    """The TorchTrainer that runs ``_worker_loop`` on ``distributed.num_workers`` workers (NCCL on
+    GPUs, Gloo on CPUs), keeping the run's checkpoints in ``storage_path(config) / name``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: PLC0415 - Ray, on demand
+    from ray.train.torch import TorchConfig, TorchTrainer  # noqa: PLC0415 - Ray, on demand
 
-    config = _absolute(config)
-    registry = registry or ModelRegistry(config.registry.root)
-    if type(registry) is ModelRegistry and not registry.root.is_absolute():
-        registry = ModelRegistry(registry.root.resolve())  # the workers' working directory is not ours
     settings = config.distributed
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=progress)
-    storage, name = storage_path(config), run_name(config)
-    if not resume:
-        shutil.rmtree(storage / name, ignore_errors=True)  # a fresh run: Ray Train would restore it otherwise
-    trainer = TorchTrainer(
+    return TorchTrainer(
         _worker_loop,
         train_loop_config={
             "config": config.model_dump(mode="json"),
@@ -252,19 +242,40 @@ def train_distributed(
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=str(storage_path(config)),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=settings.max_failures),
         ),
     )
+
+
+def train_distributed(
+    config: TrainConfig,
+    registry: ModelRegistry | None,
+    *,
+    progress: bool,
+    resume: bool,
+    on_epoch_end: EpochCallback | None,
+) -> RegisteredModel:
+    """Train ``config`` with ``distributed.num_workers`` Ray Train workers; returns the version rank 0
+    registered. ``on_epoch_end`` runs in the rank-0 worker (it is pickled there). (Called by ``train``.)"""
+    import ray  # noqa: PLC0415 - Ray is heavy and optional: only distributed runs load it
+
+    config = _absolute(config)
+    registry = registry or ModelRegistry(config.registry.root)
+    if type(registry) is ModelRegistry and not registry.root.is_absolute():
+        registry = ModelRegistry(registry.root.resolve())  # the workers' working directory is not ours
+    settings = config.distributed
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=progress)
+    storage, name = storage_path(config), run_name(config)
+    if not resume:
+        shutil.rmtree(storage / name, ignore_errors=True)  # a fresh run: Ray Train would restore it otherwise
+    trainer = _ray_trainer(config, registry, progress, on_epoch_end, name)
     try:
-        log.info(
-            "Ray Train: %d workers (%s), run %s in %s",
-            settings.num_workers,
-            "GPU/NCCL" if settings.use_gpu else "CPU/Gloo",
-            name,
-            storage,
-        )
+        workers = "GPU/NCCL" if settings.use_gpu else "CPU/Gloo"
+        log.info("Ray Train: %d workers (%s), run %s in %s", settings.num_workers, workers, name, storage)
         result = trainer.fit()
     except Exception as exc:  # Ray wraps the worker's exception; say which run failed
         raise RuntimeError(f"distributed training failed (run {name} in {storage}): {exc}") from exc

@@ -46,7 +46,7 @@ from models.registry import (
     open_registry,
     redact_uri,
 )
-from models.registry_mlflow import MlflowRegistry, experiment_name, flatten, numbers  # noqa: F401 - re-exported
+from models.registry_mlflow import MlflowRegistry, experiment_name, flatten, numbers
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,11 @@ def _git_commit() -> str | None:
 
 def plot_curves(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Loss and AUROC against epoch, as PNGs in ``out_dir``."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 - matplotlib is heavy: loaded when a run's curves are drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use: the headless backend first
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - matplotlib, on demand
 
     epochs = [entry["epoch"] for entry in history]
     written = []
@@ -161,7 +161,7 @@ class TrainingRun:
         source: str = "preread train",
     ) -> TrainingRun:
         """Create the run and log the config; TrackingError (saying what to do) if the store fails."""
-        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415 - MLflow is heavy: loaded when tracking
 
         uri = tracking_uri(config, registry)
         store = registry if isinstance(registry, MlflowRegistry) else MlflowRegistry(uri)
@@ -199,11 +199,12 @@ class TrainingRun:
     # ---- during training ----------------------------------------------------------------
 
     def _log_config(self, config_path: str | Path | None) -> None:
-        from mlflow.entities import Param  # noqa: PLC0415
+        from mlflow.entities import Param  # noqa: PLC0415 - MLflow is heavy: loaded when tracking
 
         params = [Param(key, value) for key, value in flatten("", self.config.model_dump(mode="json"))]
         for start in range(0, len(params), MAX_BATCH):
-            self.store._call(lambda: self.client.log_batch(self.run_id, params=params[start : start + MAX_BATCH]))  # noqa: B023
+            chunk = params[start : start + MAX_BATCH]
+            self.store._call(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
         with tempfile.TemporaryDirectory(prefix="preread-config-") as tmp:
             validated = Path(tmp) / "validated.yaml"
             validated.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
@@ -215,7 +216,7 @@ class TrainingRun:
         """Tracking must never cost a trained model: a failed upload is a warning (once)."""
         try:
             action()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any tracking failure is a warning, never a lost model
             if not self._warned:
                 log.warning(
                     "experiment tracking: %s failed (%s); training goes on, later failures are not repeated", what, exc
@@ -224,7 +225,7 @@ class TrainingRun:
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """The ``on_epoch_end`` callback of train_ecg / train_cxr: one epoch's metrics at step = epoch."""
-        from mlflow.entities import Metric  # noqa: PLC0415
+        from mlflow.entities import Metric  # noqa: PLC0415 - MLflow is heavy: loaded when tracking
 
         step = int(metrics.get("epoch", epoch + 1))
         now = int(time.time() * 1000)
@@ -239,7 +240,7 @@ class TrainingRun:
 
     def log_card(self, card: ModelCard) -> None:
         """The card and the model's figures (what the registration will carry)."""
-        from mlflow.entities import Metric  # noqa: PLC0415
+        from mlflow.entities import Metric  # noqa: PLC0415 - MLflow is heavy: loaded when tracking
 
         now = int(time.time() * 1000)
         history = card.metrics.get("history") or []

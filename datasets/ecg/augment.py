@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from monai.transforms import Compose, RandGaussianNoise, RandomizableTransform
 
 from datasets.ecg.transforms import TARGET_SAMPLING_RATE
@@ -33,8 +34,6 @@ def _as_like(values: np.ndarray, reference: Any) -> Any:
     """``values`` as the type, dtype and device of ``reference`` (tensor or array)."""
     if isinstance(reference, np.ndarray):
         return values.astype(reference.dtype, copy=False)
-    import torch  # noqa: PLC0415
-
     return torch.as_tensor(values, dtype=reference.dtype, device=reference.device)
 
 

@@ -23,22 +23,6 @@ STANDARD_LEADS: tuple[str, ...] = (
     "V6",
 )
 
-# The global measurements a cart prints, under the names the read uses for ours (INTERFACES.md,
-# "The read"), so the machine's numbers and ours line up key by key.
-MACHINE_MEASUREMENT_KEYS: tuple[str, ...] = (
-    "heart_rate_bpm",
-    "rr_interval_ms",
-    "pr_interval_ms",
-    "p_duration_ms",
-    "qrs_duration_ms",
-    "qt_interval_ms",
-    "qtc_bazett_ms",
-    "qtc_fridericia_ms",
-    "p_axis_deg",
-    "qrs_axis_deg",
-    "t_axis_deg",
-)
-
 
 @dataclass(frozen=True)
 class MachineStatement:
@@ -53,7 +37,8 @@ class MachineInterpretation:
     """What the sending machine (an ECG cart) measured and said itself, kept to show beside our read.
 
     Attributes:
-        measurements: cart measurements under ``MACHINE_MEASUREMENT_KEYS`` names (ms, bpm, degrees);
+        measurements: cart measurements under the ``CART_MEASUREMENTS`` names of
+            ``datasets.vocabulary.ecg_measurements`` (ms, bpm, degrees);
             a key is absent when the file does not carry it.
         statements: the cart's interpretive statements, in the order printed.
         severity: the cart's overall verdict where it gives one ("ABNORMAL ECG", "OTHERWISE NORMAL").

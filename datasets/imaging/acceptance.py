@@ -117,76 +117,9 @@ class Acceptance:
 
 def header_rejections(record: ImageRecord, policy: AcceptancePolicy) -> list[Rejection]:
     """What the DICOM attributes say (absent attributes say nothing)."""
-    out: list[Rejection] = []
-    modality = (record.modality or "").upper()
-    body_part = (record.body_part or "").upper().strip()
-    image_type = [str(v).upper() for v in record.meta.get("image_type") or []]
-    species = str(record.meta.get("species") or "").strip().lower()
-    if modality in NOT_RADIOGRAPH_MODALITIES or record.sop_class_uid in NOT_RADIOGRAPH_SOP_CLASSES:
-        out.append(
-            Rejection(
-                QualityReason.CXR_NOT_CHEST,
-                f"not a radiograph: modality {modality or '?'}",
-                "header",
-                {"modality": modality, "sop_class_uid": record.sop_class_uid},
-            )
-        )
-    elif body_part and body_part not in CHEST_BODY_PARTS:
-        out.append(
-            Rejection(
-                QualityReason.CXR_NOT_CHEST,
-                f"body part examined is {body_part}, not the chest",
-                "header",
-                {"body_part": body_part},
-            )
-        )
-    elif {"LOCALIZER", "SCOUT"} & set(image_type):
-        out.append(
-            Rejection(
-                QualityReason.CXR_NOT_CHEST,
-                "a localizer (scout) image, not a chest film",
-                "header",
-                {"image_type": image_type},
-            )
-        )
-    elif species and not species.startswith(HUMAN_SPECIES):
-        out.append(
-            Rejection(
-                QualityReason.CXR_NOT_CHEST, f"not a human patient (species: {species})", "header", {"species": species}
-            )
-        )
-    view = (record.view_position or "").upper().strip()
-    orientation = [str(v).upper() for v in record.meta.get("patient_orientation") or []]
-    if view in LATERAL_VIEWS or (len(orientation) == 2 and orientation[0][:1] in ("A", "P")):
-        out.append(
-            Rejection(
-                QualityReason.CXR_LATERAL,
-                "a lateral view: only frontal (PA/AP) films are read",
-                "header",
-                {"view_position": view, "patient_orientation": orientation},
-            )
-        )
-    elif len(orientation) == 2 and orientation[0][:1] in ("H", "F"):
-        out.append(
-            Rejection(
-                QualityReason.CXR_ROTATED,
-                f"rotated (patient orientation {'/'.join(orientation)})",
-                "header",
-                {"patient_orientation": orientation},
-            )
-        )
-    years = age_in_years(record.patient.get("age"))
-    if years is not None and years < policy.min_age_years:
-        out.append(
-            Rejection(
-                QualityReason.CXR_PAEDIATRIC,
-                f"a child ({years:.1f} years): the model reads adults ({policy.min_age_years:g}+)",
-                "header",
-                {"age_years": round(years, 2)},
-            )
-        )
+    found = [_not_chest(record), _not_frontal(record), _too_young(record, policy)]
     if min(record.shape) < policy.min_side_px:
-        out.append(
+        found.append(
             Rejection(
                 QualityReason.CXR_TOO_SMALL,
                 f"{record.shape[0]} × {record.shape[1]} pixels: at least {policy.min_side_px} a side is needed",
@@ -194,7 +127,75 @@ def header_rejections(record: ImageRecord, policy: AcceptancePolicy) -> list[Rej
                 {"rows": record.shape[0], "columns": record.shape[1]},
             )
         )
-    return out
+    return [rejection for rejection in found if rejection is not None]
+
+
+def _not_chest(record: ImageRecord) -> Rejection | None:
+    """Not a radiograph, another body part, a localizer, or not a human patient (the first that applies)."""
+    modality = (record.modality or "").upper()
+    body_part = (record.body_part or "").upper().strip()
+    image_type = [str(v).upper() for v in record.meta.get("image_type") or []]
+    species = str(record.meta.get("species") or "").strip().lower()
+    if modality in NOT_RADIOGRAPH_MODALITIES or record.sop_class_uid in NOT_RADIOGRAPH_SOP_CLASSES:
+        return Rejection(
+            QualityReason.CXR_NOT_CHEST,
+            f"not a radiograph: modality {modality or '?'}",
+            "header",
+            {"modality": modality, "sop_class_uid": record.sop_class_uid},
+        )
+    if body_part and body_part not in CHEST_BODY_PARTS:
+        return Rejection(
+            QualityReason.CXR_NOT_CHEST,
+            f"body part examined is {body_part}, not the chest",
+            "header",
+            {"body_part": body_part},
+        )
+    if {"LOCALIZER", "SCOUT"} & set(image_type):
+        return Rejection(
+            QualityReason.CXR_NOT_CHEST,
+            "a localizer (scout) image, not a chest film",
+            "header",
+            {"image_type": image_type},
+        )
+    if species and not species.startswith(HUMAN_SPECIES):
+        return Rejection(
+            QualityReason.CXR_NOT_CHEST, f"not a human patient (species: {species})", "header", {"species": species}
+        )
+    return None
+
+
+def _not_frontal(record: ImageRecord) -> Rejection | None:
+    """A lateral view, or a film rotated by 90° (patient orientation says so)."""
+    view = (record.view_position or "").upper().strip()
+    orientation = [str(v).upper() for v in record.meta.get("patient_orientation") or []]
+    if view in LATERAL_VIEWS or (len(orientation) == 2 and orientation[0][:1] in ("A", "P")):
+        return Rejection(
+            QualityReason.CXR_LATERAL,
+            "a lateral view: only frontal (PA/AP) films are read",
+            "header",
+            {"view_position": view, "patient_orientation": orientation},
+        )
+    if len(orientation) == 2 and orientation[0][:1] in ("H", "F"):
+        return Rejection(
+            QualityReason.CXR_ROTATED,
+            f"rotated (patient orientation {'/'.join(orientation)})",
+            "header",
+            {"patient_orientation": orientation},
+        )
+    return None
+
+
+def _too_young(record: ImageRecord, policy: AcceptancePolicy) -> Rejection | None:
+    """A child under the policy's minimum age (the model reads adults)."""
+    years = age_in_years(record.patient.get("age"))
+    if years is None or years >= policy.min_age_years:
+        return None
+    return Rejection(
+        QualityReason.CXR_PAEDIATRIC,
+        f"a child ({years:.1f} years): the model reads adults ({policy.min_age_years:g}+)",
+        "header",
+        {"age_years": round(years, 2)},
+    )
 
 
 def image_rejections(

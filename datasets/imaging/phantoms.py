@@ -95,6 +95,138 @@ def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
+@dataclass
+class _Thorax:
+    """The drawn anatomy a phantom's findings are placed in (coordinates in image fractions)."""
+
+    yy: np.ndarray
+    xx: np.ndarray
+    body_cx: float
+    lung_cy: float
+    lung_ry: float
+    lung_rx: float
+    right_cx: float  # patient's right lung: the image's left
+    left_cx: float
+    body: np.ndarray
+    right_lung: np.ndarray = field(init=False)
+    left_lung: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.right_lung = _ellipse(self.yy, self.xx, self.lung_cy, self.right_cx, self.lung_ry, self.lung_rx) & (
+            self.yy < self.diaphragm(self.right_cx)
+        )
+        self.left_lung = _ellipse(self.yy, self.xx, self.lung_cy, self.left_cx, self.lung_ry, self.lung_rx) & (
+            self.yy < self.diaphragm(self.left_cx) + 0.015
+        )
+
+    @property
+    def lungs(self) -> np.ndarray:
+        return self.right_lung | self.left_lung
+
+    def diaphragm(self, cx: float) -> np.ndarray:
+        """Dome: highest over the lung centre, falling laterally into the costophrenic angle."""
+        return self.lung_cy + 0.62 * self.lung_ry + 0.10 * ((self.xx - cx) / self.lung_rx) ** 2
+
+    def random_lung(self, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+        """(centre x, mask) of one lung, either side with equal chance."""
+        return (self.right_cx, self.right_lung) if rng.random() < 0.5 else (self.left_cx, self.left_lung)
+
+
+def _jitter(rng: np.random.Generator, scale: float) -> float:
+    return float(rng.uniform(-scale, scale))
+
+
+def _draw_thorax(rng: np.random.Generator, n: int) -> _Thorax:
+    """Thorax and lungs with a little anatomical variation. Patient's right lung is on the image's left."""
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / np.float32(n)
+    body_cx = 0.5 + _jitter(rng, 0.02)
+    lung_cy, lung_ry = 0.45 + _jitter(rng, 0.02), 0.29 + _jitter(rng, 0.02)
+    lung_rx = 0.15 + _jitter(rng, 0.01)
+    lung_gap = 0.20 + _jitter(rng, 0.015)  # centre-to-midline distance
+    body = _ellipse(yy, xx, 0.55, body_cx, 0.52, 0.46)
+    return _Thorax(yy, xx, body_cx, lung_cy, lung_ry, lung_rx, body_cx - lung_gap, body_cx + lung_gap, body)
+
+
+def _draw_anatomy(rng: np.random.Generator, t: _Thorax, cardiomegaly: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """(image, heart mask, cardiothoracic ratio): body, lungs, mediastinum and spine, heart, ribs, clavicles."""
+    yy, xx, n = t.yy, t.xx, t.yy.shape[0]
+    lungs = t.lungs
+    thoracic_width = (t.left_cx + t.lung_rx) - (t.right_cx - t.lung_rx)
+    image = np.full((n, n), 0.04, dtype=np.float32)  # air outside the patient
+    image[t.body] = 0.52
+    image[lungs] = 0.16
+    image += np.where(lungs, 0.06 * (yy - t.lung_cy) / t.lung_ry, 0.0).astype(np.float32)  # denser bases
+
+    # Mediastinum and spine: bright midline.
+    mediastinum = (np.abs(xx - t.body_cx) < 0.065) & (yy > 0.06) & (yy < t.lung_cy + 0.55 * t.lung_ry) & t.body
+    image[mediastinum] = 0.72
+    spine = (np.abs(xx - t.body_cx) < 0.035) & t.body
+    image[spine] = np.maximum(image[spine], 0.80)
+
+    # Heart: above the diaphragm, mostly to the patient's left (image right).
+    ctr = float(rng.uniform(*(CARDIOMEGALY_CTR if cardiomegaly else NORMAL_CTR)))
+    heart_width = ctr * thoracic_width
+    heart_ry = 0.08 + 0.12 * heart_width
+    heart_cy = t.lung_cy + 0.62 * t.lung_ry - 0.55 * heart_ry
+    heart = _ellipse(yy, xx, heart_cy, t.body_cx + 0.16 * heart_width, heart_ry, heart_width / 2) & t.body
+    image[heart] = np.maximum(image[heart], 0.70)
+    _draw_ribs(t, image, t.body & ~heart & ~mediastinum)
+    return image, heart, ctr
+
+
+def _draw_ribs(t: _Thorax, image: np.ndarray, visible: np.ndarray) -> None:
+    """Posterior ribs: gently curved bright bands over the lungs; clavicles at the apices. Ribs are
+    drawn over the lung fields and chest wall only (``visible``: not the heart, mediastinum or
+    abdomen), where a radiograph shows them clearly."""
+    yy, xx = t.yy, t.xx
+    ribs = np.zeros(yy.shape, dtype=bool)
+    for index in range(10):
+        y0 = 0.16 + index * 0.058
+        for cx, sign in ((t.right_cx, -1.0), (t.left_cx, 1.0)):
+            curve = y0 + 0.05 * ((xx - cx) / t.lung_rx) ** 2 - 0.03 * sign * (xx - cx) / t.lung_rx
+            rib_field = _ellipse(yy, xx, t.lung_cy, cx, t.lung_ry * 1.06, t.lung_rx * 1.12) & (yy < t.diaphragm(cx))
+            ribs |= (np.abs(yy - curve) < 0.011) & rib_field
+    ribs &= visible
+    image[ribs] += 0.14
+    clavicle = (np.abs(yy - (0.14 + 0.25 * np.abs(xx - t.body_cx))) < 0.013) & (np.abs(xx - t.body_cx) < 0.30)
+    image[clavicle & t.body] += 0.18
+
+
+def _lung_opacity(rng: np.random.Generator, t: _Thorax, pneumonia: bool, consolidation: bool) -> np.ndarray:
+    """The added density of pneumonia (patchy blobs in one lung) and consolidation (a dense lobar region)."""
+    yy, xx = t.yy, t.xx
+    lesion = np.zeros(yy.shape, dtype=np.float32)
+    if pneumonia:
+        side_cx, side = t.random_lung(rng)
+        for _ in range(int(rng.integers(3, 6))):
+            cy = t.lung_cy + rng.uniform(-0.1, 0.45) * t.lung_ry
+            cx = side_cx + rng.uniform(-0.5, 0.5) * t.lung_rx
+            sigma = rng.uniform(0.025, 0.05)
+            blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)))
+            lesion += (0.30 * blob * side).astype(np.float32)
+    if consolidation:
+        side_cx, side = t.random_lung(rng)
+        cy = t.lung_cy + rng.uniform(0.0, 0.35) * t.lung_ry
+        cx = side_cx + rng.uniform(-0.2, 0.2) * t.lung_rx
+        region = _ellipse(yy, xx, cy, cx, rng.uniform(0.07, 0.11), rng.uniform(0.06, 0.09)) & side
+        lesion += np.where(region, 0.42, 0.0).astype(np.float32)
+    return _smooth(lesion, max(1, yy.shape[0] // 128))
+
+
+def _effusion_mask(rng: np.random.Generator, t: _Thorax, effusion: str) -> np.ndarray:
+    """Fluid at the base of the named lung(s), with a meniscus: higher laterally, where it climbs the chest wall."""
+    sides = {
+        "right": [(t.right_cx, t.right_lung)],
+        "left": [(t.left_cx, t.left_lung)],
+        "both": [(t.right_cx, t.right_lung), (t.left_cx, t.left_lung)],
+    }[effusion]
+    mask = np.zeros(t.yy.shape, dtype=bool)
+    for cx, lung in sides:
+        level = t.lung_cy + rng.uniform(0.25, 0.45) * t.lung_ry - 0.10 * np.abs(t.xx - cx) / t.lung_rx
+        mask |= lung & (t.yy > level)
+    return mask
+
+
 def chest_phantom(
     size: int = 256,
     *,
@@ -120,108 +252,28 @@ def chest_phantom(
         raise ValueError(f"effusion must be None, 'left', 'right' or 'both', not {effusion!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     n = int(size)
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / np.float32(n)
-    jitter = lambda scale: float(rng.uniform(-scale, scale))  # noqa: E731 - tiny local helper
-
-    # Thorax and lungs. Patient's right lung is on the image's left.
-    body_cx = 0.5 + jitter(0.02)
-    lung_cy, lung_ry = 0.45 + jitter(0.02), 0.29 + jitter(0.02)
-    lung_rx = 0.15 + jitter(0.01)
-    lung_gap = 0.20 + jitter(0.015)  # centre-to-midline distance
-    right_cx, left_cx = body_cx - lung_gap, body_cx + lung_gap
-    body = _ellipse(yy, xx, 0.55, body_cx, 0.52, 0.46)
-
-    def diaphragm(cx: float) -> np.ndarray:
-        # Dome: highest over the lung centre, falling laterally into the costophrenic angle.
-        return lung_cy + 0.62 * lung_ry + 0.10 * ((xx - cx) / lung_rx) ** 2
-
-    right_lung = _ellipse(yy, xx, lung_cy, right_cx, lung_ry, lung_rx) & (yy < diaphragm(right_cx))
-    left_lung = _ellipse(yy, xx, lung_cy, left_cx, lung_ry, lung_rx) & (yy < diaphragm(left_cx) + 0.015)
-    lungs = right_lung | left_lung
-    thoracic_width = (left_cx + lung_rx) - (right_cx - lung_rx)
-
-    image = np.full((n, n), 0.04, dtype=np.float32)  # air outside the patient
-    image[body] = 0.52
-    image[lungs] = 0.16
-    image += np.where(lungs, 0.06 * (yy - lung_cy) / lung_ry, 0.0).astype(np.float32)  # denser bases
-
-    # Mediastinum and spine: bright midline.
-    mediastinum = (np.abs(xx - body_cx) < 0.065) & (yy > 0.06) & (yy < lung_cy + 0.55 * lung_ry) & body
-    image[mediastinum] = 0.72
-    spine = (np.abs(xx - body_cx) < 0.035) & body
-    image[spine] = np.maximum(image[spine], 0.80)
-
-    # Heart: above the diaphragm, mostly to the patient's left (image right).
-    ctr = rng.uniform(*(CARDIOMEGALY_CTR if cardiomegaly else NORMAL_CTR))
-    heart_width = float(ctr) * thoracic_width
-    heart_cx = body_cx + 0.16 * heart_width
-    heart_ry = 0.08 + 0.12 * heart_width
-    heart_cy = lung_cy + 0.62 * lung_ry - 0.55 * heart_ry
-    heart = _ellipse(yy, xx, heart_cy, heart_cx, heart_ry, heart_width / 2) & body
-    image[heart] = np.maximum(image[heart], 0.70)
-
-    # Posterior ribs: gently curved bright bands over the lungs; clavicles at the apices.
-    # Ribs are drawn over the lung fields and chest wall only (not the heart, mediastinum or
-    # abdomen), where a radiograph shows them clearly.
-    ribs = np.zeros((n, n), dtype=bool)
-    for index in range(10):
-        y0 = 0.16 + index * 0.058
-        for cx, sign in ((right_cx, -1.0), (left_cx, 1.0)):
-            curve = y0 + 0.05 * ((xx - cx) / lung_rx) ** 2 - 0.03 * sign * (xx - cx) / lung_rx
-            rib_field = _ellipse(yy, xx, lung_cy, cx, lung_ry * 1.06, lung_rx * 1.12) & (yy < diaphragm(cx))
-            ribs |= (np.abs(yy - curve) < 0.011) & rib_field
-    ribs &= body & ~heart & ~mediastinum
-    image[ribs] += 0.14
-    clavicle = (np.abs(yy - (0.14 + 0.25 * np.abs(xx - body_cx))) < 0.013) & (np.abs(xx - body_cx) < 0.30)
-    image[clavicle & body] += 0.18
-
-    # Findings.
+    thorax = _draw_thorax(rng, n)
+    image, heart, ctr = _draw_anatomy(rng, thorax, cardiomegaly)
     opacity = np.zeros((n, n), dtype=bool)
     effusion_mask = np.zeros((n, n), dtype=bool)
-    lesion = np.zeros((n, n), dtype=np.float32)
-    if pneumonia:
-        side_cx, side = (right_cx, right_lung) if rng.random() < 0.5 else (left_cx, left_lung)
-        for _ in range(int(rng.integers(3, 6))):
-            cy = lung_cy + rng.uniform(-0.1, 0.45) * lung_ry
-            cx = side_cx + rng.uniform(-0.5, 0.5) * lung_rx
-            sigma = rng.uniform(0.025, 0.05)
-            blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)))
-            lesion += (0.30 * blob * side).astype(np.float32)
-    if consolidation:
-        side_cx, side = (right_cx, right_lung) if rng.random() < 0.5 else (left_cx, left_lung)
-        cy = lung_cy + rng.uniform(0.0, 0.35) * lung_ry
-        cx = side_cx + rng.uniform(-0.2, 0.2) * lung_rx
-        region = _ellipse(yy, xx, cy, cx, rng.uniform(0.07, 0.11), rng.uniform(0.06, 0.09)) & side
-        lesion += np.where(region, 0.42, 0.0).astype(np.float32)
     if pneumonia or consolidation:
-        lesion = _smooth(lesion, max(1, n // 128))
+        lesion = _lung_opacity(rng, thorax, pneumonia, consolidation)
         opacity = lesion > 0.08
         image += lesion
     if effusion:
-        sides = {
-            "right": [(right_cx, right_lung)],
-            "left": [(left_cx, left_lung)],
-            "both": [(right_cx, right_lung), (left_cx, left_lung)],
-        }[effusion]
-        for cx, lung in sides:
-            # Fluid level with a meniscus: higher laterally, where it climbs the chest wall.
-            level = lung_cy + rng.uniform(0.25, 0.45) * lung_ry - 0.10 * np.abs(xx - cx) / lung_rx
-            fluid = lung & (yy > level)
-            effusion_mask |= fluid
+        effusion_mask = _effusion_mask(rng, thorax, effusion)
         image[effusion_mask] = np.maximum(image[effusion_mask], 0.58)
-
     image = _smooth(image, max(1, n // 256))
     image += rng.normal(0.0, noise, size=(n, n)).astype(np.float32)
     image = np.clip(image, 0.0, 1.0).astype(np.float32)
-
     findings = {
         "Cardiomegaly": bool(cardiomegaly),
         "Effusion": effusion is not None,
         "Pneumonia": bool(pneumonia),
         "Consolidation": bool(consolidation),
     }
-    masks = {"lungs": lungs, "heart": heart, "opacity": opacity, "effusion": effusion_mask}
-    return ChestPhantom(pixels=image, findings=findings, masks=masks, cardiothoracic_ratio=float(ctr))
+    masks = {"lungs": thorax.lungs, "heart": heart, "opacity": opacity, "effusion": effusion_mask}
+    return ChestPhantom(pixels=image, findings=findings, masks=masks, cardiothoracic_ratio=ctr)
 
 
 def random_chest_phantom(

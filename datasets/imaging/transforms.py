@@ -153,7 +153,7 @@ def heatmap_to_original(heatmap: np.ndarray, original_shape: Sequence[int]) -> n
 
 
 def _monai():
-    import monai.transforms as mt  # noqa: PLC0415
+    import monai.transforms as mt  # noqa: PLC0415 - heavy (torch); loaded only when a MONAI pipeline is built
 
     return mt
 

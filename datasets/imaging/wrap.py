@@ -86,6 +86,37 @@ def wrap_array_as_dicom(
     Higher values are brighter (MONOCHROME2). The dataset has file meta (Explicit VR Little Endian)
     and can be written with ``dcmwrite(..., enforce_file_format=True)``.
     """
+    stored, bits_allocated, bits_stored = _stored_pixels(pixels, bits_stored)
+    modality = modality.upper()
+    sop_class = _SOP_CLASS_BY_MODALITY.get(modality, SECONDARY_CAPTURE_IMAGE_STORAGE)
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or _stable_uid(study_uid, "series", series_number, modality)
+    sop_uid = sop_uid or _stable_uid(study_uid, series_uid, hashlib.sha256(stored.tobytes()).hexdigest())
+
+    ds = _new_instance(sop_class, sop_uid, modality, study_datetime or dt.datetime.now())
+    ds.AccessionNumber = accession_number
+    ds.Manufacturer = manufacturer
+    if institution_name:
+        ds.InstitutionName = institution_name
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = study_description
+    if series_description:
+        ds.SeriesDescription = series_description
+    ds.DerivationDescription = derivation_description or "Converted from a non-DICOM image by preread"
+    _set_patient(ds, patient_name, patient_id, patient_birth_date, patient_sex, patient_age)
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = study_id
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = instance_number
+    _set_acquisition(ds, modality, body_part, view_position, pixel_spacing_mm)
+    _set_pixels(ds, stored, bits_allocated, bits_stored)
+    return ds
+
+
+def _stored_pixels(pixels: np.ndarray, bits_stored: int | None) -> tuple[np.ndarray, int, int]:
+    """(the pixels as stored: uint8 or little-endian uint16, bits allocated, bits stored); ValueError
+    for anything that is not a 2-D unsigned image fitting in ``bits_stored``."""
     array = np.asarray(pixels)
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D array, got shape {array.shape}")
@@ -100,15 +131,11 @@ def wrap_array_as_dicom(
         raise ValueError(f"bits_stored {bits_stored} does not fit {bits_allocated}-bit samples")
     if array.size and int(array.max()) >= 2**bits_stored:
         raise ValueError(f"values up to {int(array.max())} do not fit in {bits_stored} bits")
-    stored = np.ascontiguousarray(array.astype(np.uint8 if bits_allocated == 8 else "<u2"))
+    return np.ascontiguousarray(array.astype(np.uint8 if bits_allocated == 8 else "<u2")), bits_allocated, bits_stored
 
-    modality = modality.upper()
-    sop_class = _SOP_CLASS_BY_MODALITY.get(modality, SECONDARY_CAPTURE_IMAGE_STORAGE)
-    when = study_datetime or dt.datetime.now()
-    study_uid = study_uid or generate_uid()
-    series_uid = series_uid or _stable_uid(study_uid, "series", series_number, modality)
-    sop_uid = sop_uid or _stable_uid(study_uid, series_uid, hashlib.sha256(stored.tobytes()).hexdigest())
 
+def _new_instance(sop_class: str, sop_uid: str, modality: str, when: dt.datetime) -> Dataset:
+    """A dataset with its file meta, SOP identity, character set, modality and dates."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
@@ -116,7 +143,6 @@ def wrap_array_as_dicom(
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.ImplementationVersionName = "PREREAD_WRAP"
-
     # UTF-8: patient names from village clinics are often not Latin-1.
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.ImageType = ["DERIVED", "PRIMARY"]
@@ -124,40 +150,38 @@ def wrap_array_as_dicom(
     ds.SOPInstanceUID = sop_uid
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = when.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = when.strftime("%H%M%S")
-    ds.AccessionNumber = accession_number
     ds.Modality = modality
     if sop_class == SECONDARY_CAPTURE_IMAGE_STORAGE:
         ds.ConversionType = "WSD"  # workstation: the pixels came from a file, not a modality
-    ds.Manufacturer = manufacturer
-    if institution_name:
-        ds.InstitutionName = institution_name
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = study_description
-    if series_description:
-        ds.SeriesDescription = series_description
-    ds.DerivationDescription = derivation_description or "Converted from a non-DICOM image by preread"
+    return ds
 
-    ds.PatientName = patient_name
+
+def _set_patient(ds: Dataset, name: str, patient_id: str, birth_date: str, sex: str, age: str | None) -> None:
+    """The patient module (age only where given)."""
+    ds.PatientName = name
     ds.PatientID = patient_id
-    ds.PatientBirthDate = patient_birth_date
-    ds.PatientSex = patient_sex
-    if patient_age:
-        ds.PatientAge = patient_age
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
+    if age:
+        ds.PatientAge = age
 
+
+def _set_acquisition(
+    ds: Dataset,
+    modality: str,
+    body_part: str,
+    view_position: str,
+    pixel_spacing_mm: float | tuple[float, float] | None,
+) -> None:
+    """Body part, view, orientation, the DX presentation attributes and the pixel spacing."""
     ds.BodyPartExamined = body_part
     ds.ViewPosition = view_position
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = study_id
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = instance_number
     # Conventional radiograph display (PA or AP): rows run towards the patient's left, columns feet-ward.
     ds.PatientOrientation = ["L", "F"]
     ds.ImageLaterality = "U"  # unpaired body part
     ds.AnatomicRegionSequence = (
         DicomSequence([_code_item(*_CHEST_REGION)]) if body_part.upper() == "CHEST" else DicomSequence()
     )
-
     if modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.PixelIntensityRelationship = "LOG"
@@ -170,13 +194,15 @@ def wrap_array_as_dicom(
         ds.AcquisitionContextSequence = DicomSequence()
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
-
     if pixel_spacing_mm is not None:
         spacing = (pixel_spacing_mm, pixel_spacing_mm) if np.isscalar(pixel_spacing_mm) else tuple(pixel_spacing_mm)
         values = [f"{float(v):.6g}" for v in spacing]
         ds.ImagerPixelSpacing = values
         ds.PixelSpacing = values
 
+
+def _set_pixels(ds: Dataset, stored: np.ndarray, bits_allocated: int, bits_stored: int) -> None:
+    """The MONOCHROME2 image pixel module, with the identity window for ``bits_stored``-bit data."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
@@ -189,7 +215,6 @@ def wrap_array_as_dicom(
     ds.WindowWidth = str(2 ** int(bits_stored))
     ds.VOILUTFunction = "LINEAR"
     ds.PixelData = stored.tobytes()
-    return ds
 
 
 def nih_patient_id(path: str | Path) -> str | None:

@@ -36,7 +36,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from datasets.vocabulary.age import age_in_years as parse_age  # noqa: F401 - the one age parser, re-exported for the sources
+from datasets.ecg.readers import read_dicom_waveform, read_json, read_wfdb
+from datasets.ecg.record import EcgRecord
+from datasets.ecg.transforms import preprocess_signals
+from datasets.ecg.validate import validate_record
+from datasets.imaging import read_image
+from datasets.imaging.transforms import preprocess_image
+from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES
+from datasets.vocabulary.ecg_labels import ECG_LABELS
 
 META_COLUMNS = ("id", "patient_id", "split", "site", "sex", "age", "manufacturer")
 SPLITS = ("train", "val", "test")
@@ -180,7 +187,7 @@ class SourceDataset:
                 with np.load(cache) as stored:
                     return stored["X"], self.subset(stored["kept"])
             except (OSError, ValueError, KeyError):
-                warnings.warn(f"ignoring a damaged input cache {cache}")  # noqa: B028
+                warnings.warn(f"ignoring a damaged input cache {cache}", stacklevel=2)
         X, kept, failures = [], [], []
         rows = self.meta.to_dict("records")
         for i, row in enumerate(tqdm(rows, desc=f"{self.format} inputs", disable=not progress, unit="case")):
@@ -195,9 +202,10 @@ class SourceDataset:
                 f"first errors: {'; '.join(failures[:3])}"
             )
         if failures:
-            warnings.warn(  # noqa: B028
+            warnings.warn(
                 f"{self.format}: skipped {len(failures)} of {len(rows)} cases that could not be read "
-                f"(first: {'; '.join(failures[:3])})"
+                f"(first: {'; '.join(failures[:3])})",
+                stacklevel=2,
             )
         stacked = np.stack(X).astype(np.float32, copy=False)
         if cache is not None:
@@ -227,7 +235,7 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache location must not stop training
-        warnings.warn(f"could not write input cache {path}: {exc}")  # noqa: B028
+        warnings.warn(f"could not write input cache {path}: {exc}", stacklevel=3)
         tmp.unlink(missing_ok=True)
 
 
@@ -295,19 +303,16 @@ def index_files(root: Path, suffixes: Iterable[str]) -> dict[str, Path]:
 # -- THE preprocessing, per case ------------------------------------------------------------------
 
 
-def ecg_input(record) -> np.ndarray:
+def ecg_input(record: EcgRecord) -> np.ndarray:
     """An EcgRecord → network input (12 × 5000 float32): serving's acceptance checks
     (``validate_record``: all 12 leads, rate, duration, amplitudes) then ``preprocess_signals``."""
-    from datasets.ecg.transforms import preprocess_signals  # noqa: PLC0415
-    from datasets.ecg.validate import validate_record  # noqa: PLC0415
 
     record = validate_record(record)
     return preprocess_signals(record.signals, record.sampling_rate)
 
 
-def read_ecg_file(path: str | Path):
+def read_ecg_file(path: str | Path) -> EcgRecord:
     """WFDB (.hea / record path / .zip), DICOM waveform (.dcm) or the JSON form → EcgRecord."""
-    from datasets.ecg.readers import read_dicom_waveform, read_json, read_wfdb  # noqa: PLC0415
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -329,8 +334,6 @@ def image_file_loader(image_size: int, channels: int, column: str = "file") -> I
     """PNG / JPEG / DICOM image → ``preprocess_image`` (letterbox + normalisation, as serving)."""
 
     def load(row: Mapping[str, Any]) -> np.ndarray:
-        from datasets.imaging import read_image  # noqa: PLC0415
-        from datasets.imaging.transforms import preprocess_image  # noqa: PLC0415
 
         return preprocess_image(read_image(row[column]), size=image_size, channels=channels)
 
@@ -340,14 +343,34 @@ def image_file_loader(image_size: int, channels: int, column: str = "file") -> I
 def served_labels(task: str) -> tuple[list[str], list[str]]:
     """(codes, names) of the label set preread serves for ``task``."""
     if task == "ecg":
-        from datasets.vocabulary.ecg_labels import ECG_LABELS  # noqa: PLC0415
-
         return [label.code for label in ECG_LABELS], [label.name for label in ECG_LABELS]
     if task == "cxr":
-        from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES, CXR_LABEL_NAMES  # noqa: PLC0415
-
         return list(CXR_LABEL_CODES), list(CXR_LABEL_NAMES)
     raise ValueError(f"unknown task {task!r}; expected 'ecg' or 'cxr'")
+
+
+def served_dataset(fmt: str, task: str, path: Path, Y: np.ndarray, meta: pd.DataFrame, **fields: Any) -> SourceDataset:
+    """A dataset whose label columns are the served label set of ``task`` (``Y`` in that order)."""
+    labels, names = served_labels(task)
+    return SourceDataset(format=fmt, path=path, task=task, labels=labels, label_names=names, Y=Y, meta=meta, **fields)
+
+
+def label_columns(task: str, labels: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(codes, names) of the label columns: ``labels`` (named as served where served, else by code),
+    or the served label set of ``task``."""
+    served, served_names = served_labels(task)
+    codes = list(labels) if labels is not None else served
+    return codes, [served_names[served.index(c)] if c in served else c for c in codes]
+
+
+def ecg_input_spec(**extra: Any) -> dict[str, Any]:
+    """The preprocessing parameters of an ECG source (part of its input cache key)."""
+    return {"pipeline": "ecg_preprocess", **extra}
+
+
+def cxr_input_spec(image_size: int, channels: int) -> dict[str, Any]:
+    """The preprocessing parameters of a chest X-ray source (part of its input cache key)."""
+    return {"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"}
 
 
 def check_choice(fmt: str, name: str, value: Any, choices: Sequence[Any]) -> None:

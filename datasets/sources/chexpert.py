@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,12 +37,15 @@ from datasets.sources.base import (
     SourceDataset,
     SourceLayoutError,
     check_choice,
+    cxr_input_spec,
     image_file_loader,
     normalise_sex,
-    parse_age,
     read_table,
+    served_dataset,
     served_labels,
 )
+from datasets.vocabulary.age import age_in_years
+from datasets.vocabulary.cxr_labels import ANY_ABNORMALITY
 
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 UNMENTIONED_POLICIES = ("zeros", "ignore")
@@ -94,21 +98,13 @@ def load_chexpert(
     channels: int = 1,
     limit: int | None = None,
 ) -> SourceDataset:
+    """Index a CheXpert folder (or one of its CSVs) under the served chest X-ray labels."""
     check_choice("chexpert", "uncertain policy", uncertain, UNCERTAIN_POLICIES)
     check_choice("chexpert", "unmentioned policy", unmentioned, UNMENTIONED_POLICIES)
     check_choice("chexpert", "views", views, VIEWS)
     path = Path(path)
-    if path.is_dir():
-        files = [(path / name, split) for name, split in SPLIT_FILES.items() if (path / name).is_file()]
-        if not files:
-            raise SourceLayoutError(f"chexpert: no train.csv / valid.csv in {path}")
-    elif path.is_file():
-        files = [(path, SPLIT_FILES.get(path.name) if path.name != "train.csv" else None)]
-    else:
-        raise SourceLayoutError(f"chexpert: {path} not found (give the CheXpert folder or one of its CSVs)")
-    labels, names = served_labels("cxr")
-    column = {code: j for j, code in enumerate(labels)}
-    any_index = column["ANY"]
+    files = _csv_files(path)
+    labels, _ = served_labels("cxr")
     rows, Ys = [], []
     for csv_file, split in files:
         table = read_table(csv_file, "chexpert", ("Path",))
@@ -120,52 +116,19 @@ def load_chexpert(
         if views != "all" and "Frontal/Lateral" in table.columns:
             table = table[table["Frontal/Lateral"].astype(str).str.lower() == views].reset_index(drop=True)
         for index, row in table.iterrows():
-            y = np.full(len(labels), np.nan, dtype=np.float32)
-            values = {}
-            for observation in observations:
-                try:
-                    values[observation] = _policy_value(row[observation], uncertain, unmentioned)
-                except ValueError as exc:
-                    raise SourceLayoutError(
-                        f"chexpert: {csv_file} row {index + 2}, column {observation!r}: {exc}"
-                    ) from None
-            for observation, code in CHEXPERT_TO_CXR.items():
-                if code is not None and observation in values:
-                    y[column[code]] = values[observation]
-            pathologies = [v for k, v in values.items() if k != "No Finding"]
-            if any(v == 1.0 for v in pathologies):
-                y[any_index] = 1.0
-            elif values.get("No Finding") == 1.0 or (pathologies and all(v == 0.0 for v in pathologies)):
-                y[any_index] = 0.0
-            relative = str(row["Path"])
-            patient = _PATIENT.search(relative)
-            rows.append(
-                {
-                    "id": relative,
-                    "file": str(_resolve(csv_file, relative)),
-                    "patient_id": patient.group(1) if patient else relative,
-                    "split": split,
-                    "site": "CheXpert",
-                    "sex": normalise_sex(row.get("Sex")),
-                    "age": parse_age(row.get("Age")),
-                    "manufacturer": "unknown",
-                    "view": row.get("Frontal/Lateral", None),
-                    "projection": row.get("AP/PA", None),
-                }
-            )
-            Ys.append(y)
+            values = _observation_values(row, observations, uncertain, unmentioned, f"{csv_file} row {index + 2}")
+            Ys.append(_label_row(values, labels))
+            rows.append(_case_row(csv_file, split, row))
     if not rows:
         raise SourceLayoutError(f"chexpert: no {views} images listed in {', '.join(str(f) for f, _ in files)}")
-    return SourceDataset(
-        format="chexpert",
-        path=path,
-        task="cxr",
-        labels=labels,
-        label_names=names,
-        Y=np.stack(Ys),
-        meta=pd.DataFrame(rows),
+    return served_dataset(
+        "chexpert",
+        "cxr",
+        path,
+        np.stack(Ys),
+        pd.DataFrame(rows),
         loader=image_file_loader(image_size, channels),
-        input_spec={"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"},
+        input_spec=cxr_input_spec(image_size, channels),
         notes=[
             f"uncertain labels (-1): {uncertain}; not mentioned (blank): {unmentioned}; views: {views}; "
             "labels CheXpert lacks are unknown"
@@ -173,3 +136,61 @@ def load_chexpert(
         description=f"CheXpert at {path}: {len(rows)} {views} images ({', '.join(f.name for f, _ in files)}; "
         f"uncertain={uncertain})",
     ).head(limit)
+
+
+def _csv_files(path: Path) -> list[tuple[Path, str | None]]:
+    """(CSV, the split it holds) for a CheXpert folder or one of its CSVs (train.csv: the training pool)."""
+    if path.is_dir():
+        files = [(path / name, split) for name, split in SPLIT_FILES.items() if (path / name).is_file()]
+        if not files:
+            raise SourceLayoutError(f"chexpert: no train.csv / valid.csv in {path}")
+        return files
+    if path.is_file():
+        return [(path, SPLIT_FILES.get(path.name) if path.name != "train.csv" else None)]
+    raise SourceLayoutError(f"chexpert: {path} not found (give the CheXpert folder or one of its CSVs)")
+
+
+def _observation_values(
+    row: pd.Series, observations: list[str], uncertain: str, unmentioned: str, where: str
+) -> dict[str, float]:
+    """Observation → 1 / 0 / NaN under the policies; SourceLayoutError naming the cell otherwise."""
+    values = {}
+    for observation in observations:
+        try:
+            values[observation] = _policy_value(row[observation], uncertain, unmentioned)
+        except ValueError as exc:
+            raise SourceLayoutError(f"chexpert: {where}, column {observation!r}: {exc}") from None
+    return values
+
+
+def _label_row(values: dict[str, float], labels: list[str]) -> np.ndarray:
+    """One film's served labels: the mapped observations; ANY from every pathology (or No Finding);
+    the labels CheXpert lacks stay unknown."""
+    y = np.full(len(labels), np.nan, dtype=np.float32)
+    for observation, code in CHEXPERT_TO_CXR.items():
+        if code is not None and observation in values:
+            y[labels.index(code)] = values[observation]
+    pathologies = [v for k, v in values.items() if k != "No Finding"]
+    if any(v == 1.0 for v in pathologies):
+        y[labels.index(ANY_ABNORMALITY)] = 1.0
+    elif values.get("No Finding") == 1.0 or (pathologies and all(v == 0.0 for v in pathologies)):
+        y[labels.index(ANY_ABNORMALITY)] = 0.0
+    return y
+
+
+def _case_row(csv_file: Path, split: str | None, row: pd.Series) -> dict[str, Any]:
+    """One film's meta: its path (resolved), patient (from the path), split, sex, age, view."""
+    relative = str(row["Path"])
+    patient = _PATIENT.search(relative)
+    return {
+        "id": relative,
+        "file": str(_resolve(csv_file, relative)),
+        "patient_id": patient.group(1) if patient else relative,
+        "split": split,
+        "site": "CheXpert",
+        "sex": normalise_sex(row.get("Sex")),
+        "age": age_in_years(row.get("Age")),
+        "manufacturer": "unknown",
+        "view": row.get("Frontal/Lateral", None),
+        "projection": row.get("AP/PA", None),
+    }

@@ -29,12 +29,23 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import wfdb
 
-from datasets.sources.base import SourceDataset, SourceLayoutError, check_choice, ecg_file_loader, served_labels
+from datasets.ecg.readers import parse_cinc_comments
+from datasets.sources.base import (
+    SourceDataset,
+    SourceLayoutError,
+    check_choice,
+    ecg_file_loader,
+    ecg_input_spec,
+    served_labels,
+)
 from datasets.vocabulary.ecg import SUPERCLASS_CODES, PtbxlSuperclass, snomed_superclasses
+from datasets.vocabulary.ecg_labels import labels_from_snomed
 
 LABEL_SETS = ("preread", "snomed", "superclass")
 
@@ -84,17 +95,13 @@ SNOMED_NAMES = {
 
 
 def site_of(record_name: str) -> str:
+    """The source database of a record, from its name's prefix (the CinC case's ``site``)."""
     prefix = "HR" if record_name.startswith("HR") else "JS" if record_name.startswith("JS") else record_name[:1]
     return CINC_SOURCES.get(prefix, prefix or "unknown")
 
 
 def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None = None) -> SourceDataset:
     """Index a CinC 2020/2021 WFDB folder (headers only; signals are read by ``load_inputs``)."""
-    import wfdb  # noqa: PLC0415
-
-    from datasets.ecg.readers import parse_cinc_comments  # noqa: PLC0415
-    from datasets.vocabulary.ecg_labels import labels_from_snomed  # noqa: PLC0415
-
     check_choice("cinc", "label_set", label_set, LABEL_SETS)
     root = Path(path)
     if not root.is_dir():
@@ -106,46 +113,10 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
         headers = headers[:limit]
     rows, codes_per_record = [], []
     for header in headers:
-        try:
-            comments = wfdb.rdheader(str(header.with_suffix(""))).comments
-        except Exception as exc:  # noqa: BLE001 - wfdb raises many types on bad headers
-            raise SourceLayoutError(f"cinc: cannot read WFDB header {header} ({type(exc).__name__}: {exc})") from None
-        patient, dx = parse_cinc_comments(comments)
+        row, dx = _read_header(header)
+        rows.append(row)
         codes_per_record.append(dx)
-        rows.append(
-            {
-                "id": header.stem,
-                "patient_id": header.stem,
-                "file": str(header),
-                "site": site_of(header.stem),
-                "sex": {"M": "male", "F": "female"}.get(patient.get("sex"), "unknown"),
-                "age": float(patient["age"]) if "age" in patient else np.nan,
-                "manufacturer": "unknown",
-                "snomed": ",".join(dx),
-            }
-        )
-    if label_set == "preread":
-        labels, names = served_labels("ecg")
-        positives = [labels_from_snomed(dx) for dx in codes_per_record]
-    elif label_set == "superclass":
-        labels, names = list(SUPERCLASS_CODES), [PtbxlSuperclass(c).display_name for c in SUPERCLASS_CODES]
-        implied = [snomed_superclasses(dx) for dx in codes_per_record]
-        positives = [sorted(member.value for member in found) for found, _ in implied]
-    else:
-        counts = Counter(code for dx in codes_per_record for code in set(dx))
-        labels = [code for code, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
-        names = [SNOMED_NAMES.get(code, f"SNOMED CT {code}") for code in labels]
-        positives = codes_per_record
-    Y = np.zeros((len(rows), len(labels)), dtype=np.float32)
-    column = {code: j for j, code in enumerate(labels)}
-    for i, (dx, found) in enumerate(zip(codes_per_record, positives)):
-        if not dx:
-            Y[i] = np.nan  # no diagnosis recorded: unknown, not normal
-            continue
-        for code in found:
-            Y[i, column[code]] = 1.0
-        if label_set == "superclass" and not implied[i][1]:
-            Y[i, column[PtbxlSuperclass.NORM.value]] = np.nan  # normal or not: the diagnoses do not say
+    labels, names, Y = _label_matrix(codes_per_record, label_set)
     unlabelled = sum(1 for dx in codes_per_record if not dx)
     notes = [
         f"labels: {label_set} (SNOMED CT codes from the '# Dx:' header lines"
@@ -163,7 +134,56 @@ def load_cinc(path: str | Path, *, label_set: str = "preread", limit: int | None
         meta=pd.DataFrame(rows),
         loader=ecg_file_loader(),
         notes=notes,
-        input_spec={"pipeline": "ecg_preprocess"},
+        input_spec=ecg_input_spec(),
         description=f"PhysioNet/CinC Challenge WFDB records from {root} ({len(rows)} records; "
         f"sources {', '.join(sorted({r['site'] for r in rows}))}; labels {label_set})",
     )
+
+
+def _read_header(header: Path) -> tuple[dict[str, Any], list[str]]:
+    """(the case's meta row, its SNOMED CT diagnoses) from one WFDB header."""
+    try:
+        comments = wfdb.rdheader(str(header.with_suffix(""))).comments
+    except Exception as exc:  # noqa: BLE001 - wfdb raises many types on bad headers
+        raise SourceLayoutError(f"cinc: cannot read WFDB header {header} ({type(exc).__name__}: {exc})") from None
+    patient, dx = parse_cinc_comments(comments)
+    row = {
+        "id": header.stem,
+        "patient_id": header.stem,
+        "file": str(header),
+        "site": site_of(header.stem),
+        "sex": {"M": "male", "F": "female"}.get(patient.get("sex"), "unknown"),
+        "age": float(patient["age"]) if "age" in patient else np.nan,
+        "manufacturer": "unknown",
+        "snomed": ",".join(dx),
+    }
+    return row, dx
+
+
+def _label_matrix(codes_per_record: list[list[str]], label_set: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(codes, names, Y) of ``label_set``: a record without diagnoses is unknown for every label; under
+    ``superclass``, NORM is unknown where the diagnoses neither imply nor exclude it."""
+    implied: list[tuple[Any, bool]] = []
+    if label_set == "preread":
+        labels, names = served_labels("ecg")
+        positives = [labels_from_snomed(dx) for dx in codes_per_record]
+    elif label_set == "superclass":
+        labels, names = list(SUPERCLASS_CODES), [PtbxlSuperclass(c).display_name for c in SUPERCLASS_CODES]
+        implied = [snomed_superclasses(dx) for dx in codes_per_record]
+        positives = [sorted(member.value for member in found) for found, _ in implied]
+    else:
+        counts = Counter(code for dx in codes_per_record for code in set(dx))
+        labels = [code for code, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+        names = [SNOMED_NAMES.get(code, f"SNOMED CT {code}") for code in labels]
+        positives = codes_per_record
+    Y = np.zeros((len(codes_per_record), len(labels)), dtype=np.float32)
+    column = {code: j for j, code in enumerate(labels)}
+    for i, (dx, found) in enumerate(zip(codes_per_record, positives)):
+        if not dx:
+            Y[i] = np.nan  # no diagnosis recorded: unknown, not normal
+            continue
+        for code in found:
+            Y[i, column[code]] = 1.0
+        if label_set == "superclass" and not implied[i][1]:
+            Y[i, column[PtbxlSuperclass.NORM.value]] = np.nan  # normal or not: the diagnoses do not say
+    return labels, names, Y

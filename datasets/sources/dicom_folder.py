@@ -21,17 +21,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydicom
 
 from datasets.sources.base import (
     SourceDataset,
     SourceLayoutError,
     check_choice,
+    cxr_input_spec,
     ecg_file_loader,
+    ecg_input_spec,
     image_file_loader,
-    parse_age,
+    label_columns,
     read_table,
-    served_labels,
 )
+from datasets.vocabulary.age import age_in_years
 
 META_COLUMNS = ("file", "patient_id", "split", "site", "sex", "age", "manufacturer", "id")
 
@@ -39,13 +42,11 @@ META_COLUMNS = ("file", "patient_id", "split", "site", "sex", "age", "manufactur
 def dicom_header_meta(file: Path) -> dict[str, Any]:
     """Subgroup attributes from the DICOM header (missing or unreadable headers give nothing)."""
     try:
-        import pydicom  # noqa: PLC0415
-
         ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001 - metadata is optional; the pixels are checked when loaded
         return {}
     sex = {"M": "male", "F": "female"}.get(str(getattr(ds, "PatientSex", "") or "").upper(), "unknown")
-    age = parse_age(getattr(ds, "PatientAge", None) or None)
+    age = age_in_years(getattr(ds, "PatientAge", None) or None)
     return {
         "site": str(getattr(ds, "InstitutionName", "") or "unknown"),
         "sex": sex,
@@ -75,15 +76,33 @@ def load_dicom_folder(
     table = read_table(csv_file, "dicom", ("file",), dtype={"file": str, "patient_id": str})
     if limit is not None:
         table = table.head(limit)
-    served, served_names = served_labels(task)
-    codes = list(labels) if labels is not None else served
-    names = [served_names[served.index(c)] if c in served else c for c in codes]
+    codes, names = label_columns(task, labels)
     unknown = [c for c in table.columns if c not in codes and c not in META_COLUMNS]
     if unknown:
         raise SourceLayoutError(
             f"dicom: {csv_file} column(s) {', '.join(repr(c) for c in unknown)} are neither "
             f"label codes ({', '.join(codes)}) nor {', '.join(META_COLUMNS)}"
         )
+    rows = [_case_row(root, row) for _, row in table.iterrows()]
+    loader = ecg_file_loader() if task == "ecg" else image_file_loader(image_size, channels)
+    spec = ecg_input_spec() if task == "ecg" else cxr_input_spec(image_size, channels)
+    return SourceDataset(
+        format="dicom",
+        path=root,
+        task=task,
+        labels=codes,
+        label_names=names,
+        Y=_label_matrix(table, codes, csv_file),
+        meta=pd.DataFrame(rows),
+        loader=loader,
+        input_spec=spec,
+        notes=["labels.csv columns named by label code; missing columns and blank cells are unknown"],
+        description=f"DICOM folder {root}: {len(rows)} {'ECGs' if task == 'ecg' else 'images'} with labels.csv",
+    )
+
+
+def _label_matrix(table: pd.DataFrame, codes: Sequence[str], csv_file: Path) -> np.ndarray:
+    """[n, L] of 1 / 0 / NaN from the label columns (a label without a column is unknown throughout)."""
     Y = np.full((len(table), len(codes)), np.nan, dtype=np.float32)
     for j, code in enumerate(codes):
         if code not in table.columns:
@@ -96,33 +115,17 @@ def load_dicom_folder(
                 f"dicom: {csv_file} row {row + 2}, column {code!r}: {table[code].iloc[row]!r} (expected 1, 0 or blank)"
             )
         Y[:, j] = values.to_numpy(dtype=np.float32)
-    rows = []
-    for _, row in table.iterrows():
-        file = root / str(row["file"])
-        overrides = {
-            k: row[k]
-            for k in ("patient_id", "split", "site", "sex", "age", "manufacturer")
-            if k in row and pd.notna(row[k])
-        }
-        if "sex" in overrides:
-            overrides["sex"] = {"m": "male", "f": "female"}.get(str(overrides["sex"]).strip().lower()[:1], "unknown")
-        rows.append({"id": str(row.get("id", row["file"])), "file": str(file), **dicom_header_meta(file), **overrides})
-    loader = ecg_file_loader() if task == "ecg" else image_file_loader(image_size, channels)
-    spec = (
-        {"pipeline": "ecg_preprocess"}
-        if task == "ecg"
-        else {"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"}
-    )
-    return SourceDataset(
-        format="dicom",
-        path=root,
-        task=task,
-        labels=codes,
-        label_names=names,
-        Y=Y,
-        meta=pd.DataFrame(rows),
-        loader=loader,
-        input_spec=spec,
-        notes=["labels.csv columns named by label code; missing columns and blank cells are unknown"],
-        description=f"DICOM folder {root}: {len(rows)} {'ECGs' if task == 'ecg' else 'images'} with labels.csv",
-    )
+    return Y
+
+
+def _case_row(root: Path, row: pd.Series) -> dict[str, Any]:
+    """One case's meta: the DICOM header's attributes, overridden by what the CSV gives."""
+    file = root / str(row["file"])
+    overrides = {
+        k: row[k]
+        for k in ("patient_id", "split", "site", "sex", "age", "manufacturer")
+        if k in row and pd.notna(row[k])
+    }
+    if "sex" in overrides:
+        overrides["sex"] = {"m": "male", "f": "female"}.get(str(overrides["sex"]).strip().lower()[:1], "unknown")
+    return {"id": str(row.get("id", row["file"])), "file": str(file), **dicom_header_meta(file), **overrides}

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datasets.sources.base import SourceDataset, SourceLayoutError, check_choice, served_labels
+from datasets.imaging.transforms import preprocess_image
+from datasets.sources.base import (
+    SourceDataset,
+    SourceLayoutError,
+    check_choice,
+    cxr_input_spec,
+    served_dataset,
+    served_labels,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -54,8 +62,6 @@ def load_medmnist(
     channels: int = 1,
     limit: int | None = None,
 ) -> SourceDataset:
-    from datasets.imaging.transforms import preprocess_image  # noqa: PLC0415
-
     file = Path(path)
     for split in splits:
         check_choice("medmnist", "split", split, SPLITS)
@@ -70,7 +76,7 @@ def load_medmnist(
                 f"medmnist: {file} has none of {', '.join(f'{s}_images' for s in splits)} "
                 f"(keys: {', '.join(archive.files)})"
             )
-        labels, names = served_labels("cxr")
+        labels, _ = served_labels("cxr")
         images, Ys, rows = [], [], []
         for split in present:
             if f"{split}_labels" not in archive.files:
@@ -94,16 +100,14 @@ def load_medmnist(
             pixels = pixels.mean(axis=-1)
         return preprocess_image(pixels, size=image_size, channels=channels)
 
-    return SourceDataset(
-        format="medmnist",
-        path=file,
-        task="cxr",
-        labels=labels,
-        label_names=names,
-        Y=np.concatenate(Ys),
-        meta=pd.DataFrame(rows),
+    return served_dataset(
+        "medmnist",
+        "cxr",
+        file,
+        np.concatenate(Ys),
+        pd.DataFrame(rows),
         loader=load,
-        input_spec={"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"},
+        input_spec=cxr_input_spec(image_size, channels),
         notes=[f"MedMNIST splits {', '.join(present)} (official); {stack.shape[1]} px images"],
         description=f"MedMNIST {file.name}: {len(rows)} images ({', '.join(present)})",
     ).head(limit)

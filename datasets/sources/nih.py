@@ -25,17 +25,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from datasets.imaging import nih_patient_id
 from datasets.sources.base import (
     SourceDataset,
     SourceLayoutError,
+    cxr_input_spec,
     image_file_loader,
     index_files,
     multi_hot,
     normalise_sex,
-    parse_age,
     read_table,
+    served_dataset,
     served_labels,
 )
+from datasets.vocabulary.age import age_in_years
+from datasets.vocabulary.cxr_labels import codes_from_nih
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 NORMAL_FOLDERS = ("no finding", "no findings", "normal")
@@ -45,8 +49,6 @@ CSV_COLUMNS = ("Image Index", "Finding Labels")
 def folder_codes(name: str) -> list[str]:
     """Label codes of a class folder: ``No_findings`` → [], ``Pneumonia`` → [PNEUMONIA, ANY],
     ``Cardiomegaly|Effusion`` → both + ANY. Unknown names raise ValueError."""
-    from datasets.vocabulary.cxr_labels import codes_from_nih  # noqa: PLC0415
-
     if name.lower().replace("_", " ") in NORMAL_FOLDERS:
         return []
     return codes_from_nih(name)
@@ -66,13 +68,11 @@ def load_nih(path: str | Path, *, image_size: int = 224, channels: int = 1, limi
     csvs = sorted(root.glob("Data_Entry*.csv"))
     dataset = _from_csv(root, csvs[0]) if csvs else _from_folders(root)
     dataset.loader = image_file_loader(image_size, channels)
-    dataset.input_spec = {"size": image_size, "channels": channels, "pipeline": "cxr_preprocess"}
+    dataset.input_spec = cxr_input_spec(image_size, channels)
     return dataset.head(limit)
 
 
 def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
-    from datasets.vocabulary.cxr_labels import codes_from_nih  # noqa: PLC0415
-
     table = read_table(csv_file, "nih", CSV_COLUMNS)
     files = index_files(root, IMAGE_SUFFIXES)
     present = table["Image Index"].astype(str).isin(files)
@@ -81,12 +81,11 @@ def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
     if table.empty:
         raise SourceLayoutError(f"nih: none of the images listed in {csv_file} are under {root}")
     positives = []
-    for i, (image, findings) in enumerate(zip(table["Image Index"], table["Finding Labels"])):  # noqa: B007
+    for image, findings in zip(table["Image Index"], table["Finding Labels"]):
         try:
             positives.append(codes_from_nih(str(findings)))
         except ValueError as exc:
             raise SourceLayoutError(f"nih: {csv_file} row for {image}: column 'Finding Labels': {exc}") from None
-    labels, names = served_labels("cxr")
     test_list, train_list = root / "test_list.txt", root / "train_val_list.txt"
     split = [None] * len(table)
     if test_list.is_file():
@@ -103,37 +102,25 @@ def _from_csv(root: Path, csv_file: Path) -> SourceDataset:
             "split": split,
             "site": "NIH",
             "sex": [normalise_sex(v) for v in table.get("Patient Gender", pd.Series([None] * len(table)))],
-            "age": [parse_age(v) for v in table.get("Patient Age", pd.Series([None] * len(table)))],
+            "age": [age_in_years(v) for v in table.get("Patient Age", pd.Series([None] * len(table)))],
             "manufacturer": "unknown",
             "view": table.get("View Position", pd.Series([None] * len(table))),
             "finding_labels": table["Finding Labels"],
         }
     )
     if meta["patient_id"].isna().all():
-        from datasets.imaging import nih_patient_id  # noqa: PLC0415
-
         meta["patient_id"] = [nih_patient_id(name) for name in meta["id"]]
     notes = [f"labels from {csv_file.name} 'Finding Labels' (complete for the 14 findings; ANY = any finding)"]
     if missing:
         notes.append(f"{missing} image(s) listed in {csv_file.name} are not under {root} and were left out")
     if test_list.is_file():
         notes.append("split: official test_list.txt = test; train_val_list.txt = training pool")
-    return SourceDataset(
-        format="nih",
-        path=root,
-        task="cxr",
-        labels=labels,
-        label_names=names,
-        Y=multi_hot(positives, labels),
-        meta=meta,
-        notes=notes,
-        description=f"NIH ChestX-ray14 at {root}: {len(meta)} images ({csv_file.name})",
+    return _served_dataset(
+        root, positives, None, meta, notes, f"NIH ChestX-ray14 at {root}: {len(meta)} images ({csv_file.name})"
     )
 
 
 def _from_folders(root: Path) -> SourceDataset:
-    from datasets.imaging import nih_patient_id  # noqa: PLC0415
-
     rows, positives, known = [], [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         images = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -162,19 +149,25 @@ def _from_folders(root: Path) -> SourceDataset:
             f"nih: {root} has neither a Data_Entry_2017*.csv nor class folders with images "
             f"({', '.join(IMAGE_SUFFIXES)})"
         )
-    labels, names = served_labels("cxr")
-    return SourceDataset(
-        format="nih",
-        path=root,
-        task="cxr",
-        labels=labels,
-        label_names=names,
-        Y=multi_hot(positives, labels, known),
-        meta=pd.DataFrame(rows),
-        notes=[
-            "class-folder layout: a finding folder is positive for that finding (and ANY) and unknown for the "
-            "others; a no-finding folder is negative for all"
-        ],
-        description=f"NIH ChestX-ray14 class folders at {root}: {len(rows)} images "
-        f"({', '.join(sorted({r['stratum'] for r in rows}))})",
+    notes = [
+        "class-folder layout: a finding folder is positive for that finding (and ANY) and unknown for the "
+        "others; a no-finding folder is negative for all"
+    ]
+    strata = ", ".join(sorted({r["stratum"] for r in rows}))
+    description = f"NIH ChestX-ray14 class folders at {root}: {len(rows)} images ({strata})"
+    return _served_dataset(root, positives, known, pd.DataFrame(rows), notes, description)
+
+
+def _served_dataset(
+    root: Path,
+    positives: list[list[str]],
+    known: list[list[str] | None] | None,
+    meta: pd.DataFrame,
+    notes: list[str],
+    description: str,
+) -> SourceDataset:
+    """The NIH cases under the served chest X-ray labels (``known``: per case the codes it speaks about)."""
+    labels, _ = served_labels("cxr")
+    return served_dataset(
+        "nih", "cxr", root, multi_hot(positives, labels, known), meta, notes=notes, description=description
     )

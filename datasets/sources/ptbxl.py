@@ -174,19 +174,74 @@ def load_ptbxl(
     check_choice("ptbxl", "sampling_rate", int(sampling_rate), SAMPLING_RATES)
     if not 0.0 <= min_likelihood <= 100.0:
         raise ValueError(f"ptbxl: min_likelihood must be within 0..100, got {min_likelihood}")
+    val, test = set(int(f) for f in val_folds), set(int(f) for f in test_folds)
+    if val & test:
+        raise ValueError(f"ptbxl: validation folds {sorted(val)} and test folds {sorted(test)} overlap")
     root = Path(path)
+    filename_column = "filename_lr" if int(sampling_rate) == 100 else "filename_hr"
+    db, statements = _read_tables(root, label_set, filename_column)
+    database_file = root / "ptbxl_database.csv"
+    folds, lookup = _folds(db, database_file), Statements(statements)
+    found = [
+        lookup.aggregate(_scp_codes(value, ecg_id, database_file), label_set, min_likelihood)
+        for ecg_id, value in zip(db["ecg_id"], db["scp_codes"])
+    ]
+    labels, names = _label_columns(found, statements, label_set, database_file)
+    drop = (label_set != "preread") if drop_unlabelled is None else drop_unlabelled
+    keep = np.array([bool(f) for f in found]) if drop else np.ones(len(db), dtype=bool)
+    dropped = f"; {int((~keep).sum())} record(s) without a {label_set} label dropped" if drop and (~keep).any() else ""
+    dataset = SourceDataset(
+        format="ptbxl",
+        path=root,
+        task="ecg",
+        labels=labels,
+        label_names=names,
+        Y=multi_hot([sorted(f) for f in found], labels),
+        meta=_meta(db, root, folds, val, test, filename_column),
+        loader=ecg_file_loader(),
+        input_spec={"pipeline": "ecg_preprocess", "sampling_rate": int(sampling_rate)},
+        notes=[
+            f"PTB-XL {label_set} labels ({len(labels)}) from scp_statements.csv as in the PTB-XL benchmark"
+            + (f"; diagnostic statements with likelihood < {min_likelihood:g} ignored" if min_likelihood else "")
+            + dropped,
+            f"split: strat_fold {min(TRAIN_FOLDS)}-{max(TRAIN_FOLDS)} train (other folds), "
+            f"{sorted(val)} validation, {sorted(test)} test; records{sampling_rate}",
+        ],
+        description=f"PTB-XL at {root}: {int(keep.sum())} records, {label_set} labels, records{sampling_rate} "
+        f"({sampling_rate} Hz, resampled to 500 Hz by the preprocessing)",
+    ).where(keep)
+    return dataset.head(limit)
+
+
+def _label_columns(
+    found: list[set[str]], statements: pd.DataFrame, label_set: str, database_file: Path
+) -> tuple[list[str], list[str]]:
+    """(codes, names) of the label columns: the served set, or the classes of the set that occur, sorted."""
+    if label_set == "preread":
+        return served_labels("ecg")
+    labels = sorted(set().union(*found)) if found else []
+    if not labels:
+        raise SourceLayoutError(f"ptbxl: no record in {database_file} has a {label_set} label")
+    return labels, _label_names(labels, statements, label_set)
+
+
+def _read_tables(root: Path, label_set: str, filename_column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ptbxl_database.csv, scp_statements.csv indexed by statement); the statements may be absent
+    for the ``preread`` set, which maps codes itself."""
     database_file, statements_file = root / "ptbxl_database.csv", root / "scp_statements.csv"
     if not database_file.is_file():
         raise SourceLayoutError(
             f"ptbxl: no ptbxl_database.csv in {root} (expected the PTB-XL root: "
             "ptbxl_database.csv, scp_statements.csv, records100/, records500/)"
         )
-    filename_column = "filename_lr" if int(sampling_rate) == 100 else "filename_hr"
     db = read_table(database_file, "ptbxl", (*DATABASE_COLUMNS, filename_column))
     if label_set == "preread" and not statements_file.is_file():
-        statements = pd.DataFrame(columns=["description", *STATEMENT_COLUMNS])
-    else:
-        statements = read_table(statements_file, "ptbxl", STATEMENT_COLUMNS, index_col=0)
+        return db, pd.DataFrame(columns=["description", *STATEMENT_COLUMNS])
+    return db, read_table(statements_file, "ptbxl", STATEMENT_COLUMNS, index_col=0)
+
+
+def _folds(db: pd.DataFrame, database_file: Path) -> pd.Series:
+    """The ``strat_fold`` column as numbers 1..10 (SourceLayoutError naming the first bad row)."""
     folds = pd.to_numeric(db["strat_fold"], errors="coerce")
     bad = ~folds.isin(range(1, 11))
     if bad.any():
@@ -195,27 +250,16 @@ def load_ptbxl(
             f"ptbxl: {database_file} column 'strat_fold' must hold folds 1..10; ecg_id "
             f"{first['ecg_id']} has {str(first['strat_fold'])!r} ({int(bad.sum())} such row(s))"
         )
+    return folds
 
-    lookup = Statements(statements)
-    found = [
-        lookup.aggregate(_scp_codes(value, ecg_id, database_file), label_set, min_likelihood)
-        for ecg_id, value in zip(db["ecg_id"], db["scp_codes"])
-    ]
-    if label_set == "preread":
-        labels, names = served_labels("ecg")
-    else:
-        labels = sorted(set().union(*found)) if found else []
-        names = _label_names(labels, statements, label_set)
-    if not labels:
-        raise SourceLayoutError(f"ptbxl: no record in {database_file} has a {label_set} label")
-    drop = (label_set != "preread") if drop_unlabelled is None else drop_unlabelled
-    keep = np.array([bool(f) for f in found]) if drop else np.ones(len(db), dtype=bool)
 
-    val, test = set(int(f) for f in val_folds), set(int(f) for f in test_folds)
-    if val & test:
-        raise ValueError(f"ptbxl: validation folds {sorted(val)} and test folds {sorted(test)} overlap")
-    sex = pd.to_numeric(db.get("sex"), errors="coerce") if "sex" in db.columns else pd.Series(np.nan, index=db.index)
-    age = pd.to_numeric(db.get("age"), errors="coerce") if "age" in db.columns else pd.Series(np.nan, index=db.index)
+def _meta(
+    db: pd.DataFrame, root: Path, folds: pd.Series, val: set[int], test: set[int], filename_column: str
+) -> pd.DataFrame:
+    """One row per record: ids, split from the folds, site, sex, age (300 = over 89 → 90), device, file."""
+    missing = pd.Series(np.nan, index=db.index)
+    sex = pd.to_numeric(db.get("sex"), errors="coerce") if "sex" in db.columns else missing
+    age = pd.to_numeric(db.get("age"), errors="coerce") if "age" in db.columns else missing
     meta = pd.DataFrame(
         {
             "id": db["ecg_id"].astype(str),
@@ -226,7 +270,7 @@ def load_ptbxl(
             "strat_fold": folds.astype(int),
             "site": [
                 str(int(s)) if pd.notna(s) else "unknown"
-                for s in pd.to_numeric(db.get("site", pd.Series(np.nan, index=db.index)), errors="coerce")
+                for s in pd.to_numeric(db.get("site", missing), errors="coerce")
             ],
             "sex": sex.map({0: "male", 1: "female"}).fillna("unknown"),
             # 300 encodes "over 89": keep them in the oldest band rather than at 300 years.
@@ -241,29 +285,4 @@ def load_ptbxl(
     )
     if "recording_date" in db.columns:
         meta["recording_date"] = db["recording_date"]
-    Y = multi_hot([sorted(f) for f in found], labels)
-    dataset = SourceDataset(
-        format="ptbxl",
-        path=root,
-        task="ecg",
-        labels=labels,
-        label_names=names,
-        Y=Y,
-        meta=meta,
-        loader=ecg_file_loader(),
-        input_spec={"pipeline": "ecg_preprocess", "sampling_rate": int(sampling_rate)},
-        notes=[
-            f"PTB-XL {label_set} labels ({len(labels)}) from scp_statements.csv as in the PTB-XL benchmark"
-            + (f"; diagnostic statements with likelihood < {min_likelihood:g} ignored" if min_likelihood else "")
-            + (
-                f"; {int((~keep).sum())} record(s) without a {label_set} label dropped"
-                if drop and (~keep).any()
-                else ""
-            ),
-            f"split: strat_fold {min(TRAIN_FOLDS)}-{max(TRAIN_FOLDS)} train (other folds), "
-            f"{sorted(val)} validation, {sorted(test)} test; records{sampling_rate}",
-        ],
-        description=f"PTB-XL at {root}: {int(keep.sum())} records, {label_set} labels, records{sampling_rate} "
-        f"({sampling_rate} Hz, resampled to 500 Hz by the preprocessing)",
-    ).where(keep)
-    return dataset.head(limit)
+    return meta

@@ -78,8 +78,9 @@ def assign_splits(dataset: SourceDataset, val_fraction: float, seed: int) -> dic
     }
     shared = (patients["train"] & (patients["val"] | patients["test"])) | (patients["val"] & patients["test"])
     if shared:
-        warnings.warn(  # noqa: B028
+        warnings.warn(
             f"{dataset.format}: {len(shared)} patient(s) have cases in more than one split "
-            f"(e.g. {sorted(shared)[:3]}); metrics on val/test will be optimistic"
+            f"(e.g. {sorted(shared)[:3]}); metrics on val/test will be optimistic",
+            stacklevel=2,
         )
     return {"train": train, "val": val, "test": test}

@@ -32,10 +32,10 @@ from datasets.sources.base import (
     SourceLayoutError,
     ecg_file_loader,
     image_file_loader,
+    label_columns,
     normalise_sex,
-    parse_age,
-    served_labels,
 )
+from datasets.vocabulary.age import age_in_years
 
 
 def findings_to_set(value: Any) -> set[str] | dict[str, bool]:
@@ -95,35 +95,10 @@ def signed_reads_dataset(
     records = [records[i] for i in sorted(last.values())]
     Y = np.full((len(records), len(labels)), np.nan, dtype=np.float32)
     S = np.full((len(records), len(labels)), np.nan)
-    rows = []
     base = Path(path).parent if Path(path).suffix else Path(path)
     for i, rec in enumerate(records):
-        final = findings_to_set(rec.get("final_findings"))
-        probabilities = ai_probabilities(rec.get("ai_read") or rec.get("ai_findings"))
-        shown = set(probabilities) | (set(final) if isinstance(final, dict) else set(final))
-        for j, code in enumerate(labels):
-            if probabilities and code not in shown:
-                continue  # the reader was never asked about this label: unknown
-            Y[i, j] = float(final.get(code, False)) if isinstance(final, dict) else float(code in final)
-            S[i, j] = probabilities.get(code, np.nan)
-        band = rec.get("patient_age_band") or rec.get("age_band")
-        age = parse_age(rec.get("patient_age") or rec.get("age"))
-        study = rec.get("study_uid") or rec.get("study") or str(i)
-        rows.append(
-            {
-                "id": study,
-                "patient_id": study,
-                "site": rec.get("site") or "unknown",
-                **({"age_band": band} if band else {}),
-                "sex": normalise_sex(rec.get("patient_sex") or rec.get("sex")),
-                "age": age if age is not None else np.nan,
-                "manufacturer": rec.get("manufacturer") or "unknown",
-                "signed_at": rec.get("signed_at") or rec.get("signed_month"),
-                "model_name": rec.get("model_name"),
-                "model_version": rec.get("model_version"),
-                **({"file": str(base / str(rec["file"]))} if rec.get("file") else {}),
-            }
-        )
+        Y[i], S[i] = _reference_and_scores(rec, labels)
+    rows = [_case_row(rec, i, base) for i, rec in enumerate(records)]
     meta = pd.DataFrame(rows)
     with_files = "file" in meta.columns and meta["file"].notna().all() and len(meta) > 0
     loader = None
@@ -150,6 +125,42 @@ def signed_reads_dataset(
         input_spec={"size": image_size, "channels": channels} if task == "cxr" else {},
         description=f"signed reads exported from the worklist ({path}): {len(rows)} studies",
     )
+
+
+def _reference_and_scores(rec: dict, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One signed read's reference (1 / 0; NaN for a label the reader was never asked about) and the
+    AI probabilities stored with it."""
+    y, scores = np.full(len(labels), np.nan, dtype=np.float32), np.full(len(labels), np.nan)
+    final = findings_to_set(rec.get("final_findings"))
+    probabilities = ai_probabilities(rec.get("ai_read") or rec.get("ai_findings"))
+    shown = set(probabilities) | (set(final) if isinstance(final, dict) else set(final))
+    for j, code in enumerate(labels):
+        if probabilities and code not in shown:
+            continue  # the reader was never asked about this label: unknown
+        y[j] = float(final.get(code, False)) if isinstance(final, dict) else float(code in final)
+        scores[j] = probabilities.get(code, np.nan)
+    return y, scores
+
+
+def _case_row(rec: dict, i: int, base: Path) -> dict[str, Any]:
+    """One signed read's meta: the study pseudonym as id and patient, site, the export's age band, sex,
+    model, and the input file where the data team added one."""
+    band = rec.get("patient_age_band") or rec.get("age_band")
+    age = age_in_years(rec.get("patient_age") or rec.get("age"))
+    study = rec.get("study_uid") or rec.get("study") or str(i)
+    return {
+        "id": study,
+        "patient_id": study,
+        "site": rec.get("site") or "unknown",
+        **({"age_band": band} if band else {}),
+        "sex": normalise_sex(rec.get("patient_sex") or rec.get("sex")),
+        "age": age if age is not None else np.nan,
+        "manufacturer": rec.get("manufacturer") or "unknown",
+        "signed_at": rec.get("signed_at") or rec.get("signed_month"),
+        "model_name": rec.get("model_name"),
+        "model_version": rec.get("model_version"),
+        **({"file": str(base / str(rec["file"]))} if rec.get("file") else {}),
+    }
 
 
 def read_export(path: Path) -> list[dict]:
@@ -200,7 +211,5 @@ def load_worklist(
     records = [r for r in records if _is_ecg(r) in (None, task == "ecg")]
     if model_name is not None:
         records = [r for r in records if not r.get("model_name") or r.get("model_name") == model_name]
-    served, served_names = served_labels(task)
-    codes = list(labels) if labels is not None else served
-    names = [served_names[served.index(c)] if c in served else c for c in codes]
+    codes, names = label_columns(task, labels)
     return signed_reads_dataset(records, codes, names, path=path, task=task, image_size=image_size, channels=channels)

@@ -8,13 +8,15 @@ member, in the manner of highdicom's ``highdicom/sr/enum.py``:
 - ``levels``      TriageLevel (critical, urgent, routine) and LEVEL_RANK
 - ``statuses``    StudyStatus, ReportStatus
 - ``sop``         EcgSopClass, ImageSopClass, ResultSopClass, STORAGE_SOP_CLASSES, ECG_SOP_CLASSES
-- ``age``         AgeDecade (de-identified exports), AgeGroup (evaluation subgroups), one age parser
+- ``age``         AgeBand (de-identified exports and evaluation subgroups alike), one age parser
 - ``ecg_labels``  the ECG label set with its SNOMED CT codes
+- ``ecg_measurements``  EcgMeasurement (every global ECG measurement, with its unit) and its ordered subsets
 - ``cxr_labels``  the chest X-ray label set with its ChestX-ray14 names and SR/FHIR codings
 - ``quality``     QualityReason: why a study cannot be read
 """
 
-from datasets.vocabulary.age import AgeDecade, AgeGroup, age_decade, age_group, age_in_years
+from datasets.vocabulary.age import AgeBand, age_band, age_in_years, deidentified_age_band
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 from datasets.vocabulary.levels import LEVEL_RANK, TriageLevel
 from datasets.vocabulary.quality import QualityReason
 from datasets.vocabulary.sop import ECG_SOP_CLASSES, STORAGE_SOP_CLASSES, EcgSopClass, ImageSopClass, ResultSopClass
@@ -24,8 +26,8 @@ __all__ = [
     "ECG_SOP_CLASSES",
     "LEVEL_RANK",
     "STORAGE_SOP_CLASSES",
-    "AgeDecade",
-    "AgeGroup",
+    "AgeBand",
+    "EcgMeasurement",
     "EcgSopClass",
     "ImageSopClass",
     "QualityReason",
@@ -33,7 +35,7 @@ __all__ = [
     "ResultSopClass",
     "StudyStatus",
     "TriageLevel",
-    "age_decade",
-    "age_group",
+    "age_band",
     "age_in_years",
+    "deidentified_age_band",
 ]

@@ -1,13 +1,14 @@
 """Age: one parser for the ways an age arrives (DICOM AS strings such as ``045Y`` / ``006M``, plain
-numbers), and the two band sets the project reports in — each named for its one use:
+numbers), and the one band set the project reports ages in, :class:`AgeBand`.
 
-- ``AgeDecade`` — ten-year bands with a 90+ top band (the HIPAA Safe Harbor aggregation): what a
-  de-identified export says instead of an age (serving's exports, datasets/sources/worklist.py).
-- ``AgeGroup`` — the clinical subgroups of an evaluation report (children, young adults, middle
-  age, older, oldest): evaluation/subgroups.py.
+The same bands serve both uses, so a subgroup table built from de-identified exports and one built
+from ages line up band by band:
 
-A subgroup table keeps a decade band that a de-identified export gave (it cannot be re-banded
-into ``AgeGroup`` without the age), so tables built from exports show decades.
+- a de-identified export says the band instead of the age (serving's exports,
+  datasets/sources/worklist.py): the bands are wide and the top band is 90+, as HIPAA Safe Harbor
+  requires (no age over 89 is given);
+- an evaluation report's subgroups (evaluation/subgroups.py) are clinical: children (outside the
+  adult models' intended use), young adults, middle age, older, the elderly, the oldest.
 """
 
 from __future__ import annotations
@@ -35,71 +36,46 @@ def age_in_years(age: object) -> float | None:
     return None if math.isnan(value) or value < 0 else value
 
 
-class AgeDecade(StrEnum):
-    """A ten-year age band of a de-identified export."""
+class AgeBand(StrEnum):
+    """An age band of a de-identified export and of an evaluation subgroup (the lower bound is included)."""
 
-    Y0_9 = "0-9"
-    """Under ten (including infants whose age is given in days, weeks or months)."""
-    Y10_19 = "10-19"
-    """Ten to nineteen."""
-    Y20_29 = "20-29"
-    """Twenty to twenty-nine."""
-    Y30_39 = "30-39"
-    """Thirty to thirty-nine."""
-    Y40_49 = "40-49"
-    """Forty to forty-nine."""
-    Y50_59 = "50-59"
-    """Fifty to fifty-nine."""
-    Y60_69 = "60-69"
-    """Sixty to sixty-nine."""
-    Y70_79 = "70-79"
-    """Seventy to seventy-nine."""
+    Y0_17 = "0-17"
+    """Under 18 (including infants whose age is given in days, weeks or months): outside the adult
+    models' intended use."""
+    Y18_39 = "18-39"
+    """18 to 39: young adults."""
+    Y40_64 = "40-64"
+    """40 to 64: middle age."""
+    Y65_79 = "65-79"
+    """65 to 79: older adults."""
     Y80_89 = "80-89"
-    """Eighty to eighty-nine."""
+    """80 to 89: the elderly."""
     Y90_PLUS = "90+"
-    """Ninety or older: aggregated, as Safe Harbor requires."""
-
-
-def age_decade(age: object) -> str | None:
-    """The ``AgeDecade`` value of ``age``, or None when the age is unknown."""
-    years = age_in_years(age)
-    if years is None:
-        return None
-    if years >= 90:
-        return AgeDecade.Y90_PLUS.value
-    low = int(years) // 10 * 10
-    return f"{low}-{low + 9}"
-
-
-class AgeGroup(StrEnum):
-    """A clinical age subgroup of an evaluation report (the lower bound is included)."""
-
-    CHILD = "<18"
-    """Under 18: outside the adult models' intended use."""
-    YOUNG_ADULT = "18-39"
-    """18 to 39."""
-    MIDDLE_AGE = "40-64"
-    """40 to 64."""
-    OLDER = "65-79"
-    """65 to 79."""
-    OLDEST = "80+"
-    """80 and older."""
+    """90 or older: aggregated into one band, as Safe Harbor requires."""
     UNKNOWN = "unknown"
-    """No usable age."""
+    """No usable age (a subgroup of its own; an export leaves the band empty instead)."""
 
 
-AGE_GROUP_BOUNDS: tuple[tuple[float, float, AgeGroup], ...] = (
-    (0, 18, AgeGroup.CHILD),
-    (18, 40, AgeGroup.YOUNG_ADULT),
-    (40, 65, AgeGroup.MIDDLE_AGE),
-    (65, 80, AgeGroup.OLDER),
-    (80, math.inf, AgeGroup.OLDEST),
+AGE_BAND_BOUNDS: tuple[tuple[float, float, AgeBand], ...] = (
+    (0, 18, AgeBand.Y0_17),
+    (18, 40, AgeBand.Y18_39),
+    (40, 65, AgeBand.Y40_64),
+    (65, 80, AgeBand.Y65_79),
+    (80, 90, AgeBand.Y80_89),
+    (90, math.inf, AgeBand.Y90_PLUS),
 )
+"""(lower bound included, upper bound excluded, band) in years, youngest first."""
 
 
-def age_group(age: object) -> str:
-    """The ``AgeGroup`` value of ``age`` ("unknown" when there is none)."""
+def age_band(age: object) -> AgeBand:
+    """The band of ``age`` (a number or a DICOM Age String); ``AgeBand.UNKNOWN`` when there is none."""
     years = age_in_years(age)
     if years is None:
-        return AgeGroup.UNKNOWN.value
-    return next(group.value for low, high, group in AGE_GROUP_BOUNDS if low <= years < high)
+        return AgeBand.UNKNOWN
+    return next(band for low, high, band in AGE_BAND_BOUNDS if low <= years < high)
+
+
+def deidentified_age_band(age: object) -> str | None:
+    """What a de-identified export says instead of ``age``: the band's value, None when unknown."""
+    band = age_band(age)
+    return None if band is AgeBand.UNKNOWN else band.value

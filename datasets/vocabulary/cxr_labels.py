@@ -4,8 +4,9 @@ Each label has a stable code (used in APIs, model outputs, configs), a display n
 ChestX-ray14 name (as in NIH CSVs and folder names) and a coded concept for DICOM SR. SNOMED CT
 codes are given only where the concept is unambiguous for what the label means on a chest
 radiograph; the rest use the private scheme ``99PREREAD`` (code value = our code, shortened to
-the 16 characters a DICOM Code Value holds), whose meaning says what it is. The network's output order is ``CXR_LABELS`` order.
-"""  # noqa: E501
+the 16 characters a DICOM Code Value holds), whose meaning says what it is. The network's output
+order is ``CXR_LABELS`` order.
+"""
 
 from __future__ import annotations
 

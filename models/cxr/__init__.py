@@ -57,11 +57,11 @@ def __getattr__(name: str):
     # Grad-CAM pulls in MONAI's visualize stack and the overlay matplotlib; load them on first use
     # so importing the label set stays cheap (the SR builder only needs labels).
     if name in ("gradcam_heatmaps", "heatmap_to_original", "record_heatmaps"):
-        from models.cxr import gradcam  # noqa: PLC0415
+        from models.cxr import gradcam  # noqa: PLC0415 - MONAI and torch load on first use (PEP 562)
 
         return getattr(gradcam, name)
     if name == "render_overlay":
-        from models.cxr.overlay import render_overlay  # noqa: PLC0415
+        from models.cxr.overlay import render_overlay  # noqa: PLC0415 - matplotlib loads on first use (PEP 562)
 
         return render_overlay
     raise AttributeError(f"module 'models.cxr' has no attribute {name!r}")

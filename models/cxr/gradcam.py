@@ -37,7 +37,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def _temporary_gradcam(model: nn.Module, target_layer: str) -> Iterator[object]:
-    from monai.visualize import GradCAM  # noqa: PLC0415
+    from monai.visualize import GradCAM  # noqa: PLC0415 - MONAI's visualize stack is heavy; loaded for Grad-CAM only
 
     modules = dict(model.named_modules())
     if target_layer not in modules:

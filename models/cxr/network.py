@@ -62,20 +62,20 @@ def build_cxr_model(
         kwargs: passed to the MONAI constructor (e.g. ``growth_rate``), overriding the defaults.
     """
     if architecture == "densenet121":
-        from monai.networks.nets import DenseNet121  # noqa: PLC0415
+        from monai.networks.nets import DenseNet121  # noqa: PLC0415 - MONAI is heavy; loaded for the architecture asked for
 
         return DenseNet121(
             spatial_dims=2, in_channels=in_channels, out_channels=num_labels, dropout_prob=dropout_prob, **kwargs
         )
     if architecture == "densenet_small":
-        from monai.networks.nets import DenseNet  # noqa: PLC0415
+        from monai.networks.nets import DenseNet  # noqa: PLC0415 - MONAI is heavy; loaded for the architecture asked for
 
         settings = {**SMALL_DENSENET, **kwargs}
         return DenseNet(
             spatial_dims=2, in_channels=in_channels, out_channels=num_labels, dropout_prob=dropout_prob, **settings
         )
     if architecture == "densenet121_torchvision":
-        from torchvision.models import densenet121  # noqa: PLC0415
+        from torchvision.models import densenet121  # noqa: PLC0415 - torchvision is optional; loaded for its architecture only
 
         model = densenet121(weights=None, num_classes=num_labels, drop_rate=dropout_prob, **kwargs)
         if in_channels != 3:

@@ -18,7 +18,7 @@ DEFAULT_COLORMAP = "turbo"  # perceptually smoother than jet, same reading (blue
 @lru_cache(maxsize=8)
 def colormap_lut(colormap: str) -> np.ndarray:
     """The colormap's RGB entries as a (N, 3) float32 table (N = its resolution, 256 for turbo)."""
-    from matplotlib import colormaps  # noqa: PLC0415
+    from matplotlib import colormaps  # noqa: PLC0415 - matplotlib is heavy; loaded when an overlay is drawn
 
     cmap = colormaps[colormap]
     lut = cmap(np.arange(cmap.N))[:, :3].astype(np.float32)

@@ -22,29 +22,35 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from datasets.vocabulary.ecg_measurements import AXIS_MEASUREMENTS, EcgMeasurement
+
 __all__ = ["FusionHead", "feature_names", "feature_vector", "logit"]
 
 STD_CLIP = 5.0  # standardised features beyond ±5 SD are clipped: one wild measurement cannot dominate
 # Global measurement keys used as features when the suite provides them (others are bookkeeping).
-GLOBAL_FEATURES = (
-    "heart_rate_bpm",
-    "rr_sd_ms",
-    "rr_irregularity",
-    "rr_successive_irregularity",
-    "pr_interval_ms",
-    "p_duration_ms",
-    "qrs_duration_ms",
-    "qt_interval_ms",
-    "qtc_bazett_ms",
-    "qtc_fridericia_ms",
-    "sokolow_lyon_mv",
-    "cornell_mv",
-    "qrs_limb_max_mv",
-    "qrs_precordial_max_mv",
-    "p_wave_consistency",
+# The order is part of every trained head (its feature list was fixed from it): tests/models pin it.
+GLOBAL_FEATURES: tuple[str, ...] = tuple(
+    key.value
+    for key in (
+        EcgMeasurement.HEART_RATE,
+        EcgMeasurement.RR_SD,
+        EcgMeasurement.RR_IRREGULARITY,
+        EcgMeasurement.RR_SUCCESSIVE_IRREGULARITY,
+        EcgMeasurement.PR_INTERVAL,
+        EcgMeasurement.P_DURATION,
+        EcgMeasurement.QRS_DURATION,
+        EcgMeasurement.QT_INTERVAL,
+        EcgMeasurement.QTC_BAZETT,
+        EcgMeasurement.QTC_FRIDERICIA,
+        EcgMeasurement.SOKOLOW_LYON,
+        EcgMeasurement.CORNELL,
+        EcgMeasurement.QRS_LIMB_MAX,
+        EcgMeasurement.QRS_PRECORDIAL_MAX,
+        EcgMeasurement.P_WAVE_CONSISTENCY,
+    )
 )
 # Axes enter as (cos, sin): -179° and +179° are neighbours, not opposites.
-AXIS_FEATURES = ("p_axis_deg", "qrs_axis_deg", "t_axis_deg")
+AXIS_FEATURES = AXIS_MEASUREMENTS
 
 
 def logit(p: np.ndarray) -> np.ndarray:

@@ -18,25 +18,13 @@ import logging
 from datetime import datetime
 
 from datasets.vocabulary import i18n
+from datasets.vocabulary.ecg_measurements import AXIS_MEASUREMENTS, PRIOR_DELTA_MEASUREMENTS
 from models.read import PreRead, PriorComparison
 from serving.services import Services
 from serving.store.db import Database, as_utc
 from serving.store.priors import find_prior
 
 log = logging.getLogger("preread.priors")
-
-ECG_DELTAS = (
-    "heart_rate_bpm",
-    "pr_interval_ms",
-    "qrs_duration_ms",
-    "qt_interval_ms",
-    "qtc_bazett_ms",
-    "qtc_fridericia_ms",
-    "p_axis_deg",
-    "qrs_axis_deg",
-    "t_axis_deg",
-)
-AXES = {"p_axis_deg", "qrs_axis_deg", "t_axis_deg"}
 
 
 def kind_of(modality: str | None) -> str:
@@ -55,7 +43,7 @@ def _delta(key: str, now: object, before: object) -> float | None:
     if not isinstance(now, (int, float)) or not isinstance(before, (int, float)):
         return None
     change = float(now) - float(before)
-    if key in AXES:  # axes live on a circle: +170° to -170° is a 20° change, not 340°
+    if key in AXIS_MEASUREMENTS:  # axes live on a circle: +170° to -170° is a 20° change, not 340°
         change = (change + 180.0) % 360.0 - 180.0
     return round(change, 1)
 
@@ -75,7 +63,7 @@ def compare(
     if current.modality == "ECG":
         deltas = {
             key: _delta(key, current.measurements.get(key), prior.measurements.get(key))
-            for key in ECG_DELTAS
+            for key in PRIOR_DELTA_MEASUREMENTS
             if key in current.measurements or key in prior.measurements
         }
     now, before = _codes(current), _codes(prior)

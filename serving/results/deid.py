@@ -45,7 +45,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
-from datasets.vocabulary.age import age_decade
+from datasets.vocabulary.age import deidentified_age_band
 from serving.results.reid_keys import KeyStore
 from serving.store import claims
 
@@ -285,7 +285,7 @@ def _label_row(services: Any, keys: KeyStore, correction, study, files: list[str
         "site": study.site,
         "modality": study.modality,
         "patient_sex": study.patient_sex,
-        "patient_age_band": age_decade(study.patient_age),
+        "patient_age_band": deidentified_age_band(study.patient_age),
         "agree": correction.agree,
         "final_findings": correction.final_findings,
         "model": correction.model_name,

@@ -28,8 +28,9 @@ from datasets.ecg.readers import (
     read_wfdb,
     reader_for,
 )
-from datasets.ecg.record import MACHINE_MEASUREMENT_KEYS, STANDARD_LEADS
+from datasets.ecg.record import STANDARD_LEADS
 from datasets.ecg.validate import ValidationRules, validate_record
+from datasets.vocabulary.ecg_measurements import CART_MEASUREMENTS
 from tests.conftest import shared_data_dir
 
 PHILIPS_DIR = shared_data_dir() / "ecg" / "philips"
@@ -120,7 +121,7 @@ def test_philips_sierra_real_files(name):
     # XLI decoded and scaled to mV: a resting ECG's amplitudes, and the rate the cart measured.
     assert 0.3 < np.ptp(checked.lead("II")) < 6.0
     machine = record.machine
-    assert machine is not None and set(machine.measurements) <= set(MACHINE_MEASUREMENT_KEYS)
+    assert machine is not None and set(machine.measurements) <= set(CART_MEASUREMENTS)
     for key, value in PHILIPS_MACHINE[name].items():
         assert machine.measurements[key] == value, key
     ours = measure(checked).get("heart_rate_bpm")

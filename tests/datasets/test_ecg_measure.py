@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from datasets.ecg.measure import MEASURE_KEYS, measure
+from datasets.ecg.measure import measure
 from datasets.ecg.measure.leads import LEAD_KEYS
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
+from datasets.vocabulary.ecg_measurements import SUITE_MEASUREMENTS
 from evaluation.ecg_measurements import agreement, cart_references, mortara_reference, ptbxl_records
 from tests.conftest import shared_data_dir
 from tests.datasets.ecg_helpers import (
@@ -31,7 +32,7 @@ def measured() -> dict:
 
 
 def _check_shape(m) -> None:
-    assert set(m.values) == set(MEASURE_KEYS)
+    assert set(m.values) == set(SUITE_MEASUREMENTS)
     assert json.loads(json.dumps(m.values)) == m.values  # plain JSON numbers
     assert json.loads(json.dumps(m.leads)) == m.leads
 
@@ -155,4 +156,4 @@ def test_never_raises(signals, rate):
     leads = STANDARD_LEADS[: signals.shape[0]]
     m = measure(EcgRecord(signals, leads, rate))
     assert isinstance(m.error, str) and m.error
-    assert all(m.values[key] is None for key in MEASURE_KEYS if key not in ("n_beats",))
+    assert all(m.values[key] is None for key in SUITE_MEASUREMENTS if key not in ("n_beats",))

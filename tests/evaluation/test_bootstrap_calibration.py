@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
+from datasets.vocabulary.age import age_band
 from evaluation.bootstrap import bootstrap, strata_from_labels, stratified_resample
 from evaluation.calibration import brier_score, expected_calibration_error, reliability_bins
 from evaluation.metrics import auroc
-from evaluation.subgroups import SmallSampleRule, age_band, subgroup_table
+from evaluation.subgroups import SmallSampleRule, subgroup_table
 from evaluation.thresholds import site_operating_points, threshold_for_sensitivity
 
 
@@ -87,7 +88,7 @@ def test_subgroups_flag_small_groups():
     big = table[(table["attribute"] == "site") & (table["group"] == "big") & (table["label"] == "A")].iloc[0]
     assert big["n"] == 90 and big["warning"] == ""
     assert set(table["attribute"]) == {"site", "sex", "age_band", "manufacturer"}
-    assert age_band(17) == "<18" and age_band(65) == "65-79" and age_band(None) == "unknown"
+    assert age_band(17) == "0-17" and age_band(65) == "65-79" and age_band(None) == "unknown"
 
 
 def test_threshold_for_sensitivity_and_site_points():

@@ -158,8 +158,8 @@ def test_promote_with_gate_on_real_models(tiny_registry, cinc_dir, tmp_path):
     assert json.loads((registry.resolve(f"ecg/{twin_version}").path / "gate.json").read_text())["passed"] is True
     assert registry.aliases("ecg")["champion"] == twin_version
     # identical scores: the non-inferiority bound is exactly 0 → passes
-    from evaluation.cli import run_gate
     from evaluation.datasets import load_eval_dataset
+    from evaluation.evaluate import run_gate
 
     model = registry.resolve("ecg/1")
     decision = run_gate(

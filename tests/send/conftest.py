@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from bench.link_proxy import FaultProxy
-from bench.service_process import free_port
 from models.read import PreRead
 from serving.auth.tokens import TokenService, load_secret
+from serving.replica.triton.server import free_port
 from tests.conftest import REPO_ROOT
 from tests.serving.conftest import ecg_registry, make_config  # noqa: F401 - the fixture, for the slow test
 from tests.serving.dicom_helpers import FakeCxrReader, UvicornThread, wait_for

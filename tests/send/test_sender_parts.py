@@ -310,9 +310,9 @@ def test_https_server_certificate_is_verified(tmp_path, county, pki, cinc_dir):
     the wrong CA `--check` fails on TLS and the study stays queued (retried, never refused)."""
     import uvicorn
 
-    from bench.service_process import free_port
     from preread.send.check import run_checks
     from preread.send.upload import Verdict
+    from serving.replica.triton.server import free_port
     from tests.serving.dicom_helpers import wait_for
 
     port = free_port()

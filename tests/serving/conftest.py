@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.service_process import free_port  # tests import it from here too
 from serving.auth.tokens import TokenService, load_secret
 from serving.config import ServingConfig, load_config
+from serving.replica.triton.server import free_port  # tests import it from here too
 from tests.conftest import REPO_ROOT
 from tests.mlflow_store import new_mlflow_store
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from models.backends import TritonUnavailable, load_backend
+from models.backends import load_backend
 from models.registry import open_registry
+from models.triton_backend import TritonUnavailable
 from serving.config_inference import ModelServingConfig
 from tests.conftest import REPO_ROOT, require_peer
 from tests.serving.conftest import free_port, make_config

@@ -186,7 +186,7 @@ def test_export_is_deidentified(reading_client):
     r = c.http.get("/api/v1/exports/signed-reads", headers=login(c, "datasci"))
     assert r.status_code == 200
     rows = r.json()["rows"]
-    assert len(rows) == 1 and rows[0]["patient_age_band"] == "60-69" and rows[0]["agree"] is True
+    assert len(rows) == 1 and rows[0]["patient_age_band"] == "65-79" and rows[0]["agree"] is True
     text = r.text
     for secret in (uid, "reader-demo", "Li", "530102", "1990"):
         assert secret not in text, f"{secret!r} leaked into the export"

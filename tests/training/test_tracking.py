@@ -8,10 +8,11 @@ import pytest
 
 from models.card import ModelCard
 from models.registry import ModelRegistry, RegistryUnavailable, open_registry
+from models.registry_mlflow import flatten, numbers
 from tests.mlflow_store import new_mlflow_store
 from tests.training.conftest import tiny_ecg_config
 from training.ecg import train_ecg
-from training.tracking import RegistrationFailed, TrackingError, flatten, numbers, train_tracked
+from training.tracking import RegistrationFailed, TrackingError, train_tracked
 
 EPOCHS = 3
 

@@ -11,19 +11,16 @@ import pytest
 import torch
 
 from datasets.imaging import preprocess_image, read_image_file
+from datasets.sources.nih import folder_codes
+from datasets.sources.splits import split_by_patient
 from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
 from models.backends import load_backend
 from models.networks import build_network
 from models.registry import ModelRegistry
 from training.config import TrainConfig, TrainConfigError, load_train_config
-from training.cxr import (
-    DEMO_CXR_INTENDED_USE,
-    folder_codes,
-    load_cxr_training_data,
-    resolve_nih_dir,
-    split_by_patient,
-    train_cxr,
-)
+from training.cxr import DEMO_CXR_INTENDED_USE, train_cxr
+from training.cxr_data import load_cxr_training_data
+from training.data import resolve_nih_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "data" / "cxr-tiny.yaml"

@@ -1,5 +1,5 @@
 """The ECG measurement suite (a vectorised delineator; see suite.py for the list of measurements)."""
 
-from datasets.ecg.measure.suite import MEASURE_KEYS, METHOD, EcgMeasurements, measure
+from datasets.ecg.measure.suite import METHOD, EcgMeasurements, measure
 
-__all__ = ["MEASURE_KEYS", "METHOD", "EcgMeasurements", "measure"]
+__all__ = ["METHOD", "EcgMeasurements", "measure"]

@@ -3,20 +3,9 @@
 ``measure(record)`` → :class:`EcgMeasurements`. ``values`` holds the global numbers (names as in
 ../shared/INTERFACES.md "The read"), ``leads`` the per-lead amplitudes (mV) keyed by lead name.
 
-    heart_rate_bpm, rr_mean_ms, rr_sd_ms      from every R peak of the strip (60000 / mean RR)
-    rr_irregularity                           RMSSD / mean RR (sinus typically < 0.05, AF ≫ 0.1)
-    rr_successive_irregularity                median |ΔRR| / median RR: like the above but blind to
-                                              a few ectopic beats (AF keeps it high, PVCs do not)
-    pr_interval_ms, p_duration_ms, qrs_duration_ms, qt_interval_ms   global intervals of the median beat
-    qtc_bazett_ms, qtc_fridericia_ms          QT / RR^(1/2), QT / RR^(1/3), RR in s
-    p_axis_deg, qrs_axis_deg, t_axis_deg      frontal axes from the net areas in I and II
-    sokolow_lyon_mv, cornell_mv               voltage criteria (LVH)
-    qrs_limb_max_mv, qrs_precordial_max_mv    largest QRS peak-to-peak in the limb / chest leads
-    p_wave_consistency                        median correlation of each beat's P wave (II, V1) with
-                                              the median P wave: ≈1 sinus, low in AF; 0 if no P wave
-    pacing_spike_fraction                     share of beats with a pacemaker spike in the 150 ms
-                                              before the QRS fiducial
-    n_beats, n_beats_median                   R peaks found; beats in the median beat
+The global values are the ``SUITE_MEASUREMENTS`` of ``datasets.vocabulary.ecg_measurements``, where
+each is defined with its unit (``EcgMeasurement``). Intervals are those of the median beat, axes come
+from the net areas in I and II.
 
 A value that could not be measured is None (a P wave in AF; a T end in a noisy median). ``measure``
 never raises: on a record it cannot measure at all, ``error`` says why and every value is None.
@@ -35,36 +24,13 @@ from datasets.ecg.measure import beats as bt
 from datasets.ecg.measure.delineate import Fiducials, delineate
 from datasets.ecg.measure.leads import LEAD_KEYS, frontal_axis, lead_amplitudes, voltage_criteria
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
+from datasets.vocabulary.ecg_measurements import SUITE_MEASUREMENTS
 
 METHOD = (
     "preread vectorised delineator at 500 Hz: R peaks on the 8-lead QRS energy, median of the dominant "
     "beats, global boundaries from spatial velocity / magnitude (Zhang trapezium for P and T)"
 )
 
-MEASURE_KEYS = (
-    "heart_rate_bpm",
-    "rr_mean_ms",
-    "rr_sd_ms",
-    "rr_irregularity",
-    "rr_successive_irregularity",
-    "pr_interval_ms",
-    "p_duration_ms",
-    "qrs_duration_ms",
-    "qt_interval_ms",
-    "qtc_bazett_ms",
-    "qtc_fridericia_ms",
-    "p_axis_deg",
-    "qrs_axis_deg",
-    "t_axis_deg",
-    "sokolow_lyon_mv",
-    "cornell_mv",
-    "qrs_limb_max_mv",
-    "qrs_precordial_max_mv",
-    "p_wave_consistency",
-    "pacing_spike_fraction",
-    "n_beats",
-    "n_beats_median",
-)
 PACING_SPIKE_MV = 0.5
 """A pacemaker spike: a second difference over 0.5 mV in one sample step at 500 Hz in any lead (an ECG's
 steepest QRS reaches ~0.2; the 99.9th percentile of the 429 unpaced PTB-XL records is 0.23 on average)."""
@@ -83,7 +49,7 @@ class Analysis:
 
 @dataclass
 class EcgMeasurements:
-    values: dict[str, float | int | None] = field(default_factory=lambda: dict.fromkeys(MEASURE_KEYS))
+    values: dict[str, float | int | None] = field(default_factory=lambda: dict.fromkeys(SUITE_MEASUREMENTS))
     leads: dict[str, dict[str, float | None]] = field(default_factory=dict)
     error: str | None = None
     method: str = METHOD
@@ -108,7 +74,7 @@ def measure(record: EcgRecord) -> EcgMeasurements:
             warnings.simplefilter("ignore")
             out.error = _measure_into(record, out)
     except Exception as exc:  # noqa: BLE001 - last line of defence: a measurement must never break a read
-        out.values, out.leads = dict.fromkeys(MEASURE_KEYS), {}
+        out.values, out.leads = dict.fromkeys(SUITE_MEASUREMENTS), {}
         out.error = f"measurement failed ({type(exc).__name__}: {exc})"
     return out
 

@@ -24,6 +24,7 @@ from datasets.ecg.readers.base import EcgReader, source_bytes, xml_root_name
 from datasets.ecg.readers.vendor import parse_with, to_ecg_record
 from datasets.ecg.record import EcgRecord, MachineInterpretation, MachineStatement
 from datasets.ecg.validate import check_duration, check_sampling_rate
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 __all__ = ["GeCardioSoftReader", "GeMuseReader"]
 
@@ -53,7 +54,7 @@ def _muse_extras(data: bytes, annotations: dict[str, str]) -> dict[str, float]:
     gives in samples at ``ECGSampleBase`` Hz."""
     extras: dict[str, float] = {}
     if (qtc := parse_number(annotations.get("QTCorrected"))) is not None:
-        extras["qtc_bazett_ms"] = float(qtc)
+        extras[EcgMeasurement.QTC_BAZETT.value] = float(qtc)
     onset, offset = parse_number(annotations.get("median_p_onset")), parse_number(annotations.get("median_p_offset"))
     if onset is None or offset is None or offset <= onset:
         return extras
@@ -64,23 +65,23 @@ def _muse_extras(data: bytes, annotations: dict[str, str]) -> dict[str, float]:
     base = parse_number(_text(measurements, "ECGSampleBase"))
     exponent = parse_number(_text(measurements, "ECGSampleExponent")) or 0
     if base and base > 0:
-        extras["p_duration_ms"] = round((offset - onset) * 1000.0 / (base * 10**exponent), 1)
+        extras[EcgMeasurement.P_DURATION.value] = round((offset - onset) * 1000.0 / (base * 10**exponent), 1)
     return extras
 
 
 # CardioSoft <RestingECGMeasurements> element → the read's measurement name. QTCInterval is the
 # 12SL program's QTc, Bazett's formula unless the cart is configured otherwise.
 _CARDIOSOFT_MEASUREMENTS = {
-    "VentricularRate": "heart_rate_bpm",
-    "RRInterval": "rr_interval_ms",
-    "PQInterval": "pr_interval_ms",
-    "PDuration": "p_duration_ms",
-    "QRSDuration": "qrs_duration_ms",
-    "QTInterval": "qt_interval_ms",
-    "QTCInterval": "qtc_bazett_ms",
-    "PAxis": "p_axis_deg",
-    "RAxis": "qrs_axis_deg",
-    "TAxis": "t_axis_deg",
+    "VentricularRate": EcgMeasurement.HEART_RATE.value,
+    "RRInterval": EcgMeasurement.RR_INTERVAL.value,
+    "PQInterval": EcgMeasurement.PR_INTERVAL.value,
+    "PDuration": EcgMeasurement.P_DURATION.value,
+    "QRSDuration": EcgMeasurement.QRS_DURATION.value,
+    "QTInterval": EcgMeasurement.QT_INTERVAL.value,
+    "QTCInterval": EcgMeasurement.QTC_BAZETT.value,
+    "PAxis": EcgMeasurement.P_AXIS.value,
+    "RAxis": EcgMeasurement.QRS_AXIS.value,
+    "TAxis": EcgMeasurement.T_AXIS.value,
 }
 
 

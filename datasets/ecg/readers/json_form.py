@@ -38,37 +38,8 @@ def read_json(obj: Any) -> EcgRecord:
     if factor not in (1.0, 1e-3):
         raise EcgInputError("units", f"expected 'mV' or 'uV', got {units!r}")
 
-    leads_obj = obj.get("leads")
-    if leads_obj is None:
-        raise EcgInputError("leads", 'missing; give each lead\'s samples, e.g. {"I": [...], "II": [...], ...}')
-    if not isinstance(leads_obj, dict):
-        raise EcgInputError(
-            "leads", f"expected an object mapping lead names to sample lists, got {_json_type(leads_obj)}"
-        )
-    if not leads_obj:
-        raise EcgInputError("leads", "no leads given")
-    names = list(leads_obj)
-    leads = normalize_leads([str(n) for n in names])
-
-    rows = []
-    length = None
-    for raw_name, lead in zip(names, leads):
-        values = leads_obj[raw_name]
-        field = f"leads.{lead}"
-        if not isinstance(values, list):
-            raise EcgInputError(field, f"expected a list of numbers, got {_json_type(values)}")
-        if not values:
-            raise EcgInputError(field, "no samples")
-        row = _numeric_row(values, field)
-        if length is None:
-            check_duration(row.shape[0], float(rate))
-            length, first = row.shape[0], lead
-        elif row.shape[0] != length:
-            raise EcgInputError(
-                field, f"has {row.shape[0]} samples but lead {first} has {length}; all leads must be the same length"
-            )
-        rows.append(row)
-    signals = np.ascontiguousarray(np.vstack(rows) * factor, dtype=np.float64)
+    signals, leads = _lead_samples(obj.get("leads"), float(rate))
+    signals = np.ascontiguousarray(signals * factor, dtype=np.float64)
 
     patient = obj.get("patient", {})
     if patient is None:
@@ -82,6 +53,40 @@ def read_json(obj: Any) -> EcgRecord:
             raise EcgInputError("site", f"expected a string, got {_json_type(site)}")
         meta["site"] = site
     return EcgRecord(signals=signals, leads=leads, sampling_rate=float(rate), patient=dict(patient), meta=meta)
+
+
+def _lead_samples(leads_obj: Any, rate: float) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(samples [leads, n] in the file's units, standard lead names) of the ``leads`` object; every lead
+    a non-empty list of numbers, all of one length that is a readable duration at ``rate``."""
+    if leads_obj is None:
+        raise EcgInputError("leads", 'missing; give each lead\'s samples, e.g. {"I": [...], "II": [...], ...}')
+    if not isinstance(leads_obj, dict):
+        raise EcgInputError(
+            "leads", f"expected an object mapping lead names to sample lists, got {_json_type(leads_obj)}"
+        )
+    if not leads_obj:
+        raise EcgInputError("leads", "no leads given")
+    names = list(leads_obj)
+    leads = normalize_leads([str(n) for n in names])
+    rows = []
+    length = None
+    for raw_name, lead in zip(names, leads):
+        values = leads_obj[raw_name]
+        field = f"leads.{lead}"
+        if not isinstance(values, list):
+            raise EcgInputError(field, f"expected a list of numbers, got {_json_type(values)}")
+        if not values:
+            raise EcgInputError(field, "no samples")
+        row = _numeric_row(values, field)
+        if length is None:
+            check_duration(row.shape[0], rate)
+            length, first = row.shape[0], lead
+        elif row.shape[0] != length:
+            raise EcgInputError(
+                field, f"has {row.shape[0]} samples but lead {first} has {length}; all leads must be the same length"
+            )
+        rows.append(row)
+    return np.vstack(rows), leads
 
 
 def _numeric_row(values: list, field: str) -> np.ndarray:

@@ -23,6 +23,7 @@ from datasets.ecg.leads import parse_number
 from datasets.ecg.readers.base import EcgReader, source_bytes, xml_root_name
 from datasets.ecg.readers.vendor import parse_with, to_ecg_record
 from datasets.ecg.record import EcgRecord
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 __all__ = ["PhilipsSierraReader"]
 
@@ -40,7 +41,7 @@ def _global_p_duration(data: bytes, pr_interval_ms: float | None) -> dict[str, f
             for child in element:
                 value = parse_number(child.text) if str(child.tag).rsplit("}", 1)[-1] == "pdur" else None
                 if value is not None and 0 < value and (pr_interval_ms is None or value < pr_interval_ms):
-                    return {"p_duration_ms": float(value)}
+                    return {EcgMeasurement.P_DURATION.value: float(value)}
     return {}
 
 

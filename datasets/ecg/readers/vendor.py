@@ -24,21 +24,22 @@ from datasets.ecg.errors import EcgInputError
 from datasets.ecg.leads import normalize_lead_name, parse_sex
 from datasets.ecg.record import EcgRecord, MachineInterpretation, MachineStatement
 from datasets.ecg.validate import check_duration, check_sampling_rate
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 __all__ = ["machine_interpretation", "parse_with", "to_ecg_record"]
 
 # ecgdatakit GlobalMeasurements attribute → the read's measurement name.
 _MEASUREMENT_NAMES = {
-    "heart_rate": "heart_rate_bpm",
-    "rr_interval": "rr_interval_ms",
-    "pr_interval": "pr_interval_ms",
-    "qrs_duration": "qrs_duration_ms",
-    "qt_interval": "qt_interval_ms",
-    "qtc_bazett": "qtc_bazett_ms",
-    "qtc_fridericia": "qtc_fridericia_ms",
-    "p_axis": "p_axis_deg",
-    "qrs_axis": "qrs_axis_deg",
-    "t_axis": "t_axis_deg",
+    "heart_rate": EcgMeasurement.HEART_RATE.value,
+    "rr_interval": EcgMeasurement.RR_INTERVAL.value,
+    "pr_interval": EcgMeasurement.PR_INTERVAL.value,
+    "qrs_duration": EcgMeasurement.QRS_DURATION.value,
+    "qt_interval": EcgMeasurement.QT_INTERVAL.value,
+    "qtc_bazett": EcgMeasurement.QTC_BAZETT.value,
+    "qtc_fridericia": EcgMeasurement.QTC_FRIDERICIA.value,
+    "p_axis": EcgMeasurement.P_AXIS.value,
+    "qrs_axis": EcgMeasurement.QRS_AXIS.value,
+    "t_axis": EcgMeasurement.T_AXIS.value,
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from datasets.vocabulary.age import age_decade
+from datasets.vocabulary.age import deidentified_age_band
 from serving.api.deps import DatasciDep, ServicesDep, log_action
 from serving.api.schemas import SignedReadsExport
 from serving.results.deid import export_training
@@ -33,7 +33,7 @@ def export_signed(request: Request, svc: ServicesDep, who: DatasciDep) -> Signed
                 "site": s.site,
                 "modality": s.modality,
                 "patient_sex": s.patient_sex,
-                "patient_age_band": age_decade(s.patient_age),
+                "patient_age_band": deidentified_age_band(s.patient_age),
                 "signed_month": as_utc(c.signed_at).strftime("%Y-%m"),
                 "agree": c.agree,
                 "ai_findings": c.ai_findings,
