@@ -120,6 +120,17 @@ class ModelCard(BaseModel):
                 raise ValueError(f"threshold for {code} must be in [0, 1], got {value}")
         return self
 
+    def read_identity(self, backend: str) -> dict[str, Any]:
+        """Who made a read with this model on ``backend``: a read's ``model`` (models.read.ModelIdentity)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.architecture,
+            "backend": backend,
+            "demo": self.demo,
+            "intended_use": self.intended_use,
+        }
+
     def thresholds_for_site(self, site: str | None) -> tuple[dict[str, float], dict[str, Any] | None]:
         """Decision thresholds for a study sent by ``site``: the card's, replaced label by label by
         that site's own operating points where an evaluation chose one (`preread evaluate

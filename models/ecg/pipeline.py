@@ -103,14 +103,7 @@ class EcgPreReader:
 
     @property
     def model_identity(self) -> dict[str, Any]:
-        return {
-            "name": self.card.name,
-            "version": self.card.version,
-            "architecture": self.card.architecture,
-            "backend": self.backend.name,
-            "demo": self.card.demo,
-            "intended_use": self.card.intended_use,
-        }
+        return self.card.read_identity(self.backend.name)
 
     def preprocess(self, item: EcgInput) -> np.ndarray:
         return preprocess_signals(item.signals, item.sampling_rate)

@@ -100,6 +100,15 @@ def _check_finding(finding: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _check_findings(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each finding checked (``_check_finding``), and no code twice."""
+    checked = [_check_finding(dict(finding)) for finding in findings]
+    codes_seen = [finding["code"] for finding in checked]
+    if len(set(codes_seen)) != len(codes_seen):
+        raise ValueError(f"duplicate finding codes: {codes_seen}")
+    return checked
+
+
 def _finding_group(
     finding: dict[str, Any],
     algorithm: hd.sr.AlgorithmIdentification,
@@ -263,23 +272,15 @@ def build_ai_sr(
             English text in the source's character set.
     """
     _check_sources(source_datasets)
-    checked = [_check_finding(dict(finding)) for finding in findings]
-    codes_seen = [finding["code"] for finding in checked]
-    if len(set(codes_seen)) != len(codes_seen):
-        raise ValueError(f"duplicate finding codes: {codes_seen}")
+    checked = _check_findings(findings)
     name, version, manufacturer, demo = model_identity_fields(model)
-
     algorithm = algorithm_identification(model)
     source_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in source_datasets]
     groups = [_finding_group(finding, algorithm, source_images, locale) for finding in checked]
     if triage is not None:
         groups.append(_triage_group(triage, algorithm, source_images))
-    report = _measurement_report(
-        source_datasets,
-        _observer_context(name, version, manufacturer),
-        groups,
-        procedure_reported or codes.CHEST_XRAY_PROCEDURE,
-    )
+    observer = _observer_context(name, version, manufacturer)
+    report = _measurement_report(source_datasets, observer, groups, procedure_reported or codes.CHEST_XRAY_PROCEDURE)
     sr = _sr_document(
         source_datasets,
         report,
