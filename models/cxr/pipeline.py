@@ -29,12 +29,9 @@ the triage, and the CXR rules fire at the card's validation operating points
 (configs/triage/cxr.yaml); ``operating_point.detail`` carries those points' validation (and
 held-out) sensitivity and specificity.
 
-The ``findings`` dicts carry exactly the keys ``serving.results.build_ai_sr`` reads (``code``,
-``name``, ``probability``, ``threshold``, ``positive``), and ``model`` the ones its device
-observer needs (``name``, ``version``, ``demo``), so a read goes into an SR unchanged::
-
-    sr = build_ai_sr([source_ds], read["findings"], read["model"], read["triage"])
-    sc = build_heatmap_sc(source_ds, read["heatmaps"][0]["overlay_rgb"], read["model"])
+A read goes into the SR and the heatmap Secondary Capture as it is (serving/results/outbound.py).
+The read's parts that are not the model's numbers (source, quality, a film not read) are built in
+``models.cxr.read_parts``.
 
 Not thread-safe for heatmaps (Grad-CAM hooks the shared network for the duration of a call);
 one reader per replica, as serving uses it.
@@ -49,22 +46,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from datasets.imaging.acceptance import Acceptance, AcceptancePolicy, check_chest_film
 from datasets.imaging.record import ImageRecord
 from datasets.imaging.transforms import heatmap_to_original, preprocess_with_geometry
-from datasets.vocabulary import QualityReason
 from datasets.vocabulary.cxr_labels import ANY_ABNORMALITY
 from models.backends import STATE_DICT_FILENAME, InferenceBackend, load_backend
 from models.card import ModelCard
+from models.cxr.gradcam import gradcam_batch
 from models.cxr.network import build_cxr_model
+from models.cxr.overlay import render_overlay
+from models.cxr.read_parts import DISCLAIMER, not_read, quality_view, source_view
 from models.read import HeatmapPixels, PreRead
 from models.registry import Registry, open_registry
 from models.triage import TriageRules, triage
 
 log = logging.getLogger(__name__)
 
-DISCLAIMER = "Preliminary AI read. Not a diagnosis: a doctor must confirm or correct it."
 MAX_HEATMAPS = 3
 OVERLAY_MAX_SIDE = None  # None: the overlay has the source's own rows and columns (pixel-aligned)
 
@@ -79,8 +78,6 @@ def build_cxr_network(card: ModelCard):
 def load_cam_network(model_dir: str | Path, card: ModelCard | None = None, device: str | None = None):
     """The registered version's PyTorch network (eval mode, on ``device``: CUDA when available)
     for Grad-CAM, rebuilt from the card and ``state_dict.pt``."""
-    import torch  # noqa: PLC0415
-
     model_dir = Path(model_dir)
     card = card or ModelCard.load(model_dir)
     state_path = model_dir / STATE_DICT_FILENAME
@@ -98,55 +95,6 @@ def _input_geometry(card: ModelCard) -> tuple[int, int]:
     if len(shape) != 4 or shape[2] != shape[3] or shape[1] not in (1, 3):
         raise ValueError(f"chest X-ray card input shape must be [None, 1|3, S, S], got {shape}")
     return int(shape[1]), int(shape[2])
-
-
-def json_view(read: PreRead) -> dict[str, Any]:
-    """A read without its pixel arrays (``PreRead.pixels``), for JSON storage and API answers.
-
-    Each heatmap entry keeps ``code``, ``name``, ``probability`` and ``shape`` (rows, cols); the
-    pictures themselves travel as the Secondary Capture / PNG the caller makes of them.
-    """
-    return read.to_json()
-
-
-def _source_view(record: ImageRecord | np.ndarray) -> dict[str, Any]:
-    pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record)
-    source: dict[str, Any] = {"rows": int(pixels.shape[0]), "columns": int(pixels.shape[1])}
-    if isinstance(record, ImageRecord):
-        source.update(
-            sop_instance_uid=record.sop_instance_uid,
-            study_instance_uid=record.study_instance_uid,
-            photometric=record.photometric,
-        )
-    return source
-
-
-# What the sender should do about each reason a film was not read.
-_ACTIONS = {
-    QualityReason.CXR_NOT_CHEST: "send the chest radiograph itself",
-    QualityReason.CXR_LATERAL: "send the frontal (PA or AP) film",
-    QualityReason.CXR_ROTATED: "send the film upright (check the orientation at the workstation)",
-    QualityReason.CXR_INVERTED: "check the grey levels (Photometric Interpretation) at the workstation and resend",
-    QualityReason.CXR_PAEDIATRIC: "a doctor reads children's films without the AI",
-    QualityReason.CXR_TOO_SMALL: "send the full-resolution image",
-}
-
-
-def quality_view(verdict: Acceptance) -> dict[str, Any]:
-    """The acceptance verdict as the read's ``quality`` (models.read.Quality fields)."""
-    reasons = [
-        {"code": r.code.value, "text": r.text, "evidence": {"source": r.evidence, **r.detail}} for r in verdict.reasons
-    ]
-    action = None
-    if reasons:
-        action = (
-            "Not read by the AI; a doctor reads it unaided. To have it pre-read: "
-            + "; ".join(
-                dict.fromkeys(_ACTIONS.get(r.code, "resend a frontal adult chest film") for r in verdict.reasons)
-            )
-            + "."
-        )
-    return {"acceptable": verdict.acceptable, "reasons": reasons, "action": action}
 
 
 class CxrPreReader:
@@ -243,14 +191,7 @@ class CxrPreReader:
 
     @property
     def model_identity(self) -> dict[str, Any]:
-        return {
-            "name": self.card.name,
-            "version": self.card.version,
-            "architecture": self.card.architecture,
-            "backend": self.backend.name,
-            "demo": self.card.demo,
-            "intended_use": self.card.intended_use,
-        }
+        return self.card.identity(self.backend.name)
 
     def preprocess(self, record: ImageRecord | np.ndarray):
         """(network input (C, S, S), letterbox geometry) — THE preprocessing training used."""
@@ -297,7 +238,7 @@ class CxrPreReader:
         return [
             self._read(record, probabilities[index], timing, verdicts[index], (wanted[index], maps.get(index)))
             if index in inputs
-            else self._not_read(record, verdicts[index], timing)
+            else not_read(self.model_identity, record, verdicts[index], timing)
             for index, record in enumerate(records)
         ]
 
@@ -341,8 +282,6 @@ class CxrPreReader:
         pairs = [(key, index) for key, indices in wanted.items() for index in indices]
         if not pairs or self.cam_network is None:
             return {}
-        from models.cxr.gradcam import gradcam_batch  # noqa: PLC0415
-
         keys = sorted({key for key, _ in pairs})
         row = {key: position for position, key in enumerate(keys)}
         batch = np.stack([inputs[key] for key in keys]).astype(np.float32, copy=False)
@@ -360,8 +299,6 @@ class CxrPreReader:
         probs: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         """Maps (k, S, S) of ``indices`` → heatmap entries on the original image (its rows and columns)."""
-        from models.cxr.overlay import render_overlay  # noqa: PLC0415
-
         pixels = record.pixels if isinstance(record, ImageRecord) else np.asarray(record, dtype=np.float32)
         original = heatmap_to_original(maps, pixels.shape).astype(np.float32, copy=False)
         out = []
@@ -389,28 +326,6 @@ class CxrPreReader:
         maps = self.cam_maps({0: network_input}, {0: list(indices)})
         return self.heatmap_entries(record, indices, maps[0], probs) if 0 in maps else []
 
-    def _not_read(self, record: ImageRecord | np.ndarray, verdict: Acceptance, batch_timing: dict[str, Any]) -> PreRead:
-        """A film that failed acceptance: no findings, no level from findings; the reasons say why."""
-        return PreRead.model_validate(
-            {
-                "modality": "CXR",
-                "preliminary": True,
-                "disclaimer": DISCLAIMER,
-                "model": self.model_identity,
-                "findings": [],
-                "operating_point": {"site": None, "source": "model card"},
-                "quality": quality_view(verdict),
-                "triage": {
-                    "level": "routine",
-                    "score": 0.0,
-                    "reasons": ["not read by the AI: " + "; ".join(r.text for r in verdict.reasons)],
-                },
-                "heatmaps": [],
-                "source": _source_view(record),
-                "timing": dict(batch_timing),
-            }
-        )
-
     def _read(
         self,
         record: ImageRecord,
@@ -437,24 +352,8 @@ class CxrPreReader:
         # Only findings learned from real films may set a level or a score.
         result = triage({code: p for code, p in by_code.items() if drives[code]}, {}, self.rules, positive)
         started = time.perf_counter()
-        indices, maps = cams
-        cam_maps: dict[str, np.ndarray] = {}
-        if maps is not None and self.defer_overlays:
-            cam_maps = {self.labels[i]: np.round(plane * 255.0).astype(np.uint8) for i, plane in zip(indices, maps)}
-            shape = list(_source_view(record)[key] for key in ("rows", "columns"))
-            heatmaps = [
-                {
-                    "code": self.labels[i],
-                    "name": self.label_names[self.labels[i]],
-                    "probability": round(float(probs[i]), 4),
-                    "shape": shape,
-                }
-                for i in indices
-            ]
-        else:
-            heatmaps = self.heatmap_entries(record, indices, maps, probs) if maps is not None else []
+        heatmaps, cam_maps = self._heatmap_fields(record, probs, cams)
         overlay_ms = (time.perf_counter() - started) * 1000.0
-        source = _source_view(record)
         return PreRead.model_validate(
             {
                 "modality": "CXR",
@@ -469,19 +368,38 @@ class CxrPreReader:
                 "quality": quality_view(verdict),
                 "triage": result.model_dump(),
                 "heatmaps": [
-                    {
-                        "code": h["code"],
-                        "name": h["name"],
-                        "probability": h.get("probability"),
-                        "shape": h.get("shape") or [int(n) for n in np.shape(h["heatmap"])],
-                    }
+                    {key: h.get(key) for key in ("code", "name", "probability")}
+                    | {"shape": h.get("shape") or [int(n) for n in np.shape(h["heatmap"])]}
                     for h in heatmaps
                 ],
                 "pixels": {
                     h["code"]: HeatmapPixels(h["heatmap"], h["overlay_rgb"]) for h in heatmaps if "heatmap" in h
                 },
                 "cam_maps": cam_maps,
-                "source": source,
+                "source": source_view(record),
                 "timing": {**batch_timing, "overlay_ms": round(overlay_ms, 2)},
             }
         )
+
+    def _heatmap_fields(
+        self, record: ImageRecord, probs: np.ndarray, cams: tuple[list[int], np.ndarray | None]
+    ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+        """The read's heatmap entries and, when the caller renders the pictures (``defer_overlays``),
+        the Grad-CAM maps in network-input space as uint8 (``PreRead.cam_maps``)."""
+        indices, maps = cams
+        if maps is None:
+            return [], {}
+        if not self.defer_overlays:
+            return self.heatmap_entries(record, indices, maps, probs), {}
+        cam_maps = {self.labels[i]: np.round(plane * 255.0).astype(np.uint8) for i, plane in zip(indices, maps)}
+        shape = [source_view(record)[key] for key in ("rows", "columns")]
+        heatmaps = [
+            {
+                "code": self.labels[i],
+                "name": self.label_names[self.labels[i]],
+                "probability": round(float(probs[i]), 4),
+                "shape": shape,
+            }
+            for i in indices
+        ]
+        return heatmaps, cam_maps

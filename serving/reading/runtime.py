@@ -37,10 +37,11 @@ class DicomRuntime:
     """SCP + dispatcher for one replica. The SCP wakes the dispatcher on each stored object and
     hands it the ECGs it accepted (leased to this worker at arrival) to read at once."""
 
-    def __init__(self, services: Services, readers: dict[str, ImageReadFn]):
+    def __init__(self, services: Services, readers: dict[str, ImageReadFn], results_worker: bool = True):
         cfg = services.config
         self.services = services
-        self.dispatcher = Dispatcher(services, Router.from_file(cfg.routing_path()), readers)
+        # results_worker: the SR/SC in a worker process (Dispatcher); the in-process app keeps a thread.
+        self.dispatcher = Dispatcher(services, Router.from_file(cfg.routing_path()), readers, results_worker)
         self.scp = StorageScp.from_config(cfg, services.dicom, on_ecg=self._on_ecg)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | Future | None = None
@@ -98,4 +99,4 @@ def start_local_dicom(services: Services, cxr_reader: object | None = None) -> D
 
         readers["cxr"] = read_cxr
         services.models_ready["cxr"] = True
-    return DicomRuntime(services, readers).start()
+    return DicomRuntime(services, readers, results_worker=False).start()

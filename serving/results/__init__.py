@@ -4,7 +4,7 @@ Pure functions (highdicom/pydicom/numpy/Pillow): no Ray, no I/O, so they are tes
 running service and reused by scripts.
 """
 
-from serving.results.sc import HEATMAP_LABEL, add_banner, build_heatmap_sc
+from serving.results.sc import HEATMAP_LABEL, build_heatmap_sc
 from serving.results.sr import (
     build_ai_sr,
     device_uid,
@@ -15,7 +15,6 @@ from serving.results.sr import (
 
 __all__ = [
     "HEATMAP_LABEL",
-    "add_banner",
     "build_ai_sr",
     "build_heatmap_sc",
     "device_uid",

@@ -9,12 +9,10 @@ Comments / Series Description, not burned into or added above the pixels.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import highdicom as hd
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -24,38 +22,6 @@ from serving.results.sr import DEFAULT_MANUFACTURER, model_identity_fields
 
 HEATMAP_LABEL = "AI heatmap \u2013 preliminary, not for diagnosis"
 DEFAULT_SC_SERIES_NUMBER = 901
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    # DejaVu Sans ships with matplotlib (a project dependency) and has the en dash and most
-    # scripts; Pillow's built-in font is the fallback.
-    try:
-        import matplotlib  # noqa: PLC0415 - for its font file only, when a banner is drawn
-
-        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-        return ImageFont.truetype(str(path), size)
-    except Exception:
-        return ImageFont.load_default(size=size)
-
-
-def add_banner(rgb: np.ndarray, text: str = HEATMAP_LABEL) -> np.ndarray:
-    """A black band with ``text`` in white added above the image (uint8 RGB in, uint8 RGB out)."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected uint8 RGB (rows, cols, 3), got {rgb.dtype} {rgb.shape}")
-    rows, cols = rgb.shape[:2]
-    font_size = max(10, min(rows, cols) // 32)
-    font = _font(font_size)
-    canvas = Image.new("RGB", (cols, rows), (0, 0, 0))
-    draw = ImageDraw.Draw(canvas)
-    # Shrink the font until the text fits the width.
-    while font_size > 8 and draw.textlength(text, font=font) > cols - 8:
-        font_size -= 1
-        font = _font(font_size)
-    band = int(font_size * 1.8)
-    banner = Image.new("RGB", (cols, band), (0, 0, 0))
-    ImageDraw.Draw(banner).text((4, (band - font_size) // 2), text, font=font, fill=(255, 255, 255))
-    return np.concatenate([np.asarray(banner, dtype=np.uint8), rgb], axis=0)
 
 
 def _source_reference(source: Dataset) -> Dataset:
@@ -103,13 +69,11 @@ def build_heatmap_sc(
     text = label + (f" | {finding}" if finding else "") + (" | DEMO model" if demo else "")
     # Same rows and columns as the source (pixel-aligned); the label is an Overlay Plane over it
     # (models.cxr.overlay.add_label_overlay), not a band added above the picture.
-    pixels = rgb
-
     orientation = source_dataset.get("PatientOrientation")
     orientation = tuple(orientation) if orientation and len(orientation) == 2 else ("L", "F")
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source_dataset,
-        pixel_array=np.ascontiguousarray(pixels),
+        pixel_array=np.ascontiguousarray(rgb),
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
@@ -121,17 +85,23 @@ def build_heatmap_sc(
         patient_orientation=orientation,
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
+    _describe_derived(sc, source_dataset, text if draw_label else None, name, version)
+    sc.ImageComments = text
+    return sc
+
+
+def _describe_derived(sc: Dataset, source: Dataset, label: str | None, name: str, version: str) -> None:
+    """What the picture is and where it came from: a derived secondary image of ``source`` (with the
+    label as an Overlay Plane when given), no burned-in text, lossless, made by the service."""
     sc.SpecificCharacterSet = "ISO_IR 192"  # the label has an en dash; all text is UTF-8 here
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.BurnedInAnnotation = "NO"
-    if draw_label:
-        add_label_overlay(sc, text)
+    if label is not None:
+        add_label_overlay(sc, label)
     sc.LossyImageCompression = "00"
     sc.ConversionType = "WSD"  # made on a workstation (the service), not captured from a video interface
     sc.DerivationDescription = f"Grad-CAM heatmap by {name} v{version} over the source image"
-    sc.SourceImageSequence = [_source_reference(source_dataset)]
+    sc.SourceImageSequence = [_source_reference(source)]
     sc.SeriesDescription = f"AI heatmap {name} v{version} - preliminary, not for diagnosis"
-    sc.ImageComments = text
-    if "Modality" in source_dataset and "BodyPartExamined" in source_dataset:
-        sc.BodyPartExamined = source_dataset.BodyPartExamined
-    return sc
+    if "Modality" in source and "BodyPartExamined" in source:
+        sc.BodyPartExamined = source.BodyPartExamined

@@ -16,7 +16,8 @@ from pydicom.data import get_testdata_file
 
 from datasets.imaging import preprocess_image, read_dicom_image, wrap_png_as_dicom
 from datasets.vocabulary.cxr_labels import CXR_LABEL_CODES
-from models.cxr.pipeline import CxrPreReader, json_view, load_cam_network
+from models.cxr.pipeline import CxrPreReader, load_cam_network
+from models.cxr.read_parts import json_view
 from models.read import PreRead
 from models.registry import ModelRegistry
 from models.triage import LEVELS

@@ -14,6 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
+import serving.results.sr as sr_module
 from datasets.imaging import chest_phantom, wrap_array_as_dicom, wrap_png_as_dicom
 from models.cxr import CXR_LABELS, build_cxr_model, record_heatmaps, render_overlay
 from serving.results import (
@@ -132,6 +133,55 @@ def test_sr_for_real_cr_and_generic_findings():
     if rg1:
         sr = build_ai_sr([pydicom.dcmread(rg1, stop_before_pixels=True)], all_findings(1)[:3], MODEL)
         assert len(findings_from_sr(dicom_bytes(sr))) == 3
+
+
+_TIMESTAMPS = ("ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "ContributionDateTime")
+
+
+def _sr_bytes_without_timestamps(sr: pydicom.Dataset) -> bytes:
+    def blank(ds: pydicom.Dataset, element: pydicom.DataElement) -> None:
+        if element.keyword in _TIMESTAMPS:
+            element.value = ""
+
+    sr.walk(blank)
+    return dicom_bytes(sr)
+
+
+def test_sr_document_is_what_highdicom_makes_from_the_whole_tree(source, monkeypatch):
+    """build_ai_sr hands highdicom the root container without its items and attaches them after
+    (serving.results.sr._sr_document: highdicom's copies of the tree were most of the read's CPU).
+    The document must be the one highdicom makes from the whole tree: one image, two images of the
+    study (evidence for both), a CR without the image library."""
+
+    def whole_tree(source_datasets, report, **document):  # highdicom's own way, copies and all
+        return hd.sr.Comprehensive3DSR(evidence=list(source_datasets), content=report, **document)
+
+    second = pydicom.Dataset(source)
+    second.SOPInstanceUID = pydicom.uid.generate_uid()
+    second.SeriesInstanceUID = pydicom.uid.generate_uid()
+    cases = [([source], all_findings()), ([source, second], all_findings(2)[:4])]
+    rg1 = get_testdata_file("RG1_UNCR.dcm", download=False)
+    if rg1:
+        cases.append(([pydicom.dcmread(rg1, stop_before_pixels=True)], all_findings(1)[:3]))
+    for sources, findings in cases:
+        built = {}
+        for name, document in (("ours", sr_module._sr_document), ("highdicom", whole_tree)):
+            counter = iter(range(1_000_000))
+            monkeypatch.setattr(
+                sr_module, "generate_uid", lambda *_a, _uids=counter, **_k: f"1.2.826.0.1.3680043.10.1.{next(_uids)}"
+            )
+            monkeypatch.setattr(sr_module, "_sr_document", document)
+            sr = build_ai_sr(sources, findings, MODEL, {"level": "urgent", "score": 0.71})
+            assert len(sr.content[0].ContentSequence) == len(sr.ContentSequence)  # .content: the whole tree
+            built[name] = _sr_bytes_without_timestamps(sr)
+        assert built["ours"] == built["highdicom"]
+        evidence = pydicom.dcmread(io.BytesIO(built["ours"])).CurrentRequestedProcedureEvidenceSequence[0]
+        referenced = {
+            item.ReferencedSOPInstanceUID
+            for series in evidence.ReferencedSeriesSequence
+            for item in series.ReferencedSOPSequence
+        }
+        assert referenced == {ds.SOPInstanceUID for ds in sources}
 
 
 def test_sr_rejects_bad_input(source):
