@@ -27,10 +27,12 @@ test: $(STAMP) lint peers audit
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The habits that keep the house in order (pyproject.toml): ruff (lint + format check), the import
-# contract of ../shared/DESIGN.md's layering (import-linter), mypy on the typed packages.
+# contract of ../shared/DESIGN.md's layering (import-linter), mypy on the typed packages, and no noqa
+# without its rule and a reason (scripts/check_noqa.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check_noqa.py
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
