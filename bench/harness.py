@@ -158,7 +158,7 @@ def _triton_phase(phases: _Phases, reference: np.ndarray) -> None:
                 progress=say,
             )
         phases.served("triton", outcome)
-    except Exception as exc:  # no Triton here: the row says why
+    except Exception as exc:  # noqa: BLE001 - no Triton here: the row says why
         say(f"[yellow](c) Triton not run: {type(exc).__name__}: {exc}[/]")
         phases.outcomes["triton"] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
 

@@ -111,7 +111,7 @@ class Ingress:
                 services.models_ready[task] = True
                 log.info("model application %s answers: %s", model_app_name(task), identity)
                 return
-            except Exception as exc:  # not deployed yet, or replicas restarting
+            except Exception as exc:  # noqa: BLE001 - not deployed yet, or replicas restarting
                 log.warning("model application %s not answering yet: %s", model_app_name(task), exc)
                 await asyncio.sleep(2.0)
 

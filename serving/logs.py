@@ -106,7 +106,7 @@ def _redacting_factory(previous):
         record = previous(*args, **kwargs)
         try:
             _scrub(record)
-        except Exception:  # a log call must never fail because of redaction
+        except Exception:  # noqa: BLE001 - a log call must never fail because of redaction
             record.msg, record.args = "[log record withheld: redaction failed]", ()
         return record
 
@@ -158,5 +158,5 @@ def database_password(url: str) -> str | None:
         from sqlalchemy.engine import make_url  # noqa: PLC0415 - logs load before anything heavy
 
         return make_url(url).password
-    except Exception:
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse has no password to hide
         return None

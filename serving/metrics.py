@@ -95,7 +95,7 @@ class WorklistDepthCollector:
         )
         try:
             depth = self.db.open_depth_by_level(self.aging)
-        except Exception as exc:  # a scrape must not fail because the database hiccuped
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database hiccuped
             log.warning("worklist depth not collected: %s", exc)
             return
         for level, count in depth.items():
@@ -145,7 +145,7 @@ class ReplicaMetrics:
             self.waiting = ray_metrics.Gauge(
                 "preread_replica_queue_depth", "Items waiting on the replica", tag_keys=("model", "priority")
             )
-        except Exception as exc:  # metrics must never stop a model from serving
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop a model from serving
             log.warning("replica metrics disabled: %s", exc)
             self.calls = None
 

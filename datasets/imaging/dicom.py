@@ -222,7 +222,7 @@ def _grayscale_display(values: np.ndarray, view: Dataset) -> tuple[np.ndarray, d
             pixels = to_unit_range(shown, lut.min(), lut.max())
             if _spread(pixels) >= MIN_WINDOWED_SPREAD:
                 return pixels, {"window_source": "voi_lut"}
-        except Exception:  # malformed LUT: fall through to the window or the percentile window
+        except Exception:  # noqa: BLE001 - malformed LUT: fall through to the window or the percentile window
             pass
     if "WindowCenter" in view and "WindowWidth" in view:
         try:
@@ -237,7 +237,7 @@ def _grayscale_display(values: np.ndarray, view: Dataset) -> tuple[np.ndarray, d
                 center = float(center[0] if view["WindowCenter"].VM > 1 else center)
                 width = float(width[0] if view["WindowWidth"].VM > 1 else width)
                 return pixels, {"window_source": "header", "window": (center, width)}
-        except Exception:  # width < 1, non-numeric values...: use the percentile window
+        except Exception:  # noqa: BLE001 - width < 1, non-numeric values...: use the percentile window
             pass
     low, high = percentile_window(values)
     if high <= low:

@@ -125,7 +125,7 @@ def _record_refusal(svc: Services | None, request: Request, status: int) -> None
     who = getattr(request.state, "principal", None)
     try:
         log_view(svc, request, who, "refused", method=request.method, status=status)
-    except Exception as exc:  # the refusal stands; losing its audit row must not turn it into a 500
+    except Exception as exc:  # noqa: BLE001 - the refusal stands; losing its audit row must not turn it into a 500
         log.error("could not audit a refused %s %s: %s", request.method, request.url.path, type(exc).__name__)
 
 

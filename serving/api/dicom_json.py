@@ -65,7 +65,7 @@ def transfer_syntax(data: bytes) -> str | None:
     try:
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=[])
         return str(header.file_meta.TransferSyntaxUID)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable part has no transfer syntax to name
         return None
 
 

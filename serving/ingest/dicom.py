@@ -97,7 +97,7 @@ def _identity(data: bytes) -> tuple[str | None, str | None]:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
         return _uid_or_none(ds.get("SOPClassUID")), _uid_or_none(ds.get("SOPInstanceUID"))
-    except Exception:  # the object is refused already; its identity is a courtesy
+    except Exception:  # noqa: BLE001 - the object is refused already; its identity is a courtesy
         return None, None
 
 

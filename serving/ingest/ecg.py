@@ -192,7 +192,7 @@ class EcgWorkflow:
             )
             if record.machine is not None:  # the cart's own measurements and statements, shown beside ours
                 read = read.model_copy(update={"machine": record.machine.to_json()})
-        except Exception as exc:  # the model replica died or refused: keep the study, say why, retry later
+        except Exception as exc:  # noqa: BLE001 - the replica died or refused: keep the study, say why, retry
             log.warning("AI read failed for study %s: %s: %s", study_uid, type(exc).__name__, exc)
             await asyncio.to_thread(self.queue.record_failure, study_uid, f"{type(exc).__name__}: {exc}")
             return None

@@ -227,7 +227,7 @@ class StorageScp:
             return _status(0xA700, f"rate limit for site {site}: retry in {wait:.0f} s")
         try:
             data = event.encoded_dataset(include_meta=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pynetdicom could not encode what it received: refuse it
             log.warning("C-STORE from %s: cannot encode received dataset: %s", calling, exc)
             return _status(0xC000, f"undecodable dataset: {exc}")
         # [priority] the C-STORE request's (0000,0700) Priority, kept with the study (serving/priority.py)

@@ -131,7 +131,7 @@ class PriorComparer:
                 return read.model_copy(update={"prior": None})
             day = study_day(prior.study_date, as_utc(prior.arrived_at))
             return read.model_copy(update={"prior": compare(read, prior.pre_read, prior.study_uid, day, self.locale)})
-        except Exception as exc:  # the comparison is an aid: the read itself must still be recorded
+        except Exception as exc:  # noqa: BLE001 - the comparison is an aid: the read itself must still be recorded
             log.warning("no prior comparison for %s: %s: %s", study_uid, type(exc).__name__, exc)
             return read
 

@@ -184,7 +184,7 @@ class PriorityBatcher:
             results = await self.handler([w.payload for w in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"batch handler returned {len(results)} results for {len(batch)} requests")
-        except Exception as exc:  # every caller of the batch gets the failure; the loop goes on
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the failure; the loop goes on
             log.warning("%s batch of %d failed: %s", self.name, len(batch), exc)
             for waiting in batch:
                 if not waiting.future.done():

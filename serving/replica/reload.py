@@ -67,7 +67,7 @@ class ReloadingReader(Generic[Reader]):
             self._checked_at = time.monotonic()
             try:
                 version = self.registry.version_of(self.ref)
-            except Exception as exc:  # the store is down or the alias was removed: keep serving
+            except Exception as exc:  # noqa: BLE001 - the store is down or the alias was removed: keep serving
                 log.warning(
                     "could not check %s in %s (%s); still serving version %s",
                     self.ref,
@@ -117,6 +117,6 @@ def _poll(reader_ref: weakref.ref[ReloadingReader], stop: threading.Event, inter
             return
         try:
             reader._check(retry_failed=False)
-        except Exception:  # noqa: BLE001 - the thread must outlive any one bad poll
+        except Exception:  # the thread must outlive any one bad poll
             log.exception("following %s failed", reader.ref)
         del reader

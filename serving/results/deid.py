@@ -335,7 +335,7 @@ def _patient_key(services: Any, study) -> str:
             try:
                 ds = pydicom.dcmread(io.BytesIO(services.store.get(instance.storage_key)), stop_before_pixels=True)
                 return str(ds.get("PatientID") or ds.get("PatientName") or ds.get("StudyInstanceUID"))
-            except Exception:
+            except Exception:  # noqa: BLE001 - an unreadable object has no patient: fall back to the study
                 break
     return study.study_uid
 

@@ -58,7 +58,7 @@ def forward_results(
             objects.append(store.get(found[1].storage_key))
     try:
         sent = send_to_pacs(objects, dest.ae_title, dest.host, dest.port, cfg.dicom.ae_title, dest.timeout_s)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the PACS is down or refuses: the read stays, sending is retried
         log.warning("could not send the results of %s to %s: %s", study_uid, dest.ae_title, exc)
         return
     for sop, status, note in sent:

@@ -117,7 +117,7 @@ def test_routing_rules_from_config():
         **{
             "modality": None,
             "body_part": None,
-            "view_position": None,  # noqa: E731
+            "view_position": None,
             "sop_class_uid": None,
             "role": "original",
             **kw,

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from tests.serving.worklist_fixtures import *  # noqa: F401,F403
+from tests.serving.worklist_fixtures import *  # noqa: F403
 from tests.serving.worklist_fixtures import ecg_json, login, post_ecg
 
 

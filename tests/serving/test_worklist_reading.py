@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from serving.store import audit
 from serving.store.schema import AuditEntry, Correction, Study
-from tests.serving.worklist_fixtures import *  # noqa: F401,F403
+from tests.serving.worklist_fixtures import *  # noqa: F403
 from tests.serving.worklist_fixtures import PASSWORD, ecg_json, login, post_ecg
 
 

@@ -54,7 +54,7 @@ def local_ray():
     """The running Ray instance if there is one (e.g. the serving tests'), else a small local one
     for this module (stopped afterwards, so a later session fixture can start its own)."""
     import ray
-    import ray.train.torch  # noqa: F401 (ray[train] is a hard dependency: its absence is an error)
+    import ray.train.torch  # ray[train] is a hard dependency: its absence is an error
 
     if ray.is_initialized():
         yield ray

@@ -26,7 +26,7 @@ def readyz(request: Request) -> JSONResponse:
     else:
         try:
             svc.db.ping()
-        except Exception as exc:  # report, don't crash: readiness is a question
+        except Exception as exc:  # noqa: BLE001 - report, don't crash: readiness is a question
             problems.append(f"database unreachable: {type(exc).__name__}")
         if not svc.store.writable():
             problems.append("object store not writable")

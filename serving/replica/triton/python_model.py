@@ -50,7 +50,7 @@ class TritonPythonModel:
         batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         try:
             probabilities = self.backend.predict(batch)
-        except Exception as exc:  # every request of the batch gets the reason
+        except Exception as exc:  # noqa: BLE001 - every request of the batch gets the reason
             error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses, start = [], 0
