@@ -183,7 +183,13 @@ def triage(
         level = "urgent"
     else:
         level = "routine"
-    reasons = [f"score {score:.2f} from {top}"] if top is not None and level != "routine" else []
+    # Said of the finding that set the level, with the threshold it passed: the study's stored score
+    # is raised to its final level's floor below, so "score X" here would disagree with the row.
+    reasons = (
+        [f"{top} weighted {score:.2f} ≥ {level} threshold {rules.level_thresholds[level]:.2f}"]
+        if top is not None and level != "routine"
+        else []
+    )
 
     fired = [(r.level, r.check(measurements)) for r in rules.measurement_rules]
     fired += [(r.level, r.check(probabilities, measurements, positive)) for r in rules.finding_rules]

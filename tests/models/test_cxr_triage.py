@@ -75,3 +75,19 @@ def test_held_out_report_intervals_cover_the_point_estimate():
     assert entry["n"] == 80 and entry["n_pos"] == 40
     for name in ("auroc", "sensitivity", "specificity"):
         assert entry[name]["ci_low"] <= entry[name]["value"] <= entry[name]["ci_high"]
+
+
+def test_the_score_reason_does_not_contradict_the_stored_score():
+    # A finding weighted just over the urgent threshold, then a measurement rule raising the level
+    # to critical: the stored score is the critical floor, and the reason names the finding's own
+    # weighted value and the threshold it passed, not a "score" that differs from the row's.
+    rules = TriageRules(
+        modality="CR",
+        finding_weights={"X": 1.0},
+        level_thresholds={"critical": 0.9, "urgent": 0.5},
+        measurement_rules=[{"measurement": "hr", "op": "<", "value": 40, "level": "critical", "reason": "HR < 40"}],
+    )
+    result = triage({"X": 0.6}, {"hr": 30}, rules)
+    assert result.level == "critical" and result.score == rules.level_score_floor["critical"]
+    assert result.reasons == ["X weighted 0.60 ≥ urgent threshold 0.50", "HR < 40"]
+    assert not any(reason.startswith("score") for reason in result.reasons)
