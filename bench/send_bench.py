@@ -31,9 +31,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.county import county_service, sender_config
 from bench.link_proxy import FaultProxy
-from tests.send.conftest import FakeEcgReader, county_service, sender_config  # the county on loopback, as in tests
-from tests.send.studies import cinc_zips, ptbxl_jsons, ptbxl_zips, radiographs, waveform_dicoms
+from bench.send_studies import cinc_zips, ptbxl_jsons, ptbxl_zips, radiographs, waveform_dicoms
+from bench.standin_readers import StandInEcgReader
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -62,7 +63,7 @@ def day_queue(quick: bool) -> dict[str, list]:
 def drain(groups: dict[str, list], workdir: Path, console: Console) -> tuple[dict, list[dict]]:
     """The day's queue through `python -m preread.send` to the county behind the shaped link: the
     drain figures and the per-kind wire rows."""
-    county, close = county_service(workdir / "county", None, FakeEcgReader())
+    county, close = county_service(workdir / "county", None, StandInEcgReader())
     shaped = FaultProxy(county.port, segment_drop_rate=DROP_RATE, rate_bytes_s=LINK_KBIT_S * 1000 / 8, seed=11)
     county.proxy.close()
     county.proxy = shaped

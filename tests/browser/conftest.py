@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.county import county_config
 from tests.conftest import REPO_ROOT
-from tests.serving.conftest import cxr_registry, ecg_reader, ecg_registry, free_port, make_config  # noqa: F401 (fixtures)
+from tests.serving.conftest import cxr_registry, ecg_reader, ecg_registry, free_port  # noqa: F401 (fixtures)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # A site operating point set for the browser tests (a site may tune its thresholds: configs/triage):
@@ -45,7 +46,7 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     from serving.reading.runtime import start_local_dicom
 
     port = free_port()
-    cfg = make_config(tmp_path, ecg_registry, port=port)
+    cfg = county_config(tmp_path, ecg_registry, port=port)
     cfg = cfg.model_copy(
         update={
             "auth": cfg.auth.model_copy(update={"users": []}),

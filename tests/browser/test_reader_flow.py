@@ -93,7 +93,8 @@ def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, l
     dispatcher reads it with the real tiny CXR model and stores the SR and the heatmap SC; the reader opens
     it from the worklist, sees image and heatmap, toggles the overlay, re-windows, corrects and signs; the
     clinic then sees the final report."""
-    from tests.serving.dicom_helpers import wait_for, wrapped_nih
+    from bench.county import wait_for
+    from tests.serving.dicom_helpers import wrapped_nih
 
     svc = live_server.services
     create_user(svc.db, "dr-zhao", PASSWORD, "reader", ["demo"], "Dr Zhao")

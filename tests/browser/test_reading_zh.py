@@ -309,7 +309,8 @@ def test_chest_film_with_its_prior_side_by_side(chromium, live_server, nih_dir):
     with one zoom and window."""
     import pydicom
 
-    from tests.serving.dicom_helpers import wait_for, wrapped_nih
+    from bench.county import wait_for
+    from tests.serving.dicom_helpers import wrapped_nih
 
     svc = live_server.services
     create_user(svc.db, "dr-qian", PASSWORD, "reader", ["demo"], "钱医生")

@@ -15,15 +15,10 @@ from pathlib import Path
 
 import pydicom
 
+from bench.county import County, sender_config
+from bench.send_studies import Study
 from serving.store.work import ai_read_counts
-from tests.send.conftest import (
-    County,
-    SenderProcess,
-    drop_in,
-    sender_config,
-    wait_until,
-)
-from tests.send.studies import Study
+from tests.send.conftest import SenderProcess, drop_in, wait_until
 
 
 def flap(county: County, stop: threading.Event, seed: int, up_s: float = 2.0, down_s: float = 0.8) -> list[str]:

@@ -20,6 +20,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from bench.county import sender_config
+from bench.send_studies import cinc_zips, ptbxl_jsons, radiographs, waveform_dicoms
 from preread.send.accept import Accepted, Refused
 from preread.send.app import Sender
 from preread.send.config import SendConfigError, load_send_config
@@ -28,8 +30,6 @@ from preread.send.queue import SendQueue
 from preread.send.upload import backoff_s
 from preread.send.watch import FolderWatcher
 from preread.send.wire import TokenBucket, compress_dicom, prepare, rezip
-from tests.send.conftest import sender_config
-from tests.send.studies import cinc_zips, ptbxl_jsons, radiographs, waveform_dicoms
 
 
 @pytest.fixture
@@ -310,10 +310,10 @@ def test_https_server_certificate_is_verified(tmp_path, county, pki, cinc_dir):
     the wrong CA `--check` fails on TLS and the study stays queued (retried, never refused)."""
     import uvicorn
 
+    from bench.county import wait_for
     from preread.send.check import run_checks
     from preread.send.upload import Verdict
     from serving.replica.triton.server import free_port
-    from tests.serving.dicom_helpers import wait_for
 
     port = free_port()
     server = uvicorn.Server(

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.send.conftest import FakeEcgReader, county_service
+from bench.county import county_service
+from bench.send_studies import cinc_zips, ptbxl_jsons, ptbxl_zips, radiographs, waveform_dicoms
+from bench.standin_readers import StandInEcgReader
 from tests.send.e2e import run_store_and_forward
-from tests.send.studies import (
-    cinc_zips,
-    ptbxl_jsons,
-    ptbxl_zips,
-    radiographs,
-    waveform_dicoms,
-)
 
 
 def expect_exactly_once(report: dict) -> None:
@@ -65,4 +60,4 @@ def test_fake_reader_is_deterministic():
     import numpy as np
 
     signals = np.ones((12, 100), np.float32)
-    assert FakeEcgReader().read(signals) == FakeEcgReader().read(signals)
+    assert StandInEcgReader().read(signals) == StandInEcgReader().read(signals)

@@ -1,5 +1,6 @@
 """Fixtures for the service: a registry with a tiny ECG model trained by our own training code,
-configs pointing at temporary state, the in-process app, and one shared Ray Serve instance."""
+configs pointing at temporary state (bench.county.county_config), the in-process app, and one
+shared Ray Serve instance."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.county import county_config, registry_holds
 from serving.auth.tokens import TokenService, load_secret
-from serving.config import ServingConfig, load_config
+from serving.config import ServingConfig
 from serving.replica.triton.server import free_port  # tests import it from here too
 from tests.conftest import REPO_ROOT
 from tests.mlflow_store import new_mlflow_store
@@ -53,33 +55,6 @@ TINY_CXR_TRAINING = REPO_ROOT / "tests" / "data" / "cxr-tiny.yaml"
 RESULTS_PACS_PORT = free_port()
 
 
-def _registered(registry: str | Path, name: str) -> bool:
-    from models.registry import open_registry
-
-    try:
-        return not open_registry(registry).is_empty(name)
-    except Exception:
-        return False
-
-
-def make_config(state: Path, registry: str | Path, port: int | None = None) -> ServingConfig:
-    cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
-    # A model is served only once the test registry holds it (cxr: see the cxr_registry fixture).
-    models = {name: m for name, m in cfg.models.items() if name == "ecg" or _registered(registry, name)}
-    return cfg.model_copy(
-        update={
-            "models": models,
-            "http": cfg.http.model_copy(update={"port": port or free_port()}),
-            "dicom": cfg.dicom.model_copy(update={"enabled": False}),
-            "sites": cfg.sites + [type(cfg.sites[0])(id="other", name="Another township", ae_titles=["OTHERSITE"])],
-            "storage": cfg.storage.model_copy(update={"root": state / "objects"}),
-            "database": cfg.database.model_copy(update={"url": f"sqlite:///{state / 'preread.db'}"}),
-            "registry": cfg.registry.model_copy(update={"uri": str(registry)}),
-            "auth": cfg.auth.model_copy(update={"secret_file": state / "secret.key"}),
-        }
-    ).resolved()
-
-
 @dataclass
 class Client:
     """An HTTP client bound to a running app, with token helpers."""
@@ -108,7 +83,7 @@ def local_client(tmp_path, ecg_registry, ecg_reader):
 
     from serving.local import create_local_app
 
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     app, services = create_local_app(cfg, reader=ecg_reader)
     with TestClient(app) as http:
         client = Client(http, cfg)
@@ -124,7 +99,7 @@ def cxr_registry(ecg_registry, tmp_path_factory) -> str:
     from training.config import load_train_config
     from training.cxr import train_cxr
 
-    if _registered(ecg_registry, "cxr"):
+    if registry_holds(ecg_registry, "cxr"):
         return ecg_registry
     config = load_train_config(TINY_CXR_TRAINING)
     config = config.model_copy(update={"checkpoint_dir": tmp_path_factory.mktemp("cxr-checkpoints")})
@@ -144,7 +119,7 @@ def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
     from serving.store.db import Database
 
     state = tmp_path_factory.mktemp("serve-state")
-    cfg = make_config(state, ecg_registry)
+    cfg = county_config(state, ecg_registry)
     cfg = cfg.model_copy(
         update={
             "dicom": cfg.dicom.model_copy(

@@ -26,8 +26,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 
+from bench.county import county_config
 from serving.auth.tokens import TokenService, load_secret
-from tests.serving.conftest import Client, make_config
+from tests.serving.conftest import Client
 from tests.serving.worklist_fixtures import ecg_json
 
 ROLES = ["grassroots", "reader", "datasci", "admin"]
@@ -122,7 +123,7 @@ def stow_body(data: bytes) -> bytes:
 def matrix(tmp_path_factory, ecg_registry, ecg_reader):
     from serving.local import create_local_app
 
-    cfg = make_config(tmp_path_factory.mktemp("authz"), ecg_registry)
+    cfg = county_config(tmp_path_factory.mktemp("authz"), ecg_registry)
     cfg = cfg.model_copy(update={"auth": cfg.auth.model_copy(update={"users": []})})
     app, services = create_local_app(cfg, reader=ecg_reader)
     with TestClient(app) as http:

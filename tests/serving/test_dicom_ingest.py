@@ -191,9 +191,9 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
     leases the next study as soon as a slot frees up (rounds of 16 would wait for the slow one)."""
     import asyncio
 
+    from bench.standin_readers import StandInCxrReader
     from serving.reading.dispatcher import Dispatcher
     from serving.store.work import WorkQueue
-    from tests.serving.dicom_helpers import FakeCxrReader
 
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
     cfg = cfg.model_copy(
@@ -216,7 +216,7 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
     slow, *fast = [
         ingest.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE").study_uid for png in pngs
     ]  # the slow one arrived first: leased first
-    fake = FakeCxrReader()
+    fake = StandInCxrReader()
 
     async def main():
         release_slow = asyncio.Event()
@@ -257,9 +257,9 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
     the poll interval)."""
     import asyncio
 
+    from bench.standin_readers import StandInCxrReader
     from serving.reading.dispatcher import Dispatcher
     from serving.store.work import WorkQueue
-    from tests.serving.dicom_helpers import FakeCxrReader
 
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
     cfg = cfg.model_copy(
@@ -272,7 +272,7 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
         config=cfg, db=db, store=ObjectStore(tmp_path / "objects"), ecg=SimpleNamespace(queue=queue, patient_key=None)
     )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
-    fake = FakeCxrReader()
+    fake = StandInCxrReader()
 
     async def read_cxr(record):
         return fake.read_batch([record])[0]

@@ -13,18 +13,12 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from bench.county import UvicornThread, county_config, wait_for
+from bench.standin_readers import StandInCxrReader
 from serving.ingest.dicom import encode
 from serving.results import findings_from_sr, triage_from_sr
-from tests.serving.conftest import Client, free_port, make_config
-from tests.serving.dicom_helpers import (
-    FakeCxrReader,
-    UvicornThread,
-    dcmtk,
-    needs_dcmtk,
-    storescu,
-    wait_for,
-    wrapped_nih,
-)
+from tests.serving.conftest import Client, free_port
+from tests.serving.dicom_helpers import dcmtk, needs_dcmtk, storescu, wrapped_nih
 
 # Uncompressed, JPEG 2000, RLE, JPEG baseline, JPEG lossless, JPEG-LS.
 TEST_FILES = [
@@ -44,7 +38,7 @@ def dicom_local(tmp_path_factory, ecg_registry, ecg_reader):
     from serving.reading.runtime import start_local_dicom
 
     state = tmp_path_factory.mktemp("dicom-local")
-    cfg = make_config(state, ecg_registry)
+    cfg = county_config(state, ecg_registry)
     cfg = cfg.model_copy(
         update={
             "dicom": cfg.dicom.model_copy(
@@ -53,7 +47,7 @@ def dicom_local(tmp_path_factory, ecg_registry, ecg_reader):
         }
     )
     app, services = create_local_app(cfg, reader=ecg_reader)
-    fake = FakeCxrReader()
+    fake = StandInCxrReader()
     runtime = start_local_dicom(services, fake)
     wait_for(lambda: runtime.scp.running, 30, 0.05, "the SCP to listen")
     with (

@@ -11,8 +11,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from bench.county import wait_for
 from serving.results import findings_from_sr, model_from_sr, triage_from_sr
-from tests.serving.dicom_helpers import dcmtk, needs_dcmtk, storescu, wait_for, wrapped_nih
+from tests.serving.dicom_helpers import dcmtk, needs_dcmtk, storescu, wrapped_nih
 
 pytestmark = pytest.mark.ray
 

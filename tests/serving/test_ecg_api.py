@@ -185,10 +185,11 @@ def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ec
     AF is re-stated from its definition on the rhythm, whatever a threshold says.)"""
     from fastapi.testclient import TestClient
 
+    from bench.county import county_config
     from models.card import SITE_THRESHOLDS_KEY
     from models.ecg.pipeline import EcgPreReader
     from serving.local import create_local_app
-    from tests.serving.conftest import Client, make_config
+    from tests.serving.conftest import Client
 
     points = {
         "computed_at": "2026-11-30T08:00:00+00:00",
@@ -197,7 +198,7 @@ def test_reads_use_the_sending_sites_operating_points(tmp_path, ecg_registry, ec
     }
     card = ecg_reader.card.model_copy(update={"metrics": {**ecg_reader.card.metrics, SITE_THRESHOLDS_KEY: points}})
     reader = EcgPreReader(ecg_reader.backend, card, ecg_reader.rules)
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     app, _ = create_local_app(cfg, reader=reader)
     with TestClient(app) as http:
         client = Client(http, cfg)

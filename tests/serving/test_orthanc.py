@@ -14,8 +14,9 @@ import httpx
 import pydicom
 import pytest
 
+from bench.county import wait_for
 from tests.serving.conftest import RESULTS_PACS_PORT, free_port
-from tests.serving.dicom_helpers import wait_for, wrapped_nih
+from tests.serving.dicom_helpers import wrapped_nih
 
 ORTHANC = shutil.which("Orthanc") or (shutil.which("/usr/sbin/Orthanc"))
 # The township PACS speaks DICOMweb as a real one does: the plugin is on and the test uses it.

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
+from bench.county import county_config
 from serving.store.db import Database
 from tests.serving import test_ecg_api, test_worklist_store
-from tests.serving.conftest import Client, make_config
+from tests.serving.conftest import Client
 from tests.serving.worklist_fixtures import fresh_pg_database, postgres_server  # noqa: F401 (fixture)
 
 # Collected here with this module's `db` and `local_client` fixtures, i.e. on PostgreSQL.
@@ -33,7 +34,7 @@ def local_client(tmp_path, postgres_server, ecg_registry, ecg_reader):  # noqa: 
 
     from serving.local import create_local_app
 
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     cfg = cfg.model_copy(
         update={"database": cfg.database.model_copy(update={"url": fresh_pg_database(postgres_server)})}
     )

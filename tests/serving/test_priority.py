@@ -315,6 +315,7 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     """STAT in the object → critical; a C-STORE with Priority HIGH → urgent; else routine."""
     from types import SimpleNamespace
 
+    from bench.standin_readers import StandInCxrReader
     from datasets.imaging import wrap_png_as_dicom
     from serving.config import load_config
     from serving.ingest.dicom import DicomIngest, encode
@@ -324,7 +325,6 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     from serving.store.objects import ObjectStore
     from serving.store.work import WorkQueue
     from tests.conftest import REPO_ROOT
-    from tests.serving.dicom_helpers import FakeCxrReader
 
     cfg = load_config(REPO_ROOT / "configs" / "serving.yaml")
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
@@ -338,7 +338,7 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
     )
     ingest = DicomIngest.from_config(svc.config, svc.db, svc.store, svc.ecg)
     seen: dict[str, str] = {}
-    fake = FakeCxrReader()
+    fake = StandInCxrReader()
 
     async def read_cxr(record):
         seen[record.study_instance_uid] = current_priority()

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 
+from bench.standin_readers import StandInCxrReader
 from datasets.imaging import wrap_png_as_dicom
 from serving.config import load_config
 from serving.ingest.dicom import DicomIngest, encode
@@ -21,7 +22,6 @@ from serving.store.db import Database
 from serving.store.objects import ObjectStore
 from serving.store.work import WorkQueue
 from tests.conftest import REPO_ROOT
-from tests.serving.dicom_helpers import FakeCxrReader
 
 
 def _read_and_store(tmp_path, source: bytes, results_worker: bool) -> dict[str, pydicom.Dataset]:
@@ -33,7 +33,7 @@ def _read_and_store(tmp_path, source: bytes, results_worker: bool) -> dict[str, 
         config=cfg, db=db, store=store, ecg=SimpleNamespace(queue=WorkQueue.from_config(db, cfg), patient_key=None)
     )
     uid = DicomIngest.from_config(cfg, db, store, svc.ecg).accept(source, "demo", "scp", "DEMOSITE").study_uid
-    fake = FakeCxrReader()
+    fake = StandInCxrReader()
 
     async def read_cxr(record):  # a replica that leaves the heatmap picture to the ingress
         read = fake.read_batch([record])[0]

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
+from bench.county import county_config
 from models.backends import load_backend
 from models.registry import open_registry
 from models.triton_backend import TritonUnavailable
 from serving.config_inference import ModelServingConfig
 from tests.conftest import REPO_ROOT, require_peer
-from tests.serving.conftest import free_port, make_config
+from tests.serving.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def triton(tmp_path_factory, ecg_registry):
     """`preread triton` on the session's tiny ECG model, as an operator would run it."""
     require_peer("triton")
     state = tmp_path_factory.mktemp("triton")
-    cfg = make_config(state, ecg_registry)
+    cfg = county_config(state, ecg_registry)
     config_path = state / "serving.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
@@ -161,7 +162,7 @@ def test_the_served_pre_read_through_the_triton_backend(triton, registered, tmp_
     )
     local = EcgPreReader.from_registry(ecg_registry, "ecg@champion", triage)
     assert through_triton.model_identity["backend"] == "triton"
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     app, _ = create_local_app(cfg, reader=through_triton)
     with TestClient(app) as http:
         client = Client(http, cfg)

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.county import county_config
 from tests.conftest import PG_BIN, require_peer
-from tests.serving.conftest import Client, free_port, make_config
+from tests.serving.conftest import Client, free_port
 
 PASSWORD = "correct-horse-battery"
 
@@ -157,7 +158,7 @@ def reading_client(tmp_path, db_url, ecg_registry, ecg_reader):
     from serving.auth.users import create_user
     from serving.local import create_local_app
 
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     cfg = cfg.model_copy(
         update={
             "database": cfg.database.model_copy(update={"url": db_url}),

@@ -169,13 +169,14 @@ def local_service(cfg, ecg_reader):
     store and ECG model in-process, with the C-STORE SCP and the dispatcher (a fake CXR reader)."""
     from fastapi.testclient import TestClient
 
+    from bench.county import wait_for
+    from bench.standin_readers import StandInCxrReader
     from serving.local import create_local_app
     from serving.reading.runtime import start_local_dicom
     from tests.serving.conftest import Client
-    from tests.serving.dicom_helpers import FakeCxrReader, wait_for
 
     app, services = create_local_app(cfg, reader=ecg_reader)
-    runtime = start_local_dicom(services, FakeCxrReader())
+    runtime = start_local_dicom(services, StandInCxrReader())
     try:
         if cfg.dicom.enabled:
             wait_for(lambda: runtime.scp.running, 30, 0.05, "the SCP to listen")

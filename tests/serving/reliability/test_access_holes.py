@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 
+from bench.county import county_config
 from serving.auth.users import create_user
 from serving.store import audit
-from tests.serving.conftest import Client, free_port, make_config
+from tests.serving.conftest import Client, free_port
 from tests.serving.reliability.helpers import local_service
 from tests.serving.reliability.holes import encode, fresh, stow_body
 from tests.serving.worklist_fixtures import PASSWORD
@@ -28,7 +29,7 @@ def _actions(services, action: str, **filters) -> list[dict]:
 def app_client(tmp_path, ecg_registry, ecg_reader):
     from serving.local import create_local_app
 
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     throttle = cfg.auth.login_throttle.model_copy(update={"max_failures_per_account": 3, "max_failures_per_client": 6})
     cfg = cfg.model_copy(update={"auth": cfg.auth.model_copy(update={"users": [], "login_throttle": throttle})})
     app, services = create_local_app(cfg, reader=ecg_reader)
@@ -124,7 +125,7 @@ def test_a_wrong_called_ae_title_is_rejected(tmp_path, ecg_registry, ecg_reader,
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     cfg = cfg.model_copy(
         update={"dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port(), "check_called_ae": check})}
     )

@@ -19,10 +19,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from bench.county import wait_for
 from bench.service_process import MARK, ServiceProcess, write_config
 from serving.auth.tokens import TokenService, load_secret
 from serving.replica.deployment import INGRESS_APP, MODEL_DEPLOYMENTS, model_app_name
-from tests.serving.dicom_helpers import wait_for
 from tests.serving.reliability.helpers import CStoreSender
 from tests.serving.reliability.holes import Case, corpus, encode, fresh, stow_body, write_case
 from tests.serving.worklist_fixtures import ecg_json

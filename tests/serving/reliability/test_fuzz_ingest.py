@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 
+from bench.county import county_config
 from serving.store.schema import Instance, Study
-from tests.serving.conftest import free_port, make_config
+from tests.serving.conftest import free_port
 from tests.serving.dicom_helpers import wrapped_nih
 from tests.serving.reliability.helpers import (
     CStoreSender,
@@ -78,7 +79,7 @@ def state_dir(tmp_path_factory):
 def service(state_dir, ecg_registry, ecg_reader, nih_dir):
     """The in-process app (real API, workflow, store, tiny ECG model) with the DICOM SCP and the
     dispatcher; rate limits off (they are tested in test_limits)."""
-    cfg = make_config(state_dir, ecg_registry)
+    cfg = county_config(state_dir, ecg_registry)
     cfg = cfg.model_copy(
         update={
             "dicom": cfg.dicom.model_copy(

@@ -24,10 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.county import wait_for
 from bench.service_process import ServiceProcess, site_list, site_tokens, write_config, zero_loss_report
 from serving.store.db import Database
 from serving.store.work import ai_read_counts
-from tests.serving.dicom_helpers import wait_for, wrapped_nih
+from tests.serving.dicom_helpers import wrapped_nih
 from tests.serving.reliability.helpers import CStoreSender, with_new_uids
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

@@ -21,9 +21,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from bench.county import county_config, wait_for
 from tests.conftest import require_peer
-from tests.serving.conftest import cinc_zip, free_port, make_config
-from tests.serving.dicom_helpers import wait_for
+from tests.serving.conftest import cinc_zip, free_port
 from tests.serving.reliability.helpers import CStoreSender, local_service
 from tests.serving.worklist_fixtures import PgCluster, ecg_json
 
@@ -47,7 +47,7 @@ def new_ct() -> bytes:
 
 
 def dicom_cfg(tmp_path, ecg_registry, **updates):
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     return cfg.model_copy(
         update={
             "dicom": cfg.dicom.model_copy(

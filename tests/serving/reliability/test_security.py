@@ -26,8 +26,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from tests.serving.conftest import free_port, make_config
-from tests.serving.dicom_helpers import DCMTK, UvicornThread, dcmtk
+from bench.county import UvicornThread, county_config
+from tests.serving.conftest import free_port
+from tests.serving.dicom_helpers import DCMTK, dcmtk
 from tests.serving.reliability.helpers import CStoreSender, local_service
 from tests.serving.worklist_fixtures import ecg_json
 
@@ -129,7 +130,7 @@ def test_dicom_tls_scp_with_mutual_authentication(tmp_path, pki, ecg_registry, e
     from serving.config_access import DicomTlsConfig
     from serving.tls import client_context
 
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     tls = DicomTlsConfig(
         port=free_port(),
         certfile=pki["server_crt"],
@@ -251,7 +252,7 @@ def test_https_from_the_serve_options(tmp_path, pki, ecg_registry, ecg_reader):
     from serving.config_access import HttpTlsConfig
     from serving.tls import http_options
 
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     cfg = cfg.model_copy(
         update={
             "tls": cfg.tls.model_copy(
@@ -321,7 +322,7 @@ def test_logs_carry_no_secrets_and_no_patient_names(tmp_path, ecg_registry, ecg_
     root.addHandler(handler)
     for name in watched:
         logging.getLogger(name).setLevel(logging.DEBUG if name != "sqlalchemy.engine" else logging.INFO)
-    cfg = make_config(tmp_path, ecg_registry)
+    cfg = county_config(tmp_path, ecg_registry)
     cfg = cfg.model_copy(
         update={
             "dicom": cfg.dicom.model_copy(update={"enabled": True, "port": free_port()}),

@@ -1,6 +1,8 @@
-"""Real studies for the sender tests, each one distinct: CinC and PTB-XL WFDB records (zipped as a
-cart uploads them, or as loose .hea/.mat files), PTB-XL records as ECG JSON, pydicom's real 12-lead
-waveform with rewritten UIDs, and NIH chest films wrapped as DX DICOM."""
+"""Real studies as a clinic's sender gets them, each one distinct, for the sender's benchmark
+(bench/send_bench.py) and tests: CinC and PTB-XL WFDB records zipped as a cart uploads them, PTB-XL
+records as ECG JSON, pydicom's real 12-lead waveform with rewritten UIDs, and NIH chest films wrapped
+as DX DICOM. Built in memory from the files given (the real data under ../shared/data) and
+pydicom's test file; nothing is written."""
 
 from __future__ import annotations
 
@@ -19,12 +21,15 @@ from datasets.imaging.wrap import wrap_png_as_dicom
 
 @dataclass(frozen=True)
 class Study:
+    """One study as a file: its name, its bytes and what kind of study it is."""
+
     name: str  # file name as dropped in the watch folder
     data: bytes
     kind: str  # ecg-zip, ecg-json, ecg-dicom, cxr
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
+    """``files`` (name → bytes) as one zip archive, stored uncompressed."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:  # stored, as carts often write them
         for name, data in files.items():
@@ -33,6 +38,7 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def cinc_zips(cinc_dir: Path, n: int) -> list[Study]:
+    """The first ``n`` CinC 2021 records of ``cinc_dir`` (.hea + .mat), each zipped."""
     records = sorted(p.stem for p in cinc_dir.glob("*.hea"))[:n]
     return [
         Study(f"{r}.zip", _zip({f"{r}{s}": (cinc_dir / f"{r}{s}").read_bytes() for s in (".hea", ".mat")}), "ecg-zip")
@@ -41,11 +47,13 @@ def cinc_zips(cinc_dir: Path, n: int) -> list[Study]:
 
 
 def ptbxl_records(ptbxl_dir: Path, start: int, n: int) -> list[Path]:
+    """The headers of ``n`` PTB-XL 500 Hz records from the ``start``-th (in name order)."""
     headers = sorted((ptbxl_dir / "records500").rglob("*_hr.hea"))
     return headers[start : start + n]
 
 
 def ptbxl_zips(ptbxl_dir: Path, start: int, n: int) -> list[Study]:
+    """PTB-XL records (ptbxl_records) as zipped WFDB (.hea + .dat)."""
     out = []
     for hea in ptbxl_records(ptbxl_dir, start, n):
         files = {hea.name: hea.read_bytes(), hea.with_suffix(".dat").name: hea.with_suffix(".dat").read_bytes()}
@@ -54,6 +62,7 @@ def ptbxl_zips(ptbxl_dir: Path, start: int, n: int) -> list[Study]:
 
 
 def ptbxl_jsons(ptbxl_dir: Path, start: int, n: int) -> list[Study]:
+    """PTB-XL records (ptbxl_records) as ECG JSON: the leads in mV to 3 decimals, a patient id."""
     out = []
     for hea in ptbxl_records(ptbxl_dir, start, n):
         zipped = _zip({hea.name: hea.read_bytes(), hea.with_suffix(".dat").name: hea.with_suffix(".dat").read_bytes()})
@@ -70,6 +79,8 @@ def ptbxl_jsons(ptbxl_dir: Path, start: int, n: int) -> list[Study]:
 
 
 def waveform_dicoms(n: int, offset: int = 0) -> list[Study]:
+    """pydicom's 12-lead waveform test file ``n`` times, numbered from ``offset``, each with its own
+    study/series/instance UIDs and patient id."""
     base = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
     out = []
     for i in range(offset, offset + n):
@@ -84,6 +95,7 @@ def waveform_dicoms(n: int, offset: int = 0) -> list[Study]:
 
 
 def radiographs(nih_dir: Path, n: int) -> list[Study]:
+    """The first ``n`` NIH chest films of ``nih_dir`` wrapped as DX DICOM, one study each."""
     pngs = sorted(nih_dir.rglob("*.png"))[:n]
     out = []
     for i, png in enumerate(pngs):
