@@ -65,10 +65,13 @@ export function reasonText(item) {
 }
 
 // The triage rules that fired, in the page's locale (the catalog is keyed by the rule's English text).
-// The read's own "score 0.50 from STE" line is left out: the score shown is the row's, after the level's
-// floor and aging, so only the row's score may be printed beside it.
+// The read's own score line (models/triage.py: "STE weighted 0.62 ≥ urgent threshold 0.50"; reads
+// stored before it say "score 0.50 from STE") is left out: the score shown is the row's, after the
+// level's floor and aging, so only the row's score may be printed beside it.
+export const SCORE_REASON = /^(score [0-9.]+ from |\S+ weighted [0-9.]+ ≥ )/;
+
 export function ruleReasons(reasons) {
-  return (reasons || []).filter((r) => !/^score [0-9.]+ from /.test(r)).map((r) => term("triage", r, r));
+  return (reasons || []).filter((r) => !SCORE_REASON.test(r)).map((r) => term("triage", r, r));
 }
 
 export async function refreshWorklist() {
