@@ -227,8 +227,14 @@ def run_evaluate(
         title = f"Evaluation of {model.ref}"
         write_report(report_dir, result, dataset.Y, P, dataset.labels, thresholds, subgroups, pdf=pdf, title=title)
     if track:
-        params = dict(data=data_spec, n_boot=n_boot, seed=seed, backend=backend, champion=champion_ref)
-        params["site_target_sensitivity"] = site_target_sensitivity
+        params = {
+            "data": data_spec,
+            "n_boot": n_boot,
+            "seed": seed,
+            "backend": backend,
+            "champion": champion_ref,
+            "site_target_sensitivity": site_target_sensitivity,
+        }
         result["tracking_run"] = track_evaluation(registry, model, result, report_dir=report_dir, params=params)
     return result
 
