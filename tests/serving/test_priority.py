@@ -237,10 +237,13 @@ def test_a_study_keeps_the_most_urgent_priority_its_objects_arrived_with(tmp_pat
     assert Database(db.engine.url.render_as_string(hide_password=False)).get_study("9.2").priority == "critical"
 
 
+ROUTINE = 24  # routine reads queued ahead of the critical ones
+
+
 @pytest.mark.ray
 def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_dir):
     """A model replica with a small batch and a long queue: critical reads that arrive last finish
-    long before the routine reads queued ahead of them (FIFO would finish them last)."""
+    before most of the routine reads queued ahead of them (FIFO would finish them last)."""
     import time
 
     import numpy as np
@@ -266,7 +269,7 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
             return lambda _: finished.setdefault(name, time.monotonic())
 
         routine = []
-        for i in range(16):
+        for i in range(ROUTINE):
             response = handle.read.remote(item, "routine")
             response._to_object_ref_sync().future().add_done_callback(done(f"r{i}"))
             routine.append(response)
@@ -285,12 +288,17 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
         serve.delete("priority-test")
     assert [r.timing["priority"] for r in reads[-3:]] == ["critical"] * 3
     order = sorted(finished, key=finished.get)
-    critical_ranks = [order.index(f"c{i}") for i in range(3)]
-    # 16 routine reads in batches of 2. When the critical reads arrived, `already` routine reads were
-    # done and one batch (2) could be computing; the 3 critical ones then go first (c2 may share its
-    # batch with one routine read). FIFO would finish them last (ranks 16-18).
-    assert already <= 8, f"the routine queue was mostly done before the critical reads were sent: {order}"
-    assert max(critical_ranks) < already + 6, f"completion order {order}, {already} done when critical arrived"
+    last_critical = max(order.index(f"c{i}") for i in range(3))
+    overtaken = sum(1 for name in order[last_critical + 1 :] if name.startswith("r"))
+    # ROUTINE reads in batches of 2. `already` were done when the critical reads were sent; a few more
+    # finish while the three travel through the router to the replica (on a busy 2-core CI machine that
+    # can be several batches), then they go first. FIFO would finish them last: none overtaken.
+    unfinished = ROUTINE - already
+    assert already <= ROUTINE // 2, f"the routine queue was mostly done before the critical reads were sent: {order}"
+    assert overtaken >= unfinished // 2, (
+        f"completion order {order}: the critical reads overtook {overtaken} of the {unfinished} routine reads "
+        "still queued when they were sent"
+    )
     assert max(r.timing["batch_size"] for r in reads) <= 2
 
 
