@@ -2,7 +2,7 @@
 
 A pure ASGI middleware: it inflates the body before any route sees it, so every route reads plain
 bytes and keeps its own size limit; the inflated size is capped too (a small body that inflates
-past ``max_bytes`` is refused with 413, never held whole). Every answer carries
+past ``max_bytes`` is refused with 413 as soon as it passes it; neither body is held beyond it). Every answer carries
 `Accept-Encoding: gzip, deflate` so a client can learn what it may send (RFC 7694); an unknown
 coding is refused with 415, corrupt data with 400.
 """
@@ -41,27 +41,32 @@ class RequestDecompression:
         if coding not in WBITS:
             await _answer(advertise, 415, f"Content-Encoding {coding!r} is not supported: send gzip, deflate or none")
             return
-        compressed, more = [], True
+        # Inflate as the chunks arrive, so that neither the compressed nor the inflated body is ever held
+        # beyond the limit: a sender streaming an endless body is cut off at ``limit`` inflated bytes.
+        limit = self.max_bytes()
+        inflater = zlib.decompressobj(WBITS[coding])
+        parts: list[bytes] = []
+        size, more = 0, True
         while more:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away
-            compressed.append(message.get("body", b""))
             more = message.get("more_body", False)
-        limit = self.max_bytes()
-        inflater = zlib.decompressobj(WBITS[coding])
-        try:
-            body = inflater.decompress(b"".join(compressed), limit + 1)
-            complete = inflater.eof
-        except zlib.error as exc:
-            await _answer(advertise, 400, f"the {coding} body does not inflate: {exc}")
-            return
-        if len(body) > limit:
-            await _answer(advertise, 413, f"the inflated body exceeds the limit of {limit} bytes")
-            return
-        if not complete:
+            try:  # max_length >= 1 here (0 would mean "no limit"): size <= limit after every round
+                part = inflater.decompress(message.get("body", b""), limit + 1 - size)
+            except zlib.error as exc:
+                await _answer(advertise, 400, f"the {coding} body does not inflate: {exc}")
+                return
+            size += len(part)
+            parts.append(part)
+            if size > limit:
+                await _answer(advertise, 413, f"the inflated body exceeds the limit of {limit} bytes")
+                return
+        if not inflater.eof:
             await _answer(advertise, 400, f"the {coding} body is truncated")
             return
+        body = b"".join(parts)
+        del parts
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
         headers.append((b"content-length", str(len(body)).encode()))
         delivered = False
