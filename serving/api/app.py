@@ -90,7 +90,11 @@ def build_api(get_services: Callable[[], Services | None]) -> FastAPI:
         svc = get_services()
         return 1024**3 if svc is None else max(svc.config.dicom.max_stow_bytes, svc.config.limits.max_ecg_bytes)
 
-    app.add_middleware(RequestDecompression, max_bytes=inflated_limit)
+    def inflated_in_memory() -> int:  # beyond this the inflated body spills to disk, as the routes' spooling does
+        svc = get_services()
+        return 1024 * 1024 if svc is None else svc.config.limits.spool_in_memory_bytes
+
+    app.add_middleware(RequestDecompression, max_bytes=inflated_limit, in_memory_bytes=inflated_in_memory)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):

@@ -95,3 +95,37 @@ def test_corrupt_truncated_and_unknown_bodies_get_their_own_answers():
     assert status == 400 and "truncated" in detail
     status, detail, _, _ = _post([b"data"], coding="br")
     assert status == 415 and "gzip" in detail
+
+
+def test_a_large_inflated_body_waits_on_disk_and_reaches_the_route_in_chunks():
+    """Past ``in_memory_bytes`` the inflated body spills to a file; the route still reads it whole."""
+    app, seen = _echo_app()
+    chunks_seen: list[int] = []
+
+    async def counting_app(scope, receive, send):
+        async def counted():
+            message = await receive()
+            chunks_seen.append(len(message.get("body", b"")))
+            return message
+
+        await app(scope, counted, send)
+
+    middleware = RequestDecompression(counting_app, max_bytes=lambda: 4 * 1024 * 1024, in_memory_bytes=lambda: 1000)
+    doc = os.urandom(1024 * 1024) * 3
+    compressed = _split(gzip.compress(doc), 65536)
+    index = 0
+
+    async def receive():
+        nonlocal index
+        index += 1
+        return {"type": "http.request", "body": compressed[index - 1], "more_body": index < len(compressed)}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(middleware({"type": "http", "headers": [(b"content-encoding", b"gzip")]}, receive, send))
+    assert sent[0]["status"] == 201
+    assert seen["body"] == doc
+    assert len(chunks_seen) == 3 and max(chunks_seen) <= 1024 * 1024
