@@ -9,12 +9,14 @@ The replica's services come from ``request.app.state.get_services`` (set by serv
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Query, Request
+from starlette.requests import ClientDisconnect
 
 from serving import metrics
 from serving.auth.tokens import AuthError, Principal
@@ -24,6 +26,8 @@ from serving.ingest.spool import BodyTooLarge, spool
 from serving.services import Services
 from serving.store import audit
 from serving.store.schema import Study
+
+log = logging.getLogger(__name__)
 
 
 def get_services(request: Request) -> Services:
@@ -158,6 +162,9 @@ async def spool_body(request: Request, limit: int, what: str) -> tempfile.Spoole
         return await spool(request.stream(), limit, in_memory)
     except BodyTooLarge as exc:
         raise HTTPException(413, f"{what} body exceeds the limit of {limit} bytes") from exc
+    except ClientDisconnect as exc:  # a sender on a thin link lost its connection: nothing was stored
+        log.info("the client went away during a %s upload to %s; nothing stored", what, request.url.path)
+        raise HTTPException(400, f"the {what} body ended early: the connection closed before it was complete") from exc
 
 
 async def read_body(request: Request, limit: int, what: str) -> bytes:

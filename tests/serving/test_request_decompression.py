@@ -7,7 +7,13 @@ import gzip
 import json
 import os
 import zlib
+from types import SimpleNamespace
 
+import pytest
+from fastapi import HTTPException
+from starlette.requests import Request
+
+from serving.api.deps import read_body
 from serving.api.encoding import RequestDecompression
 
 LIMIT = 100_000
@@ -129,3 +135,21 @@ def test_a_large_inflated_body_waits_on_disk_and_reaches_the_route_in_chunks():
     assert sent[0]["status"] == 201
     assert seen["body"] == doc
     assert len(chunks_seen) == 3 and max(chunks_seen) <= 1024 * 1024
+
+
+def test_an_upload_cut_off_mid_body_is_a_400_not_a_server_error():
+    """The connection drops after the first chunk (a thin link): the route's body reader answers 400 with
+    a reason, instead of letting Starlette's ClientDisconnect escape as an unhandled error."""
+    limits = SimpleNamespace(spool_in_memory_bytes=1024)
+    app = SimpleNamespace(
+        state=SimpleNamespace(get_services=lambda: SimpleNamespace(config=SimpleNamespace(limits=limits)))
+    )
+    messages = iter([{"type": "http.request", "body": b"x" * 100, "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive():
+        return next(messages)
+
+    scope = {"type": "http", "app": app, "method": "POST", "path": "/api/v1/ecg", "headers": [], "query_string": b""}
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(read_body(Request(scope, receive), 10_000, "ECG"))
+    assert refused.value.status_code == 400 and "ended early" in refused.value.detail
