@@ -79,25 +79,25 @@ def track_evaluation(
         logged = [Param(key, value[:6000]) for key, value in flatten("", dict(params)) if value != "None"]
         for start in range(0, len(logged), 100):
             chunk = logged[start : start + 100]
-            registry._call(lambda chunk=chunk: client.log_batch(info.run_id, params=chunk))
+            registry.call(lambda chunk=chunk: client.log_batch(info.run_id, params=chunk))
         metrics = [Metric(key, value, 0, 0) for key, value in _metrics(result)]
         for start in range(0, len(metrics), MAX_BATCH):
             batch = metrics[start : start + MAX_BATCH]
-            registry._call(lambda batch=batch: client.log_batch(info.run_id, metrics=batch))
+            registry.call(lambda batch=batch: client.log_batch(info.run_id, metrics=batch))
         if report_dir is not None and Path(report_dir).is_dir():
-            registry._call(lambda: client.log_artifacts(info.run_id, str(report_dir), "report"))
+            registry.call(lambda: client.log_artifacts(info.run_id, str(report_dir), "report"))
         else:
             with tempfile.TemporaryDirectory(prefix="preread-evaluation-") as tmp:
                 path = Path(tmp) / "metrics.json"
                 path.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
-                registry._call(lambda: client.log_artifact(info.run_id, str(path)))
-        registry._call(
+                registry.call(lambda: client.log_artifact(info.run_id, str(path)))
+        registry.call(
             lambda: client.set_model_version_tag(
                 model.name, str(model.version), f"preread.evaluation.{_slug(data)}", info.run_id
             )
         )
     except BaseException:
-        registry._call(lambda: client.set_terminated(info.run_id, RunStatus.to_string(RunStatus.FAILED)))
+        registry.call(lambda: client.set_terminated(info.run_id, RunStatus.to_string(RunStatus.FAILED)))
         raise
-    registry._call(lambda: client.set_terminated(info.run_id, "FINISHED"))
+    registry.call(lambda: client.set_terminated(info.run_id, "FINISHED"))
     return info.run_id

@@ -131,12 +131,12 @@ class MlflowRegistry(Registry):
             check_store(self.uri)
             from mlflow import MlflowClient  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
-            self._client = self._call(lambda: MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
+            self._client = self.call(lambda: MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
         return self._client
 
-    def _call(self, fn: Callable[[], T], missing: Callable[[], T] | None = None) -> T:
-        """Run one MLflow call; 'does not exist' → ``missing()`` (or re-raised if None); a store
-        that fails → RegistryUnavailable naming the store."""
+    def call(self, fn: Callable[[], T], missing: Callable[[], T] | None = None) -> T:
+        """Run one MLflow call (the tracking runs of training/ and evaluation/ use it too): 'does not
+        exist' → ``missing()`` (or re-raised if None); a store that fails → RegistryUnavailable naming it."""
         from mlflow.exceptions import MlflowException  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
         try:
@@ -155,14 +155,14 @@ class MlflowRegistry(Registry):
             raise
 
     def check(self) -> None:
-        self._call(lambda: self.client.search_registered_models(max_results=1))
+        self.call(lambda: self.client.search_registered_models(max_results=1))
 
     # ---- reading --------------------------------------------------------------------------
 
     def _all_versions(self, filter_string: str | None) -> list:
         found, token = [], None
         while True:
-            page = self._call(functools.partial(self.client.search_model_versions, filter_string, page_token=token))
+            page = self.call(functools.partial(self.client.search_model_versions, filter_string, page_token=token))
             found.extend(page)
             token = page.token
             if not token:
@@ -176,11 +176,11 @@ class MlflowRegistry(Registry):
         return sorted(int(v.version) for v in self._all_versions(f"name = '{name}'"))
 
     def aliases(self, name: str) -> dict[str, int]:
-        model = self._call(lambda: self.client.get_registered_model(name), missing=lambda: None)
+        model = self.call(lambda: self.client.get_registered_model(name), missing=lambda: None)
         return {} if model is None else {str(a): int(v) for a, v in (model.aliases or {}).items()}
 
     def _load(self, name: str, version: int, aliases: Mapping[str, int]) -> RegisteredModel:
-        found = self._call(lambda: self.client.get_model_version(name, str(version)), missing=lambda: None)
+        found = self.call(lambda: self.client.get_model_version(name, str(version)), missing=lambda: None)
         if found is None:
             raise ModelNotFound(f"model {name!r} has no version {version} in registry {self.location}")
         return self._registered(found, aliases)
@@ -217,7 +217,7 @@ class MlflowRegistry(Registry):
         import mlflow.artifacts  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
         return Path(
-            self._call(
+            self.call(
                 lambda: mlflow.artifacts.download_artifacts(
                     artifact_uri=artifact_uri, dst_path=str(into), tracking_uri=self.uri, registry_uri=self.uri
                 )
@@ -248,7 +248,7 @@ class MlflowRegistry(Registry):
     def _has_card(self, found) -> bool:
         import mlflow.artifacts  # noqa: PLC0415 - heavy; loaded when the MLflow store is first used
 
-        listed = self._call(lambda: mlflow.artifacts.list_artifacts(artifact_uri=found.source, tracking_uri=self.uri))
+        listed = self.call(lambda: mlflow.artifacts.list_artifacts(artifact_uri=found.source, tracking_uri=self.uri))
         return any(Path(info.path).name == CARD_FILENAME for info in listed)
 
     def _download(self, found) -> Path:
@@ -281,7 +281,7 @@ class MlflowRegistry(Registry):
     # ---- writing --------------------------------------------------------------------------
 
     def _free_artifact_path(self, run_id: str) -> str:
-        taken = {Path(info.path).name for info in self._call(lambda: self.client.list_artifacts(run_id))}
+        taken = {Path(info.path).name for info in self.call(lambda: self.client.list_artifacts(run_id))}
         path, n = MODEL_ARTIFACT_PATH, 1
         while path in taken:
             n += 1
@@ -291,8 +291,8 @@ class MlflowRegistry(Registry):
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None):
         """A new run (its RunInfo) in ``experiment``, created if missing (artifacts under the
         artifact root for a database store)."""
-        experiment_id = self._call(lambda: ensure_experiment(self.client, experiment, self.artifact_root))
-        return self._call(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))).info
+        experiment_id = self.call(lambda: ensure_experiment(self.client, experiment, self.artifact_root))
+        return self.call(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))).info
 
     def register(
         self, name: str, source_dir: str | Path, card: ModelCard, *, run_id: str | None = None
@@ -316,9 +316,9 @@ class MlflowRegistry(Registry):
                 shutil.copytree(source_dir, staging, ignore=shutil.ignore_patterns(CARD_FILENAME, ".*"))
                 card.model_copy(update={"name": name, "version": None}).save(staging / CARD_FILENAME)
                 artifact_path = self._free_artifact_path(run_id)
-                self._call(lambda: self.client.log_artifacts(run_id, str(staging), artifact_path))
+                self.call(lambda: self.client.log_artifacts(run_id, str(staging), artifact_path))
             try:
-                self._call(
+                self.call(
                     lambda: self.client.create_registered_model(
                         name, description=f"preread {card.task} model; versions carry their card ({CARD_FILENAME})"
                     )
@@ -326,7 +326,7 @@ class MlflowRegistry(Registry):
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            created = self._call(
+            created = self.call(
                 lambda: self.client.create_model_version(
                     name,
                     f"runs:/{run_id}/{artifact_path}",
@@ -337,20 +337,20 @@ class MlflowRegistry(Registry):
             )
         except BaseException:
             if own_run:
-                self._call(lambda: self.client.set_terminated(run_id, "FAILED"))
+                self.call(lambda: self.client.set_terminated(run_id, "FAILED"))
             raise
         if own_run:
-            self._call(lambda: self.client.set_terminated(run_id, "FINISHED"))
+            self.call(lambda: self.client.set_terminated(run_id, "FINISHED"))
         log.info("registered %s/%s in %s (run %s)", name, created.version, self.location, run_id)
         return self._load(name, int(created.version), self.aliases(name))
 
     def _write_alias(self, name: str, alias: str, version: int | None) -> None:
         if version is not None:
-            self._call(lambda: self.client.set_registered_model_alias(name, alias, str(version)))
+            self.call(lambda: self.client.set_registered_model_alias(name, alias, str(version)))
             return
         if alias not in self.aliases(name):
             raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
-        self._call(lambda: self.client.delete_registered_model_alias(name, alias))
+        self.call(lambda: self.client.delete_registered_model_alias(name, alias))
 
     def _annotate(self, model: RegisteredModel, metrics: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, str]:
         """Files become artifacts of the version's run under ``evidence/`` (a version tag points at
@@ -362,7 +362,7 @@ class MlflowRegistry(Registry):
             if Path(filename).name != filename:
                 raise ValueError(f"cannot store evidence as {filename!r}")
             artifact_file = f"{EVIDENCE_ARTIFACT_PATH}/{model.name}-v{model.version}/{filename}"
-            self._call(functools.partial(self.client.log_text, model.run_id, text, artifact_file))
+            self.call(functools.partial(self.client.log_text, model.run_id, text, artifact_file))
             self._set_version_tag(model, EVIDENCE_TAG_PREFIX + filename, artifact_file)
             where[filename] = f"runs:/{model.run_id}/{artifact_file}"
         for key, value in metrics.items():
@@ -376,10 +376,10 @@ class MlflowRegistry(Registry):
         return where
 
     def _set_version_tag(self, model: RegisteredModel, key: str, value: str) -> None:
-        self._call(functools.partial(self.client.set_model_version_tag, model.name, str(model.version), key, value))
+        self.call(functools.partial(self.client.set_model_version_tag, model.name, str(model.version), key, value))
 
     def evidence(self, model: RegisteredModel, filename: str) -> str:
-        found = self._call(lambda: self.client.get_model_version(model.name, str(model.version)))
+        found = self.call(lambda: self.client.get_model_version(model.name, str(model.version)))
         artifact_file = (found.tags or {}).get(EVIDENCE_TAG_PREFIX + filename)
         if artifact_file is None or not found.run_id:
             raise FileNotFoundError(f"{model.ref} has no evidence file {filename!r} in {self.location}")

@@ -204,13 +204,13 @@ class TrainingRun:
         params = [Param(key, value) for key, value in flatten("", self.config.model_dump(mode="json"))]
         for start in range(0, len(params), MAX_BATCH):
             chunk = params[start : start + MAX_BATCH]
-            self.store._call(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
+            self.store.call(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
         with tempfile.TemporaryDirectory(prefix="preread-config-") as tmp:
             validated = Path(tmp) / "validated.yaml"
             validated.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-            self.store._call(lambda: self.client.log_artifact(self.run_id, str(validated), "config"))
+            self.store.call(lambda: self.client.log_artifact(self.run_id, str(validated), "config"))
             if config_path is not None and Path(config_path).is_file():
-                self.store._call(lambda: self.client.log_artifact(self.run_id, str(config_path), "config"))
+                self.store.call(lambda: self.client.log_artifact(self.run_id, str(config_path), "config"))
 
     def _quietly(self, what: str, action: Callable[[], Any]) -> None:
         """Tracking must never cost a trained model: a failed upload is a warning (once)."""
