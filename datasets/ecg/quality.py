@@ -21,6 +21,7 @@ from datasets.ecg.measure.beats import ANALYSIS_RATE, Beats, smooth
 from datasets.ecg.measure.suite import PACING_SPIKE_MV, EcgMeasurements
 from datasets.ecg.record import STANDARD_LEADS
 from datasets.vocabulary import QualityReason
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 MIN_SECONDS = 8.0
 MIN_BEATS = 4
@@ -128,7 +129,7 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
                 text=f"recording {duration_s:.1f} s long; at least {MIN_SECONDS:g} s needed",
             )
         )
-    n_beats = m.values.get("n_beats") or 0
+    n_beats = m.values.get(EcgMeasurement.N_BEATS) or 0
     if m.analysis is None or n_beats < MIN_BEATS or m.analysis.fiducials is None:
         problems.append(
             QualityProblem(
@@ -147,7 +148,7 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
             for problem in problems:
                 if problem.code in _WORDS:
                     problem.blocking = False
-    paced = (m.values.get("pacing_spike_fraction") or 0.0) >= 0.5  # no atrial P wave to judge the leads by
+    paced = (m.values.get(EcgMeasurement.PACING_SPIKE_FRACTION) or 0.0) >= 0.5  # no atrial P wave to judge the leads by
     if m.leads and not paced and limb_lead_reversal(m):
         problems.append(
             QualityProblem(

@@ -15,6 +15,7 @@ import numpy as np
 from datasets.ecg.measure.beats import Beats
 from datasets.ecg.measure.delineate import Fiducials
 from datasets.ecg.record import STANDARD_LEADS
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 LEAD_KEYS = ("p_amp_mv", "q_amp_mv", "r_amp_mv", "s_amp_mv", "st_j_mv", "st_j60_mv", "t_amp_mv")
 
@@ -73,10 +74,10 @@ def frontal_axis(beats: Beats, fid: Fiducials, start: int | None, stop: int | No
     return math.degrees(math.atan2(ey, ex))
 
 
-def voltage_criteria(amps: dict[str, np.ndarray]) -> dict[str, float]:
+def voltage_criteria(amps: dict[str, np.ndarray]) -> dict[EcgMeasurement, float]:
     """Sokolow-Lyon: S(V1) + max R(V5, V6); Cornell: R(aVL) + S(V3) — depths as positive mV."""
     lead = {name: i for i, name in enumerate(STANDARD_LEADS)}
     r, s = amps["r_amp_mv"], amps["s_amp_mv"]
     sokolow = -s[lead["V1"]] + max(r[lead["V5"]], r[lead["V6"]])
     cornell = r[lead["aVL"]] - s[lead["V3"]]
-    return {"sokolow_lyon_mv": float(sokolow), "cornell_mv": float(cornell)}
+    return {EcgMeasurement.SOKOLOW_LYON: float(sokolow), EcgMeasurement.CORNELL: float(cornell)}
