@@ -21,6 +21,7 @@ from datasets.ecg.measure.beats import ANALYSIS_RATE, Beats, smooth
 from datasets.ecg.measure.suite import PACING_SPIKE_MV, EcgMeasurements
 from datasets.ecg.record import STANDARD_LEADS
 from datasets.vocabulary import QualityReason
+from datasets.vocabulary.ecg_measurements import EcgLeadMeasurement as L
 from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 MIN_SECONDS = 8.0
@@ -105,11 +106,11 @@ def limb_lead_reversal(m: EcgMeasurements) -> bool:
     if not {"I", "V6"} <= set(lead):
         return False
     i, v6 = lead["I"], lead["V6"]
-    p_i = i.get("p_amp_mv")
+    p_i = i.get(L.P_AMPLITUDE)
     if p_i is None:
         return False
-    net_qrs_i = (i.get("r_amp_mv") or 0) + (i.get("q_amp_mv") or 0) + (i.get("s_amp_mv") or 0)
-    return p_i <= -REVERSAL_P_MV and net_qrs_i <= -REVERSAL_QRS_MV and (v6.get("r_amp_mv") or 0) >= 0.3
+    net_qrs_i = (i.get(L.R_AMPLITUDE) or 0) + (i.get(L.Q_AMPLITUDE) or 0) + (i.get(L.S_AMPLITUDE) or 0)
+    return p_i <= -REVERSAL_P_MV and net_qrs_i <= -REVERSAL_QRS_MV and (v6.get(L.R_AMPLITUDE) or 0) >= 0.3
 
 
 _WORDS = {

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets.ecg.measure import EcgMeasurements
+from datasets.vocabulary.ecg_measurements import EcgLeadMeasurement as L
 from datasets.vocabulary.ecg_measurements import EcgMeasurement as M
 from datasets.vocabulary.ecg_statements import EcgStatement as S
 from models.read import Finding, Statement
@@ -161,10 +162,10 @@ def _conduction(v: dict[str, Any], lead: dict[str, dict[str, Any]], sinus: bool)
     if qrs is not None and qrs >= WIDE_QRS_MS and lead:
         v1, v6, i = lead["V1"], lead["V6"], lead["I"]
         # V1: the deepest negative deflection (Q or S: a QS complex has no R before it) against the R.
-        r_v1 = v1.get("r_amp_mv") or 0.0
-        neg_v1 = -min(v1.get("q_amp_mv") or 0.0, v1.get("s_amp_mv") or 0.0)
-        s_v6, s_i = -(v6.get("s_amp_mv") or 0.0), -(i.get("s_amp_mv") or 0.0)
-        q_v6, r_v6 = -(v6.get("q_amp_mv") or 0.0), v6.get("r_amp_mv") or 0.0
+        r_v1 = v1.get(L.R_AMPLITUDE) or 0.0
+        neg_v1 = -min(v1.get(L.Q_AMPLITUDE) or 0.0, v1.get(L.S_AMPLITUDE) or 0.0)
+        s_v6, s_i = -(v6.get(L.S_AMPLITUDE) or 0.0), -(i.get(L.S_AMPLITUDE) or 0.0)
+        q_v6, r_v6 = -(v6.get(L.Q_AMPLITUDE) or 0.0), v6.get(L.R_AMPLITUDE) or 0.0
         evidence = {
             M.QRS_DURATION: qrs,
             "R_V1_mv": r_v1,
@@ -194,8 +195,8 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
     def limit(name: str) -> float:
         return v23 if name in ("V2", "V3") else 0.1
 
-    st = {name: values.get("st_j_mv") for name, values in lead.items()}
-    st60 = {name: values.get("st_j60_mv") for name, values in lead.items()}
+    st = {name: values.get(L.ST_J) for name, values in lead.items()}
+    st60 = {name: values.get(L.ST_J60) for name, values in lead.items()}
     # Elevated at the J point, and the ST segment still at least half as high 60 ms later (a J point
     # placed on the R wave's downstroke alone is not an ST elevation).
     elevated = {
@@ -209,8 +210,8 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
     leads = sorted({name for pair in pairs for name in pair}, key=list(lead).index)
     return S.ST_ELEVATION, {
         "leads": leads,
-        "st_j_mv": {name: st[name] for name in leads},
-        "st_j60_mv": {name: st60[name] for name in leads},
+        L.ST_J: {name: st[name] for name in leads},
+        L.ST_J60: {name: st60[name] for name in leads},
         "limit_v2_v3_mv": v23,
         "limit_other_mv": 0.1,
     }

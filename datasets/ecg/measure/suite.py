@@ -22,9 +22,10 @@ import numpy as np
 
 from datasets.ecg.measure import beats as bt
 from datasets.ecg.measure.delineate import Fiducials, delineate
-from datasets.ecg.measure.leads import LEAD_KEYS, frontal_axis, lead_amplitudes, voltage_criteria
+from datasets.ecg.measure.leads import frontal_axis, lead_amplitudes, voltage_criteria
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
-from datasets.vocabulary.ecg_measurements import SUITE_MEASUREMENTS
+from datasets.vocabulary.ecg_measurements import LEAD_MEASUREMENTS, SUITE_MEASUREMENTS
+from datasets.vocabulary.ecg_measurements import EcgLeadMeasurement as L
 from datasets.vocabulary.ecg_measurements import EcgMeasurement as M
 
 METHOD = (
@@ -133,9 +134,11 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
         return None
     _intervals(v, fid, rr_mean, rate)
     amps = lead_amplitudes(beats, fid)
-    out.leads = {name: {key: _r(float(amps[key][i]), 3) for key in LEAD_KEYS} for i, name in enumerate(STANDARD_LEADS)}
+    out.leads = {
+        name: {key: _r(float(amps[key][i]), 3) for key in LEAD_MEASUREMENTS} for i, name in enumerate(STANDARD_LEADS)
+    }
     v.update({key: _r(val, 3) for key, val in voltage_criteria(amps).items()})
-    pp = amps["r_amp_mv"] - np.minimum(amps["q_amp_mv"], amps["s_amp_mv"])
+    pp = amps[L.R_AMPLITUDE] - np.minimum(amps[L.Q_AMPLITUDE], amps[L.S_AMPLITUDE])
     v[M.QRS_LIMB_MAX], v[M.QRS_PRECORDIAL_MAX] = _r(float(pp[:6].max()), 3), _r(float(pp[6:].max()), 3)
     v[M.P_AXIS] = _r(frontal_axis(beats, fid, fid.p_on, fid.p_off))
     v[M.QRS_AXIS] = _r(frontal_axis(beats, fid, fid.qrs_on, fid.qrs_off))

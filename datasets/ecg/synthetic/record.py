@@ -130,7 +130,8 @@ def _draw_rhythm(rng: np.random.Generator, rhythm: str, duration_s: float, param
         drawn.beats = sinus_beats(rng, heart_rate, duration_s, rsa=rsa[rhythm], jitter=0.006)
     # The rate drawn is the true value of the measured heart rate (the suite is checked against it); the other
     # parameters (qrs_ms, flutter_rate_bpm, st_elevation_mv ...) describe the draw and are not measurements.
-    params[EcgMeasurement.HEART_RATE] = round(heart_rate, 1) if not flutter else None
+    # Plain str key (.value): the draw travels in the record's meta, which must serialise as before.
+    params[EcgMeasurement.HEART_RATE.value] = round(heart_rate, 1) if not flutter else None
     params["atrial_flutter"] = flutter
     return drawn
 
