@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 from models.read import HeatmapPixels, PreRead
 
 
@@ -41,7 +42,7 @@ class StandInEcgReader:
                         "positive": level == "critical",
                     }
                 ],
-                "measurements": {"heart_rate_bpm": 70.0},
+                "measurements": {EcgMeasurement.HEART_RATE: 70.0},
                 "quality": {
                     "acceptable": acceptable,
                     "reasons": []

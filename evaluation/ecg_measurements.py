@@ -30,48 +30,50 @@ from datasets.ecg.measure import EcgMeasurements, measure
 from datasets.ecg.quality import assess_quality
 from datasets.ecg.readers import read_dicom_waveform, read_wfdb
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
+from datasets.vocabulary.ecg_measurements import AXIS_MEASUREMENTS
+from datasets.vocabulary.ecg_measurements import EcgMeasurement as M
 from models.ecg.statements import Patient, interpret
 
 # The real samples beside the repository (../shared/data), as the tests and benches find them.
 SHARED_DATA = Path(os.environ.get("PREREAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 # Cart tag → our measurement name.
-PHILIPS_TAGS = {
-    "heartrate": "heart_rate_bpm",
-    "print": "pr_interval_ms",
-    "pdur": "p_duration_ms",
-    "qrsdur": "qrs_duration_ms",
-    "qtint": "qt_interval_ms",
-    "qtcb": "qtc_bazett_ms",
-    "qtcf": "qtc_fridericia_ms",
-    "pfrontaxis": "p_axis_deg",
-    "qrsfrontaxis": "qrs_axis_deg",
-    "tfrontaxis": "t_axis_deg",
+PHILIPS_TAGS: dict[str, M] = {
+    "heartrate": M.HEART_RATE,
+    "print": M.PR_INTERVAL,
+    "pdur": M.P_DURATION,
+    "qrsdur": M.QRS_DURATION,
+    "qtint": M.QT_INTERVAL,
+    "qtcb": M.QTC_BAZETT,
+    "qtcf": M.QTC_FRIDERICIA,
+    "pfrontaxis": M.P_AXIS,
+    "qrsfrontaxis": M.QRS_AXIS,
+    "tfrontaxis": M.T_AXIS,
     # Philips format 1.03 spellings
-    "meanventrate": "heart_rate_bpm",
-    "meanprint": "pr_interval_ms",
-    "meanqrsdur": "qrs_duration_ms",
-    "meanqtint": "qt_interval_ms",
-    "meanqtc": "qtc_bazett_ms",
+    "meanventrate": M.HEART_RATE,
+    "meanprint": M.PR_INTERVAL,
+    "meanqrsdur": M.QRS_DURATION,
+    "meanqtint": M.QT_INTERVAL,
+    "meanqtc": M.QTC_BAZETT,
 }
-MORTARA_NAMES = {
-    "PR Interval": "pr_interval_ms",
-    "QRS Duration": "qrs_duration_ms",
-    "QT Interval": "qt_interval_ms",
-    "QTc Interval": "qtc_bazett_ms",
-    "P Axis": "p_axis_deg",
-    "QRS Axis": "qrs_axis_deg",
-    "T Axis": "t_axis_deg",
+MORTARA_NAMES: dict[str, M] = {
+    "PR Interval": M.PR_INTERVAL,
+    "QRS Duration": M.QRS_DURATION,
+    "QT Interval": M.QT_INTERVAL,
+    "QTc Interval": M.QTC_BAZETT,
+    "P Axis": M.P_AXIS,
+    "QRS Axis": M.QRS_AXIS,
+    "T Axis": M.T_AXIS,
 }
 # Physiologically impossible cart values are the cart's "not measured" (e.g. a P duration of 508 ms).
-PLAUSIBLE = {
-    "p_duration_ms": (40, 250),
-    "pr_interval_ms": (60, 500),
-    "qrs_duration_ms": (40, 250),
-    "qt_interval_ms": (200, 700),
+PLAUSIBLE: dict[M, tuple[float, float]] = {
+    M.P_DURATION: (40, 250),
+    M.PR_INTERVAL: (60, 500),
+    M.QRS_DURATION: (40, 250),
+    M.QT_INTERVAL: (200, 700),
 }
 # IEC 60601-2-25 style limits on the mean difference (ms).
-IEC_MEAN_LIMIT_MS = {"pr_interval_ms": 10.0, "qrs_duration_ms": 10.0, "qt_interval_ms": 25.0}
+IEC_MEAN_LIMIT_MS: dict[M, float] = {M.PR_INTERVAL: 10.0, M.QRS_DURATION: 10.0, M.QT_INTERVAL: 25.0}
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Reference:
     cart: dict[str, float] = field(default_factory=dict)
 
 
-def _plausible(key: str, value: float) -> bool:
+def _plausible(key: M, value: float) -> bool:
     low, high = PLAUSIBLE.get(key, (-1e9, 1e9))
     return low <= value <= high
 
@@ -119,7 +121,7 @@ def mortara_reference() -> Reference:
         if key and item.get("NumericValue") is not None:
             cart[key] = float(item.NumericValue)
         elif concept and concept[0].CodeMeaning == "RR Interval" and item.get("NumericValue"):
-            cart["heart_rate_bpm"] = 60000.0 / float(item.NumericValue)
+            cart[M.HEART_RATE] = 60000.0 / float(item.NumericValue)
     return Reference("pydicom waveform_ecg.dcm (Mortara)", read_dicom_waveform(path).in_standard_order(), cart)
 
 
@@ -142,7 +144,7 @@ def agreement(refs: list[Reference]) -> dict[str, dict[str, float]]:
             if value is None:
                 diffs.setdefault(key, [])
                 continue
-            d = _axis_diff(value, cart_value) if key.endswith("_deg") else value - cart_value
+            d = _axis_diff(value, cart_value) if key in AXIS_MEASUREMENTS else value - cart_value
             diffs.setdefault(key, []).append(d)
     table = {}
     for key, values in diffs.items():
@@ -213,7 +215,7 @@ def ptbxl_agreement(shared_data: Path, folds: tuple[int, ...] = tuple(range(1, 1
             else:
                 c["neg"] += 1
                 c["fp"] += stated
-        qrs_axis = m.get("qrs_axis_deg")
+        qrs_axis = m.get(M.QRS_AXIS)
         if isinstance(row.heart_axis, str) and row.heart_axis in PTBXL_AXIS and qrs_axis is not None:
             low, high = PTBXL_AXIS[row.heart_axis]
             axis[row.heart_axis]["n"] += 1

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datasets.vocabulary import LEVEL_RANK, TriageLevel
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 Level = TriageLevel
 LEVELS: tuple[TriageLevel, ...] = tuple(TriageLevel)
@@ -129,7 +130,26 @@ class TriageRules(BaseModel):
             raise ValueError("finding_weights must lie in [0, 1]")
         if self.level_thresholds["critical"] < self.level_thresholds["urgent"]:
             raise ValueError("level_thresholds: critical must be ≥ urgent")
+        if self.modality == "ECG":
+            unknown = sorted(set(self.measurement_names()) - set(EcgMeasurement))
+            if unknown:  # a typo would be a rule that never fires: the worst silent failure
+                raise ValueError(f"unknown ECG measurement(s) {', '.join(unknown)}; known: {', '.join(EcgMeasurement)}")
         return self
+
+    def measurement_names(self) -> list[str]:
+        """Every measurement a rule names, the ``and_measurement`` conditions of every rule kind included."""
+        names = []
+        rules: list[MeasurementRule | FindingRule | StatementRule] = [
+            *self.measurement_rules,
+            *self.finding_rules,
+            *self.statement_rules,
+        ]
+        for rule in rules:
+            condition = rule if isinstance(rule, MeasurementRule) else rule.and_measurement
+            while condition is not None:
+                names.append(condition.measurement)
+                condition = condition.and_measurement
+        return names
 
     def require_labels(self, labels: list[str], model: str = "the model") -> None:
         """Refuse a model whose labels these rules do not weigh. A label missing from

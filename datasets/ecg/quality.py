@@ -21,6 +21,8 @@ from datasets.ecg.measure.beats import ANALYSIS_RATE, Beats, smooth
 from datasets.ecg.measure.suite import PACING_SPIKE_MV, EcgMeasurements
 from datasets.ecg.record import STANDARD_LEADS
 from datasets.vocabulary import QualityReason
+from datasets.vocabulary.ecg_measurements import EcgLeadMeasurement as L
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 MIN_SECONDS = 8.0
 MIN_BEATS = 4
@@ -104,11 +106,11 @@ def limb_lead_reversal(m: EcgMeasurements) -> bool:
     if not {"I", "V6"} <= set(lead):
         return False
     i, v6 = lead["I"], lead["V6"]
-    p_i = i.get("p_amp_mv")
+    p_i = i.get(L.P_AMPLITUDE)
     if p_i is None:
         return False
-    net_qrs_i = (i.get("r_amp_mv") or 0) + (i.get("q_amp_mv") or 0) + (i.get("s_amp_mv") or 0)
-    return p_i <= -REVERSAL_P_MV and net_qrs_i <= -REVERSAL_QRS_MV and (v6.get("r_amp_mv") or 0) >= 0.3
+    net_qrs_i = (i.get(L.R_AMPLITUDE) or 0) + (i.get(L.Q_AMPLITUDE) or 0) + (i.get(L.S_AMPLITUDE) or 0)
+    return p_i <= -REVERSAL_P_MV and net_qrs_i <= -REVERSAL_QRS_MV and (v6.get(L.R_AMPLITUDE) or 0) >= 0.3
 
 
 _WORDS = {
@@ -128,7 +130,7 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
                 text=f"recording {duration_s:.1f} s long; at least {MIN_SECONDS:g} s needed",
             )
         )
-    n_beats = m.values.get("n_beats") or 0
+    n_beats = m.values.get(EcgMeasurement.N_BEATS) or 0
     if m.analysis is None or n_beats < MIN_BEATS or m.analysis.fiducials is None:
         problems.append(
             QualityProblem(
@@ -147,7 +149,7 @@ def assess_quality(m: EcgMeasurements, duration_s: float) -> QualityVerdict:
             for problem in problems:
                 if problem.code in _WORDS:
                     problem.blocking = False
-    paced = (m.values.get("pacing_spike_fraction") or 0.0) >= 0.5  # no atrial P wave to judge the leads by
+    paced = (m.values.get(EcgMeasurement.PACING_SPIKE_FRACTION) or 0.0) >= 0.5  # no atrial P wave to judge the leads by
     if m.leads and not paced and limb_lead_reversal(m):
         problems.append(
             QualityProblem(

@@ -17,8 +17,10 @@ from enum import StrEnum
 __all__ = [
     "AXIS_MEASUREMENTS",
     "CART_MEASUREMENTS",
+    "LEAD_MEASUREMENTS",
     "PRIOR_DELTA_MEASUREMENTS",
     "SUITE_MEASUREMENTS",
+    "EcgLeadMeasurement",
     "EcgMeasurement",
 ]
 
@@ -75,7 +77,7 @@ class EcgMeasurement(StrEnum):
     """Number of beats that formed the median beat (a count)."""
 
 
-def _values(*members: EcgMeasurement) -> tuple[str, ...]:
+def _values(*members: StrEnum) -> tuple[str, ...]:
     """The plain-string keys of ``members`` (plain ``str``, so dicts keyed by them serialise as before)."""
     return tuple(member.value for member in members)
 
@@ -107,3 +109,27 @@ PRIOR_DELTA_MEASUREMENTS: tuple[str, ...] = _values(
 """What a comparison with the patient's prior ECG reports as changes (``PriorComparison.deltas``), in order."""
 
 del M
+
+
+class EcgLeadMeasurement(StrEnum):
+    """An amplitude of one lead's median beat (the key in the read's ``lead_measurements[lead]``), in mV
+    relative to the lead's PR-segment level, the isoelectric reference carts use."""
+
+    P_AMPLITUDE = "p_amp_mv"
+    """P wave amplitude, mV: the signed extreme between P onset and P end."""
+    Q_AMPLITUDE = "q_amp_mv"
+    """Q wave amplitude, mV (≤ 0): the deepest negative deflection of the QRS before its R peak."""
+    R_AMPLITUDE = "r_amp_mv"
+    """R wave amplitude, mV (≥ 0): the tallest positive deflection of the QRS."""
+    S_AMPLITUDE = "s_amp_mv"
+    """S wave amplitude, mV (≤ 0): the deepest negative deflection of the QRS after its R peak."""
+    ST_J = "st_j_mv"
+    """ST level at the J point (QRS offset), mV: the mean over 10 ms."""
+    ST_J60 = "st_j60_mv"
+    """ST level 60 ms after the J point, mV: the mean over 10 ms."""
+    T_AMPLITUDE = "t_amp_mv"
+    """T wave amplitude, mV: the signed extreme between J + 80 ms and T end."""
+
+
+LEAD_MEASUREMENTS: tuple[str, ...] = _values(*EcgLeadMeasurement)
+"""What the suite reports for each of the 12 leads (``EcgMeasurements.leads[lead]``), in order (stored)."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets.ecg.measure import EcgMeasurements
+from datasets.vocabulary.ecg_measurements import EcgLeadMeasurement as L
+from datasets.vocabulary.ecg_measurements import EcgMeasurement as M
 from datasets.vocabulary.ecg_statements import EcgStatement as S
 from models.read import Finding, Statement
 
@@ -122,19 +124,19 @@ def _stmt(code: S, evidence: dict[str, Any], network: dict[str, float] | None = 
 
 
 def _rhythm(v: dict[str, Any], paced: bool) -> list[tuple[S, dict[str, Any]]]:
-    hr, irregular = v.get("heart_rate_bpm"), v.get("rr_successive_irregularity")
-    p_cons, pr, p_axis = v.get("p_wave_consistency"), v.get("pr_interval_ms"), v.get("p_axis_deg")
+    hr, irregular = v.get(M.HEART_RATE), v.get(M.RR_SUCCESSIVE_IRREGULARITY)
+    p_cons, pr, p_axis = v.get(M.P_WAVE_CONSISTENCY), v.get(M.PR_INTERVAL), v.get(M.P_AXIS)
     if hr is None:
         return []
-    base = {"heart_rate_bpm": hr, "rr_successive_irregularity": irregular, "p_wave_consistency": p_cons}
+    base = {M.HEART_RATE: hr, M.RR_SUCCESSIVE_IRREGULARITY: irregular, M.P_WAVE_CONSISTENCY: p_cons}
     if paced:
         return [
             (
                 S.PACED_RHYTHM,
                 {
                     **base,
-                    "qrs_duration_ms": v.get("qrs_duration_ms"),
-                    "pacing_spike_fraction": v.get("pacing_spike_fraction"),
+                    M.QRS_DURATION: v.get(M.QRS_DURATION),
+                    M.PACING_SPIKE_FRACTION: v.get(M.PACING_SPIKE_FRACTION),
                 },
             )
         ]
@@ -143,29 +145,29 @@ def _rhythm(v: dict[str, Any], paced: bool) -> list[tuple[S, dict[str, Any]]]:
     is_irregular = irregular is not None and irregular >= IRREGULAR_RR
     if p_ok and sinus_axis:
         code = S.SINUS_TACHYCARDIA if hr > 100 else S.SINUS_BRADYCARDIA if hr < 60 else S.SINUS_RHYTHM
-        return [(code, {**base, "p_axis_deg": p_axis, "pr_interval_ms": pr})]
+        return [(code, {**base, M.P_AXIS: p_axis, M.PR_INTERVAL: pr})]
     if is_irregular and not p_ok:
         out = [(S.ATRIAL_FIBRILLATION, base)]
         if hr > 110:
             out.append((S.AF_RAPID_RESPONSE, base))
         return out
-    return [(S.RHYTHM_UNDETERMINED, {**base, "p_axis_deg": p_axis})]
+    return [(S.RHYTHM_UNDETERMINED, {**base, M.P_AXIS: p_axis})]
 
 
 def _conduction(v: dict[str, Any], lead: dict[str, dict[str, Any]], sinus: bool) -> list[tuple[S, dict]]:
     out: list[tuple[S, dict]] = []
-    pr, qrs = v.get("pr_interval_ms"), v.get("qrs_duration_ms")
+    pr, qrs = v.get(M.PR_INTERVAL), v.get(M.QRS_DURATION)
     if sinus and pr is not None and pr > 200:
-        out.append((S.FIRST_DEGREE_AV_BLOCK, {"pr_interval_ms": pr}))
+        out.append((S.FIRST_DEGREE_AV_BLOCK, {M.PR_INTERVAL: pr}))
     if qrs is not None and qrs >= WIDE_QRS_MS and lead:
         v1, v6, i = lead["V1"], lead["V6"], lead["I"]
         # V1: the deepest negative deflection (Q or S: a QS complex has no R before it) against the R.
-        r_v1 = v1.get("r_amp_mv") or 0.0
-        neg_v1 = -min(v1.get("q_amp_mv") or 0.0, v1.get("s_amp_mv") or 0.0)
-        s_v6, s_i = -(v6.get("s_amp_mv") or 0.0), -(i.get("s_amp_mv") or 0.0)
-        q_v6, r_v6 = -(v6.get("q_amp_mv") or 0.0), v6.get("r_amp_mv") or 0.0
+        r_v1 = v1.get(L.R_AMPLITUDE) or 0.0
+        neg_v1 = -min(v1.get(L.Q_AMPLITUDE) or 0.0, v1.get(L.S_AMPLITUDE) or 0.0)
+        s_v6, s_i = -(v6.get(L.S_AMPLITUDE) or 0.0), -(i.get(L.S_AMPLITUDE) or 0.0)
+        q_v6, r_v6 = -(v6.get(L.Q_AMPLITUDE) or 0.0), v6.get(L.R_AMPLITUDE) or 0.0
         evidence = {
-            "qrs_duration_ms": qrs,
+            M.QRS_DURATION: qrs,
             "R_V1_mv": r_v1,
             "negative_V1_mv": neg_v1,
             "R_V6_mv": r_v6,
@@ -183,7 +185,7 @@ def _conduction(v: dict[str, Any], lead: dict[str, dict[str, Any]], sinus: bool)
 
 
 def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: Patient) -> tuple[S, dict] | None:
-    qrs = v.get("qrs_duration_ms")
+    qrs = v.get(M.QRS_DURATION)
     if not lead or qrs is None or qrs >= WIDE_QRS_MS:
         return None  # ST in a wide QRS (LBBB, paced) needs Sgarbossa-type criteria, not these
     female = (patient.sex or "").upper().startswith("F")
@@ -193,8 +195,8 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
     def limit(name: str) -> float:
         return v23 if name in ("V2", "V3") else 0.1
 
-    st = {name: values.get("st_j_mv") for name, values in lead.items()}
-    st60 = {name: values.get("st_j60_mv") for name, values in lead.items()}
+    st = {name: values.get(L.ST_J) for name, values in lead.items()}
+    st60 = {name: values.get(L.ST_J60) for name, values in lead.items()}
     # Elevated at the J point, and the ST segment still at least half as high 60 ms later (a J point
     # placed on the R wave's downstroke alone is not an ST elevation).
     elevated = {
@@ -208,8 +210,8 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
     leads = sorted({name for pair in pairs for name in pair}, key=list(lead).index)
     return S.ST_ELEVATION, {
         "leads": leads,
-        "st_j_mv": {name: st[name] for name in leads},
-        "st_j60_mv": {name: st60[name] for name in leads},
+        L.ST_J: {name: st[name] for name in leads},
+        L.ST_J60: {name: st60[name] for name in leads},
         "limit_v2_v3_mv": v23,
         "limit_other_mv": 0.1,
     }
@@ -218,39 +220,37 @@ def _st_elevation(v: dict[str, Any], lead: dict[str, dict[str, Any]], patient: P
 def _morphology(v: dict[str, Any], patient: Patient) -> list[tuple[S, dict]]:
     out: list[tuple[S, dict]] = []
     female = (patient.sex or "").upper().startswith("F")
-    qtc, qrs = v.get("qtc_bazett_ms"), v.get("qrs_duration_ms")
+    qtc, qrs = v.get(M.QTC_BAZETT), v.get(M.QRS_DURATION)
     qtc_limit = 460 if female or patient.sex is None else 450
     if qtc is not None and qtc > qtc_limit:
         out.append(
             (
                 S.QTC_PROLONGED,
                 {
-                    "qtc_bazett_ms": qtc,
+                    M.QTC_BAZETT: qtc,
                     "limit_ms": qtc_limit,
-                    "qrs_duration_ms": qrs,
-                    "qtc_fridericia_ms": v.get("qtc_fridericia_ms"),
+                    M.QRS_DURATION: qrs,
+                    M.QTC_FRIDERICIA: v.get(M.QTC_FRIDERICIA),
                 },
             )
         )
-    axis = v.get("qrs_axis_deg")
+    axis = v.get(M.QRS_AXIS)
     if axis is not None:
         if -90 <= axis < -30:
-            out.append((S.LEFT_AXIS_DEVIATION, {"qrs_axis_deg": axis}))
+            out.append((S.LEFT_AXIS_DEVIATION, {M.QRS_AXIS: axis}))
         elif 90 < axis <= 180:
-            out.append((S.RIGHT_AXIS_DEVIATION, {"qrs_axis_deg": axis}))
+            out.append((S.RIGHT_AXIS_DEVIATION, {M.QRS_AXIS: axis}))
         elif -180 <= axis < -90:
-            out.append((S.EXTREME_AXIS, {"qrs_axis_deg": axis}))
-    limb, chest = v.get("qrs_limb_max_mv"), v.get("qrs_precordial_max_mv")
+            out.append((S.EXTREME_AXIS, {M.QRS_AXIS: axis}))
+    limb, chest = v.get(M.QRS_LIMB_MAX), v.get(M.QRS_PRECORDIAL_MAX)
     if (limb is not None and limb < 0.5) or (chest is not None and chest < 1.0):
-        out.append((S.LOW_VOLTAGE, {"qrs_limb_max_mv": limb, "qrs_precordial_max_mv": chest}))
-    sokolow, cornell = v.get("sokolow_lyon_mv"), v.get("cornell_mv")
+        out.append((S.LOW_VOLTAGE, {M.QRS_LIMB_MAX: limb, M.QRS_PRECORDIAL_MAX: chest}))
+    sokolow, cornell = v.get(M.SOKOLOW_LYON), v.get(M.CORNELL)
     cornell_limit = 2.0 if female else 2.8
     if (qrs is None or qrs < WIDE_QRS_MS) and (
         (sokolow is not None and sokolow >= 3.5) or (cornell is not None and cornell > cornell_limit)
     ):
-        out.append(
-            (S.LVH_VOLTAGE, {"sokolow_lyon_mv": sokolow, "cornell_mv": cornell, "cornell_limit_mv": cornell_limit})
-        )
+        out.append((S.LVH_VOLTAGE, {M.SOKOLOW_LYON: sokolow, M.CORNELL: cornell, "cornell_limit_mv": cornell_limit}))
     return out
 
 
@@ -260,8 +260,8 @@ def interpret(
     """The statements of one acceptable-quality ECG, each with its evidence."""
     patient = patient or Patient()
     v, lead = m.values, m.leads
-    wide = (v.get("qrs_duration_ms") or 0) >= WIDE_QRS_MS
-    spikes = (v.get("pacing_spike_fraction") or 0.0) >= PACED_SPIKES
+    wide = (v.get(M.QRS_DURATION) or 0) >= WIDE_QRS_MS
+    spikes = (v.get(M.PACING_SPIKE_FRACTION) or 0.0) >= PACED_SPIKES
     paced = wide and (spikes or probabilities.get("PACE", 0.0) >= thresholds.get("PACE", 1.1))
     made = _rhythm(v, paced)
     sinus = any(code in (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA) for code, _ in made)

@@ -14,6 +14,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
 from datasets.vocabulary import i18n
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 from models.read import Finding, PreRead
 from serving.store.db import as_utc
 from serving.store.schema import Study
@@ -28,12 +29,19 @@ CATEGORY = {
     "ECG": {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "EC", "display": "Electrocardiac"},
     "default": {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"},
 }
-MEASUREMENTS = {  # measurement key → (LOINC code, display, UCUM unit)
-    "heart_rate_bpm": ("8867-4", "Heart rate", "/min"),
-    "qrs_duration_ms": ("8633-3", "QRS duration", "ms"),
-    "pr_interval_ms": ("8625-6", "P-R Interval", "ms"),
-    "qt_interval_ms": ("8634-1", "Q-T interval", "ms"),
-    "qtc_ms": ("8636-6", "Q-T interval corrected", "ms"),
+MEASUREMENTS: dict[EcgMeasurement, tuple[str, str, str]] = {
+    # measurement → (LOINC code, LOINC display, UCUM unit). The codes are those HL7 examples use for a
+    # cart's global measurements (each with a valid LOINC check digit). P duration and QTc by Fridericia
+    # have no code here: uncoded beats a guessed code, so they go out with their name as text only.
+    EcgMeasurement.HEART_RATE: ("8867-4", "Heart rate", "/min"),
+    EcgMeasurement.RR_INTERVAL: ("8637-1", "R-R interval by EKG", "ms"),
+    EcgMeasurement.PR_INTERVAL: ("8625-6", "P-R Interval", "ms"),
+    EcgMeasurement.QRS_DURATION: ("8633-0", "QRS duration", "ms"),
+    EcgMeasurement.QT_INTERVAL: ("8634-8", "Q-T interval", "ms"),
+    EcgMeasurement.QTC_BAZETT: ("8636-3", "Q-T interval corrected", "ms"),
+    EcgMeasurement.P_AXIS: ("8626-4", "P wave axis", "deg"),
+    EcgMeasurement.QRS_AXIS: ("8632-2", "QRS axis", "deg"),
+    EcgMeasurement.T_AXIS: ("8638-9", "T wave axis", "deg"),
 }
 FINDING_SYSTEM = "urn:preread:finding"
 

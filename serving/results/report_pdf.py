@@ -27,6 +27,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from datasets.vocabulary import i18n
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 from models.read import PreRead
 
 FONT_WOFF2 = Path(__file__).resolve().parents[1] / "web" / "static" / "fonts" / "NotoSansSC-preread-subset.woff2"
@@ -166,19 +167,22 @@ def _header(pdf: _Pdf, t: _Words, read: PreRead, subject: ReportSubject) -> None
     pdf.set_text_color(0, 0, 0)
 
 
+PRINTED_MEASUREMENTS: tuple[EcgMeasurement, ...] = (
+    EcgMeasurement.HEART_RATE,
+    EcgMeasurement.PR_INTERVAL,
+    EcgMeasurement.QRS_DURATION,
+    EcgMeasurement.QT_INTERVAL,
+    EcgMeasurement.QTC_BAZETT,
+    EcgMeasurement.P_AXIS,
+    EcgMeasurement.QRS_AXIS,
+    EcgMeasurement.T_AXIS,
+)
+"""The measurements the printed ECG report's summary line shows, in this order (those a cart prints)."""
+
+
 def _measure_line(t: _Words, read: PreRead) -> str:
-    keys = (
-        "heart_rate_bpm",
-        "pr_interval_ms",
-        "qrs_duration_ms",
-        "qt_interval_ms",
-        "qtc_bazett_ms",
-        "p_axis_deg",
-        "qrs_axis_deg",
-        "t_axis_deg",
-    )
     parts = []
-    for key in keys:
+    for key in PRINTED_MEASUREMENTS:
         value = read.measurements.get(key)
         if isinstance(value, (int, float)):
             parts.append(f"{t('measurement', key, key)} {value:.0f} {t('unit', key, '')}".strip())

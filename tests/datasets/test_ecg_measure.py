@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from datasets.ecg.measure import measure
-from datasets.ecg.measure.leads import LEAD_KEYS
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
+from datasets.vocabulary.ecg_measurements import LEAD_MEASUREMENTS as LEAD_KEYS
 from datasets.vocabulary.ecg_measurements import SUITE_MEASUREMENTS
 from evaluation.ecg_measurements import agreement, cart_references, mortara_reference, ptbxl_records
 from tests.conftest import shared_data_dir

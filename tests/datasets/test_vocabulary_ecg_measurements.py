@@ -11,8 +11,10 @@ from datasets.vocabulary import ecg_measurements
 from datasets.vocabulary.ecg_measurements import (
     AXIS_MEASUREMENTS,
     CART_MEASUREMENTS,
+    LEAD_MEASUREMENTS,
     PRIOR_DELTA_MEASUREMENTS,
     SUITE_MEASUREMENTS,
+    EcgLeadMeasurement,
     EcgMeasurement,
 )
 
@@ -64,3 +66,21 @@ def test_every_member_has_a_docstring_with_its_unit():
     for member in EcgMeasurement:
         unit = next((text for suffix, text in units.items() if member.value.endswith(suffix)), None)
         assert unit is None or unit in documented[member.name], member
+
+
+def test_the_lead_measurements_keep_the_stored_keys_and_say_their_unit():
+    # The keys of the read's lead_measurements[lead] as stored, in order (plain str, as the suite's dict has them).
+    assert LEAD_MEASUREMENTS == ("p_amp_mv", "q_amp_mv", "r_amp_mv", "s_amp_mv", "st_j_mv", "st_j60_mv", "t_amp_mv")
+    assert all(type(key) is str for key in LEAD_MEASUREMENTS)
+    assert not set(LEAD_MEASUREMENTS) & {member.value for member in EcgMeasurement}
+    source = ast.parse(inspect.getsource(ecg_measurements))
+    enum_body = next(
+        node for node in source.body if isinstance(node, ast.ClassDef) and node.name == "EcgLeadMeasurement"
+    ).body
+    documented = {
+        node.targets[0].id: following.value.value  # type: ignore[attr-defined]
+        for node, following in zip(enum_body, enum_body[1:], strict=False)
+        if isinstance(node, ast.Assign) and isinstance(following, ast.Expr)
+    }
+    assert set(documented) == set(EcgLeadMeasurement.__members__)
+    assert all("mV" in text for text in documented.values())

@@ -15,8 +15,8 @@ import numpy as np
 from datasets.ecg.measure.beats import Beats
 from datasets.ecg.measure.delineate import Fiducials
 from datasets.ecg.record import STANDARD_LEADS
-
-LEAD_KEYS = ("p_amp_mv", "q_amp_mv", "r_amp_mv", "s_amp_mv", "st_j_mv", "st_j60_mv", "t_amp_mv")
+from datasets.vocabulary.ecg_measurements import EcgLeadMeasurement as L
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 
 def _mean_at(signal: np.ndarray, at: int, half: int) -> np.ndarray:
@@ -29,8 +29,8 @@ def _signed_extreme(window: np.ndarray) -> np.ndarray:
     return window[np.arange(window.shape[0]), idx]
 
 
-def lead_amplitudes(beats: Beats, fid: Fiducials) -> dict[str, np.ndarray]:
-    """Arrays of 12 values (STANDARD_LEADS order) per key of LEAD_KEYS; NaN where not measurable."""
+def lead_amplitudes(beats: Beats, fid: Fiducials) -> dict[L, np.ndarray]:
+    """Arrays of 12 values (STANDARD_LEADS order) per ``EcgLeadMeasurement``; NaN where not measurable."""
     ms = beats.rate / 1000.0
     x = beats.median - fid.baseline[:, None]
     qrs = x[:, fid.qrs_on : fid.qrs_off + 1]
@@ -50,13 +50,13 @@ def lead_amplitudes(beats: Beats, fid: Fiducials) -> dict[str, np.ndarray]:
     if fid.p_on is not None and fid.p_off is not None and fid.p_off - fid.p_on > 2:
         p_amp = _signed_extreme(x[:, fid.p_on : fid.p_off])
     return {
-        "p_amp_mv": p_amp,
-        "q_amp_mv": q_amp,
-        "r_amp_mv": r_amp,
-        "s_amp_mv": s_amp,
-        "st_j_mv": st_j,
-        "st_j60_mv": st_j60,
-        "t_amp_mv": t_amp,
+        L.P_AMPLITUDE: p_amp,
+        L.Q_AMPLITUDE: q_amp,
+        L.R_AMPLITUDE: r_amp,
+        L.S_AMPLITUDE: s_amp,
+        L.ST_J: st_j,
+        L.ST_J60: st_j60,
+        L.T_AMPLITUDE: t_amp,
     }
 
 
@@ -73,10 +73,10 @@ def frontal_axis(beats: Beats, fid: Fiducials, start: int | None, stop: int | No
     return math.degrees(math.atan2(ey, ex))
 
 
-def voltage_criteria(amps: dict[str, np.ndarray]) -> dict[str, float]:
+def voltage_criteria(amps: dict[L, np.ndarray]) -> dict[EcgMeasurement, float]:
     """Sokolow-Lyon: S(V1) + max R(V5, V6); Cornell: R(aVL) + S(V3) — depths as positive mV."""
     lead = {name: i for i, name in enumerate(STANDARD_LEADS)}
-    r, s = amps["r_amp_mv"], amps["s_amp_mv"]
+    r, s = amps[L.R_AMPLITUDE], amps[L.S_AMPLITUDE]
     sokolow = -s[lead["V1"]] + max(r[lead["V5"]], r[lead["V6"]])
     cornell = r[lead["aVL"]] - s[lead["V3"]]
-    return {"sokolow_lyon_mv": float(sokolow), "cornell_mv": float(cornell)}
+    return {EcgMeasurement.SOKOLOW_LYON: float(sokolow), EcgMeasurement.CORNELL: float(cornell)}

@@ -22,9 +22,11 @@ import numpy as np
 
 from datasets.ecg.measure import beats as bt
 from datasets.ecg.measure.delineate import Fiducials, delineate
-from datasets.ecg.measure.leads import LEAD_KEYS, frontal_axis, lead_amplitudes, voltage_criteria
+from datasets.ecg.measure.leads import frontal_axis, lead_amplitudes, voltage_criteria
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
-from datasets.vocabulary.ecg_measurements import SUITE_MEASUREMENTS
+from datasets.vocabulary.ecg_measurements import LEAD_MEASUREMENTS, SUITE_MEASUREMENTS
+from datasets.vocabulary.ecg_measurements import EcgLeadMeasurement as L
+from datasets.vocabulary.ecg_measurements import EcgMeasurement as M
 
 METHOD = (
     "preread vectorised delineator at 500 Hz: R peaks on the 8-lead QRS energy, median of the dominant "
@@ -110,19 +112,21 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
     rr = np.diff(r_peaks) * 1000.0 / rate
     rr_mean = float(rr.mean())
     v.update(
-        heart_rate_bpm=_r(60000.0 / rr_mean, 1),
-        rr_mean_ms=_r(rr_mean),
-        rr_sd_ms=_r(float(rr.std(ddof=1)), 1),
-        rr_irregularity=_r(float(np.sqrt(np.mean(np.diff(rr) ** 2))) / rr_mean, 4) if len(rr) > 1 else None,
-        rr_successive_irregularity=_r(float(np.median(np.abs(np.diff(rr))) / np.median(rr)), 4)
-        if len(rr) > 1
-        else None,
-        n_beats=len(r_peaks),
+        {
+            M.HEART_RATE: _r(60000.0 / rr_mean, 1),
+            M.RR_MEAN: _r(rr_mean),
+            M.RR_SD: _r(float(rr.std(ddof=1)), 1),
+            M.RR_IRREGULARITY: _r(float(np.sqrt(np.mean(np.diff(rr) ** 2))) / rr_mean, 4) if len(rr) > 1 else None,
+            M.RR_SUCCESSIVE_IRREGULARITY: _r(float(np.median(np.abs(np.diff(rr))) / np.median(rr)), 4)
+            if len(rr) > 1
+            else None,
+            M.N_BEATS: len(r_peaks),
+        }
     )
     beats = bt.build_beats(diagnostic, r_peaks)
     if beats is None:
         return None
-    v["n_beats_median"] = len(beats.used)
+    v[M.N_BEATS_MEDIAN] = len(beats.used)
     out.analysis.beats = beats
     fid = delineate(beats, rr_mean)
     out.analysis.fiducials = fid
@@ -130,15 +134,17 @@ def _measure_into(record: EcgRecord, out: EcgMeasurements) -> str | None:
         return None
     _intervals(v, fid, rr_mean, rate)
     amps = lead_amplitudes(beats, fid)
-    out.leads = {name: {key: _r(float(amps[key][i]), 3) for key in LEAD_KEYS} for i, name in enumerate(STANDARD_LEADS)}
+    out.leads = {
+        name: {key: _r(float(amps[key][i]), 3) for key in LEAD_MEASUREMENTS} for i, name in enumerate(STANDARD_LEADS)
+    }
     v.update({key: _r(val, 3) for key, val in voltage_criteria(amps).items()})
-    pp = amps["r_amp_mv"] - np.minimum(amps["q_amp_mv"], amps["s_amp_mv"])
-    v["qrs_limb_max_mv"], v["qrs_precordial_max_mv"] = _r(float(pp[:6].max()), 3), _r(float(pp[6:].max()), 3)
-    v["p_axis_deg"] = _r(frontal_axis(beats, fid, fid.p_on, fid.p_off))
-    v["qrs_axis_deg"] = _r(frontal_axis(beats, fid, fid.qrs_on, fid.qrs_off))
-    v["t_axis_deg"] = _r(frontal_axis(beats, fid, fid.qrs_off + int(0.08 * rate), fid.t_end))
-    v["p_wave_consistency"] = _r(_p_consistency(beats, fid), 3)
-    v["pacing_spike_fraction"] = _r(_pacing_spikes(signals, r_peaks, rate), 3)
+    pp = amps[L.R_AMPLITUDE] - np.minimum(amps[L.Q_AMPLITUDE], amps[L.S_AMPLITUDE])
+    v[M.QRS_LIMB_MAX], v[M.QRS_PRECORDIAL_MAX] = _r(float(pp[:6].max()), 3), _r(float(pp[6:].max()), 3)
+    v[M.P_AXIS] = _r(frontal_axis(beats, fid, fid.p_on, fid.p_off))
+    v[M.QRS_AXIS] = _r(frontal_axis(beats, fid, fid.qrs_on, fid.qrs_off))
+    v[M.T_AXIS] = _r(frontal_axis(beats, fid, fid.qrs_off + int(0.08 * rate), fid.t_end))
+    v[M.P_WAVE_CONSISTENCY] = _r(_p_consistency(beats, fid), 3)
+    v[M.PACING_SPIKE_FRACTION] = _r(_pacing_spikes(signals, r_peaks, rate), 3)
     return None
 
 
@@ -156,16 +162,16 @@ def _pacing_spikes(raw: np.ndarray, r_peaks: np.ndarray, rate: float) -> float:
 
 def _intervals(v: dict[str, Any], fid: Fiducials, rr_mean: float, rate: float) -> None:
     ms = 1000.0 / rate
-    v["qrs_duration_ms"] = _r((fid.qrs_off - fid.qrs_on) * ms)
+    v[M.QRS_DURATION] = _r((fid.qrs_off - fid.qrs_on) * ms)
     if fid.p_on is not None and fid.p_off is not None:
-        v["pr_interval_ms"] = _r((fid.qrs_on - fid.p_on) * ms)
-        v["p_duration_ms"] = _r((fid.p_off - fid.p_on) * ms)
+        v[M.PR_INTERVAL] = _r((fid.qrs_on - fid.p_on) * ms)
+        v[M.P_DURATION] = _r((fid.p_off - fid.p_on) * ms)
     if fid.t_end is not None:
         qt = (fid.t_end - fid.qrs_on) * ms
         rr_s = rr_mean / 1000.0
-        v["qt_interval_ms"] = _r(qt)
-        v["qtc_bazett_ms"] = _r(qt / math.sqrt(rr_s))
-        v["qtc_fridericia_ms"] = _r(qt / rr_s ** (1.0 / 3.0))
+        v[M.QT_INTERVAL] = _r(qt)
+        v[M.QTC_BAZETT] = _r(qt / math.sqrt(rr_s))
+        v[M.QTC_FRIDERICIA] = _r(qt / rr_s ** (1.0 / 3.0))
 
 
 def _p_consistency(beats: bt.Beats, fid: Fiducials) -> float:

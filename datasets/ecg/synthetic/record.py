@@ -36,6 +36,7 @@ from datasets.ecg.synthetic.waves import (
 )
 from datasets.ecg.transforms import TARGET_SAMPLING_RATE, WINDOW_SECONDS
 from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
+from datasets.vocabulary.ecg_measurements import EcgMeasurement
 
 # The served ECG labels (the vocabulary's one definition): a record's labels and the dataset's columns.
 LABEL_CODES: tuple[str, ...] = ECG_LABEL_CODES
@@ -127,7 +128,10 @@ def _draw_rhythm(rng: np.random.Generator, rhythm: str, duration_s: float, param
         # All three depths are drawn (whatever the rhythm): the draw order is part of the seed's record.
         rsa = {"NORM": rng.uniform(0.0, 0.04), "STACH": rng.uniform(0.0, 0.015), "SBRAD": rng.uniform(0.0, 0.06)}
         drawn.beats = sinus_beats(rng, heart_rate, duration_s, rsa=rsa[rhythm], jitter=0.006)
-    params["heart_rate_bpm"] = round(heart_rate, 1) if not flutter else None
+    # The rate drawn is the true value of the measured heart rate (the suite is checked against it); the other
+    # parameters (qrs_ms, flutter_rate_bpm, st_elevation_mv ...) describe the draw and are not measurements.
+    # Plain str key (.value): the draw travels in the record's meta, which must serialise as before.
+    params[EcgMeasurement.HEART_RATE.value] = round(heart_rate, 1) if not flutter else None
     params["atrial_flutter"] = flutter
     return drawn
 
