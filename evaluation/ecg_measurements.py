@@ -72,8 +72,6 @@ PLAUSIBLE: dict[M, tuple[float, float]] = {
     M.QRS_DURATION: (40, 250),
     M.QT_INTERVAL: (200, 700),
 }
-# IEC 60601-2-25 style limits on the mean difference (ms).
-IEC_MEAN_LIMIT_MS: dict[M, float] = {M.PR_INTERVAL: 10.0, M.QRS_DURATION: 10.0, M.QT_INTERVAL: 25.0}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datasets.vocabulary import LEVEL_RANK, TriageLevel
 from datasets.vocabulary.ecg_measurements import EcgMeasurement
+from datasets.vocabulary.ecg_statements import EcgStatement
 
 Level = TriageLevel
 LEVELS: tuple[TriageLevel, ...] = tuple(TriageLevel)
@@ -134,6 +135,9 @@ class TriageRules(BaseModel):
             unknown = sorted(set(self.measurement_names()) - set(EcgMeasurement))
             if unknown:  # a typo would be a rule that never fires: the worst silent failure
                 raise ValueError(f"unknown ECG measurement(s) {', '.join(unknown)}; known: {', '.join(EcgMeasurement)}")
+            unknown = sorted({rule.statement for rule in self.statement_rules} - set(EcgStatement))
+            if unknown:
+                raise ValueError(f"unknown ECG statement(s) {', '.join(unknown)}; known: {', '.join(EcgStatement)}")
         return self
 
     def measurement_names(self) -> list[str]:

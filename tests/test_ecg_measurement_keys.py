@@ -15,7 +15,7 @@ import yaml
 
 from datasets.vocabulary import i18n
 from datasets.vocabulary.ecg_measurements import CART_MEASUREMENTS, EcgMeasurement
-from evaluation.ecg_measurements import IEC_MEAN_LIMIT_MS, MORTARA_NAMES, PHILIPS_TAGS, PLAUSIBLE
+from evaluation.ecg_measurements import MORTARA_NAMES, PHILIPS_TAGS, PLAUSIBLE
 from models.triage import TriageRules
 from serving.results.fhir import MEASUREMENTS
 from serving.results.report_pdf import PRINTED_MEASUREMENTS
@@ -32,7 +32,6 @@ KEY_LITERAL = re.compile(r"""["']([a-z][a-z0-9_]*_(?:ms|bpm|deg|mv))["']""")
         ("evaluation PHILIPS_TAGS (cart tag → ours)", list(PHILIPS_TAGS.values())),
         ("evaluation MORTARA_NAMES (cart name → ours)", list(MORTARA_NAMES.values())),
         ("evaluation PLAUSIBLE", list(PLAUSIBLE)),
-        ("evaluation IEC_MEAN_LIMIT_MS", list(IEC_MEAN_LIMIT_MS)),
         ("serving FHIR MEASUREMENTS", list(MEASUREMENTS)),
         ("serving PDF PRINTED_MEASUREMENTS", list(PRINTED_MEASUREMENTS)),
     ],
@@ -55,6 +54,13 @@ def test_a_misspelt_measurement_in_an_ecg_triage_rule_is_a_config_error():
     raw = yaml.safe_load((REPO / "configs" / "triage" / "ecg.yaml").read_text(encoding="utf-8"))
     raw["measurement_rules"][2]["and_measurement"]["and_measurement"]["measurement"] = "qrs_ms"
     with pytest.raises(ValueError, match="qrs_ms"):
+        TriageRules.model_validate(raw)
+
+
+def test_a_misspelt_statement_in_an_ecg_triage_rule_is_a_config_error():
+    raw = yaml.safe_load((REPO / "configs" / "triage" / "ecg.yaml").read_text(encoding="utf-8"))
+    raw["statement_rules"][0]["statement"] = "st_elevation_stemi"
+    with pytest.raises(ValueError, match="unknown ECG statement.*st_elevation_stemi"):
         TriageRules.model_validate(raw)
 
 
