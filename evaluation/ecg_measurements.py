@@ -32,6 +32,7 @@ from datasets.ecg.readers import read_dicom_waveform, read_wfdb
 from datasets.ecg.record import STANDARD_LEADS, EcgRecord
 from datasets.vocabulary.ecg_measurements import AXIS_MEASUREMENTS
 from datasets.vocabulary.ecg_measurements import EcgMeasurement as M
+from datasets.vocabulary.ecg_statements import EcgStatement as S
 from models.ecg.statements import Patient, interpret
 
 # The real samples beside the repository (../shared/data), as the tests and benches find them.
@@ -159,20 +160,20 @@ def agreement(refs: list[Reference]) -> dict[str, dict[str, float]]:
 # --- PTB-XL: the cardiologists' statements and heart axis against ours ---------------------------------
 
 # PTB-XL SCP codes (any of them) → our statements (any of them) that say the same thing.
-PTBXL_STATEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+PTBXL_STATEMENTS: dict[str, tuple[tuple[str, ...], tuple[S, ...]]] = {
     "sinus (SR, SARRH, STACH, SBRAD)": (
         ("SR", "SARRH", "STACH", "SBRAD"),
-        ("sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia"),
+        (S.SINUS_RHYTHM, S.SINUS_BRADYCARDIA, S.SINUS_TACHYCARDIA),
     ),
-    "STACH": (("STACH",), ("sinus_tachycardia",)),
-    "SBRAD": (("SBRAD",), ("sinus_bradycardia",)),
-    "AFIB/AFLT": (("AFIB", "AFLT"), ("atrial_fibrillation",)),
-    "1AVB": (("1AVB",), ("first_degree_av_block",)),
-    "CRBBB": (("CRBBB",), ("right_bundle_branch_block",)),
-    "CLBBB": (("CLBBB",), ("left_bundle_branch_block",)),
-    "LVOLT": (("LVOLT",), ("low_qrs_voltage",)),
-    "LVH": (("LVH",), ("lvh_by_voltage",)),
-    "PACE": (("PACE",), ("paced_rhythm",)),
+    "STACH": (("STACH",), (S.SINUS_TACHYCARDIA,)),
+    "SBRAD": (("SBRAD",), (S.SINUS_BRADYCARDIA,)),
+    "AFIB/AFLT": (("AFIB", "AFLT"), (S.ATRIAL_FIBRILLATION,)),
+    "1AVB": (("1AVB",), (S.FIRST_DEGREE_AV_BLOCK,)),
+    "CRBBB": (("CRBBB",), (S.RBBB,)),
+    "CLBBB": (("CLBBB",), (S.LBBB,)),
+    "LVOLT": (("LVOLT",), (S.LOW_VOLTAGE,)),
+    "LVH": (("LVH",), (S.LVH_VOLTAGE,)),
+    "PACE": (("PACE",), (S.PACED_RHYTHM,)),
 }
 # PTB-XL heart_axis class → the frontal QRS axis range (degrees) it stands for.
 PTBXL_AXIS = {"MID": (-30, 90), "LAD": (-30, 0), "ALAD": (-90, -30), "RAD": (90, 120), "ARAD": (90, 180)}
