@@ -105,7 +105,7 @@ def test_corrupt_truncated_and_unknown_bodies_get_their_own_answers():
 
 
 def test_a_large_inflated_body_reaches_the_route_whole_in_chunks():
-    """Past ``in_memory_bytes`` (the spooled file rolls over to disk) the route still reads it whole, 1 MiB at a time."""
+    """Past ``in_memory_bytes`` (the spooled file rolls over to disk) the route reads it whole, 1 MiB at a time."""
     doc = os.urandom(1024 * 1024) * 3
     status, _, seen, _ = _post(_split(gzip.compress(doc), 65536), limit=4 * 1024 * 1024, in_memory=1000)
     assert status == 201
