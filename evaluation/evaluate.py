@@ -162,6 +162,9 @@ def dataset_scores(model, dataset: EvalDataset, backend: str):
     P = predict(model, dataset.inputs, backend)
     if model.card.task == "ecg" and model.card.fusion:
         P = served_scores(model.card, P, ecg_measurements(dataset))
+        note = f"{model.ref}: scored as its read shows it, the network combined with each ECG's measurements"
+        if note not in dataset.notes:
+            dataset.notes.append(note)
     return P
 
 

@@ -113,5 +113,7 @@ def test_evaluate_and_gate_use_the_fused_scores(registry, cinc_dir):
         assert fused["per_label"][code]["auroc"] == pytest.approx(expected_auroc, nan_ok=True)
         changed += abs(fused["per_label"][code]["auroc"] - plain["per_label"][code]["auroc"]) > 1e-6
     assert changed  # the fused and the plain model are the same network: only the head tells them apart
+    assert any(note.startswith("fused/1: scored as its read shows it") for note in fused["notes"])
+    assert not any("scored as its read" in note for note in plain["notes"])
     gate = fused["gate"]
     assert (gate["champion"], gate["challenger"]) == ("plain/1", "fused/1")
