@@ -95,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def summary_text(result: dict[str, Any]) -> str:
-    """The lines the command prints: headline numbers with intervals, per label, gate, warnings."""
+    """The lines the command prints: headline numbers with intervals, per label, gate, notes, warnings."""
     lines = [
         f"{result['model']} on {result['data']}: {result['n_cases']} cases, {result['n_boot']} bootstrap resamples"
     ]
@@ -114,6 +114,7 @@ def summary_text(result: dict[str, Any]) -> str:
         lines.append(
             f"  gate: {'PASSED' if result['gate']['passed'] else 'BLOCKED'} {'; '.join(result['gate']['reasons'])}"
         )
+    lines += [f"  note: {note}" for note in result.get("notes", [])[:10]]
     for warning in result.get("warnings", [])[:10]:
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)

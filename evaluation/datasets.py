@@ -35,6 +35,7 @@ from datasets.sources import FORMATS, SourceDataset, open_source
 from datasets.sources.ptbxl import LABEL_SETS as PTBXL_LABEL_SETS
 from datasets.sources.worklist import signed_reads_dataset
 from datasets.vocabulary.ecg_labels import ECG_LABEL_CODES
+from models.ecg.served_scores import MeasuredEcg, measure_ecg_files, unreadable_mask
 
 # Metadata columns an evaluation reports subgroups on or shows; adapter-internal ones stay out.
 EVAL_META = ("id", "file", "site", "sex", "age", "age_band", "manufacturer", "view", "signed_at")
@@ -51,6 +52,8 @@ class EvalDataset:
     inputs: np.ndarray | None = None  # [n, ...] float32 preprocessed model inputs
     scores: np.ndarray | None = None  # [n, L] precomputed probabilities (worklist exports)
     notes: list[str] = field(default_factory=list)
+    # ECGs: each record's measurements and quality verdict as the read makes them (ecg_measurements)
+    measured: list[MeasuredEcg] | None = None
 
     def __len__(self) -> int:
         return len(self.Y)
@@ -166,3 +169,20 @@ def load_eval_dataset(spec: str, card) -> EvalDataset:
     if "limit" in options:
         source = source.head(int(options["limit"]))
     return to_eval_dataset(source, list(card.labels), name)
+
+
+def ecg_measurements(dataset: EvalDataset, progress: bool = True) -> list[MeasuredEcg]:
+    """Every ECG's measurements and quality verdict, as the read makes them (measured once per dataset:
+    the champion and the challenger of a gate share them). The ECGs the read would call unreadable are
+    counted in the dataset's notes."""
+    if dataset.measured is None:
+        if "file" not in dataset.meta.columns:
+            raise ValueError(f"{dataset.name}: the ECG records' files are not known, so they cannot be measured")
+        dataset.measured = measure_ecg_files(dataset.meta["file"], progress=progress)
+        unreadable = int(unreadable_mask(dataset.measured).sum())
+        if unreadable:
+            dataset.notes.append(
+                f"{unreadable} of {len(dataset)} ECGs fail the read's quality check ('repeat the ECG'): the read "
+                "calls no finding on them, so they score 0 for every label (negative at every threshold)"
+            )
+    return dataset.measured

@@ -1,9 +1,11 @@
 """Evaluate a registered model on a dataset, and the champion-vs-challenger gate: the library behind
 `preread evaluate` and `preread models promote --gate` (``evaluation.cli`` parses their arguments).
 
-:func:`evaluate_arrays` (numbers from labels + scores), :func:`predict` (a registered model's
-probabilities for preprocessed inputs), :func:`run_evaluate` (the command), :func:`run_gate`
-(champion vs challenger on the same data, decision stored in the registry), :func:`promote_with_gate`.
+:func:`evaluate_arrays` (numbers from labels + scores), :func:`predict` (a registered model's network
+probabilities for preprocessed inputs), :func:`dataset_scores` (the scores its read makes: for an ECG
+model with a fusion head, combined with each record's measurements), :func:`run_evaluate` (the command),
+:func:`run_gate` (champion vs challenger on the same data, decision stored in the registry),
+:func:`promote_with_gate`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 from evaluation.bootstrap import DEFAULT_N_BOOT, bootstrap, strata_from_labels
 from evaluation.calibration import expected_calibration_error
 from evaluation.compare import compare_models, gate_decision, load_gate_config, record_gate
-from evaluation.datasets import EvalDataset, load_eval_dataset
+from evaluation.datasets import EvalDataset, ecg_measurements, load_eval_dataset
 from evaluation.metrics import (
     CHALLENGE_LABELS,
     MetricWarning,
@@ -36,6 +38,7 @@ from evaluation.thresholds import site_operating_points
 from evaluation.thresholds import write_site_thresholds as store_site_thresholds
 from evaluation.tracking import track_evaluation
 from models.backends import load_backend
+from models.ecg.served_scores import served_scores
 from models.networks import build_network
 from models.registry import open_registry
 
@@ -139,7 +142,8 @@ def evaluate_arrays(
 
 
 def predict(model, inputs, backend: str = "onnxruntime"):
-    """Probabilities [n, L] of a registered model for preprocessed inputs (batched)."""
+    """The network's probabilities [n, L] of a registered model for preprocessed inputs (batched); what
+    an ECG read shows may combine them with the measurements (``dataset_scores``)."""
     kind = backend
     if kind in ("onnxruntime", "onnx") and not (Path(model.path) / "model.onnx").is_file():
         kind = "torch"
@@ -148,11 +152,20 @@ def predict(model, inputs, backend: str = "onnxruntime"):
     return np.concatenate(out).astype(np.float64)
 
 
-def _dataset_scores(model, dataset, backend: str):
-    """The scores stored with the dataset (a worklist export), else the model's predictions."""
+def dataset_scores(model, dataset: EvalDataset, backend: str):
+    """The scores stored with the dataset (a worklist export), else the model's scores as its read makes
+    them: for an ECG model whose card has a fusion head, the network's probabilities combined with each
+    record's measurements, and 0 for a record the read calls unreadable (models/ecg/served_scores.py);
+    the card's thresholds were chosen on those numbers, not on the network's alone."""
     if dataset.scores is not None:
         return dataset.scores
-    return predict(model, dataset.inputs, backend)
+    P = predict(model, dataset.inputs, backend)
+    if model.card.task == "ecg" and model.card.fusion:
+        P = served_scores(model.card, P, ecg_measurements(dataset))
+        note = f"{model.ref}: scored as its read shows it, the network combined with each ECG's measurements"
+        if note not in dataset.notes:
+            dataset.notes.append(note)
+    return P
 
 
 def _site_thresholds(
@@ -199,7 +212,7 @@ def run_evaluate(
     registry = open_registry(registry_root)
     model = registry.resolve(model_ref)
     dataset = load_eval_dataset(data_spec, model.card)
-    P = _dataset_scores(model, dataset, backend)
+    P = dataset_scores(model, dataset, backend)
     thresholds = dict(model.card.thresholds)
     rule = SmallSampleRule(min_n, min_pos)
     result = evaluate_arrays(
@@ -256,8 +269,8 @@ def run_gate(
     champion = registry.resolve(champion_ref)
     if list(champion.card.labels) != list(challenger.card.labels):
         raise ValueError(f"{champion.ref} and {challenger.ref} predict different label sets; cannot compare")
-    P2 = challenger_scores if challenger_scores is not None else _dataset_scores(challenger, dataset, backend)
-    P1 = _dataset_scores(champion, dataset, backend) if dataset.scores is None else None
+    P2 = challenger_scores if challenger_scores is not None else dataset_scores(challenger, dataset, backend)
+    P1 = dataset_scores(champion, dataset, backend) if dataset.scores is None else None
     if P1 is None:
         raise ValueError("a worklist export holds the scores of one model only; compare on a labelled dataset")
     comparison = compare_models(

@@ -29,19 +29,15 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 import datasets.ecg.measure as measure_package
-from datasets.ecg.measure import measure
-from datasets.ecg.validate import validate_record
 from datasets.sources import SourceDataset, load_cinc, load_ptbxl
-from datasets.sources.base import read_ecg_file
 from datasets.vocabulary.ecg import SUPERCLASS_CODES, PtbxlSuperclass
 from models.card import fingerprint_arrays
 from models.ecg.fusion import feature_names, feature_vector
+from models.ecg.served_scores import measure_ecg_files
 from training.config import TrainConfig
 from training.data import REPO, SHARED_DATA_ENV, TrainingData
 
@@ -85,11 +81,6 @@ def resolve_ecg_data_dir(path: str | Path | None) -> Path:
     )
 
 
-def _measure_file(path: str) -> Any:
-    """The measurement suite on a stored record, as the read measures an upload."""
-    return measure(validate_record(read_ecg_file(path)))
-
-
 def _measurement_code_digest() -> str:
     """sha256 of the measurement suite's source: a changed delineator never reuses old features."""
     digest = hashlib.sha256()
@@ -111,12 +102,8 @@ def measurement_features(
     if cache is not None and cache.is_file():
         with np.load(cache) as stored:
             return stored["F"], [str(n) for n in stored["names"]]
-    measured = [
-        _measure_file(row["file"])
-        for row in tqdm(
-            dataset.meta.to_dict("records"), disable=not progress, desc=f"{dataset.format} measurements", unit="ECG"
-        )
-    ]
+    # measured as the read measures an upload (the quality verdicts are not needed to fit the head)
+    measured = [m for m, _ in measure_ecg_files(dataset.meta["file"], progress, desc=f"{dataset.format} measurements")]
     names: list[str] = []
     for m in measured:
         names += [n for n in feature_names(m) if n not in names]

@@ -5,8 +5,11 @@ Order matters and is the cart's: measure first (one vectorised pass, datasets/ec
 quality on the same arrays (datasets/ecg/quality), and only for a readable ECG make statements from
 their definitions and reconcile the network's findings with them (models/ecg/statements); then triage.
 An unreadable ECG gets "Repeat the ECG: …", no statements, no positive finding and no findings-driven
-level. This is the whole read of one ECG, runnable in a notebook, a test, a benchmark or a Ray Serve
-replica (serving/ wraps it, it does not re-implement it).
+level. Only findings the card says were learned from real ECGs (``ModelCard.drives_level``; a model
+trained on synthetic ECGs has none) feed the triage level and score; every finding is still shown, with
+its ``drives_level`` flag, and the measurement and statement rules of the triage apply whatever the card.
+This is the whole read of one ECG, runnable in a notebook, a test, a benchmark or a Ray Serve replica
+(serving/ wraps it, it does not re-implement it).
 """
 
 from __future__ import annotations
@@ -134,6 +137,8 @@ class EcgPreReader:
                 probability=round(float(p), 4),
                 threshold=thresholds[code],
                 positive=bool(p >= thresholds[code]),
+                # shown either way; only a finding learned from real ECGs may set the level (as for CXR)
+                drives_level=self.card.drives_level(code),
             )
             for code, p in zip(self.labels, probs)
         ]

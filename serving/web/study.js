@@ -69,7 +69,7 @@ function renderFindings(study) {
     box.setAttribute("data-code", f.code);
     box.addEventListener("change", () => { $("#agree").checked = allMatchAi(); });
     tbody.append(el("tr", {}, el("td", {}, `${findingName(study.modality, f.code, f.name)} (${f.code})`),
-      el("td", { class: "num" }, (f.probability * 100).toFixed(1) + "%"), el("td", {}, f.positive ? t("study.yes") : t("study.no")), el("td", {}, box)));
+      el("td", { class: "num" }, (f.probability * 100).toFixed(1) + "%"), el("td", {}, (f.positive ? t("study.yes") : t("study.no")) + (f.drives_level === false ? ` (${t("study.not_level")})` : "")), el("td", {}, box)));
   }
 }
 

@@ -154,6 +154,10 @@ def test_reader_signs_chest_xray_with_heatmap_and_clinic_sees_report(chromium, l
     assert page.locator("#heatmap-image").is_hidden()
     assert "Preliminary AI read" in page.inner_text("#prelim-banner")
     assert "Model cxr version" in page.inner_text("#model-line")
+    # a finding the model never learned from real films is shown, and says it does not set the level
+    for code, finding in findings.items():
+        text = page.locator(f"#findings tr:has(input[data-code='{code}'])").inner_text()
+        assert ("does not set the level" in text) == (finding["drives_level"] is False), (code, text)
     # the viewer's window/level starts at the image's own window (8-bit NIH data: 256 wide, centred at 128)
     assert page.input_value("#ww") == "256" and page.input_value("#wl") == "128"
     page.check("#heatmap-toggle")

@@ -97,7 +97,9 @@ def test_nih_csv_and_chexpert_and_medmnist(nih_dir, tmp_path):
         shutil.copy(image, tmp_path / "img" / image.name)
     (tmp_path / "Data_Entry_2017.csv").write_text(
         "Image Index,Finding Labels,Patient Age,Patient Gender,View Position\n"
-        f"{images[0].name},Pneumonia|Effusion,40,M,PA\n{images[1].name},Pneumonia,61,F,AP\n{images[2].name},No Finding,30,F,PA\n"  # noqa: E501
+        f"{images[0].name},Pneumonia|Effusion,40,M,PA\n"
+        f"{images[1].name},Pneumonia,61,F,AP\n"
+        f"{images[2].name},No Finding,30,F,PA\n"
     )
     card = _cxr_card()
     data = load_eval_dataset(f"nih:{tmp_path}", card)
