@@ -254,18 +254,16 @@ def drift_table(
 def plot_agreement(table: pd.DataFrame, path: str | Path | BinaryIO, metric: str = "agreement") -> Path | BinaryIO:
     """Line chart of ``metric`` over time, one panel per finding, one line per site; written to
     ``path`` (a file name, or a binary file object such as io.BytesIO) as PNG."""
-    import matplotlib  # noqa: PLC0415 - matplotlib is heavy: loaded when a chart is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use: the headless backend first
+    # A Figure of its own, not pyplot: the service draws this in request threads, and pyplot's figure
+    # registry and backend switch are process-global state that is not thread-safe.
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib is heavy: loaded when a chart is drawn
 
     findings = sorted(table["finding"].unique()) if len(table) else []
     n = max(1, len(findings))
     columns = min(3, n)  # small multiples: up to three findings a row
     rows = -(-n // columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False, sharex=True, sharey=True
-    )
+    fig = Figure(figsize=(4.2 * columns, 2.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
     for ax, code in zip(axes.ravel(), findings):
         for site, group in table[table["finding"] == code].groupby("site"):
             ax.plot(group["period"], group[metric], "o-", label=str(site))
@@ -288,5 +286,4 @@ def plot_agreement(table: pd.DataFrame, path: str | Path | BinaryIO, metric: str
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, format="png")
-    plt.close(fig)
     return path

@@ -230,6 +230,44 @@ def test_monitoring_agreement_and_drift(worklist_db, tmp_path):
     assert psi(np.random.default_rng(0).normal(size=500), np.random.default_rng(1).normal(size=500)) < 0.1
 
 
+def test_agreement_charts_drawn_in_threads_leave_pyplot_alone(tmp_path):
+    """The service draws the chart in request threads: each draw is a Figure of its own, so parallel
+    draws all come out whole and the process's pyplot backend is never switched under another user."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import matplotlib
+    import pandas as pd
+    from PIL import Image
+
+    from evaluation.monitoring import plot_agreement
+
+    periods = pd.date_range("2026-01-05", periods=6, freq="W")
+    table = pd.DataFrame(
+        [
+            {"period": p, "site": site, "finding": code, "agreement": 0.5 + 0.05 * i, "n": 10}
+            for i, p in enumerate(periods)
+            for site in ("a", "b")
+            for code in ("AF", "MI", "STACH", "PNEUMONIA")
+        ]
+    )
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend that cannot write PNG through pyplot's figure manager
+    try:
+
+        def draw(_):
+            out = io.BytesIO()
+            plot_agreement(table, out)
+            return Image.open(io.BytesIO(out.getvalue())).size
+
+        with ThreadPoolExecutor(4) as pool:
+            sizes = list(pool.map(draw, range(8)))
+        assert matplotlib.get_backend() == "svg", "drawing a chart switched the process's pyplot backend"
+    finally:
+        matplotlib.use(before)
+    assert len(set(sizes)) == 1 and sizes[0][0] > 500, sizes
+
+
 def test_monitoring_does_not_import_serving():
     import ast
 
