@@ -87,15 +87,15 @@ def _git_commit() -> str | None:
 
 def plot_curves(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Loss and AUROC against epoch, as PNGs in ``out_dir``."""
-    import matplotlib  # noqa: PLC0415 - matplotlib is heavy: loaded when a run's curves are drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use: the headless backend first
+    # Figures of their own, not pyplot: no process-global backend switch or figure registry in a
+    # training process that may be a Ray worker or a notebook.
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib is heavy: loaded when a run's curves are drawn
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - matplotlib, on demand
 
     epochs = [entry["epoch"] for entry in history]
     written = []
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     for key, label in (("train_loss", "training"), ("val_loss", "validation")):
         axis.plot(epochs, [entry.get(key) for entry in history], marker="o", label=label)
     axis.set(xlabel="epoch", ylabel="loss (weighted BCE)", title="Loss")
@@ -104,9 +104,9 @@ def plot_curves(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     figure.tight_layout()
     written.append(out_dir / "loss.png")
     figure.savefig(written[-1], dpi=120)
-    plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     labels = sorted({code for entry in history for code in (entry.get("val_auroc") or {})})
     for code in labels:
         values = [(entry.get("val_auroc") or {}).get(code) for entry in history]
@@ -125,7 +125,6 @@ def plot_curves(history: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     figure.tight_layout()
     written.append(out_dir / "auroc.png")
     figure.savefig(written[-1], dpi=120)
-    plt.close(figure)
     return written
 
 
