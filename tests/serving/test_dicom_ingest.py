@@ -296,3 +296,52 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
         return status
 
     assert asyncio.run(main()) == "ai_read", "the arrival did not wake the dispatcher"
+
+
+def test_stopping_the_dicom_runtime_cancels_and_awaits_its_dispatcher(tmp_path, nih_dir):
+    """``DicomRuntime.stop`` on its own loop (in-process app, tests) cancels the dispatcher's task and
+    its in-flight read, waits for them to end, then closes the loop. Before, it stopped the loop with
+    the task still pending: the read stayed held forever and the garbage collector later reported
+    "Task was destroyed but it is pending" for Dispatcher.run."""
+    import asyncio
+    import threading
+
+    from bench.county import county_config
+    from bench.standin_readers import StandInCxrReader
+    from serving.reading.runtime import start_local_dicom
+    from serving.services import build_services
+
+    class HeldReader:
+        """A CXR reader that holds its read until released (so that the stop comes mid-read)."""
+
+        def __init__(self):
+            self.entered, self.release, self.fake = threading.Event(), threading.Event(), StandInCxrReader()
+
+        def read_batch(self, records):
+            self.entered.set()
+            self.release.wait(120)
+            return self.fake.read_batch(records)
+
+    cfg = county_config(tmp_path, tmp_path / "no-registry")
+    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"study_stable_seconds": 0.0})})
+
+    async def no_ecg_reads(item):
+        raise AssertionError("no ECG is sent here")
+
+    services = build_services(cfg, no_ecg_reads)
+    reader = HeldReader()
+    runtime = start_local_dicom(services, reader)
+    try:
+        png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
+        uid = services.dicom.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE").study_uid
+        assert reader.entered.wait(120), "the dispatcher never started reading the study"
+        assert services.ecg.queue.held == {uid}
+        runtime.stop()
+        loop = runtime.loop
+        assert loop is not None and loop.is_closed()
+        assert not asyncio.all_tasks(loop), "tasks left pending on the stopped dispatcher loop"
+        assert services.ecg.queue.held == set(), "the in-flight read was not cancelled: its lease is still renewed"
+        assert services.db.get_study(uid).status == "received"  # not read: another worker takes it over
+    finally:
+        reader.release.set()
+        runtime.stop()
