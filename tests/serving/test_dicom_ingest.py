@@ -243,7 +243,7 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
         release_slow.set()
         slow_done = await statuses([slow], "ai_read")
         dispatcher.stop()
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, 60)
         return fast_done, slow_meanwhile, slow_done
 
     fast_done, slow_meanwhile, slow_done = asyncio.run(main())
@@ -292,7 +292,7 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
             await asyncio.sleep(0.05)
         dispatcher.stop()
         dispatcher.wake("ECG")  # let the stopped loop see it now, not in 10 minutes
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, 60)
         return status
 
     assert asyncio.run(main()) == "ai_read", "the arrival did not wake the dispatcher"
