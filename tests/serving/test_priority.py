@@ -287,10 +287,14 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
             response._to_object_ref_sync().future().add_done_callback(done(f"c{i}"))
             critical.append(response)
         reads = [r.result(timeout_s=300) for r in routine + critical]
-        time.sleep(0.2)
+        # The done callbacks run on a Ray thread, possibly after result() returned: wait for all of them.
+        deadline = time.monotonic() + 60
+        while len(finished) < ROUTINE + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         serve.delete("priority-test")
     assert [r.timing["priority"] for r in reads[-3:]] == ["critical"] * 3
+    assert len(finished) == ROUTINE + 3, f"completion callbacks missing: {sorted(finished)}"
     order = sorted(finished, key=finished.get)
     last_critical = max(order.index(f"c{i}") for i in range(3))
     overtaken = sum(1 for name in order[last_critical + 1 :] if name.startswith("r"))
