@@ -6,11 +6,9 @@ from __future__ import annotations
 import io
 
 import pytest
-from sqlalchemy import func, select, update
 
-from serving.store.schema import Correction, Study
 from tests.serving.worklist_fixtures import *  # noqa: F403
-from tests.serving.worklist_fixtures import ecg_json, login, post_ecg
+from tests.serving.worklist_fixtures import ecg_json, login, post_ecg, signed_at_one_instant
 
 
 @pytest.fixture
@@ -43,11 +41,7 @@ def signed_reads(reading_client):
     other_clinic, other_reader = login(c, "clinic-other"), login(c, "reader-other")
     for seed in range(4, 6):
         _sign(c, other_reader, post_ecg(c, ecg_json(bpm=72, seed=seed, site="other"), other_clinic))
-    # One instant for all: periods (weeks) come from signed_at and arrived_at, and a fixture that ran
-    # across a week boundary (Sunday → Monday 00:00 UTC) would split the six reads into two periods.
-    with c.services.db.session() as session:
-        session.execute(update(Correction).values(signed_at=session.scalar(select(func.min(Correction.signed_at)))))
-        session.execute(update(Study).values(arrived_at=session.scalar(select(func.min(Study.arrived_at)))))
+    signed_at_one_instant(c.services.db)  # one period, whatever the wall clock
     return c
 
 
