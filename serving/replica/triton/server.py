@@ -75,7 +75,7 @@ def find_tritonserver() -> TritonDistribution:
 # Above Ray's worker ports (10002-19999 by default) and below the kernel's ephemeral range.
 _FIRST_CHOSEN_PORT = 20000
 _chosen_ports: set[int] = set()
-_port_random = random.SystemRandom()  # not the global generator, which test runners reseed per test
+_port_random = random.SystemRandom()  # not the global one: training.common.seed_everything seeds it
 
 
 def ephemeral_port_range() -> tuple[int, int]:
