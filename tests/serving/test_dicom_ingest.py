@@ -279,8 +279,17 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
 
     async def main():
         dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr})
+        swept = asyncio.Event()
+        first_top_up = dispatcher._top_up
+
+        async def top_up(in_flight):  # says when the first sweep is done (a sleep could be outlasted)
+            claimed = await first_top_up(in_flight)
+            swept.set()
+            return claimed
+
+        dispatcher._top_up = top_up
         running = asyncio.create_task(dispatcher.run())
-        await asyncio.sleep(0.5)  # the first sweep found nothing; the next poll is 10 minutes away
+        await asyncio.wait_for(swept.wait(), 60)  # the first sweep found nothing; the next poll is 10 minutes away
         png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
         uid = (await asyncio.to_thread(ingest.accept, wrapped_dx(png), "demo", "scp", "DEMOSITE")).study_uid
         deadline = asyncio.get_running_loop().time() + 60
