@@ -380,14 +380,17 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
 
 
 @pytest.mark.ray
-def test_the_ecg_api_priority_reaches_the_model_replica(serve_client, cinc_dir):
-    from tests.serving.conftest import cinc_zip
+def test_the_ecg_api_priority_reaches_the_model_replica(serve_client):
+    from bench.ecg_whole_read import dicom_ecg_bodies
 
+    # An ECG the session's service has never seen: a CinC record that another test posted first would
+    # come back as its stored read, with the priority of that first post.
+    (body,) = dicom_ecg_bodies(1)
     r = serve_client.http.post(
         "/api/v1/ecg",
         params={"priority": "critical"},
-        content=cinc_zip(cinc_dir, "E07503"),
-        headers={"content-type": "application/zip", **serve_client.auth()},
+        content=body,
+        headers={"content-type": "application/dicom", **serve_client.auth()},
     )
     assert r.status_code in (200, 201), r.text
     assert r.json()["read"]["timing"]["priority"] == "critical"
