@@ -54,7 +54,7 @@ class UvicornThread:
 
     def __enter__(self):
         self.thread.start()
-        wait_for(lambda: self.server.started, 30, 0.05, "uvicorn to start")
+        wait_for(lambda: self.server.started, 120, 0.05, "uvicorn to start")
         return self
 
     def __exit__(self, *exc):

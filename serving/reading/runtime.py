@@ -28,9 +28,28 @@ class BackgroundLoop:
         self.thread = threading.Thread(target=self.loop.run_forever, name="preread-dicom-loop", daemon=True)
         self.thread.start()
 
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel what still runs on the loop and wait until it has ended, then stop and close the
+        loop. Stopping the loop alone would leave the dispatcher's task pending on a dead loop: its
+        ``except CancelledError`` (which cancels the in-flight reads) never ran, and the garbage
+        collector later reported "Task was destroyed but it is pending"."""
+        if self.thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_all_tasks(), self.loop).result(timeout_s)
+            except TimeoutError:
+                log.warning("tasks on the DICOM loop did not end within %.0f s of being cancelled", timeout_s)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=timeout_s)
+        if not self.thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
+
+
+async def _cancel_all_tasks() -> None:
+    """Cancel every other task of the running loop and wait for each to finish its clean-up."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class DicomRuntime:
@@ -82,8 +101,8 @@ class DicomRuntime:
         self.dispatcher.stop()
         self.scp.stop()
         if self._own_loop is not None:
-            if self._task is not None:  # its in-flight reads' leases lapse; another worker takes them over
-                self._own_loop.loop.call_soon_threadsafe(self._task.cancel)
+            # The dispatcher's task is cancelled and awaited: its in-flight reads are cancelled, their
+            # leases lapse and another worker takes them over (serving/store/work.py).
             self._own_loop.stop()
 
 

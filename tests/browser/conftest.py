@@ -60,7 +60,7 @@ def live_server(tmp_path, ecg_registry, ecg_reader, cxr_reader):  # noqa: F811
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
+    deadline = time.time() + 120  # uvicorn in a thread of the busy test process
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"

@@ -11,7 +11,7 @@ import pytest
 
 from serving.auth.users import create_user
 from tests.browser.conftest import ARTIFACTS, open_page, sign_in
-from tests.serving.worklist_fixtures import ecg_json
+from tests.serving.worklist_fixtures import ecg_json, signed_at_one_instant
 
 pytestmark = pytest.mark.browser
 PASSWORD = "browser-test-password"
@@ -46,6 +46,7 @@ def test_datasci_sees_agreement_chart_and_drift(chromium, live_server):
                 ).status_code
                 == 200
             )
+    signed_at_one_instant(db)  # agreement and drift rows per week: one week, whatever the wall clock
 
     errors: list[str] = []
     page = open_page(chromium, live_server.base_url, errors, height=1200)

@@ -223,7 +223,7 @@ def test_results_come_back_and_the_signed_report_too(sender, county, cinc_dir, n
             sender.queue.update_study(s["study_uid"], next_poll_at=0)
         return all(s["read_file"] for s in sender.queue.studies())
 
-    wait_until(all_read, 30, "the AI reads")
+    wait_until(all_read, 120, "the AI reads")
     doctor = {"Authorization": f"Bearer {county.reader_token}"}
     with httpx.Client(base_url=f"http://127.0.0.1:{county.port}", headers=doctor) as http:
         assert http.post(f"/api/v1/studies/{uids[0]}/claim").status_code == 200
@@ -329,7 +329,7 @@ def test_https_server_certificate_is_verified(tmp_path, county, pki, cinc_dir):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, 30, 0.05, "uvicorn with TLS")
+    wait_for(lambda: server.started, 120, 0.05, "uvicorn with TLS")
     try:
         study = cinc_zips(cinc_dir, 1)[0]
         for ca, good in ((pki["ca_crt"], True), (pki["other_crt"], False)):

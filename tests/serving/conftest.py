@@ -107,6 +107,13 @@ def cxr_registry(ecg_registry, tmp_path_factory) -> str:
     return ecg_registry
 
 
+# Serve's controller gives a starting HTTP proxy 5 s to answer its readiness check and kills it
+# after three misses; on a loaded 2-core machine it took longer and serve.start() failed with
+# ActorDiedError (ProxyActor "killed by ray.kill"). Health, not speed, is what the tests check.
+# (The job's runtime_env reaches the Serve controller: checked in /proc/<pid>/environ.)
+SERVE_PATIENCE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
 @pytest.fixture(scope="session")
 def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
     """One local Ray + Serve instance for the session (Ray takes ~10 s to start here), with the
@@ -142,7 +149,7 @@ def serve_client(tmp_path_factory, ecg_registry, cxr_registry):
         num_cpus=4,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}},
+        runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0", **SERVE_PATIENCE}},
     )
     serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
     deploy(cfg)  # the model applications, then the ingress

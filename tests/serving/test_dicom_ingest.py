@@ -243,7 +243,7 @@ def test_running_dispatcher_does_not_hold_studies_behind_a_slow_one(tmp_path, ni
         release_slow.set()
         slow_done = await statuses([slow], "ai_read")
         dispatcher.stop()
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, 60)
         return fast_done, slow_meanwhile, slow_done
 
     fast_done, slow_meanwhile, slow_done = asyncio.run(main())
@@ -279,8 +279,17 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
 
     async def main():
         dispatcher = Dispatcher(svc, Router.from_file(cfg.routing_path()), {"cxr": read_cxr})
+        swept = asyncio.Event()
+        first_top_up = dispatcher._top_up
+
+        async def top_up(in_flight):  # says when the first sweep is done (a sleep could be outlasted)
+            claimed = await first_top_up(in_flight)
+            swept.set()
+            return claimed
+
+        dispatcher._top_up = top_up
         running = asyncio.create_task(dispatcher.run())
-        await asyncio.sleep(0.5)  # the first sweep found nothing; the next poll is 10 minutes away
+        await asyncio.wait_for(swept.wait(), 60)  # the first sweep found nothing; the next poll is 10 minutes away
         png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
         uid = (await asyncio.to_thread(ingest.accept, wrapped_dx(png), "demo", "scp", "DEMOSITE")).study_uid
         deadline = asyncio.get_running_loop().time() + 60
@@ -292,7 +301,56 @@ def test_an_arrival_wakes_the_dispatcher_instead_of_waiting_for_its_poll(tmp_pat
             await asyncio.sleep(0.05)
         dispatcher.stop()
         dispatcher.wake("ECG")  # let the stopped loop see it now, not in 10 minutes
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, 60)
         return status
 
     assert asyncio.run(main()) == "ai_read", "the arrival did not wake the dispatcher"
+
+
+def test_stopping_the_dicom_runtime_cancels_and_awaits_its_dispatcher(tmp_path, nih_dir):
+    """``DicomRuntime.stop`` on its own loop (in-process app, tests) cancels the dispatcher's task and
+    its in-flight read, waits for them to end, then closes the loop. Before, it stopped the loop with
+    the task still pending: the read stayed held forever and the garbage collector later reported
+    "Task was destroyed but it is pending" for Dispatcher.run."""
+    import asyncio
+    import threading
+
+    from bench.county import county_config
+    from bench.standin_readers import StandInCxrReader
+    from serving.reading.runtime import start_local_dicom
+    from serving.services import build_services
+
+    class HeldReader:
+        """A CXR reader that holds its read until released (so that the stop comes mid-read)."""
+
+        def __init__(self):
+            self.entered, self.release, self.fake = threading.Event(), threading.Event(), StandInCxrReader()
+
+        def read_batch(self, records):
+            self.entered.set()
+            self.release.wait(120)
+            return self.fake.read_batch(records)
+
+    cfg = county_config(tmp_path, tmp_path / "no-registry")
+    cfg = cfg.model_copy(update={"dicom": cfg.dicom.model_copy(update={"study_stable_seconds": 0.0})})
+
+    async def no_ecg_reads(item):
+        raise AssertionError("no ECG is sent here")
+
+    services = build_services(cfg, no_ecg_reads)
+    reader = HeldReader()
+    runtime = start_local_dicom(services, reader)
+    try:
+        png = sorted((nih_dir / "Pneumonia").glob("*.png"))[0]
+        uid = services.dicom.accept(wrapped_dx(png), "demo", source="scp", sender="DEMOSITE").study_uid
+        assert reader.entered.wait(120), "the dispatcher never started reading the study"
+        assert services.ecg.queue.held == {uid}
+        runtime.stop()
+        loop = runtime.loop
+        assert loop is not None and loop.is_closed()
+        assert not asyncio.all_tasks(loop), "tasks left pending on the stopped dispatcher loop"
+        assert services.ecg.queue.held == set(), "the in-flight read was not cancelled: its lease is still renewed"
+        assert services.db.get_study(uid).status == "received"  # not read: another worker takes it over
+    finally:
+        reader.release.set()
+        runtime.stop()

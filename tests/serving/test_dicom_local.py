@@ -49,7 +49,7 @@ def dicom_local(tmp_path_factory, ecg_registry, ecg_reader):
     app, services = create_local_app(cfg, reader=ecg_reader)
     fake = StandInCxrReader()
     runtime = start_local_dicom(services, fake)
-    wait_for(lambda: runtime.scp.running, 30, 0.05, "the SCP to listen")
+    wait_for(lambda: runtime.scp.running, 120, 0.05, "the SCP to listen")
     with (
         UvicornThread(app, cfg.http.port),
         httpx.Client(base_url=f"http://127.0.0.1:{cfg.http.port}", timeout=60) as http,

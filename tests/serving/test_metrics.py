@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.ecg_whole_read import dicom_ecg_bodies
 from tests.serving.conftest import cinc_zip
 
 
@@ -45,9 +46,16 @@ def test_worklist_depth_is_counted_in_the_database_at_each_scrape(local_client, 
 
 
 @pytest.mark.ray
-def test_model_metrics_move_after_a_read_on_ray(serve_client, cinc_dir):
+def test_model_metrics_move_after_a_read_on_ray(serve_client):
+    # An ECG the session's service has never seen: a repeat (test_serve_ecg posts every CinC record,
+    # E07502 included) answers with the stored read and calls no model, so the counts would not move.
+    (body,) = dicom_ecg_bodies(1)
     before = scrape(serve_client.http)
-    read = post_ecg(serve_client, cinc_dir, "E07502")["read"]
+    r = serve_client.http.post(
+        "/api/v1/ecg", content=body, headers={"content-type": "application/dicom", **serve_client.auth()}
+    )
+    assert r.status_code in (200, 201), r.text
+    read = r.json()["read"]
     timing = read["timing"]
     assert {"queue_ms", "compute_ms", "batch_size", "priority"} <= set(timing)
     after = scrape(serve_client.http)

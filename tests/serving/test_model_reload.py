@@ -71,7 +71,7 @@ def test_a_background_poll_follows_the_alias(tmp_path, ecg_registry):
     )
     v2 = registry.register("ecg", served.path, served.card)
     registry.set_alias("ecg", "champion", v2.version)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a poll, then an MLflow download and an ONNX load
     while reader.version != v2.version and time.monotonic() < deadline:
         time.sleep(0.1)
     reader.close()
@@ -109,10 +109,10 @@ def test_preread_models_promote_reaches_the_running_service_without_a_restart(se
     assert f"ecg@champion → version {challenger.version} (was {champion.version})" in done.stdout
     assert registry.version_of("ecg@champion") == challenger.version
 
-    deadline = time.time() + 90
+    deadline = time.time() + 180
     seen = None
     headers = {"content-type": "application/dicom", **serve_client.auth()}
-    for body in dicom_ecg_bodies(60):  # new UIDs each: a repeat would return the stored (old) read
+    for body in dicom_ecg_bodies(180):  # new UIDs each: a repeat would return the stored (old) read
         r = serve_client.http.post("/api/v1/ecg", content=body, headers=headers)
         assert r.status_code in (200, 201), r.text
         seen = r.json()["read"]["model"]["version"] if r.json()["read"] else None

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from tests.serving.worklist_fixtures import *  # noqa: F403
-from tests.serving.worklist_fixtures import ecg_json, login, post_ecg
+from tests.serving.worklist_fixtures import ecg_json, login, post_ecg, signed_at_one_instant
 
 
 @pytest.fixture
@@ -41,6 +41,7 @@ def signed_reads(reading_client):
     other_clinic, other_reader = login(c, "clinic-other"), login(c, "reader-other")
     for seed in range(4, 6):
         _sign(c, other_reader, post_ecg(c, ecg_json(bpm=72, seed=seed, site="other"), other_clinic))
+    signed_at_one_instant(c.services.db)  # one period, whatever the wall clock
     return c
 
 

@@ -70,7 +70,7 @@ def orthanc(serve_client, tmp_path):
         except httpx.HTTPError:
             return False
 
-    wait_for(up, 60, 0.3, "Orthanc to start")
+    wait_for(up, 120, 0.3, "Orthanc to start")
     plugins = client.get("/plugins").json()
     assert "dicom-web" in plugins, f"Orthanc's DICOMweb plugin did not load: {plugins}"
     yield client

@@ -18,14 +18,18 @@ from serving.replica.batching import PriorityBatcher
 
 
 class Recorder:
-    """A batch handler that records what each batch held and can be held closed."""
+    """A batch handler that records what each batch held and can be held closed. ``running`` is set
+    once a batch has reached it: tests wait on that, not on a sleep that a loaded machine can outlast
+    before the batcher's own wait timeout fires."""
 
     def __init__(self):
         self.batches: list[list] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.running = asyncio.Event()
 
     async def __call__(self, payloads: list) -> list:
+        self.running.set()
         await self.gate.wait()
         self.batches.append(list(payloads))
         return [f"done:{p}" for p in payloads]
@@ -66,7 +70,7 @@ def test_sizes_count_items_not_requests_and_oversized_requests_run_alone():
         batcher = PriorityBatcher(handler, max_batch_size=8, wait_timeout_s=0.05)
         handler.gate.clear()
         first = asyncio.ensure_future(batcher.submit("blocker", size=1))
-        await asyncio.sleep(0.1)  # the blocker's batch is running; the rest queue behind it
+        await handler.running.wait()  # the blocker's batch is running; the rest queue behind it
         rest = [
             asyncio.ensure_future(batcher.submit(name, size=size))
             for name, size in (("a", 5), ("b", 5), ("huge", 20), ("c", 3))
@@ -88,7 +92,7 @@ def test_critical_work_is_served_before_queued_routine_work():
         batcher = PriorityBatcher(handler, max_batch_size=4, wait_timeout_s=0.01, aging_s=60)
         handler.gate.clear()
         blocker = asyncio.ensure_future(batcher.submit("blocker"))
-        await asyncio.sleep(0.05)
+        await handler.running.wait()
         routine = [asyncio.ensure_future(batcher.submit(f"r{i}", priority="routine")) for i in range(12)]
         await asyncio.sleep(0)
         urgent = [asyncio.ensure_future(batcher.submit(f"u{i}", priority="urgent")) for i in range(2)]
@@ -111,7 +115,7 @@ def test_aging_promotes_waiting_routine_work_so_it_is_never_starved():
         batcher = PriorityBatcher(handler, max_batch_size=1, wait_timeout_s=0.0, aging_s=0.05)
         handler.gate.clear()
         blocker = asyncio.ensure_future(batcher.submit("blocker"))
-        await asyncio.sleep(0.02)
+        await handler.running.wait()
         old = asyncio.ensure_future(batcher.submit("old-routine", priority="routine"))
         await asyncio.sleep(0.2)  # four aging periods: routine → critical
         fresh = [asyncio.ensure_future(batcher.submit(f"c{i}", priority="critical")) for i in range(3)]
@@ -151,7 +155,7 @@ def test_a_cancelled_caller_is_dropped_from_the_queue():
         batcher = PriorityBatcher(handler, max_batch_size=8, wait_timeout_s=0.0)
         handler.gate.clear()
         blocker = asyncio.ensure_future(batcher.submit("blocker"))
-        await asyncio.sleep(0.01)  # its batch is running (held at the gate)
+        await handler.running.wait()  # its batch is running (held at the gate)
         gone = asyncio.ensure_future(batcher.submit("gone"))
         kept = asyncio.ensure_future(batcher.submit("kept"))
         await asyncio.sleep(0)
@@ -283,10 +287,14 @@ def test_a_loaded_model_replica_serves_critical_reads_first(serve_client, cinc_d
             response._to_object_ref_sync().future().add_done_callback(done(f"c{i}"))
             critical.append(response)
         reads = [r.result(timeout_s=300) for r in routine + critical]
-        time.sleep(0.2)
+        # The done callbacks run on a Ray thread, possibly after result() returned: wait for all of them.
+        deadline = time.monotonic() + 60
+        while len(finished) < ROUTINE + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         serve.delete("priority-test")
     assert [r.timing["priority"] for r in reads[-3:]] == ["critical"] * 3
+    assert len(finished) == ROUTINE + 3, f"completion callbacks missing: {sorted(finished)}"
     order = sorted(finished, key=finished.get)
     last_critical = max(order.index(f"c{i}") for i in range(3))
     overtaken = sum(1 for name in order[last_critical + 1 :] if name.startswith("r"))
@@ -372,14 +380,17 @@ def test_the_dispatcher_reads_dicom_studies_at_their_priority(tmp_path, nih_dir)
 
 
 @pytest.mark.ray
-def test_the_ecg_api_priority_reaches_the_model_replica(serve_client, cinc_dir):
-    from tests.serving.conftest import cinc_zip
+def test_the_ecg_api_priority_reaches_the_model_replica(serve_client):
+    from bench.ecg_whole_read import dicom_ecg_bodies
 
+    # An ECG the session's service has never seen: a CinC record that another test posted first would
+    # come back as its stored read, with the priority of that first post.
+    (body,) = dicom_ecg_bodies(1)
     r = serve_client.http.post(
         "/api/v1/ecg",
         params={"priority": "critical"},
-        content=cinc_zip(cinc_dir, "E07503"),
-        headers={"content-type": "application/zip", **serve_client.auth()},
+        content=body,
+        headers={"content-type": "application/dicom", **serve_client.auth()},
     )
     assert r.status_code in (200, 201), r.text
     assert r.json()["read"]["timing"]["priority"] == "critical"

@@ -234,6 +234,24 @@ def test_the_triton_backend_needs_a_server_in_the_config():
     assert configured.backend_options() == {"url": "gpu-1:8001", "protocol": "grpc", "timeout_s": 30.0}
 
 
+def test_free_ports_are_outside_the_ephemeral_range_and_never_handed_out_twice():
+    """A chosen port is bound later (Ray's HTTP port, the SCP, Orthanc for the whole session). One from
+    the kernel's ephemeral range (what bind(0) gives) could meanwhile become the local port of any
+    outgoing connection, of which Ray keeps hundreds, and the server would not start."""
+    import socket
+
+    from serving.replica.triton.server import ephemeral_port_range
+
+    low, high = ephemeral_port_range()
+    ports = [free_port() for _ in range(100)]
+    assert len(set(ports)) == len(ports), "a port was handed out twice"
+    assert not [port for port in ports if low <= port <= high], (low, high, sorted(ports))
+    assert min(ports) >= 20000, "Ray's worker ports (10002-19999) are left to Ray"
+    for port in ports[:5]:  # and nothing was bound to them
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
 @pytest.fixture(scope="module")
 def real_ecg_batch(cinc_dir) -> np.ndarray:
     from datasets.ecg.readers import read_wfdb

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import func, select, update
 
 from bench.county import county_config
+from serving.store.schema import Correction, Study
 from tests.conftest import PG_BIN, require_peer
 from tests.serving.conftest import Client, free_port
 
@@ -219,3 +221,12 @@ def post_ecg(client, body: dict, headers: dict) -> dict:
     )
     assert r.status_code in (200, 201), r.text
     return r.json()
+
+
+def signed_at_one_instant(db) -> None:
+    """Put every signature and arrival of ``db`` at the earliest one's instant. Monitoring groups by
+    week of signed_at / arrived_at, and a test that signs its reads at "now" and ran across a week
+    boundary (Sunday → Monday, 00:00 UTC) would see them split over two periods."""
+    with db.session() as session:
+        session.execute(update(Correction).values(signed_at=session.scalar(select(func.min(Correction.signed_at)))))
+        session.execute(update(Study).values(arrived_at=session.scalar(select(func.min(Study.arrived_at)))))

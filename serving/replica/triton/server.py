@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -71,10 +72,41 @@ def find_tritonserver() -> TritonDistribution:
     )
 
 
+# Above Ray's worker ports (10002-19999 by default) and below the kernel's ephemeral range.
+_FIRST_CHOSEN_PORT = 20000
+_chosen_ports: set[int] = set()
+_port_random = random.SystemRandom()  # not the global one: training.common.seed_everything seeds it
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections and ``bind(0)`` (net.ipv4.ip_local_port_range)."""
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A TCP port nothing is bound to now, for a server started a little later; never the same one
+    twice in a process. Drawn below the ephemeral range: a port from that range (what ``bind(0)``
+    gives) can be taken by any outgoing connection between this choice and the server's bind, and on
+    a busy host (Ray alone keeps hundreds of connections) the server then fails to start."""
+    low, _ = ephemeral_port_range()
+    candidates = [port for port in range(_FIRST_CHOSEN_PORT, low) if port not in _chosen_ports]
+    for port in _port_random.sample(candidates, min(len(candidates), 200)):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # in use
+        _chosen_ports.add(port)
+        return port
+    with socket.socket() as s:  # an unusual port range: let the kernel choose
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _chosen_ports.add(port)
+    return port
 
 
 class TritonServer:

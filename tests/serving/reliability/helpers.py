@@ -179,7 +179,7 @@ def local_service(cfg, ecg_reader):
     runtime = start_local_dicom(services, StandInCxrReader())
     try:
         if cfg.dicom.enabled:
-            wait_for(lambda: runtime.scp.running, 30, 0.05, "the SCP to listen")
+            wait_for(lambda: runtime.scp.running, 120, 0.05, "the SCP to listen")
         with TestClient(app, raise_server_exceptions=True) as http:
             client = Client(http, cfg)
             client.services, client.runtime = services, runtime

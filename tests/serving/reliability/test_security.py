@@ -282,6 +282,7 @@ def test_https_from_the_serve_options(tmp_path, pki, ecg_registry, ecg_reader):
             r = httpx.get(
                 f"https://127.0.0.1:{cfg.http.port}/healthz",
                 verify=ssl.create_default_context(cafile=str(pki["ca_crt"])),
+                timeout=60,  # httpx's default is 5 s: a TLS handshake with a thread of the busy test process
             )
             assert r.status_code == 200 and r.json() == {"status": "ok"}
             with pytest.raises(httpx.HTTPError):
