@@ -40,12 +40,12 @@ def test_bootstrap_returns_interval_around_point():
     assert entry["ci_high"] - entry["ci_low"] == pytest.approx(2 * 1.96 / np.sqrt(200), rel=0.25)
 
 
-@pytest.mark.slow
 def _auroc_of(y: np.ndarray, s: np.ndarray, index: np.ndarray) -> dict[str, float]:
     """The bootstrap statistic of one simulated data set (bound with partial: no loop variable captured)."""
     return {"auroc": auroc(y[index], s[index], warn=False)}
 
 
+@pytest.mark.slow
 def test_bootstrap_auroc_coverage_near_nominal():
     """Percentile stratified bootstrap for AUROC: 95% intervals cover the true AUROC in ~95% of
     simulated data sets (binormal scores, true AUROC = Φ(d/√2))."""
