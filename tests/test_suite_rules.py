@@ -78,3 +78,20 @@ def test_require_peer_knows_its_peers_and_refuses_unknown_names():
     assert {"triton", "dcmtk", "orthanc", "chromium", "postgresql"} <= set(PEERS)
     with pytest.raises(KeyError):
         require_peer("no-such-peer")
+
+
+def test_marks_sit_on_tests():
+    """A ``pytest.mark`` on a helper function is silently ignored: a ``slow`` mark that slipped from its
+    test onto the helper above it put a 9-second test back into the default suite. Marks go on tests."""
+    import ast
+
+    misplaced = []
+    for path in sorted((REPO_ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("test"):
+                continue
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if "pytest.mark." in ast.unparse(target):
+                    misplaced.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name}")
+    assert not misplaced, misplaced
