@@ -9,12 +9,12 @@ import pytest
 
 from datasets.vocabulary import TriageLevel
 from datasets.vocabulary.ecg import SUPERCLASS_CODES
-from models.card import InputSpec, ModelCard, TrainingData
 from models.ecg.pipeline import EcgInput, EcgPreReader
 from models.read import PreRead
 from models.triage import TriageRules
 from tests.conftest import REPO_ROOT
 from tests.datasets.ecg_helpers import CINC_RECORDS, cinc
+from tests.models.ecg_stand_ins import stand_in_card
 
 LABELS = list(SUPERCLASS_CODES)  # NORM, MI, STTC, CD, HYP: none re-stated by a rule but NORM's contradictions
 RULES = TriageRules.from_yaml(REPO_ROOT / "configs" / "triage" / "ecg.yaml")
@@ -33,18 +33,7 @@ class Constant:
 
 
 def reader(p: float, learned_from_real: dict[str, bool]) -> EcgPreReader:
-    card = ModelCard(
-        name="ecg",
-        task="ecg",
-        architecture="constant",
-        labels=LABELS,
-        label_names=LABELS,
-        thresholds={code: 0.5 for code in LABELS},
-        input=InputSpec(shape=[None, 12, 5000], sampling_rate=500, window_s=10.0, preprocessing="test"),
-        training_data=TrainingData(description="test", n_train=0, n_val=0, fingerprint_sha256="0" * 64),
-        intended_use="test",
-        learned_from_real=learned_from_real,
-    )
+    card = stand_in_card(LABELS, learned_from_real)
     return EcgPreReader(Constant(p), card, RULES)
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from datasets.vocabulary import QualityReason, TriageLevel
 from datasets.vocabulary.ecg_statements import EcgStatement as S
-from models.card import InputSpec, ModelCard, TrainingData
 from models.ecg.pipeline import EcgInput, EcgPreReader
 from models.read import PreRead
 from models.triage import TriageRules
@@ -22,6 +21,7 @@ from tests.datasets.ecg_helpers import (
     cinc,
     reverse_arm_electrodes,
 )
+from tests.models.ecg_stand_ins import stand_in_card
 
 LABELS = ["NORM", "AF", "STACH", "SBRAD", "STE", "WQRS", "PREM"]
 RULES = TriageRules.from_yaml(REPO_ROOT / "configs" / "triage" / "ecg.yaml")
@@ -40,17 +40,7 @@ class Constant:
 
 
 def reader(**probabilities: float) -> EcgPreReader:
-    card = ModelCard(
-        name="ecg",
-        task="ecg",
-        architecture="constant",
-        labels=LABELS,
-        label_names=LABELS,
-        thresholds={code: 0.5 for code in LABELS},
-        input=InputSpec(shape=[None, 12, 5000], sampling_rate=500, window_s=10.0, preprocessing="test"),
-        training_data=TrainingData(description="test", n_train=0, n_val=0, fingerprint_sha256="0" * 64),
-        intended_use="test",
-    )
+    card = stand_in_card(LABELS)
     return EcgPreReader(Constant(**probabilities), card, RULES)
 
 
