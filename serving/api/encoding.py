@@ -3,7 +3,7 @@
 A pure ASGI middleware: it inflates the body before any route sees it, so every route reads plain
 bytes and keeps its own size limit; the inflated size is capped too (a small body that inflates
 past ``max_bytes`` is refused with 413 as soon as it passes it; the inflated body waits in a spooled
-file, in memory only up to the routes' own spooling threshold). Every answer carries
+file by the routes' own spooling, serving/ingest/spool.py). Every answer carries
 `Accept-Encoding: gzip, deflate` so a client can learn what it may send (RFC 7694); an unknown
 coding is refused with 415, corrupt data with 400.
 """
@@ -11,10 +11,12 @@ coding is refused with 415, corrupt data with 400.
 from __future__ import annotations
 
 import json
-import tempfile
 import zlib
-from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any
+
+from serving.ingest.spool import BodyTooLarge, spool
 
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 ADVERTISED = b"gzip, deflate"
@@ -53,13 +55,20 @@ class RequestDecompression:
         if coding not in WBITS:
             await _answer(advertise, 415, f"Content-Encoding {coding!r} is not supported: send gzip, deflate or none")
             return
-        with tempfile.SpooledTemporaryFile(max_size=self.in_memory_bytes(), prefix="preread-inflated-") as body:
-            refusal = await _inflate_into(body, receive, coding, self.max_bytes())
-            if refusal is not None:
-                if refusal[0]:  # the client is still there to hear it
-                    await _answer(advertise, *refusal)
-                return
-            size = body.tell()
+        limit = self.max_bytes()
+        try:  # the routes' own spooling (serving/ingest/spool.py), fed the inflated chunks as they come
+            async with aclosing(_inflated_chunks(receive, coding, limit)) as chunks:
+                body = await spool(chunks, limit, self.in_memory_bytes())
+        except BodyTooLarge:
+            await _answer(advertise, 413, f"the inflated body exceeds the limit of {limit} bytes")
+            return
+        except _NotInflatable as exc:
+            await _answer(advertise, 400, str(exc))
+            return
+        except _ClientGone:
+            return
+        with body:
+            size = body.seek(0, 2)
             body.seek(0)
             headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
             headers.append((b"content-length", str(size).encode()))
@@ -73,28 +82,32 @@ class RequestDecompression:
             await self.app({**scope, "headers": headers}, inflated, advertise)
 
 
-async def _inflate_into(out: BinaryIO, receive: Callable, coding: str, limit: int) -> tuple[int, str] | None:
-    """Inflate the request body into ``out`` as its chunks arrive, so that neither the compressed nor the
-    inflated body is ever held beyond ``limit`` (a sender streaming an endless body is cut off at the first
-    byte past it). None when it inflated whole; else (status, reason), status 0 when the client went away."""
+class _NotInflatable(ValueError):
+    """A corrupt or truncated compressed body (HTTP 400)."""
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was complete: nobody to answer."""
+
+
+async def _inflated_chunks(receive: Callable, coding: str, limit: int) -> AsyncIterator[bytes]:
+    """The request body inflated as its chunks arrive. Each chunk inflates to at most one byte past what
+    ``limit`` still allows, so a bomb is never inflated whole: the spool refuses at that byte."""
     inflater = zlib.decompressobj(WBITS[coding])
     size, more = 0, True
     while more:
         message = await receive()
         if message["type"] != "http.request":
-            return 0, "the client went away"
+            raise _ClientGone
         more = message.get("more_body", False)
-        try:  # max_length >= 1 here (0 would mean "no limit"): size <= limit after every round
+        try:  # max_length >= 1 here (0 would mean "no limit"): the spool stops us once size > limit
             part = inflater.decompress(message.get("body", b""), limit + 1 - size)
         except zlib.error as exc:
-            return 400, f"the {coding} body does not inflate: {exc}"
+            raise _NotInflatable(f"the {coding} body does not inflate: {exc}") from exc
         size += len(part)
-        if size > limit:
-            return 413, f"the inflated body exceeds the limit of {limit} bytes"
-        out.write(part)
+        yield part
     if not inflater.eof:
-        return 400, f"the {coding} body is truncated"
-    return None
+        raise _NotInflatable(f"the {coding} body is truncated")
 
 
 async def _answer(send: Callable, status: int, reason: str) -> None:
