@@ -91,7 +91,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing is bound to now, for a server started a little later; never the same one
     twice in a process. Drawn below the ephemeral range: a port from that range (what ``bind(0)``
     gives) can be taken by any outgoing connection between this choice and the server's bind, and on
-    a busy host (Ray alone keeps hundreds of connections) the server then fails to start."""
+    a busy host (Ray keeps dozens of connections open) the server then fails to start."""
     low, _ = ephemeral_port_range()
     candidates = [port for port in range(_FIRST_CHOSEN_PORT, low) if port not in _chosen_ports]
     for port in _port_random.sample(candidates, min(len(candidates), 200)):
